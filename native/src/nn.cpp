@@ -1,0 +1,78 @@
+// Neural-network functions: linear, convolution, pooling, normalization, activations, losses.
+#include "pai.h"
+
+using pai::tensor_result;
+
+PAI_API Tensor pai_linear(Tensor x, Tensor w, Tensor b) { return tensor_result([&] { return at::linear(*x, *w, pai::opt(b)); }); }
+
+PAI_API Tensor pai_conv2d(Tensor x, Tensor w, Tensor b, const int64_t* stride, const int64_t* padding,
+                          const int64_t* dilation, int64_t groups) {
+  return tensor_result([&] {
+    return at::conv2d(*x, *w, pai::opt(b), pai::ints(stride, 2), pai::ints(padding, 2), pai::ints(dilation, 2), groups);
+  });
+}
+
+PAI_API Tensor pai_max_pool2d(Tensor x, const int64_t* kernel, const int64_t* stride, const int64_t* padding,
+                              const int64_t* dilation, uint8_t ceil_mode) {
+  return tensor_result([&] {
+    return at::max_pool2d(*x, pai::ints(kernel, 2), pai::ints(stride, 2), pai::ints(padding, 2),
+                          pai::ints(dilation, 2), ceil_mode != 0);
+  });
+}
+PAI_API Tensor pai_avg_pool2d(Tensor x, const int64_t* kernel, const int64_t* stride, const int64_t* padding,
+                              uint8_t ceil_mode, uint8_t count_include_pad) {
+  return tensor_result([&] {
+    return at::avg_pool2d(*x, pai::ints(kernel, 2), pai::ints(stride, 2), pai::ints(padding, 2), ceil_mode != 0,
+                          count_include_pad != 0);
+  });
+}
+PAI_API Tensor pai_adaptive_avg_pool2d(Tensor x, const int64_t* output_size) {
+  return tensor_result([&] { return at::adaptive_avg_pool2d(*x, pai::ints(output_size, 2)); });
+}
+
+// Functional batch norm. In training mode the running statistics (when given) are updated in
+// place with the given momentum, as torch.nn.functional.batch_norm does.
+PAI_API Tensor pai_batch_norm(Tensor x, Tensor weight, Tensor bias, Tensor running_mean, Tensor running_var,
+                              uint8_t training, double momentum, double eps) {
+  return tensor_result([&] {
+    return at::batch_norm(*x, pai::opt(weight), pai::opt(bias), pai::opt(running_mean), pai::opt(running_var),
+                          training != 0, momentum, eps, /*cudnn_enabled=*/true);
+  });
+}
+PAI_API Tensor pai_layer_norm(Tensor x, const int64_t* normalized_shape, int32_t n, Tensor weight, Tensor bias,
+                              double eps) {
+  return tensor_result(
+      [&] { return at::layer_norm(*x, pai::ints(normalized_shape, n), pai::opt(weight), pai::opt(bias), eps); });
+}
+
+// Inverted dropout with a seeded generator (null: the global one). Identity when not training.
+PAI_API Tensor pai_dropout(Tensor x, double p, uint8_t training, Generator g) {
+  return tensor_result([&] {
+    TORCH_CHECK(p >= 0.0 && p < 1.0, "dropout probability must lie in [0, 1), got ", p);
+    if (training == 0 || p == 0.0) return *x;
+    auto keep = at::empty(x->sizes(), x->options().device(at::kCPU)).bernoulli_(1.0 - p, pai::gen(g));
+    if (!x->device().is_cpu()) keep = keep.to(x->device());
+    return *x * keep / (1.0 - p);
+  });
+}
+
+PAI_API Tensor pai_relu(Tensor x) { return tensor_result([&] { return at::relu(*x); }); }
+// approximate: 0 = exact (erf), 1 = tanh approximation.
+PAI_API Tensor pai_gelu(Tensor x, int32_t approximate) {
+  return tensor_result([&] { return at::gelu(*x, approximate == 1 ? "tanh" : "none"); });
+}
+PAI_API Tensor pai_softmax(Tensor x, int64_t dim) { return tensor_result([&] { return at::softmax(*x, dim); }); }
+PAI_API Tensor pai_log_softmax(Tensor x, int64_t dim) { return tensor_result([&] { return at::log_softmax(*x, dim); }); }
+
+// reduction: 0 none, 1 mean, 2 sum (at::Reduction).
+PAI_API Tensor pai_cross_entropy(Tensor logits, Tensor target, int64_t reduction, double label_smoothing) {
+  return tensor_result([&] {
+    return at::cross_entropy_loss(*logits, *target, {}, reduction, /*ignore_index=*/-100, label_smoothing);
+  });
+}
+PAI_API Tensor pai_nll_loss(Tensor log_probs, Tensor target, int64_t reduction) {
+  return tensor_result([&] { return at::nll_loss(*log_probs, *target, {}, reduction, -100); });
+}
+PAI_API Tensor pai_mse_loss(Tensor input, Tensor target, int64_t reduction) {
+  return tensor_result([&] { return at::mse_loss(*input, *target, reduction); });
+}

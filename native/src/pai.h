@@ -1,0 +1,78 @@
+// Shared conventions of the C ABI (DESIGN.md §3):
+//  * every exported function catches all exceptions, stores the message in a thread-local
+//    and returns null/default; .NET reads it with pai_last_error() and throws;
+//  * tensors are opaque heap handles (at::Tensor*); every call returns a NEW handle that the
+//    caller owns and frees with pai_tensor_dispose; inputs are never consumed;
+//  * an undefined tensor is returned as null (with no error set);
+//  * bool is one byte (uint8_t); arrays are pointer + length.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#define PAI_API extern "C" __attribute__((visibility("default")))
+
+typedef at::Tensor* Tensor;
+typedef at::Generator* Generator;
+
+namespace pai {
+
+void set_error(const char* message);
+
+// Runs f; on any exception records the message and returns fallback.
+template <class F, class R>
+inline R guarded(F&& f, R fallback) {
+  try {
+    return f();
+  } catch (const c10::Error& e) {
+    set_error(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    set_error(e.what());
+  } catch (...) {
+    set_error("unknown native exception in libpai_torch");
+  }
+  return fallback;
+}
+
+// Runs f returning an at::Tensor and hands it out as a new handle (null when undefined).
+template <class F>
+inline Tensor tensor_result(F&& f) {
+  return guarded(
+      [&]() -> Tensor {
+        at::Tensor t = f();
+        return t.defined() ? new at::Tensor(std::move(t)) : nullptr;
+      },
+      static_cast<Tensor>(nullptr));
+}
+
+// Runs f returning nothing; returns 0 on success, -1 on error.
+template <class F>
+inline int32_t status_result(F&& f) {
+  return guarded(
+      [&]() -> int32_t {
+        f();
+        return 0;
+      },
+      -1);
+}
+
+// Null handle -> undefined tensor (optional arguments such as a missing bias).
+inline at::Tensor opt(Tensor t) { return t ? *t : at::Tensor(); }
+
+inline at::IntArrayRef ints(const int64_t* p, int32_t n) { return at::IntArrayRef(p, static_cast<size_t>(n)); }
+
+inline at::TensorOptions options(int32_t dtype, int32_t device_type, int32_t device_index) {
+  return at::TensorOptions()
+      .dtype(static_cast<at::ScalarType>(dtype))
+      .device(at::Device(static_cast<at::DeviceType>(device_type), static_cast<c10::DeviceIndex>(device_index)));
+}
+
+inline c10::optional<at::Generator> gen(Generator g) {
+  return g ? c10::optional<at::Generator>(*g) : c10::nullopt;
+}
+
+std::vector<at::Tensor> tensor_list(const Tensor* handles, int32_t n);
+
+}  // namespace pai

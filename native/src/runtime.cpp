@@ -1,0 +1,67 @@
+// Errors, version, threads, global seed, generators, devices.
+#include "pai.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <torch/version.h>
+
+namespace {
+thread_local std::string last_error;
+thread_local bool has_error = false;
+}  // namespace
+
+namespace pai {
+void set_error(const char* message) {
+  last_error = message ? message : "";
+  has_error = true;
+}
+std::vector<at::Tensor> tensor_list(const Tensor* handles, int32_t n) {
+  std::vector<at::Tensor> list;
+  list.reserve(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) list.push_back(opt(handles[i]));
+  return list;
+}
+}  // namespace pai
+
+PAI_API const char* pai_last_error() { return has_error ? last_error.c_str() : nullptr; }
+PAI_API void pai_clear_error() {
+  has_error = false;
+  last_error.clear();
+}
+
+PAI_API const char* pai_torch_version() { return TORCH_VERSION; }
+
+PAI_API int32_t pai_get_num_threads() { return pai::guarded([] { return (int32_t)at::get_num_threads(); }, -1); }
+PAI_API int32_t pai_set_num_threads(int32_t n) {
+  return pai::status_result([&] { at::set_num_threads(n); });
+}
+PAI_API int32_t pai_get_num_interop_threads() {
+  return pai::guarded([] { return (int32_t)at::get_num_interop_threads(); }, -1);
+}
+PAI_API const char* pai_parallel_info() {
+  static thread_local std::string info;
+  info = pai::guarded([] { return at::get_parallel_info(); }, std::string());
+  return info.c_str();
+}
+
+PAI_API int32_t pai_manual_seed(uint64_t seed) {
+  return pai::status_result([&] { at::manual_seed(seed); });
+}
+
+PAI_API uint8_t pai_cuda_is_available() {
+  return pai::guarded([] { return (uint8_t)at::hasCUDA(); }, (uint8_t)0);
+}
+PAI_API int32_t pai_cuda_device_count() {
+  return pai::guarded([] { return (int32_t)at::detail::getCUDAHooks().getNumGPUs(); }, 0);
+}
+
+// Seeded CPU generators. Random tensors for any device are drawn on the CPU with such a
+// generator and then moved, so a seed gives the same numbers on every device.
+PAI_API Generator pai_generator_new(uint64_t seed) {
+  return pai::guarded([&] { return new at::Generator(at::make_generator<at::CPUGeneratorImpl>(seed)); },
+                      static_cast<Generator>(nullptr));
+}
+PAI_API void pai_generator_dispose(Generator g) { delete g; }
+PAI_API uint64_t pai_generator_initial_seed(Generator g) {
+  return pai::guarded([&] { return g->current_seed(); }, (uint64_t)0);
+}

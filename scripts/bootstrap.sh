@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Pai needs, when they are missing. Called by the build (so that the
+# README's two commands need no other step); safe and fast to run again.
+#   scripts/bootstrap.sh           packages to build and run Pai
+#   scripts/bootstrap.sh --tests   also the packages the tests use as an oracle (python3-torch)
+set -euo pipefail
+
+packages=(libopenblas0-pthread cmake dataset-fashion-mnist)
+# LIBTORCH points at another libtorch (a CUDA build, say): then Debian's is not needed.
+[ -n "${LIBTORCH:-}" ] || packages=(libtorch-dev "${packages[@]}")
+[ "${1:-}" = "--tests" ] && packages+=(python3-torch)
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  echo "pai bootstrap: not a Debian system; make sure libtorch, OpenBLAS and cmake are installed (${packages[*]} on Debian)." >&2
+  exit 0
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  {
+    echo "pai: missing Debian packages: ${missing[*]}"
+    echo "Install them, then run the command again:"
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}"
+  } >&2
+  exit 1
+fi
+
+echo "pai: installing missing Debian packages: ${missing[*]}"
+# Serialize concurrent builds (several projects or processes may bootstrap at once).
+exec 9>/tmp/pai-bootstrap.lock
+flock 9
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/tmp/pai-bootstrap-apt.log 2>&1 || {
+  echo "pai: apt-get install failed; see /tmp/pai-bootstrap-apt.log" >&2
+  tail -20 /tmp/pai-bootstrap-apt.log >&2
+  exit 1
+}
+echo "pai: installed ${missing[*]}"

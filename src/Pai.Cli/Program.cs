@@ -1,0 +1,4 @@
+using System.CommandLine;
+using Pai.Cli;
+
+return PaiCommand.Build().Parse(args).Invoke();
