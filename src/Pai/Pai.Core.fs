@@ -27,3 +27,226 @@ type IModelView =
     abstract CopyAs: dtype: DType -> IModelView
     /// Frees the model's tensors.
     inherit System.IDisposable
+
+/// Per-layer score tensors, shaped like the prunable weights, in the model's prunable order.
+/// Higher means "keep". The tensors are owned by the value: dispose with Scores.dispose.
+type Scores = { Layers: (string * Tensor) list }
+
+/// Which weights are kept: one bool tensor per prunable layer, shaped like its weight.
+type Mask = { Layers: (string * Tensor) list }
+
+/// Whether top-k selection ranks all layers together or each layer on its own.
+[<RequireQualifiedAccess>]
+type Scope =
+    | Global
+    | PerLayer
+
+/// How density falls over iterative rounds.
+[<RequireQualifiedAccess>]
+type Schedule =
+    /// density after round k of n is d^(k/n) (as SynFlow and lottery-ticket pruning).
+    | Exponential
+    /// density after round k of n is 1 - (1 - d)·k/n.
+    | Linear
+
+/// Which Hessian blocks a Hutchinson probe touches.
+[<RequireQualifiedAccess>]
+type ProbeScope =
+    /// One Rademacher vector over every prunable weight (cheap per HVP, cross-layer noise).
+    | Full
+    /// One layer's block at a time (z is zero outside it): one HVP per layer per probe.
+    | PerLayer
+
+/// Options the curvature-based criteria read. Temperatures scale logits as f/T.
+type CriterionOptions =
+    { /// Hutchinson probes per scoring batch.
+      Probes: int
+      /// Which Hessian blocks a probe covers.
+      ProbeScope: ProbeScope
+      /// Temperature of the Hutchinson criteria (the second-order paper's code uses 200).
+      HutchinsonTemperature: float
+      /// Temperature of GraSP (the original GraSP uses 200).
+      GraspTemperature: float }
+
+    static member Default =
+        { Probes = 10
+          ProbeScope = ProbeScope.Full
+          HutchinsonTemperature = 200.0
+          GraspTemperature = 200.0 }
+
+/// Everything a criterion may read. Criteria are pure functions of it (the model's weights are
+/// read, never changed; its train/eval mode is restored).
+type ScoringContext =
+    { Model: IModelView
+      /// Scoring batches (the per-class subset), already on the model's device.
+      Batches: Batch list
+      /// Shape of one input [C; H; W] (data-free criteria such as SynFlow use it).
+      InputShape: int64 list
+      /// Seed for random criteria and probes.
+      Seed: uint64
+      Options: CriterionOptions
+      /// The current mask in iterative pruning (pruned weights are already zero in the model).
+      Mask: Mask option }
+
+/// The full specification of one pruning run.
+type PruneSpec =
+    { Criterion: string
+      /// Fraction of prunable weights removed, in [0, 1).
+      Sparsity: float
+      Scope: Scope
+      /// Scoring/pruning rounds (1 = one shot; SynFlow's default is 100).
+      Rounds: int
+      Schedule: Schedule
+      /// BN warm-up batches before scoring (0 = off).
+      WarmupBatches: int
+      /// Scoring samples per class.
+      SamplesPerClass: int
+      /// Scoring batch size.
+      ScoringBatchSize: int
+      Options: CriterionOptions
+      /// Keep at least one weight in every layer (off by default: collapse is reported instead).
+      KeepOnePerLayer: bool
+      Seed: uint64 }
+
+/// Kept and total weights of one layer.
+type LayerDensity =
+    { Name: string
+      Kept: int64
+      Total: int64 }
+
+    member this.Density = if this.Total = 0L then 0.0 else float this.Kept / float this.Total
+
+/// What a pruning run did.
+type PruneReport =
+    { Criterion: string
+      Layers: LayerDensity list
+      /// Layers with no weight left: the network is disconnected there.
+      Collapsed: string list
+      /// Seconds per phase: "warmup", "scoring", "selection".
+      Seconds: (string * float) list
+      Rounds: int }
+
+    member this.Kept = this.Layers |> List.sumBy (fun l -> l.Kept)
+    member this.Total = this.Layers |> List.sumBy (fun l -> l.Total)
+    member this.Density = float this.Kept / float this.Total
+
+module Scores =
+    /// Frees the score tensors.
+    let dispose (s: Scores) =
+        for _, t in s.Layers do
+            t.Dispose()
+
+module Mask =
+    /// Frees the mask tensors.
+    let dispose (m: Mask) =
+        for _, t in m.Layers do
+            t.Dispose()
+
+    /// Kept/total per layer.
+    let densities (m: Mask) =
+        m.Layers
+        |> List.map (fun (name, keep) ->
+            { Name = name
+              Kept = keep.CountNonZero()
+              Total = keep.NumEl })
+
+    /// A mask keeping everything, shaped like the model's prunable weights.
+    let full (model: IModelView) =
+        { Layers =
+            [ for kv in model.Prunable ->
+                  kv.Key, Libtorch.Ones(kv.Value.Shape, DType.Bool, kv.Value.Device).DetachFromScope() ] }
+
+/// Top-k mask selection: exactly k = round(density·N) weights are kept (per scope), ties broken
+/// by position (the earlier weight, in layer order then row-major order, wins).
+module Selection =
+    /// k = round(density·n), halves rounded away from zero.
+    let keepCount (density: float) (n: int64) =
+        int64 (System.Math.Round(density * float n, System.MidpointRounding.AwayFromZero))
+
+    /// Checks a sparsity value, naming the parameter in the error.
+    let validateSparsity (sparsity: float) =
+        if System.Double.IsNaN sparsity || sparsity < 0.0 || sparsity >= 1.0 then
+            invalidArg
+                "sparsity"
+                $"sparsity must lie in [0, 1) (the fraction of weights removed), got %g{sparsity}; e.g. 0.9 keeps 10%% of the weights"
+
+    /// Fails when any score is NaN or infinite, naming the layer.
+    let validateScores (scores: Scores) =
+        for name, s in scores.Layers do
+            use finite = s.IsFinite()
+            let bad = s.NumEl - finite.CountNonZero()
+
+            if bad > 0L then
+                invalidArg
+                    "scores"
+                    $"the criterion produced %d{bad} non-finite score(s) (NaN or ±inf) in layer '%s{name}'; check the model's weights and the scoring data"
+
+    // Indices of the k best entries of a 1-d tensor, best first, equal values in position order.
+    let private topIndices (k: int64) (flat: Tensor) =
+        use order = flat.ArgSort(0L, descending = true, stable = true)
+        order.Narrow(0L, 0L, k)
+
+    let private boolMaskOf (n: int64) (indices: Tensor) (device: Device) =
+        use zeros = Libtorch.Zeros([| n |], DType.Bool, device)
+        use ones = Libtorch.Ones([| indices.NumEl |], DType.Bool, device)
+        zeros.Scatter(0L, indices, ones)
+
+    /// Selects the mask. With a previous mask, weights it pruned score -inf and stay pruned.
+    /// keepOnePerLayer reserves each layer's best weight first (k stays exact).
+    let select (scope: Scope) (density: float) (keepOnePerLayer: bool) (previous: Mask option) (scores: Scores) : Mask =
+        if System.Double.IsNaN density || density <= 0.0 || density > 1.0 then
+            invalidArg "density" $"density must lie in (0, 1], got %g{density}"
+
+        validateScores scores
+        use _scope = new DisposeScope()
+
+        let ranked =
+            scores.Layers
+            |> List.mapi (fun i (name, s) ->
+                let flat = s.Flatten().To(DType.Float64)
+
+                let flat =
+                    match previous with
+                    | Some prev ->
+                        let _, keep = prev.Layers.[i]
+                        use k = keep.Flatten()
+                        use ninf = Libtorch.Full([||], System.Double.NegativeInfinity, DType.Float64, flat.Device)
+                        Tensor.Where(k, flat, ninf)
+                    | None -> flat
+
+                name, s.Shape, flat)
+
+        let reserve (flat: Tensor) =
+            if keepOnePerLayer && flat.NumEl > 0L then
+                use best = flat.ArgMax()
+                use one = Libtorch.Ones([| 1L |], DType.Bool, flat.Device)
+                use idx = best.Reshape([| 1L |])
+                use reserved = Libtorch.Zeros([| flat.NumEl |], DType.Bool, flat.Device).Scatter(0L, idx, one)
+                use inf = Libtorch.Full([||], System.Double.PositiveInfinity, DType.Float64, flat.Device)
+                Tensor.Where(reserved, inf, flat)
+            else
+                flat
+
+        let layers =
+            match scope with
+            | Scope.PerLayer ->
+                ranked
+                |> List.map (fun (name, shape, flat) ->
+                    let k0 = keepCount density flat.NumEl
+                    let k = if keepOnePerLayer then max 1L k0 |> min flat.NumEl else k0
+                    let keep = boolMaskOf flat.NumEl (topIndices k (reserve flat)) flat.Device
+                    name, keep.View(shape))
+            | Scope.Global ->
+                let flats = ranked |> List.map (fun (_, _, f) -> reserve f)
+                let all = Libtorch.Cat(List.toArray flats, 0L)
+                let k = keepCount density all.NumEl
+                let keepAll = boolMaskOf all.NumEl (topIndices k all) all.Device
+                let mutable offset = 0L
+
+                ranked
+                |> List.map (fun (name, shape, flat) ->
+                    let part = keepAll.Narrow(0L, offset, flat.NumEl)
+                    offset <- offset + flat.NumEl
+                    name, part.Reshape(shape).Clone())
+
+        { Layers = layers |> List.map (fun (name, t) -> name, t.DetachFromScope()) }

@@ -1,0 +1,347 @@
+module Pai.Tests.CriteriaTests
+
+open System
+open Xunit
+open FsCheck
+open FsCheck.FSharp
+open Pai
+open Pai.Torch
+open Pai.Tests.TinyNet
+
+let private rms (xs: float[]) = sqrt (Array.averageBy (fun x -> x * x) xs)
+
+let private diag (h: float[,]) = Array.init (Array2D.length1 h) (fun i -> h.[i, i])
+
+let private net () = new TinyMlp([ 4; 5; 3 ], 7UL)
+
+let private data () = singles (batch 11UL 6 4 3 DType.Float64)
+
+let private hutch (model: IModelView) probes scope seed batches =
+    Estimators.hutchinson model 1.0 probes scope seed batches
+
+[<Fact>]
+let ``Hutchinson converges to the exact diagonal with error falling like 1/sqrt(probes)`` () =
+    use model = net ()
+    let batches = data ()
+    let exact = diag (exactHessian model 1.0 batches)
+
+    let errorAt probes =
+        [ for seed in 1UL .. 6UL ->
+              let est = hutch model probes ProbeScope.Full seed batches
+              rms (Array.map2 (-) (flatOf est.Mean) exact) ]
+        |> List.average
+
+    let e16 = errorAt 16
+    let e256 = errorAt 256
+    // 16x the probes: the error should shrink about 4x (sqrt 16).
+    let ratio = e16 / e256
+    Assert.InRange(ratio, 2.5, 6.5)
+    Assert.True(e256 < 0.5 * rms exact, $"error %g{e256} vs diagonal size %g{rms exact}")
+
+[<Fact>]
+let ``Hutchinson is unbiased across seeds and its standard error is calibrated`` () =
+    use model = net ()
+    let batches = data ()
+    let exact = diag (exactHessian model 1.0 batches)
+    let runs = [ for seed in 100UL .. 139UL -> hutch model 8 ProbeScope.Full seed batches ]
+    let means = runs |> List.map (fun r -> flatOf r.Mean)
+    let average = Array.init exact.Length (fun i -> means |> List.averageBy (fun m -> m.[i]))
+    // The average of 40 independent estimates has error ~ SE/sqrt(40): compare with that.
+    let se = runs |> List.map (fun r -> flatOf r.StdErr)
+    let meanSe = Array.init exact.Length (fun i -> se |> List.averageBy (fun s -> s.[i]))
+
+    for i in 0 .. exact.Length - 1 do
+        let tol = 5.0 * meanSe.[i] / sqrt 40.0 + 1e-12
+        Assert.True(abs (average.[i] - exact.[i]) <= tol, $"weight %d{i}: average %g{average.[i]} vs exact %g{exact.[i]} (tol %g{tol})")
+
+    // Calibration: |estimate - exact| / SE is below 3 for the great majority of entries.
+    let z =
+        [ for r, m in List.zip runs means do
+              let s = flatOf r.StdErr
+
+              for i in 0 .. exact.Length - 1 do
+                  if s.[i] > 0.0 then
+                      abs (m.[i] - exact.[i]) / s.[i] ]
+
+    let within = z |> List.filter (fun v -> v < 3.0) |> List.length
+    Assert.True(float within / float z.Length > 0.95, $"only %d{within}/%d{z.Length} within 3 SE")
+
+[<Fact>]
+let ``per-layer probing is unbiased and less noisy than full-network probing`` () =
+    use model = new TinyMlp([ 4; 6; 5; 3 ], 3UL)
+    let batches = data ()
+    let exact = diag (exactHessian model 1.0 batches)
+
+    let errorOf scope =
+        [ for seed in 1UL .. 5UL ->
+              let est = hutch model 64 scope seed batches
+              rms (Array.map2 (-) (flatOf est.Mean) exact) ]
+        |> List.average
+
+    let full = errorOf ProbeScope.Full
+    let perLayer = errorOf ProbeScope.PerLayer
+    Assert.True(perLayer < full, $"per-layer error %g{perLayer} should be below full %g{full}")
+    Assert.True(perLayer < 0.5 * rms exact)
+
+[<Fact>]
+let ``Fisher diagonal equals the mean of explicit per-sample squared gradients`` () =
+    use model = net ()
+    let b = batch 5UL 7 4 3 DType.Float64
+    // Batches of several samples: the estimator must still square per-sample gradients.
+    let batches = [ b ]
+    let fisher = Estimators.fisherDiagonal model batches |> flatOf
+    let ps = [ for kv in (model :> IModelView).Prunable -> kv.Value ]
+
+    let explicitMean =
+        [ for s in singles b ->
+              let logits = (model :> IModelView).Forward s.Inputs
+              let loss = Functional.CrossEntropy(logits, s.Targets)
+              Autograd.Grad(loss, List.toArray ps) |> Array.toList |> flatOf |> Array.map (fun g -> g * g) ]
+        |> List.reduce (Array.map2 (+))
+        |> Array.map (fun v -> v / 7.0)
+
+    Assert.Equal(explicitMean.Length, fisher.Length)
+
+    for e, f in Array.zip explicitMean fisher do
+        Assert.Equal(e, f, 12)
+
+[<Fact>]
+let ``GraSP's Hg equals the exact Hessian times the gradient`` () =
+    use model = net ()
+    let batches = data ()
+    let t = 3.0
+    let h = exactHessian model t batches
+    let g = Estimators.meanGradient model t batches |> flatOf
+    let hg = Estimators.hessianGradient model t batches |> flatOf
+    let n = g.Length
+
+    for i in 0 .. n - 1 do
+        let expected = Seq.sum (seq { for j in 0 .. n - 1 -> h.[i, j] * g.[j] })
+        Assert.Equal(expected, hg.[i], 10)
+
+[<Fact>]
+let ``SynFlow conserves the score sum across layers of a bias-free ReLU chain`` () =
+    let check (seed: uint64) =
+        use model = new TinyMlp([ 6; 8; 7; 4 ], seed, true, DType.Float32)
+        let scores = Criteria.synflow.Score(context model [] seed)
+
+        let sums =
+            scores.Layers |> List.map (fun (_, s) -> (use t = s.To(DType.Float64).Sum() in t.Item()))
+
+        Scores.dispose scores
+        let first = List.head sums
+        sums |> List.forall (fun s -> abs (s - first) <= 1e-4 * abs first)
+
+    Check.One(Config.QuickThrowOnFailure.WithMaxTest(20), Prop.forAll (Arb.fromGen (Gen.choose (1, 100000) |> Gen.map uint64)) check)
+
+[<Fact>]
+let ``SNIP equals |theta * g| in closed form on a linear model`` () =
+    use model = new TinyMlp([ 3; 4 ], 21UL, true, DType.Float64)
+    let b = batch 2UL 5 3 4 DType.Float64
+    let scores = Criteria.snip.Score(context model [ b ] 0UL)
+    let snip = scores.Layers |> List.map snd |> flatOf
+    // Closed form: dL/dW = mean_i (softmax(W xᵢ) - onehot(yᵢ)) xᵢᵀ.
+    let w = flatWeights model
+    let x = Pai.Tensors.toFloats b.Inputs
+    let y = b.Targets.ToArray<int64>()
+    let grad = Array.zeroCreate<float> 12
+
+    for i in 0..4 do
+        let xi = x.[i * 3 .. i * 3 + 2]
+        let z = Array.init 4 (fun r -> Seq.sum (seq { for c in 0..2 -> w.[r * 3 + c] * xi.[c] }))
+        let m = Array.max z
+        let e = z |> Array.map (fun v -> exp (v - m))
+        let p = e |> Array.map (fun v -> v / Array.sum e)
+
+        for r in 0..3 do
+            let d = p.[r] - (if int64 r = y.[i] then 1.0 else 0.0)
+
+            for c in 0..2 do
+                grad.[r * 3 + c] <- grad.[r * 3 + c] + d * xi.[c] / 5.0
+
+    for k in 0..11 do
+        Assert.Equal(abs (w.[k] * grad.[k]), snip.[k], 12)
+
+    Scores.dispose scores
+
+// ---- masks --------------------------------------------------------------------------------------
+
+let private scoresOf (layers: (string * float[] * int64[]) list) : Scores =
+    { Layers = layers |> List.map (fun (n, v, s) -> n, Libtorch.FromArray<float>(v, s).DetachFromScope()) }
+
+let private keptFlat (m: Mask) =
+    [| for _, k in m.Layers do
+           yield! k.ToArray<bool>() |]
+
+let private layerGen =
+    gen {
+        let! layers = Gen.choose (1, 4)
+        let! sizes = Gen.listOfLength layers (Gen.choose (1, 40))
+        let! values = sizes |> List.map (fun n -> Gen.arrayOfLength n (Gen.choose (-5, 5) |> Gen.map float)) |> Gen.sequenceToList
+        let! sparsity = Gen.choose (0, 99) |> Gen.map (fun p -> float p / 100.0)
+        return List.zip sizes values, sparsity
+    }
+
+[<Fact>]
+let ``masks keep exactly k weights globally and per layer, ties broken by position`` () =
+    let prop (layers: (int * float[]) list, sparsity: float) =
+        let scores = scoresOf [ for i, (n, v) in List.indexed layers -> $"l%d{i}", v, [| int64 n |] ]
+        let density = 1.0 - sparsity
+        let total = layers |> List.sumBy fst |> int64
+        let g = Selection.select Scope.Global density false None scores
+        let p = Selection.select Scope.PerLayer density false None scores
+        let gKept = keptFlat g |> Array.filter id |> Array.length |> int64
+        let okGlobal = gKept = Selection.keepCount density total
+
+        let okPer =
+            List.forall2
+                (fun (n, _) (_, k: Tensor) -> k.CountNonZero() = Selection.keepCount density (int64 n))
+                layers
+                p.Layers
+        // Every kept score is >= every pruned score; among equal scores the earlier position wins.
+        let all = layers |> List.collect (fun (_, v) -> List.ofArray v) |> Array.ofList
+        let kept = keptFlat g
+
+        let orderOk =
+            Seq.forall
+                (fun (i, j) ->
+                    not (kept.[j] && not kept.[i])
+                    || all.[j] > all.[i]
+                    || (all.[j] = all.[i] && j < i))
+                (seq {
+                    for i in 0 .. all.Length - 1 do
+                        for j in 0 .. all.Length - 1 -> i, j
+                 })
+
+        Scores.dispose scores
+        Mask.dispose g
+        Mask.dispose p
+        okGlobal && okPer && orderOk
+
+    Check.One(Config.QuickThrowOnFailure.WithMaxTest(100), Prop.forAll (Arb.fromGen layerGen) prop)
+
+[<Fact>]
+let ``all-equal scores keep the first k positions`` () =
+    let scores = scoresOf [ "a", Array.create 6 1.0, [| 2L; 3L |]; "b", Array.create 4 1.0, [| 4L |] ]
+    let m = Selection.select Scope.Global 0.5 false None scores
+    Assert.Equal<bool[]>([| true; true; true; true; true; false; false; false; false; false |], keptFlat m)
+
+[<Fact>]
+let ``the same seed gives a bit-identical mask, another seed another mask`` () =
+    use model = net ()
+    let maskFor seed =
+        let s = Criteria.random.Score(context model [] seed)
+        let m = Selection.select Scope.Global 0.3 false None s
+        Scores.dispose s
+        let k = keptFlat m
+        Mask.dispose m
+        k
+
+    Assert.Equal<bool[]>(maskFor 5UL, maskFor 5UL)
+    Assert.NotEqual<bool[]>(maskFor 5UL, maskFor 6UL)
+
+[<Fact>]
+let ``non-finite scores and bad sparsity are rejected with the layer or parameter named`` () =
+    let scores = scoresOf [ "conv1", [| 1.0; nan |], [| 2L |] ]
+    let e = Assert.Throws<ArgumentException>(fun () -> Selection.select Scope.Global 0.5 false None scores |> ignore)
+    Assert.Contains("conv1", e.Message)
+    let e2 = Assert.Throws<ArgumentException>(fun () -> Selection.validateSparsity 1.0)
+    Assert.Contains("sparsity", e2.Message)
+    Assert.Throws<ArgumentException>(fun () -> Selection.validateSparsity -0.1) |> ignore
+
+[<Fact>]
+let ``keep-one-per-layer prevents collapse and keeps k exact`` () =
+    let scores = scoresOf [ "big", Array.init 20 (fun i -> float (i + 10)), [| 20L |]; "small", [| 0.1; 0.2 |], [| 2L |] ]
+    let plain = Selection.select Scope.Global 0.1 false None scores
+    Assert.Equal(0L, (snd plain.Layers.[1]).CountNonZero())
+    let guarded = Selection.select Scope.Global 0.1 true None scores
+    Assert.Equal(1L, (snd guarded.Layers.[1]).CountNonZero())
+    Assert.Equal(Selection.keepCount 0.1 22L, keptFlat guarded |> Array.filter id |> Array.length |> int64)
+    Assert.Equal<bool[]>([| false; true |], (snd guarded.Layers.[1]).ToArray<bool>())
+
+let private spec criterion sparsity rounds =
+    { Criterion = criterion
+      Sparsity = sparsity
+      Scope = Scope.Global
+      Rounds = rounds
+      Schedule = Schedule.Exponential
+      WarmupBatches = 0
+      SamplesPerClass = 1
+      ScoringBatchSize = 1
+      Options = CriterionOptions.Default
+      KeepOnePerLayer = false
+      Seed = 3UL }
+
+[<Fact>]
+let ``iterative pruning never revives a weight and restores the model's weights`` () =
+    use model = new TinyMlp([ 6; 8; 7; 4 ], 9UL, true, DType.Float32)
+    let before = flatWeights model
+    let batches = [ batch 1UL 4 6 4 DType.Float32 ]
+    let logs = ResizeArray()
+    // Each round's mask must be a subset of the previous one: check via a criterion that records masks.
+    let seen = ResizeArray<bool[]>()
+
+    let recording =
+        { Criteria.synflow with
+            Score =
+                fun ctx ->
+                    ctx.Mask |> Option.iter (fun m -> seen.Add(keptFlat m))
+                    Criteria.synflow.Score ctx }
+
+    let mask, report = Pruning.prune (spec "synflow" 0.95 20) recording model [ 6L ] batches Seq.empty logs.Add
+    seen.Add(keptFlat mask)
+
+    for prev, next in Seq.pairwise seen do
+        Assert.True(Array.forall2 (fun p n -> p || not n) prev next, "a pruned weight came back")
+
+    Assert.Equal(20, report.Rounds)
+    Assert.Equal(Selection.keepCount 0.05 (int64 before.Length), report.Kept)
+    Assert.Equal<float[]>(before, flatWeights model)
+    Mask.dispose mask
+
+// ---- algebra laws ---------------------------------------------------------------------------------
+
+let private flatScores (c: Criterion) ctx =
+    let s = c.Score ctx
+    let v = s.Layers |> List.map snd |> flatOf
+    Scores.dispose s
+    v
+
+[<Fact>]
+let ``algebra: abs is idempotent, negate twice is the identity, rank ignores positive scaling`` () =
+    let prop (seed: int) =
+        use model = new TinyMlp([ 4; 5; 3 ], uint64 seed)
+        let ctx = context model [ batch (uint64 seed) 3 4 3 DType.Float64 ] (uint64 seed)
+        let t1 = flatScores Criteria.taylor1 ctx
+        let ok1 = flatScores (Criteria.abs (Criteria.abs Criteria.taylor1)) ctx = flatScores (Criteria.abs Criteria.taylor1) ctx
+        let ok2 = flatScores (Criteria.negate (Criteria.negate Criteria.taylor1)) ctx = t1
+        let r1 = flatScores (Criteria.rank Criteria.taylor1) ctx
+        let r2 = flatScores (Criteria.rank (Criteria.scale 3.5 Criteria.taylor1)) ctx
+        ok1 && ok2 && r1 = r2
+
+    Check.One(Config.QuickThrowOnFailure.WithMaxTest(15), Prop.forAll (Arb.fromGen (Gen.choose (1, 10000))) prop)
+
+[<Fact>]
+let ``FTS and HTS are the compositions of their parts`` () =
+    use model = net ()
+    let ctx = context model (data ()) 4UL
+    let t1 = flatScores Criteria.taylor1 ctx
+    let fo = flatScores Criteria.fisherObd ctx
+    let fts = flatScores Criteria.fts ctx
+    Array.iteri (fun i v -> Assert.Equal(abs (t1.[i] + fo.[i]), v, 12)) fts
+    let ho = flatScores Criteria.hutchObd ctx
+    let hts = flatScores Criteria.hts ctx
+    Array.iteri (fun i v -> Assert.Equal(abs (t1.[i] + ho.[i]), v, 12)) hts
+    Assert.Equal("fts", Criteria.fts.Name)
+
+[<Fact>]
+let ``unknown criterion names list the valid ones; autos asks for a predictor`` () =
+    match Criteria.tryFind "snipp" with
+    | Error e -> Assert.Contains("hutch_obd", e)
+    | Ok _ -> failwith "expected an error"
+
+    match Criteria.tryFind "autos" with
+    | Error e -> Assert.Contains("predictor", e)
+    | Ok _ -> failwith "expected an error"
+
+    Assert.Equal(13, Criteria.names.Length)
