@@ -1,0 +1,156 @@
+using System.Diagnostics;
+using Pai.Host.Models;
+using Pai.Torch;
+
+namespace Pai.Host.Training;
+
+/// <summary>
+/// The one masked training loop. Pruned weights are exactly zero before the first step and
+/// after every step: the mask is applied to the weights at the start, to the gradients before
+/// each update (so momentum and Adam moments stay zero there) and to the weights after it (so
+/// weight decay cannot revive them).
+/// </summary>
+public static class Trainer
+{
+    /// <summary>
+    /// Trains <paramref name="model"/>. <paramref name="mask"/> maps prunable parameter names to
+    /// keep-masks (bool or 0/1, shaped like the weight); null trains densely.
+    /// <paramref name="trainEpoch"/> yields the batches of a 0-based epoch (seeded shuffling is the
+    /// caller's); <paramref name="test"/> yields test batches (evaluated after every epoch when given).
+    /// </summary>
+    public static IReadOnlyList<EpochResult> Train(
+        Module model,
+        IReadOnlyDictionary<string, Tensor>? mask,
+        Func<int, IEnumerable<Pai.Batch>> trainEpoch,
+        Func<IEnumerable<Pai.Batch>>? test,
+        TrainOptions options,
+        Action<TrainProgress>? progress = null,
+        int? batchesPerEpoch = null)
+    {
+        options.Validate();
+        var named = model.NamedParameters().ToList();
+        var parameters = named.Select(p => p.Tensor).ToList();
+        using var masks = new MaskSet(named, mask);
+        masks.ApplyToWeights();
+
+        using var optimizer = CreateOptimizer(parameters, options);
+        var results = new List<EpochResult>();
+        for (var epoch = 0; epoch < options.Epochs; epoch++)
+        {
+            var lr = options.LearningRateAt(epoch);
+            var watch = Stopwatch.StartNew();
+            model.Training = true;
+            double lossSum = 0;
+            long correct = 0, seen = 0;
+            var batch = 0;
+            foreach (var b in trainEpoch(epoch))
+            {
+                if (options.MaxBatchesPerEpoch is { } max && batch >= max) break;
+                using (var step = new DisposeScope())
+                {
+                    foreach (var p in parameters) p.ClearGrad();
+                    var logits = model.Forward(b.Inputs);
+                    var loss = Functional.CrossEntropy(logits, b.Targets, Reduction.Mean, options.LabelSmoothing);
+                    loss.Backward();
+                    masks.ApplyToGradients();
+                    optimizer.Step(lr);
+                    masks.ApplyToWeights();
+
+                    var n = b.Targets.NumEl;
+                    lossSum += loss.Item() * n;
+                    using (Libtorch.NoGrad())
+                        correct += logits.ArgMax(1).Eq(b.Targets).CountNonZero();
+                    seen += n;
+                }
+                batch++;
+                progress?.Invoke(new TrainProgress(epoch + 1, options.Epochs, batch, batchesPerEpoch, lossSum / seen, null));
+            }
+            foreach (var p in parameters) p.ClearGrad();
+            if (seen == 0) throw new InvalidOperationException($"epoch {epoch + 1} produced no training batch: the training set is empty");
+            var trainSeconds = watch.Elapsed.TotalSeconds;
+            var evaluation = test is null ? null : Evaluate(model, test());
+            var result = new EpochResult(epoch + 1, lossSum / seen, (double)correct / seen, lr, evaluation,
+                watch.Elapsed.TotalSeconds, seen / trainSeconds);
+            results.Add(result);
+            progress?.Invoke(new TrainProgress(epoch + 1, options.Epochs, batch, batchesPerEpoch, result.TrainLoss, result));
+        }
+        model.Training = false;
+        return results;
+    }
+
+    /// <summary>Loss, top-1 and top-5 accuracy in eval mode without gradients.</summary>
+    public static EvalResult Evaluate(Module model, IEnumerable<Pai.Batch> batches)
+    {
+        var was = model.Training;
+        model.Training = false;
+        using var _ = Libtorch.NoGrad();
+        double lossSum = 0;
+        long top1 = 0, top5 = 0, n = 0;
+        try
+        {
+            foreach (var b in batches)
+            {
+                using var scope = new DisposeScope();
+                var logits = model.Forward(b.Inputs);
+                var count = b.Targets.NumEl;
+                lossSum += Functional.CrossEntropy(logits, b.Targets, Reduction.Sum).Item();
+                var k = Math.Min(5, logits.Size(1));
+                var (_, best) = logits.TopK(k, 1);
+                var hits = best.Eq(b.Targets.Unsqueeze(1));
+                top1 += hits.Narrow(1, 0, 1).CountNonZero();
+                top5 += hits.CountNonZero();
+                n += count;
+            }
+        }
+        finally
+        {
+            model.Training = was;
+        }
+        if (n == 0) throw new InvalidOperationException("the evaluation set is empty");
+        return new EvalResult(lossSum / n, (double)top1 / n, (double)top5 / n, n);
+    }
+
+    static IOptimizer CreateOptimizer(IReadOnlyList<Tensor> parameters, TrainOptions o) => o.Optimizer switch
+    {
+        OptimizerKind.Sgd => new Sgd(parameters, o.Momentum, o.Nesterov, o.WeightDecay),
+        OptimizerKind.AdamW => new AdamW(parameters, o.Beta1, o.Beta2, o.Epsilon, o.WeightDecay),
+        _ => throw new ArgumentOutOfRangeException(nameof(o), o.Optimizer, "unknown optimizer"),
+    };
+
+    /// <summary>The masked parameters with their masks as 0/1 tensors of the parameter's dtype.</summary>
+    sealed class MaskSet : IDisposable
+    {
+        readonly List<(Tensor Param, Tensor Keep)> pairs = new();
+
+        public MaskSet(List<(string Name, Tensor Tensor)> named, IReadOnlyDictionary<string, Tensor>? mask)
+        {
+            if (mask is null) return;
+            var byName = named.ToDictionary(p => p.Name, p => p.Tensor);
+            foreach (var (name, keep) in mask)
+            {
+                if (!byName.TryGetValue(name, out var p))
+                    throw new ArgumentException($"the mask names '{name}', which is not a parameter of this model; valid names: {string.Join(", ", byName.Keys)}");
+                if (!keep.Shape.SequenceEqual(p.Shape))
+                    throw new ArgumentException($"the mask for '{name}' has shape [{string.Join(", ", keep.Shape)}] but the weight has [{string.Join(", ", p.Shape)}]");
+                pairs.Add((p, keep.To(p.DType).To(p.Device).DetachFromScope()));
+            }
+        }
+
+        public void ApplyToWeights()
+        {
+            using var _ = Libtorch.NoGrad();
+            foreach (var (p, k) in pairs) p.Mul_(k);
+        }
+
+        public void ApplyToGradients()
+        {
+            using var scope = new DisposeScope();
+            foreach (var (p, k) in pairs) p.Grad?.Mul_(k);
+        }
+
+        public void Dispose()
+        {
+            foreach (var (_, k) in pairs) k.Dispose();
+        }
+    }
+}
