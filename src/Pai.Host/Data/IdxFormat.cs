@@ -34,11 +34,12 @@ public static class IdxFormat
         using var stream = Open(path, "IDX image", howToGet);
         var header = new byte[16];
         var got = ReadFully(stream, header, path, howToGet);
-        if (got < header.Length)
-            throw Fail(path, $"truncated IDX image file: {got} bytes, shorter than the 16-byte header (magic {ImagesMagic}, count, rows, columns)", howToGet);
-        var magic = BinaryPrimitives.ReadInt32BigEndian(header);
+        // The magic number comes first: a wrong file type is the more useful message than its length.
+        var magic = got >= 4 ? BinaryPrimitives.ReadInt32BigEndian(header) : ImagesMagic;
         if (magic != ImagesMagic)
             throw Fail(path, $"not an IDX image file: magic number {magic} (0x{magic:x8}) where {ImagesMagic} (0x{ImagesMagic:x8}: unsigned bytes, 3 dimensions) was expected{Hint(magic)}", howToGet);
+        if (got < header.Length)
+            throw Fail(path, $"truncated IDX image file: {got} bytes, shorter than the 16-byte header (magic {ImagesMagic}, count, rows, columns)", howToGet);
         var count = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(4));
         var rows = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(8));
         var cols = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(12));
@@ -62,11 +63,12 @@ public static class IdxFormat
         using var stream = Open(path, "IDX label", howToGet);
         var header = new byte[8];
         var got = ReadFully(stream, header, path, howToGet);
-        if (got < header.Length)
-            throw Fail(path, $"truncated IDX label file: {got} bytes, shorter than the 8-byte header (magic {LabelsMagic}, count)", howToGet);
-        var magic = BinaryPrimitives.ReadInt32BigEndian(header);
+        // The magic number comes first: a wrong file type is the more useful message than its length.
+        var magic = got >= 4 ? BinaryPrimitives.ReadInt32BigEndian(header) : LabelsMagic;
         if (magic != LabelsMagic)
             throw Fail(path, $"not an IDX label file: magic number {magic} (0x{magic:x8}) where {LabelsMagic} (0x{LabelsMagic:x8}: unsigned bytes, 1 dimension) was expected{Hint(magic)}", howToGet);
+        if (got < header.Length)
+            throw Fail(path, $"truncated IDX label file: {got} bytes, shorter than the 8-byte header (magic {LabelsMagic}, count)", howToGet);
         var count = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(4));
         if (count < 0)
             throw Fail(path, $"corrupt IDX label header: count {count}", howToGet);
