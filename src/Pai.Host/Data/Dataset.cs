@@ -199,7 +199,7 @@ internal static class Seeds
     }
 
     internal static ulong Derive(ulong seed, ulong stream, ulong index = 0) =>
-        Mix(Mix(Mix(seed) ^ stream) ^ index) >> 1; // libtorch seeds are taken as uint64; keep them < 2^63 for readability in logs
+        Mix(Mix(Mix(seed) ^ stream) ^ index) >> 1; // below 2^63, so a derived seed also fits a signed 64-bit field (JSON, SQLite)
 
     /// <summary>A seeded permutation of 0..n-1 drawn with libtorch's generator.</summary>
     internal static long[] Permutation(long n, ulong seed)
