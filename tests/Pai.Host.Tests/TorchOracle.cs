@@ -10,7 +10,8 @@ namespace Pai.Host.Tests;
 /// <summary>What PyTorch computed for the same model, weights and batch.</summary>
 public sealed record OracleResult(
     long ParameterCount,
-    double[] Logits,
+    double[] EvalLogits,
+    double[] TrainLogits,
     double Loss,
     IReadOnlyDictionary<string, double[]> Gradients,
     IReadOnlyDictionary<string, double[]> BuffersAfter);
@@ -19,8 +20,9 @@ public sealed record OracleResult(
 /// Runs Debian's python3-torch (the same libtorch build) as an oracle: the model's parameters and
 /// buffers are written as raw float64 files (one per tensor, listed with their shapes in a
 /// manifest), an independent torch.nn definition of the architecture loads them with
-/// load_state_dict(strict=True) (so names and shapes must match), runs one forward pass (and in
-/// train mode a cross-entropy backward), and writes logits, gradients and buffers back.
+/// load_state_dict(strict=True) (so names and shapes must match), runs an eval-mode forward pass
+/// and then a train-mode forward and cross-entropy backward, and writes logits, loss, gradients and
+/// the updated buffers back.
 /// </summary>
 public static class TorchOracle
 {
@@ -49,7 +51,7 @@ public static class TorchOracle
             var s = model.InputShape;
             File.WriteAllText(Path.Combine(dir, "spec.txt"), string.Join('\n',
                 $"model={model.Name}", $"c={s.Channels}", $"h={s.Height}", $"w={s.Width}", $"classes={model.Classes}",
-                $"train={(model.Training ? 1 : 0)}", $"dtype={(model.DType == DType.Float64 ? "float64" : "float32")}"));
+                $"dtype={(model.DType == DType.Float64 ? "float64" : "float32")}"));
             File.WriteAllText(Path.Combine(dir, "oracle.py"), Script);
 
             var psi = new ProcessStartInfo(Python, [Path.Combine(dir, "oracle.py"), dir])
@@ -66,7 +68,7 @@ public static class TorchOracle
 
             long count = 0;
             double loss = double.NaN;
-            double[] logits = [];
+            double[] evalLogits = [], trainLogits = [];
             var grads = new Dictionary<string, double[]>();
             var buffers = new Dictionary<string, double[]>();
             foreach (var line in File.ReadAllLines(Path.Combine(dir, "out.txt")))
@@ -78,13 +80,14 @@ public static class TorchOracle
                     case "loss": loss = double.Parse(parts[1], CultureInfo.InvariantCulture); break;
                     default:
                         var values = MemoryMarshal.Cast<byte, double>(File.ReadAllBytes(Path.Combine(dir, parts[1]))).ToArray();
-                        if (parts[0] == "logits") logits = values;
+                        if (parts[0] == "eval_logits") evalLogits = values;
+                        else if (parts[0] == "train_logits") trainLogits = values;
                         else if (parts[0].StartsWith("grad/")) grads[parts[0][5..]] = values;
                         else if (parts[0].StartsWith("buffer/")) buffers[parts[0][7..]] = values;
                         break;
                 }
             }
-            return new OracleResult(count, logits, loss, grads, buffers);
+            return new OracleResult(count, evalLogits, trainLogits, loss, grads, buffers);
         }
         finally
         {
@@ -106,7 +109,7 @@ torch.set_num_threads(1)
 d = sys.argv[1]
 spec = dict(l.split('=', 1) for l in open(d + '/spec.txt').read().splitlines())
 c, h, w, k = (int(spec[x]) for x in ('c', 'h', 'w', 'classes'))
-name, train = spec['model'], spec['train'] == '1'
+name = spec['model']
 dtype = torch.float64 if spec['dtype'] == 'float64' else torch.float32
 
 tensors = {}
@@ -238,30 +241,33 @@ for key in own:  # Pai does not keep BN's batch counter
     if key.endswith('num_batches_tracked'):
         state[key] = own[key]
 model.load_state_dict(state, strict=True)
-model.train(train)
 
 x = tensors['input'].to(dtype)
 y = tensors['target'].long()
-logits = model(x)
-loss = F.cross_entropy(logits, y)
-out = [f'count {sum(p.numel() for p in model.parameters())}', f'loss {loss.item()!r}']
-def save(key, t, i):
+out = [f'count {sum(p.numel() for p in model.parameters())}']
+def save(key, t):
+    i = len(out)
     t.detach().to(torch.float64).contiguous().numpy().tofile(f'{d}/out{i}.bin')
     out.append(f'{key} out{i}.bin')
-save('logits', logits, 0)
-i = 1
-if train:
-    loss.backward()
-    named = dict(model.named_parameters())
-    for key in tensors:
-        if key.startswith('param/'):
-            n = key.split('/', 1)[1]
-            save('grad/' + n, named[to_torch(n)].grad, i); i += 1
+
+# Eval mode first (running statistics untouched), then one train-mode step.
+model.eval()
+with torch.no_grad():
+    save('eval_logits', model(x))
+model.train()
+logits = model(x)
+loss = F.cross_entropy(logits, y)
+loss.backward()
+out.append(f'loss {loss.item()!r}')
+save('train_logits', logits)
+named = dict(model.named_parameters())
 bufs = dict(model.named_buffers())
 for key in tensors:
-    if key.startswith('buffer/'):
-        n = key.split('/', 1)[1]
-        save('buffer/' + n, bufs[to_torch(n)], i); i += 1
+    kind, _, n = key.partition('/')
+    if kind == 'param':
+        save('grad/' + n, named[to_torch(n)].grad)
+    elif kind == 'buffer':
+        save('buffer/' + n, bufs[to_torch(n)])
 open(d + '/out.txt', 'w').write('\n'.join(out) + '\n')
 """;
 }

@@ -47,7 +47,7 @@ public abstract class Model : Module, IModelView
     public DType DType => Options.DType;
 
     /// <summary>The device the parameters live on.</summary>
-    public Device Device => Options.Device;
+    public Device Device => Parameters.Count > 0 ? Parameters[0].Value.Device : Options.Device;
 
     /// <summary>The classifier's weight name (e.g. "fc.weight").</summary>
     public string ClassifierWeightName => classifierName is null
@@ -227,6 +227,8 @@ public abstract class Model : Module, IModelView
     /// (default: <see cref="InputShape"/>), in forward order, named by weight. Measured by one
     /// eval-mode forward pass of a zero image without gradients; the mode is restored. Attention's
     /// weight-free products (q·kᵀ, softmax·v) are not included: they are not prunable layers.
+    /// Models whose layers are sized by the image (lenet300, lenet5, vit-tiny) accept only their
+    /// own input shape; the convolutional ones take any image size.
     /// </summary>
     public IReadOnlyList<LayerFlops> LayerFlops(InputShape? input = null)
     {
