@@ -1,0 +1,43 @@
+namespace Pai.Host.Models;
+
+/// <summary>The models Pai knows by name (DESIGN.md §4), built for an input shape and class count.</summary>
+public static class ModelZoo
+{
+    static readonly (string Name, string Description, Func<ModelOptions, Model> Create)[] Entries =
+    [
+        ("lenet300", "LeNet-300-100: FC (C·H·W)-300-100-classes, ReLU", o => new LeNet300(o)),
+        ("lenet5", "LeNet-5-Caffe: conv 20@5x5, pool, conv 50@5x5, pool, FC 500, FC classes", o => new LeNet5(o)),
+        ("vgg11", "VGG-11 (cfg A) with BN, global pool, Linear 512-classes", o => new Vgg(11, o)),
+        ("vgg16", "VGG-16 (cfg D) with BN, global pool, Linear 512-classes", o => new Vgg(16, o)),
+        ("vgg19", "VGG-19 (cfg E) with BN, global pool, Linear 512-classes", o => new Vgg(19, o)),
+        ("resnet20", "CIFAR ResNet-20: 16/32/64 channels, 3 blocks per stage", o => ResNet.Cifar(20, o)),
+        ("resnet32", "CIFAR ResNet-32: 16/32/64 channels, 5 blocks per stage", o => ResNet.Cifar(32, o)),
+        ("resnet56", "CIFAR ResNet-56: 16/32/64 channels, 9 blocks per stage", o => ResNet.Cifar(56, o)),
+        ("resnet18", "ResNet-18, 3x3 stem at stride 1, no max-pool: 64/128/256/512 x 2 blocks", o => ResNet.ResNet18(o)),
+        ("vit-tiny", "ViT: patch 4, width 192, depth 6, 3 heads, MLP 384, class token", o => VisionTransformer.Tiny(o)),
+    ];
+
+    /// <summary>Every model name, in a fixed order.</summary>
+    public static IReadOnlyList<string> Names { get; } = Entries.Select(e => e.Name).ToArray();
+
+    /// <summary>A one-line description of the model called <paramref name="name"/>.</summary>
+    public static string Describe(string name) => Find(name).Description;
+
+    /// <summary>True when <paramref name="name"/> names a model (case-insensitive).</summary>
+    public static bool Contains(string name) => Entries.Any(e => string.Equals(e.Name, name?.Trim(), StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>
+    /// Builds and initializes the model called <paramref name="name"/> (case-insensitive) for
+    /// <paramref name="options"/> (default: 3×32×32 inputs, 10 classes, Kaiming normal, seed 0, CPU,
+    /// float32). An unknown name throws an <see cref="ArgumentException"/> listing the valid names.
+    /// </summary>
+    public static Model Create(string name, ModelOptions? options = null) => Find(name).Create(options ?? new ModelOptions());
+
+    static (string Name, string Description, Func<ModelOptions, Model> Create) Find(string name)
+    {
+        foreach (var e in Entries)
+            if (string.Equals(e.Name, name?.Trim(), StringComparison.OrdinalIgnoreCase))
+                return e;
+        throw new ArgumentException($"unknown model '{name}'; valid models: {string.Join(", ", Names)}", nameof(name));
+    }
+}

@@ -1,0 +1,124 @@
+using Pai.Torch;
+
+namespace Pai.Host.Models;
+
+/// <summary>
+/// A basic residual block: conv 3×3 (stride s) + BN + ReLU, conv 3×3 + BN, plus the shortcut,
+/// then ReLU. The shortcut is the identity, or conv 1×1 (stride s) + BN ("shortcut.0",
+/// "shortcut.1") when the stride or the channel count changes. Convs have no bias.
+/// </summary>
+public sealed class BasicBlock : Module
+{
+    readonly Conv2d conv1, conv2;
+    readonly BatchNorm2d bn1, bn2;
+    readonly Sequential? shortcut;
+
+    /// <summary>A block from <paramref name="inChannels"/> to <paramref name="channels"/> with the first conv's <paramref name="stride"/>.</summary>
+    public BasicBlock(long inChannels, long channels, int stride, DType dtype = DType.Float32, Device? device = null)
+    {
+        conv1 = RegisterModule("conv1", new Conv2d(inChannels, channels, 3, stride, padding: 1, bias: false, dtype: dtype, device: device));
+        bn1 = RegisterModule("bn1", new BatchNorm2d(channels, dtype: dtype, device: device));
+        conv2 = RegisterModule("conv2", new Conv2d(channels, channels, 3, 1, padding: 1, bias: false, dtype: dtype, device: device));
+        bn2 = RegisterModule("bn2", new BatchNorm2d(channels, dtype: dtype, device: device));
+        if (stride != 1 || inChannels != channels)
+            shortcut = RegisterModule("shortcut", new Sequential(
+                new Conv2d(inChannels, channels, 1, stride, bias: false, dtype: dtype, device: device),
+                new BatchNorm2d(channels, dtype: dtype, device: device)));
+    }
+
+    /// <summary>True when the shortcut is a 1×1 conv + BN rather than the identity.</summary>
+    public bool HasProjection => shortcut is not null;
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor x)
+    {
+        var h = Functional.Relu(bn1.Forward(conv1.Forward(x)));
+        h = bn2.Forward(conv2.Forward(h));
+        var skip = shortcut is null ? x : shortcut.Forward(x);
+        return Functional.Relu(h + skip);
+    }
+}
+
+/// <summary>
+/// Residual networks of basic blocks for small images: a 3×3 stem conv (stride 1, no bias) + BN +
+/// ReLU, no max-pool, stages of basic blocks (the first block of every stage after the first has
+/// stride 2), global average pooling and a Linear classifier "fc". Layers: conv1, bn1,
+/// layer1…layerK (blocks "layerK.i"), fc.
+/// <list type="bullet">
+/// <item>resnet20/32/56: He et al. (2016) CIFAR ResNets, 16/32/64 channels, n = 3/5/9 blocks per
+/// stage (depth 6n + 2), with 1×1 conv + BN shortcuts where the shape changes (option B).</item>
+/// <item>resnet18: 64/128/256/512 channels, 2 blocks per stage (the common CIFAR ResNet-18).</item>
+/// </list>
+/// </summary>
+public sealed class ResNet : Model
+{
+    readonly Conv2d conv1;
+    readonly BatchNorm2d bn1;
+    readonly Sequential[] stages;
+    readonly Linear fc;
+
+    /// <summary>A residual network named <paramref name="name"/> with the given stage widths and blocks per stage, initialized.</summary>
+    /// <param name="name">Model name.</param>
+    /// <param name="stemChannels">Channels of the stem conv.</param>
+    /// <param name="stageChannels">Channels of each stage.</param>
+    /// <param name="blocksPerStage">Basic blocks in each stage.</param>
+    /// <param name="options">Input shape, classes, initialization, dtype, device.</param>
+    public ResNet(string name, int stemChannels, IReadOnlyList<int> stageChannels, IReadOnlyList<int> blocksPerStage, ModelOptions options)
+        : base(name, options)
+    {
+        if (stageChannels.Count == 0 || stageChannels.Count != blocksPerStage.Count)
+            throw new ArgumentException("a ResNet needs one block count per stage");
+        StemChannels = stemChannels;
+        StageChannels = stageChannels.ToArray();
+        BlocksPerStage = blocksPerStage.ToArray();
+        var (dt, dev) = (options.DType, options.Device);
+        conv1 = RegisterModule("conv1", new Conv2d(options.InputShape.Channels, stemChannels, 3, 1, padding: 1, bias: false, dtype: dt, device: dev));
+        bn1 = RegisterModule("bn1", new BatchNorm2d(stemChannels, dtype: dt, device: dev));
+        stages = new Sequential[stageChannels.Count];
+        long channels = stemChannels;
+        for (var s = 0; s < stages.Length; s++)
+        {
+            var stage = new Sequential();
+            for (var b = 0; b < blocksPerStage[s]; b++)
+            {
+                var stride = s > 0 && b == 0 ? 2 : 1;
+                stage.Add(new BasicBlock(channels, stageChannels[s], stride, dt, dev));
+                channels = stageChannels[s];
+            }
+            stages[s] = RegisterModule($"layer{s + 1}", stage);
+        }
+        fc = RegisterClassifier("fc", new Linear(channels, options.Classes, dtype: dt, device: dev));
+        Initialize(options.Init, options.Seed);
+    }
+
+    /// <summary>He et al.'s CIFAR ResNet of depth 6n + 2 (20, 32, 56, …): 16/32/64 channels, n blocks per stage.</summary>
+    public static ResNet Cifar(int depth, ModelOptions options)
+    {
+        if (depth < 8 || (depth - 2) % 6 != 0)
+            throw new ArgumentOutOfRangeException(nameof(depth), depth, "a CIFAR ResNet has depth 6n + 2 (20, 32, 44, 56, 110)");
+        var n = (depth - 2) / 6;
+        return new ResNet($"resnet{depth}", 16, [16, 32, 64], [n, n, n], options);
+    }
+
+    /// <summary>ResNet-18 for small images: 3×3 stem of 64 at stride 1, no max-pool, 64/128/256/512 × 2 blocks.</summary>
+    public static ResNet ResNet18(ModelOptions options) => new("resnet18", 64, [64, 128, 256, 512], [2, 2, 2, 2], options);
+
+    /// <summary>Channels of the stem conv.</summary>
+    public int StemChannels { get; }
+    /// <summary>Channels of each stage.</summary>
+    public IReadOnlyList<int> StageChannels { get; }
+    /// <summary>Basic blocks in each stage.</summary>
+    public IReadOnlyList<int> BlocksPerStage { get; }
+
+    /// <inheritdoc/>
+    protected override Tensor Logits(Tensor inputs)
+    {
+        var h = Functional.Relu(bn1.Forward(conv1.Forward(inputs)));
+        foreach (var stage in stages) h = stage.Forward(h);
+        h = Functional.AdaptiveAvgPool2d(h, 1, 1).Flatten(1);
+        return fc.Forward(h);
+    }
+
+    /// <inheritdoc/>
+    protected override Model CreateLike(ModelOptions options) => new ResNet(Name, StemChannels, StageChannels, BlocksPerStage, options);
+}
