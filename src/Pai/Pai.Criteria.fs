@@ -136,20 +136,28 @@ module Estimators =
     /// the mean over probes of z ⊙ (H z), z Rademacher, unbiased for every probe scope.
     /// Each scoring batch gets its own probes; the standard error comes from the sample
     /// variance over probes within each batch (the batches' errors are independent and add).
-    let hutchinson (model: IModelView) (temperature: float) (probes: int) (scope: ProbeScope) (seed: uint64) (batches: Batch list) =
+    /// probeFor batch probe layer weight returns the probe vector z for that layer (it must be
+    /// Rademacher ±1 for the estimator to be unbiased); see `hutchinson` for the seeded default.
+    let hutchinsonWith
+        (probeFor: int -> int -> int -> Tensor -> Tensor)
+        (model: IModelView)
+        (temperature: float)
+        (probes: int)
+        (scope: ProbeScope)
+        (batches: Batch list)
+        =
         if probes < 2 then
             invalidArg "probes" $"Hutchinson needs at least 2 probes to estimate its own error, got %d{probes}"
 
         withEval model (fun () ->
             use _scope = new DisposeScope()
-            use gen = new Generator(seed)
             let ps = leaves model
             let total = totalSamples batches
             let mean = zerosLike ps
             let varSum = zerosLike ps
             let mutable hvps = 0
 
-            for b in batches do
+            for bi, b in List.indexed batches do
                 use _batch = new DisposeScope()
                 let loss = batchLoss model temperature total b
                 let grads = Autograd.Grad(loss, List.toArray ps, createGraph = true, retainGraph = true)
@@ -167,7 +175,7 @@ module Estimators =
                     let sample = zerosLike ps
 
                     for block in blocks do
-                        let zs = block |> List.map (fun i -> i, Libtorch.RademacherLike(ps.[i], gen))
+                        let zs = block |> List.map (fun i -> i, probeFor bi j i ps.[i])
 
                         let dot =
                             zs
@@ -199,6 +207,11 @@ module Estimators =
               StdErr = varSum |> List.map (fun v -> v.Sqrt().MoveToOuterScope())
               Probes = probes
               HvpCount = hvps })
+
+    /// Hutchinson with seeded Rademacher probes, drawn in (batch, probe, layer) order.
+    let hutchinson (model: IModelView) (temperature: float) (probes: int) (scope: ProbeScope) (seed: uint64) (batches: Batch list) =
+        use gen = new Generator(seed)
+        hutchinsonWith (fun _ _ _ w -> Libtorch.RademacherLike(w, gen)) model temperature probes scope batches
 
     /// SynFlow's synaptic saliency |θ ⊙ ∂R/∂θ| with R = Σ f(1) on a float64 copy of the model
     /// whose parameters are replaced by their absolute values (eval mode, all-ones input).
