@@ -19,9 +19,22 @@ let inScope (f: unit -> 'a) : 'a =
 
 // ---- properties ------------------------------------------------------------------------------
 
+/// Runs f with libtorch's intra-op thread count set to n, then restores the previous count.
+let withThreads (n: int) (f: unit -> 'a) : 'a =
+    let before = Libtorch.NumThreads
+    Libtorch.SetNumThreads n
+
+    try
+        f ()
+    finally
+        Libtorch.SetNumThreads before
+
 /// Checks a property over an explicit generator; a failing case throws with FsCheck's report.
+/// Properties run on one intra-op thread: their tensors are tiny, and on a loaded machine
+/// OpenMP barriers between two threads cost more than the work.
 let check (maxTest: int) (generator: Gen<'a>) (body: 'a -> unit) =
-    Check.One(Config.QuickThrowOnFailure.WithMaxTest(maxTest), Prop.forAll (Arb.fromGen generator) body)
+    withThreads 1 (fun () ->
+        Check.One(Config.QuickThrowOnFailure.WithMaxTest(maxTest), Prop.forAll (Arb.fromGen generator) body))
 
 /// Uniform doubles on [lo, hi] (FsCheck's own generators stay small or hit NaN/∞; these do not).
 let genFloat (lo: float) (hi: float) : Gen<float> =
