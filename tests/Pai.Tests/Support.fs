@@ -189,5 +189,25 @@ let residentBytes () : int64 =
     |> Array.find (fun l -> l.StartsWith "VmRSS:")
     |> fun l -> l.Substring(6).Trim().Split(' ').[0] |> int64 |> (*) 1024L
 
+/// Runs f on a new thread of its own and returns its result (Task.Run(...).Result may run the
+/// task inline on the waiting thread, which would defeat tests of thread-local state).
+let onOtherThread (f: unit -> 'a) : 'a =
+    let result = ref Unchecked.defaultof<'a>
+    let error: exn option ref = ref None
+
+    let thread =
+        Threading.Thread(fun () ->
+            try
+                result.Value <- f ()
+            with e ->
+                error.Value <- Some e)
+
+    thread.Start()
+    thread.Join()
+
+    match error.Value with
+    | Some e -> raise (AggregateException(e))
+    | None -> result.Value
+
 /// Asserts f throws exactly 'T (not a subtype) and returns it.
 let throws<'T when 'T :> exn> (f: unit -> unit) : 'T = Xunit.Assert.Throws<'T>(Action f)
