@@ -165,6 +165,44 @@ let ``factories: zeros, ones, full, arange, empty shapes, scalars`` () =
         Assert.True e.IsContiguous
         Assert.False(e.Transpose(0L, 1L).IsContiguous))
 
+[<Fact>]
+let ``copies in and out handle empty data, views and graph-attached tensors`` () =
+    inScope (fun () ->
+        let empty = Libtorch.FromArray<float>([||], [| 0L; 3L |])
+        Assert.Equal<int64[]>([| 0L; 3L |], empty.Shape)
+        Assert.Empty(empty.ToArray<float>())
+        // a transposed view is copied out in its own row-major order
+        let m = f64 [| 2L; 3L |] [| 1.0; 2.0; 3.0; 4.0; 5.0; 6.0 |]
+        let t = m.Transpose(0L, 1L)
+        Assert.False t.IsContiguous
+        Assert.Equal<float[]>([| 1.0; 4.0; 2.0; 5.0; 3.0; 6.0 |], t.ToArray<float>())
+        Assert.Equal<float[]>([| 1.0; 4.0; 2.0; 5.0; 3.0; 6.0 |], t.Contiguous().ToArray<float>())
+        // a tensor in a graph copies out without detaching it first
+        let x = m.Clone().RequiresGrad_()
+        Assert.Equal<float[]>([| 2.0; 4.0; 6.0; 8.0; 10.0; 12.0 |], (x * 2.0).ToArray<float>())
+        // FromArray copies: later changes to the array do not reach the tensor
+        let data = [| 1.0; 2.0 |]
+        let c = f64 [| 2L |] data
+        data.[0] <- 99.0
+        Assert.Equal<float[]>([| 1.0; 2.0 |], c.ToArray<float>())
+        Assert.Equal(3L, m.Size 1)
+        Assert.Equal(2L, m.Size -2)
+        throws<ArgumentOutOfRangeException> (fun () -> m.Size 2 |> ignore) |> ignore)
+
+[<Fact>]
+let ``dropout keeps or zeroes and rescales in training, and is the identity otherwise`` () =
+    inScope (fun () ->
+        use g = new Generator(5UL)
+        let x = Libtorch.Full([| 10_000L |], 3.0, DType.Float64)
+        Assert.True(F.Dropout(x, 0.3, false, g).Equal x)
+        Assert.True(F.Dropout(x, 0.0, true, g).Equal x)
+        let y = values (F.Dropout(x, 0.3, true, g))
+        Assert.True(y |> Array.forall (fun v -> v = 0.0 || abs (v - 3.0 / 0.7) < 1e-12))
+        let kept = y |> Array.filter (fun v -> v <> 0.0) |> Array.length
+        Assert.InRange(float kept / 10_000.0, 0.68, 0.72)
+        let e = throws<TorchException> (fun () -> F.Dropout(x, 1.0, true, g) |> ignore)
+        Assert.Contains("dropout probability must lie in [0, 1)", e.Message))
+
 /// Bits of a float32, so that NaN and −0 compare exactly.
 let private bits32 (x: float32) = BitConverter.SingleToInt32Bits x
 

@@ -71,7 +71,10 @@ let ``other forward errors carry libtorch's text`` () =
         torchError "Expected 3D (unbatched) or 4D (batched) input" (fun () ->
             F.Conv2d(x, Libtorch.Ones([| 1L; 1L; 1L; 1L |])) |> ignore)
         torchError "The size of tensor a (3) must match the size of tensor b (4)" (fun () ->
-            (x + Libtorch.Ones([| 4L |])) |> ignore))
+            (x + Libtorch.Ones([| 4L |])) |> ignore)
+        torchError "negative dimension -1" (fun () -> Libtorch.Zeros([| 2L; -1L |]) |> ignore)
+        torchError "expected a non-empty list of Tensors" (fun () -> Libtorch.Cat([||]) |> ignore)
+        torchError "normalized_shape" (fun () -> F.LayerNorm(x, [| 4L |]) |> ignore))
 
     stillWorks ()
 
