@@ -12,7 +12,7 @@ let ``retainGraph defaults to createGraph: a second grad needs it`` () =
         let x = (f64 [| 2L |] [| 1.0; 2.0 |]).RequiresGrad_()
         let y = (x.Exp() * x).Sum()
         let first = Autograd.Grad([| y |], [| x |])
-        let e = throws<TorchException> (fun () -> Autograd.Grad([| y |], [| x |]) |> ignore)
+        let e = throws<TorchException>(fun () -> Autograd.Grad([| y |], [| x |]) |> ignore)
         Assert.Contains("Trying to backward through the graph a second time", e.Message)
 
         let z = (x.Exp() * x).Sum()
@@ -35,7 +35,7 @@ let ``several outputs with grad_outputs, a null entry meaning ones for a scalar`
         Assert.Equal<float[]>([| 2.0; 4.0; 6.0 |], values (nonNull grads.[0]))
         Assert.Equal<float[]>([| 30.0; 300.0 |], values (nonNull grads.[1]))
         // a count mismatch is caught before libtorch
-        throws<System.ArgumentException> (fun () -> Autograd.Grad([| s; v |], [| a |], [| gv |]) |> ignore)
+        throws<System.ArgumentException>(fun () -> Autograd.Grad([| s; v |], [| a |], [| gv |]) |> ignore)
         |> ignore)
 
 [<Fact>]

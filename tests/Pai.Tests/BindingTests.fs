@@ -15,6 +15,7 @@ type F = Functional
 [<Fact>]
 let ``threads: the configured count is what libtorch reports`` () =
     let before = Libtorch.NumThreads
+
     try
         Libtorch.SetNumThreads 1
         Assert.Equal(1, Libtorch.NumThreads)
@@ -26,7 +27,10 @@ let ``threads: the configured count is what libtorch reports`` () =
 [<Fact>]
 let ``threads: a count below one is rejected before libtorch sees it`` () =
     let before = Libtorch.NumThreads
-    throws<ArgumentOutOfRangeException> (fun () -> Libtorch.SetNumThreads 0) |> ignore
+
+    throws<ArgumentOutOfRangeException>(fun () -> Libtorch.SetNumThreads 0)
+    |> ignore
+
     Assert.Equal(before, Libtorch.NumThreads)
 
 [<Fact>]
@@ -48,17 +52,19 @@ let private draws (seed: uint64) : float[] list =
         let p = Libtorch.Full([| 64L |], 0.5, DType.Float64)
         let shaped = Libtorch.Zeros([| 3L; 5L |], DType.Float64)
 
-        [ Libtorch.Randn([| 50L |], g)
-          Libtorch.Randn([| 7L |], g, DType.Float64)
-          Libtorch.Rand([| 50L |], g)
-          Libtorch.RandInt(0L, 1000L, [| 50L |], g)
-          Libtorch.RandPerm(50L, g)
-          Libtorch.Bernoulli(p, g)
-          Libtorch.RandnLike(shaped, g)
-          Libtorch.RademacherLike(shaped, g)
-          Libtorch.Zeros([| 20L |]).Normal_(1.0, 2.0, g)
-          Libtorch.Zeros([| 20L |]).Uniform_(-3.0, 3.0, g)
-          F.Dropout(Libtorch.Ones([| 64L |]), 0.5, true, g) ]
+        [
+            Libtorch.Randn([| 50L |], g)
+            Libtorch.Randn([| 7L |], g, DType.Float64)
+            Libtorch.Rand([| 50L |], g)
+            Libtorch.RandInt(0L, 1000L, [| 50L |], g)
+            Libtorch.RandPerm(50L, g)
+            Libtorch.Bernoulli(p, g)
+            Libtorch.RandnLike(shaped, g)
+            Libtorch.RademacherLike(shaped, g)
+            Libtorch.Zeros([| 20L |]).Normal_(1.0, 2.0, g)
+            Libtorch.Zeros([| 20L |]).Uniform_(-3.0, 3.0, g)
+            F.Dropout(Libtorch.Ones([| 64L |]), 0.5, true, g)
+        ]
         |> List.map values)
 
 [<Fact>]
@@ -69,11 +75,17 @@ let ``seeded generators: the same seed gives bit-identical draws, other seeds di
 
     List.iteri2
         (fun k (x: float[]) (y: float[]) ->
-            Assert.True(Array.map BitConverter.DoubleToInt64Bits x = Array.map BitConverter.DoubleToInt64Bits y, sprintf "draw %d differs for the same seed" k))
+            Assert.True(
+                Array.map BitConverter.DoubleToInt64Bits x = Array.map BitConverter.DoubleToInt64Bits y,
+                sprintf "draw %d differs for the same seed" k
+            ))
         a
         b
 
-    List.iteri2 (fun k (x: float[]) (y: float[]) -> Assert.True(x <> y, sprintf "draw %d is the same for seeds 42 and 43" k)) a c
+    List.iteri2
+        (fun k (x: float[]) (y: float[]) -> Assert.True(x <> y, sprintf "draw %d is the same for seeds 42 and 43" k))
+        a
+        c
 
 [<Fact>]
 let ``seeded generators: draws advance the state and the seed is remembered`` () =
@@ -104,7 +116,16 @@ let ``random values have the right ranges and statistics`` () =
         // standard errors: 1/√n ≈ 0.0022 for the mean, ≈ 0.0016 for the sd
         Assert.InRange(mean, -0.012, 0.012)
         Assert.InRange(sd, 0.99, 1.01)
-        Assert.InRange(z |> Array.filter (fun v -> abs v < 1.0) |> Array.length |> float |> (fun c -> c / float n), 0.677, 0.689)
+
+        Assert.InRange(
+            z
+            |> Array.filter (fun v -> abs v < 1.0)
+            |> Array.length
+            |> float
+            |> (fun c -> c / float n),
+            0.677,
+            0.689
+        )
 
         let u = values (Libtorch.Rand([| int64 n |], g))
         Assert.True(u |> Array.forall (fun v -> v >= 0.0 && v < 1.0))
@@ -117,7 +138,9 @@ let ``random values have the right ranges and statistics`` () =
         Assert.Equal<int64[]>([| 0L .. 99L |], Array.sort perm)
         Assert.NotEqual<int64[]>([| 0L .. 99L |], perm)
 
-        let r = values (Libtorch.RademacherLike(Libtorch.Zeros([| 10_000L |], DType.Float64), g))
+        let r =
+            values (Libtorch.RademacherLike(Libtorch.Zeros([| 10_000L |], DType.Float64), g))
+
         Assert.True(r |> Array.forall (fun v -> v = 1.0 || v = -1.0))
         Assert.InRange(Array.average r, -0.05, 0.05)
 
@@ -187,7 +210,7 @@ let ``copies in and out handle empty data, views and graph-attached tensors`` ()
         Assert.Equal<float[]>([| 1.0; 2.0 |], c.ToArray<float>())
         Assert.Equal(3L, m.Size 1)
         Assert.Equal(2L, m.Size -2)
-        throws<ArgumentOutOfRangeException> (fun () -> m.Size 2 |> ignore) |> ignore)
+        throws<ArgumentOutOfRangeException>(fun () -> m.Size 2 |> ignore) |> ignore)
 
 [<Fact>]
 let ``dropout keeps or zeroes and rescales in training, and is the identity otherwise`` () =
@@ -200,7 +223,7 @@ let ``dropout keeps or zeroes and rescales in training, and is the identity othe
         Assert.True(y |> Array.forall (fun v -> v = 0.0 || abs (v - 3.0 / 0.7) < 1e-12))
         let kept = y |> Array.filter (fun v -> v <> 0.0) |> Array.length
         Assert.InRange(float kept / 10_000.0, 0.68, 0.72)
-        let e = throws<TorchException> (fun () -> F.Dropout(x, 1.0, true, g) |> ignore)
+        let e = throws<TorchException>(fun () -> F.Dropout(x, 1.0, true, g) |> ignore)
         Assert.Contains("dropout probability must lie in [0, 1)", e.Message))
 
 /// Bits of a float32, so that NaN and −0 compare exactly.
@@ -209,17 +232,21 @@ let private bits32 (x: float32) = BitConverter.SingleToInt32Bits x
 /// float32 values including specials (±0, ±∞, NaN, denormals, extremes).
 let private genFloat32 =
     Gen.frequency
-        [ 8, genFloat -1e6 1e6 |> Gen.map float32
-          2,
-          Gen.elements
-              [ 0.0f
-                -0.0f
-                Single.PositiveInfinity
-                Single.NegativeInfinity
-                Single.NaN
-                Single.Epsilon
-                Single.MaxValue
-                Single.MinValue ] ]
+        [
+            8, genFloat -1e6 1e6 |> Gen.map float32
+            2,
+            Gen.elements
+                [
+                    0.0f
+                    -0.0f
+                    Single.PositiveInfinity
+                    Single.NegativeInfinity
+                    Single.NaN
+                    Single.Epsilon
+                    Single.MaxValue
+                    Single.MinValue
+                ]
+        ]
 
 [<Fact>]
 let ``dtypes round-trip through FromArray and ToArray`` () =
@@ -228,7 +255,16 @@ let ``dtypes round-trip through FromArray and ToArray`` () =
             let! shape = genShape 0 4 4
             let n = numel shape
             let! f32s = Gen.arrayOfLength n genFloat32
-            let! f64s = Gen.arrayOfLength n (Gen.frequency [ 9, genFloat -1e12 1e12; 1, Gen.elements [ Double.NaN; -0.0; Double.MaxValue ] ])
+
+            let! f64s =
+                Gen.arrayOfLength
+                    n
+                    (Gen.frequency
+                        [
+                            9, genFloat -1e12 1e12
+                            1, Gen.elements [ Double.NaN; -0.0; Double.MaxValue ]
+                        ])
+
             let! i64s = Gen.arrayOfLength n (Gen.choose64 (Int64.MinValue, Int64.MaxValue))
             let! i32s = Gen.arrayOfLength n (Gen.choose (Int32.MinValue, Int32.MaxValue))
             let! u8s = Gen.arrayOfLength n (Gen.choose (0, 255) |> Gen.map byte)
@@ -245,14 +281,26 @@ let ``dtypes round-trip through FromArray and ToArray`` () =
                 t.ToArray<'T>()
 
             Assert.Equal<int[]>(Array.map bits32 f32s, roundTrip f32s DType.Float32 |> Array.map bits32)
-            Assert.Equal<int64[]>(Array.map BitConverter.DoubleToInt64Bits f64s, roundTrip f64s DType.Float64 |> Array.map BitConverter.DoubleToInt64Bits)
+
+            Assert.Equal<int64[]>(
+                Array.map BitConverter.DoubleToInt64Bits f64s,
+                roundTrip f64s DType.Float64 |> Array.map BitConverter.DoubleToInt64Bits
+            )
+
             Assert.Equal<int64[]>(i64s, roundTrip i64s DType.Int64)
             Assert.Equal<int[]>(i32s, roundTrip i32s DType.Int32)
             Assert.Equal<byte[]>(u8s, roundTrip u8s DType.UInt8)
             Assert.Equal<bool[]>(bs, roundTrip bs DType.Bool)
             // conversions between dtypes
-            Assert.Equal<float[]>(Array.map float u8s, (Libtorch.FromArray<byte>(u8s, shape)).To(DType.Float64).ToArray<float>())
-            Assert.Equal<byte[]>(Array.map (fun b -> if b then 1uy else 0uy) bs, (bools shape bs).To(DType.UInt8).ToArray<byte>())))
+            Assert.Equal<float[]>(
+                Array.map float u8s,
+                (Libtorch.FromArray<byte>(u8s, shape)).To(DType.Float64).ToArray<float>()
+            )
+
+            Assert.Equal<byte[]>(
+                Array.map (fun b -> if b then 1uy else 0uy) bs,
+                (bools shape bs).To(DType.UInt8).ToArray<byte>()
+            )))
 
 [<Fact>]
 let ``the F# surface builds and reads tensors`` () =
@@ -284,8 +332,19 @@ let ``stable sort and argsort keep tied elements in position order`` () =
     check 100 genTied (fun v ->
         inScope (fun () ->
             let t = f64 [| int64 v.Length |] v
-            let ascending = [ 0 .. v.Length - 1 ] |> List.sortBy (fun i -> v.[i]) |> List.map int64 |> List.toArray
-            let descending = [ 0 .. v.Length - 1 ] |> List.sortBy (fun i -> -v.[i]) |> List.map int64 |> List.toArray
+
+            let ascending =
+                [ 0 .. v.Length - 1 ]
+                |> List.sortBy (fun i -> v.[i])
+                |> List.map int64
+                |> List.toArray
+
+            let descending =
+                [ 0 .. v.Length - 1 ]
+                |> List.sortBy (fun i -> -v.[i])
+                |> List.map int64
+                |> List.toArray
+
             let struct (values, indices) = t.Sort()
             Assert.Equal<float[]>(Array.sort v, values.ToArray<float>())
             Assert.Equal<int64[]>(ascending, indices.ToArray<int64>())
@@ -368,8 +427,17 @@ let ``comparisons match F#'s operators, with tensors and scalars`` () =
             expect (>) (ta.Gt s) all
             expect (>=) (ta.Ge s) all
             Assert.Equal((a = b), ta.Equal tb)
-            Assert.Equal<bool[]>(Array.map2 (fun x y -> x > 1.0 && y > 1.0) a b, (ta.Gt 1.0).LogicalAnd(tb.Gt 1.0).ToArray<bool>())
-            Assert.Equal<bool[]>(Array.map2 (fun x y -> x > 1.0 || y > 1.0) a b, (ta.Gt 1.0).LogicalOr(tb.Gt 1.0).ToArray<bool>())
+
+            Assert.Equal<bool[]>(
+                Array.map2 (fun x y -> x > 1.0 && y > 1.0) a b,
+                (ta.Gt 1.0).LogicalAnd(tb.Gt 1.0).ToArray<bool>()
+            )
+
+            Assert.Equal<bool[]>(
+                Array.map2 (fun x y -> x > 1.0 || y > 1.0) a b,
+                (ta.Gt 1.0).LogicalOr(tb.Gt 1.0).ToArray<bool>()
+            )
+
             Assert.Equal<bool[]>(Array.map (fun x -> not (x > 1.0)) a, (ta.Gt 1.0).LogicalNot().ToArray<bool>())))
 
 [<Fact>]
@@ -388,11 +456,23 @@ let ``where and masked_select pick the right elements`` () =
         inScope (fun () ->
             let m = bools shape mask
             let ta, tb = f64 shape a, f64 shape b
-            Assert.Equal<float[]>(Array.map3 (fun c x y -> if c then x else y) mask a b, Tensor.Where(m, ta, tb).ToArray<float>())
-            Assert.Equal<float[]>(Array.zip mask a |> Array.filter fst |> Array.map snd, ta.MaskedSelect(m).ToArray<float>())
+
+            Assert.Equal<float[]>(
+                Array.map3 (fun c x y -> if c then x else y) mask a b,
+                Tensor.Where(m, ta, tb).ToArray<float>()
+            )
+
+            Assert.Equal<float[]>(
+                Array.zip mask a |> Array.filter fst |> Array.map snd,
+                ta.MaskedSelect(m).ToArray<float>()
+            )
             // where with a broadcast scalar branch
             let zero = Libtorch.Scalar(0.0, DType.Float64)
-            Assert.Equal<float[]>(Array.map2 (fun c x -> if c then x else 0.0) mask a, Tensor.Where(m, ta, zero).ToArray<float>())))
+
+            Assert.Equal<float[]>(
+                Array.map2 (fun c x -> if c then x else 0.0) mask a,
+                Tensor.Where(m, ta, zero).ToArray<float>()
+            )))
 
 [<Fact>]
 let ``gather and scatter follow their index definitions`` () =
@@ -427,7 +507,10 @@ let ``gather and scatter follow their index definitions`` () =
             Assert.Equal<float[]>(x, t.ToArray<float>())
 
             let rowsPicked = Array.init k (fun j -> gatherIdx.[j] % rows |> int64)
-            let selected = rowsPicked |> Array.collect (fun r -> Array.sub x (int r * cols) cols)
+
+            let selected =
+                rowsPicked |> Array.collect (fun r -> Array.sub x (int r * cols) cols)
+
             Assert.Equal<float[]>(selected, t.IndexSelect(0L, i64 [| int64 k |] rowsPicked).ToArray<float>())))
 
 // ---- in-place updates ------------------------------------------------------------------------
@@ -471,7 +554,7 @@ let ``in-place ops update the tensor itself and return it`` () =
 let ``in-place updates of a leaf that requires grad need no-grad mode`` () =
     inScope (fun () ->
         let w = (f64 [| 2L |] [| 1.0; 2.0 |]).RequiresGrad_()
-        let e = throws<TorchException> (fun () -> w.Add_(1.0) |> ignore)
+        let e = throws<TorchException>(fun () -> w.Add_(1.0) |> ignore)
         Assert.Contains("a leaf Variable that requires grad is being used in an in-place operation", e.Message)
 
         do
@@ -496,7 +579,7 @@ let ``NoGrad records no graph inside and restores the previous mode`` () =
             let y = x * 2.0
             Assert.False y.RequiresGrad
             // nothing to differentiate: y has no graph back to x
-            throws<TorchException> (fun () -> y.Sum().Backward()) |> ignore
+            throws<TorchException>(fun () -> y.Sum().Backward()) |> ignore
 
             do
                 use _inner = Libtorch.EnableGrad()
@@ -531,7 +614,9 @@ let ``Pai.Tensors.noGrad runs its function without recording`` () =
         Assert.Equal<float[]>([| 1.0; 4.0 |], y.ToArray<float>())
         Assert.True Libtorch.IsGradEnabled
         // an exception inside still restores the mode
-        throws<TorchException> (fun () -> Pai.Tensors.noGrad (fun () -> x.MatMul(Libtorch.Ones([| 3L |]))) |> ignore) |> ignore
+        throws<TorchException>(fun () -> Pai.Tensors.noGrad (fun () -> x.MatMul(Libtorch.Ones([| 3L |]))) |> ignore)
+        |> ignore
+
         Assert.True Libtorch.IsGradEnabled)
 
 [<Fact>]
@@ -554,5 +639,5 @@ let ``devices parse and print`` () =
     Assert.Equal(Device.Cuda 0, Device.Parse "cuda")
     Assert.Equal(Device.Cuda 2, Device.Parse "cuda:2")
     Assert.Equal("cuda:1", (Device.Cuda 1).ToString())
-    throws<ArgumentException> (fun () -> Device.Parse "tpu" |> ignore) |> ignore
+    throws<ArgumentException>(fun () -> Device.Parse "tpu" |> ignore) |> ignore
     inScope (fun () -> Assert.Equal(Device.Cpu, Libtorch.Ones([| 1L |], device = Device.Cpu).Device))

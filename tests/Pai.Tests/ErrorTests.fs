@@ -66,12 +66,18 @@ let ``other forward errors carry libtorch's text`` () =
         let x = Libtorch.Ones([| 2L; 3L |])
         torchError "a Tensor with 6 elements cannot be converted to Scalar" (fun () -> x.Item() |> ignore)
         torchError "view size is not compatible" (fun () -> x.Transpose(0L, 1L).View(6L) |> ignore)
-        torchError "INDICES element is out of DATA bounds, id=7 axis_dim=3" (fun () -> x.IndexSelect(1L, i64 [| 1L |] [| 7L |]) |> ignore)
+
+        torchError "INDICES element is out of DATA bounds, id=7 axis_dim=3" (fun () ->
+            x.IndexSelect(1L, i64 [| 1L |] [| 7L |]) |> ignore)
+
         torchError "Target 5 is out of bounds" (fun () -> F.CrossEntropy(x, i64 [| 2L |] [| 0L; 5L |]) |> ignore)
+
         torchError "Expected 3D (unbatched) or 4D (batched) input" (fun () ->
             F.Conv2d(x, Libtorch.Ones([| 1L; 1L; 1L; 1L |])) |> ignore)
+
         torchError "The size of tensor a (3) must match the size of tensor b (4)" (fun () ->
             (x + Libtorch.Ones([| 4L |])) |> ignore)
+
         torchError "negative dimension -1" (fun () -> Libtorch.Zeros([| 2L; -1L |]) |> ignore)
         torchError "expected a non-empty list of Tensors" (fun () -> Libtorch.Cat([||]) |> ignore)
         torchError "normalized_shape" (fun () -> F.LayerNorm(x, [| 4L |]) |> ignore))
@@ -85,6 +91,7 @@ let ``backward with a wrong-shaped grad_output raises libtorch's message`` () =
     inScope (fun () ->
         let x = (Libtorch.Ones([| 3L |], DType.Float64)).RequiresGrad_()
         let y = x * 2.0
+
         torchError "invalid gradient at index 0 - got [4] but expected shape compatible with [3]" (fun () ->
             y.Backward(Libtorch.Ones([| 4L |], DType.Float64)))
         // backward of a non-scalar without grad_output
@@ -126,6 +133,7 @@ let ``errors in a second-order gradient are managed exceptions`` () =
             Autograd.Grad([| z.Sum() |], [| x |]) |> ignore)
         // an input the second-order output does not reach, without allowUnused
         let w = (f64 [| 1L |] [| 3.0 |]).RequiresGrad_()
+
         torchError "appears to not have been used in the graph" (fun () ->
             Autograd.Grad([| g.Sum() |], [| x; w |], retainGraph = true) |> ignore)
 
@@ -160,7 +168,8 @@ let ``a disposed tensor gives ObjectDisposedException, not a crash`` () =
     Assert.True dead.IsDisposed
     Assert.Equal("Tensor(disposed)", dead.ToString())
 
-    let disposed (f: unit -> unit) = throws<ObjectDisposedException> f |> ignore
+    let disposed (f: unit -> unit) =
+        throws<ObjectDisposedException> f |> ignore
 
     disposed (fun () -> dead.Sum() |> ignore)
     disposed (fun () -> dead.ToArray<float32>() |> ignore)
@@ -185,17 +194,21 @@ let ``a disposed generator gives ObjectDisposedException, not a crash`` () =
     inScope (fun () ->
         let g = new Generator(3UL)
         g.Dispose()
-        throws<ObjectDisposedException> (fun () -> Libtorch.Randn([| 2L |], g) |> ignore) |> ignore
-        throws<ObjectDisposedException> (fun () -> Libtorch.Ones([| 2L |]).Normal_(generator = g) |> ignore)
+
+        throws<ObjectDisposedException>(fun () -> Libtorch.Randn([| 2L |], g) |> ignore)
         |> ignore
-        throws<ObjectDisposedException> (fun () -> F.Dropout(Libtorch.Ones([| 2L |]), 0.5, true, g) |> ignore)
+
+        throws<ObjectDisposedException>(fun () -> Libtorch.Ones([| 2L |]).Normal_(generator = g) |> ignore)
+        |> ignore
+
+        throws<ObjectDisposedException>(fun () -> F.Dropout(Libtorch.Ones([| 2L |]), 0.5, true, g) |> ignore)
         |> ignore)
 
 [<Fact>]
 let ``ToArray with the wrong element type gives ArgumentException`` () =
     inScope (fun () ->
         let wrong (t: Tensor) (f: Tensor -> unit) =
-            let e = throws<ArgumentException> (fun () -> f t)
+            let e = throws<ArgumentException>(fun () -> f t)
             Assert.Contains(string t.DType, e.Message)
 
         wrong (Libtorch.Ones([| 2L |], DType.Float32)) (fun t -> t.ToArray<float>() |> ignore)
@@ -205,5 +218,5 @@ let ``ToArray with the wrong element type gives ArgumentException`` () =
         wrong (Libtorch.Ones([| 2L |], DType.Bool)) (fun t -> t.ToArray<byte>() |> ignore)
         wrong (Libtorch.Ones([| 2L |], DType.UInt8)) (fun t -> t.ToArray<bool>() |> ignore)
         // and FromArray with values that do not fill the shape
-        throws<ArgumentException> (fun () -> f64 [| 2L; 2L |] [| 1.0; 2.0; 3.0 |] |> ignore)
+        throws<ArgumentException>(fun () -> f64 [| 2L; 2L |] [| 1.0; 2.0; 3.0 |] |> ignore)
         |> ignore)

@@ -124,8 +124,7 @@ let ``sqrt and log of positive inputs match finite differences`` () =
             return useLog, x
         }
 
-    check 30 cases (fun (useLog, x) ->
-        gradCheck (one (fun t -> if useLog then t.Log() else t.Sqrt())) [ x ])
+    check 30 cases (fun (useLog, x) -> gradCheck (one (fun t -> if useLog then t.Log() else t.Sqrt())) [ x ])
 
 [<Fact>]
 let ``clamp away from its bounds matches finite differences`` () =
@@ -185,7 +184,9 @@ let private genReduction (minSize: int) =
         let! keep = Gen.elements [ true; false ]
 
         let dims =
-            dims |> List.map (fun d -> if negative then d - int64 rank else d) |> List.toArray
+            dims
+            |> List.map (fun d -> if negative then d - int64 rank else d)
+            |> List.toArray
 
         return Array.map int64 sizes, (if dims.Length = 0 then None else Some dims), keep
     }
@@ -230,8 +231,7 @@ let ``norm (p = 1, 2, 3) over dims matches finite differences`` () =
             return p, dims, keep, x
         }
 
-    check 40 cases (fun (p, dims, keep, x) ->
-        gradCheck (one (fun t -> t.Norm(p, Option.toObj dims, keep))) [ x ])
+    check 40 cases (fun (p, dims, keep, x) -> gradCheck (one (fun t -> t.Norm(p, Option.toObj dims, keep))) [ x ])
 
 [<Fact>]
 let ``max and min along a dim (and over all) match finite differences`` () =
@@ -271,13 +271,15 @@ let ``matmul (vector, matrix and batched forms) matches finite differences`` () 
 
             let! sa, sb =
                 Gen.elements
-                    [ [| n; k |], [| k; m |]
-                      [| k |], [| k; m |]
-                      [| n; k |], [| k |]
-                      [| k |], [| k |]
-                      [| b; n; k |], [| k; m |]
-                      [| b; n; k |], [| b; k; m |]
-                      [| n; k |], [| b; k; m |] ]
+                    [
+                        [| n; k |], [| k; m |]
+                        [| k |], [| k; m |]
+                        [| n; k |], [| k |]
+                        [| k |], [| k |]
+                        [| b; n; k |], [| k; m |]
+                        [| b; n; k |], [| b; k; m |]
+                        [| n; k |], [| b; k; m |]
+                    ]
 
             let! a = input (Array.map int64 sa) -2.0 2.0
             let! c = input (Array.map int64 sb) -2.0 2.0
@@ -309,14 +311,16 @@ let ``linear with and without bias matches finite differences`` () =
 // ---- convolution and pooling -----------------------------------------------------------------
 
 type private ConvCase =
-    { Groups: int
-      Stride: struct (int * int)
-      Padding: struct (int * int)
-      Dilation: struct (int * int)
-      Bias: bool
-      X: float[] * int64[]
-      W: float[] * int64[]
-      B: float[] * int64[] }
+    {
+        Groups: int
+        Stride: struct (int * int)
+        Padding: struct (int * int)
+        Dilation: struct (int * int)
+        Bias: bool
+        X: float[] * int64[]
+        W: float[] * int64[]
+        B: float[] * int64[]
+    }
 
 [<Fact>]
 let ``conv2d (stride, padding, dilation, groups, bias) matches finite differences`` () =
@@ -345,14 +349,16 @@ let ``conv2d (stride, padding, dilation, groups, bias) matches finite difference
             let! b = input [| int64 (groups * cout) |] -1.0 1.0
 
             return
-                { Groups = groups
-                  Stride = struct (sh, sw)
-                  Padding = struct (ph, pw)
-                  Dilation = struct (dh, dw)
-                  Bias = bias
-                  X = x
-                  W = wt
-                  B = b }
+                {
+                    Groups = groups
+                    Stride = struct (sh, sw)
+                    Padding = struct (ph, pw)
+                    Dilation = struct (dh, dw)
+                    Bias = bias
+                    X = x
+                    W = wt
+                    B = b
+                }
         }
 
     check 25 cases (fun c ->
@@ -364,7 +370,10 @@ let ``conv2d (stride, padding, dilation, groups, bias) matches finite difference
 
 [<Fact>]
 let ``conv2d with square int arguments matches finite differences`` () =
-    let x = Array.init 2 (fun c -> Array.init 25 (fun i -> sin (float (i + 7 * c)))) |> Array.concat
+    let x =
+        Array.init 2 (fun c -> Array.init 25 (fun i -> sin (float (i + 7 * c))))
+        |> Array.concat
+
     let w = Array.init (4 * 1 * 9) (fun i -> cos (float i * 0.7))
 
     withThreads 1 (fun () ->
@@ -374,9 +383,15 @@ let ``conv2d with square int arguments matches finite differences`` () =
 
 /// libtorch's pooling output size along one axis.
 let private poolOutput (input: int) (k: int) (stride: int) (padding: int) (dilation: int) (ceil: bool) =
-    let span = input + 2 * padding - dilation * (k - 1) - 1 + (if ceil then stride - 1 else 0)
+    let span =
+        input + 2 * padding - dilation * (k - 1) - 1 + (if ceil then stride - 1 else 0)
+
     let out = span / stride + 1
-    if ceil && (out - 1) * stride >= input + padding then out - 1 else out
+
+    if ceil && (out - 1) * stride >= input + padding then
+        out - 1
+    else
+        out
 
 /// True when some max-pooling window along an axis holds no input element (only padding).
 let private windowInPadding (input: int) (k: int) (stride: int) (padding: int) (dilation: int) (ceil: bool) =
@@ -420,7 +435,7 @@ let ``max_pool2d rejects a window that lies entirely in the padding`` () =
 
     inScope (fun () ->
         let x = Libtorch.Randn([| 1L; 1L; 1L; 3L |], dtype = DType.Float64)
-        let e = throws<TorchException> (fun () -> F.MaxPool2d(x, 2, 1, 1, 2) |> ignore)
+        let e = throws<TorchException>(fun () -> F.MaxPool2d(x, 2, 1, 1, 2) |> ignore)
         Assert.Contains("lies entirely in the padding", e.Message)
         // without the dilation every window touches the input: the call works
         Assert.Equal<int64[]>([| 1L; 1L; 2L; 4L |], F.MaxPool2d(x, 2, 1, 1, 1).Shape))
@@ -480,7 +495,9 @@ let ``batch_norm in train mode (batch statistics) matches finite differences`` (
         use rv = Libtorch.Ones([| c |], DType.Float64)
 
         let bn (ts: Tensor list) =
-            let m, v: (Tensor | null) * (Tensor | null) = if withStats then rm, rv else null, null
+            let m, v: (Tensor | null) * (Tensor | null) =
+                if withStats then rm, rv else null, null
+
             F.BatchNorm(ts.[0], m, v, ts.[1], ts.[2], training = true)
 
         gradCheck bn [ x; w; b ])
@@ -642,7 +659,11 @@ let ``cat and stack send each slice's gradient to its input`` () =
             let! dim = Gen.choose (0, s.Length - 1)
             let! count = Gen.choose (1, 3)
             let! sizes = Gen.arrayOfLength count (Gen.choose (1, 3))
-            let shapes = sizes |> Array.map (fun k -> s |> Array.mapi (fun i d -> if i = dim then int64 k else d))
+
+            let shapes =
+                sizes
+                |> Array.map (fun k -> s |> Array.mapi (fun i d -> if i = dim then int64 k else d))
+
             let! xs = shapes |> Array.map (fun sh -> input sh -2.0 2.0) |> Gen.sequenceToList
             let! ys = List.replicate count (input s -2.0 2.0) |> Gen.sequenceToList
             let! stackDim = Gen.choose (0, s.Length)
@@ -717,6 +738,7 @@ let ``constant pad (including negative pads that crop) matches finite difference
         gen {
             let! s = genShape 1 3 4
             let! padDims = Gen.choose (1, s.Length)
+
             let! pads =
                 Array.init padDims (fun i ->
                     let size = int s.[s.Length - 1 - i]
@@ -727,6 +749,7 @@ let ``constant pad (including negative pads that crop) matches finite difference
                         return [| int64 left; int64 right |]
                     })
                 |> Gen.sequenceToArray
+
             let! value = genFloat -1.0 1.0
             let! x = input s -2.0 2.0
             return Array.concat pads, value, x
@@ -749,7 +772,8 @@ let ``Pai.Tensors.grad of a pipeline matches finite differences`` () =
     let f (ts: Tensor list) =
         let a, b = ts.[0], ts.[1]
         // sum(sqrt(a) · exp(b)² / 2) + mean(log a) − clamp(b)
-        (a |> Pai.Tensors.sqrt) * (b |> Pai.Tensors.exp |> Pai.Tensors.square |> Pai.Tensors.scale 0.5)
+        (a |> Pai.Tensors.sqrt)
+        * (b |> Pai.Tensors.exp |> Pai.Tensors.square |> Pai.Tensors.scale 0.5)
         + (a |> Pai.Tensors.log |> Pai.Tensors.mean)
         - (b |> Pai.Tensors.clamp -0.5 2.0 |> Pai.Tensors.sumDim 0L |> Pai.Tensors.sum)
 

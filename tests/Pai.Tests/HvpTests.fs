@@ -21,11 +21,13 @@ let private matTVec (r: int) (c: int) (m: float[]) (x: float[]) =
 let private matVecRect (r: int) (c: int) (m: float[]) (x: float[]) =
     Array.init r (fun i -> Array.sum (Array.init c (fun j -> m.[i * c + j] * x.[j])))
 
-let private transpose (n: int) (m: float[]) = Array.init (n * n) (fun k -> m.[(k % n) * n + k / n])
+let private transpose (n: int) (m: float[]) =
+    Array.init (n * n) (fun k -> m.[(k % n) * n + k / n])
 
 /// Both HVP entry points, with their names for failure messages.
 let private hvpBoth (f: Tensor list -> Tensor) (inputs: Tensor list) (vectors: Tensor list) =
     let viaFSharp = Pai.Tensors.hvp f inputs vectors |> List.map values
+
     let viaCSharp =
         Autograd.HessianVectorProduct(f inputs, List.toArray inputs, List.toArray vectors)
         |> Array.map values
@@ -139,7 +141,10 @@ let ``hvp of the 2-d Rosenbrock with x and y as separate inputs`` () =
         for (x, y, u, w) in [ (-1.2, 1.0, 1.0, 0.0); (0.5, -0.3, 0.7, -1.1); (2.0, 3.0, -0.2, 0.9) ] do
             let xt = (f64 [| 1L |] [| x |]).RequiresGrad_()
             let yt = (f64 [| 1L |] [| y |]).RequiresGrad_()
-            let f (ts: Tensor list) = ((1.0 - ts.[0]).Square() + 100.0 * (ts.[1] - ts.[0].Square()).Square()).Sum()
+
+            let f (ts: Tensor list) =
+                ((1.0 - ts.[0]).Square() + 100.0 * (ts.[1] - ts.[0].Square()).Square()).Sum()
+
             let hx = (2.0 - 400.0 * y + 1200.0 * x * x) * u - 400.0 * x * w
             let hy = -400.0 * x * u + 200.0 * w
 
@@ -162,7 +167,8 @@ let ``hvp of a linear function is zero, also for an unused input`` () =
         Assert.Equal<float[]>([| 2.0; 2.0; 2.0 |], values q.[0])
         Assert.Equal<float[]>([| 0.0; 0.0 |], values q.[1])
         // one vector per input is required
-        throws<System.ArgumentException> (fun () -> Pai.Tensors.hvp (fun ts -> ts.[0].Sum()) [ x; unused ] [ v ] |> ignore)
+        throws<System.ArgumentException>(fun () ->
+            Pai.Tensors.hvp (fun ts -> ts.[0].Sum()) [ x; unused ] [ v ] |> ignore)
         |> ignore)
 
 // ---- through a network -----------------------------------------------------------------------
@@ -171,17 +177,22 @@ let ``hvp of a linear function is zero, also for an unused input`` () =
 /// (48 → 4) → cross-entropy, as a function of its six parameters.
 type private TinyNet(seed: uint64) =
     let g = new Generator(seed)
-    let randn (shape: int64[]) (scale: float) = Libtorch.Randn(shape, g, DType.Float64) * scale
+
+    let randn (shape: int64[]) (scale: float) =
+        Libtorch.Randn(shape, g, DType.Float64) * scale
+
     let x = randn [| 5L; 2L; 4L; 4L |] 1.0
     let y = Libtorch.RandInt(0L, 4L, [| 5L |], g)
 
     member val Parameters =
-        [ randn [| 3L; 2L; 3L; 3L |] 0.4
-          randn [| 3L |] 0.1
-          1.0 + randn [| 3L |] 0.1
-          randn [| 3L |] 0.1
-          randn [| 4L; 48L |] 0.2
-          randn [| 4L |] 0.1 ]
+        [
+            randn [| 3L; 2L; 3L; 3L |] 0.4
+            randn [| 3L |] 0.1
+            1.0 + randn [| 3L |] 0.1
+            randn [| 3L |] 0.1
+            randn [| 4L; 48L |] 0.2
+            randn [| 4L |] 0.1
+        ]
 
     member _.Loss(ps: Tensor list) =
         let h = F.Conv2d(x, ps.[0], ps.[1], padding = 1)
@@ -215,7 +226,8 @@ let ``hvp through conv, train-mode batch norm and cross-entropy matches finite d
 
             for name, result in hvpBoth net.Loss ps vs do
                 List.iteri2
-                    (fun k expected actual -> assertClose (sprintf "%s, seed %d, parameter %d" name seed k) 1e-5 1e-7 expected actual)
+                    (fun k expected actual ->
+                        assertClose (sprintf "%s, seed %d, parameter %d" name seed k) 1e-5 1e-7 expected actual)
                     numeric
                     result)
 
@@ -230,7 +242,10 @@ let ``the network's Hessian is symmetric: uᵀ(Hv) = vᵀ(Hu)`` () =
         let loss = net.Loss ps
         let hu = Pai.Tensors.hvpOf true ps u loss
         let hv = Pai.Tensors.hvpOf false ps v loss
-        let dot (a: Tensor list) (b: Tensor list) = List.map2 (fun (x: Tensor) (y: Tensor) -> (x * y).Sum().Item()) a b |> List.sum
+
+        let dot (a: Tensor list) (b: Tensor list) =
+            List.map2 (fun (x: Tensor) (y: Tensor) -> (x * y).Sum().Item()) a b |> List.sum
+
         let uHv, vHu = dot u hv, dot v hu
         Assert.True(abs (uHv - vHu) <= 1e-10 * (1.0 + abs uHv), sprintf "uᵀHv = %.15g but vᵀHu = %.15g" uHv vHu)
         // and the products from the shared pass equal those from fresh passes

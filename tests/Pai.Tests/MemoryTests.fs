@@ -25,10 +25,12 @@ type private ConvNet(g: Generator) =
         (r * (1.0 / sqrt fanIn)).RequiresGrad_()
 
     member val Parameters =
-        [| init [| 8L; 1L; 3L; 3L |] 9.0
-           init [| 8L |] 9.0
-           init [| 10L; 200L |] 200.0
-           init [| 10L |] 200.0 |]
+        [|
+            init [| 8L; 1L; 3L; 3L |] 9.0
+            init [| 8L |] 9.0
+            init [| 10L; 200L |] 200.0
+            init [| 10L |] 200.0
+        |]
 
     member this.Loss(x: Tensor, y: Tensor) =
         let p = this.Parameters
@@ -63,36 +65,43 @@ let ``10,000 conv-net training steps in dispose scopes keep resident memory flat
     // one intra-op thread: these tensors are tiny, and on a loaded machine two OpenMP threads
     // made each step 5–30× slower (barrier waits) without changing what is measured
     withThreads 1 (fun () ->
-    use outer = new DisposeScope()
-    use g = new Generator(2024UL)
-    let net = ConvNet(g)
-    let warmup, total = 500, 10_000
-    let mutable first = 0.0
+        use outer = new DisposeScope()
+        use g = new Generator(2024UL)
+        let net = ConvNet(g)
+        let warmup, total = 500, 10_000
+        let mutable first = 0.0
 
-    for k in 0 .. warmup - 1 do
-        let l = step net g k
-        if k = 0 then first <- l
+        for k in 0 .. warmup - 1 do
+            let l = step net g k
 
-    settle ()
-    let before = residentBytes ()
-    let mutable last = 0.0
+            if k = 0 then
+                first <- l
 
-    for k in warmup .. total - 1 do
-        last <- step net g k
+        settle ()
+        let before = residentBytes ()
+        let mutable last = 0.0
 
-    settle ()
-    let after = residentBytes ()
-    let growth = after - before
-    Assert.True(Double.IsFinite last, sprintf "the loss became %g" last)
-    // the steps did run: the loss moved
-    Assert.NotEqual(first, last)
-    // only the parameters (and the outer scope's bookkeeping) outlive the steps
-    Assert.Equal(net.Parameters.Length, outer.OwnedCount)
+        for k in warmup .. total - 1 do
+            last <- step net g k
 
-    Assert.True(
-        growth < 20L * 1024L * 1024L,
-        sprintf "resident memory grew by %.1f MB over %d steps (%.1f → %.1f MB)" (mb growth) (total - warmup) (mb before) (mb after)
-    ))
+        settle ()
+        let after = residentBytes ()
+        let growth = after - before
+        Assert.True(Double.IsFinite last, sprintf "the loss became %g" last)
+        // the steps did run: the loss moved
+        Assert.NotEqual(first, last)
+        // only the parameters (and the outer scope's bookkeeping) outlive the steps
+        Assert.Equal(net.Parameters.Length, outer.OwnedCount)
+
+        Assert.True(
+            growth < 20L * 1024L * 1024L,
+            sprintf
+                "resident memory grew by %.1f MB over %d steps (%.1f → %.1f MB)"
+                (mb growth)
+                (total - warmup)
+                (mb before)
+                (mb after)
+        ))
 
 [<MethodImpl(MethodImplOptions.NoInlining)>]
 let private allocateAndDrop (count: int) (elements: int64) =

@@ -59,7 +59,9 @@ let private runPyTorch (inputs: (string * float[] * int64[]) list) : Map<string,
         |> dict
         |> JsonSerializer.Serialize
 
-    let path = IO.Path.Combine(IO.Path.GetTempPath(), sprintf "pai-pytorch-%d.py" Environment.ProcessId)
+    let path =
+        IO.Path.Combine(IO.Path.GetTempPath(), sprintf "pai-pytorch-%d.py" Environment.ProcessId)
+
     IO.File.WriteAllText(path, script)
 
     try
@@ -84,7 +86,8 @@ let private runPyTorch (inputs: (string * float[] * int64[]) list) : Map<string,
         IO.File.Delete path
 
 /// Deterministic, irregular values.
-let private wave (n: int) (phase: float) = Array.init n (fun i -> sin (1.7 * float i + phase) * (1.0 + 0.3 * cos (0.37 * float i)))
+let private wave (n: int) (phase: float) =
+    Array.init n (fun i -> sin (1.7 * float i + phase) * (1.0 + 0.3 * cos (0.37 * float i)))
 
 [<Fact>]
 let ``layer functions, batch-norm statistics and a loss gradient agree with PyTorch`` () =
@@ -101,15 +104,17 @@ let ``layer functions, batch-norm statistics and a loss gradient agree with PyTo
 
     let expected =
         runPyTorch
-            [ "x", x, xs
-              "w", w, [| 6L; 2L; 3L; 3L |]
-              "b", b, [| 6L |]
-              "g", g, [| 4L |]
-              "beta", beta, [| 4L |]
-              "ln_w", lnW, [| 7L; 6L |]
-              "ln_b", lnB, [| 7L; 6L |]
-              "logits", logits, [| 5L; 4L |]
-              "target", target, [| 5L |] ]
+            [
+                "x", x, xs
+                "w", w, [| 6L; 2L; 3L; 3L |]
+                "b", b, [| 6L |]
+                "g", g, [| 4L |]
+                "beta", beta, [| 4L |]
+                "ln_w", lnW, [| 7L; 6L |]
+                "ln_b", lnB, [| 7L; 6L |]
+                "logits", logits, [| 5L; 4L |]
+                "target", target, [| 5L |]
+            ]
 
     withThreads 1 (fun () ->
         inScope (fun () ->
@@ -122,26 +127,37 @@ let ``layer functions, batch-norm statistics and a loss gradient agree with PyTo
             let lg = lt.Clone().RequiresGrad_()
 
             let ours =
-                [ "conv", F.Conv2d(xt, f64 [| 6L; 2L; 3L; 3L |] w, f64 [| 6L |] b, struct (2, 1), struct (1, 0), struct (1, 2), 2)
-                  "max_pool", F.MaxPool2d(xt, 3, 2, 1, 1, true)
-                  "avg_pool", F.AvgPool2d(xt, 3, 2, 1, true, false)
-                  "adaptive", F.AdaptiveAvgPool2d(xt, 3, 4)
-                  "bn_train", F.BatchNorm(xt, rm, rv, gt, bt, true, 0.2, 1e-3)
-                  "bn_running_mean", rm.Clone()
-                  "bn_running_var", rv.Clone()
-                  "bn_eval", F.BatchNorm(xt, rm, rv, gt, bt, false, 0.2, 1e-3)
-                  "layer_norm", F.LayerNorm(xt, [| 7L; 6L |], f64 [| 7L; 6L |] lnW, f64 [| 7L; 6L |] lnB)
-                  "gelu", F.Gelu xt
-                  "gelu_tanh", F.Gelu(xt, true)
-                  "softmax", F.Softmax(lt, 1L)
-                  "log_softmax", F.LogSoftmax(lt, -1L)
-                  "ce_smooth", F.CrossEntropy(lt, yt, labelSmoothing = 0.2)
-                  "ce_none", F.CrossEntropy(lt, yt, Reduction.None)
-                  "nll_sum", F.NllLoss(F.LogSoftmax(lt, 1L), yt, Reduction.Sum)
-                  "mse", F.MseLoss(lt, (lt.Exp() - (-lt).Exp()) / (lt.Exp() + (-lt).Exp()))
-                  "var", xt.Var([| 2L; 3L |])
-                  "norm3", xt.Norm(3.0, [| 1L |])
-                  "ce_grad", (Autograd.Grad(F.CrossEntropy(lg, yt, labelSmoothing = 0.1), [| lg |])).[0] ]
+                [
+                    "conv",
+                    F.Conv2d(
+                        xt,
+                        f64 [| 6L; 2L; 3L; 3L |] w,
+                        f64 [| 6L |] b,
+                        struct (2, 1),
+                        struct (1, 0),
+                        struct (1, 2),
+                        2
+                    )
+                    "max_pool", F.MaxPool2d(xt, 3, 2, 1, 1, true)
+                    "avg_pool", F.AvgPool2d(xt, 3, 2, 1, true, false)
+                    "adaptive", F.AdaptiveAvgPool2d(xt, 3, 4)
+                    "bn_train", F.BatchNorm(xt, rm, rv, gt, bt, true, 0.2, 1e-3)
+                    "bn_running_mean", rm.Clone()
+                    "bn_running_var", rv.Clone()
+                    "bn_eval", F.BatchNorm(xt, rm, rv, gt, bt, false, 0.2, 1e-3)
+                    "layer_norm", F.LayerNorm(xt, [| 7L; 6L |], f64 [| 7L; 6L |] lnW, f64 [| 7L; 6L |] lnB)
+                    "gelu", F.Gelu xt
+                    "gelu_tanh", F.Gelu(xt, true)
+                    "softmax", F.Softmax(lt, 1L)
+                    "log_softmax", F.LogSoftmax(lt, -1L)
+                    "ce_smooth", F.CrossEntropy(lt, yt, labelSmoothing = 0.2)
+                    "ce_none", F.CrossEntropy(lt, yt, Reduction.None)
+                    "nll_sum", F.NllLoss(F.LogSoftmax(lt, 1L), yt, Reduction.Sum)
+                    "mse", F.MseLoss(lt, (lt.Exp() - (-lt).Exp()) / (lt.Exp() + (-lt).Exp()))
+                    "var", xt.Var([| 2L; 3L |])
+                    "norm3", xt.Norm(3.0, [| 1L |])
+                    "ce_grad", (Autograd.Grad(F.CrossEntropy(lg, yt, labelSmoothing = 0.1), [| lg |])).[0]
+                ]
 
             Assert.Equal(ours.Length, expected.Count)
 

@@ -25,7 +25,21 @@ let ``tensors made inside a scope, by any kind of call, are freed when it closes
         let gs = Autograd.Grad(loss, [| x |], createGraph = true)
         loss.Backward(retainGraph = true)
         let accumulated = nonNull x.Grad
-        made.AddRange [ x; loss; mx; imx; sv; si; gs.[0]; accumulated; Libtorch.Randn([| 3L |]); F.Relu x ]
+
+        made.AddRange
+            [
+                x
+                loss
+                mx
+                imx
+                sv
+                si
+                gs.[0]
+                accumulated
+                Libtorch.Randn([| 3L |])
+                F.Relu x
+            ]
+
         Assert.True(made |> Seq.forall (fun t -> not t.IsDisposed))
         Assert.Equal(made.Count + 2, scope.OwnedCount) // and x.Exp() and its product
 
@@ -105,7 +119,7 @@ let ``closing a scope while a nested one is open throws and changes nothing`` ()
     let outer = new DisposeScope()
     let t = Libtorch.Ones([| 1L |])
     let inner = new DisposeScope()
-    let e = throws<InvalidOperationException> (fun () -> outer.Dispose())
+    let e = throws<InvalidOperationException>(fun () -> outer.Dispose())
     Assert.Contains("innermost first", e.Message)
     Assert.Same(inner, DisposeScope.Current)
     Assert.False t.IsDisposed
@@ -194,7 +208,10 @@ let ``random nestings: each tensor is freed exactly when its owner closes`` () =
     let cases =
         gen {
             let! depth = Gen.choose (1, 5)
-            let! levels = Gen.listOfLength depth (Gen.listOf (Gen.elements [ Stay; MoveOut; Detach ]) |> Gen.resize 5)
+
+            let! levels =
+                Gen.listOfLength depth (Gen.listOf (Gen.elements [ Stay; MoveOut; Detach ]) |> Gen.resize 5)
+
             return levels
         }
 

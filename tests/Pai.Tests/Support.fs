@@ -38,8 +38,7 @@ let check (maxTest: int) (generator: Gen<'a>) (body: 'a -> unit) =
 
 /// Uniform doubles on [lo, hi] (FsCheck's own generators stay small or hit NaN/∞; these do not).
 let genFloat (lo: float) (hi: float) : Gen<float> =
-    Gen.choose (0, 1_000_000)
-    |> Gen.map (fun i -> lo + (hi - lo) * float i / 1e6)
+    Gen.choose (0, 1_000_000) |> Gen.map (fun i -> lo + (hi - lo) * float i / 1e6)
 
 /// n uniform doubles on [lo, hi].
 let genFloats (n: int) (lo: float) (hi: float) : Gen<float[]> = Gen.arrayOfLength n (genFloat lo hi)
@@ -75,18 +74,22 @@ let genBroadcastable (shape: int64[]) : Gen<int64[]> =
         return shape |> Array.mapi (fun i s -> if ones.[i] then 1L else s) |> Array.skip drop
     }
 
-let numel (shape: int64[]) = shape |> Array.fold (fun acc s -> acc * int s) 1
+let numel (shape: int64[]) =
+    shape |> Array.fold (fun acc s -> acc * int s) 1
 
 // ---- tensors ---------------------------------------------------------------------------------
 
 /// A float64 tensor with the given values and shape.
-let f64 (shape: int64[]) (values: float[]) = Libtorch.FromArray<float>(values, shape)
+let f64 (shape: int64[]) (values: float[]) =
+    Libtorch.FromArray<float>(values, shape)
 
 /// A float32 tensor with the given values and shape.
-let f32 (shape: int64[]) (values: float32[]) = Libtorch.FromArray<float32>(values, shape)
+let f32 (shape: int64[]) (values: float32[]) =
+    Libtorch.FromArray<float32>(values, shape)
 
 /// An int64 tensor with the given values and shape.
-let i64 (shape: int64[]) (values: int64[]) = Libtorch.FromArray<int64>(values, shape)
+let i64 (shape: int64[]) (values: int64[]) =
+    Libtorch.FromArray<int64>(values, shape)
 
 /// A bool tensor with the given values and shape.
 let bools (shape: int64[]) (values: bool[]) = Libtorch.FromArray<bool>(values, shape)
@@ -106,7 +109,14 @@ let assertClose (what: string) (rtol: float) (atol: float) (expected: float[]) (
         let tol = atol + rtol * max (abs e) (abs a)
 
         if not (abs (e - a) <= tol) then
-            failwithf "%s: element %d differs: expected %.12g, got %.12g (|diff| %.3g > tol %.3g)" what i e a (abs (e - a)) tol
+            failwithf
+                "%s: element %d differs: expected %.12g, got %.12g (|diff| %.3g > tol %.3g)"
+                what
+                i
+                e
+                a
+                (abs (e - a))
+                tol
 
 // ---- finite differences ----------------------------------------------------------------------
 
@@ -140,7 +150,8 @@ let gradCheckUsing
             | None -> o.Sum()
             | Some w -> (o * w).Sum()
 
-        let analytic = gradOf (scalarize out) leaves |> List.map (fun g -> g.ToArray<float>())
+        let analytic =
+            gradOf (scalarize out) leaves |> List.map (fun g -> g.ToArray<float>())
 
         if analytic.Length <> inputs.Length then
             failwithf "%d gradients for %d inputs" analytic.Length inputs.Length
@@ -176,7 +187,8 @@ let autogradGrad (output: Tensor) (leaves: Tensor list) =
     Autograd.Grad(output, List.toArray leaves) |> Array.toList
 
 /// gradCheckUsing Autograd.Grad at the given tolerances.
-let gradCheckWith rtol atol f inputs = gradCheckUsing autogradGrad rtol atol f inputs
+let gradCheckWith rtol atol f inputs =
+    gradCheckUsing autogradGrad rtol atol f inputs
 
 /// gradCheckWith at the default tolerances for float64 central differences.
 let gradCheck (f: Tensor list -> Tensor) (inputs: (float[] * int64[]) list) = gradCheckWith 1e-5 1e-6 f inputs
