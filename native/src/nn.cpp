@@ -12,11 +12,31 @@ PAI_API Tensor pai_conv2d(Tensor x, Tensor w, Tensor b, const int64_t* stride, c
   });
 }
 
+namespace {
+// libtorch 1.13 accepts a max-pooling window that lies entirely in the padding (possible with
+// dilation > 1): its output is -inf and its backward writes outside the gradient buffer,
+// corrupting the heap (reproduced with python3-torch 1.13 as well). Reject such windows.
+void check_pool_windows(int64_t input, int64_t output, int64_t kernel, int64_t stride, int64_t padding,
+                        int64_t dilation, const char* axis) {
+  for (int64_t o = 0; o < output; ++o) {
+    int64_t start = o * stride - padding;
+    bool inside = false;
+    for (int64_t j = 0; j < kernel && !inside; ++j) inside = start + j * dilation >= 0 && start + j * dilation < input;
+    TORCH_CHECK(inside, "max_pool2d: output ", o, " along ", axis, " has a window (kernel ", kernel, ", stride ",
+                stride, ", padding ", padding, ", dilation ", dilation, ") that lies entirely in the padding of an input of size ",
+                input, "; reduce the padding or the dilation");
+  }
+}
+}  // namespace
+
 PAI_API Tensor pai_max_pool2d(Tensor x, const int64_t* kernel, const int64_t* stride, const int64_t* padding,
                               const int64_t* dilation, uint8_t ceil_mode) {
   return tensor_result([&] {
-    return at::max_pool2d(*x, pai::ints(kernel, 2), pai::ints(stride, 2), pai::ints(padding, 2),
-                          pai::ints(dilation, 2), ceil_mode != 0);
+    auto y = at::max_pool2d(*x, pai::ints(kernel, 2), pai::ints(stride, 2), pai::ints(padding, 2),
+                            pai::ints(dilation, 2), ceil_mode != 0);
+    check_pool_windows(x->size(-2), y.size(-2), kernel[0], stride[0], padding[0], dilation[0], "height");
+    check_pool_windows(x->size(-1), y.size(-1), kernel[1], stride[1], padding[1], dilation[1], "width");
+    return y;
   });
 }
 PAI_API Tensor pai_avg_pool2d(Tensor x, const int64_t* kernel, const int64_t* stride, const int64_t* padding,

@@ -53,11 +53,14 @@ public static unsafe class Autograd
     /// <summary>
     /// Hessian-vector products H·v of a scalar by double backward: the gradient (with a graph) is
     /// contracted with <paramref name="vectors"/> and differentiated again. One vector per input.
+    /// Works whatever the caller's grad mode (the contraction must be recorded, so gradient
+    /// recording is on inside, as in torch.autograd.functional.hvp); the caller's mode is restored.
     /// </summary>
     public static Tensor[] HessianVectorProduct(Tensor output, IReadOnlyList<Tensor> inputs, IReadOnlyList<Tensor> vectors, bool retainGraph = false)
     {
         if (vectors.Count != inputs.Count)
             throw new ArgumentException($"{vectors.Count} vectors given for {inputs.Count} inputs: HVP needs one vector per input");
+        using var gradMode = Libtorch.EnableGrad();
         using var scope = new DisposeScope();
         var grads = Grad(output, inputs, createGraph: true, retainGraph: true);
         Tensor? dot = null;

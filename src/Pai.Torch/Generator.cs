@@ -22,7 +22,13 @@ public sealed class Generator : IDisposable
     /// <summary>The seed it was created with.</summary>
     public ulong Seed { get; }
 
-    internal static IntPtr RawOrZero(Generator? g) => g is null ? IntPtr.Zero : g.handle.DangerousGetHandle();
+    /// <summary>The raw pointer (zero when null); a disposed generator throws instead of passing a freed pointer.</summary>
+    internal static IntPtr RawOrZero(Generator? g)
+    {
+        if (g is null) return IntPtr.Zero;
+        if (g.handle.IsClosed) throw new ObjectDisposedException(nameof(Generator), "the generator was already disposed");
+        return g.handle.DangerousGetHandle();
+    }
 
     /// <summary>Frees the native generator.</summary>
     public void Dispose() => handle.Dispose();

@@ -42,8 +42,17 @@ public sealed unsafe partial class Tensor : IDisposable
 
     internal TensorHandle Handle => handle;
 
-    /// <summary>The raw pointer of an optional tensor (zero when null). Pair with GC.KeepAlive.</summary>
-    internal static IntPtr RawOrZero(Tensor? t) => t is null ? IntPtr.Zero : t.handle.DangerousGetHandle();
+    /// <summary>
+    /// The raw pointer of an optional tensor (zero when null). Pair with GC.KeepAlive. A disposed
+    /// tensor throws here: its pointer is freed, and passing it on would be a use after free
+    /// (SafeHandle marshalling only guards the required, TensorHandle-typed arguments).
+    /// </summary>
+    internal static IntPtr RawOrZero(Tensor? t)
+    {
+        if (t is null) return IntPtr.Zero;
+        if (t.handle.IsClosed) throw new ObjectDisposedException(nameof(Tensor), "an optional tensor argument was already disposed");
+        return t.handle.DangerousGetHandle();
+    }
 
     internal DisposeScope? Scope { get; set; }
 
