@@ -43,7 +43,7 @@ internal static class PaiCommand
             table.AddRow("native library", Markup.Escape(d.NativeLibrary));
             table.AddRow("CUDA devices", d.CudaDevices.ToString());
             foreach (var ds in d.Datasets)
-                table.AddRow($"data: {ds.Name}", Markup.Escape(ds.Found ? ds.Location : $"missing ({ds.HowToGet})"));
+                table.AddRow($"data: {ds.Name}", Markup.Escape(ds.Found ? ds.Location : $"not found in {ds.Location}: {ds.HowToGet}"));
             AnsiConsole.Write(table);
             return 0;
         });

@@ -26,9 +26,6 @@ public sealed record InstallationInfo(
 /// <summary>The host facade: the entry points the CLI and scripts call.</summary>
 public static class PaiHost
 {
-    /// <summary>Debian's dataset-fashion-mnist location: the embedded default data.</summary>
-    public const string FashionMnistDirectory = "/usr/share/datasets/fashion-mnist";
-
     /// <summary>Version of the Pai assemblies.</summary>
     public static string Version =>
         typeof(PaiHost).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion?.Split('+')[0] ?? "unknown";
@@ -42,7 +39,6 @@ public static class PaiHost
     /// <summary>Collects versions, threads, native library, BLAS and data set locations.</summary>
     public static InstallationInfo Describe()
     {
-        var fashion = Path.Combine(FashionMnistDirectory, "train-images-idx3-ubyte.gz");
         return new InstallationInfo(
             Version,
             Libtorch.Version,
@@ -51,9 +47,7 @@ public static class PaiHost
             Libtorch.NativeLibraryPath,
             Libtorch.CudaDeviceCount,
             Libtorch.ParallelInfo.Trim(),
-            [
-                new("fashion-mnist", FashionMnistDirectory, File.Exists(fashion), "apt-get install dataset-fashion-mnist"),
-            ]);
+            Data.DatasetRegistry.Names.Select(name => Data.DatasetRegistry.Locate(name)).ToList());
     }
 
     // libblas.so.3 is loaded lazily by libtorch on the first matrix product, so run one first.

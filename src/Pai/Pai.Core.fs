@@ -59,72 +59,88 @@ type ProbeScope =
 
 /// Options the curvature-based criteria read. Temperatures scale logits as f/T.
 type CriterionOptions =
-    { /// Hutchinson probes per scoring batch.
-      Probes: int
-      /// Which Hessian blocks a probe covers.
-      ProbeScope: ProbeScope
-      /// Temperature of the Hutchinson criteria (the second-order paper's code uses 200).
-      HutchinsonTemperature: float
-      /// Temperature of GraSP (the original GraSP uses 200).
-      GraspTemperature: float }
+    {
+        /// Hutchinson probes per scoring batch.
+        Probes: int
+        /// Which Hessian blocks a probe covers.
+        ProbeScope: ProbeScope
+        /// Temperature of the Hutchinson criteria (the second-order paper's code uses 200).
+        HutchinsonTemperature: float
+        /// Temperature of GraSP (the original GraSP uses 200).
+        GraspTemperature: float
+    }
 
     static member Default =
-        { Probes = 10
-          ProbeScope = ProbeScope.Full
-          HutchinsonTemperature = 200.0
-          GraspTemperature = 200.0 }
+        {
+            Probes = 10
+            ProbeScope = ProbeScope.Full
+            HutchinsonTemperature = 200.0
+            GraspTemperature = 200.0
+        }
 
 /// Everything a criterion may read. Criteria are pure functions of it (the model's weights are
 /// read, never changed; its train/eval mode is restored).
 type ScoringContext =
-    { Model: IModelView
-      /// Scoring batches (the per-class subset), already on the model's device.
-      Batches: Batch list
-      /// Shape of one input [C; H; W] (data-free criteria such as SynFlow use it).
-      InputShape: int64 list
-      /// Seed for random criteria and probes.
-      Seed: uint64
-      Options: CriterionOptions
-      /// The current mask in iterative pruning (pruned weights are already zero in the model).
-      Mask: Mask option }
+    {
+        Model: IModelView
+        /// Scoring batches (the per-class subset), already on the model's device.
+        Batches: Batch list
+        /// Shape of one input [C; H; W] (data-free criteria such as SynFlow use it).
+        InputShape: int64 list
+        /// Seed for random criteria and probes.
+        Seed: uint64
+        Options: CriterionOptions
+        /// The current mask in iterative pruning (pruned weights are already zero in the model).
+        Mask: Mask option
+    }
 
 /// The full specification of one pruning run.
 type PruneSpec =
-    { Criterion: string
-      /// Fraction of prunable weights removed, in [0, 1).
-      Sparsity: float
-      Scope: Scope
-      /// Scoring/pruning rounds (1 = one shot; SynFlow's default is 100).
-      Rounds: int
-      Schedule: Schedule
-      /// BN warm-up batches before scoring (0 = off).
-      WarmupBatches: int
-      /// Scoring samples per class.
-      SamplesPerClass: int
-      /// Scoring batch size.
-      ScoringBatchSize: int
-      Options: CriterionOptions
-      /// Keep at least one weight in every layer (off by default: collapse is reported instead).
-      KeepOnePerLayer: bool
-      Seed: uint64 }
+    {
+        Criterion: string
+        /// Fraction of prunable weights removed, in [0, 1).
+        Sparsity: float
+        Scope: Scope
+        /// Scoring/pruning rounds (1 = one shot; SynFlow's default is 100).
+        Rounds: int
+        Schedule: Schedule
+        /// BN warm-up batches before scoring (0 = off).
+        WarmupBatches: int
+        /// Scoring samples per class.
+        SamplesPerClass: int
+        /// Scoring batch size.
+        ScoringBatchSize: int
+        Options: CriterionOptions
+        /// Keep at least one weight in every layer (off by default: collapse is reported instead).
+        KeepOnePerLayer: bool
+        Seed: uint64
+    }
 
 /// Kept and total weights of one layer.
 type LayerDensity =
-    { Name: string
-      Kept: int64
-      Total: int64 }
+    {
+        Name: string
+        Kept: int64
+        Total: int64
+    }
 
-    member this.Density = if this.Total = 0L then 0.0 else float this.Kept / float this.Total
+    member this.Density =
+        if this.Total = 0L then
+            0.0
+        else
+            float this.Kept / float this.Total
 
 /// What a pruning run did.
 type PruneReport =
-    { Criterion: string
-      Layers: LayerDensity list
-      /// Layers with no weight left: the network is disconnected there.
-      Collapsed: string list
-      /// Seconds per phase: "warmup", "scoring", "selection".
-      Seconds: (string * float) list
-      Rounds: int }
+    {
+        Criterion: string
+        Layers: LayerDensity list
+        /// Layers with no weight left: the network is disconnected there.
+        Collapsed: string list
+        /// Seconds per phase: "warmup", "scoring", "selection".
+        Seconds: (string * float) list
+        Rounds: int
+    }
 
     member this.Kept = this.Layers |> List.sumBy (fun l -> l.Kept)
     member this.Total = this.Layers |> List.sumBy (fun l -> l.Total)
@@ -146,15 +162,21 @@ module Mask =
     let densities (m: Mask) =
         m.Layers
         |> List.map (fun (name, keep) ->
-            { Name = name
-              Kept = keep.CountNonZero()
-              Total = keep.NumEl })
+            {
+                Name = name
+                Kept = keep.CountNonZero()
+                Total = keep.NumEl
+            })
 
     /// A mask keeping everything, shaped like the model's prunable weights.
     let full (model: IModelView) =
-        { Layers =
-            [ for kv in model.Prunable ->
-                  kv.Key, Libtorch.Ones(kv.Value.Shape, DType.Bool, kv.Value.Device).DetachFromScope() ] }
+        {
+            Layers =
+                [
+                    for kv in model.Prunable ->
+                        kv.Key, Libtorch.Ones(kv.Value.Shape, DType.Bool, kv.Value.Device).DetachFromScope()
+                ]
+        }
 
 /// Top-k mask selection: exactly k = round(density·N) weights are kept (per scope), ties broken
 /// by position (the earlier weight, in layer order then row-major order, wins).
@@ -210,7 +232,10 @@ module Selection =
                     | Some prev ->
                         let _, keep = prev.Layers.[i]
                         use k = keep.Flatten()
-                        use ninf = Libtorch.Full([||], System.Double.NegativeInfinity, DType.Float64, flat.Device)
+
+                        use ninf =
+                            Libtorch.Full([||], System.Double.NegativeInfinity, DType.Float64, flat.Device)
+
                         Tensor.Where(k, flat, ninf)
                     | None -> flat
 
@@ -221,8 +246,13 @@ module Selection =
                 use best = flat.ArgMax()
                 use one = Libtorch.Ones([| 1L |], DType.Bool, flat.Device)
                 use idx = best.Reshape([| 1L |])
-                use reserved = Libtorch.Zeros([| flat.NumEl |], DType.Bool, flat.Device).Scatter(0L, idx, one)
-                use inf = Libtorch.Full([||], System.Double.PositiveInfinity, DType.Float64, flat.Device)
+
+                use reserved =
+                    Libtorch.Zeros([| flat.NumEl |], DType.Bool, flat.Device).Scatter(0L, idx, one)
+
+                use inf =
+                    Libtorch.Full([||], System.Double.PositiveInfinity, DType.Float64, flat.Device)
+
                 Tensor.Where(reserved, inf, flat)
             else
                 flat
@@ -249,4 +279,6 @@ module Selection =
                     offset <- offset + flat.NumEl
                     name, part.Reshape(shape).Clone())
 
-        { Layers = layers |> List.map (fun (name, t) -> name, t.DetachFromScope()) }
+        {
+            Layers = layers |> List.map (fun (name, t) -> name, t.DetachFromScope())
+        }

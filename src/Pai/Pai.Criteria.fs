@@ -9,28 +9,33 @@ open Pai.Torch
 
 /// A criterion: a name and a pure function from a scoring context to scores.
 type Criterion =
-    { Name: string
-      /// Reads the scoring batches (so BN warm-up applies before it).
-      NeedsData: bool
-      /// Default number of pruning rounds (SynFlow: 100; everything else: 1).
-      DefaultRounds: int
-      Score: ScoringContext -> Scores }
+    {
+        Name: string
+        /// Reads the scoring batches (so BN warm-up applies before it).
+        NeedsData: bool
+        /// Default number of pruning rounds (SynFlow: 100; everything else: 1).
+        DefaultRounds: int
+        Score: ScoringContext -> Scores
+    }
 
 /// A Hutchinson estimate of a Hessian diagonal with its Monte-Carlo uncertainty.
 type HutchinsonEstimate =
-    { /// Estimated diagonal per prunable layer.
-      Mean: Tensor list
-      /// Standard error of each entry of Mean (over probes).
-      StdErr: Tensor list
-      /// Probes per scoring batch.
-      Probes: int
-      /// Hessian-vector products computed.
-      HvpCount: int }
+    {
+        /// Estimated diagonal per prunable layer.
+        Mean: Tensor list
+        /// Standard error of each entry of Mean (over probes).
+        StdErr: Tensor list
+        /// Probes per scoring batch.
+        Probes: int
+        /// Hessian-vector products computed.
+        HvpCount: int
+    }
 
 /// The curvature estimators, public for research use. All read the model in eval mode, leave
 /// its weights unchanged and return tensors owned by the caller (or the enclosing scope).
 module Estimators =
-    let internal leaves (model: IModelView) = [ for kv in model.Prunable -> kv.Value ]
+    let internal leaves (model: IModelView) =
+        [ for kv in model.Prunable -> kv.Value ]
 
     /// Runs f with the model in eval mode, then restores its mode.
     let withEval (model: IModelView) (f: unit -> 'a) : 'a =
@@ -53,11 +58,18 @@ module Estimators =
     /// This batch's share of the mean loss over all scoring samples: Σᵢ ℓ(f(xᵢ)/T, yᵢ) / N.
     let batchLoss (model: IModelView) (temperature: float) (total: float) (batch: Batch) =
         use logits = model.Forward batch.Inputs
-        use scaled = if temperature = 1.0 then logits.Alias() else logits / temperature
+
+        use scaled =
+            if temperature = 1.0 then
+                logits.Alias()
+            else
+                logits / temperature
+
         use sum = Functional.CrossEntropy(scaled, batch.Targets, Reduction.Sum)
         sum / total
 
-    let private moveOut (ts: Tensor list) = ts |> List.map (fun t -> t.MoveToOuterScope())
+    let private moveOut (ts: Tensor list) =
+        ts |> List.map (fun t -> t.MoveToOuterScope())
 
     let private accumulate (acc: Tensor list) (xs: Tensor list) =
         List.iter2 (fun (a: Tensor) (x: Tensor) -> a.Add_(x) |> ignore) acc xs
@@ -87,9 +99,13 @@ module Estimators =
         if n = 1L then
             [ b ]
         else
-            [ for i in 0L .. n - 1L ->
-                  { Inputs = b.Inputs.Narrow(0L, i, 1L)
-                    Targets = b.Targets.Narrow(0L, i, 1L) } ]
+            [
+                for i in 0L .. n - 1L ->
+                    {
+                        Inputs = b.Inputs.Narrow(0L, i, 1L)
+                        Targets = b.Targets.Narrow(0L, i, 1L)
+                    }
+            ]
 
     /// Empirical Fisher diagonal: the mean over scoring samples of the squared per-sample
     /// gradient, gᵢ², with gᵢ = ∇θ ℓ(f(xᵢ), yᵢ). Computed sample by sample.
@@ -122,7 +138,11 @@ module Estimators =
             for b in batches do
                 use _step = new DisposeScope()
                 let loss = batchLoss model temperature total b
-                accumulate acc (Autograd.HessianVectorProduct(loss, List.toArray ps, List.toArray v) |> Array.toList)
+
+                accumulate
+                    acc
+                    (Autograd.HessianVectorProduct(loss, List.toArray ps, List.toArray v)
+                     |> Array.toList)
 
             moveOut acc)
 
@@ -160,7 +180,9 @@ module Estimators =
             for bi, b in List.indexed batches do
                 use _batch = new DisposeScope()
                 let loss = batchLoss model temperature total b
-                let grads = Autograd.Grad(loss, List.toArray ps, createGraph = true, retainGraph = true)
+
+                let grads =
+                    Autograd.Grad(loss, List.toArray ps, createGraph = true, retainGraph = true)
                 // Welford over this batch's probes, per weight.
                 let m = zerosLike ps
                 let m2 = zerosLike ps
@@ -177,10 +199,7 @@ module Estimators =
                     for block in blocks do
                         let zs = block |> List.map (fun i -> i, probeFor bi j i ps.[i])
 
-                        let dot =
-                            zs
-                            |> List.map (fun (i, z) -> (grads.[i] * z).Sum())
-                            |> List.reduce (+)
+                        let dot = zs |> List.map (fun (i, z) -> (grads.[i] * z).Sum()) |> List.reduce (+)
 
                         let inputs = zs |> List.map (fun (i, _) -> ps.[i]) |> List.toArray
                         let hz = Autograd.Grad([| dot |], inputs, retainGraph = true, allowUnused = true)
@@ -203,13 +222,22 @@ module Estimators =
                 for i in 0 .. ps.Length - 1 do
                     varSum.[i].Add_(m2.[i], 1.0 / float (probes * (probes - 1))) |> ignore
 
-            { Mean = moveOut mean
-              StdErr = varSum |> List.map (fun v -> v.Sqrt().MoveToOuterScope())
-              Probes = probes
-              HvpCount = hvps })
+            {
+                Mean = moveOut mean
+                StdErr = varSum |> List.map (fun v -> v.Sqrt().MoveToOuterScope())
+                Probes = probes
+                HvpCount = hvps
+            })
 
     /// Hutchinson with seeded Rademacher probes, drawn in (batch, probe, layer) order.
-    let hutchinson (model: IModelView) (temperature: float) (probes: int) (scope: ProbeScope) (seed: uint64) (batches: Batch list) =
+    let hutchinson
+        (model: IModelView)
+        (temperature: float)
+        (probes: int)
+        (scope: ProbeScope)
+        (seed: uint64)
+        (batches: Batch list)
+        =
         use gen = new Generator(seed)
         hutchinsonWith (fun _ _ _ w -> Libtorch.RademacherLike(w, gen)) model temperature probes scope batches
 
@@ -237,7 +265,10 @@ module Estimators =
         let r = (copy.Forward ones).Sum()
         let g = Autograd.Grad(r, List.toArray ps)
 
-        List.map2 (fun (p: Tensor) (gi: Tensor) -> (p * gi).Abs().To(DType.Float32).MoveToOuterScope()) ps (Array.toList g)
+        List.map2
+            (fun (p: Tensor) (gi: Tensor) -> (p * gi).Abs().To(DType.Float32).MoveToOuterScope())
+            ps
+            (Array.toList g)
 
 /// Built-in criteria, the criterion algebra and the registry.
 module Criteria =
@@ -245,21 +276,28 @@ module Criteria =
 
     /// Scores from per-layer tensors in the model's prunable order.
     let ofTensors (model: IModelView) (ts: Tensor list) : Scores =
-        { Layers = List.zip (layerNames model) ts }
+        {
+            Layers = List.zip (layerNames model) ts
+        }
 
     let private weights (ctx: ScoringContext) = Estimators.leaves ctx.Model
 
     // Runs f in a scope and moves its result tensors out.
     let private scored (f: unit -> (string * Tensor) list) : Scores =
         use _scope = new DisposeScope()
-        { Layers = f () |> List.map (fun (n, t) -> n, t.MoveToOuterScope()) }
+
+        {
+            Layers = f () |> List.map (fun (n, t) -> n, t.MoveToOuterScope())
+        }
 
     /// A criterion from a name and a function of the context returning one tensor per prunable layer.
     let create (name: string) (needsData: bool) (f: ScoringContext -> Tensor list) : Criterion =
-        { Name = name
-          NeedsData = needsData
-          DefaultRounds = 1
-          Score = fun ctx -> scored (fun () -> List.zip (layerNames ctx.Model) (f ctx)) }
+        {
+            Name = name
+            NeedsData = needsData
+            DefaultRounds = 1
+            Score = fun ctx -> scored (fun () -> List.zip (layerNames ctx.Model) (f ctx))
+        }
 
     let private detached (ctx: ScoringContext) =
         weights ctx |> List.map (fun w -> w.Detach())
@@ -270,14 +308,18 @@ module Criteria =
     let random =
         create "random" false (fun ctx ->
             use gen = new Generator(ctx.Seed)
-            weights ctx |> List.map (fun w -> Libtorch.Rand(w.Shape, gen, DType.Float32, w.Device)))
+
+            weights ctx
+            |> List.map (fun w -> Libtorch.Rand(w.Shape, gen, DType.Float32, w.Device)))
 
     /// |θ|.
-    let magnitude = create "magnitude" false (fun ctx -> detached ctx |> List.map (fun w -> w.Abs()))
+    let magnitude =
+        create "magnitude" false (fun ctx -> detached ctx |> List.map (fun w -> w.Abs()))
 
     /// |g|.
     let gradNorm =
-        create "grad_norm" true (fun ctx -> Estimators.meanGradient ctx.Model 1.0 ctx.Batches |> List.map (fun g -> g.Abs()))
+        create "grad_norm" true (fun ctx ->
+            Estimators.meanGradient ctx.Model 1.0 ctx.Batches |> List.map (fun g -> g.Abs()))
 
     /// θ ⊙ g, the first-order Taylor term (signed).
     let taylor1 =
@@ -288,13 +330,16 @@ module Criteria =
     /// GraSP: θ ⊙ (H g) at temperature T; keeping the largest θ⊙Hg removes the largest −θ⊙Hg.
     let grasp =
         create "grasp" true (fun ctx ->
-            let hg = Estimators.hessianGradient ctx.Model ctx.Options.GraspTemperature ctx.Batches
+            let hg =
+                Estimators.hessianGradient ctx.Model ctx.Options.GraspTemperature ctx.Batches
+
             List.map2 (fun (w: Tensor) (h: Tensor) -> w * h) (detached ctx) hg)
 
     /// SynFlow: |θ ⊙ ∂R/∂θ| on |θ| in float64 (100 rounds by default).
     let synflow =
         { create "synflow" false (fun ctx -> Estimators.synapticSaliency ctx.Model ctx.InputShape ctx.Mask) with
-            DefaultRounds = 100 }
+            DefaultRounds = 100
+        }
 
     /// Empirical Fisher diagonal, mean(gᵢ²).
     let fisherDiag =
@@ -330,40 +375,55 @@ module Criteria =
                     try
                         scored (fun () -> s.Layers |> List.map (fun (n, t) -> n, f t))
                     finally
-                        Scores.dispose s }
+                        Scores.dispose s
+        }
 
     let private combine (name: string) (f: Tensor -> Tensor -> Tensor) (a: Criterion) (b: Criterion) : Criterion =
-        { Name = name
-          NeedsData = a.NeedsData || b.NeedsData
-          DefaultRounds = max a.DefaultRounds b.DefaultRounds
-          Score =
-            fun ctx ->
-                let sa = a.Score ctx
-                let sb = b.Score ctx
+        {
+            Name = name
+            NeedsData = a.NeedsData || b.NeedsData
+            DefaultRounds = max a.DefaultRounds b.DefaultRounds
+            Score =
+                fun ctx ->
+                    let sa = a.Score ctx
+                    let sb = b.Score ctx
 
-                try
-                    scored (fun () -> List.map2 (fun (n, x) (_, y) -> n, f x y) sa.Layers sb.Layers)
-                finally
-                    Scores.dispose sa
-                    Scores.dispose sb }
+                    try
+                        scored (fun () -> List.map2 (fun (n, x) (_, y) -> n, f x y) sa.Layers sb.Layers)
+                    finally
+                        Scores.dispose sa
+                        Scores.dispose sb
+        }
 
     /// |s|.
-    let abs (c: Criterion) = mapScores $"abs(%s{c.Name})" (fun t -> t.Abs()) c
+    let abs (c: Criterion) =
+        mapScores $"abs(%s{c.Name})" (fun t -> t.Abs()) c
+
     /// −s: inverts a criterion (keeps what it would prune). Never 1/s, which breaks at 0 and for signed scores.
-    let negate (c: Criterion) = mapScores $"-(%s{c.Name})" (fun t -> t.Neg()) c
+    let negate (c: Criterion) =
+        mapScores $"-(%s{c.Name})" (fun t -> t.Neg()) c
+
     /// k·s.
-    let scale (k: float) (c: Criterion) = mapScores $"%g{k}*(%s{c.Name})" (fun t -> t * k) c
+    let scale (k: float) (c: Criterion) =
+        mapScores $"%g{k}*(%s{c.Name})" (fun t -> t * k) c
+
     /// s₁ + s₂.
-    let add (a: Criterion) (b: Criterion) = combine $"%s{a.Name} + %s{b.Name}" (fun x y -> x + y) a b
+    let add (a: Criterion) (b: Criterion) =
+        combine $"%s{a.Name} + %s{b.Name}" (fun x y -> x + y) a b
+
     /// s₁ ⊙ s₂.
-    let multiply (a: Criterion) (b: Criterion) = combine $"%s{a.Name} * %s{b.Name}" (fun x y -> x * y) a b
+    let multiply (a: Criterion) (b: Criterion) =
+        combine $"%s{a.Name} * %s{b.Name}" (fun x y -> x * y) a b
 
     /// Each layer's scores divided by that layer's Σ|s| (layers with all-zero scores stay zero).
     let normalizePerLayer (c: Criterion) =
-        mapScores $"layernorm(%s{c.Name})" (fun t ->
-            use total = t.Abs().Sum()
-            let z = total.Item()
-            if z = 0.0 then t.Clone() else t / z) c
+        mapScores
+            $"layernorm(%s{c.Name})"
+            (fun t ->
+                use total = t.Abs().Sum()
+                let z = total.Item()
+                if z = 0.0 then t.Clone() else t / z)
+            c
 
     /// All scores divided by the global Σ|s| (SNIP's normalization).
     let normalizeGlobal (c: Criterion) =
@@ -375,9 +435,12 @@ module Criteria =
 
                     try
                         let z = s.Layers |> List.sumBy (fun (_, t) -> (use a = t.Abs().Sum() in a.Item()))
-                        scored (fun () -> s.Layers |> List.map (fun (n, t) -> n, (if z = 0.0 then t.Clone() else t / z)))
+
+                        scored (fun () ->
+                            s.Layers |> List.map (fun (n, t) -> n, (if z = 0.0 then t.Clone() else t / z)))
                     finally
-                        Scores.dispose s }
+                        Scores.dispose s
+        }
 
     /// Global rank of each score in (0, 1]: the best weight gets 1, ties ordered by position.
     /// Makes criteria of different scales comparable before they are combined.
@@ -394,8 +457,13 @@ module Criteria =
                             let all = Libtorch.Cat(List.toArray flats, 0L)
                             let n = all.NumEl
                             let order = all.ArgSort(0L, descending = false, stable = true)
-                            let ranks = Libtorch.Arange(1.0, float n + 1.0, 1.0, DType.Float64, all.Device) / float n
-                            let ranked = Libtorch.Zeros([| n |], DType.Float64, all.Device).Scatter(0L, order, ranks)
+
+                            let ranks =
+                                Libtorch.Arange(1.0, float n + 1.0, 1.0, DType.Float64, all.Device) / float n
+
+                            let ranked =
+                                Libtorch.Zeros([| n |], DType.Float64, all.Device).Scatter(0L, order, ranks)
+
                             let mutable offset = 0L
 
                             s.Layers
@@ -404,7 +472,8 @@ module Criteria =
                                 offset <- offset + t.NumEl
                                 name, part))
                     finally
-                        Scores.dispose s }
+                        Scores.dispose s
+        }
 
     /// Renames a composed criterion.
     let named (name: string) (c: Criterion) = { c with Name = name }
@@ -427,18 +496,20 @@ module Criteria =
 
     /// The built-in criteria with their formulas, in DESIGN.md's order.
     let all: (Criterion * string) list =
-        [ random, "seeded uniform"
-          magnitude, "|θ|"
-          gradNorm, "|g|"
-          snip, "|θ ⊙ g|"
-          grasp, "θ ⊙ (H g), T = 200"
-          synflow, "|θ ⊙ ∂R/∂θ|, R = Σ f(1) with |θ|, float64, 100 rounds"
-          fisherDiag, "mean(gᵢ²)"
-          fisherObd, "½ θ² ⊙ mean(gᵢ²)"
-          fts, "|θ ⊙ g + ½ θ² ⊙ F|"
-          hutchDiag, "mean of z ⊙ (H z), T = 200"
-          hutchObd, "½ θ² ⊙ Ĥ"
-          hts, "|θ ⊙ g + ½ θ² ⊙ Ĥ|" ]
+        [
+            random, "seeded uniform"
+            magnitude, "|θ|"
+            gradNorm, "|g|"
+            snip, "|θ ⊙ g|"
+            grasp, "θ ⊙ (H g), T = 200"
+            synflow, "|θ ⊙ ∂R/∂θ|, R = Σ f(1) with |θ|, float64, 100 rounds"
+            fisherDiag, "mean(gᵢ²)"
+            fisherObd, "½ θ² ⊙ mean(gᵢ²)"
+            fts, "|θ ⊙ g + ½ θ² ⊙ F|"
+            hutchDiag, "mean of z ⊙ (H z), T = 200"
+            hutchObd, "½ θ² ⊙ Ĥ"
+            hts, "|θ ⊙ g + ½ θ² ⊙ Ĥ|"
+        ]
 
     /// Valid criterion names, with "autos" (which needs a predictor file).
     let names = (all |> List.map (fun (c, _) -> c.Name)) @ [ "autos" ]
@@ -448,7 +519,8 @@ module Criteria =
         match all |> List.tryFind (fun (c, _) -> c.Name = name) with
         | Some(c, _) -> Ok c
         | None when name = "autos" ->
-            Error "the criterion 'autos' is learned: it needs a predictor file (train one with `pai autos fit`, then pass --predictor FILE)"
+            Error
+                "the criterion 'autos' is learned: it needs a predictor file (train one with `pai autos fit`, then pass --predictor FILE)"
         | None -> Error $"""unknown criterion '%s{name}'; valid criteria: %s{String.Join(", ", names)}"""
 
 /// BN warm-up (DESIGN.md §4): train-mode forward passes with no gradients and no optimizer step,
@@ -519,7 +591,10 @@ module Pruning =
             log $"BN warm-up: %d{used} batches in %.1f{warmupSeconds} s"
 
         model.Training <- false
-        let originals = [ for kv in model.Prunable -> kv.Value.Detach().Clone().DetachFromScope() ]
+
+        let originals =
+            [ for kv in model.Prunable -> kv.Value.Detach().Clone().DetachFromScope() ]
+
         let mutable scoringSeconds = 0.0
         let mutable selectionSeconds = 0.0
         let mutable mask: Mask option = None
@@ -529,12 +604,14 @@ module Pruning =
                 let density = densityAt spec.Schedule (1.0 - spec.Sparsity) spec.Rounds round
 
                 let ctx =
-                    { Model = model
-                      Batches = scoring
-                      InputShape = inputShape
-                      Seed = spec.Seed + uint64 (round - 1)
-                      Options = spec.Options
-                      Mask = mask }
+                    {
+                        Model = model
+                        Batches = scoring
+                        InputShape = inputShape
+                        Seed = spec.Seed + uint64 (round - 1)
+                        Options = spec.Options
+                        Mask = mask
+                    }
 
                 let t0 = watch.Elapsed.TotalSeconds
                 let scores = criterion.Score ctx
@@ -565,7 +642,9 @@ module Pruning =
 
         let final = mask.Value
         let layers = Mask.densities final
-        let collapsed = layers |> List.filter (fun l -> l.Kept = 0L) |> List.map (fun l -> l.Name)
+
+        let collapsed =
+            layers |> List.filter (fun l -> l.Kept = 0L) |> List.map (fun l -> l.Name)
 
         if not collapsed.IsEmpty then
             log (
@@ -575,8 +654,15 @@ module Pruning =
             )
 
         final,
-        { Criterion = criterion.Name
-          Layers = layers
-          Collapsed = collapsed
-          Seconds = [ "warmup", warmupSeconds; "scoring", scoringSeconds; "selection", selectionSeconds ]
-          Rounds = spec.Rounds }
+        {
+            Criterion = criterion.Name
+            Layers = layers
+            Collapsed = collapsed
+            Seconds =
+                [
+                    "warmup", warmupSeconds
+                    "scoring", scoringSeconds
+                    "selection", selectionSeconds
+                ]
+            Rounds = spec.Rounds
+        }

@@ -51,8 +51,11 @@ let ofFloats (shape: int64 list) (values: float[]) =
 let ofFloat32s (shape: int64 list) (values: float32[]) =
     Libtorch.FromArray<float32>(values, List.toArray shape)
 
-let zerosLike (t: Tensor) = Libtorch.Zeros(t.Shape, t.DType, t.Device)
-let onesLike (t: Tensor) = Libtorch.Ones(t.Shape, t.DType, t.Device)
+let zerosLike (t: Tensor) =
+    Libtorch.Zeros(t.Shape, t.DType, t.Device)
+
+let onesLike (t: Tensor) =
+    Libtorch.Ones(t.Shape, t.DType, t.Device)
 
 /// Rademacher ±1 entries shaped like t, drawn from the generator.
 let rademacherLike (generator: Generator) (t: Tensor) = Libtorch.RademacherLike(t, generator)
@@ -78,6 +81,7 @@ let gradWithGraph (inputs: Tensor list) (output: Tensor) : Tensor list =
 /// f is called once; one vector per input.
 let hvp (f: Tensor list -> Tensor) (inputs: Tensor list) (vectors: Tensor list) : Tensor list =
     let output = f inputs
+
     Autograd.HessianVectorProduct(output, List.toArray inputs, List.toArray vectors)
     |> Array.toList
 

@@ -8,13 +8,16 @@ open Pai
 open Pai.Torch
 open Pai.Tests.TinyNet
 
-let private rms (xs: float[]) = sqrt (Array.averageBy (fun x -> x * x) xs)
+let private rms (xs: float[]) =
+    sqrt (Array.averageBy (fun x -> x * x) xs)
 
-let private diag (h: float[,]) = Array.init (Array2D.length1 h) (fun i -> h.[i, i])
+let private diag (h: float[,]) =
+    Array.init (Array2D.length1 h) (fun i -> h.[i, i])
 
 let private net () = new TinyMlp([ 4; 5; 3 ], 7UL)
 
-let private data () = singles (batch 11UL 6 4 3 DType.Float64)
+let private data () =
+    singles (batch 11UL 6 4 3 DType.Float64)
 
 let private hutch (model: IModelView) probes scope seed batches =
     Estimators.hutchinson model 1.0 probes scope seed batches
@@ -26,9 +29,11 @@ let ``Hutchinson converges to the exact diagonal with error falling like 1/sqrt(
     let exact = diag (exactHessian model 1.0 batches)
 
     let errorAt probes =
-        [ for seed in 1UL .. 6UL ->
-              let est = hutch model probes ProbeScope.Full seed batches
-              rms (Array.map2 (-) (flatOf est.Mean) exact) ]
+        [
+            for seed in 1UL .. 6UL ->
+                let est = hutch model probes ProbeScope.Full seed batches
+                rms (Array.map2 (-) (flatOf est.Mean) exact)
+        ]
         |> List.average
 
     let e16 = errorAt 16
@@ -43,25 +48,38 @@ let ``Hutchinson is unbiased across seeds and its standard error is calibrated``
     use model = net ()
     let batches = data ()
     let exact = diag (exactHessian model 1.0 batches)
-    let runs = [ for seed in 100UL .. 139UL -> hutch model 8 ProbeScope.Full seed batches ]
+
+    let runs =
+        [ for seed in 100UL .. 139UL -> hutch model 8 ProbeScope.Full seed batches ]
+
     let means = runs |> List.map (fun r -> flatOf r.Mean)
-    let average = Array.init exact.Length (fun i -> means |> List.averageBy (fun m -> m.[i]))
+
+    let average =
+        Array.init exact.Length (fun i -> means |> List.averageBy (fun m -> m.[i]))
     // The average of 40 independent estimates has error ~ SE/sqrt(40): compare with that.
     let se = runs |> List.map (fun r -> flatOf r.StdErr)
-    let meanSe = Array.init exact.Length (fun i -> se |> List.averageBy (fun s -> s.[i]))
+
+    let meanSe =
+        Array.init exact.Length (fun i -> se |> List.averageBy (fun s -> s.[i]))
 
     for i in 0 .. exact.Length - 1 do
         let tol = 5.0 * meanSe.[i] / sqrt 40.0 + 1e-12
-        Assert.True(abs (average.[i] - exact.[i]) <= tol, $"weight %d{i}: average %g{average.[i]} vs exact %g{exact.[i]} (tol %g{tol})")
+
+        Assert.True(
+            abs (average.[i] - exact.[i]) <= tol,
+            $"weight %d{i}: average %g{average.[i]} vs exact %g{exact.[i]} (tol %g{tol})"
+        )
 
     // Calibration: |estimate - exact| / SE is below 3 for the great majority of entries.
     let z =
-        [ for r, m in List.zip runs means do
-              let s = flatOf r.StdErr
+        [
+            for r, m in List.zip runs means do
+                let s = flatOf r.StdErr
 
-              for i in 0 .. exact.Length - 1 do
-                  if s.[i] > 0.0 then
-                      abs (m.[i] - exact.[i]) / s.[i] ]
+                for i in 0 .. exact.Length - 1 do
+                    if s.[i] > 0.0 then
+                        abs (m.[i] - exact.[i]) / s.[i]
+        ]
 
     let within = z |> List.filter (fun v -> v < 3.0) |> List.length
     Assert.True(float within / float z.Length > 0.95, $"only %d{within}/%d{z.Length} within 3 SE")
@@ -73,9 +91,11 @@ let ``per-layer probing is unbiased and less noisy than full-network probing`` (
     let exact = diag (exactHessian model 1.0 batches)
 
     let errorOf scope =
-        [ for seed in 1UL .. 5UL ->
-              let est = hutch model 64 scope seed batches
-              rms (Array.map2 (-) (flatOf est.Mean) exact) ]
+        [
+            for seed in 1UL .. 5UL ->
+                let est = hutch model 64 scope seed batches
+                rms (Array.map2 (-) (flatOf est.Mean) exact)
+        ]
         |> List.average
 
     let full = errorOf ProbeScope.Full
@@ -93,10 +113,16 @@ let ``Fisher diagonal equals the mean of explicit per-sample squared gradients``
     let ps = [ for kv in (model :> IModelView).Prunable -> kv.Value ]
 
     let explicitMean =
-        [ for s in singles b ->
-              let logits = (model :> IModelView).Forward s.Inputs
-              let loss = Functional.CrossEntropy(logits, s.Targets)
-              Autograd.Grad(loss, List.toArray ps) |> Array.toList |> flatOf |> Array.map (fun g -> g * g) ]
+        [
+            for s in singles b ->
+                let logits = (model :> IModelView).Forward s.Inputs
+                let loss = Functional.CrossEntropy(logits, s.Targets)
+
+                Autograd.Grad(loss, List.toArray ps)
+                |> Array.toList
+                |> flatOf
+                |> Array.map (fun g -> g * g)
+        ]
         |> List.reduce (Array.map2 (+))
         |> Array.map (fun v -> v / 7.0)
 
@@ -126,13 +152,17 @@ let ``SynFlow conserves the score sum across layers of a bias-free ReLU chain`` 
         let scores = Criteria.synflow.Score(context model [] seed)
 
         let sums =
-            scores.Layers |> List.map (fun (_, s) -> (use t = s.To(DType.Float64).Sum() in t.Item()))
+            scores.Layers
+            |> List.map (fun (_, s) -> (use t = s.To(DType.Float64).Sum() in t.Item()))
 
         Scores.dispose scores
         let first = List.head sums
         sums |> List.forall (fun s -> abs (s - first) <= 1e-4 * abs first)
 
-    Check.One(Config.QuickThrowOnFailure.WithMaxTest(20), Prop.forAll (Arb.fromGen (Gen.choose (1, 100000) |> Gen.map uint64)) check)
+    Check.One(
+        Config.QuickThrowOnFailure.WithMaxTest(20),
+        Prop.forAll (Arb.fromGen (Gen.choose (1, 100000) |> Gen.map uint64)) check
+    )
 
 [<Fact>]
 let ``SNIP equals |theta * g| in closed form on a linear model`` () =
@@ -148,7 +178,10 @@ let ``SNIP equals |theta * g| in closed form on a linear model`` () =
 
     for i in 0..4 do
         let xi = x.[i * 3 .. i * 3 + 2]
-        let z = Array.init 4 (fun r -> Seq.sum (seq { for c in 0..2 -> w.[r * 3 + c] * xi.[c] }))
+
+        let z =
+            Array.init 4 (fun r -> Seq.sum (seq { for c in 0..2 -> w.[r * 3 + c] * xi.[c] }))
+
         let m = Array.max z
         let e = z |> Array.map (fun v -> exp (v - m))
         let p = e |> Array.map (fun v -> v / Array.sum e)
@@ -167,17 +200,28 @@ let ``SNIP equals |theta * g| in closed form on a linear model`` () =
 // ---- masks --------------------------------------------------------------------------------------
 
 let private scoresOf (layers: (string * float[] * int64[]) list) : Scores =
-    { Layers = layers |> List.map (fun (n, v, s) -> n, Libtorch.FromArray<float>(v, s).DetachFromScope()) }
+    {
+        Layers =
+            layers
+            |> List.map (fun (n, v, s) -> n, Libtorch.FromArray<float>(v, s).DetachFromScope())
+    }
 
 let private keptFlat (m: Mask) =
-    [| for _, k in m.Layers do
-           yield! k.ToArray<bool>() |]
+    [|
+        for _, k in m.Layers do
+            yield! k.ToArray<bool>()
+    |]
 
 let private layerGen =
     gen {
         let! layers = Gen.choose (1, 4)
         let! sizes = Gen.listOfLength layers (Gen.choose (1, 40))
-        let! values = sizes |> List.map (fun n -> Gen.arrayOfLength n (Gen.choose (-5, 5) |> Gen.map float)) |> Gen.sequenceToList
+
+        let! values =
+            sizes
+            |> List.map (fun n -> Gen.arrayOfLength n (Gen.choose (-5, 5) |> Gen.map float))
+            |> Gen.sequenceToList
+
         let! sparsity = Gen.choose (0, 99) |> Gen.map (fun p -> float p / 100.0)
         return List.zip sizes values, sparsity
     }
@@ -185,7 +229,9 @@ let private layerGen =
 [<Fact>]
 let ``masks keep exactly k weights globally and per layer, ties broken by position`` () =
     let prop (layers: (int * float[]) list, sparsity: float) =
-        let scores = scoresOf [ for i, (n, v) in List.indexed layers -> $"l%d{i}", v, [| int64 n |] ]
+        let scores =
+            scoresOf [ for i, (n, v) in List.indexed layers -> $"l%d{i}", v, [| int64 n |] ]
+
         let density = 1.0 - sparsity
         let total = layers |> List.sumBy fst |> int64
         let g = Selection.select Scope.Global density false None scores
@@ -211,7 +257,7 @@ let ``masks keep exactly k weights globally and per layer, ties broken by positi
                 (seq {
                     for i in 0 .. all.Length - 1 do
                         for j in 0 .. all.Length - 1 -> i, j
-                 })
+                })
 
         Scores.dispose scores
         Mask.dispose g
@@ -222,13 +268,16 @@ let ``masks keep exactly k weights globally and per layer, ties broken by positi
 
 [<Fact>]
 let ``all-equal scores keep the first k positions`` () =
-    let scores = scoresOf [ "a", Array.create 6 1.0, [| 2L; 3L |]; "b", Array.create 4 1.0, [| 4L |] ]
+    let scores =
+        scoresOf [ "a", Array.create 6 1.0, [| 2L; 3L |]; "b", Array.create 4 1.0, [| 4L |] ]
+
     let m = Selection.select Scope.Global 0.5 false None scores
     Assert.Equal<bool[]>([| true; true; true; true; true; false; false; false; false; false |], keptFlat m)
 
 [<Fact>]
 let ``the same seed gives a bit-identical mask, another seed another mask`` () =
     use model = net ()
+
     let maskFor seed =
         let s = Criteria.random.Score(context model [] seed)
         let m = Selection.select Scope.Global 0.3 false None s
@@ -243,15 +292,26 @@ let ``the same seed gives a bit-identical mask, another seed another mask`` () =
 [<Fact>]
 let ``non-finite scores and bad sparsity are rejected with the layer or parameter named`` () =
     let scores = scoresOf [ "conv1", [| 1.0; nan |], [| 2L |] ]
-    let e = Assert.Throws<ArgumentException>(fun () -> Selection.select Scope.Global 0.5 false None scores |> ignore)
+
+    let e =
+        Assert.Throws<ArgumentException>(fun () -> Selection.select Scope.Global 0.5 false None scores |> ignore)
+
     Assert.Contains("conv1", e.Message)
     let e2 = Assert.Throws<ArgumentException>(fun () -> Selection.validateSparsity 1.0)
     Assert.Contains("sparsity", e2.Message)
-    Assert.Throws<ArgumentException>(fun () -> Selection.validateSparsity -0.1) |> ignore
+
+    Assert.Throws<ArgumentException>(fun () -> Selection.validateSparsity -0.1)
+    |> ignore
 
 [<Fact>]
 let ``keep-one-per-layer prevents collapse and keeps k exact`` () =
-    let scores = scoresOf [ "big", Array.init 20 (fun i -> float (i + 10)), [| 20L |]; "small", [| 0.1; 0.2 |], [| 2L |] ]
+    let scores =
+        scoresOf
+            [
+                "big", Array.init 20 (fun i -> float (i + 10)), [| 20L |]
+                "small", [| 0.1; 0.2 |], [| 2L |]
+            ]
+
     let plain = Selection.select Scope.Global 0.1 false None scores
     Assert.Equal(0L, (snd plain.Layers.[1]).CountNonZero())
     let guarded = Selection.select Scope.Global 0.1 true None scores
@@ -260,17 +320,19 @@ let ``keep-one-per-layer prevents collapse and keeps k exact`` () =
     Assert.Equal<bool[]>([| false; true |], (snd guarded.Layers.[1]).ToArray<bool>())
 
 let private spec criterion sparsity rounds =
-    { Criterion = criterion
-      Sparsity = sparsity
-      Scope = Scope.Global
-      Rounds = rounds
-      Schedule = Schedule.Exponential
-      WarmupBatches = 0
-      SamplesPerClass = 1
-      ScoringBatchSize = 1
-      Options = CriterionOptions.Default
-      KeepOnePerLayer = false
-      Seed = 3UL }
+    {
+        Criterion = criterion
+        Sparsity = sparsity
+        Scope = Scope.Global
+        Rounds = rounds
+        Schedule = Schedule.Exponential
+        WarmupBatches = 0
+        SamplesPerClass = 1
+        ScoringBatchSize = 1
+        Options = CriterionOptions.Default
+        KeepOnePerLayer = false
+        Seed = 3UL
+    }
 
 [<Fact>]
 let ``iterative pruning never revives a weight and restores the model's weights`` () =
@@ -286,9 +348,12 @@ let ``iterative pruning never revives a weight and restores the model's weights`
             Score =
                 fun ctx ->
                     ctx.Mask |> Option.iter (fun m -> seen.Add(keptFlat m))
-                    Criteria.synflow.Score ctx }
+                    Criteria.synflow.Score ctx
+        }
 
-    let mask, report = Pruning.prune (spec "synflow" 0.95 20) recording model [ 6L ] batches Seq.empty logs.Add
+    let mask, report =
+        Pruning.prune (spec "synflow" 0.95 20) recording model [ 6L ] batches Seq.empty logs.Add
+
     seen.Add(keptFlat mask)
 
     for prev, next in Seq.pairwise seen do
@@ -313,7 +378,11 @@ let ``algebra: abs is idempotent, negate twice is the identity, rank ignores pos
         use model = new TinyMlp([ 4; 5; 3 ], uint64 seed)
         let ctx = context model [ batch (uint64 seed) 3 4 3 DType.Float64 ] (uint64 seed)
         let t1 = flatScores Criteria.taylor1 ctx
-        let ok1 = flatScores (Criteria.abs (Criteria.abs Criteria.taylor1)) ctx = flatScores (Criteria.abs Criteria.taylor1) ctx
+
+        let ok1 =
+            flatScores (Criteria.abs (Criteria.abs Criteria.taylor1)) ctx =
+                flatScores (Criteria.abs Criteria.taylor1) ctx
+
         let ok2 = flatScores (Criteria.negate (Criteria.negate Criteria.taylor1)) ctx = t1
         let r1 = flatScores (Criteria.rank Criteria.taylor1) ctx
         let r2 = flatScores (Criteria.rank (Criteria.scale 3.5 Criteria.taylor1)) ctx

@@ -14,7 +14,11 @@ type TinyMlp(sizes: int list, seed: uint64, biasFree: bool, dtype: DType) =
         sizes
         |> List.pairwise
         |> List.mapi (fun i (fanIn, fanOut) ->
-            let w = (Libtorch.Randn([| int64 fanOut; int64 fanIn |], gen, dtype) * (1.0 / sqrt (float fanIn))).DetachFromScope()
+            let w =
+                (Libtorch.Randn([| int64 fanOut; int64 fanIn |], gen, dtype)
+                 * (1.0 / sqrt (float fanIn)))
+                    .DetachFromScope()
+
             w.RequiresGrad <- true
 
             let b =
@@ -40,12 +44,14 @@ type TinyMlp(sizes: int list, seed: uint64, biasFree: bool, dtype: DType) =
             [| for name, w, _ in layers -> KeyValuePair($"{name}.weight", w) |] :> IReadOnlyList<_>
 
         member _.Parameters =
-            [| for name, w, b in layers do
-                   yield KeyValuePair($"{name}.weight", w)
+            [|
+                for name, w, b in layers do
+                    yield KeyValuePair($"{name}.weight", w)
 
-                   match b with
-                   | Some b -> yield KeyValuePair($"{name}.bias", b)
-                   | None -> () |]
+                    match b with
+                    | Some b -> yield KeyValuePair($"{name}.bias", b)
+                    | None -> ()
+            |]
             :> IReadOnlyList<_>
 
         member _.Forward(x: Tensor) =
@@ -89,31 +95,43 @@ type TinyMlp(sizes: int list, seed: uint64, biasFree: bool, dtype: DType) =
 let batch (seed: uint64) (n: int) (inputs: int) (classes: int) (dtype: DType) : Batch =
     use gen = new Generator(seed)
 
-    { Inputs = Libtorch.Randn([| int64 n; int64 inputs |], gen, dtype).DetachFromScope()
-      Targets = Libtorch.RandInt(0L, int64 classes, [| int64 n |], gen).DetachFromScope() }
+    {
+        Inputs = Libtorch.Randn([| int64 n; int64 inputs |], gen, dtype).DetachFromScope()
+        Targets = Libtorch.RandInt(0L, int64 classes, [| int64 n |], gen).DetachFromScope()
+    }
 
 /// Splits a batch into batches of one sample.
 let singles (b: Batch) : Batch list =
-    [ for i in 0L .. b.Targets.NumEl - 1L ->
-          { Inputs = b.Inputs.Narrow(0L, i, 1L).DetachFromScope()
-            Targets = b.Targets.Narrow(0L, i, 1L).DetachFromScope() } ]
+    [
+        for i in 0L .. b.Targets.NumEl - 1L ->
+            {
+                Inputs = b.Inputs.Narrow(0L, i, 1L).DetachFromScope()
+                Targets = b.Targets.Narrow(0L, i, 1L).DetachFromScope()
+            }
+    ]
 
 let context (model: IModelView) (batches: Batch list) (seed: uint64) : ScoringContext =
-    { Model = model
-      Batches = batches
-      InputShape = [ (model.Prunable.[0].Value.Shape.[1]) ]
-      Seed = seed
-      Options = CriterionOptions.Default
-      Mask = None }
+    {
+        Model = model
+        Batches = batches
+        InputShape = [ (model.Prunable.[0].Value.Shape.[1]) ]
+        Seed = seed
+        Options = CriterionOptions.Default
+        Mask = None
+    }
 
 /// All prunable weights flattened into one float[] (layer order, row-major).
 let flatWeights (model: IModelView) =
-    [| for kv in model.Prunable do
-           yield! Pai.Tensors.toFloats kv.Value |]
+    [|
+        for kv in model.Prunable do
+            yield! Pai.Tensors.toFloats kv.Value
+    |]
 
 let flatOf (ts: Tensor list) =
-    [| for t in ts do
-           yield! Pai.Tensors.toFloats t |]
+    [|
+        for t in ts do
+            yield! Pai.Tensors.toFloats t
+    |]
 
 /// The exact Hessian of the mean scoring loss w.r.t. the prunable weights (temperature T),
 /// built column by column from unit-vector HVPs: an n×n array.
@@ -130,10 +148,12 @@ let exactHessian (model: IModelView) (temperature: float) (batches: Batch list) 
         let mutable offset = 0
 
         let vs =
-            [ for p, size in List.zip ps sizes do
-                  let part = e.[offset .. offset + size - 1]
-                  offset <- offset + size
-                  Libtorch.FromArray<float>(part, p.Shape).To(p.DType) ]
+            [
+                for p, size in List.zip ps sizes do
+                    let part = e.[offset .. offset + size - 1]
+                    offset <- offset + size
+                    Libtorch.FromArray<float>(part, p.Shape).To(p.DType)
+            ]
 
         let col = Estimators.hessianVectorProduct model temperature batches vs |> flatOf
 

@@ -15,7 +15,10 @@ open Pai.Host.Models
 
 let private repoRoot =
     let rec up (d: DirectoryInfo) =
-        if File.Exists(Path.Combine(d.FullName, "Hybrid.sln")) then d.FullName else up d.Parent
+        if File.Exists(Path.Combine(d.FullName, "Hybrid.sln")) then
+            d.FullName
+        else
+            up d.Parent
 
     up (DirectoryInfo AppContext.BaseDirectory)
 
@@ -47,22 +50,33 @@ let spearman (a: float[]) (b: float[]) =
     cov / sqrt (va * vb)
 
 let private flat (s: Scores) =
-    [| for _, t in s.Layers do
-           yield! Pai.Tensors.toFloats t |]
+    [|
+        for _, t in s.Layers do
+            yield! Pai.Tensors.toFloats t
+    |]
 
 let private keptAt90 (s: Scores) =
     let m = Selection.select Scope.Global 0.1 false None s
 
     let k =
-        [| for _, t in m.Layers do
-               yield! t.ToArray<bool>() |]
+        [|
+            for _, t in m.Layers do
+                yield! t.ToArray<bool>()
+        |]
 
     Mask.dispose m
     k
 
 let private runOracle (dir: string) =
     let psi =
-        ProcessStartInfo("/usr/bin/python3", [ Path.Combine(repoRoot, "tests", "oracles", "criteria_oracle.py"); dir; Path.Combine(repoRoot, "tests", "oracles") ])
+        ProcessStartInfo(
+            "/usr/bin/python3",
+            [
+                Path.Combine(repoRoot, "tests", "oracles", "criteria_oracle.py")
+                dir
+                Path.Combine(repoRoot, "tests", "oracles")
+            ]
+        )
 
     psi.RedirectStandardError <- true
     psi.RedirectStandardOutput <- true
@@ -79,34 +93,47 @@ let private crossCheck (model: Model) (batches: Batch list) =
     let view = model :> IModelView
     let shape = model.InputShape
     // 4 probes keep the probe file small (batches × probes × weights floats).
-    let options = { CriterionOptions.Default with Probes = 4 }
+    let options =
+        { CriterionOptions.Default with
+            Probes = 4
+        }
+
     let seed = 7UL
 
     try
-        let state = [ for kv in model.Parameters -> struct (kv.Key, kv.Value) ] @ [ for kv in model.Buffers -> struct (kv.Key, kv.Value) ]
+        let state =
+            [ for kv in model.Parameters -> struct (kv.Key, kv.Value) ]
+            @ [ for kv in model.Buffers -> struct (kv.Key, kv.Value) ]
+
         Safetensors.Save(Path.Combine(dir, "weights.safetensors"), state)
 
         Safetensors.Save(
             Path.Combine(dir, "batches.safetensors"),
-            [ for i, b in List.indexed batches do
-                  yield struct ($"input/%d{i}", b.Inputs)
-                  yield struct ($"target/%d{i}", b.Targets) ]
+            [
+                for i, b in List.indexed batches do
+                    yield struct ($"input/%d{i}", b.Inputs)
+                    yield struct ($"target/%d{i}", b.Targets)
+            ]
         )
 
         let ctx =
-            { Model = view
-              Batches = batches
-              InputShape = [ int64 shape.Channels; int64 shape.Height; int64 shape.Width ]
-              Seed = seed
-              Options = options
-              Mask = None }
+            {
+                Model = view
+                Batches = batches
+                InputShape = [ int64 shape.Channels; int64 shape.Height; int64 shape.Width ]
+                Seed = seed
+                Options = options
+                Mask = None
+            }
 
         let pai =
-            [ "snip", Criteria.snip
-              "grasp", Criteria.grasp
-              "synflow", Criteria.synflow
-              "fisher_obd", Criteria.fisherObd
-              "hutch_obd", Criteria.hutchObd ]
+            [
+                "snip", Criteria.snip
+                "grasp", Criteria.grasp
+                "synflow", Criteria.synflow
+                "fisher_obd", Criteria.fisherObd
+                "hutch_obd", Criteria.hutchObd
+            ]
             |> List.map (fun (name, c) -> name, c.Score ctx)
 
         // The probes the criterion drew: replay its seeded generator, recording every vector, and
@@ -138,17 +165,19 @@ let private crossCheck (model: Model) (batches: Batch list) =
 
         let spec =
             Text.Json.JsonSerializer.Serialize(
-                {| model = model.Name
-                   c = shape.Channels
-                   h = shape.Height
-                   w = shape.Width
-                   classes = model.Classes
-                   prunable = names
-                   batches = batches.Length
-                   probes = options.Probes
-                   grasp_temperature = options.GraspTemperature
-                   hutch_temperature = options.HutchinsonTemperature
-                   threads = Libtorch.NumThreads |}
+                {|
+                    model = model.Name
+                    c = shape.Channels
+                    h = shape.Height
+                    w = shape.Width
+                    classes = model.Classes
+                    prunable = names
+                    batches = batches.Length
+                    probes = options.Probes
+                    grasp_temperature = options.GraspTemperature
+                    hutch_temperature = options.HutchinsonTemperature
+                    threads = Libtorch.NumThreads
+                |}
             )
 
         File.WriteAllText(Path.Combine(dir, "spec.json"), spec)
@@ -156,12 +185,22 @@ let private crossCheck (model: Model) (batches: Batch list) =
         use torchScores = Safetensors.Load(Path.Combine(dir, "scores.safetensors"))
 
         let results =
-            [ for name, s in pai ->
-                  let theirs: Scores = { Layers = [ for n in names -> n, torchScores.[$"%s{name}/%s{n}"] ] }
-                  let rho = spearman (flat s) (flat theirs)
-                  let a, b = keptAt90 s, keptAt90 theirs
-                  let agreement = float (Array.fold2 (fun n x y -> if x = y then n + 1 else n) 0 a b) / float a.Length
-                  name, rho, agreement ]
+            [
+                for name, s in pai ->
+                    let theirs: Scores =
+                        {
+                            Layers = [ for n in names -> n, torchScores.[$"%s{name}/%s{n}"] ]
+                        }
+
+                    let rho = spearman (flat s) (flat theirs)
+                    let a, b = keptAt90 s, keptAt90 theirs
+
+                    let agreement =
+                        float (Array.fold2 (fun n x y -> if x = y then n + 1 else n) 0 a b)
+                        / float a.Length
+
+                    name, rho, agreement
+            ]
 
         for _, s in pai do
             Scores.dispose s
@@ -171,27 +210,46 @@ let private crossCheck (model: Model) (batches: Batch list) =
 
         for name, rho, agreement in results do
             Assert.True(rho >= 0.999, $"%s{model.Name} %s{name}: Spearman %.6f{rho} < 0.999")
-            Assert.True(agreement >= 0.999, $"%s{model.Name} %s{name}: mask agreement %.5f{agreement} < 0.999 at 90%% sparsity")
+
+            Assert.True(
+                agreement >= 0.999,
+                $"%s{model.Name} %s{name}: mask agreement %.5f{agreement} < 0.999 at 90%% sparsity"
+            )
 
         results
     finally
         Directory.Delete(dir, true)
 
-[<Fact>]
-let ``criteria agree with PyTorch on lenet5 and Fashion-MNIST`` () =
-    use data = DatasetRegistry.FashionMnist(DatasetSplit.Train)
-    // Batches of 10: per-sample quantities (Fisher) must still be computed per sample.
-    use scoring = ScoringSubset.Create(data, 10, 3UL, 10)
-    use model = ModelZoo.Create("lenet5", ModelOptions(InputShape = InputShape.Mnist, Classes = 10, Seed = 5UL))
-    let results = crossCheck model (List.ofSeq scoring)
-    Assert.Equal(5, results.Length)
+type CrossCheck(output: Xunit.Abstractions.ITestOutputHelper) =
+    let report (model: string) results =
+        for name, rho, agreement in results do
+            output.WriteLine
+                $"%s{model} %-10s{name} Spearman %.6f{rho}  mask agreement at 90%% sparsity %.5f{agreement}"
 
-[<Fact>]
-let ``criteria agree with PyTorch on resnet20 after BN warm-up`` () =
-    use data = SyntheticData.Create(SyntheticOptions(Channels = 3, Height = 32, Width = 32, TrainCount = 200, TestCount = 10))
-    use loader = new DataLoader(data, 50, shuffle = true, seed = 1UL)
-    use scoring = ScoringSubset.Create(data, 2, 3UL, 4)
-    use model = ModelZoo.Create("resnet20", ModelOptions(Seed = 5UL))
-    BnWarmup.run model 4 (loader.Epoch 0) |> ignore
-    let results = crossCheck model (List.ofSeq scoring)
-    Assert.Equal(5, results.Length)
+    [<Fact>]
+    member _.``criteria agree with PyTorch on lenet5 and Fashion-MNIST``() =
+        use data = DatasetRegistry.FashionMnist(DatasetSplit.Train)
+        // Batches of 10: per-sample quantities (Fisher) must still be computed per sample.
+        use scoring = ScoringSubset.Create(data, 10, 3UL, 10)
+
+        use model =
+            ModelZoo.Create("lenet5", ModelOptions(InputShape = InputShape.Mnist, Classes = 10, Seed = 5UL))
+
+        let results = crossCheck model (List.ofSeq scoring)
+        report "lenet5" results
+        Assert.Equal(5, results.Length)
+
+    [<Fact>]
+    member _.``criteria agree with PyTorch on resnet20 after BN warm-up``() =
+        use data =
+            SyntheticData.Create(
+                SyntheticOptions(Channels = 3, Height = 32, Width = 32, TrainCount = 200, TestCount = 10)
+            )
+
+        use loader = new DataLoader(data, 50, shuffle = true, seed = 1UL)
+        use scoring = ScoringSubset.Create(data, 2, 3UL, 4)
+        use model = ModelZoo.Create("resnet20", ModelOptions(Seed = 5UL))
+        BnWarmup.run model 4 (loader.Epoch 0) |> ignore
+        let results = crossCheck model (List.ofSeq scoring)
+        report "resnet20" results
+        Assert.Equal(5, results.Length)
