@@ -19,21 +19,66 @@ internal static class PaiCommand
         var root = new RootCommand("Pai: pruning at initialization on libtorch.");
         root.Options.Add(Threads);
         root.Subcommands.Add(InfoCommand());
+        root.Subcommands.Add(ListCommand());
+        var config = new ConfigOptions();
+        root.Options.Add(RunCommands.Results);
+        root.Subcommands.Add(PruneTrainCommands.Prune(config));
+        root.Subcommands.Add(PruneTrainCommands.Train(config));
+        root.Subcommands.Add(RunCommands.Run(config));
+        root.Subcommands.Add(RunCommands.Sweep(config));
+        root.Subcommands.Add(ReportCommand.Create());
+        // Every command runs with the requested thread count (Debian's libtorch starts with one).
+        foreach (var c in root.Subcommands)
+            c.Validators.Add(r =>
+            {
+                var threads = r.GetValue(Threads);
+                if (threads < 0) r.AddError($"--threads must be 0 (every core) or positive, got {threads}");
+            });
         return root;
+    }
+
+    static Command ListCommand()
+    {
+        var what = new Argument<string>("what") { Description = "models, datasets or criteria" };
+        what.AcceptOnlyFromAmong("models", "datasets", "criteria");
+        var list = new Command("list", "List the models, data sets or criteria (with their formulas).");
+        list.Arguments.Add(what);
+        list.SetAction(parse =>
+        {
+            var table = new Table().Border(TableBorder.Rounded);
+            switch (parse.GetValue(what))
+            {
+                case "models":
+                    table.AddColumns("model", "description");
+                    foreach (var m in Pai.Host.Models.ModelZoo.Names) table.AddRow(m, Markup.Escape(Pai.Host.Models.ModelZoo.Describe(m)));
+                    break;
+                case "datasets":
+                    table.AddColumns("data set", "classes", "shape", "where");
+                    foreach (var name in Pai.Host.Data.DatasetRegistry.Names)
+                    {
+                        var i = Pai.Host.Data.DatasetRegistry.Info(name);
+                        var at = Pai.Host.Data.DatasetRegistry.Locate(name);
+                        table.AddRow(name, i.Classes.ToString(), $"{i.Channels}×{i.Height}×{i.Width}",
+                            Markup.Escape(at.Found ? at.Location : $"not found: {at.HowToGet}"));
+                    }
+                    break;
+                default:
+                    table.AddColumns("criterion", "score (keep the highest)");
+                    foreach (var (name, formula) in Pai.PaiPruning.CriterionFormulas) table.AddRow(name, Markup.Escape(formula));
+                    table.AddRow("autos", "learned from iterative rewind pruning (needs --predictor FILE)");
+                    break;
+            }
+            AnsiConsole.Write(table);
+            return 0;
+        });
+        return list;
     }
 
     static Command InfoCommand()
     {
         var info = new Command("info", "Versions, threads, active BLAS, native library path and data set locations.");
-        info.SetAction(parse =>
+        info.SetAction(parse => Cli.Guard(parse, () =>
         {
-            var threads = parse.GetValue(Threads);
-            if (threads < 0)
-            {
-                Console.Error.WriteLine($"error: --threads must be 0 (every core) or positive, got {threads}");
-                return 2;
-            }
-            PaiHost.ConfigureThreads(threads);
             var d = PaiHost.Describe();
             var table = new Table().AddColumns("", "").HideHeaders().Border(TableBorder.Rounded);
             table.AddRow("Pai", d.PaiVersion);
@@ -46,7 +91,7 @@ internal static class PaiCommand
                 table.AddRow($"data: {ds.Name}", Markup.Escape(ds.Found ? ds.Location : $"not found in {ds.Location}: {ds.HowToGet}"));
             AnsiConsole.Write(table);
             return 0;
-        });
+        }));
         return info;
     }
 }

@@ -666,3 +666,51 @@ module Pruning =
                 ]
             Rounds = spec.Rounds
         }
+
+/// The result of pruning: the mask and its report.
+type PruneResult = { Mask: Mask; Report: PruneReport }
+
+/// C#-friendly entry points (overloads, Func/Action, IEnumerable) over the F# modules.
+[<AbstractClass; Sealed>]
+type PaiPruning =
+    /// The criterion called name; unknown names throw an ArgumentException listing the valid ones.
+    static member FindCriterion(name: string) : Criterion =
+        match Criteria.tryFind name with
+        | Ok c -> c
+        | Error e -> invalidArg "criterion" e
+
+    /// Valid criterion names with their formulas.
+    static member CriterionFormulas: (string * string) list =
+        Criteria.all |> List.map (fun (c, f) -> c.Name, f)
+
+    /// Runs Pruning.prune; log receives progress lines and warnings (layer collapse).
+    static member Prune
+        (
+            spec: PruneSpec,
+            criterion: Criterion,
+            model: IModelView,
+            inputShape: seq<int64>,
+            scoring: seq<Batch>,
+            warmup: seq<Batch>,
+            log: Action<string>
+        ) : PruneResult =
+        let mask, report =
+            Pruning.prune spec criterion model (List.ofSeq inputShape) (List.ofSeq scoring) warmup log.Invoke
+
+        { Mask = mask; Report = report }
+
+    /// Wraps a criterion with a score cache for its first (unmasked) round: load returns cached
+    /// scores or null; save receives freshly computed scores. Later rounds are never cached.
+    static member Cached(criterion: Criterion, load: Func<Scores option>, save: Action<Scores>) : Criterion =
+        { criterion with
+            Score =
+                fun ctx ->
+                    if ctx.Mask.IsSome then
+                        criterion.Score ctx
+                    else
+                        match load.Invoke() with
+                        | Some s -> s
+                        | None ->
+                            let s = criterion.Score ctx
+                            save.Invoke s
+                            s }

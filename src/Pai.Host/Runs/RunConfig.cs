@@ -27,8 +27,11 @@ public sealed record RunConfig
     public string Scope { get; init; } = "global";
     /// <summary>Pruning rounds (null: the criterion's default, 100 for SynFlow).</summary>
     public int? Rounds { get; init; }
-    /// <summary>BN warm-up batches before scoring (0: off).</summary>
-    public int WarmupBatches { get; init; }
+    /// <summary>
+    /// BN warm-up batches before scoring (0: off). On by default; it only applies to models with
+    /// batch norm and criteria that read data.
+    /// </summary>
+    public int WarmupBatches { get; init; } = 100;
     /// <summary>Scoring samples per class.</summary>
     public int SamplesPerClass { get; init; } = 10;
     /// <summary>Scoring batch size.</summary>
@@ -103,5 +106,5 @@ public sealed record RunConfig
     /// <summary>A short human label, e.g. "lenet5 snip 90% seed 0".</summary>
     public string Label => Criterion == "dense"
         ? $"{Model} dense seed {Seed}"
-        : $"{Model} {Criterion} {Sparsity:P1}{(WarmupBatches > 0 ? " +warmup" : "")} seed {Seed}";
+        : $"{Model} {Criterion} {Sparsity:P1}{(WarmupBatches == 0 ? " no-warmup" : "")} seed {Seed}";
 }

@@ -1,0 +1,51 @@
+using Pai.Host.Checkpoints;
+using Pai.Host.Data;
+using Spectre.Console;
+
+namespace Pai.Cli;
+
+/// <summary>Shared command plumbing: error handling and tables.</summary>
+internal static class Cli
+{
+    /// <summary>
+    /// Runs a command body; bad input becomes one clear line on stderr and exit code 2, any other
+    /// failure exit code 1 (with libtorch's message when it came from there).
+    /// </summary>
+    internal static int Guard(System.CommandLine.ParseResult parse, Func<int> body)
+    {
+        try
+        {
+            Pai.Host.PaiHost.ConfigureThreads(parse.GetValue(PaiCommand.Threads));
+            return body();
+        }
+        catch (Exception e) when (e is ArgumentException or DatasetException or CheckpointException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        catch (Exception e) when (e is Pai.Torch.TorchException or InvalidOperationException or IOException or UnauthorizedAccessException or DllNotFoundException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+    }
+
+    /// <summary>Per-layer kept/total/density, with collapsed layers marked.</summary>
+    internal static void DensityTable(Pai.PruneReport report)
+    {
+        var table = new Table().Border(TableBorder.Rounded).Title(Markup.Escape($"{report.Criterion}: {report.Density:P2} of weights kept"));
+        table.AddColumns("layer", "kept", "total", "density");
+        foreach (var l in report.Layers)
+        {
+            var row = new[] { l.Name, l.Kept.ToString("N0"), l.Total.ToString("N0"), l.Density.ToString("P2") };
+            if (l.Kept == 0) table.AddRow(row.Select(c => $"[red]{Markup.Escape(c)}[/]").ToArray());
+            else table.AddRow(row.Select(Markup.Escape).ToArray());
+        }
+        table.AddRow("[bold]all[/]", report.Kept.ToString("N0"), report.Total.ToString("N0"), report.Density.ToString("P2"));
+        AnsiConsole.Write(table);
+        if (!report.Collapsed.IsEmpty)
+            AnsiConsole.MarkupLine($"[yellow]warning: layer collapse in {Markup.Escape(string.Join(", ", report.Collapsed))}: no weight left, the network is disconnected there (--keep-one-per-layer prevents it)[/]");
+        var seconds = string.Join(", ", report.Seconds.Select(s => $"{s.Item1} {s.Item2:F1} s"));
+        Console.WriteLine($"time: {seconds}");
+    }
+}

@@ -1,0 +1,97 @@
+using System.CommandLine;
+using Pai.Host.Runs;
+
+namespace Pai.Cli;
+
+/// <summary>The options that describe one experiment, shared by prune, train, run and sweep.</summary>
+internal sealed class ConfigOptions
+{
+    static readonly RunConfig D = new();
+
+    public readonly Option<string> Model = new("--model", "-m") { Description = "model: lenet300, lenet5, vgg11/16/19, resnet20/32/56, resnet18, vit-tiny", DefaultValueFactory = _ => D.Model };
+    public readonly Option<string> Dataset = new("--dataset", "-d") { Description = "data set: fashion-mnist (default, ships with Debian), mnist, cifar10, cifar100, synthetic", DefaultValueFactory = _ => D.Dataset };
+    public readonly Option<string?> Data = new("--data") { Description = "directory of the data set files (default: its usual location)" };
+    public readonly Option<string> Scope = new("--scope") { Description = "rank weights globally or per layer", DefaultValueFactory = _ => D.Scope };
+    public readonly Option<int?> Rounds = new("--rounds") { Description = "pruning rounds (default: the criterion's, 100 for synflow)" };
+    public readonly Option<int> Warmup = new("--warmup") { Description = "BN warm-up batches before scoring (0 = off; skipped for models without batch norm)", DefaultValueFactory = _ => D.WarmupBatches };
+    public readonly Option<int> SamplesPerClass = new("--samples-per-class") { Description = "scoring samples per class", DefaultValueFactory = _ => D.SamplesPerClass };
+    public readonly Option<int> ScoringBatch = new("--scoring-batch") { Description = "scoring batch size", DefaultValueFactory = _ => D.ScoringBatchSize };
+    public readonly Option<int> Probes = new("--probes") { Description = "Hutchinson probes per scoring batch", DefaultValueFactory = _ => D.Probes };
+    public readonly Option<string> ProbeScope = new("--probe-scope") { Description = "Hutchinson probes over the whole network (full) or one layer at a time (layer)", DefaultValueFactory = _ => D.ProbeScope };
+    public readonly Option<double> HutchTemperature = new("--hutch-temperature") { Description = "temperature T of the Hutchinson criteria (logits / T)", DefaultValueFactory = _ => D.HutchinsonTemperature };
+    public readonly Option<double> GraspTemperature = new("--grasp-temperature") { Description = "temperature T of GraSP", DefaultValueFactory = _ => D.GraspTemperature };
+    public readonly Option<bool> KeepOne = new("--keep-one-per-layer") { Description = "never prune a layer completely (prevents layer collapse)" };
+    public readonly Option<bool> DenseClassifier = new("--dense-classifier") { Description = "keep the last layer dense" };
+    public readonly Option<string?> Predictor = new("--predictor") { Description = "AutoS predictor file (criterion autos)" };
+    public readonly Option<ulong> Seed = new("--seed") { Description = "seed of initialization, scoring subset, probes and data order", DefaultValueFactory = _ => D.Seed };
+    public readonly Option<int> Epochs = new("--epochs", "-e") { Description = "training epochs", DefaultValueFactory = _ => D.Epochs };
+    public readonly Option<int> BatchSize = new("--batch-size") { Description = "training batch size", DefaultValueFactory = _ => D.BatchSize };
+    public readonly Option<string> Optimizer = new("--optimizer") { Description = "sgd or adamw", DefaultValueFactory = _ => D.Optimizer };
+    public readonly Option<double> Lr = new("--lr") { Description = "base learning rate", DefaultValueFactory = _ => D.LearningRate };
+    public readonly Option<double> Momentum = new("--momentum") { Description = "SGD momentum", DefaultValueFactory = _ => D.Momentum };
+    public readonly Option<bool> Nesterov = new("--nesterov") { Description = "Nesterov momentum" };
+    public readonly Option<double> WeightDecay = new("--weight-decay") { Description = "weight decay", DefaultValueFactory = _ => D.WeightDecay };
+    public readonly Option<string> Schedule = new("--schedule") { Description = "cosine, multistep or constant", DefaultValueFactory = _ => D.Schedule };
+    public readonly Option<int[]> Milestones = new("--milestones") { Description = "multistep milestone epochs", AllowMultipleArgumentsPerToken = true };
+    public readonly Option<double> LabelSmoothing = new("--label-smoothing") { Description = "label smoothing", DefaultValueFactory = _ => D.LabelSmoothing };
+    public readonly Option<int?> MaxBatches = new("--max-batches") { Description = "stop each epoch after this many batches (short budgets)" };
+    public readonly Option<bool> Augment = new("--augment") { Description = "CIFAR augmentation: random crop (padding 4) and horizontal flip" };
+
+    public ConfigOptions()
+    {
+        Scope.AcceptOnlyFromAmong("global", "layer");
+        ProbeScope.AcceptOnlyFromAmong("full", "layer");
+        Optimizer.AcceptOnlyFromAmong("sgd", "adamw");
+        Schedule.AcceptOnlyFromAmong("cosine", "multistep", "constant");
+    }
+
+    /// <summary>Adds the options that choose and prune a model (not training).</summary>
+    public void AddPruning(Command c)
+    {
+        foreach (var o in new Option[] { Model, Dataset, Data, Scope, Rounds, Warmup, SamplesPerClass, ScoringBatch, Probes, ProbeScope,
+                     HutchTemperature, GraspTemperature, KeepOne, DenseClassifier, Predictor, Seed })
+            c.Options.Add(o);
+    }
+
+    /// <summary>Adds the training options.</summary>
+    public void AddTraining(Command c)
+    {
+        foreach (var o in new Option[] { Epochs, BatchSize, Optimizer, Lr, Momentum, Nesterov, WeightDecay, Schedule, Milestones, LabelSmoothing, MaxBatches, Augment })
+            c.Options.Add(o);
+    }
+
+    /// <summary>The configuration the parsed options describe (criterion and sparsity given separately).</summary>
+    public RunConfig Read(ParseResult p, string criterion, double sparsity) => new()
+    {
+        Model = p.GetValue(Model)!.Trim().ToLowerInvariant(),
+        Dataset = p.GetValue(Dataset)!.Trim().ToLowerInvariant(),
+        DataDirectory = p.GetValue(Data),
+        Criterion = criterion,
+        Sparsity = sparsity,
+        Scope = p.GetValue(Scope)!,
+        Rounds = p.GetValue(Rounds),
+        WarmupBatches = p.GetValue(Warmup),
+        SamplesPerClass = p.GetValue(SamplesPerClass),
+        ScoringBatchSize = p.GetValue(ScoringBatch),
+        Probes = p.GetValue(Probes),
+        ProbeScope = p.GetValue(ProbeScope)!,
+        HutchinsonTemperature = p.GetValue(HutchTemperature),
+        GraspTemperature = p.GetValue(GraspTemperature),
+        KeepOnePerLayer = p.GetValue(KeepOne),
+        DenseClassifier = p.GetValue(DenseClassifier),
+        Predictor = p.GetValue(Predictor),
+        Seed = p.GetValue(Seed),
+        Epochs = p.GetValue(Epochs),
+        BatchSize = p.GetValue(BatchSize),
+        Optimizer = p.GetValue(Optimizer)!,
+        LearningRate = p.GetValue(Lr),
+        Momentum = p.GetValue(Momentum),
+        Nesterov = p.GetValue(Nesterov),
+        WeightDecay = p.GetValue(WeightDecay),
+        Schedule = p.GetValue(Schedule)!,
+        Milestones = p.GetValue(Milestones) ?? [],
+        LabelSmoothing = p.GetValue(LabelSmoothing),
+        MaxBatchesPerEpoch = p.GetValue(MaxBatches),
+        Augment = p.GetValue(Augment),
+    };
+}
