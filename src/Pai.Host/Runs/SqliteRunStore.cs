@@ -546,7 +546,9 @@ public sealed class SqliteRunStore : IRunStore
     {
         var command = db.CreateCommand();
         command.CommandText = sql;
-        foreach (var (name, value) in args) command.Parameters.AddWithValue(name, value ?? DBNull.Value);
+        foreach (var (name, value) in args)
+            // SQLite has no NaN (Microsoft.Data.Sqlite refuses it): a diverged loss is stored as missing.
+            command.Parameters.AddWithValue(name, value is null or double.NaN ? DBNull.Value : value);
         return command;
     }
 
