@@ -85,6 +85,7 @@ public sealed class StoreTests(ITestOutputHelper output)
             Assert.Equal(dense.Key, store.Register(dense));
             Assert.Equal(Snip90.Key, store.Register(Snip90 with { Epochs = 10 })); // same experiment: no second row
 
+            Assert.Null(store.Get("0123456789abcdef"));
             var pending = store.Get(Snip90.Key)!;
             Assert.Equal(RunStatus.Pending, pending.Status);
             Assert.Equal(Snip90.CanonicalJson(), pending.Config.CanonicalJson());
@@ -262,6 +263,25 @@ public sealed class StoreTests(ITestOutputHelper output)
         Assert.Equal(0.9, done.FinalTop1);
         Assert.Equal([Epoch(1)], done.Epochs);
         Assert.Null(done.Error);
+    }
+
+    [Fact]
+    public void Keep_alive_refreshes_the_heartbeat_in_the_background()
+    {
+        using var dir = new TempDirectory();
+        using var away = new SqliteRunStore(dir.Path, new RunStoreOptions { HostName = "elsewhere" });
+        using var here = new SqliteRunStore(dir.Path, new RunStoreOptions { StaleAfter = TimeSpan.FromHours(1) });
+        var key = away.Register(Snip90);
+        Assert.True(away.TryClaim(key));
+        var old = DateTimeOffset.FromUnixTimeMilliseconds(DateTimeOffset.UtcNow.AddHours(-2).ToUnixTimeMilliseconds());
+        SetColumn(dir, key, "heartbeat", old.ToUnixTimeMilliseconds());
+        using (away.KeepAlive(key, TimeSpan.FromMilliseconds(50)))
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (here.Get(key)!.Owner!.Heartbeat == old && DateTime.UtcNow < deadline) Thread.Sleep(20);
+            Assert.InRange(here.Get(key)!.Owner!.Heartbeat, DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddSeconds(1));
+            Assert.False(here.TryClaim(key));
+        }
     }
 
     [Fact]
