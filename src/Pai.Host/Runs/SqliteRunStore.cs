@@ -632,7 +632,7 @@ static class ProcessIdentity
     /// <summary>
     /// A string that differs between two processes that had the same id at different times
     /// (Linux: boot id and start time in clock ticks from /proc/PID/stat); null when no process
-    /// with this id exists.
+    /// with this id exists (or it is a zombie).
     /// </summary>
     public static string? StartStamp(int pid)
     {
@@ -644,7 +644,8 @@ static class ProcessIdentity
             // "pid (comm) state ppid …": comm may hold spaces and parentheses, so split after the last ')'.
             // Fields after it start at field 3 (state); the start time is field 22.
             var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return fields.Length > 19 ? $"{BootId}:{fields[19]}" : null;
+            // A zombie ('Z') has exited and only waits for its parent to read its status.
+            return fields.Length > 19 && fields[0] != "Z" ? $"{BootId}:{fields[19]}" : null;
         }
         try
         {
