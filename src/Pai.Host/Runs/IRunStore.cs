@@ -20,6 +20,22 @@ public interface IRunStore : IDisposable
     /// </summary>
     bool TryClaim(string key, bool retryFailed = false);
 
+    /// <summary>
+    /// Tells other processes that this claim is still alive (records refresh it too). A claim held
+    /// on another host is taken over once its heartbeat is older than the store's staleness limit.
+    /// Throws when this process no longer owns the run.
+    /// </summary>
+    void Heartbeat(string key);
+
+    /// <summary>Where the mask of a run is kept (a safetensors file beside the database).</summary>
+    string MaskPath(string key);
+
+    /// <summary>Where the trained checkpoint of a run is kept.</summary>
+    string CheckpointPath(string key);
+
+    /// <summary>Where cached criterion scores are kept, by a cache key of the caller's choosing.</summary>
+    string ScoreCachePath(string cacheKey);
+
     /// <summary>Appends one epoch's metrics to a claimed run.</summary>
     void RecordEpoch(string key, EpochMetrics metrics);
 

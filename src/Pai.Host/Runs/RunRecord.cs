@@ -24,6 +24,12 @@ public sealed record LayerDensityRecord(string Name, long Kept, long Total);
 public sealed record PruneSummary(string Criterion, IReadOnlyList<LayerDensityRecord> Layers,
     IReadOnlyList<string> Collapsed, int Rounds, double Density);
 
+/// <summary>The process that claimed a run (for a finished or failed run: the one that ended it).</summary>
+/// <param name="ProcessId">Its process id.</param>
+/// <param name="Host">Its host name.</param>
+/// <param name="Heartbeat">When it last showed it was alive (UTC).</param>
+public sealed record RunOwner(int ProcessId, string Host, DateTimeOffset Heartbeat);
+
 /// <summary>Everything the store keeps about one run.</summary>
 public sealed record RunRecord
 {
@@ -57,4 +63,8 @@ public sealed record RunRecord
     public DateTimeOffset? Started { get; init; }
     /// <summary>When it finished (UTC).</summary>
     public DateTimeOffset? Finished { get; init; }
+    /// <summary>The process that claimed it last (null while Pending).</summary>
+    public RunOwner? Owner { get; init; }
+    /// <summary>How many times it was claimed (a takeover or a retry counts again).</summary>
+    public int Attempts { get; init; }
 }
