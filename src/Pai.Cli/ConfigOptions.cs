@@ -33,6 +33,7 @@ internal sealed class ConfigOptions
     public readonly Option<double> WeightDecay = new("--weight-decay") { Description = "weight decay", DefaultValueFactory = _ => D.WeightDecay };
     public readonly Option<string> Schedule = new("--schedule") { Description = "cosine, multistep or constant", DefaultValueFactory = _ => D.Schedule };
     public readonly Option<int[]> Milestones = new("--milestones") { Description = "multistep milestone epochs", AllowMultipleArgumentsPerToken = true };
+    public readonly Option<double> Gamma = new("--gamma") { Description = "multistep factor at each milestone", DefaultValueFactory = _ => D.Gamma };
     public readonly Option<double> LabelSmoothing = new("--label-smoothing") { Description = "label smoothing", DefaultValueFactory = _ => D.LabelSmoothing };
     public readonly Option<int?> MaxBatches = new("--max-batches") { Description = "stop each epoch after this many batches (short budgets)" };
     public readonly Option<bool> Augment = new("--augment") { Description = "CIFAR augmentation: random crop (padding 4) and horizontal flip" };
@@ -56,7 +57,7 @@ internal sealed class ConfigOptions
     /// <summary>Adds the training options.</summary>
     public void AddTraining(Command c)
     {
-        foreach (var o in new Option[] { Epochs, BatchSize, Optimizer, Lr, Momentum, Nesterov, WeightDecay, Schedule, Milestones, LabelSmoothing, MaxBatches, Augment })
+        foreach (var o in new Option[] { Epochs, BatchSize, Optimizer, Lr, Momentum, Nesterov, WeightDecay, Schedule, Milestones, Gamma, LabelSmoothing, MaxBatches, Augment })
             c.Options.Add(o);
     }
 
@@ -90,6 +91,7 @@ internal sealed class ConfigOptions
         WeightDecay = p.GetValue(WeightDecay),
         Schedule = p.GetValue(Schedule)!,
         Milestones = p.GetValue(Milestones) ?? [],
+        Gamma = p.GetValue(Gamma),
         LabelSmoothing = p.GetValue(LabelSmoothing),
         MaxBatchesPerEpoch = p.GetValue(MaxBatches),
         Augment = p.GetValue(Augment),

@@ -98,6 +98,7 @@ public static class Experiment
             _ => throw new ArgumentException($"unknown schedule '{c.Schedule}'; valid: cosine, multistep, constant"),
         },
         Milestones = c.Milestones,
+        Gamma = c.Gamma,
         LabelSmoothing = c.LabelSmoothing,
         MaxBatchesPerEpoch = c.MaxBatchesPerEpoch,
     };
@@ -124,7 +125,7 @@ public static class Experiment
     {
         Sparsity = 0, Scope = "global", Rounds = null, KeepOnePerLayer = false,
         Epochs = 0, BatchSize = 0, Optimizer = "", LearningRate = 0, Momentum = 0, Nesterov = false, WeightDecay = 0,
-        Schedule = "", Milestones = [], LabelSmoothing = 0, MaxBatchesPerEpoch = null, Augment = false,
+        Schedule = "", Milestones = [], Gamma = 0, LabelSmoothing = 0, MaxBatchesPerEpoch = null, Augment = false,
     }).Key;
 
     /// <summary>Builds the model a run trains (initialized with the run's seed).</summary>
@@ -166,7 +167,6 @@ public static class Experiment
 
     static void SaveScores(string path, Scores scores)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         using var scope = new DisposeScope();
         Safetensors.Save(path, scores.Layers.Select(l => (l.Item1, l.Item2.To(DType.Float32))));
     }
@@ -207,8 +207,7 @@ public static class Experiment
                         result.Report.Layers.Select(l => new LayerDensityRecord(l.Name, l.Kept, l.Total)).ToList(),
                         result.Report.Collapsed.ToList(), result.Report.Rounds, result.Report.Density);
                     store.RecordPrune(key, prune, phases);
-                    Directory.CreateDirectory(Path.Combine(store.Directory, "masks"));
-                    Safetensors.Save(Path.Combine(store.Directory, "masks", key + ".safetensors"),
+                    Safetensors.Save(store.MaskPath(key),
                         mask.Layers.Select(l => (l.Item1, l.Item2)), new Dictionary<string, string> { ["config"] = c.CanonicalJson() });
                 }
 
@@ -226,8 +225,7 @@ public static class Experiment
                     }, batchesPerEpoch: c.MaxBatchesPerEpoch is { } m ? Math.Min(m, trainLoader.BatchCount) : trainLoader.BatchCount);
                 phases["training"] = watch.Elapsed.TotalSeconds;
 
-                Directory.CreateDirectory(Path.Combine(store.Directory, "checkpoints"));
-                Safetensors.Save(Path.Combine(store.Directory, "checkpoints", key + ".safetensors"),
+                Safetensors.Save(store.CheckpointPath(key),
                     model.Parameters.Select(p => (p.Key, p.Value)).Concat(model.Buffers.Select(b => (b.Key, b.Value))),
                     new Dictionary<string, string> { ["config"] = c.CanonicalJson() });
 
@@ -269,6 +267,6 @@ public static class Experiment
     static string? ScoreCachePath(IRunStore store, RunConfig c)
     {
         if ((c.Rounds ?? PaiPruning.FindCriterion(c.Criterion).DefaultRounds) != 1) return null;
-        return Path.Combine(store.Directory, "scores", ScoreCacheKey(c) + ".safetensors");
+        return store.ScoreCachePath(ScoreCacheKey(c));
     }
 }

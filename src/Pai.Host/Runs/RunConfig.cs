@@ -69,6 +69,8 @@ public sealed record RunConfig
     public double WeightDecay { get; init; } = 5e-4;
     /// <summary>"cosine", "multistep" or "constant".</summary>
     public string Schedule { get; init; } = "cosine";
+    /// <summary>MultiStep factor applied at each milestone.</summary>
+    public double Gamma { get; init; } = 0.1;
     /// <summary>MultiStep milestones (epochs).</summary>
     public IReadOnlyList<int> Milestones { get; init; } = [];
     /// <summary>Label smoothing.</summary>
