@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 
 namespace Pai.Host.Runs;
 
@@ -94,6 +95,7 @@ public sealed record RunConfig
     }
 
     /// <summary>The run key: the first 16 hex digits of SHA-256 of <see cref="CanonicalJson"/>.</summary>
+    [JsonIgnore] // derived, not part of the configuration (serializing it would recurse)
     public string Key => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(CanonicalJson())))[..16];
 
     /// <summary>Reads a config back from its (canonical or full) JSON.</summary>
@@ -101,6 +103,7 @@ public sealed record RunConfig
         JsonSerializer.Deserialize<RunConfig>(json, Json) ?? throw new ArgumentException("empty run configuration");
 
     /// <summary>A short human label, e.g. "lenet5 snip 90% seed 0".</summary>
+    [JsonIgnore] // derived, not part of the configuration
     public string Label => Criterion == "dense"
         ? $"{Model} dense seed {Seed}"
         : $"{Model} {Criterion} {Sparsity:P1}{(WarmupBatches > 0 ? " +warmup" : "")} seed {Seed}";
