@@ -30,6 +30,14 @@ public static class ChartSpecs
         ["random", "magnitude", "grad_norm", "snip", "grasp", "synflow", "fisher_diag", "fisher_obd", "fts",
          "hutch_diag", "hutch_obd", "hts", "autos"];
 
+    /// <summary>Sort rank of a criterion: its index in <see cref="KnownCriteria"/>, unknown ones after them.</summary>
+    public static int CriterionRank(string criterion)
+    {
+        for (var i = 0; i < KnownCriteria.Count; i++)
+            if (string.Equals(KnownCriteria[i], criterion, StringComparison.Ordinal)) return i;
+        return KnownCriteria.Count;
+    }
+
     static readonly string[] Palette =
     [
         "#9c755f", "#76b7b2", "#edc948", "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#ff9da7", "#17becf",
@@ -47,8 +55,8 @@ public static class ChartSpecs
         foreach (var c in OrderCriteria(criteria))
         {
             if (ReportTables.IsDense(c)) { result[c] = DenseColor; continue; }
-            var index = KnownCriteria.ToList().IndexOf(c);
-            result[c] = Palette[(index >= 0 ? index : next++) % Palette.Length];
+            var rank = CriterionRank(c);
+            result[c] = Palette[(rank < KnownCriteria.Count ? rank : next++) % Palette.Length];
         }
         return result;
     }
@@ -56,8 +64,8 @@ public static class ChartSpecs
     /// <summary>Known criteria in the design's order, then others by name, dense last.</summary>
     static List<string> OrderCriteria(IEnumerable<string> criteria) =>
         criteria.Distinct(StringComparer.Ordinal)
-            .OrderBy(c => ReportTables.IsDense(c) ? 2 : KnownCriteria.Contains(c) ? 0 : 1)
-            .ThenBy(c => KnownCriteria.ToList().IndexOf(c))
+            .OrderBy(c => ReportTables.IsDense(c) ? 1 : 0)
+            .ThenBy(CriterionRank)
             .ThenBy(c => c, StringComparer.Ordinal)
             .ToList();
 
@@ -172,7 +180,11 @@ public static class ChartSpecs
         {
             ["field"] = "criterion", ["type"] = "nominal",
             ["scale"] = new JsonObject { ["domain"] = Strings(criteria), ["range"] = Strings(criteria.Select(c => colors[c])) },
-            ["legend"] = new JsonObject { ["title"] = "Criterion" },
+            // Line-shaped, opaque legend symbols: the band layer would otherwise make them pale.
+            ["legend"] = new JsonObject
+            {
+                ["title"] = "Criterion", ["symbolType"] = "stroke", ["symbolStrokeWidth"] = 3, ["symbolOpacity"] = 1, ["symbolSize"] = 300,
+            },
         };
         JsonObject Filter(string kind) => new() { ["filter"] = $"datum.kind === '{kind}'" };
 
@@ -196,7 +208,15 @@ public static class ChartSpecs
                     ["domain"] = Strings(warmupLabels.OrderBy(w => w == "off" ? 0 : 1).ThenBy(w => w, StringComparer.Ordinal)),
                     ["range"] = Array(warmupLabels.Select((w, i) => (JsonNode?)(i == 0 ? Numbers([1, 0]) : Numbers([7 - i, 3])))),
                 },
-                ["legend"] = new JsonObject { ["title"] = "BN warm-up", ["symbolStrokeWidth"] = 2.5, ["symbolType"] = "stroke" },
+                ["legend"] = new JsonObject
+                {
+                    ["title"] = "BN warm-up", ["symbolType"] = "stroke", ["symbolStrokeWidth"] = 2.5, ["symbolOpacity"] = 1, ["symbolSize"] = 300,
+                    // symbolStrokeColor is not applied to a strokeDash legend: set the stroke directly.
+                    ["encode"] = new JsonObject
+                    {
+                        ["symbols"] = new JsonObject { ["update"] = new JsonObject { ["stroke"] = new JsonObject { ["value"] = "#333333" } } },
+                    },
+                },
             };
         else
             lineEncoding["detail"] = new JsonObject { ["field"] = "warmup" };
@@ -240,7 +260,7 @@ public static class ChartSpecs
             ["title"] = new JsonObject
             {
                 ["text"] = "Top-1 test accuracy versus sparsity",
-                ["subtitle"] = $"line: mean over seeds · {spreadText} · circles: single seeds · dashed: dense baseline",
+                ["subtitle"] = Strings([$"line: mean over seeds · {spreadText}", "circles: single seeds · dashed: dense baseline"]),
             },
             ["background"] = "white",
             ["padding"] = 16,
@@ -250,7 +270,7 @@ public static class ChartSpecs
         var view = new JsonObject { ["width"] = 600, ["height"] = 360, ["layer"] = layers };
         if (panels.Count == 1)
         {
-            spec["title"]!["subtitle"] = $"{panels[0]} · {spec["title"]!["subtitle"]!.GetValue<string>()}";
+            spec["title"]!["subtitle"]!.AsArray().Insert(0, panels[0]);
             foreach (var (name, value) in view.ToList()) { view.Remove(name); spec[name] = value; }
         }
         else
@@ -263,6 +283,17 @@ public static class ChartSpecs
             spec["resolve"] = new JsonObject { ["scale"] = new JsonObject { ["y"] = "independent" } };
         }
         return spec;
+    }
+
+    /// <summary>1, 2, 5 × powers of ten from <paramref name="floor"/> to 1: readable log-axis ticks.</summary>
+    static IEnumerable<double> LogTicks(double floor)
+    {
+        for (var decade = Math.Pow(10, Math.Floor(Math.Log10(floor))); decade < 1.5; decade *= 10)
+            foreach (var m in new[] { 1.0, 2.0, 5.0 })
+            {
+                var tick = Math.Round(m * decade, 12);
+                if (tick >= floor * 0.999 && tick <= 1.0001) yield return tick;
+            }
     }
 
     static string Panel(string model, string dataset) => $"{model} · {dataset}";
@@ -301,7 +332,7 @@ public static class ChartSpecs
         var withLayers = runs.Where(r => r.Prune is { Layers.Count: > 0 }).ToList();
         foreach (var panel in withLayers.GroupBy(r => (r.Config.Model, r.Config.Dataset)))
         {
-            var members = panel.OrderBy(r => OrderCriteria(withLayers.Select(x => x.Config.Criterion)).IndexOf(r.Config.Criterion))
+            var members = panel.OrderBy(r => CriterionRank(r.Config.Criterion)).ThenBy(r => r.Config.Criterion, StringComparer.Ordinal)
                 .ThenBy(r => r.Config.WarmupBatches).ThenBy(r => r.Config.Sparsity).ThenBy(r => r.Config.Seed).ToList();
             var multipleWarmups = members.Select(r => r.Config.WarmupBatches).Where(w => w > 0).Distinct().Count() > 1;
             Func<RunRecord, string>[] parts =
@@ -365,17 +396,26 @@ public static class ChartSpecs
         var seriesOrder = panels.SelectMany(p => p.Runs.Select(r => r.Label)).Distinct().ToList();
         var maxSeries = panels.Max(p => p.Runs.Count);
 
+        // With xOffset the width step is one bar; a layer's group is as many steps as it has runs.
+        // Bars narrow (down to 4 px) so that a deep network still fits about 1,100 px.
+        var bars = panels.Max(p => p.Layers.Count * Math.Max(1, p.Runs.Count));
+        var step = Math.Clamp(1100 / bars, 4, 22);
+        var labelAngle = layerOrder.Max(l => l.Length) * 6.5 <= step * maxSeries - 4 ? 0 : -35;
         JsonObject X() => new()
         {
             ["field"] = "layer", ["type"] = "nominal", ["sort"] = Strings(layerOrder),
-            ["axis"] = new JsonObject { ["title"] = "Layer (network order)", ["labelAngle"] = -35, ["labelLimit"] = 220 },
+            ["axis"] = new JsonObject { ["title"] = "Layer (network order)", ["labelAngle"] = labelAngle, ["labelLimit"] = 320 },
         };
         JsonObject XOffset() => new() { ["field"] = "series", ["type"] = "nominal", ["sort"] = Strings(seriesOrder) };
         JsonObject Y() => new()
         {
             ["field"] = "plot_density", ["type"] = "quantitative",
             ["scale"] = new JsonObject { ["type"] = "log", ["domain"] = Numbers([floor, 1]) },
-            ["axis"] = new JsonObject { ["title"] = "Density: kept / total weights (log scale)", ["format"] = "~%" },
+            ["axis"] = new JsonObject
+            {
+                ["title"] = "Density (log scale)", ["format"] = "~%",
+                ["values"] = Numbers(LogTicks(floor)), ["gridOpacity"] = 0.8,
+            },
         };
         var barEncoding = new JsonObject
         {
@@ -394,9 +434,9 @@ public static class ChartSpecs
                 ["scale"] = new JsonObject { ["domain"] = Strings(["off", "on"]), ["range"] = Numbers([0.45, 1]) },
                 ["legend"] = new JsonObject { ["title"] = "BN warm-up" },
             };
-        var bars = new JsonObject
+        var barLayer = new JsonObject
         {
-            ["mark"] = new JsonObject { ["type"] = "bar", ["stroke"] = "#ffffff", ["strokeWidth"] = 0.5 },
+            ["mark"] = new JsonObject { ["type"] = "bar", ["stroke"] = "#ffffff", ["strokeWidth"] = step >= 8 ? 0.5 : 0 },
             ["encoding"] = barEncoding,
         };
         var collapsed = new JsonObject
@@ -405,12 +445,11 @@ public static class ChartSpecs
             ["mark"] = new JsonObject { ["type"] = "text", ["text"] = "×", ["color"] = "#c00000", ["fontSize"] = 15, ["fontWeight"] = "bold", ["baseline"] = "bottom", ["dy"] = -1 },
             ["encoding"] = new JsonObject { ["x"] = X(), ["xOffset"] = XOffset(), ["y"] = Y() },
         };
-        var step = Math.Max(30, 11 * maxSeries + 12);
         var view = new JsonObject
         {
             ["width"] = new JsonObject { ["step"] = step },
             ["height"] = 300,
-            ["layer"] = Array([bars, collapsed]),
+            ["layer"] = Array([barLayer, collapsed]),
         };
         var spec = new JsonObject
         {
@@ -419,7 +458,7 @@ public static class ChartSpecs
             ["title"] = new JsonObject
             {
                 ["text"] = "Per-layer density after pruning",
-                ["subtitle"] = "one bar per run · red ×: collapsed layer (no weight left)",
+                ["subtitle"] = Strings(["density = kept / total weights of the layer · one bar per run", "red ×: collapsed layer (no weight left)"]),
             },
             ["background"] = "white",
             ["padding"] = 16,
@@ -428,17 +467,26 @@ public static class ChartSpecs
         };
         if (panels.Count == 1)
         {
-            spec["title"]!["subtitle"] = $"{panels[0].Title} · {spec["title"]!["subtitle"]!.GetValue<string>()}";
+            spec["title"]!["subtitle"]!.AsArray().Insert(0, panels[0].Title);
             foreach (var (name, value) in view.ToList()) { view.Remove(name); spec[name] = value; }
         }
         else
         {
             spec["facet"] = new JsonObject
             {
-                ["row"] = new JsonObject { ["field"] = "panel", ["type"] = "nominal", ["title"] = null, ["sort"] = Strings(panels.Select(p => p.Title)) },
+                ["row"] = new JsonObject
+                {
+                    ["field"] = "panel", ["type"] = "nominal", ["title"] = null, ["sort"] = Strings(panels.Select(p => p.Title)),
+                    ["header"] = new JsonObject { ["labelAngle"] = 0, ["labelOrient"] = "top", ["labelAnchor"] = "start", ["labelAlign"] = "left" },
+                },
             };
             spec["spec"] = view;
-            spec["resolve"] = new JsonObject { ["scale"] = new JsonObject { ["x"] = "independent" } };
+            // Each row keeps its own axes: a shared y axis is laid out apart from the plots.
+            spec["resolve"] = new JsonObject
+            {
+                ["scale"] = new JsonObject { ["x"] = "independent" },
+                ["axis"] = new JsonObject { ["y"] = "independent" },
+            };
         }
         return spec;
     }

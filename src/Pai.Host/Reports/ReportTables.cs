@@ -82,7 +82,8 @@ public static class ReportTables
 
     /// <summary>
     /// Groups runs by (model, data set, criterion, sparsity, warm-up batches) and computes the
-    /// statistics across seeds. Order: model, data set, dense first then criteria by name,
+    /// statistics across seeds. Order: model, data set, dense first then the criteria in the design's
+    /// order (<see cref="ChartSpecs.KnownCriteria"/>, others by name after them),
     /// sparsity ascending, warm-up ascending.
     /// </summary>
     public static IReadOnlyList<ResultGroup> Aggregate(IEnumerable<RunRecord> runs)
@@ -96,6 +97,7 @@ public static class ReportTables
             .OrderBy(g => g.Model, StringComparer.Ordinal)
             .ThenBy(g => g.Dataset, StringComparer.Ordinal)
             .ThenBy(g => g.IsDense ? 0 : 1)
+            .ThenBy(g => ChartSpecs.CriterionRank(g.Criterion))
             .ThenBy(g => g.Criterion, StringComparer.Ordinal)
             .ThenBy(g => g.Sparsity)
             .ThenBy(g => g.WarmupBatches)
@@ -166,9 +168,10 @@ public static class ReportTables
     }
 
     /// <summary>
-    /// The results table: one row per <see cref="ResultGroup"/>. Columns: model, data, criterion,
-    /// sparsity, warm-up, seeds, top-1 mean ± std, min–max, difference to the dense baseline in
-    /// percentage points, achieved density, runs with collapsed layers; top-5 when any run has it;
+    /// The results table: one row per <see cref="ResultGroup"/>, numbers in percent (the unit is in
+    /// the header). Columns: model, data, criterion, sparsity, warm-up, seeds, top-1 mean ± std,
+    /// min–max, difference to the dense baseline in percentage points, achieved density, runs with
+    /// collapsed layers (k/n); top-5 when any run has it;
     /// failed and unfinished counts when any run is in that state.
     /// </summary>
     public static ReportTable ResultsTable(IReadOnlyList<ResultGroup> groups)
@@ -180,11 +183,11 @@ public static class ReportTables
         var columns = new List<ReportColumn>
         {
             new("Model", false), new("Data", false), new("Criterion", false), new("Sparsity", true),
-            new("Warm-up", false), new("Seeds", true), new("Top-1 mean ± std", true), new("Top-1 min–max", true),
+            new("Warm-up", false), new("Seeds", true), new("Top-1 % mean ± std", true), new("Top-1 % min–max", true),
         };
-        if (withTop5) columns.Add(new("Top-5 mean", true));
+        if (withTop5) columns.Add(new("Top-5 % mean", true));
         columns.Add(new("Δ dense (pp)", true));
-        columns.Add(new("Density", true));
+        columns.Add(new("Density %", true));
         columns.Add(new("Collapsed", true));
         if (withFailed) columns.Add(new("Failed", true));
         if (withUnfinished) columns.Add(new("Unfinished", true));
@@ -199,12 +202,12 @@ public static class ReportTables
                 g.IsDense ? "0%" : Format.Sparsity(g.Sparsity),
                 g.WarmupBatches > 0 ? $"on ({g.WarmupBatches})" : "off",
                 g.Seeds.ToString(CultureInfo.InvariantCulture),
-                g.MeanTop1 is null ? "–" : Format.Percent(g.MeanTop1) + (g.StdTop1 is null ? "" : " ± " + Format.Points(g.StdTop1.Value)),
-                g.MinTop1 is null ? "–" : $"{Format.Percent(g.MinTop1)}–{Format.Percent(g.MaxTop1)}",
+                g.MeanTop1 is null ? "–" : Format.Points(g.MeanTop1.Value) + (g.StdTop1 is null ? "" : " ± " + Format.Points(g.StdTop1.Value)),
+                g.MinTop1 is null ? "–" : $"{Format.Points(g.MinTop1.Value)}–{Format.Points(g.MaxTop1!.Value)}",
             };
-            if (withTop5) row.Add(Format.Percent(g.MeanTop5));
+            if (withTop5) row.Add(g.MeanTop5 is null ? "–" : Format.Points(g.MeanTop5.Value));
             row.Add(g.IsDense || g.MeanTop1 is null || baseline is null ? "–" : Format.SignedPoints(g.MeanTop1.Value - baseline.Value));
-            row.Add(Format.Percent(g.MeanDensity));
+            row.Add(g.MeanDensity is null ? "–" : Format.Points(g.MeanDensity.Value));
             row.Add(g.IsDense ? "–" : $"{g.RunsWithCollapse}/{g.Runs.Count(r => r.Status == RunStatus.Finished)}");
             if (withFailed) row.Add(g.Failed.ToString(CultureInfo.InvariantCulture));
             if (withUnfinished) row.Add(g.Unfinished.ToString(CultureInfo.InvariantCulture));
@@ -327,7 +330,7 @@ static class Format
     /// <summary>0.995 → "99.5%", 0.9 → "90%" (up to three decimals, trailing zeros dropped).</summary>
     public static string Sparsity(double fraction) => Math.Round(fraction * 100, 3).ToString("0.###", Inv) + "%";
 
-    /// <summary>A fraction difference in percentage points: 0.0012 → "0.12".</summary>
+    /// <summary>A fraction in percent without the sign, or a difference in percentage points: 0.0012 → "0.12".</summary>
     public static string Points(double fraction) => (fraction * 100).ToString("F2", Inv);
 
     /// <summary>Signed percentage points: -0.0123 → "-1.23", 0.004 → "+0.40".</summary>

@@ -162,6 +162,12 @@ public static class ReportWriter
         public IEnumerable<RunRecord> FailedRuns => Runs.Where(r => r.Status == RunStatus.Failed);
     }
 
+    /// <summary>"lenet5 fashion-mnist snip 98% + warm-up (100) seed 1".</summary>
+    static string RunLabel(RunRecord r) =>
+        $"{r.Config.Model} {r.Config.Dataset} {r.Config.Criterion}" +
+        (ReportTables.IsDense(r.Config.Criterion) ? "" : " " + Format.Sparsity(r.Config.Sparsity)) +
+        (r.Config.WarmupBatches > 0 ? $" + warm-up ({r.Config.WarmupBatches})" : "") + $" seed {r.Config.Seed}";
+
     static string FirstLine(string? text, int max = 300)
     {
         var line = (text ?? "").Split('\n', 2)[0].Trim();
@@ -195,7 +201,7 @@ public static class ReportWriter
         {
             sb.Append("## Failed runs\n\n");
             foreach (var r in failed)
-                sb.Append("- `").Append(r.Key).Append("` ").Append(ReportTables.MarkdownCell(r.Config.Label)).Append(": ")
+                sb.Append("- `").Append(r.Key).Append("` ").Append(ReportTables.MarkdownCell(RunLabel(r))).Append(": ")
                   .Append(ReportTables.MarkdownCell(FirstLine(r.Error))).Append('\n');
             sb.Append('\n');
         }
@@ -214,7 +220,7 @@ public static class ReportWriter
 
     static void AppendHtmlTable(StringBuilder sb, ReportTable table)
     {
-        sb.Append("<table>\n<thead><tr>");
+        sb.Append("<div class=\"table\"><table>\n<thead><tr>");
         foreach (var col in table.Columns) sb.Append(col.RightAligned ? "<th class=\"num\">" : "<th>").Append(H(col.Header)).Append("</th>");
         sb.Append("</tr></thead>\n<tbody>\n");
         foreach (var row in table.Rows)
@@ -224,7 +230,7 @@ public static class ReportWriter
                 sb.Append(table.Columns[i].RightAligned ? "<td class=\"num\">" : "<td>").Append(H(row[i])).Append("</td>");
             sb.Append("</tr>\n");
         }
-        sb.Append("</tbody>\n</table>\n");
+        sb.Append("</tbody>\n</table></div>\n");
     }
 
     /// <summary>The SVG as an inline element: without an XML declaration or doctype, which HTML does not allow there.</summary>
@@ -235,10 +241,11 @@ public static class ReportWriter
     }
 
     const string Style = """
-        body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
+        body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1400px; padding: 0 1rem; color: #222; }
         h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; } h3 { font-size: 1.05rem; }
         table { border-collapse: collapse; font-size: .88rem; margin: .6rem 0; }
-        th, td { border: 1px solid #d6d6d6; padding: .25rem .55rem; } th { background: #f3f3f3; text-align: left; }
+        th, td { border: 1px solid #d6d6d6; padding: .25rem .55rem; white-space: nowrap; }
+        .table { overflow-x: auto; } th { background: #f3f3f3; text-align: left; }
         .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
         tbody tr:nth-child(even) { background: #fafafa; }
         figure { margin: 1rem 0; overflow-x: auto; } figure svg { max-width: 100%; height: auto; }
@@ -275,7 +282,7 @@ public static class ReportWriter
         {
             sb.Append("<h2>Failed runs</h2>\n<ul>\n");
             foreach (var r in failed)
-                sb.Append("<li><code>").Append(H(r.Key)).Append("</code> ").Append(H(r.Config.Label)).Append(": ").Append(H(FirstLine(r.Error))).Append("</li>\n");
+                sb.Append("<li><code>").Append(H(r.Key)).Append("</code> ").Append(H(RunLabel(r))).Append(": ").Append(H(FirstLine(r.Error))).Append("</li>\n");
             sb.Append("</ul>\n");
         }
         sb.Append("</body>\n</html>\n");
