@@ -304,6 +304,26 @@ public class ReportTests
     }
 
     [Fact]
+    public void No_finished_runs_gives_a_report_without_charts_and_without_calling_node()
+    {
+        using var dir = new TempDirectory();
+        // A renderer that cannot work: it must not be asked when there is nothing to chart.
+        var renderer = new ChartRenderer(nodeExecutable: "/nonexistent/node", npmExecutable: "/nonexistent/npm");
+        var files = ReportWriter.Write([], dir.Path, new ReportOptions { Renderer = renderer, RequireCharts = true });
+        Assert.Null(files.AccuracySpec);
+        Assert.Null(files.LayersSpec);
+        Assert.Null(files.ChartProblem);
+        Assert.Contains("No runs.", File.ReadAllText(files.Markdown));
+        Assert.Single(File.ReadAllLines(files.Csv)); // the header only
+
+        var pendingOnly = ReportWriter.Write([Run("snip", 0.9, 0, null, status: RunStatus.Pending)], dir.Path,
+            new ReportOptions { Renderer = renderer, RequireCharts = true });
+        Assert.Null(pendingOnly.AccuracySpec);
+        Assert.Contains("| snip |", File.ReadAllText(pendingOnly.Markdown));
+        Assert.Contains("Nothing to chart", File.ReadAllText(pendingOnly.Html));
+    }
+
+    [Fact]
     public void Missing_node_still_writes_the_report_and_says_how_to_install_it()
     {
         using var dir = new TempDirectory();
