@@ -1,0 +1,390 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json.Nodes;
+using System.Xml.Linq;
+using Pai.Host.Reports;
+using Pai.Host.Runs;
+
+namespace Pai.Host.Tests;
+
+public class ReportTests
+{
+    static readonly string[] Layers = ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"];
+    static readonly long[] LayerSizes = [500, 25_000, 400_000, 5_000];
+
+    /// <summary>A constructed run record: per-layer densities spread around the target so charts have something to show.</summary>
+    static RunRecord Run(string criterion, double sparsity, ulong seed, double? top1, int warmup = 0,
+        RunStatus status = RunStatus.Finished, string model = "lenet5", string dataset = "fashion-mnist",
+        string? error = null, int epochs = 10, bool collapseFc2 = false)
+    {
+        var config = new RunConfig
+        {
+            Model = model, Dataset = dataset, Criterion = criterion, Sparsity = sparsity,
+            WarmupBatches = warmup, Seed = seed, Epochs = epochs,
+        };
+        PruneSummary? prune = null;
+        if (criterion != "dense" && status != RunStatus.Pending)
+        {
+            var density = 1 - sparsity;
+            var factors = new[] { 8.0, 1.5, 0.8, 3.0 };
+            var layers = Layers.Select((name, i) =>
+            {
+                var kept = (long)Math.Round(Math.Min(1, density * factors[i] * (1 + 0.1 * criterion.Length % 3)) * LayerSizes[i]);
+                if (collapseFc2 && i == 3) kept = 0;
+                return new LayerDensityRecord(name, kept, LayerSizes[i]);
+            }).ToList();
+            prune = new PruneSummary(criterion, layers, collapseFc2 ? ["fc2.weight"] : [], 1,
+                layers.Sum(l => (double)l.Kept) / layers.Sum(l => (double)l.Total));
+        }
+        return new RunRecord
+        {
+            Key = config.Key,
+            Config = config,
+            Status = status,
+            FinalTop1 = top1,
+            FinalTop5 = top1 is null ? null : Math.Min(1, top1.Value + 0.05),
+            FinalLoss = top1 is null ? null : 1 - top1.Value,
+            Prune = prune,
+            PhaseSeconds = new Dictionary<string, double> { ["scoring"] = 1.5, ["training"] = 42.25 },
+            Error = error,
+            PaiVersion = "0.1.0",
+            LibtorchVersion = "1.13.1",
+        };
+    }
+
+    /// <summary>Three criteria at three sparsities, three seeds, SNIP also with warm-up, a dense baseline, one failure.</summary>
+    static List<RunRecord> Sweep()
+    {
+        var runs = new List<RunRecord>();
+        for (ulong seed = 0; seed < 3; seed++)
+            runs.Add(Run("dense", 0, seed, 0.915 + 0.002 * seed));
+        var criteria = new (string Name, double Drop)[] { ("snip", 0.02), ("synflow", 0.012), ("hutch_obd", 0.03) };
+        foreach (var (name, drop) in criteria)
+            foreach (var sparsity in new[] { 0.9, 0.98, 0.995 })
+                for (ulong seed = 0; seed < 3; seed++)
+                {
+                    var level = -Math.Log10(1 - sparsity); // 1, 1.7, 2.3
+                    var top1 = 0.915 - drop * level * level + 0.004 * ((int)seed - 1);
+                    runs.Add(Run(name, sparsity, seed, top1, collapseFc2: name == "hutch_obd" && sparsity == 0.995));
+                    if (name == "snip")
+                        runs.Add(Run(name, sparsity, seed, top1 + 0.01 * level, warmup: 100));
+                }
+        runs.Add(Run("synflow", 0.98, 7, null, status: RunStatus.Failed, error: "out of memory, \"CUDA\"\nstack trace"));
+        runs.Add(Run("synflow", 0.98, 8, null, status: RunStatus.Running));
+        return runs;
+    }
+
+    [Fact]
+    public void Aggregate_computes_mean_sample_std_min_max_and_counts_across_seeds()
+    {
+        var runs = new List<RunRecord>
+        {
+            Run("snip", 0.9, 0, 0.90), Run("snip", 0.9, 1, 0.92), Run("snip", 0.9, 2, 0.97),
+            Run("snip", 0.9, 3, null, status: RunStatus.Failed, error: "boom"),
+            Run("snip", 0.9, 4, null, status: RunStatus.Running),
+            Run("snip", 0.9, 5, null, status: RunStatus.Pending),
+            Run("snip", 0.9, 0, 0.80, warmup: 10),
+            Run("snip", 0.98, 0, 0.85),
+        };
+        var groups = ReportTables.Aggregate(runs);
+        Assert.Equal(3, groups.Count);
+
+        var g = groups.Single(x => x.Sparsity == 0.9 && x.WarmupBatches == 0);
+        Assert.Equal(3, g.Seeds);
+        Assert.Equal(1, g.Failed);
+        Assert.Equal(2, g.Unfinished);
+        Assert.Equal(6, g.Runs.Count);
+        Assert.Equal(0.93, g.MeanTop1!.Value, 12);
+        // Sample std: deviations -0.03, -0.01, +0.04 → sqrt(0.0026 / 2).
+        Assert.Equal(Math.Sqrt(0.0013), g.StdTop1!.Value, 12);
+        Assert.Equal(0.90, g.MinTop1);
+        Assert.Equal(0.97, g.MaxTop1);
+        Assert.Equal((0.95 + 0.97 + 1.0) / 3, g.MeanTop5!.Value, 12); // top-5 = min(1, top-1 + 0.05)
+
+        var warm = groups.Single(x => x.WarmupBatches == 10);
+        Assert.Equal(1, warm.Seeds);
+        Assert.Null(warm.StdTop1); // one seed: no spread, not zero
+        Assert.Equal(0.80, warm.MeanTop1);
+    }
+
+    [Fact]
+    public void Results_table_reports_delta_to_dense_baseline_and_flags_mixed_settings()
+    {
+        var runs = new List<RunRecord>
+        {
+            Run("dense", 0, 0, 0.90), Run("dense", 0, 1, 0.92),
+            Run("snip", 0.98, 0, 0.88), Run("snip", 0.98, 1, 0.89, epochs: 20),
+            Run("grasp", 0.98, 0, 0.87, collapseFc2: true),
+        };
+        var groups = ReportTables.Aggregate(runs);
+        Assert.Equal(["dense", "snip", "grasp"], groups.Select(g => g.Criterion)); // the design's order, not by name
+        Assert.Equal(["epochs"], groups.Single(g => g.Criterion == "snip").MixedSettings);
+        Assert.Empty(groups.Single(g => g.Criterion == "dense").MixedSettings);
+
+        var table = ReportTables.ResultsTable(groups);
+        var delta = table.Columns.Select(c => c.Header).ToList().IndexOf("Δ dense (pp)");
+        var collapsed = table.Columns.Select(c => c.Header).ToList().IndexOf("Collapsed");
+        Assert.True(delta > 0 && collapsed > 0);
+        var snip = table.Rows.Single(r => r[2] == "snip");
+        Assert.Equal("-2.50", snip[delta]); // 0.885 − 0.91
+        Assert.Equal("98%", snip[3]);
+        Assert.Equal("88.50 ± 0.71", snip[6]);
+        Assert.Equal("88.00–89.00", snip[7]);
+        Assert.Equal("1/1", table.Rows.Single(r => r[2] == "grasp")[collapsed]);
+
+        var markdown = ReportTables.Markdown(table);
+        Assert.Contains("| snip |", markdown);
+        Assert.Contains("---:", markdown);
+    }
+
+    /// <summary>Minimal RFC 4180 reader, to check that what we write reads back field by field.</summary>
+    static List<List<string>> ParseCsv(string text)
+    {
+        var rows = new List<List<string>>();
+        var row = new List<string>();
+        var field = new StringBuilder();
+        var quoted = false;
+        for (var i = 0; i < text.Length; i++)
+        {
+            var ch = text[i];
+            if (quoted)
+            {
+                if (ch == '"' && i + 1 < text.Length && text[i + 1] == '"') { field.Append('"'); i++; }
+                else if (ch == '"') quoted = false;
+                else field.Append(ch);
+            }
+            else if (ch == '"') quoted = true;
+            else if (ch == ',') { row.Add(field.ToString()); field.Clear(); }
+            else if (ch == '\r' && i + 1 < text.Length && text[i + 1] == '\n')
+            {
+                row.Add(field.ToString()); field.Clear(); rows.Add(row); row = []; i++;
+            }
+            else field.Append(ch);
+        }
+        Assert.False(quoted, "unterminated quoted field");
+        Assert.Equal(0, field.Length + row.Count); // every row ends with CRLF
+        return rows;
+    }
+
+    [Fact]
+    public void Csv_has_one_row_per_run_and_quotes_commas_quotes_and_line_breaks()
+    {
+        var runs = Sweep();
+        var rows = ParseCsv(ReportTables.Csv(runs));
+        var header = rows[0];
+        Assert.Equal(runs.Count + 1, rows.Count);
+        Assert.All(rows, r => Assert.Equal(header.Count, r.Count));
+        Assert.Equal(runs.Select(r => r.Key), rows.Skip(1).Select(r => r[header.IndexOf("key")]));
+
+        var failed = rows.Single(r => r[header.IndexOf("status")] == "failed");
+        Assert.Equal("out of memory, \"CUDA\"\nstack trace", failed[header.IndexOf("error")]);
+        Assert.Equal("", failed[header.IndexOf("final_top1")]);
+
+        var collapsed = rows.First(r => r[header.IndexOf("collapsed_count")] == "1");
+        Assert.Equal("fc2.weight", collapsed[header.IndexOf("collapsed_layers")]);
+        Assert.Equal(["scoring_s", "training_s"], header.Where(h => h.EndsWith("_s")));
+        Assert.Equal("42.25", rows[1][header.IndexOf("training_s")]);
+        var first = runs[0];
+        Assert.Equal(first.FinalTop1!.Value, double.Parse(rows[1][header.IndexOf("final_top1")], CultureInfo.InvariantCulture));
+
+        Assert.Equal("plain", ReportTables.CsvField("plain"));
+        Assert.Equal("\"a,b\"", ReportTables.CsvField("a,b"));
+        Assert.Equal("\"say \"\"hi\"\"\"", ReportTables.CsvField("say \"hi\""));
+        Assert.Equal("\" padded\"", ReportTables.CsvField(" padded"));
+    }
+
+    [Fact]
+    public void Accuracy_spec_has_every_criterion_log_density_axis_labelled_as_sparsity_and_dense_baseline()
+    {
+        var groups = ReportTables.Aggregate(Sweep());
+        var spec = ChartSpecs.Accuracy(groups)!;
+        var values = spec["data"]!["values"]!.AsArray().Select(v => v!.AsObject()).ToList();
+        foreach (var criterion in new[] { "snip", "synflow", "hutch_obd" })
+            Assert.Contains(values, v => (string?)v["criterion"] == criterion && (string?)v["kind"] == "pruned");
+
+        var dense = Assert.Single(values, v => (string?)v["kind"] == "dense");
+        Assert.Equal((0.915 + 0.917 + 0.919) / 3, (double)dense["mean"]!, 12);
+        Assert.Equal(0.915, (double)dense["lo"]!, 12);
+
+        var snip98 = values.Single(v => (string?)v["kind"] == "pruned" && (string?)v["criterion"] == "snip" && (double)v["sparsity"]! == 0.98 && (string?)v["warmup"] == "off");
+        Assert.Equal(0.02, (double)snip98["density"]!, 12);
+        Assert.Equal(3, (int)snip98["n"]!);
+        Assert.Equal(9, values.Count(v => (string?)v["kind"] == "seed" && (string?)v["criterion"] == "snip" && (string?)v["warmup"] == "on"));
+
+        var layers = spec["layer"]!.AsArray();
+        var line = layers.Single(l => (string?)l!["mark"]!["type"] == "line")!;
+        var x = line["encoding"]!["x"]!;
+        Assert.Equal("log", (string?)x["scale"]!["type"]);
+        Assert.True((bool)x["scale"]!["reverse"]!);
+        Assert.Equal([0.005, 0.02, 0.1], x["axis"]!["values"]!.AsArray().Select(v => Math.Round((double)v!, 10)));
+        Assert.Contains("1 - datum.value", (string?)x["axis"]!["labelExpr"]);
+        Assert.NotNull(line["encoding"]!["strokeDash"]); // warm-up on and off both present
+        Assert.Contains(layers, l => (string?)l!["mark"]!["type"] == "rule");
+
+        // Std band: mean ± std instead of min–max.
+        var std = ChartSpecs.Accuracy(groups, SpreadKind.StdDev)!["data"]!["values"]!.AsArray()
+            .Single(v => (string?)v!["kind"] == "pruned" && (string?)v["criterion"] == "snip" && (double)v["sparsity"]! == 0.98 && (string?)v["warmup"] == "off")!;
+        var g = groups.Single(x => x.Criterion == "snip" && x.Sparsity == 0.98 && x.WarmupBatches == 0);
+        Assert.Equal(g.MeanTop1!.Value - g.StdTop1!.Value, (double)std["lo"]!, 12);
+
+        // Without warm-up runs there is no dash legend.
+        var noWarmup = ReportTables.Aggregate(Sweep().Where(r => r.Config.WarmupBatches == 0));
+        var plain = ChartSpecs.Accuracy(noWarmup)!["layer"]!.AsArray().Single(l => (string?)l!["mark"]!["type"] == "line")!;
+        Assert.Null(plain["encoding"]!["strokeDash"]);
+        Assert.Null(ChartSpecs.Accuracy(ReportTables.Aggregate([Run("snip", 0.9, 0, null, status: RunStatus.Failed)])));
+    }
+
+    [Fact]
+    public void Default_layer_runs_take_the_most_shared_sparsity_and_one_seed_per_setting()
+    {
+        var runs = Sweep();
+        runs.Add(Run("grasp", 0.9, 0, 0.8)); // 0.9 now has 5 settings, more than 0.995's 4
+        var chosen = ChartSpecs.DefaultLayerRuns(runs);
+        Assert.All(chosen, r => Assert.Equal(0.9, r.Config.Sparsity));
+        Assert.All(chosen, r => Assert.Equal(0UL, r.Config.Seed));
+        Assert.Equal(5, chosen.Count);
+
+        var panel = Assert.Single(ChartSpecs.LayerPanels(chosen));
+        Assert.Equal("lenet5 · fashion-mnist · 90% sparsity", panel.Title);
+        Assert.Equal(Layers, panel.Layers);
+        Assert.Contains(panel.Runs, r => r.Label == "snip + warm-up");
+        Assert.Equal(panel.Runs.Count, panel.Runs.Select(r => r.Label).Distinct().Count());
+
+        // Without grasp, 0.9, 0.98 and 0.995 tie at four settings: the highest sparsity wins.
+        var tied = ChartSpecs.DefaultLayerRuns(Sweep());
+        Assert.All(tied, r => Assert.Equal(0.995, r.Config.Sparsity));
+        var table = ReportTables.LayerTable(Assert.Single(ChartSpecs.LayerPanels(tied)));
+        var hutch = table.Columns.Select(c => c.Header).ToList().IndexOf("hutch_obd");
+        Assert.Equal("0% (collapsed)", table.Rows.Single(r => r[0] == "fc2.weight")[hutch]);
+
+        // Two seeds of one criterion get labels that tell them apart.
+        var twoSeeds = ChartSpecs.LayerPanels([Run("snip", 0.9, 0, 0.9), Run("snip", 0.9, 1, 0.9)]).Single();
+        Assert.Equal(["snip 90% seed 0", "snip 90% seed 1"], twoSeeds.Runs.Select(r => r.Label));
+
+        var spec = ChartSpecs.Layers(ChartSpecs.LayerPanels(chosen))!;
+        var values = spec["data"]!["values"]!.AsArray();
+        Assert.Equal(5 * Layers.Length, values.Count);
+        foreach (var c in new[] { "snip", "synflow", "hutch_obd", "grasp" })
+            Assert.Contains(values, v => (string?)v!["criterion"] == c);
+    }
+
+    [Fact]
+    public void Write_without_rendering_writes_tables_specs_and_html_and_removes_stale_svgs()
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllText(dir.File(ReportWriter.AccuracySvgFile), "<svg>stale</svg>");
+        var runs = Sweep();
+        var files = ReportWriter.Write(runs, dir.Path, new ReportOptions { RenderCharts = false, Title = "Sweep | test" });
+
+        Assert.True(File.Exists(files.Markdown) && File.Exists(files.Csv) && File.Exists(files.Html));
+        Assert.True(File.Exists(files.AccuracySpec) && File.Exists(files.LayersSpec));
+        Assert.Null(files.AccuracySvg);
+        Assert.False(File.Exists(dir.File(ReportWriter.AccuracySvgFile)), "a stale SVG of an earlier report must not survive");
+        Assert.NotNull(files.ChartProblem);
+
+        var csv = File.ReadAllText(files.Csv);
+        var markdown = File.ReadAllText(files.Markdown);
+        var html = File.ReadAllText(files.Html);
+        foreach (var run in runs) Assert.Contains(run.Key, csv);
+        var spec = JsonNode.Parse(File.ReadAllText(files.AccuracySpec!))!;
+        var specCriteria = spec["data"]!["values"]!.AsArray().Select(v => (string?)v!["criterion"]).ToHashSet();
+        foreach (var criterion in runs.Select(r => r.Config.Criterion).Distinct())
+        {
+            Assert.Contains($"| {criterion} |", markdown);
+            Assert.Contains($"<td>{criterion}</td>", html);
+            Assert.Contains(criterion, specCriteria);
+        }
+        Assert.Contains("# Sweep \\| test", markdown);
+        Assert.Contains("could not be rendered", markdown);
+        Assert.Contains("could not be rendered", html);
+        Assert.Contains("## Failed runs", markdown);
+        Assert.Contains("out of memory", markdown);
+        Assert.Contains("fc2.weight", markdown);
+        Assert.Empty(Directory.GetFiles(dir.Path, "*.tmp"));
+    }
+
+    [Fact]
+    public void No_finished_runs_gives_a_report_without_charts_and_without_calling_node()
+    {
+        using var dir = new TempDirectory();
+        // A renderer that cannot work: it must not be asked when there is nothing to chart.
+        var renderer = new ChartRenderer(nodeExecutable: "/nonexistent/node", npmExecutable: "/nonexistent/npm");
+        var files = ReportWriter.Write([], dir.Path, new ReportOptions { Renderer = renderer, RequireCharts = true });
+        Assert.Null(files.AccuracySpec);
+        Assert.Null(files.LayersSpec);
+        Assert.Null(files.ChartProblem);
+        Assert.Contains("No runs.", File.ReadAllText(files.Markdown));
+        Assert.Single(File.ReadAllLines(files.Csv)); // the header only
+
+        var pendingOnly = ReportWriter.Write([Run("snip", 0.9, 0, null, status: RunStatus.Pending)], dir.Path,
+            new ReportOptions { Renderer = renderer, RequireCharts = true });
+        Assert.Null(pendingOnly.AccuracySpec);
+        Assert.Contains("| snip |", File.ReadAllText(pendingOnly.Markdown));
+        Assert.Contains("Nothing to chart", File.ReadAllText(pendingOnly.Html));
+    }
+
+    [Fact]
+    public void Missing_node_still_writes_the_report_and_says_how_to_install_it()
+    {
+        using var dir = new TempDirectory();
+        var renderer = new ChartRenderer(nodeExecutable: "/nonexistent/node", npmExecutable: "/nonexistent/npm");
+        var files = ReportWriter.Write(Sweep(), dir.Path, new ReportOptions { Renderer = renderer });
+        Assert.Contains("apt-get install nodejs npm", files.ChartProblem);
+        Assert.Contains("apt-get install nodejs npm", File.ReadAllText(files.Html));
+        Assert.True(File.Exists(files.AccuracySpec));
+        Assert.Null(files.LayersSvg);
+
+        var e = Assert.Throws<ChartRenderingException>(() =>
+            ReportWriter.Write(Sweep(), dir.Path, new ReportOptions { Renderer = renderer, RequireCharts = true }));
+        Assert.Contains("apt-get install nodejs npm", e.Message);
+    }
+
+    [Fact]
+    public void Unknown_layer_run_key_is_an_error_that_names_it()
+    {
+        using var dir = new TempDirectory();
+        var e = Assert.Throws<ArgumentException>(() =>
+            ReportWriter.Write(Sweep(), dir.Path, new ReportOptions { RenderCharts = false, LayerRunKeys = ["0123456789abcdef"] }));
+        Assert.Contains("0123456789abcdef", e.Message);
+        var dense = Sweep()[0].Key;
+        Assert.Throws<ArgumentException>(() =>
+            ReportWriter.Write(Sweep(), dir.Path, new ReportOptions { RenderCharts = false, LayerRunKeys = [dense] }));
+    }
+
+    /// <summary>The one rendering test: node and npm are on this machine; the first run installs vega with npm ci.</summary>
+    [Fact]
+    public void Rendered_svgs_are_well_formed_and_inlined_in_a_self_contained_html_page()
+    {
+        using var dir = new TempDirectory();
+        var runs = Sweep();
+        var files = ReportWriter.Write(runs, dir.Path, new ReportOptions { RequireCharts = true });
+        Assert.Null(files.ChartProblem);
+
+        var accuracy = XDocument.Load(files.AccuracySvg!);
+        Assert.Equal(XName.Get("svg", "http://www.w3.org/2000/svg"), accuracy.Root!.Name);
+        var accuracyText = accuracy.Descendants().Where(e => e.Name.LocalName == "text").Select(e => e.Value).ToList();
+        foreach (var label in new[] { "snip", "synflow", "hutch_obd", "dense", "90%", "98%", "99.5%", "BN warm-up" })
+            Assert.Contains(label, accuracyText);
+        Assert.Contains(accuracyText, t => t.StartsWith("Sparsity"));
+
+        var layers = XDocument.Load(files.LayersSvg!);
+        var layerText = layers.Descendants().Where(e => e.Name.LocalName == "text").Select(e => e.Value).ToList();
+        foreach (var label in Layers.Concat(["snip", "synflow", "hutch_obd", "×"]))
+            Assert.Contains(label, layerText);
+
+        var html = File.ReadAllText(files.Html);
+        Assert.Equal(2, html.Split("<svg").Length - 1);
+        Assert.DoesNotContain("<script", html);
+        Assert.DoesNotContain("src=\"http", html);
+        Assert.Contains("![Top-1 accuracy versus sparsity](accuracy.svg)", File.ReadAllText(files.Markdown));
+        Assert.Empty(Directory.GetFiles(dir.Path, "*.tmp"));
+
+        // Keep a copy to look at when asked to (the temporary directory is deleted).
+        var keep = Environment.GetEnvironmentVariable("PAI_REPORT_SAMPLE_DIR");
+        if (!string.IsNullOrEmpty(keep))
+        {
+            Directory.CreateDirectory(keep);
+            foreach (var f in Directory.GetFiles(dir.Path)) File.Copy(f, Path.Combine(keep, Path.GetFileName(f)), overwrite: true);
+        }
+    }
+}
