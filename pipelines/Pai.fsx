@@ -1,7 +1,7 @@
 // Shared set-up of the pipeline scripts: references the built assemblies (build first with
 // `dotnet build Hybrid.sln -c Release`) and small helpers. Load it with #load "Pai.fsx".
 #r "../src/Pai.Cli/bin/Release/net10.0/Pai.Torch.dll"
-#r "../src/Pai.Cli/bin/Release/net10.0/Pai.dll"
+#r "../src/Pai.Cli/bin/Release/net10.0/Pai.Core.dll"
 #r "../src/Pai.Cli/bin/Release/net10.0/Pai.Host.dll"
 #r "../src/Pai.Cli/bin/Release/net10.0/Microsoft.Data.Sqlite.dll"
 #r "../src/Pai.Cli/bin/Release/net10.0/SQLitePCLRaw.core.dll"

@@ -20,7 +20,8 @@ internal static class Cli
         }
         catch (Exception e) when (e is ArgumentException or DatasetException or CheckpointException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            var message = e is ArgumentException { ParamName: { } name } ? e.Message.Replace($" (Parameter '{name}')", "") : e.Message;
+            Console.Error.WriteLine($"error: {message}");
             return 2;
         }
         catch (Exception e) when (e is Pai.Torch.TorchException or InvalidOperationException or IOException or UnauthorizedAccessException or DllNotFoundException)

@@ -89,7 +89,7 @@ internal static class RunCommands
     /// <summary>Runs the configs with progress display; returns how many failed.</summary>
     internal static int Execute(IRunStore store, IReadOnlyList<RunConfig> configs)
     {
-        var summary = ConsoleProgress.Show(progress => Sweep.Execute(store, configs, progress, line =>
+        var summary = ConsoleProgress.Show(progress => Pai.Host.Runs.Sweep.Execute(store, configs, progress, line =>
         {
             if (line.Contains(" failed: ")) AnsiConsole.MarkupLine($"[red]{Markup.Escape(line)}[/]");
             else Console.WriteLine(line);

@@ -18,7 +18,9 @@ let private repoRoot =
         if File.Exists(Path.Combine(d.FullName, "Hybrid.sln")) then
             d.FullName
         else
-            up d.Parent
+            match d.Parent with
+            | null -> failwith $"Hybrid.sln not found above {AppContext.BaseDirectory}"
+            | parent -> up parent
 
     up (DirectoryInfo AppContext.BaseDirectory)
 
@@ -80,7 +82,7 @@ let private runOracle (dir: string) =
 
     psi.RedirectStandardError <- true
     psi.RedirectStandardOutput <- true
-    use p = Process.Start psi
+    use p = nonNull (Process.Start psi)
     let err = p.StandardError.ReadToEndAsync()
     let out = p.StandardOutput.ReadToEnd()
     p.WaitForExit()
