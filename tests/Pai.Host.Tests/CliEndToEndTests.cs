@@ -1,0 +1,132 @@
+using System.Diagnostics;
+using Pai.Host.Runs;
+
+namespace Pai.Host.Tests;
+
+/// <summary>The `pai` command as a user runs it: a child process on synthetic data with a tiny budget.</summary>
+public class CliEndToEndTests
+{
+    static readonly string Pai = Path.Combine(AppContext.BaseDirectory, "pai.dll");
+
+    // A tiny budget: synthetic 1×28×28 data, a few batches per epoch, a learning rate lenet5 trains with.
+    static readonly string[] Tiny = ["-m", "lenet5", "-d", "synthetic", "--max-batches", "4", "--batch-size", "32", "--lr", "0.01", "--samples-per-class", "2", "--threads", "1"];
+
+    static Process Start(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Pai);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        return Process.Start(psi)!;
+    }
+
+    static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        using var p = Start(args);
+        var err = p.StandardError.ReadToEndAsync();
+        var output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, output, err.Result);
+    }
+
+    [Fact]
+    public void Sweep_records_every_run_and_writes_a_report_containing_each()
+    {
+        using var dir = new TempDirectory();
+        var (code, output, err) = Run(["sweep", .. Tiny, "--criteria", "magnitude,snip", "--sparsities", "0.5,0.9", "--epochs", "1", "--results", dir.Path]);
+        Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
+        Assert.Contains("report:", output);
+
+        using var store = new SqliteRunStore(dir.Path);
+        var runs = store.All();
+        Assert.Equal(5, runs.Count); // 2 criteria × 2 sparsities + dense
+        Assert.All(runs, r => Assert.Equal(RunStatus.Finished, r.Status));
+        Assert.All(runs, r => Assert.Single(r.Epochs));
+        Assert.All(runs.Where(r => r.Config.Criterion != "dense"), r =>
+        {
+            Assert.Equal(1 - r.Config.Sparsity, r.Prune!.Density, 3);
+            Assert.True(File.Exists(store.MaskPath(r.Key)));
+        });
+        Assert.All(runs, r => Assert.True(File.Exists(store.CheckpointPath(r.Key))));
+        Assert.All(runs, r => Assert.Equal("1.13.0", r.LibtorchVersion));
+        Assert.All(runs, r => Assert.True(r.PhaseSeconds.ContainsKey("training")));
+        // Scores are computed once per criterion and reused across sparsities.
+        Assert.Equal(2, Directory.GetFiles(Path.Combine(dir.Path, "scores")).Length);
+
+        var csv = File.ReadAllText(Path.Combine(dir.Path, "report", "results.csv"));
+        var markdown = File.ReadAllText(Path.Combine(dir.Path, "report", "report.md"));
+        foreach (var r in runs) Assert.Contains(r.Key, csv);
+        foreach (var c in new[] { "dense", "magnitude", "snip" }) Assert.Contains(c, markdown);
+        Assert.True(File.Exists(Path.Combine(dir.Path, "report", "report.html")));
+
+        // Running the same sweep again does nothing new.
+        var again = Run(["sweep", .. Tiny, "--criteria", "magnitude,snip", "--sparsities", "0.5,0.9", "--epochs", "1", "--results", dir.Path, "--no-report"]);
+        Assert.Equal(0, again.Code);
+        Assert.Contains("0 run, 5 skipped, 0 failed", again.Out);
+    }
+
+    [Fact]
+    public void A_sweep_killed_with_SIGKILL_resumes_without_losing_or_duplicating_anything()
+    {
+        using var dir = new TempDirectory();
+        string[] sweep = ["sweep", .. Tiny, "--criteria", "magnitude,random", "--sparsities", "0.5,0.8", "--epochs", "4", "--results", dir.Path, "--no-report"];
+        using (var p = Start(sweep))
+        {
+            _ = p.StandardOutput.ReadToEndAsync();
+            _ = p.StandardError.ReadToEndAsync();
+            // Kill it once one run has finished and another has recorded an epoch but not finished.
+            var deadline = DateTime.UtcNow.AddMinutes(5);
+            while (DateTime.UtcNow < deadline)
+            {
+                Thread.Sleep(200);
+                Assert.False(p.HasExited, $"the sweep ended before it could be killed (exit {(p.HasExited ? p.ExitCode : 0)})");
+                if (!File.Exists(Path.Combine(dir.Path, SqliteRunStore.DatabaseFileName))) continue;
+                using var peek = new SqliteRunStore(dir.Path);
+                var all = peek.All();
+                if (all.Any(r => r.Status == RunStatus.Finished) && all.Any(r => r.Status == RunStatus.Running && r.Epochs.Count > 0)) break;
+            }
+            p.Kill(); // SIGKILL: no cleanup runs
+            p.WaitForExit();
+        }
+
+        Dictionary<string, RunRecord> before;
+        using (var store = new SqliteRunStore(dir.Path))
+        {
+            before = store.All().ToDictionary(r => r.Key);
+            Assert.Contains(before.Values, r => r.Status == RunStatus.Finished);
+            Assert.Contains(before.Values, r => r.Status == RunStatus.Running);
+        }
+
+        var (code, output, err) = Run(sweep);
+        Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
+        using var after = new SqliteRunStore(dir.Path);
+        var runs = after.All();
+        Assert.Equal(5, runs.Count);
+        foreach (var r in runs)
+        {
+            Assert.Equal(RunStatus.Finished, r.Status);
+            Assert.Equal([1, 2, 3, 4], r.Epochs.Select(e => e.Epoch));
+            var was = before[r.Key];
+            if (was.Status == RunStatus.Finished)
+            {
+                Assert.Equal(1, r.Attempts); // skipped, not rerun
+                Assert.Equal(was.FinalTop1, r.FinalTop1);
+            }
+            if (was.Status == RunStatus.Running) Assert.Equal(2, r.Attempts); // restarted once
+        }
+        Assert.Contains("finished earlier", output);
+    }
+
+    [Theory]
+    [InlineData("prune -m lenet9 -c snip -s 0.9", "valid models")]
+    [InlineData("prune -m lenet5 -c snipp -s 0.9", "valid criteria")]
+    [InlineData("prune -m lenet5 -c snip -s 1.5", "sparsity must lie in [0, 1)")]
+    [InlineData("run -m lenet5 -d cifar10 --data /nonexistent -c snip -s 0.9", "/nonexistent")]
+    [InlineData("report --results /nonexistent-results", "no results store")]
+    public void Bad_input_gets_a_clear_message_and_a_nonzero_exit(string args, string expected)
+    {
+        var (code, output, err) = Run(args.Split(' '));
+        Assert.NotEqual(0, code);
+        Assert.Contains(expected, err + output);
+        Assert.DoesNotContain("Unhandled exception", err);
+    }
+}
