@@ -54,8 +54,15 @@ public static class Trainer
                     if (!batches.MoveNext()) break;
                     var b = batches.Current;
                     foreach (var p in parameters) p.ClearGrad();
-                    var logits = model.Forward(b.Inputs);
-                    var loss = Functional.CrossEntropy(logits, b.Targets, Reduction.Mean, options.LabelSmoothing);
+                    Tensor logits, loss;
+                    using (new DisposeScope())
+                    {
+                        logits = model.Forward(b.Inputs).MoveToOuterScope();
+                        loss = Functional.CrossEntropy(logits, b.Targets, Reduction.Mean, options.LabelSmoothing).MoveToOuterScope();
+                    }
+                    // Our handles on the activations are gone: the graph alone keeps what backward
+                    // needs and frees each saved tensor as soon as backward has used it, as in
+                    // PyTorch, so backward's buffers reuse that memory instead of fresh pages.
                     loss.Backward();
                     masks.ApplyToGradients();
                     optimizer.Step(lr);
