@@ -13,7 +13,7 @@ of synflow and global top-k (stable, pruned weights score -inf) at density d^(k/
 
 Protocol (stdin → stdout, one JSON line per command):
   dump <criterion> <path>   compute once, write the flat float32 result (prunable order) to path
-  run <criterion> <n>       compute n times, answer {"seconds": mean seconds per computation}
+  run <criterion> <n>       compute n times, answer {"seconds": ..., "cpu_seconds": ...} per computation
   quit
 """
 import argparse
@@ -255,10 +255,11 @@ def main():
             print(json.dumps({'ok': True}), flush=True)
         elif parts[0] == 'run':
             n = int(parts[2])
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(n):
                 f()
-            print(json.dumps({'seconds': (time.perf_counter() - t0) / n}), flush=True)
+            print(json.dumps({'seconds': (time.perf_counter() - t0) / n, 'cpu_seconds': (time.process_time() - c0) / n}),
+                  flush=True)
 
 
 if __name__ == '__main__':

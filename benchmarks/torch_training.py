@@ -105,6 +105,7 @@ def main():
     for step in range(total):
         if step == a.warmup:
             t0 = time.perf_counter()
+            c0 = time.process_time()
         i = step % per_epoch
         if i == 0 and step > 0:
             perm = torch.randperm(n)
@@ -128,9 +129,11 @@ def main():
             correct += int((logits.argmax(1) == y).count_nonzero().item())
         seen += y.numel()
     seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - c0
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({'side': 'pytorch', 'model': a.model, 'img_s': a.steps * a.batch / seconds, 'seconds': seconds,
+                      'cpu_seconds': cpu_seconds,
                       'peak_rss_mb': rss_mb, 'threads': torch.get_num_threads(), 'train_loss': loss_sum / seen}))
 
 

@@ -51,7 +51,10 @@ let repoRoot =
             | d when File.Exists(Path.Combine(d.FullName, "Hybrid.sln")) -> d.FullName
             | d -> up d.Parent
 
-         up (DirectoryInfo AppContext.BaseDirectory))
+         try
+             up (DirectoryInfo AppContext.BaseDirectory)
+         with _ ->
+             up (DirectoryInfo Environment.CurrentDirectory))
 
 let benchmarksDir () = Path.Combine(repoRoot.Value, "benchmarks")
 let oraclesDir () = Path.Combine(repoRoot.Value, "tests", "oracles")
@@ -70,6 +73,11 @@ let loadAverage () =
         sprintf "%s %s %s" parts.[0] parts.[1] parts.[2]
     with _ ->
         "unknown"
+
+/// CPU seconds (user + system, all threads) this process has used so far.
+let cpuSeconds () =
+    use p = Process.GetCurrentProcess()
+    p.TotalProcessorTime.TotalSeconds
 
 /// Peak resident set size of this process in MB (VmHWM).
 let peakRssMb () =

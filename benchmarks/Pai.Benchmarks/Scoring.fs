@@ -129,13 +129,17 @@ let private relativeDifference (a: float32[]) (b: float32[]) =
 
         if scale = 0.0 then diff else diff / scale
 
-let private time (f: unit -> unit) (iterations: int) =
+/// Wall and CPU seconds per call.
+let private measure (f: unit -> unit) (iterations: int) =
+    let c0 = cpuSeconds ()
     let w = Stopwatch.StartNew()
 
     for _ in 1..iterations do
         f ()
 
-    w.Elapsed.TotalSeconds / float iterations
+    w.Elapsed.TotalSeconds / float iterations, (cpuSeconds () - c0) / float iterations
+
+let private time f iterations = fst (measure f iterations)
 
 /// Pai and PyTorch per criterion and model, A/B then B/A per repeat; prints medians.
 let run (args: Args) =
@@ -206,12 +210,19 @@ let run (args: Args) =
                 let iterations = max 1 (min 1000 (int (ceil (minSeconds / max once 1e-6))))
                 let pai = ResizeArray()
                 let torch = ResizeArray()
+                let paiCpu = ResizeArray()
+                let torchCpu = ResizeArray()
 
                 for r in 1..repeats do
-                    let a () = pai.Add(time j.Run iterations)
+                    let a () =
+                        let wall, cpu = measure j.Run iterations
+                        pai.Add wall
+                        paiCpu.Add cpu
 
                     let b () =
-                        torch.Add(worker.Ask($"run %s{name} %d{iterations}").GetProperty("seconds").GetDouble())
+                        let answer = worker.Ask($"run %s{name} %d{iterations}")
+                        torch.Add(answer.GetProperty("seconds").GetDouble())
+                        torchCpu.Add(answer.GetProperty("cpu_seconds").GetDouble())
 
                     if r % 2 = 1 then
                         a ()
@@ -221,18 +232,22 @@ let run (args: Args) =
                         a ()
 
                 let p, t = median pai, median torch
+                let cpuRatio = median paiCpu / median torchCpu
 
                 printfn
-                    "  %-13s Pai %s s  PyTorch %s s  ratio %s  (%d call(s) per measurement; max rel. diff %.1e; load %s)"
+                    "  %-13s Pai %s s  PyTorch %s s  ratio %s  CPU-time ratio %s  (%d call(s) per measurement; max rel. diff %.1e; load %s)"
                     name
                     (secs p)
                     (secs t)
                     (f2 (p / t))
+                    (f2 cpuRatio)
                     iterations
                     check
                     (loadAverage ())
 
-                rows.Add [ name; secs p; secs t; f2 (p / t) + (if p / t <= 1.0 then "" else " (>1.0)"); check.ToString("0.0e0", inv) ]
+                rows.Add
+                    [ name; secs p; secs t; f2 (p / t) + (if p / t <= 1.0 then "" else " (>1.0)"); f2 cpuRatio
+                      check.ToString("0.0e0", inv) ]
 
             tables.Add((m, List.ofSeq rows))
         finally
@@ -247,6 +262,6 @@ let run (args: Args) =
     for m, rows in tables do
         printfn ""
         printfn "%s" m
-        printTable [ "criterion"; "Pai s"; "PyTorch s"; "ratio (<=1.0)"; "max rel. diff" ] rows
+        printTable [ "criterion"; "Pai s"; "PyTorch s"; "ratio (<=1.0)"; "CPU-time ratio"; "max rel. diff" ] rows
 
     0

@@ -77,14 +77,20 @@ let worker (args: Args) =
     let watch = Stopwatch.StartNew()
     let mutable t0 = nan
     let mutable t1 = nan
+    let mutable c0 = nan
+    let mutable c1 = nan
 
     let progress =
         Action<TrainProgress>(fun p ->
             if isNull (box p.Finished) then
                 let step = (p.Epoch - 1) * perEpoch + p.Batch
 
-                if step = warmup then t0 <- watch.Elapsed.TotalSeconds
-                elif step = total then t1 <- watch.Elapsed.TotalSeconds)
+                if step = warmup then
+                    t0 <- watch.Elapsed.TotalSeconds
+                    c0 <- cpuSeconds ()
+                elif step = total then
+                    t1 <- watch.Elapsed.TotalSeconds
+                    c1 <- cpuSeconds ())
 
     let epoch = Func<int, IEnumerable<Batch>>(fun e -> loader.Epoch e |> Seq.truncate (total - e * perEpoch))
     let maskArg: IReadOnlyDictionary<string, Tensor> | null =
@@ -100,19 +106,24 @@ let worker (args: Args) =
     let imgs = float (steps * batch) / seconds
 
     printfn
-        "{\"side\":\"pai\",\"model\":\"%s\",\"img_s\":%s,\"seconds\":%s,\"peak_rss_mb\":%s,\"threads\":%d}"
+        "{\"side\":\"pai\",\"model\":\"%s\",\"img_s\":%s,\"seconds\":%s,\"cpu_seconds\":%s,\"peak_rss_mb\":%s,\"threads\":%d}"
         model
         (imgs.ToString("R", inv))
         (seconds.ToString("R", inv))
+        ((c1 - c0).ToString("R", inv))
         ((peakRssMb ()).ToString("R", inv))
         Libtorch.NumThreads
 
     0
 
-type private Sample = { ImgS: float; RssMb: float }
+type private Sample = { ImgS: float; CpuImgS: float; RssMb: float }
 
 let private read (j: JsonElement) =
-    { ImgS = j.GetProperty("img_s").GetDouble()
+    let imgs = j.GetProperty("img_s").GetDouble()
+
+    { ImgS = imgs
+      // images per CPU-second (user + system of all threads): less sensitive to other load
+      CpuImgS = imgs * j.GetProperty("seconds").GetDouble() / j.GetProperty("cpu_seconds").GetDouble()
       RssMb = j.GetProperty("peak_rss_mb").GetDouble() }
 
 /// Interleaves fresh Pai and PyTorch processes (A/B, then B/A) per model and repeat; prints medians.
@@ -154,7 +165,7 @@ let run (args: Args) =
                     results.[(m, side)] <- ResizeArray()
 
                 results.[(m, side)].Add s
-                printfn "  repeat %d %-8s %-7s %8.1f img/s  peak RSS %7.1f MB  (load %s)" r m side s.ImgS s.RssMb (loadAverage ())
+                printfn "  repeat %d %-8s %-7s %8.1f img/s  %8.1f img/CPU-s  peak RSS %7.1f MB  (load %s)" r m side s.ImgS s.CpuImgS s.RssMb (loadAverage ())
 
     printfn ""
     printfn "medians over %d repeats; load average at end: %s" repeats (loadAverage ())
@@ -165,9 +176,12 @@ let run (args: Args) =
               let t = results.[(m, "pytorch")]
               let pi, ti = median (p |> Seq.map (fun s -> s.ImgS)), median (t |> Seq.map (fun s -> s.ImgS))
               let pr, tr = median (p |> Seq.map (fun s -> s.RssMb)), median (t |> Seq.map (fun s -> s.RssMb))
+              let pc, tc = median (p |> Seq.map (fun s -> s.CpuImgS)), median (t |> Seq.map (fun s -> s.CpuImgS))
 
               [ m; f1 pi; f1 ti; f2 (pi / ti) + (if pi / ti >= 1.0 then "" else " (<1.0)"); f1 pr; f1 tr
-                f2 (pr / tr) + (if pr / tr <= 1.1 then "" else " (>1.1)") ] ]
+                f2 (pr / tr) + (if pr / tr <= 1.1 then "" else " (>1.1)"); f2 (pc / tc) ] ]
 
-    printTable [ "model"; "Pai img/s"; "PyTorch img/s"; "ratio (>=1.0)"; "Pai RSS MB"; "PyTorch RSS MB"; "ratio (<=1.1)" ] rows
+    printTable
+        [ "model"; "Pai img/s"; "PyTorch img/s"; "ratio (>=1.0)"; "Pai RSS MB"; "PyTorch RSS MB"; "ratio (<=1.1)"; "img/CPU-s ratio" ]
+        rows
     0
