@@ -57,16 +57,13 @@ module Estimators =
 
     /// This batch's share of the mean loss over all scoring samples: Σᵢ ℓ(f(xᵢ)/T, yᵢ) / N.
     let batchLoss (model: IModelView) (temperature: float) (total: float) (batch: Batch) =
-        use logits = model.Forward batch.Inputs
-
-        use scaled =
-            if temperature = 1.0 then
-                logits.Alias()
-            else
-                logits / temperature
-
-        use sum = Functional.CrossEntropy(scaled, batch.Targets, Reduction.Sum)
-        sum / total
+        // The forward's intermediates are freed on return: the autograd graph keeps what the
+        // gradient needs and releases it as soon as the gradient has been taken.
+        use _forward = new DisposeScope()
+        let logits = model.Forward batch.Inputs
+        let scaled = if temperature = 1.0 then logits else logits / temperature
+        let sum = Functional.CrossEntropy(scaled, batch.Targets, Reduction.Sum)
+        (sum / total).MoveToOuterScope()
 
     let private moveOut (ts: Tensor list) =
         ts |> List.map (fun t -> t.MoveToOuterScope())
@@ -194,28 +191,34 @@ module Estimators =
 
                 for j in 1..probes do
                     use _probe = new DisposeScope()
-                    let sample = zerosLike ps
 
                     for block in blocks do
                         let zs = block |> List.map (fun i -> i, probeFor bi j i ps.[i])
 
-                        let dot = zs |> List.map (fun (i, z) -> (grads.[i] * z).Sum()) |> List.reduce (+)
+                        let dot =
+                            zs
+                            |> List.map (fun (i, z) -> (use product = grads.[i] * z in product.Sum()))
+                            |> List.reduce (+)
 
                         let inputs = zs |> List.map (fun (i, _) -> ps.[i]) |> List.toArray
                         let hz = Autograd.Grad([| dot |], inputs, retainGraph = true, allowUnused = true)
                         hvps <- hvps + 1
 
+                        // The blocks partition the layers, so this is layer i's whole sample
+                        // x = z ⊙ Hz of probe j. Welford: δ = x − m, m += δ/j, and
+                        // M2 += δ·(x − m_new) = δ²·(j − 1)/j (one fused update).
+                        // Weight-sized temporaries are freed as soon as they are used.
                         zs
                         |> List.iteri (fun k (i, z) ->
-                            match hz.[k] with
-                            | null -> ()
-                            | h -> sample.[i].AddCMul_(z, h) |> ignore)
+                            use delta =
+                                match hz.[k] with
+                                | null -> m.[i].Neg()
+                                | h ->
+                                    use h = h
+                                    (z * h).Add_(m.[i], -1.0)
 
-                    for i in 0 .. ps.Length - 1 do
-                        let delta = sample.[i] - m.[i]
-                        m.[i].Add_(delta, 1.0 / float j) |> ignore
-                        let delta2 = sample.[i] - m.[i]
-                        m2.[i].AddCMul_(delta, delta2) |> ignore
+                            m.[i].Add_(delta, 1.0 / float j) |> ignore
+                            m2.[i].AddCMul_(delta, delta, float (j - 1) / float j) |> ignore)
 
                 accumulate mean m
                 // Var of this batch's mean over probes: s² / J, with s² = M2 / (J - 1).
@@ -534,11 +537,18 @@ module BnWarmup =
 
         try
             use _noGrad = Libtorch.NoGrad()
+            // Advanced inside the step's scope, so that a batch the enumeration creates
+            // (DataLoader batches are made lazily) is freed with its step.
+            use e = (Seq.truncate count batches).GetEnumerator()
+            let mutable more = true
 
-            for b in Seq.truncate count batches do
+            while more do
                 use _step = new DisposeScope()
-                model.Forward b.Inputs |> ignore
-                used <- used + 1
+                more <- e.MoveNext()
+
+                if more then
+                    model.Forward e.Current.Inputs |> ignore
+                    used <- used + 1
         finally
             model.Training <- false
 

@@ -5,11 +5,19 @@ namespace Pai.Host.Training;
 /// <summary>An optimizer over a fixed list of parameters; its state lives outside dispose scopes.</summary>
 internal interface IOptimizer : IDisposable
 {
-    /// <summary>One update with the parameters' current gradients (already masked).</summary>
+    /// <summary>
+    /// One update with the parameters' current gradients (already masked). The gradients are
+    /// scratch space afterwards (the trainer clears them before the next backward).
+    /// </summary>
     void Step(double learningRate);
 }
 
-/// <summary>SGD with PyTorch's semantics: d = g + wd·θ; buf = μ·buf + d; d = nesterov ? d + μ·buf : buf; θ -= lr·d.</summary>
+/// <summary>
+/// SGD with PyTorch's semantics and arithmetic: d = g + wd·θ; buf = μ·buf + d;
+/// d = nesterov ? d + μ·buf : buf; θ -= lr·d. The same four kernels per parameter as
+/// torch.optim.SGD (adds with alpha, so the roundings match), computed in place: d overwrites the
+/// gradient instead of allocating a weight-sized temporary per parameter and step.
+/// </summary>
 internal sealed class Sgd(IReadOnlyList<Tensor> parameters, double momentum, bool nesterov, double weightDecay) : IOptimizer
 {
     readonly Tensor?[] buffers = new Tensor?[parameters.Count];
@@ -21,14 +29,14 @@ internal sealed class Sgd(IReadOnlyList<Tensor> parameters, double momentum, boo
         for (var i = 0; i < parameters.Count; i++)
         {
             var p = parameters[i];
-            var g = p.Grad;
-            if (g is null) continue;
-            var d = weightDecay != 0 ? g + p * weightDecay : g;
+            var d = p.Grad;
+            if (d is null) continue;
+            if (weightDecay != 0) d.Add_(p, weightDecay);
             if (momentum != 0)
             {
                 if (buffers[i] is null) buffers[i] = d.Clone().DetachFromScope();
                 else buffers[i]!.Mul_(momentum).Add_(d);
-                d = nesterov ? d + buffers[i]! * momentum : buffers[i]!;
+                d = nesterov ? d.Add_(buffers[i]!, momentum) : buffers[i]!;
             }
             p.Add_(d, -lr);
         }

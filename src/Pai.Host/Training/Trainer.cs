@@ -43,14 +43,26 @@ public static class Trainer
             double lossSum = 0;
             long correct = 0, seen = 0;
             var batch = 0;
-            foreach (var b in trainEpoch(epoch))
+            // The enumerator advances inside the step's scope, so that a batch the enumeration
+            // creates (DataLoader batches are made lazily) is freed with its step instead of
+            // waiting for the GC's finalizers; batches the caller owns are not touched.
+            using var batches = trainEpoch(epoch).GetEnumerator();
+            while (options.MaxBatchesPerEpoch is not { } max || batch < max)
             {
-                if (options.MaxBatchesPerEpoch is { } max && batch >= max) break;
                 using (var step = new DisposeScope())
                 {
+                    if (!batches.MoveNext()) break;
+                    var b = batches.Current;
                     foreach (var p in parameters) p.ClearGrad();
-                    var logits = model.Forward(b.Inputs);
-                    var loss = Functional.CrossEntropy(logits, b.Targets, Reduction.Mean, options.LabelSmoothing);
+                    Tensor logits, loss;
+                    using (new DisposeScope())
+                    {
+                        logits = model.Forward(b.Inputs).MoveToOuterScope();
+                        loss = Functional.CrossEntropy(logits, b.Targets, Reduction.Mean, options.LabelSmoothing).MoveToOuterScope();
+                    }
+                    // Our handles on the activations are gone: the graph alone keeps what backward
+                    // needs and frees each saved tensor as soon as backward has used it, as in
+                    // PyTorch, so backward's buffers reuse that memory instead of fresh pages.
                     loss.Backward();
                     masks.ApplyToGradients();
                     optimizer.Step(lr);
@@ -88,9 +100,13 @@ public static class Trainer
         long top1 = 0, top5 = 0, n = 0;
         try
         {
-            foreach (var b in batches)
+            using var e = batches.GetEnumerator();
+            while (true)
             {
+                // Advanced inside the scope: a batch the enumeration creates is freed with it.
                 using var scope = new DisposeScope();
+                if (!e.MoveNext()) break;
+                var b = e.Current;
                 var logits = model.Forward(b.Inputs);
                 var count = b.Targets.NumEl;
                 lossSum += Functional.CrossEntropy(logits, b.Targets, Reduction.Sum).Item();

@@ -1,0 +1,30 @@
+module Pai.Benchmarks.Program
+
+open Pai.Benchmarks.Common
+
+let usage =
+    """Pai.Benchmarks: Pai against PyTorch (Debian's python3-torch, the same libtorch) on this machine.
+
+  training [--models lenet5,resnet20] [--repeats 5] [--threads N] [--batch 128]
+           [--steps S] [--warmup W] [--cifar-count 50000] [--sparsity 0] [--python /usr/bin/python3]
+      Images/s of Trainer.Train (SGD momentum 0.9, wd 5e-4) against a plain PyTorch loop, and the
+      peak RSS of each side, every configuration in a fresh process, A/B interleaved.
+      Defaults: lenet5 200 steps after 20 warm-up steps, resnet20 30 after 5.
+
+  scoring  [--models lenet5,resnet20] [--criteria random,magnitude,...] [--repeats 3] [--threads N]
+           [--per-class 10] [--scoring-batch 1] [--probes 10] [--synflow-rounds 100]
+           [--synflow-sparsity 0.99] [--min-seconds 0.5] [--python /usr/bin/python3]
+      Seconds per criterion of Pai's Criteria against the same computation in PyTorch on the same
+      weights and scoring batches, with the largest relative difference of the two results.
+
+Threads default to every core for both sides."""
+
+[<EntryPoint>]
+let main argv =
+    match List.ofArray argv with
+    | "training" :: rest -> Training.run (Args.Parse rest)
+    | "training-worker" :: rest -> Training.worker (Args.Parse rest)
+    | "scoring" :: rest -> Scoring.run (Args.Parse rest)
+    | _ ->
+        eprintfn "%s" usage
+        2

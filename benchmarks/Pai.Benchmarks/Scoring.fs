@@ -1,0 +1,269 @@
+/// Scoring time per criterion, Pai's Criteria against the same computation written in PyTorch
+/// (benchmarks/torch_scoring.py, a long-lived worker fed the same weights and scoring batches).
+module Pai.Benchmarks.Scoring
+
+open System
+open System.Diagnostics
+open System.IO
+open System.Runtime.InteropServices
+open System.Text
+open Pai
+open Pai.Torch
+open Pai.Host.Data
+open Pai.Host.Models
+open Pai.Benchmarks.Common
+
+/// A benchmarked computation: runs once and returns its result flattened (for the cross-check).
+type private Job =
+    { Name: string
+      /// Runs the computation, frees its result, and returns nothing (the timed call).
+      Run: unit -> unit
+      /// Runs it once and returns the result as one flat float32 array (prunable order).
+      Result: unit -> float32[] }
+
+let private flatten (layers: (string * Tensor) list) =
+    use scope = new DisposeScope()
+    layers |> List.map (fun (_, t) -> t.To(DType.Float32).Flatten().ToArray<float32>()) |> Array.concat
+
+let private criterionJob (name: string) (c: Criterion) (ctx: ScoringContext) =
+    { Name = name
+      Run = fun () -> c.Score ctx |> Scores.dispose
+      Result =
+        fun () ->
+            let s = c.Score ctx
+
+            try
+                flatten s.Layers
+            finally
+                Scores.dispose s }
+
+let private synflowPruneJob (rounds: int) (sparsity: float) (ctx: ScoringContext) =
+    let spec =
+        { Criterion = "synflow"
+          Sparsity = sparsity
+          Scope = Scope.Global
+          Rounds = rounds
+          Schedule = Schedule.Exponential
+          WarmupBatches = 0
+          SamplesPerClass = 10
+          ScoringBatchSize = 1
+          Options = ctx.Options
+          KeepOnePerLayer = false
+          Seed = ctx.Seed }
+
+    let prune () =
+        fst (Pruning.prune spec Criteria.synflow ctx.Model ctx.InputShape ctx.Batches Seq.empty ignore)
+
+    { Name = $"synflow_x%d{rounds}"
+      Run = fun () -> prune () |> Mask.dispose
+      Result =
+        fun () ->
+            let m = prune ()
+
+            try
+                flatten m.Layers
+            finally
+                Mask.dispose m }
+
+/// The criteria this benchmark knows, in the order it runs them.
+let allCriteria = [ "random"; "magnitude"; "snip"; "grasp"; "synflow"; "synflow_x100"; "fisher_obd"; "hutch_obd"; "hts" ]
+
+let private job (args: Args) (ctx: ScoringContext) (name: string) =
+    match name with
+    | "synflow_x100" -> synflowPruneJob (args.Int("synflow-rounds", 100)) (args.Float("synflow-sparsity", 0.99)) ctx
+    | _ ->
+        match Criteria.tryFind name with
+        | Ok c -> criterionJob name c ctx
+        | Error e -> failwith e
+
+/// Writes the model's parameters and buffers, the prunable names and the scoring batches as raw
+/// little-endian files with a manifest, for the PyTorch worker to load.
+let private export (dir: string) (model: Model) (batches: Batch list) (batchSize: int) =
+    let manifest = StringBuilder()
+    let mutable index = 0
+
+    let write (kind: string) (name: string) (t: Tensor) =
+        use scope = new DisposeScope()
+        let d = t.Detach()
+
+        let bytes, dtype =
+            match d.DType with
+            | DType.Int64 -> MemoryMarshal.AsBytes(ReadOnlySpan(d.ToArray<int64>())).ToArray(), "int64"
+            | _ -> MemoryMarshal.AsBytes(ReadOnlySpan(d.To(DType.Float32).ToArray<float32>())).ToArray(), "float32"
+
+        File.WriteAllBytes(Path.Combine(dir, $"%d{index}.bin"), bytes)
+        manifest.Append($"%s{kind} %s{name} %d{index} %s{dtype} %s{String.Join(' ', d.Shape)}\n") |> ignore
+        index <- index + 1
+
+    for kv in model.Parameters do
+        write "param" kv.Key kv.Value
+
+    for kv in model.Buffers do
+        write "buffer" kv.Key kv.Value
+
+    use scope = new DisposeScope()
+    write "inputs" "inputs" (Libtorch.Cat(batches |> List.map (fun b -> b.Inputs) |> List.toArray, 0L))
+    write "targets" "targets" (Libtorch.Cat(batches |> List.map (fun b -> b.Targets) |> List.toArray, 0L))
+
+    for kv in model.Prunable do
+        manifest.Append($"prunable %s{kv.Key}\n") |> ignore
+
+    let s = model.InputShape
+    manifest.Append($"spec %s{model.Name} %d{s.Channels} %d{s.Height} %d{s.Width} %d{model.Classes} %d{batchSize}\n") |> ignore
+    File.WriteAllText(Path.Combine(dir, "manifest.txt"), manifest.ToString())
+
+let private readFloats (path: string) =
+    MemoryMarshal.Cast<byte, float32>(ReadOnlySpan(File.ReadAllBytes path)).ToArray()
+
+/// max |pai − torch| / max |torch| (0 when both are all zero).
+let private relativeDifference (a: float32[]) (b: float32[]) =
+    if a.Length <> b.Length then
+        nan
+    else
+        let mutable diff = 0.0
+        let mutable scale = 0.0
+
+        for i in 0 .. a.Length - 1 do
+            diff <- max diff (abs (float a.[i] - float b.[i]))
+            scale <- max scale (abs (float b.[i]))
+
+        if scale = 0.0 then diff else diff / scale
+
+/// Wall and CPU seconds per call.
+let private measure (f: unit -> unit) (iterations: int) =
+    let c0 = cpuSeconds ()
+    let w = Stopwatch.StartNew()
+
+    for _ in 1..iterations do
+        f ()
+
+    w.Elapsed.TotalSeconds / float iterations, (cpuSeconds () - c0) / float iterations
+
+let private time f iterations = fst (measure f iterations)
+
+/// Pai and PyTorch per criterion and model, A/B then B/A per repeat; prints medians.
+let run (args: Args) =
+    let models = args.List("models", [ "lenet5"; "resnet20" ])
+    let criteria = args.List("criteria", allCriteria)
+    let repeats = args.Int("repeats", 3)
+    let threads = args.Int("threads", Environment.ProcessorCount)
+    let perClass = args.Int("per-class", 10)
+    let batchSize = args.Int("scoring-batch", 1)
+    let probes = args.Int("probes", 10)
+    let minSeconds = args.Float("min-seconds", 0.5)
+    Libtorch.SetNumThreads threads
+
+    printfn
+        "scoring benchmark: models %s, %d samples per class at batch %d, %d probes, threads %d, %d repeats (A/B interleaved)"
+        (String.Join(",", models)) perClass batchSize probes threads repeats
+
+    printfn "load average at start: %s (%d cores)" (loadAverage ()) Environment.ProcessorCount
+    let tables = ResizeArray()
+
+    for m in models do
+        use data =
+            match m with
+            | "lenet5"
+            | "lenet300" -> DatasetRegistry.FashionMnist(DatasetSplit.Train)
+            | _ -> cifarLike 2000 0UL
+
+        let shape = InputShape(data.Channels, data.Height, data.Width)
+        use net = ModelZoo.Create(m, ModelOptions(InputShape = shape, Classes = data.NumClasses, Seed = 0UL))
+        net.Training <- false
+        use batches = ScoringSubset.Create(data, perClass, 0UL, batchSize)
+        let batchList = List.ofSeq batches
+        let dir = Directory.CreateTempSubdirectory("pai-bench-scoring-").FullName
+
+        try
+            export dir net batchList batchSize
+
+            let ctx =
+                { Model = net
+                  Batches = batchList
+                  InputShape = [ int64 shape.Channels; int64 shape.Height; int64 shape.Width ]
+                  Seed = 0UL
+                  Options = { CriterionOptions.Default with Probes = probes }
+                  Mask = None }
+
+            use worker =
+                new LineWorker(
+                    python args,
+                    [ Path.Combine(benchmarksDir (), "torch_scoring.py"); "--dir"; dir; "--threads"; string threads
+                      "--oracles"; oraclesDir (); "--probes"; string probes
+                      "--synflow-rounds"; string (args.Int("synflow-rounds", 100))
+                      "--synflow-sparsity"; (args.Float("synflow-sparsity", 0.99)).ToString("R", inv) ]
+                )
+
+            printfn "%s: %d scoring batches, %d prunable weights" m batchList.Length net.PrunableCount
+            let rows = ResizeArray()
+
+            for name in criteria do
+                let j = job args ctx name
+                // Warm-up and cross-check: both sides compute once on the same weights and data.
+                let w = Stopwatch.StartNew()
+                let mine = j.Result()
+                let warm = w.Elapsed.TotalSeconds
+                let path = Path.Combine(dir, $"scores-%s{name}.bin")
+                worker.Ask($"dump %s{name} %s{path}") |> ignore
+                let check = relativeDifference mine (readFloats path)
+                // Cheap criteria are repeated inside one measurement so that it lasts about minSeconds
+                // (calibrated on a second, warm call).
+                let once = if warm >= minSeconds then warm else time j.Run 1
+                let iterations = max 1 (min 1000 (int (ceil (minSeconds / max once 1e-6))))
+                let pai = ResizeArray()
+                let torch = ResizeArray()
+                let paiCpu = ResizeArray()
+                let torchCpu = ResizeArray()
+
+                for r in 1..repeats do
+                    let a () =
+                        let wall, cpu = measure j.Run iterations
+                        pai.Add wall
+                        paiCpu.Add cpu
+
+                    let b () =
+                        let answer = worker.Ask($"run %s{name} %d{iterations}")
+                        torch.Add(answer.GetProperty("seconds").GetDouble())
+                        torchCpu.Add(answer.GetProperty("cpu_seconds").GetDouble())
+
+                    if r % 2 = 1 then
+                        a ()
+                        b ()
+                    else
+                        b ()
+                        a ()
+
+                let p, t = median pai, median torch
+                let cpuRatio = median paiCpu / median torchCpu
+
+                printfn
+                    "  %-13s Pai %s s  PyTorch %s s  ratio %s  CPU-time ratio %s  (%d call(s) per measurement; max rel. diff %.1e; load %s)"
+                    name
+                    (secs p)
+                    (secs t)
+                    (f2 (p / t))
+                    (f2 cpuRatio)
+                    iterations
+                    check
+                    (loadAverage ())
+
+                rows.Add
+                    [ name; secs p; secs t; f2 (p / t) + (if p / t <= 1.0 then "" else " (>1.0)"); f2 cpuRatio
+                      check.ToString("0.0e0", inv) ]
+
+            tables.Add((m, List.ofSeq rows))
+        finally
+            try
+                Directory.Delete(dir, true)
+            with _ ->
+                ()
+
+    printfn ""
+    printfn "medians over %d repeats; load average at end: %s" repeats (loadAverage ())
+
+    for m, rows in tables do
+        printfn ""
+        printfn "%s" m
+        printTable [ "criterion"; "Pai s"; "PyTorch s"; "ratio (<=1.0)"; "CPU-time ratio"; "max rel. diff" ] rows
+
+    0
