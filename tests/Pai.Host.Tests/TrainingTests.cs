@@ -117,4 +117,14 @@ public class TrainingTests
         Assert.Contains("[32, 20]", e.Message);
         Assert.Throws<ArgumentException>(() => Trainer.Train(model, null, _ => Data(1, 1), null, new TrainOptions { Epochs = 0 }));
     }
+
+    [Fact]
+    public void A_diverging_run_stops_with_a_message_naming_the_learning_rate()
+    {
+        using var model = new Mlp(7);
+        var e = Assert.Throws<TrainingDivergedException>(() => Trainer.Train(model, null, _ => Data(8, 20), null,
+            new TrainOptions { Epochs = 1, LearningRate = 1e6, Schedule = LrSchedule.Constant }));
+        Assert.Contains("diverged", e.Message);
+        Assert.Contains("learning rate", e.Message);
+    }
 }

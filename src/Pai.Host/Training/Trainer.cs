@@ -60,6 +60,12 @@ public static class Trainer
                         logits = model.Forward(b.Inputs).MoveToOuterScope();
                         loss = Functional.CrossEntropy(logits, b.Targets, Reduction.Mean, options.LabelSmoothing).MoveToOuterScope();
                     }
+                    // A diverged run must stop, not record chance-level accuracy as a result.
+                    var lossValue = loss.Item();
+                    if (!double.IsFinite(lossValue))
+                        throw new TrainingDivergedException(
+                            $"training diverged: the loss became {lossValue} at epoch {epoch + 1}, batch {batch + 1}; " +
+                            $"lower the learning rate (now {lr:G4}) or add batch norm / warm-up");
                     // Our handles on the activations are gone: the graph alone keeps what backward
                     // needs and frees each saved tensor as soon as backward has used it, as in
                     // PyTorch, so backward's buffers reuse that memory instead of fresh pages.
@@ -69,7 +75,7 @@ public static class Trainer
                     masks.ApplyToWeights();
 
                     var n = b.Targets.NumEl;
-                    lossSum += loss.Item() * n;
+                    lossSum += lossValue * n;
                     using (Libtorch.NoGrad())
                         correct += logits.ArgMax(1).Eq(b.Targets).CountNonZero();
                     seen += n;
@@ -170,3 +176,6 @@ public static class Trainer
         }
     }
 }
+
+/// <summary>Training stopped because the loss stopped being finite.</summary>
+public sealed class TrainingDivergedException(string message) : InvalidOperationException(message);
