@@ -9,20 +9,50 @@
 #r "../src/Pai.Cli/bin/Release/net10.0/SQLitePCLRaw.provider.e_sqlite3.dll"
 
 open System
+open System.Runtime.InteropServices
 open Pai.Host
 open Pai.Host.Runs
+
+// dotnet fsi does not probe runtimes/<rid>/native/ as an application does: point SQLite's
+// provider at its native library explicitly.
+let private binDir =
+    IO.Path.Combine(__SOURCE_DIRECTORY__, "..", "src", "Pai.Cli", "bin", "Release", "net10.0")
+
+NativeLibrary.SetDllImportResolver(
+    typeof<SQLitePCL.SQLite3Provider_e_sqlite3>.Assembly,
+    DllImportResolver(fun name _ _ ->
+        if name = "e_sqlite3" then
+            NativeLibrary.Load(
+                IO.Path.Combine(binDir, "runtimes", RuntimeInformation.RuntimeIdentifier, "native", "libe_sqlite3.so")
+            )
+        else
+            IntPtr.Zero)
+)
 
 /// Command-line arguments after the script name: --name value pairs.
 let args =
     let a = fsi.CommandLineArgs |> Array.skip 1
-    [ for i in 0..2 .. a.Length - 2 -> a.[i].TrimStart('-'), a.[i + 1] ] |> Map.ofList
 
-let arg name fallback = args |> Map.tryFind name |> Option.defaultValue fallback
+    [ for i in 0..2 .. a.Length - 2 -> a.[i].TrimStart('-'), a.[i + 1] ]
+    |> Map.ofList
 
-/// Runs the configs in the store, printing one line per run, then writes the report.
+let arg name fallback =
+    args |> Map.tryFind name |> Option.defaultValue fallback
+
+/// Runs the configs in the store (every core), printing one line per run; returns every run of the store.
 let sweep (resultsDir: string) (configs: RunConfig list) =
-    PaiHost.ConfigureThreads(None |> Option.toNullable)
+    PaiHost.ConfigureThreads(Nullable())
     use store = new SqliteRunStore(IO.Path.GetFullPath resultsDir)
-    let summary = Sweep.Execute(store, List.toArray configs, null, Action<string>(printfn "%s"))
+
+    let summary =
+        Sweep.Execute(store, List.toArray configs, null, Action<string>(printfn "%s"))
+
     printfn "%d run, %d skipped, %d failed; results in %s" summary.Ran summary.Skipped summary.Failed store.Directory
     store.All()
+
+/// Writes the report (tables, CSV, charts, HTML) of the runs into RESULTS/report and prints where.
+let report (resultsDir: string) (runs: Collections.Generic.IReadOnlyList<RunRecord>) =
+    let files =
+        Pai.Host.Reports.ReportWriter.Write(runs, IO.Path.Combine(IO.Path.GetFullPath resultsDir, "report"))
+
+    printfn "report: %s" files.Html

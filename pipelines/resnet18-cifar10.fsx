@@ -11,20 +11,37 @@
 // This is days of CPU time: on a 2-core machine try --epochs 1 --seeds 0 first.
 #load "Pai.fsx"
 
+open Pai
 open Pai.Host.Runs
 
 let data =
     match args.TryFind "data" with
     | Some d -> d
-    | None -> failwith "give the CIFAR-10 directory: --data /path/to/cifar-10-batches-bin (binary version from the CIFAR-10 web page)"
+    | None ->
+        failwith
+            "give the CIFAR-10 directory: --data /path/to/cifar-10-batches-bin (binary version from the CIFAR-10 web page)"
 
 let epochs = int (arg "epochs" "160")
 let seeds = (arg "seeds" "0,42,123").Split(',') |> Array.map uint64 |> List.ofArray
 
 let criteria =
-    [ "random"; "magnitude"; "grad_norm"; "snip"; "grasp"; "synflow"; "fisher_diag"; "fisher_obd"; "fts"; "hutch_diag"; "hutch_obd"; "hts" ]
+    [
+        "random"
+        "magnitude"
+        "grad_norm"
+        "snip"
+        "grasp"
+        "synflow"
+        "fisher_diag"
+        "fisher_obd"
+        "fts"
+        "hutch_diag"
+        "hutch_obd"
+        "hts"
+    ]
 
-let sparsities = (arg "sparsities" "0.9,0.95,0.98").Split(',') |> Array.map float |> List.ofArray
+let sparsities =
+    (arg "sparsities" "0.9,0.95,0.98").Split(',') |> Array.map float |> List.ofArray
 
 let config seed criterion sparsity warmup =
     RunConfig(
@@ -50,12 +67,14 @@ let config seed criterion sparsity warmup =
 
 // BN warm-up "on": one pass over the training set in batches of 512 (98 batches).
 let configs =
-    [ for seed in seeds do
-          yield config seed "dense" 0.0 0
+    [
+        for seed in seeds do
+            yield config seed "dense" 0.0 0
 
-          for warmup in [ 98; 0 ] do
-              for c in criteria do
-                  for s in sparsities -> config seed c s warmup ]
+            for warmup in [ 98; 0 ] do
+                for c in criteria do
+                    for s in sparsities -> config seed c s warmup
+    ]
 
 let results = arg "results" "pai-results-resnet18"
 let runs = sweep results configs

@@ -14,19 +14,27 @@ let inv = CultureInfo.InvariantCulture
 /// Parsed "--name value" options (a bare "--flag" maps to "true").
 type Args(values: Map<string, string>) =
     member _.Has name = values.ContainsKey name
-    member _.Str(name, fallback: string) = values |> Map.tryFind name |> Option.defaultValue fallback
+
+    member _.Str(name, fallback: string) =
+        values |> Map.tryFind name |> Option.defaultValue fallback
+
     member this.Int(name, fallback: int) =
         match values |> Map.tryFind name with
         | Some v -> Int32.Parse(v, inv)
         | None -> fallback
+
     member this.Float(name, fallback: float) =
         match values |> Map.tryFind name with
         | Some v -> Double.Parse(v, inv)
         | None -> fallback
+
     member this.List(name, fallback: string list) =
         match values |> Map.tryFind name with
-        | Some v -> v.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
+        | Some v ->
+            v.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+            |> List.ofArray
         | None -> fallback
+
     /// The options as "--name value" arguments again (to hand them to a worker process).
     member _.Raw = values
 
@@ -47,7 +55,9 @@ let repoRoot =
         (let rec up (d: DirectoryInfo | null) =
             match d with
             | null ->
-                failwithf "Hybrid.sln not found above %s: run the benchmarks from the repository's build output" AppContext.BaseDirectory
+                failwithf
+                    "Hybrid.sln not found above %s: run the benchmarks from the repository's build output"
+                    AppContext.BaseDirectory
             | d when File.Exists(Path.Combine(d.FullName, "Hybrid.sln")) -> d.FullName
             | d -> up d.Parent
 
@@ -56,8 +66,11 @@ let repoRoot =
          with _ ->
              up (DirectoryInfo Environment.CurrentDirectory))
 
-let benchmarksDir () = Path.Combine(repoRoot.Value, "benchmarks")
-let oraclesDir () = Path.Combine(repoRoot.Value, "tests", "oracles")
+let benchmarksDir () =
+    Path.Combine(repoRoot.Value, "benchmarks")
+
+let oraclesDir () =
+    Path.Combine(repoRoot.Value, "tests", "oracles")
 
 let median (xs: float seq) =
     let a = Seq.toArray xs |> Array.sort
@@ -92,9 +105,13 @@ let selfCommand () =
         match Environment.ProcessPath with
         | null -> failwith "cannot tell which executable is running"
         | p -> p
+
     let dll = typeof<Args>.Assembly.Location
 
-    if Path.GetFileNameWithoutExtension(path) = "dotnet" then path, [ dll ] else path, []
+    if Path.GetFileNameWithoutExtension(path) = "dotnet" then
+        path, [ dll ]
+    else
+        path, []
 
 let private startInfo (file: string) (args: string seq) =
     let psi = ProcessStartInfo(file)
@@ -153,7 +170,13 @@ type LineWorker(file: string, args: string seq) =
             match p.StandardOutput.ReadLine() with
             | null ->
                 p.WaitForExit()
-                failwithf "the worker %s exited (%d) during '%s':\n%s" file p.ExitCode command (lock err (fun () -> err.ToString()))
+
+                failwithf
+                    "the worker %s exited (%d) during '%s':\n%s"
+                    file
+                    p.ExitCode
+                    command
+                    (lock err (fun () -> err.ToString()))
             | line when line.TrimStart().StartsWith "{" -> JsonDocument.Parse(line).RootElement.Clone()
             | _ -> read ()
 
@@ -177,7 +200,10 @@ type LineWorker(file: string, args: string seq) =
 let cifarLike (count: int) (seed: uint64) =
     use scope = new DisposeScope()
     use gen = new Generator(seed)
-    let images = Libtorch.RandInt(0L, 256L, [| int64 count; 3L; 32L; 32L |], gen, DType.UInt8)
+
+    let images =
+        Libtorch.RandInt(0L, 256L, [| int64 count; 3L; 32L; 32L |], gen, DType.UInt8)
+
     let labels = Libtorch.RandInt(0L, 10L, [| int64 count |], gen, DType.Int64)
     let info = DatasetRegistry.Info "cifar10"
     new Dataset("cifar-like", DatasetSplit.Train, images, labels, 10, info.Mean, info.Std)
@@ -185,10 +211,23 @@ let cifarLike (count: int) (seed: uint64) =
 /// Right-aligned table printing.
 let printTable (header: string list) (rows: string list list) =
     let all = header :: rows
-    let widths = [ for i in 0 .. header.Length - 1 -> all |> List.map (fun r -> r.[i].Length) |> List.max ]
+
+    let widths =
+        [
+            for i in 0 .. header.Length - 1 -> all |> List.map (fun r -> r.[i].Length) |> List.max
+        ]
 
     let line (r: string list) =
-        String.Join("  ", List.mapi (fun i (c: string) -> if i = 0 then c.PadRight widths.[i] else c.PadLeft widths.[i]) r)
+        String.Join(
+            "  ",
+            List.mapi
+                (fun i (c: string) ->
+                    if i = 0 then
+                        c.PadRight widths.[i]
+                    else
+                        c.PadLeft widths.[i])
+                r
+        )
 
     printfn "%s" (line header)
     printfn "%s" (String('-', (List.sum widths) + 2 * (widths.Length - 1)))

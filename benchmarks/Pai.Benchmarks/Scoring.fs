@@ -15,58 +15,80 @@ open Pai.Benchmarks.Common
 
 /// A benchmarked computation: runs once and returns its result flattened (for the cross-check).
 type private Job =
-    { Name: string
-      /// Runs the computation, frees its result, and returns nothing (the timed call).
-      Run: unit -> unit
-      /// Runs it once and returns the result as one flat float32 array (prunable order).
-      Result: unit -> float32[] }
+    {
+        Name: string
+        /// Runs the computation, frees its result, and returns nothing (the timed call).
+        Run: unit -> unit
+        /// Runs it once and returns the result as one flat float32 array (prunable order).
+        Result: unit -> float32[]
+    }
 
 let private flatten (layers: (string * Tensor) list) =
     use scope = new DisposeScope()
-    layers |> List.map (fun (_, t) -> t.To(DType.Float32).Flatten().ToArray<float32>()) |> Array.concat
+
+    layers
+    |> List.map (fun (_, t) -> t.To(DType.Float32).Flatten().ToArray<float32>())
+    |> Array.concat
 
 let private criterionJob (name: string) (c: Criterion) (ctx: ScoringContext) =
-    { Name = name
-      Run = fun () -> c.Score ctx |> Scores.dispose
-      Result =
-        fun () ->
-            let s = c.Score ctx
+    {
+        Name = name
+        Run = fun () -> c.Score ctx |> Scores.dispose
+        Result =
+            fun () ->
+                let s = c.Score ctx
 
-            try
-                flatten s.Layers
-            finally
-                Scores.dispose s }
+                try
+                    flatten s.Layers
+                finally
+                    Scores.dispose s
+    }
 
 let private synflowPruneJob (rounds: int) (sparsity: float) (ctx: ScoringContext) =
     let spec =
-        { Criterion = "synflow"
-          Sparsity = sparsity
-          Scope = Scope.Global
-          Rounds = rounds
-          Schedule = Schedule.Exponential
-          WarmupBatches = 0
-          SamplesPerClass = 10
-          ScoringBatchSize = 1
-          Options = ctx.Options
-          KeepOnePerLayer = false
-          Seed = ctx.Seed }
+        {
+            Criterion = "synflow"
+            Sparsity = sparsity
+            Scope = Scope.Global
+            Rounds = rounds
+            Schedule = Schedule.Exponential
+            WarmupBatches = 0
+            SamplesPerClass = 10
+            ScoringBatchSize = 1
+            Options = ctx.Options
+            KeepOnePerLayer = false
+            Seed = ctx.Seed
+        }
 
     let prune () =
         fst (Pruning.prune spec Criteria.synflow ctx.Model ctx.InputShape ctx.Batches Seq.empty ignore)
 
-    { Name = $"synflow_x%d{rounds}"
-      Run = fun () -> prune () |> Mask.dispose
-      Result =
-        fun () ->
-            let m = prune ()
+    {
+        Name = $"synflow_x%d{rounds}"
+        Run = fun () -> prune () |> Mask.dispose
+        Result =
+            fun () ->
+                let m = prune ()
 
-            try
-                flatten m.Layers
-            finally
-                Mask.dispose m }
+                try
+                    flatten m.Layers
+                finally
+                    Mask.dispose m
+    }
 
 /// The criteria this benchmark knows, in the order it runs them.
-let allCriteria = [ "random"; "magnitude"; "snip"; "grasp"; "synflow"; "synflow_x100"; "fisher_obd"; "hutch_obd"; "hts" ]
+let allCriteria =
+    [
+        "random"
+        "magnitude"
+        "snip"
+        "grasp"
+        "synflow"
+        "synflow_x100"
+        "fisher_obd"
+        "hutch_obd"
+        "hts"
+    ]
 
 let private job (args: Args) (ctx: ScoringContext) (name: string) =
     match name with
@@ -92,7 +114,10 @@ let private export (dir: string) (model: Model) (batches: Batch list) (batchSize
             | _ -> MemoryMarshal.AsBytes(ReadOnlySpan(d.To(DType.Float32).ToArray<float32>())).ToArray(), "float32"
 
         File.WriteAllBytes(Path.Combine(dir, $"%d{index}.bin"), bytes)
-        manifest.Append($"%s{kind} %s{name} %d{index} %s{dtype} %s{String.Join(' ', d.Shape)}\n") |> ignore
+
+        manifest.Append($"%s{kind} %s{name} %d{index} %s{dtype} %s{String.Join(' ', d.Shape)}\n")
+        |> ignore
+
         index <- index + 1
 
     for kv in model.Parameters do
@@ -109,7 +134,10 @@ let private export (dir: string) (model: Model) (batches: Batch list) (batchSize
         manifest.Append($"prunable %s{kv.Key}\n") |> ignore
 
     let s = model.InputShape
-    manifest.Append($"spec %s{model.Name} %d{s.Channels} %d{s.Height} %d{s.Width} %d{model.Classes} %d{batchSize}\n") |> ignore
+
+    manifest.Append($"spec %s{model.Name} %d{s.Channels} %d{s.Height} %d{s.Width} %d{model.Classes} %d{batchSize}\n")
+    |> ignore
+
     File.WriteAllText(Path.Combine(dir, "manifest.txt"), manifest.ToString())
 
 let private readFloats (path: string) =
@@ -155,7 +183,12 @@ let run (args: Args) =
 
     printfn
         "scoring benchmark: models %s, %d samples per class at batch %d, %d probes, threads %d, %d repeats (A/B interleaved)"
-        (String.Join(",", models)) perClass batchSize probes threads repeats
+        (String.Join(",", models))
+        perClass
+        batchSize
+        probes
+        threads
+        repeats
 
     printfn "load average at start: %s (%d cores)" (loadAverage ()) Environment.ProcessorCount
     let tables = ResizeArray()
@@ -168,7 +201,10 @@ let run (args: Args) =
             | _ -> cifarLike 2000 0UL
 
         let shape = InputShape(data.Channels, data.Height, data.Width)
-        use net = ModelZoo.Create(m, ModelOptions(InputShape = shape, Classes = data.NumClasses, Seed = 0UL))
+
+        use net =
+            ModelZoo.Create(m, ModelOptions(InputShape = shape, Classes = data.NumClasses, Seed = 0UL))
+
         net.Training <- false
         use batches = ScoringSubset.Create(data, perClass, 0UL, batchSize)
         let batchList = List.ofSeq batches
@@ -178,20 +214,36 @@ let run (args: Args) =
             export dir net batchList batchSize
 
             let ctx =
-                { Model = net
-                  Batches = batchList
-                  InputShape = [ int64 shape.Channels; int64 shape.Height; int64 shape.Width ]
-                  Seed = 0UL
-                  Options = { CriterionOptions.Default with Probes = probes }
-                  Mask = None }
+                {
+                    Model = net
+                    Batches = batchList
+                    InputShape = [ int64 shape.Channels; int64 shape.Height; int64 shape.Width ]
+                    Seed = 0UL
+                    Options =
+                        { CriterionOptions.Default with
+                            Probes = probes
+                        }
+                    Mask = None
+                }
 
             use worker =
                 new LineWorker(
                     python args,
-                    [ Path.Combine(benchmarksDir (), "torch_scoring.py"); "--dir"; dir; "--threads"; string threads
-                      "--oracles"; oraclesDir (); "--probes"; string probes
-                      "--synflow-rounds"; string (args.Int("synflow-rounds", 100))
-                      "--synflow-sparsity"; (args.Float("synflow-sparsity", 0.99)).ToString("R", inv) ]
+                    [
+                        Path.Combine(benchmarksDir (), "torch_scoring.py")
+                        "--dir"
+                        dir
+                        "--threads"
+                        string threads
+                        "--oracles"
+                        oraclesDir ()
+                        "--probes"
+                        string probes
+                        "--synflow-rounds"
+                        string (args.Int("synflow-rounds", 100))
+                        "--synflow-sparsity"
+                        (args.Float("synflow-sparsity", 0.99)).ToString("R", inv)
+                    ]
                 )
 
             printfn "%s: %d scoring batches, %d prunable weights" m batchList.Length net.PrunableCount
@@ -248,8 +300,14 @@ let run (args: Args) =
                     (loadAverage ())
 
                 rows.Add
-                    [ name; secs p; secs t; f2 (p / t) + (if p / t <= 1.0 then "" else " (>1.0)"); f2 cpuRatio
-                      check.ToString("0.0e0", inv) ]
+                    [
+                        name
+                        secs p
+                        secs t
+                        f2 (p / t) + (if p / t <= 1.0 then "" else " (>1.0)")
+                        f2 cpuRatio
+                        check.ToString("0.0e0", inv)
+                    ]
 
             tables.Add((m, List.ofSeq rows))
         finally
@@ -264,6 +322,16 @@ let run (args: Args) =
     for m, rows in tables do
         printfn ""
         printfn "%s" m
-        printTable [ "criterion"; "Pai s"; "PyTorch s"; "ratio (<=1.0)"; "CPU-time ratio"; "max rel. diff" ] rows
+
+        printTable
+            [
+                "criterion"
+                "Pai s"
+                "PyTorch s"
+                "ratio (<=1.0)"
+                "CPU-time ratio"
+                "max rel. diff"
+            ]
+            rows
 
     0

@@ -44,8 +44,13 @@ let worker (args: Args) =
 
     use data = dataFor args model
     let shape = InputShape(data.Channels, data.Height, data.Width)
-    use net = ModelZoo.Create(model, ModelOptions(InputShape = shape, Classes = data.NumClasses, Seed = 0UL))
-    use loader = new DataLoader(data, batch, shuffle = true, seed = 0UL, dropLast = true)
+
+    use net =
+        ModelZoo.Create(model, ModelOptions(InputShape = shape, Classes = data.NumClasses, Seed = 0UL))
+
+    use loader =
+        new DataLoader(data, batch, shuffle = true, seed = 0UL, dropLast = true)
+
     let perEpoch = loader.BatchCount
     let total = warmup + steps
     let epochs = (total + perEpoch - 1) / perEpoch
@@ -92,7 +97,9 @@ let worker (args: Args) =
                     t1 <- watch.Elapsed.TotalSeconds
                     c1 <- cpuSeconds ())
 
-    let epoch = Func<int, IEnumerable<Batch>>(fun e -> loader.Epoch e |> Seq.truncate (total - e * perEpoch))
+    let epoch =
+        Func<int, IEnumerable<Batch>>(fun e -> loader.Epoch e |> Seq.truncate (total - e * perEpoch))
+
     let maskArg: IReadOnlyDictionary<string, Tensor> | null =
         match mask with
         | Some d -> d
@@ -100,7 +107,10 @@ let worker (args: Args) =
 
     Trainer.Train(net, maskArg, epoch, null, options, progress) |> ignore
 
-    mask |> Option.iter (fun d -> for t in d.Values do t.Dispose())
+    mask
+    |> Option.iter (fun d ->
+        for t in d.Values do
+            t.Dispose())
 
     let seconds = t1 - t0
     let imgs = float (steps * batch) / seconds
@@ -116,15 +126,24 @@ let worker (args: Args) =
 
     0
 
-type private Sample = { ImgS: float; CpuImgS: float; RssMb: float }
+type private Sample =
+    {
+        ImgS: float
+        CpuImgS: float
+        RssMb: float
+    }
 
 let private read (j: JsonElement) =
     let imgs = j.GetProperty("img_s").GetDouble()
 
-    { ImgS = imgs
-      // images per CPU-second (user + system of all threads): less sensitive to other load
-      CpuImgS = imgs * j.GetProperty("seconds").GetDouble() / j.GetProperty("cpu_seconds").GetDouble()
-      RssMb = j.GetProperty("peak_rss_mb").GetDouble() }
+    {
+        ImgS = imgs
+        // images per CPU-second (user + system of all threads): less sensitive to other load
+        CpuImgS =
+            imgs * j.GetProperty("seconds").GetDouble()
+            / j.GetProperty("cpu_seconds").GetDouble()
+        RssMb = j.GetProperty("peak_rss_mb").GetDouble()
+    }
 
 /// Interleaves fresh Pai and PyTorch processes (A/B, then B/A) per model and repeat; prints medians.
 let run (args: Args) =
@@ -136,7 +155,14 @@ let run (args: Args) =
     let exe, exeArgs = selfCommand ()
     let script = IO.Path.Combine(benchmarksDir (), "torch_training.py")
 
-    printfn "training benchmark: models %s, batch %d, threads %d, %d repeats (A/B interleaved), sparsity %g" (String.Join(",", models)) batch threads repeats sparsity
+    printfn
+        "training benchmark: models %s, batch %d, threads %d, %d repeats (A/B interleaved), sparsity %g"
+        (String.Join(",", models))
+        batch
+        threads
+        repeats
+        sparsity
+
     printfn "load average at start: %s (%d cores)" (loadAverage ()) Environment.ProcessorCount
 
     let results = Dictionary<string * string, ResizeArray<Sample>>()
@@ -147,16 +173,43 @@ let run (args: Args) =
             let warmup = args.Int("warmup", defaultWarmup m)
 
             let common =
-                [ "--model"; m; "--threads"; string threads; "--batch"; string batch; "--steps"; string steps
-                  "--warmup"; string warmup; "--sparsity"; sparsity.ToString("R", inv)
-                  "--cifar-count"; string (args.Int("cifar-count", 50000)) ]
+                [
+                    "--model"
+                    m
+                    "--threads"
+                    string threads
+                    "--batch"
+                    string batch
+                    "--steps"
+                    string steps
+                    "--warmup"
+                    string warmup
+                    "--sparsity"
+                    sparsity.ToString("R", inv)
+                    "--cifar-count"
+                    string (args.Int("cifar-count", 50000))
+                ]
 
-            let pai () = runForJson exe (exeArgs @ [ "training-worker" ] @ common)
+            let pai () =
+                runForJson exe (exeArgs @ [ "training-worker" ] @ common)
 
             let torch () =
-                runForJson (python args) ([ script; "--oracles"; oraclesDir (); "--fashion-mnist"; DatasetRegistry.FashionMnistDirectory ] @ common)
+                runForJson
+                    (python args)
+                    ([
+                        script
+                        "--oracles"
+                        oraclesDir ()
+                        "--fashion-mnist"
+                        DatasetRegistry.FashionMnistDirectory
+                     ]
+                     @ common)
 
-            let order = if r % 2 = 1 then [ "pai", pai; "pytorch", torch ] else [ "pytorch", torch; "pai", pai ]
+            let order =
+                if r % 2 = 1 then
+                    [ "pai", pai; "pytorch", torch ]
+                else
+                    [ "pytorch", torch; "pai", pai ]
 
             for side, f in order do
                 let s = read (f ())
@@ -165,23 +218,58 @@ let run (args: Args) =
                     results.[(m, side)] <- ResizeArray()
 
                 results.[(m, side)].Add s
-                printfn "  repeat %d %-8s %-7s %8.1f img/s  %8.1f img/CPU-s  peak RSS %7.1f MB  (load %s)" r m side s.ImgS s.CpuImgS s.RssMb (loadAverage ())
+
+                printfn
+                    "  repeat %d %-8s %-7s %8.1f img/s  %8.1f img/CPU-s  peak RSS %7.1f MB  (load %s)"
+                    r
+                    m
+                    side
+                    s.ImgS
+                    s.CpuImgS
+                    s.RssMb
+                    (loadAverage ())
 
     printfn ""
     printfn "medians over %d repeats; load average at end: %s" repeats (loadAverage ())
 
     let rows =
-        [ for m in models ->
-              let p = results.[(m, "pai")]
-              let t = results.[(m, "pytorch")]
-              let pi, ti = median (p |> Seq.map (fun s -> s.ImgS)), median (t |> Seq.map (fun s -> s.ImgS))
-              let pr, tr = median (p |> Seq.map (fun s -> s.RssMb)), median (t |> Seq.map (fun s -> s.RssMb))
-              let pc, tc = median (p |> Seq.map (fun s -> s.CpuImgS)), median (t |> Seq.map (fun s -> s.CpuImgS))
+        [
+            for m in models ->
+                let p = results.[(m, "pai")]
+                let t = results.[(m, "pytorch")]
 
-              [ m; f1 pi; f1 ti; f2 (pi / ti) + (if pi / ti >= 1.0 then "" else " (<1.0)"); f1 pr; f1 tr
-                f2 (pr / tr) + (if pr / tr <= 1.1 then "" else " (>1.1)"); f2 (pc / tc) ] ]
+                let pi, ti =
+                    median (p |> Seq.map (fun s -> s.ImgS)), median (t |> Seq.map (fun s -> s.ImgS))
+
+                let pr, tr =
+                    median (p |> Seq.map (fun s -> s.RssMb)), median (t |> Seq.map (fun s -> s.RssMb))
+
+                let pc, tc =
+                    median (p |> Seq.map (fun s -> s.CpuImgS)), median (t |> Seq.map (fun s -> s.CpuImgS))
+
+                [
+                    m
+                    f1 pi
+                    f1 ti
+                    f2 (pi / ti) + (if pi / ti >= 1.0 then "" else " (<1.0)")
+                    f1 pr
+                    f1 tr
+                    f2 (pr / tr) + (if pr / tr <= 1.1 then "" else " (>1.1)")
+                    f2 (pc / tc)
+                ]
+        ]
 
     printTable
-        [ "model"; "Pai img/s"; "PyTorch img/s"; "ratio (>=1.0)"; "Pai RSS MB"; "PyTorch RSS MB"; "ratio (<=1.1)"; "img/CPU-s ratio" ]
+        [
+            "model"
+            "Pai img/s"
+            "PyTorch img/s"
+            "ratio (>=1.0)"
+            "Pai RSS MB"
+            "PyTorch RSS MB"
+            "ratio (<=1.1)"
+            "img/CPU-s ratio"
+        ]
         rows
+
     0
