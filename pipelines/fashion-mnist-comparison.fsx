@@ -27,7 +27,7 @@ let config seed criterion sparsity =
         Sparsity = sparsity,
         Epochs = epochs,
         MaxBatchesPerEpoch = maxBatches,
-        LearningRate = 0.01,
+        LearningRate = 0.005,
         Seed = seed
     )
 
