@@ -74,8 +74,14 @@ module Estimators =
     let private zerosLike (ts: Tensor list) =
         ts |> List.map (fun t -> Libtorch.Zeros(t.Shape, t.DType, t.Device))
 
-    /// g = ∇θ L, the gradient of the mean loss over all scoring samples (temperature T).
-    let meanGradient (model: IModelView) (temperature: float) (batches: Batch list) : Tensor list =
+    // Σ over scoring batches of perBatch(weights, this batch's share of the mean loss), in eval
+    // mode, one tensor per prunable layer: the loop behind the mean gradient and H·v.
+    let private sumOverBatches
+        (model: IModelView)
+        (temperature: float)
+        (batches: Batch list)
+        (perBatch: Tensor[] -> Tensor -> Tensor[])
+        : Tensor list =
         withEval model (fun () ->
             use _scope = new DisposeScope()
             let ps = leaves model
@@ -85,9 +91,13 @@ module Estimators =
             for b in batches do
                 use _step = new DisposeScope()
                 let loss = batchLoss model temperature total b
-                accumulate acc (Autograd.Grad(loss, List.toArray ps) |> Array.toList)
+                accumulate acc (perBatch (List.toArray ps) loss |> Array.toList)
 
             moveOut acc)
+
+    /// g = ∇θ L, the gradient of the mean loss over all scoring samples (temperature T).
+    let meanGradient (model: IModelView) (temperature: float) (batches: Batch list) : Tensor list =
+        sumOverBatches model temperature batches (fun ps loss -> Autograd.Grad(loss, ps))
 
     // Splits a batch into single samples (views), for honest per-sample quantities.
     let private samples (b: Batch) =
@@ -126,22 +136,8 @@ module Estimators =
 
     /// H·v for the Hessian of the mean scoring loss (temperature T), by double backward.
     let hessianVectorProduct (model: IModelView) (temperature: float) (batches: Batch list) (v: Tensor list) =
-        withEval model (fun () ->
-            use _scope = new DisposeScope()
-            let ps = leaves model
-            let total = totalSamples batches
-            let acc = zerosLike ps
-
-            for b in batches do
-                use _step = new DisposeScope()
-                let loss = batchLoss model temperature total b
-
-                accumulate
-                    acc
-                    (Autograd.HessianVectorProduct(loss, List.toArray ps, List.toArray v)
-                     |> Array.toList)
-
-            moveOut acc)
+        sumOverBatches model temperature batches (fun ps loss ->
+            Autograd.HessianVectorProduct(loss, ps, List.toArray v))
 
     /// H·g for GraSP: g = ∇θ L(f/T) detached, then H of L(f/T) applied to it.
     let hessianGradient (model: IModelView) (temperature: float) (batches: Batch list) : Tensor list =
@@ -723,4 +719,5 @@ type PaiPruning =
                         | None ->
                             let s = criterion.Score ctx
                             save.Invoke s
-                            s }
+                            s
+        }
