@@ -12,8 +12,9 @@ synflow = |θ⊙∂R/∂θ| on a float64 copy with |θ|, eval mode, all-ones inp
 of synflow and global top-k (stable, pruned weights score -inf) at density d^(k/R).
 
 Protocol (stdin → stdout, one JSON line per command):
-  dump <criterion> <path>   compute once, write the flat float32 result (prunable order) to path
-  run <criterion> <n>       compute n times, answer {"seconds": ..., "cpu_seconds": ...} per computation
+  dump <criterion> <path> [K]  compute once, write the flat float32 result (prunable order) to path
+  run <criterion> <n> [K]      compute n times, answer {"seconds": ..., "cpu_seconds": ...} per computation
+  (K: use only the first K scoring batches)
   quit
 """
 import argparse
@@ -67,13 +68,18 @@ class Criteria:
         self.names = prunable
         params = dict(model.named_parameters())
         self.ps = [params[n] for n in prunable]
-        self.batches = batches
-        self.total = float(sum(y.numel() for _, y in batches))
+        self.all_batches = batches
+        self.use_batches(None)
         self.input_shape = input_shape
         self.probes = probes
         self.seed = seed
         self.synflow_rounds = synflow_rounds
         self.synflow_sparsity = synflow_sparsity
+
+    def use_batches(self, count):
+        """Scores on the first `count` scoring batches (all when None), as Pai's context does."""
+        self.batches = self.all_batches if count is None else self.all_batches[:count]
+        self.total = float(sum(y.numel() for _, y in self.batches))
 
     # ---- building blocks ------------------------------------------------------------------
 
@@ -249,6 +255,7 @@ def main():
         if parts[0] == 'quit':
             break
         f = crit.get(parts[1])
+        crit.use_batches(int(parts[3]) if len(parts) > 3 else None)
         if parts[0] == 'dump':
             scores = f()
             torch.cat([s.detach().flatten().float() for s in scores]).numpy().tofile(parts[2])

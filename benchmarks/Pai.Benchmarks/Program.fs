@@ -13,9 +13,11 @@ let usage =
 
   scoring  [--models lenet5,resnet20] [--criteria random,magnitude,...] [--repeats 3] [--threads N]
            [--per-class 10] [--scoring-batch 1] [--probes 10] [--synflow-rounds 100]
-           [--synflow-sparsity 0.99] [--min-seconds 0.5] [--python /usr/bin/python3]
+           [--synflow-sparsity 0.99] [--min-seconds 0.5] [--criterion-batches hutch_obd=10,hts=10]
+           [--python /usr/bin/python3]
       Seconds per criterion of Pai's Criteria against the same computation in PyTorch on the same
       weights and scoring batches, with the largest relative difference of the two results.
+      --criterion-batches scores the named criteria on their first K scoring batches only.
 
 Threads default to every core for both sides."""
 

@@ -249,14 +249,41 @@ let run (args: Args) =
             printfn "%s: %d scoring batches, %d prunable weights" m batchList.Length net.PrunableCount
             let rows = ResizeArray()
 
+            // --criterion-batches hutch_obd=10,hts=10: score those criteria on the first K scoring
+            // batches only (both sides), for criteria too slow to repeat on all of them.
+            let limits =
+                args.List("criterion-batches", [])
+                |> List.map (fun kv ->
+                    match kv.Split('=') with
+                    | [| k; v |] -> k, int v
+                    | _ -> failwithf "--criterion-batches takes name=count pairs, got '%s'" kv)
+                |> Map.ofList
+
             for name in criteria do
+                let limit =
+                    limits
+                    |> Map.tryFind name
+                    |> Option.defaultValue batchList.Length
+                    |> min batchList.Length
+
+                let ctx =
+                    { ctx with
+                        Batches = List.truncate limit batchList
+                    }
+
                 let j = job args ctx name
+
+                let label =
+                    if limit < batchList.Length then
+                        $"%s{name} (%d{limit} batches)"
+                    else
+                        name
                 // Warm-up and cross-check: both sides compute once on the same weights and data.
                 let w = Stopwatch.StartNew()
                 let mine = j.Result()
                 let warm = w.Elapsed.TotalSeconds
                 let path = Path.Combine(dir, $"scores-%s{name}.bin")
-                worker.Ask($"dump %s{name} %s{path}") |> ignore
+                worker.Ask($"dump %s{name} %s{path} %d{limit}") |> ignore
                 let check = relativeDifference mine (readFloats path)
                 // Cheap criteria are repeated inside one measurement so that it lasts about minSeconds
                 // (calibrated on a second, warm call).
@@ -274,7 +301,7 @@ let run (args: Args) =
                         paiCpu.Add cpu
 
                     let b () =
-                        let answer = worker.Ask($"run %s{name} %d{iterations}")
+                        let answer = worker.Ask($"run %s{name} %d{iterations} %d{limit}")
                         torch.Add(answer.GetProperty("seconds").GetDouble())
                         torchCpu.Add(answer.GetProperty("cpu_seconds").GetDouble())
 
@@ -290,7 +317,7 @@ let run (args: Args) =
 
                 printfn
                     "  %-13s Pai %s s  PyTorch %s s  ratio %s  CPU-time ratio %s  (%d call(s) per measurement; max rel. diff %.1e; load %s)"
-                    name
+                    label
                     (secs p)
                     (secs t)
                     (f2 (p / t))
@@ -301,7 +328,7 @@ let run (args: Args) =
 
                 rows.Add
                     [
-                        name
+                        label
                         secs p
                         secs t
                         f2 (p / t) + (if p / t <= 1.0 then "" else " (>1.0)")
