@@ -11,13 +11,15 @@ public sealed class LeNet300 : Model
     readonly Linear fc1, fc2, fc3;
 
     /// <summary>LeNet-300-100 for <paramref name="options"/>, initialized.</summary>
-    public LeNet300(ModelOptions options) : base("lenet300", options)
+    public LeNet300(ModelOptions options) : this(options, initialize: true) { }
+
+    LeNet300(ModelOptions options, bool initialize) : base("lenet300", options)
     {
         var (dt, dev) = (options.DType, options.Device);
         fc1 = RegisterModule("fc1", new Linear(options.InputShape.NumEl, 300, dtype: dt, device: dev));
         fc2 = RegisterModule("fc2", new Linear(300, 100, dtype: dt, device: dev));
         fc3 = RegisterClassifier("fc3", new Linear(100, options.Classes, dtype: dt, device: dev));
-        Initialize(options.Init, options.Seed);
+        if (initialize) Initialize(options.Init, options.Seed);
     }
 
     /// <inheritdoc/>
@@ -30,7 +32,7 @@ public sealed class LeNet300 : Model
     }
 
     /// <inheritdoc/>
-    protected override Model CreateLike(ModelOptions options) => new LeNet300(options);
+    protected override Model CreateLike(ModelOptions options) => new LeNet300(options, initialize: false);
 }
 
 /// <summary>
@@ -44,7 +46,9 @@ public sealed class LeNet5 : Model
     readonly Linear fc1, fc2;
 
     /// <summary>LeNet-5-Caffe for <paramref name="options"/> (images at least 16×16), initialized.</summary>
-    public LeNet5(ModelOptions options) : base("lenet5", options)
+    public LeNet5(ModelOptions options) : this(options, initialize: true) { }
+
+    LeNet5(ModelOptions options, bool initialize) : base("lenet5", options)
     {
         var (dt, dev) = (options.DType, options.Device);
         // Valid 5×5 convolutions and floor-mode 2×2 pools: s → (s − 4) / 2 → ((s − 4) / 2 − 4) / 2.
@@ -56,7 +60,7 @@ public sealed class LeNet5 : Model
         conv2 = RegisterModule("conv2", new Conv2d(20, 50, 5, dtype: dt, device: dev));
         fc1 = RegisterModule("fc1", new Linear(50L * h * w, 500, dtype: dt, device: dev));
         fc2 = RegisterClassifier("fc2", new Linear(500, options.Classes, dtype: dt, device: dev));
-        Initialize(options.Init, options.Seed);
+        if (initialize) Initialize(options.Init, options.Seed);
     }
 
     /// <inheritdoc/>
@@ -70,5 +74,5 @@ public sealed class LeNet5 : Model
     }
 
     /// <inheritdoc/>
-    protected override Model CreateLike(ModelOptions options) => new LeNet5(options);
+    protected override Model CreateLike(ModelOptions options) => new LeNet5(options, initialize: false);
 }

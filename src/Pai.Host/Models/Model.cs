@@ -155,7 +155,10 @@ public abstract class Model : Module, IModelView
 
     // ---- copies -----------------------------------------------------------------------------
 
-    /// <summary>A new, initialized model of the same architecture for <paramref name="options"/> (used by copies).</summary>
+    /// <summary>
+    /// A new model of the same architecture for <paramref name="options"/>, used by copies. It need not be
+    /// initialized: every value is overwritten, and drawing initial weights would cost more than the copy.
+    /// </summary>
     protected abstract Model CreateLike(ModelOptions options);
 
     /// <summary>

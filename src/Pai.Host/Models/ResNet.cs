@@ -64,6 +64,9 @@ public sealed class ResNet : Model
     /// <param name="blocksPerStage">Basic blocks in each stage.</param>
     /// <param name="options">Input shape, classes, initialization, dtype, device.</param>
     public ResNet(string name, int stemChannels, IReadOnlyList<int> stageChannels, IReadOnlyList<int> blocksPerStage, ModelOptions options)
+        : this(name, stemChannels, stageChannels, blocksPerStage, options, initialize: true) { }
+
+    ResNet(string name, int stemChannels, IReadOnlyList<int> stageChannels, IReadOnlyList<int> blocksPerStage, ModelOptions options, bool initialize)
         : base(name, options)
     {
         if (stageChannels.Count == 0 || stageChannels.Count != blocksPerStage.Count)
@@ -88,7 +91,7 @@ public sealed class ResNet : Model
             stages[s] = RegisterModule($"layer{s + 1}", stage);
         }
         fc = RegisterClassifier("fc", new Linear(channels, options.Classes, dtype: dt, device: dev));
-        Initialize(options.Init, options.Seed);
+        if (initialize) Initialize(options.Init, options.Seed);
     }
 
     /// <summary>He et al.'s CIFAR ResNet of depth 6n + 2 (20, 32, 56, …): 16/32/64 channels, n blocks per stage.</summary>
@@ -120,5 +123,5 @@ public sealed class ResNet : Model
     }
 
     /// <inheritdoc/>
-    protected override Model CreateLike(ModelOptions options) => new ResNet(Name, StemChannels, StageChannels, BlocksPerStage, options);
+    protected override Model CreateLike(ModelOptions options) => new ResNet(Name, StemChannels, StageChannels, BlocksPerStage, options, initialize: false);
 }

@@ -23,7 +23,9 @@ public sealed class Vgg : Model
     readonly Linear classifier;
 
     /// <summary>VGG-<paramref name="depth"/> (11, 16 or 19) for <paramref name="options"/>, initialized.</summary>
-    public Vgg(int depth, ModelOptions options) : base($"vgg{depth}", options)
+    public Vgg(int depth, ModelOptions options) : this(depth, options, initialize: true) { }
+
+    Vgg(int depth, ModelOptions options, bool initialize) : base($"vgg{depth}", options)
     {
         if (!Configurations.TryGetValue(depth, out var cfg))
             throw new ArgumentOutOfRangeException(nameof(depth), depth, "VGG depth must be 11, 16 or 19");
@@ -45,7 +47,7 @@ public sealed class Vgg : Model
         }
         RegisterModule("features", features);
         classifier = RegisterClassifier("classifier", new Linear(channels, options.Classes, dtype: dt, device: dev));
-        Initialize(options.Init, options.Seed);
+        if (initialize) Initialize(options.Init, options.Seed);
     }
 
     /// <summary>11, 16 or 19.</summary>
@@ -60,5 +62,5 @@ public sealed class Vgg : Model
     }
 
     /// <inheritdoc/>
-    protected override Model CreateLike(ModelOptions options) => new Vgg(Depth, options);
+    protected override Model CreateLike(ModelOptions options) => new Vgg(Depth, options, initialize: false);
 }

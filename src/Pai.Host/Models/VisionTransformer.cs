@@ -108,6 +108,9 @@ public sealed class VisionTransformer : Model
     /// <param name="heads">Attention heads.</param>
     /// <param name="mlpHidden">Hidden size of each block's MLP.</param>
     public VisionTransformer(string name, ModelOptions options, int patch, int width, int depth, int heads, int mlpHidden)
+        : this(name, options, patch, width, depth, heads, mlpHidden, initialize: true) { }
+
+    VisionTransformer(string name, ModelOptions options, int patch, int width, int depth, int heads, int mlpHidden, bool initialize)
         : base(name, options)
     {
         var shape = options.InputShape;
@@ -124,7 +127,7 @@ public sealed class VisionTransformer : Model
         RegisterModule("blocks", blocks);
         norm = RegisterModule("norm", new LayerNorm(width, dtype: dt, device: dev));
         head = RegisterClassifier("head", new Linear(width, options.Classes, dtype: dt, device: dev));
-        Initialize(options.Init, options.Seed);
+        if (initialize) Initialize(options.Init, options.Seed);
     }
 
     /// <summary>vit-tiny: patch 4, width 192, depth 6, 3 heads, MLP 384.</summary>
@@ -162,5 +165,5 @@ public sealed class VisionTransformer : Model
     }
 
     /// <inheritdoc/>
-    protected override Model CreateLike(ModelOptions options) => new VisionTransformer(Name, options, Patch, Width, Depth, Heads, MlpHidden);
+    protected override Model CreateLike(ModelOptions options) => new VisionTransformer(Name, options, Patch, Width, Depth, Heads, MlpHidden, initialize: false);
 }
