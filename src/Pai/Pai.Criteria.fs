@@ -693,21 +693,6 @@ module Criteria =
             let f = Estimators.fisherDiagonal ctx.Model ctx.Batches
             List.map2 (fun (w: Tensor) (fi: Tensor) -> w.Square() * fi * 0.5) (detached ctx) f)
 
-    let private curvature (ctx: ScoringContext) =
-        let d, diagnostics = Estimators.curvature ctx.Model ctx.Options ctx.Seed ctx.Batches
-
-        d, [ diagnostics ]
-
-    /// Hutchinson Hessian diagonal, mean over samples and probes of z ⊙ (H z) (signed); exact
-    /// where the options ask (classifier closed form, small layers by unit vectors).
-    let hutchDiag = createWithDiagnostics "hutch_diag" true curvature
-
-    /// OBD with the Hutchinson diagonal: ½ θ² ⊙ Ĥ (signed).
-    let hutchObd =
-        createWithDiagnostics "hutch_obd" true (fun ctx ->
-            let h, diagnostics = curvature ctx
-            List.map2 (fun (w: Tensor) (h: Tensor) -> w.Square() * h * 0.5) (detached ctx) h, diagnostics)
-
     /// Gauss–Newton (true Fisher) diagonal: mean(gᵢ²) with labels drawn from the model's own
     /// predictions (seeded), to compare with the empirical Fisher.
     let gnDiag =
@@ -835,8 +820,38 @@ module Criteria =
     let snip = abs taylor1 |> named "snip"
     /// Fisher Taylor sensitivity: |θ ⊙ g + ½ θ² ⊙ F|.
     let fts = abs (add taylor1 fisherObd) |> named "fts"
+
+    /// The Hessian-diagonal criteria over a curvature source, a function of the context returning
+    /// the diagonal and its diagnostics: hutch_diag (Ĥ), hutch_obd (½ θ² ⊙ Ĥ) and hts
+    /// (|θ ⊙ g + ½ θ² ⊙ Ĥ|). The source's tensors are owned by the caller of the criterion. The
+    /// built-in criteria use Estimators.curvature; `pai estimate` passes a source that shares one
+    /// estimate between the three.
+    let curvatureFamily (source: ScoringContext -> Tensor list * CurvatureDiagnostics list) =
+        let diag = createWithDiagnostics "hutch_diag" true source
+
+        let obd =
+            createWithDiagnostics "hutch_obd" true (fun ctx ->
+                let h, diagnostics = source ctx
+                List.map2 (fun (w: Tensor) (h: Tensor) -> w.Square() * h * 0.5) (detached ctx) h, diagnostics)
+
+        diag, obd, abs (add taylor1 obd) |> named "hts"
+
+    /// Ĥ from Estimators.curvature with the context's options: Hutchinson, exact where the
+    /// options ask (classifier closed form, small layers by unit vectors).
+    let hutchinsonCurvature (ctx: ScoringContext) =
+        let d, diagnostics = Estimators.curvature ctx.Model ctx.Options ctx.Seed ctx.Batches
+        d, [ diagnostics ]
+
+    let private hutchinsonFamily = curvatureFamily hutchinsonCurvature
+
+    /// Hutchinson Hessian diagonal Ĥ, mean over samples and probes of z ⊙ (H z) (signed).
+    let hutchDiag = let d, _, _ = hutchinsonFamily in d
+
+    /// OBD with the Hutchinson diagonal: ½ θ² ⊙ Ĥ (signed).
+    let hutchObd = let _, o, _ = hutchinsonFamily in o
+
     /// Hutchinson Taylor sensitivity: |θ ⊙ g + ½ θ² ⊙ Ĥ|.
-    let hts = abs (add taylor1 hutchObd) |> named "hts"
+    let hts = let _, _, h = hutchinsonFamily in h
 
     // ---- extension point for learned criteria --------------------------------------------------
 
