@@ -46,7 +46,22 @@ internal static class Cli
         AnsiConsole.Write(table);
         if (!report.Collapsed.IsEmpty)
             AnsiConsole.MarkupLine($"[yellow]warning: layer collapse in {Markup.Escape(string.Join(", ", report.Collapsed))}: no weight left, the network is disconnected there (--keep-one-per-layer prevents it)[/]");
+        CurvatureTable(report.Curvature);
         var seconds = string.Join(", ", report.Seconds.Select(s => $"{s.Item1} {s.Item2:F1} s"));
         Console.WriteLine($"time: {seconds}");
+    }
+
+    /// <summary>Per-layer method, probes and achieved median relative SE of each curvature estimate.</summary>
+    internal static void CurvatureTable(IEnumerable<Pai.CurvatureDiagnostics> diagnostics)
+    {
+        foreach (var d in diagnostics)
+        {
+            var target = d.Target > 0 ? $", target median rel. SE {d.Target:G3}" : "";
+            var table = new Table().Border(TableBorder.Rounded).Title(Markup.Escape($"{d.Estimator}: {d.Hvps:N0} HVPs{target}"));
+            table.AddColumns("layer", "method", "probes", "median rel. SE");
+            foreach (var l in d.Layers)
+                table.AddRow(Markup.Escape(l.Name), l.Method, l.Probes.ToString(), l.MedianRelativeSe.ToString("G3"));
+            AnsiConsole.Write(table);
+        }
     }
 }

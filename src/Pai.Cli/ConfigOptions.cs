@@ -17,7 +17,11 @@ internal sealed class ConfigOptions
     public readonly Option<int> SamplesPerClass = new("--samples-per-class") { Description = "scoring samples per class", DefaultValueFactory = _ => D.SamplesPerClass };
     public readonly Option<int> ScoringBatch = new("--scoring-batch") { Description = "scoring batch size", DefaultValueFactory = _ => D.ScoringBatchSize };
     public readonly Option<int> Probes = new("--probes") { Description = "Hutchinson probes per scoring batch", DefaultValueFactory = _ => D.Probes };
-    public readonly Option<string> ProbeScope = new("--probe-scope") { Description = "Hutchinson probes over the whole network (full) or one layer at a time (layer)", DefaultValueFactory = _ => D.ProbeScope };
+    public readonly Option<string> ProbeScope = new("--probe-scope") { Description = "Hutchinson probe blocks: the whole network (full), one layer at a time (layer), or groups of layer indices such as 0+1,2,3", DefaultValueFactory = _ => D.ProbeScope };
+    public readonly Option<int?> HvpBudget = new("--hvp-budget") { Description = "Hutchinson HVPs over all scoring batches, split evenly: each probe block gets budget / (batches × blocks) probes (default: --probes per batch); the cap of --adaptive-target" };
+    public readonly Option<double?> AdaptiveTarget = new("--adaptive-target") { Description = "adaptive Hutchinson: probe in chunks until every layer's median relative SE is at most this (needs --hvp-budget)" };
+    public readonly Option<bool> ExactLastLayer = new("--exact-last-layer") { Description = "Hutchinson criteria: the classifier's Hessian diagonal in closed form, p(1−p)·h²/T² (pair it with --probe-scope layer: ranked globally against full-probing noise, the exact classifier loses its weights, see docs/curvature-study.md)" };
+    public readonly Option<int> ExactLayerSize = new("--exact-layer-size") { Description = "Hutchinson criteria: layers with at most this many weights get their exact diagonal from unit-vector HVPs (0 = off)", DefaultValueFactory = _ => D.ExactLayerSize };
     public readonly Option<double> HutchTemperature = new("--hutch-temperature") { Description = "temperature T of the Hutchinson criteria (logits / T)", DefaultValueFactory = _ => D.HutchinsonTemperature };
     public readonly Option<double> GraspTemperature = new("--grasp-temperature") { Description = "temperature T of GraSP", DefaultValueFactory = _ => D.GraspTemperature };
     public readonly Option<bool> KeepOne = new("--keep-one-per-layer") { Description = "never prune a layer completely (prevents layer collapse)" };
@@ -41,7 +45,6 @@ internal sealed class ConfigOptions
     public ConfigOptions()
     {
         Scope.AcceptOnlyFromAmong("global", "layer");
-        ProbeScope.AcceptOnlyFromAmong("full", "layer");
         Optimizer.AcceptOnlyFromAmong("sgd", "adamw");
         Schedule.AcceptOnlyFromAmong("cosine", "multistep", "constant");
     }
@@ -50,7 +53,7 @@ internal sealed class ConfigOptions
     public void AddPruning(Command c)
     {
         foreach (var o in new Option[] { Model, Dataset, Data, Scope, Rounds, Warmup, SamplesPerClass, ScoringBatch, Probes, ProbeScope,
-                     HutchTemperature, GraspTemperature, KeepOne, DenseClassifier, Predictor, Seed })
+                     HvpBudget, AdaptiveTarget, ExactLastLayer, ExactLayerSize, HutchTemperature, GraspTemperature, KeepOne, DenseClassifier, Predictor, Seed })
             c.Options.Add(o);
     }
 
@@ -75,7 +78,11 @@ internal sealed class ConfigOptions
         SamplesPerClass = V(p, SamplesPerClass, D.SamplesPerClass),
         ScoringBatchSize = V(p, ScoringBatch, D.ScoringBatchSize),
         Probes = V(p, Probes, D.Probes),
-        ProbeScope = V(p, ProbeScope, D.ProbeScope),
+        ProbeScope = V(p, ProbeScope, D.ProbeScope).Trim().ToLowerInvariant(),
+        HvpBudget = V(p, HvpBudget, D.HvpBudget),
+        AdaptiveTarget = V(p, AdaptiveTarget, D.AdaptiveTarget),
+        ExactLastLayer = V(p, ExactLastLayer, D.ExactLastLayer),
+        ExactLayerSize = V(p, ExactLayerSize, D.ExactLayerSize),
         HutchinsonTemperature = V(p, HutchTemperature, D.HutchinsonTemperature),
         GraspTemperature = V(p, GraspTemperature, D.GraspTemperature),
         KeepOnePerLayer = V(p, KeepOne, D.KeepOnePerLayer),

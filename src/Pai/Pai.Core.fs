@@ -12,6 +12,12 @@ type Batch = { Inputs: Tensor; Targets: Tensor }
 type IModelView =
     /// Model name (e.g. "lenet5").
     abstract Name: string
+    /// The classifier's (final linear layer's) weight name; it may be absent from Prunable
+    /// (a dense classifier). Logits are W·h + b with h the classifier's input.
+    abstract ClassifierWeightName: string
+    /// Logits [N, classes] and the classifier's input features h [N, D] for inputs [N, C, H, W]:
+    /// what the closed-form Hessian diagonal of the classifier needs.
+    abstract ForwardWithFeatures: inputs: Tensor -> struct (Tensor * Tensor)
     /// The prunable weights in a fixed order, by parameter name. These are the live leaf
     /// tensors (requiring gradients) that forward uses.
     abstract Prunable: IReadOnlyList<KeyValuePair<string, Tensor>>
@@ -28,9 +34,40 @@ type IModelView =
     /// Frees the model's tensors.
     inherit System.IDisposable
 
+/// How one layer's curvature diagonal was obtained and how uncertain it is.
+type LayerCurvature =
+    {
+        Name: string
+        /// "hutchinson", "closed-form" (the classifier) or "unit-hvp" (exact, one HVP per weight).
+        Method: string
+        /// Median over the layer of SE/|estimate| (see Stability.medianRelativeSe); 0 when exact.
+        MedianRelativeSe: float
+        /// Probes that reached this layer per scoring batch (0 when exact).
+        Probes: int
+    }
+
+/// What a curvature estimate cost and how far it can be trusted, per layer.
+type CurvatureDiagnostics =
+    {
+        /// The estimator and its settings, e.g. "hutchinson T=200 scope=layer".
+        Estimator: string
+        Layers: LayerCurvature list
+        /// Hessian-vector products computed (Hutchinson probes and unit vectors).
+        Hvps: int
+        /// The adaptive mode's target median relative SE (0: fixed probes).
+        Target: float
+    }
+
 /// Per-layer score tensors, shaped like the prunable weights, in the model's prunable order.
 /// Higher means "keep". The tensors are owned by the value: dispose with Scores.dispose.
-type Scores = { Layers: (string * Tensor) list }
+/// Diagnostics travel with the scores (rather than through a side channel) so that criteria stay
+/// pure functions: a composition concatenates its parts' diagnostics and the pruning pipeline
+/// copies them into the PruneReport. Empty for criteria without an estimator.
+type Scores =
+    {
+        Layers: (string * Tensor) list
+        Diagnostics: CurvatureDiagnostics list
+    }
 
 /// Which weights are kept: one bool tensor per prunable layer, shaped like its weight.
 type Mask = { Layers: (string * Tensor) list }
@@ -56,6 +93,60 @@ type ProbeScope =
     | Full
     /// One layer's block at a time (z is zero outside it): one HVP per layer per probe.
     | PerLayer
+    /// Chosen groups of layers (indices in the prunable order), each probed as one block; every
+    /// layer belongs to exactly one group. Full is one group of all layers, PerLayer singletons.
+    | Grouped of int list list
+
+[<RequireQualifiedAccess>]
+module ProbeScope =
+    /// Reads "full", "layer", or groups of layer indices such as "0+1,2,3" ('+' joins layers into
+    /// one block, ',' separates blocks).
+    let parse (text: string) : Result<ProbeScope, string> =
+        match text.Trim().ToLowerInvariant() with
+        | "full" -> Ok ProbeScope.Full
+        | "layer" -> Ok ProbeScope.PerLayer
+        | spec ->
+            let parseIndex (s: string) =
+                match System.Int32.TryParse(s.Trim()) with
+                | true, i when i >= 0 -> Some i
+                | _ -> None
+
+            let groups =
+                spec.Split(',')
+                |> Array.map (fun g -> g.Split('+') |> Array.map parseIndex)
+                |> List.ofArray
+
+            if groups |> List.exists (Array.exists Option.isNone) then
+                Error
+                    $"probe scope must be 'full', 'layer' or groups of layer indices such as '0+1,2,3' ('+' joins layers into a block, ',' separates blocks), got '%s{text}'"
+            else
+                Ok(ProbeScope.Grouped(groups |> List.map (Array.choose id >> List.ofArray)))
+
+    /// The text parse reads back.
+    let format (scope: ProbeScope) =
+        match scope with
+        | ProbeScope.Full -> "full"
+        | ProbeScope.PerLayer -> "layer"
+        | ProbeScope.Grouped groups ->
+            groups
+            |> List.map (fun g -> g |> List.map string |> String.concat "+")
+            |> String.concat ","
+
+    /// The blocks (lists of layer indices) for a model with `layers` prunable layers; groups must
+    /// partition the layers.
+    let blocks (layers: int) (scope: ProbeScope) : int list list =
+        match scope with
+        | ProbeScope.Full -> [ [ 0 .. layers - 1 ] ]
+        | ProbeScope.PerLayer -> [ for i in 0 .. layers - 1 -> [ i ] ]
+        | ProbeScope.Grouped groups ->
+            let all = List.concat groups |> List.sort
+
+            if all <> [ 0 .. layers - 1 ] || List.exists List.isEmpty groups then
+                invalidArg
+                    "ProbeScope"
+                    $"the probe groups '%s{format scope}' must name every layer index 0..%d{layers - 1} exactly once (this model has %d{layers} prunable layers)"
+
+            groups
 
 /// Options the curvature-based criteria read. Temperatures scale logits as f/T.
 type CriterionOptions =
@@ -68,6 +159,18 @@ type CriterionOptions =
         HutchinsonTemperature: float
         /// Temperature of GraSP (the original GraSP uses 200).
         GraspTemperature: float
+        /// Hutchinson HVPs over all scoring batches (0: none, Probes per batch is used). Fixed
+        /// mode gives every block floor(B / (batches · blocks)) probes, so full probing gets L
+        /// times the probes of per-layer probing at equal cost; adaptive mode stops at B.
+        HvpBudget: int
+        /// Adaptive Hutchinson (0: off): probe in chunks until every probed layer's median
+        /// relative SE is at most this, or HvpBudget is spent.
+        AdaptiveTarget: float
+        /// The classifier's diagonal from its closed form p(1−p)·h²/T² instead of probes.
+        ExactClassifier: bool
+        /// Layers with at most this many weights get their exact diagonal from unit-vector HVPs
+        /// (0: none).
+        ExactLayerSize: int
     }
 
     static member Default =
@@ -76,6 +179,10 @@ type CriterionOptions =
             ProbeScope = ProbeScope.Full
             HutchinsonTemperature = 200.0
             GraspTemperature = 200.0
+            HvpBudget = 0
+            AdaptiveTarget = 0.0
+            ExactClassifier = false
+            ExactLayerSize = 0
         }
 
 /// Everything a criterion may read. Criteria are pure functions of it (the model's weights are
@@ -140,6 +247,9 @@ type PruneReport =
         /// Seconds per phase: "warmup", "scoring", "selection".
         Seconds: (string * float) list
         Rounds: int
+        /// The curvature estimators' cost and achieved error in the last round (empty when the
+        /// criterion has none).
+        Curvature: CurvatureDiagnostics list
     }
 
     member this.Kept = this.Layers |> List.sumBy (fun l -> l.Kept)
@@ -147,6 +257,9 @@ type PruneReport =
     member this.Density = float this.Kept / float this.Total
 
 module Scores =
+    /// Scores without diagnostics.
+    let ofLayers (layers: (string * Tensor) list) : Scores = { Layers = layers; Diagnostics = [] }
+
     /// Frees the score tensors.
     let dispose (s: Scores) =
         for _, t in s.Layers do

@@ -21,15 +21,24 @@ type Criterion =
 /// A Hutchinson estimate of a Hessian diagonal with its Monte-Carlo uncertainty.
 type HutchinsonEstimate =
     {
-        /// Estimated diagonal per prunable layer.
+        /// Estimated diagonal per prunable layer (zero for layers outside every block).
         Mean: Tensor list
         /// Standard error of each entry of Mean (over probes).
         StdErr: Tensor list
-        /// Probes per scoring batch.
-        Probes: int
+        /// Probes per scoring batch that reached each layer (0 outside every block).
+        Probes: int list
         /// Hessian-vector products computed.
         HvpCount: int
     }
+
+/// How many probes Hutchinson draws.
+[<RequireQualifiedAccess>]
+type ProbeBudget =
+    /// This many probes per scoring batch for every block.
+    | Probes of int
+    /// Probes in chunks until every layer's median relative SE is at most target, or until the
+    /// next chunk would exceed maxHvps Hessian-vector products in all.
+    | Adaptive of target: float * maxHvps: int
 
 /// The curvature estimators, public for research use. All read the model in eval mode, leave
 /// its weights unchanged and return tensors owned by the caller (or the enclosing scope).
@@ -145,100 +154,417 @@ module Estimators =
         let g = meanGradient model temperature batches
         hessianVectorProduct model temperature batches g |> moveOut
 
-    /// Hutchinson's estimator of diag(H) for the mean scoring loss at temperature T:
-    /// the mean over probes of z ⊙ (H z), z Rademacher, unbiased for every probe scope.
-    /// Each scoring batch gets its own probes; the standard error comes from the sample
-    /// variance over probes within each batch (the batches' errors are independent and add).
-    /// probeFor batch probe layer weight returns the probe vector z for that layer (it must be
-    /// Rademacher ±1 for the estimator to be unbiased); see `hutchinson` for the seeded default.
+    /// Probes per adaptive chunk; also the first chunk, so every block starts with enough
+    /// probes for its standard error to mean something.
+    [<Literal>]
+    let AdaptiveChunk = 4
+
+    // Composite probes accumulated at once: bounds memory at this many weight-sized sums.
+    [<Literal>]
+    let private MaxChunk = 16
+
+    /// Hutchinson's estimator of diag(H) for the mean scoring loss at temperature T: the mean
+    /// over probes of z ⊙ (H z), z Rademacher, unbiased for every partition of the layers into
+    /// blocks (z is zero outside its block). One probe of a block is one independent Rademacher
+    /// vector per scoring batch; its sample Σ_batches z ⊙ (H_batch z) is unbiased for the whole
+    /// diagonal, so the standard error comes from the sample variance over probes (Welford).
+    /// Layers outside every block get zeros and 0 probes. Probes are drawn per chunk in
+    /// (batch, probe, block, layer) order; probeFor batch probe layer weight returns z for that
+    /// layer (probe counts from 1 within its block and must be Rademacher ±1 for the estimator to
+    /// be unbiased); see `hutchinson` for the seeded default.
     let hutchinsonWith
         (probeFor: int -> int -> int -> Tensor -> Tensor)
         (model: IModelView)
         (temperature: float)
-        (probes: int)
-        (scope: ProbeScope)
+        (budget: ProbeBudget)
+        (blocks: int list list)
         (batches: Batch list)
         =
-        if probes < 2 then
-            invalidArg "probes" $"Hutchinson needs at least 2 probes to estimate its own error, got %d{probes}"
+        let layers = model.Prunable.Count
+        let covered = List.concat blocks
+
+        if blocks.IsEmpty || List.exists List.isEmpty blocks then
+            invalidArg "blocks" "Hutchinson needs at least one block of at least one layer"
+
+        if
+            List.distinct covered <> covered
+            || List.exists (fun i -> i < 0 || i >= layers) covered
+        then
+            invalidArg "blocks" $"blocks must name distinct layer indices in 0..%d{layers - 1}, got %A{blocks}"
+
+        let nBatches = batches.Length
+
+        match budget with
+        | ProbeBudget.Probes p when p < 2 ->
+            invalidArg "probes" $"Hutchinson needs at least 2 probes to estimate its own error, got %d{p}"
+        | ProbeBudget.Adaptive(target, _) when not (target > 0.0) ->
+            invalidArg "AdaptiveTarget" $"the adaptive target median relative SE must be positive, got %g{target}"
+        | ProbeBudget.Adaptive(_, cap) when cap < AdaptiveChunk * nBatches * blocks.Length ->
+            invalidArg
+                "HvpBudget"
+                $"adaptive Hutchinson starts with %d{AdaptiveChunk} probes per block: give an HVP budget of at least %d{AdaptiveChunk * nBatches * blocks.Length} (%d{AdaptiveChunk} × %d{nBatches} batches × %d{blocks.Length} blocks), got %d{cap}"
+        | _ -> ()
 
         withEval model (fun () ->
             use _scope = new DisposeScope()
-            let ps = leaves model
+            let ps = leaves model |> List.toArray
             let total = totalSamples batches
-            let mean = zerosLike ps
-            let varSum = zerosLike ps
+            let mean = zerosLike (List.ofArray ps) |> List.toArray
+            let m2 = zerosLike (List.ofArray ps) |> List.toArray
+            let probesOf = Array.zeroCreate<int> blocks.Length
             let mutable hvps = 0
 
-            for bi, b in List.indexed batches do
-                use _batch = new DisposeScope()
-                let loss = batchLoss model temperature total b
+            // `count` more probes for each block in `active`, then Welford over their samples.
+            let runChunk (active: int list) (count: int) =
+                use _chunk = new DisposeScope()
 
-                let grads =
-                    Autograd.Grad(loss, List.toArray ps, createGraph = true, retainGraph = true)
-                // Welford over this batch's probes, per weight.
-                let m = zerosLike ps
-                let m2 = zerosLike ps
+                let probed = active |> List.collect (fun bIdx -> blocks.[bIdx])
 
-                let blocks =
-                    match scope with
-                    | ProbeScope.Full -> [ [ 0 .. ps.Length - 1 ] ]
-                    | ProbeScope.PerLayer -> [ for i in 0 .. ps.Length - 1 -> [ i ] ]
+                let sums =
+                    Array.init count (fun _ ->
+                        Array.init layers (fun i ->
+                            if List.contains i probed then
+                                Libtorch.Zeros(ps.[i].Shape, ps.[i].DType, ps.[i].Device)
+                            else
+                                null))
 
-                for j in 1..probes do
-                    use _probe = new DisposeScope()
+                for bi, b in List.indexed batches do
+                    use _batch = new DisposeScope()
+                    let loss = batchLoss model temperature total b
+                    let grads = Autograd.Grad(loss, ps, createGraph = true, retainGraph = true)
 
-                    for block in blocks do
-                        let zs = block |> List.map (fun i -> i, probeFor bi j i ps.[i])
+                    for k in 0 .. count - 1 do
+                        for blockIndex in active do
+                            use _probe = new DisposeScope()
+                            let block = blocks.[blockIndex]
+                            let j = probesOf.[blockIndex] + k + 1
+                            let zs = block |> List.map (fun i -> i, probeFor bi j i ps.[i])
 
-                        let dot =
+                            let dot =
+                                zs
+                                |> List.map (fun (i, z) -> (use product = grads.[i] * z in product.Sum()))
+                                |> List.reduce (+)
+
+                            let inputs = zs |> List.map (fun (i, _) -> ps.[i]) |> List.toArray
+                            let hz = Autograd.Grad([| dot |], inputs, retainGraph = true, allowUnused = true)
+                            hvps <- hvps + 1
+
                             zs
-                            |> List.map (fun (i, z) -> (use product = grads.[i] * z in product.Sum()))
-                            |> List.reduce (+)
+                            |> List.iteri (fun n (i, z) ->
+                                match hz.[n] with
+                                | null -> ()
+                                | h -> sums.[k].[i].AddCMul_(z, h) |> ignore)
 
-                        let inputs = zs |> List.map (fun (i, _) -> ps.[i]) |> List.toArray
-                        let hz = Autograd.Grad([| dot |], inputs, retainGraph = true, allowUnused = true)
-                        hvps <- hvps + 1
+                // Welford per weight over the chunk's samples x: δ = x − m, m += δ/n,
+                // M2 += δ·(x − m_new) = δ²·(n − 1)/n (one fused update).
+                for blockIndex in active do
+                    for k in 0 .. count - 1 do
+                        let n = probesOf.[blockIndex] + k + 1
 
-                        // The blocks partition the layers, so this is layer i's whole sample
-                        // x = z ⊙ Hz of probe j. Welford: δ = x − m, m += δ/j, and
-                        // M2 += δ·(x − m_new) = δ²·(j − 1)/j (one fused update).
-                        // Weight-sized temporaries are freed as soon as they are used.
-                        zs
-                        |> List.iteri (fun k (i, z) ->
-                            use delta =
-                                match hz.[k] with
-                                | null -> m.[i].Neg()
-                                | h ->
-                                    use h = h
-                                    (z * h).Add_(m.[i], -1.0)
+                        for i in blocks.[blockIndex] do
+                            use delta = sums.[k].[i].Add_(mean.[i], -1.0)
+                            mean.[i].Add_(delta, 1.0 / float n) |> ignore
+                            m2.[i].AddCMul_(delta, delta, float (n - 1) / float n) |> ignore
 
-                            m.[i].Add_(delta, 1.0 / float j) |> ignore
-                            m2.[i].AddCMul_(delta, delta, float (j - 1) / float j) |> ignore)
+                    probesOf.[blockIndex] <- probesOf.[blockIndex] + count
 
-                accumulate mean m
-                // Var of this batch's mean over probes: s² / J, with s² = M2 / (J - 1).
-                for i in 0 .. ps.Length - 1 do
-                    varSum.[i].Add_(m2.[i], 1.0 / float (probes * (probes - 1))) |> ignore
+            // Var of the mean over n probes: s² / n with s² = M2 / (n − 1).
+            let stdErr i n =
+                if n < 2 then
+                    Libtorch.Zeros(ps.[i].Shape, ps.[i].DType, ps.[i].Device)
+                else
+                    (m2.[i] / float (n * (n - 1))).Sqrt()
+
+            let layerProbes () =
+                let p = Array.zeroCreate<int> layers
+
+                blocks
+                |> List.iteri (fun bIdx block ->
+                    for i in block do
+                        p.[i] <- probesOf.[bIdx])
+
+                p
+
+            let relSe i =
+                use se = stdErr i (layerProbes ()).[i]
+                Stability.medianRelativeSe (Tensors.toFloats mean.[i]) (Tensors.toFloats se)
+
+            match budget with
+            | ProbeBudget.Probes p ->
+                let all = [ 0 .. blocks.Length - 1 ]
+                let mutable left = p
+
+                while left > 0 do
+                    let c = min left MaxChunk
+                    runChunk all c
+                    left <- left - c
+            | ProbeBudget.Adaptive(target, cap) ->
+                let mutable active = [ 0 .. blocks.Length - 1 ]
+
+                while not active.IsEmpty do
+                    let perProbe = nBatches * active.Length
+                    let c = min AdaptiveChunk ((cap - hvps) / perProbe)
+
+                    if c < 1 then
+                        active <- []
+                    else
+                        runChunk active c
+
+                        active <-
+                            active
+                            |> List.filter (fun bIdx -> blocks.[bIdx] |> List.exists (fun i -> relSe i > target))
+
+            let probes = layerProbes ()
 
             {
-                Mean = moveOut mean
-                StdErr = varSum |> List.map (fun v -> v.Sqrt().MoveToOuterScope())
-                Probes = probes
+                Mean = mean |> Array.map (fun t -> t.MoveToOuterScope()) |> List.ofArray
+                StdErr = List.init layers (fun i -> (stdErr i probes.[i]).MoveToOuterScope())
+                Probes = List.ofArray probes
                 HvpCount = hvps
             })
 
-    /// Hutchinson with seeded Rademacher probes, drawn in (batch, probe, layer) order.
+    /// Hutchinson with seeded Rademacher probes.
     let hutchinson
         (model: IModelView)
         (temperature: float)
-        (probes: int)
-        (scope: ProbeScope)
+        (budget: ProbeBudget)
+        (blocks: int list list)
         (seed: uint64)
         (batches: Batch list)
         =
         use gen = new Generator(seed)
-        hutchinsonWith (fun _ _ _ w -> Libtorch.RademacherLike(w, gen)) model temperature probes scope batches
+        hutchinsonWith (fun _ _ _ w -> Libtorch.RademacherLike(w, gen)) model temperature budget blocks batches
+
+    /// The closed-form Hessian diagonal of the classifier (final linear layer) for the mean
+    /// cross-entropy at temperature T: logits (W h + b)/T make ∂²L/∂W_ai² the mean over samples
+    /// of p_a(1 − p_a)·h_i²/T² and ∂²L/∂b_a² the mean of p_a(1 − p_a)/T² (h does not depend on
+    /// W). Returns (weight diagonal, bias diagonal); one forward per batch, no HVP.
+    let classifierDiagonal (model: IModelView) (temperature: float) (batches: Batch list) : Tensor * Tensor =
+        withEval model (fun () ->
+            use _scope = new DisposeScope()
+            use _noGrad = Libtorch.NoGrad()
+            let total = totalSamples batches
+            let scale = 1.0 / (temperature * temperature * total)
+            let mutable accW: Tensor = null
+            let mutable accB: Tensor = null
+
+            for b in batches do
+                use _step = new DisposeScope()
+                let struct (logits, h) = model.ForwardWithFeatures b.Inputs
+
+                if h.Dim <> 2 then
+                    invalidOp
+                        $"the classifier of %s{model.Name} takes features [N, D], got %A{h.Shape}: the closed form needs a plain linear head"
+
+                let p = Functional.Softmax(logits / temperature, 1L)
+                let q = p * (1.0 - p)
+                let w = q.Transpose(0L, 1L).MatMul(h.Square()) * scale
+                let bias = q.Sum(0L) * scale
+
+                if isNull accW then
+                    accW <- w.MoveToOuterScope()
+                    accB <- bias.MoveToOuterScope()
+                else
+                    accW.Add_(w) |> ignore
+                    accB.Add_(bias) |> ignore
+
+            accW.MoveToOuterScope(), accB.MoveToOuterScope())
+
+    /// The exact Hessian diagonal of one prunable layer from unit-vector HVPs: for every weight
+    /// k, the k-th entry of ∂g_k/∂θ (one HVP per weight and batch, restricted to the layer).
+    /// Returns the diagonal and the HVPs it took.
+    let unitVectorDiagonal (model: IModelView) (temperature: float) (layer: int) (batches: Batch list) =
+        withEval model (fun () ->
+            use _scope = new DisposeScope()
+            let ps = leaves model |> List.toArray
+            let w = ps.[layer]
+            let n = w.NumEl
+            let diag = Array.zeroCreate<float>(int n)
+            let total = totalSamples batches
+            let mutable hvps = 0
+
+            for b in batches do
+                use _batch = new DisposeScope()
+                let loss = batchLoss model temperature total b
+
+                let g =
+                    (Autograd.Grad(loss, [| w |], createGraph = true, retainGraph = true)).[0].Flatten()
+
+                for k in 0L .. n - 1L do
+                    use _k = new DisposeScope()
+                    let gk = g.Select(0L, k)
+                    let row = Autograd.Grad([| gk |], [| w |], retainGraph = true, allowUnused = true)
+                    hvps <- hvps + 1
+
+                    match row.[0] with
+                    | null -> ()
+                    | r -> diag.[int k] <- diag.[int k] + r.Flatten().Select(0L, k).Item()
+
+            Libtorch.FromArray<float>(diag, w.Shape).To(w.DType).MoveToOuterScope(), hvps)
+
+    /// The Gauss–Newton ("true Fisher") diagonal: the mean over scoring samples of gᵢ² with
+    /// gᵢ = ∇θ ℓ(f(xᵢ), ŷᵢ) and ŷᵢ drawn (seeded) from the model's own predictive distribution
+    /// softmax(f(xᵢ)). Unlike the empirical Fisher it does not use the labels; in expectation over
+    /// ŷ it is the diagonal of the generalized Gauss–Newton matrix of the cross-entropy.
+    let trueFisherDiagonal (model: IModelView) (seed: uint64) (batches: Batch list) : Tensor list =
+        withEval model (fun () ->
+            use _scope = new DisposeScope()
+            use gen = new Generator(seed)
+            let ps = leaves model
+            let total = totalSamples batches
+            let acc = zerosLike ps
+
+            for b in batches do
+                for s in samples b do
+                    use _step = new DisposeScope()
+
+                    let probs =
+                        use _noGrad = Libtorch.NoGrad()
+                        use p = Functional.Softmax(model.Forward s.Inputs, 1L)
+                        Tensors.toFloats p
+
+                    use u = Libtorch.Rand([| 1L |], gen, DType.Float64)
+                    let draw = u.Item()
+                    // Inverse CDF; the last class takes any rounding remainder.
+                    let label =
+                        Array.scan (+) 0.0 probs
+                        |> Array.tail
+                        |> Array.tryFindIndex (fun c -> draw < c)
+                        |> Option.defaultValue (probs.Length - 1)
+
+                    let target = Libtorch.FromArray<int64>([| int64 label |], [| 1L |], s.Inputs.Device)
+
+                    let loss = batchLoss model 1.0 1.0 { Inputs = s.Inputs; Targets = target }
+
+                    let g = Autograd.Grad(loss, List.toArray ps)
+
+                    for a, gi in List.zip acc (Array.toList g) do
+                        a.AddCMul_(gi, gi) |> ignore
+
+            acc |> List.map (fun a -> (a / total).MoveToOuterScope()))
+
+    /// The Hessian diagonal the Hutchinson criteria use, with its diagnostics: the classifier's
+    /// closed form (options.ExactClassifier), unit-vector HVPs for layers of at most
+    /// options.ExactLayerSize weights, and Hutchinson for the rest, its probe blocks restricted
+    /// to the remaining layers. The HVP budget covers the Hutchinson probes only; unit-vector
+    /// HVPs are a fixed cost, counted in the diagnostics' total.
+    let curvature (model: IModelView) (options: CriterionOptions) (seed: uint64) (batches: Batch list) =
+        use _scope = new DisposeScope()
+        let t = options.HutchinsonTemperature
+        let names = [ for kv in model.Prunable -> kv.Key ]
+        let layers = names.Length
+
+        let classifier =
+            if options.ExactClassifier then
+                names |> List.tryFindIndex ((=) model.ClassifierWeightName)
+            else
+                None
+
+        let unitLayers =
+            [
+                for i, kv in List.indexed (List.ofSeq model.Prunable) do
+                    if Some i <> classifier && kv.Value.NumEl <= int64 options.ExactLayerSize then
+                        i
+            ]
+
+        let exact = Option.toList classifier @ unitLayers
+
+        let blocks =
+            ProbeScope.blocks layers options.ProbeScope
+            |> List.map (List.filter (fun i -> not (List.contains i exact)))
+            |> List.filter (List.isEmpty >> not)
+
+        let nBatches = batches.Length
+
+        let budget =
+            match options.HvpBudget, options.AdaptiveTarget with
+            | 0, target when target > 0.0 ->
+                invalidArg
+                    "AdaptiveTarget"
+                    "adaptive Hutchinson needs an HVP budget as its cap: set HvpBudget (--hvp-budget)"
+            | 0, _ -> ProbeBudget.Probes options.Probes
+            | b, target when target > 0.0 -> ProbeBudget.Adaptive(target, b)
+            | b, _ ->
+                let perBlock = b / (nBatches * max 1 blocks.Length)
+
+                if perBlock < 2 && not blocks.IsEmpty then
+                    invalidArg
+                        "HvpBudget"
+                        $"an HVP budget of %d{b} gives %d{perBlock} probe(s) per block; Hutchinson needs 2: give at least %d{2 * nBatches * blocks.Length} (2 × %d{nBatches} scoring batches × %d{blocks.Length} blocks)"
+
+                ProbeBudget.Probes perBlock
+
+        let estimate =
+            if blocks.IsEmpty then
+                None
+            else
+                Some(hutchinson model t budget blocks seed batches)
+
+        let diagonal = Array.zeroCreate<Tensor> layers
+        let info = Array.zeroCreate<LayerCurvature> layers
+
+        let mutable hvps =
+            estimate |> Option.map (fun e -> e.HvpCount) |> Option.defaultValue 0
+
+        match estimate with
+        | Some e ->
+            for i in List.concat blocks do
+                diagonal.[i] <- e.Mean.[i]
+
+                info.[i] <-
+                    {
+                        Name = names.[i]
+                        Method = "hutchinson"
+                        MedianRelativeSe =
+                            Stability.medianRelativeSe (Tensors.toFloats e.Mean.[i]) (Tensors.toFloats e.StdErr.[i])
+                        Probes = e.Probes.[i]
+                    }
+        | None -> ()
+
+        let exactInfo i method =
+            {
+                Name = names.[i]
+                Method = method
+                MedianRelativeSe = 0.0
+                Probes = 0
+            }
+
+        classifier
+        |> Option.iter (fun i ->
+            diagonal.[i] <- fst (classifierDiagonal model t batches)
+            info.[i] <- exactInfo i "closed-form")
+
+        for i in unitLayers do
+            let d, n = unitVectorDiagonal model t i batches
+            diagonal.[i] <- d
+            hvps <- hvps + n
+            info.[i] <- exactInfo i "unit-hvp"
+
+        let scope =
+            if blocks.IsEmpty then
+                "none"
+            else
+                ProbeScope.format options.ProbeScope
+
+        let estimator =
+            $"hutchinson T=%g{t} scope=%s{scope}"
+            + (if options.HvpBudget > 0 then
+                   $" budget=%d{options.HvpBudget}"
+               else
+                   "")
+            + (if classifier.IsSome then " exact-classifier" else "")
+            + (if unitLayers.IsEmpty then
+                   ""
+               else
+                   $" exact-size<=%d{options.ExactLayerSize}")
+
+        diagonal |> Array.map (fun d -> d.MoveToOuterScope()) |> List.ofArray,
+        {
+            Estimator = estimator
+            Layers = List.ofArray info
+            Hvps = hvps
+            Target = options.AdaptiveTarget
+        }
 
     /// SynFlow's synaptic saliency |θ ⊙ ∂R/∂θ| with R = Σ f(1) on a float64 copy of the model
     /// whose parameters are replaced by their absolute values (eval mode, all-ones input).
@@ -275,28 +601,45 @@ module Criteria =
 
     /// Scores from per-layer tensors in the model's prunable order.
     let ofTensors (model: IModelView) (ts: Tensor list) : Scores =
-        {
-            Layers = List.zip (layerNames model) ts
-        }
+        Scores.ofLayers (List.zip (layerNames model) ts)
 
     let private weights (ctx: ScoringContext) = Estimators.leaves ctx.Model
 
-    // Runs f in a scope and moves its result tensors out.
-    let private scored (f: unit -> (string * Tensor) list) : Scores =
+    // Runs f in a scope and moves its result tensors out, keeping the given diagnostics.
+    let private scored (diagnostics: CurvatureDiagnostics list) (f: unit -> (string * Tensor) list) : Scores =
         use _scope = new DisposeScope()
 
         {
             Layers = f () |> List.map (fun (n, t) -> n, t.MoveToOuterScope())
+            Diagnostics = diagnostics
         }
 
-    /// A criterion from a name and a function of the context returning one tensor per prunable layer.
-    let create (name: string) (needsData: bool) (f: ScoringContext -> Tensor list) : Criterion =
+    /// A criterion whose function also reports its estimators' diagnostics.
+    let createWithDiagnostics
+        (name: string)
+        (needsData: bool)
+        (f: ScoringContext -> Tensor list * CurvatureDiagnostics list)
+        : Criterion =
         {
             Name = name
             NeedsData = needsData
             DefaultRounds = 1
-            Score = fun ctx -> scored (fun () -> List.zip (layerNames ctx.Model) (f ctx))
+            Score =
+                fun ctx ->
+                    use _scope = new DisposeScope()
+                    let ts, diagnostics = f ctx
+
+                    {
+                        Layers =
+                            List.zip (layerNames ctx.Model) ts
+                            |> List.map (fun (n, t) -> n, t.MoveToOuterScope())
+                        Diagnostics = diagnostics
+                    }
         }
+
+    /// A criterion from a name and a function of the context returning one tensor per prunable layer.
+    let create (name: string) (needsData: bool) (f: ScoringContext -> Tensor list) : Criterion =
+        createWithDiagnostics name needsData (fun ctx -> f ctx, [])
 
     let private detached (ctx: ScoringContext) =
         weights ctx |> List.map (fun w -> w.Detach())
@@ -350,17 +693,10 @@ module Criteria =
             let f = Estimators.fisherDiagonal ctx.Model ctx.Batches
             List.map2 (fun (w: Tensor) (fi: Tensor) -> w.Square() * fi * 0.5) (detached ctx) f)
 
-    let private hutchinsonMean (ctx: ScoringContext) =
-        let o = ctx.Options
-        (Estimators.hutchinson ctx.Model o.HutchinsonTemperature o.Probes o.ProbeScope ctx.Seed ctx.Batches).Mean
-
-    /// Hutchinson Hessian diagonal, mean over samples and probes of z ⊙ (H z) (signed).
-    let hutchDiag = create "hutch_diag" true hutchinsonMean
-
-    /// OBD with the Hutchinson diagonal: ½ θ² ⊙ Ĥ (signed).
-    let hutchObd =
-        create "hutch_obd" true (fun ctx ->
-            List.map2 (fun (w: Tensor) (h: Tensor) -> w.Square() * h * 0.5) (detached ctx) (hutchinsonMean ctx))
+    /// Gauss–Newton (true Fisher) diagonal: mean(gᵢ²) with labels drawn from the model's own
+    /// predictions (seeded), to compare with the empirical Fisher.
+    let gnDiag =
+        create "gn_diag" true (fun ctx -> Estimators.trueFisherDiagonal ctx.Model ctx.Seed ctx.Batches)
 
     // ---- algebra -----------------------------------------------------------------------------
 
@@ -372,7 +708,7 @@ module Criteria =
                     let s = c.Score ctx
 
                     try
-                        scored (fun () -> s.Layers |> List.map (fun (n, t) -> n, f t))
+                        scored s.Diagnostics (fun () -> s.Layers |> List.map (fun (n, t) -> n, f t))
                     finally
                         Scores.dispose s
         }
@@ -388,7 +724,8 @@ module Criteria =
                     let sb = b.Score ctx
 
                     try
-                        scored (fun () -> List.map2 (fun (n, x) (_, y) -> n, f x y) sa.Layers sb.Layers)
+                        scored (sa.Diagnostics @ sb.Diagnostics) (fun () ->
+                            List.map2 (fun (n, x) (_, y) -> n, f x y) sa.Layers sb.Layers)
                     finally
                         Scores.dispose sa
                         Scores.dispose sb
@@ -435,7 +772,7 @@ module Criteria =
                     try
                         let z = s.Layers |> List.sumBy (fun (_, t) -> (use a = t.Abs().Sum() in a.Item()))
 
-                        scored (fun () ->
+                        scored s.Diagnostics (fun () ->
                             s.Layers |> List.map (fun (n, t) -> n, (if z = 0.0 then t.Clone() else t / z)))
                     finally
                         Scores.dispose s
@@ -451,7 +788,7 @@ module Criteria =
                     let s = c.Score ctx
 
                     try
-                        scored (fun () ->
+                        scored s.Diagnostics (fun () ->
                             let flats = s.Layers |> List.map (fun (_, t) -> t.Flatten().To(DType.Float64))
                             let all = Libtorch.Cat(List.toArray flats, 0L)
                             let n = all.NumEl
@@ -483,8 +820,38 @@ module Criteria =
     let snip = abs taylor1 |> named "snip"
     /// Fisher Taylor sensitivity: |θ ⊙ g + ½ θ² ⊙ F|.
     let fts = abs (add taylor1 fisherObd) |> named "fts"
+
+    /// The Hessian-diagonal criteria over a curvature source, a function of the context returning
+    /// the diagonal and its diagnostics: hutch_diag (Ĥ), hutch_obd (½ θ² ⊙ Ĥ) and hts
+    /// (|θ ⊙ g + ½ θ² ⊙ Ĥ|). The source's tensors are owned by the caller of the criterion. The
+    /// built-in criteria use Estimators.curvature; `pai estimate` passes a source that shares one
+    /// estimate between the three.
+    let curvatureFamily (source: ScoringContext -> Tensor list * CurvatureDiagnostics list) =
+        let diag = createWithDiagnostics "hutch_diag" true source
+
+        let obd =
+            createWithDiagnostics "hutch_obd" true (fun ctx ->
+                let h, diagnostics = source ctx
+                List.map2 (fun (w: Tensor) (h: Tensor) -> w.Square() * h * 0.5) (detached ctx) h, diagnostics)
+
+        diag, obd, abs (add taylor1 obd) |> named "hts"
+
+    /// Ĥ from Estimators.curvature with the context's options: Hutchinson, exact where the
+    /// options ask (classifier closed form, small layers by unit vectors).
+    let hutchinsonCurvature (ctx: ScoringContext) =
+        let d, diagnostics = Estimators.curvature ctx.Model ctx.Options ctx.Seed ctx.Batches
+        d, [ diagnostics ]
+
+    let private hutchinsonFamily = curvatureFamily hutchinsonCurvature
+
+    /// Hutchinson Hessian diagonal Ĥ, mean over samples and probes of z ⊙ (H z) (signed).
+    let hutchDiag = let d, _, _ = hutchinsonFamily in d
+
+    /// OBD with the Hutchinson diagonal: ½ θ² ⊙ Ĥ (signed).
+    let hutchObd = let _, o, _ = hutchinsonFamily in o
+
     /// Hutchinson Taylor sensitivity: |θ ⊙ g + ½ θ² ⊙ Ĥ|.
-    let hts = abs (add taylor1 hutchObd) |> named "hts"
+    let hts = let _, _, h = hutchinsonFamily in h
 
     // ---- extension point for learned criteria --------------------------------------------------
 
@@ -505,9 +872,11 @@ module Criteria =
             fisherDiag, "mean(gᵢ²)"
             fisherObd, "½ θ² ⊙ mean(gᵢ²)"
             fts, "|θ ⊙ g + ½ θ² ⊙ F|"
-            hutchDiag, "mean of z ⊙ (H z), T = 200"
-            hutchObd, "½ θ² ⊙ Ĥ"
-            hts, "|θ ⊙ g + ½ θ² ⊙ Ĥ|"
+            gnDiag, "mean(gᵢ²), labels drawn from the model's own softmax (Gauss–Newton / true Fisher)"
+            hutchDiag,
+            "Ĥ = mean of z ⊙ (H z), T = 200; --probe-scope full|layer|groups, --hvp-budget, --adaptive-target; --exact-last-layer: classifier p(1−p)·h²/T² in closed form; --exact-layer-size N: unit-vector HVPs"
+            hutchObd, "½ θ² ⊙ Ĥ (Ĥ as hutch_diag, same options)"
+            hts, "|θ ⊙ g + ½ θ² ⊙ Ĥ| (Ĥ as hutch_diag, same options)"
         ]
 
     /// Valid criterion names, with "autos" (which needs a predictor file).
@@ -604,6 +973,7 @@ module Pruning =
         let mutable scoringSeconds = 0.0
         let mutable selectionSeconds = 0.0
         let mutable mask: Mask option = None
+        let mutable curvature: CurvatureDiagnostics list = []
 
         try
             for round in 1 .. spec.Rounds do
@@ -622,6 +992,7 @@ module Pruning =
                 let t0 = watch.Elapsed.TotalSeconds
                 let scores = criterion.Score ctx
                 let t1 = watch.Elapsed.TotalSeconds
+                curvature <- scores.Diagnostics
 
                 let next =
                     try
@@ -671,6 +1042,7 @@ module Pruning =
                     "selection", selectionSeconds
                 ]
             Rounds = spec.Rounds
+            Curvature = curvature
         }
 
 /// The result of pruning: the mask and its report.

@@ -65,6 +65,37 @@ public class CliEndToEndTests
     }
 
     [Fact]
+    public void Curvature_options_reach_the_store_with_the_achieved_error_even_from_cached_scores()
+    {
+        using var dir = new TempDirectory();
+        // 20 scoring batches × 4 layers × 2 probes = 160 HVPs.
+        var (code, output, err) = Run(["sweep", .. Tiny, "--criteria", "hts", "--sparsities", "0.5,0.9", "--epochs", "1", "--probe-scope", "layer",
+            "--hvp-budget", "160", "--no-dense", "--no-report", "--results", dir.Path]);
+        Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
+        using var store = new SqliteRunStore(dir.Path);
+        var runs = store.All();
+        Assert.Equal(2, runs.Count);
+        Assert.All(runs, r =>
+        {
+            Assert.Equal(160, r.Config.HvpBudget);
+            var curvature = Assert.Single(r.Prune!.Curvature!);
+            Assert.Equal(160, curvature.Hvps);
+            Assert.Equal(4, curvature.Layers.Count);
+            Assert.All(curvature.Layers, l => Assert.True(l is { Method: "hutchinson", Probes: 2, MedianRelativeSe: > 0 }, l.ToString()));
+        });
+
+        string[] scoring = ["-m", "lenet5", "-d", "synthetic", "--samples-per-class", "2", "--threads", "1"];
+        var estimate = Run(["estimate", .. scoring, "--budgets", "80", "--scopes", "full;0+1,2+3", "--criteria", "hutch_obd", "--sparsities", "0.9"]);
+        Assert.True(estimate.Code == 0, $"exit {estimate.Code}\n{estimate.Out}\n{estimate.Err}");
+        Assert.Contains("0+1,2+3", estimate.Out);
+        Assert.Contains("closed-form", Run(["prune", .. scoring, "-c", "hutch_obd", "-s", "0.9", "--exact-last-layer", "-o", Path.Combine(dir.Path, "m.safetensors")]).Out);
+
+        var bad = Run(["prune", .. scoring, "-c", "hutch_obd", "-s", "0.9", "--probe-scope", "0+1", "-o", Path.Combine(dir.Path, "m.safetensors")]);
+        Assert.Equal(2, bad.Code);
+        Assert.Contains("exactly once", bad.Err);
+    }
+
+    [Fact]
     public void A_sweep_killed_with_SIGKILL_resumes_without_losing_or_duplicating_anything()
     {
         using var dir = new TempDirectory();

@@ -269,6 +269,26 @@ public class ReportTests
     }
 
     [Fact]
+    public void Reports_list_curvature_estimates_with_their_achieved_error_only_when_runs_have_them()
+    {
+        using var dir = new TempDirectory();
+        var plain = ReportWriter.Write(Sweep(), dir.Path, new ReportOptions { RenderCharts = false });
+        Assert.DoesNotContain("Curvature estimates", File.ReadAllText(plain.Markdown));
+
+        var run = Run("hutch_obd", 0.9, 0, 0.8);
+        var curvature = new CurvatureRecord("hutchinson T=200 scope=layer budget=1200", 1200, 0,
+            [new LayerCurvatureRecord("fc1.weight", "hutchinson", 0.37, 3), new LayerCurvatureRecord("fc2.weight", "closed-form", 0, 0),
+             new LayerCurvatureRecord("conv1.weight", "hutchinson", null, 3)]);
+        var files = ReportWriter.Write([run with { Prune = run.Prune! with { Curvature = [curvature] } }], dir.Path, new ReportOptions { RenderCharts = false });
+        var markdown = File.ReadAllText(files.Markdown);
+        Assert.Contains("Curvature estimates", markdown);
+        Assert.Contains("hutchinson T=200 scope=layer budget=1200", markdown);
+        Assert.Contains("0.37", markdown);
+        Assert.Contains("∞", markdown);
+        Assert.Contains("closed-form", File.ReadAllText(files.Html));
+    }
+
+    [Fact]
     public void Write_without_rendering_writes_tables_specs_and_html_and_removes_stale_svgs()
     {
         using var dir = new TempDirectory();

@@ -20,7 +20,8 @@ let private data () =
     singles (batch 11UL 6 4 3 DType.Float64)
 
 let private hutch (model: IModelView) probes scope seed batches =
-    Estimators.hutchinson model 1.0 probes scope seed batches
+    let blocks = ProbeScope.blocks model.Prunable.Count scope
+    Estimators.hutchinson model 1.0 (ProbeBudget.Probes probes) blocks seed batches
 
 [<Fact>]
 let ``Hutchinson converges to the exact diagonal with error falling like 1/sqrt(probes)`` () =
@@ -200,11 +201,9 @@ let ``SNIP equals |theta * g| in closed form on a linear model`` () =
 // ---- masks --------------------------------------------------------------------------------------
 
 let private scoresOf (layers: (string * float[] * int64[]) list) : Scores =
-    {
-        Layers =
-            layers
-            |> List.map (fun (n, v, s) -> n, Libtorch.FromArray<float>(v, s).DetachFromScope())
-    }
+    layers
+    |> List.map (fun (n, v, s) -> n, Libtorch.FromArray<float>(v, s).DetachFromScope())
+    |> Scores.ofLayers
 
 let private keptFlat (m: Mask) =
     [|
@@ -413,4 +412,4 @@ let ``unknown criterion names list the valid ones; autos asks for a predictor`` 
     | Error e -> Assert.Contains("predictor", e)
     | Ok _ -> failwith "expected an error"
 
-    Assert.Equal(13, Criteria.names.Length)
+    Assert.Equal(14, Criteria.names.Length)

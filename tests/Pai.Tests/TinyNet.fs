@@ -54,16 +54,24 @@ type TinyMlp(sizes: int list, seed: uint64, biasFree: bool, dtype: DType) =
             |]
             :> IReadOnlyList<_>
 
-        member _.Forward(x: Tensor) =
-            let last = layers.Length - 1
+        member this.Forward(x: Tensor) =
+            let struct (logits, _) = (this :> IModelView).ForwardWithFeatures x
+            logits
 
-            layers
-            |> List.indexed
-            |> List.fold
-                (fun (h: Tensor) (i, (_, w, b)) ->
-                    let z = Functional.Linear(h.Flatten(1L), w, Option.toObj b)
-                    if i < last then Functional.Relu z else z)
-                x
+        member _.ClassifierWeightName = (let name, _, _ = List.last layers in $"{name}.weight")
+
+        member _.ForwardWithFeatures(x: Tensor) =
+            let hidden, (_, w, b) =
+                List.splitAt (layers.Length - 1) layers |> fun (h, l) -> h, List.head l
+
+            let h =
+                hidden
+                |> List.fold
+                    (fun (h: Tensor) (_, w, b) -> Functional.Relu(Functional.Linear(h.Flatten(1L), w, Option.toObj b)))
+                    x
+                |> fun h -> h.Flatten(1L)
+
+            struct (Functional.Linear(h, w, Option.toObj b), h)
 
         member _.Training
             with get () = training

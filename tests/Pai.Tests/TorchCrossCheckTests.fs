@@ -153,8 +153,8 @@ let private crossCheck (model: Model) (batches: Batch list) =
                     z)
                 view
                 options.HutchinsonTemperature
-                options.Probes
-                options.ProbeScope
+                (ProbeBudget.Probes options.Probes)
+                (ProbeScope.blocks names.Length options.ProbeScope)
                 batches
 
         let hutchObd = pai |> List.find (fst >> (=) "hutch_obd") |> snd
@@ -189,10 +189,8 @@ let private crossCheck (model: Model) (batches: Batch list) =
         let results =
             [
                 for name, s in pai ->
-                    let theirs: Scores =
-                        {
-                            Layers = [ for n in names -> n, torchScores.[$"%s{name}/%s{n}"] ]
-                        }
+                    let theirs =
+                        Scores.ofLayers [ for n in names -> n, torchScores.[$"%s{name}/%s{n}"] ]
 
                     let rho = spearman (flat s) (flat theirs)
                     let a, b = keptAt90 s, keptAt90 theirs

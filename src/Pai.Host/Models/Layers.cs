@@ -35,9 +35,13 @@ public sealed class Linear : Module, IInitializable
     /// <summary>The bias [out], or null.</summary>
     public Tensor? Bias { get; }
 
+    /// <summary>Sees every input while set (the model reads its classifier's features through it).</summary>
+    internal Action<Tensor>? InputObserver { get; set; }
+
     /// <inheritdoc/>
     public override Tensor Forward(Tensor x)
     {
+        InputObserver?.Invoke(x);
         var y = Functional.Linear(x, Weight, Bias);
         if (FlopCounter.IsActive)
             FlopCounter.Record(this, y.NumEl / y.Size(0) * InFeatures);

@@ -16,6 +16,7 @@ public sealed record LayerFlops(string Name, long MultiplyAdds);
 public abstract class Model : Module, IModelView
 {
     string? classifierName;
+    Linear? classifier;
     IReadOnlyList<KeyValuePair<string, Tensor>>? parameterList, prunableList, bufferList;
 
     /// <summary>A model named <paramref name="name"/> built for <paramref name="options"/>.</summary>
@@ -108,6 +109,7 @@ public abstract class Model : Module, IModelView
     {
         if (classifierName is not null) throw new InvalidOperationException($"the classifier is already registered as '{classifierName}'");
         classifierName = name;
+        this.classifier = classifier;
         return RegisterModule(name, classifier);
     }
 
@@ -120,6 +122,27 @@ public abstract class Model : Module, IModelView
         if (inputs.Dim != 4 || inputs.Size(1) != InputShape.Channels)
             throw new ArgumentException($"{Name} expects inputs [N, {InputShape.Channels}, H, W] (built for {InputShape}), got {inputs}", nameof(inputs));
         return Logits(inputs);
+    }
+
+    /// <summary>
+    /// Logits [N, classes] and the classifier's input features [N, D] for <paramref name="inputs"/>: one forward
+    /// pass that records what enters the classifier (the closed-form Hessian diagonal of the
+    /// last layer needs it).
+    /// </summary>
+    public (Tensor, Tensor) ForwardWithFeatures(Tensor inputs)
+    {
+        var head = classifier ?? throw new InvalidOperationException($"{GetType().Name} registered no classifier");
+        Tensor? features = null;
+        head.InputObserver = x => features = x;
+        try
+        {
+            var logits = Forward(inputs);
+            return (logits, features ?? throw new InvalidOperationException($"{Name}'s forward pass did not use its classifier"));
+        }
+        finally
+        {
+            head.InputObserver = null;
+        }
     }
 
     /// <summary>The network itself: inputs already checked to be [N, C, H, W].</summary>

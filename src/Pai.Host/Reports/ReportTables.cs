@@ -216,6 +216,24 @@ public static class ReportTables
         return new ReportTable(columns, rows);
     }
 
+    /// <summary>
+    /// The curvature estimates behind the runs that have them: one row per run, estimator and
+    /// layer with its method, probes and achieved median relative SE (null when no run has any).
+    /// </summary>
+    public static ReportTable? CurvatureTable(IReadOnlyList<RunRecord> runs)
+    {
+        ArgumentNullException.ThrowIfNull(runs);
+        var rows = (from r in runs.OrderBy(r => r.Config.Criterion, StringComparer.Ordinal).ThenBy(r => r.Config.Sparsity).ThenBy(r => r.Key, StringComparer.Ordinal)
+                    from d in r.Prune?.Curvature ?? []
+                    from l in d.Layers
+                    select (IReadOnlyList<string>)[r.Config.Label, d.Estimator, d.Hvps.ToString("N0", CultureInfo.InvariantCulture), l.Name, l.Method,
+                        l.Probes.ToString(CultureInfo.InvariantCulture), l.MedianRelativeSe is { } se ? se.ToString("G3", CultureInfo.InvariantCulture) : "∞"]).ToList();
+        if (rows.Count == 0) return null;
+        ReportColumn[] columns = [new("run", false), new("estimator", false), new("HVPs", true), new("layer", false), new("method", false),
+            new("probes", true), new("median rel. SE", true)];
+        return new ReportTable(columns, rows);
+    }
+
     /// <summary>The terminal table: the same columns and cells as <see cref="ResultsTable"/>, for the CLI to draw.</summary>
     public static ReportTable TerminalTable(IReadOnlyList<RunRecord> runs) => ResultsTable(Aggregate(runs));
 

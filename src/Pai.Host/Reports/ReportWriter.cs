@@ -196,6 +196,9 @@ public static class ReportWriter
             sb.Append("Runs: ").AppendJoin(", ", panel.Runs.Select(r => $"{ReportTables.MarkdownCell(r.Label)} = `{r.Run.Key}`")).Append("\n\n");
         }
 
+        if (ReportTables.CurvatureTable(c.Runs) is { } curvature)
+            sb.Append("## Curvature estimates\n\n").Append(ReportTables.Markdown(curvature)).Append('\n');
+
         var failed = c.FailedRuns.ToList();
         if (failed.Count > 0)
         {
@@ -275,6 +278,12 @@ public static class ReportWriter
             sb.Append("<h3>").Append(H(panel.Title)).Append("</h3>\n");
             AppendHtmlTable(sb, ReportTables.LayerTable(panel));
             sb.Append("<p class=\"notes\">Runs: ").AppendJoin(", ", panel.Runs.Select(r => $"{H(r.Label)} = <code>{H(r.Run.Key)}</code>")).Append("</p>\n");
+        }
+
+        if (ReportTables.CurvatureTable(c.Runs) is { } curvature)
+        {
+            sb.Append("<h2>Curvature estimates</h2>\n");
+            AppendHtmlTable(sb, curvature);
         }
 
         var failed = c.FailedRuns.ToList();

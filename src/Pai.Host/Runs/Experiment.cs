@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json;
 using Microsoft.FSharp.Core;
 using Pai.Host.Checkpoints;
 using Pai.Host.Data;
@@ -67,7 +68,11 @@ public static class Experiment
         else if (c.Sparsity != 0)
             throw new ArgumentException($"a dense run has sparsity 0, got {c.Sparsity}; pick a criterion to prune");
         if (c.Scope is not ("global" or "layer")) throw new ArgumentException($"scope must be 'global' or 'layer', got '{c.Scope}'");
-        if (c.ProbeScope is not ("full" or "layer")) throw new ArgumentException($"probe scope must be 'full' or 'layer', got '{c.ProbeScope}'");
+        if (ProbeScopeModule.parse(c.ProbeScope) is { IsError: true } scope) throw new ArgumentException(scope.ErrorValue);
+        if (c.HvpBudget is < 1) throw new ArgumentException($"the HVP budget must be positive (or left out for --probes per batch), got {c.HvpBudget}");
+        if (c.AdaptiveTarget is { } target && !(target > 0)) throw new ArgumentException($"the adaptive target median relative SE must be positive, e.g. 0.5, got {target}");
+        if (c.AdaptiveTarget is not null && c.HvpBudget is null) throw new ArgumentException("the adaptive mode needs --hvp-budget as its cap");
+        if (c.ExactLayerSize < 0) throw new ArgumentException($"the exact layer size must be 0 (off) or positive, got {c.ExactLayerSize}");
         if (c.SamplesPerClass < 1) throw new ArgumentException($"samples per class must be at least 1, got {c.SamplesPerClass}");
         if (c.ScoringBatchSize < 1) throw new ArgumentException($"the scoring batch size must be at least 1, got {c.ScoringBatchSize}");
         if (c.Probes < 2) throw new ArgumentException($"Hutchinson needs at least 2 probes, got {c.Probes}");
@@ -113,8 +118,8 @@ public static class Experiment
         c.WarmupBatches,
         c.SamplesPerClass,
         c.ScoringBatchSize,
-        new CriterionOptions(c.Probes, c.ProbeScope == "layer" ? ProbeScope.PerLayer : ProbeScope.Full,
-            c.HutchinsonTemperature, c.GraspTemperature),
+        new CriterionOptions(c.Probes, ProbeScopeModule.parse(c.ProbeScope).ResultValue,
+            c.HutchinsonTemperature, c.GraspTemperature, c.HvpBudget ?? 0, c.AdaptiveTarget ?? 0, c.ExactLastLayer, c.ExactLayerSize),
         c.KeepOnePerLayer,
         c.Seed);
 
@@ -162,13 +167,21 @@ public static class Experiment
         if (!File.Exists(path)) return FSharpOption<Scores>.None;
         using var file = Safetensors.Load(path, model.Prunable.Select(p => new TensorSpec(p.Key, DType.Float32, p.Value.Shape)), strict: true);
         var layers = model.Prunable.Select(p => Tuple.Create(p.Key, file.Take(p.Key))).ToList();
-        return FSharpOption<Scores>.Some(new Scores(Microsoft.FSharp.Collections.ListModule.OfSeq(layers)));
+        var diagnostics = file.Metadata.TryGetValue(DiagnosticsKey, out var json)
+            ? JsonSerializer.Deserialize<List<CurvatureRecord>>(json)!.Select(r => r.ToDiagnostics())
+            : [];
+        return FSharpOption<Scores>.Some(new Scores(Microsoft.FSharp.Collections.ListModule.OfSeq(layers),
+            Microsoft.FSharp.Collections.ListModule.OfSeq(diagnostics)));
     }
+
+    // Cached scores keep their estimators' diagnostics, so every sparsity of a sweep records the achieved error.
+    const string DiagnosticsKey = "curvature";
 
     static void SaveScores(string path, Scores scores)
     {
         using var scope = new DisposeScope();
-        Safetensors.Save(path, scores.Layers.Select(l => (l.Item1, l.Item2.To(DType.Float32))));
+        var metadata = new Dictionary<string, string> { [DiagnosticsKey] = JsonSerializer.Serialize(scores.Diagnostics.Select(CurvatureRecord.Of).ToList()) };
+        Safetensors.Save(path, scores.Layers.Select(l => (l.Item1, l.Item2.To(DType.Float32))), metadata);
     }
 
     /// <summary>The mask as a name → tensor dictionary (what the trainer takes).</summary>
@@ -205,7 +218,8 @@ public static class Experiment
                     foreach (var (phase, seconds) in result.Report.Seconds) phases[phase] = seconds;
                     prune = new PruneSummary(result.Report.Criterion,
                         result.Report.Layers.Select(l => new LayerDensityRecord(l.Name, l.Kept, l.Total)).ToList(),
-                        result.Report.Collapsed.ToList(), result.Report.Rounds, result.Report.Density);
+                        result.Report.Collapsed.ToList(), result.Report.Rounds, result.Report.Density,
+                        result.Report.Curvature.Select(CurvatureRecord.Of).ToList());
                     store.RecordPrune(key, prune, phases);
                     Safetensors.Save(store.MaskPath(key),
                         mask.Layers.Select(l => (l.Item1, l.Item2)), new Dictionary<string, string> { ["config"] = c.CanonicalJson() });

@@ -39,8 +39,19 @@ public sealed record RunConfig
     public int ScoringBatchSize { get; init; } = 1;
     /// <summary>Hutchinson probes per scoring batch.</summary>
     public int Probes { get; init; } = 10;
-    /// <summary>Hutchinson probe scope: "full" or "layer".</summary>
+    /// <summary>Hutchinson probe scope: "full", "layer", or groups of layer indices such as "0+1,2,3".</summary>
     public string ProbeScope { get; init; } = "full";
+    /// <summary>
+    /// Hutchinson HVPs over all scoring batches (null: <see cref="Probes"/> per batch). Fixed mode
+    /// gives every probe block floor(budget / (batches × blocks)) probes; adaptive mode stops at it.
+    /// </summary>
+    public int? HvpBudget { get; init; }
+    /// <summary>Adaptive Hutchinson: probe until every layer's median relative SE is at most this (null: off; needs <see cref="HvpBudget"/>).</summary>
+    public double? AdaptiveTarget { get; init; }
+    /// <summary>The Hutchinson criteria take the classifier's Hessian diagonal from its closed form.</summary>
+    public bool ExactLastLayer { get; init; }
+    /// <summary>Layers with at most this many weights get their exact Hessian diagonal from unit-vector HVPs (0: none).</summary>
+    public int ExactLayerSize { get; init; }
     /// <summary>Temperature of the Hutchinson criteria.</summary>
     public double HutchinsonTemperature { get; init; } = 200;
     /// <summary>Temperature of GraSP.</summary>

@@ -20,9 +20,41 @@ public sealed record EpochMetrics(int Epoch, double TrainLoss, double TrainTop1,
 /// <summary>Per-layer outcome of pruning.</summary>
 public sealed record LayerDensityRecord(string Name, long Kept, long Total);
 
+/// <summary>How one layer's curvature diagonal was obtained and its achieved error.</summary>
+/// <param name="Name">Layer (weight) name.</param>
+/// <param name="Method">"hutchinson", "closed-form" or "unit-hvp".</param>
+/// <param name="MedianRelativeSe">Median over the layer of SE/|estimate| (0 when exact; null when infinite).</param>
+/// <param name="Probes">Probes per scoring batch that reached the layer (0 when exact).</param>
+public sealed record LayerCurvatureRecord(string Name, string Method, double? MedianRelativeSe, int Probes);
+
+/// <summary>A curvature estimator's cost and achieved error.</summary>
+/// <param name="Estimator">The estimator and its settings.</param>
+/// <param name="Hvps">Hessian-vector products computed.</param>
+/// <param name="Target">Adaptive target median relative SE (0: fixed probes).</param>
+/// <param name="Layers">Per-layer method and error.</param>
+public sealed record CurvatureRecord(string Estimator, int Hvps, double Target, IReadOnlyList<LayerCurvatureRecord> Layers)
+{
+    /// <summary>The stored form of the F# diagnostics.</summary>
+    public static CurvatureRecord Of(Pai.CurvatureDiagnostics d) => new(d.Estimator, d.Hvps, d.Target,
+        d.Layers.Select(l => new LayerCurvatureRecord(l.Name, l.Method,
+            double.IsFinite(l.MedianRelativeSe) ? l.MedianRelativeSe : null, l.Probes)).ToList());
+
+    /// <summary>Back to the F# diagnostics (an infinite error comes back as +∞).</summary>
+    public Pai.CurvatureDiagnostics ToDiagnostics() => new(Estimator,
+        Microsoft.FSharp.Collections.ListModule.OfSeq(Layers.Select(l =>
+            new Pai.LayerCurvature(l.Name, l.Method, l.MedianRelativeSe ?? double.PositiveInfinity, l.Probes))),
+        Hvps, Target);
+}
+
 /// <summary>What pruning did, as stored.</summary>
+/// <param name="Criterion">Criterion name.</param>
+/// <param name="Layers">Kept and total weights per layer.</param>
+/// <param name="Collapsed">Layers with no weight left.</param>
+/// <param name="Rounds">Pruning rounds.</param>
+/// <param name="Density">Fraction of prunable weights kept.</param>
+/// <param name="Curvature">The curvature estimators' cost and achieved error (null or empty when the criterion has none).</param>
 public sealed record PruneSummary(string Criterion, IReadOnlyList<LayerDensityRecord> Layers,
-    IReadOnlyList<string> Collapsed, int Rounds, double Density);
+    IReadOnlyList<string> Collapsed, int Rounds, double Density, IReadOnlyList<CurvatureRecord>? Curvature = null);
 
 /// <summary>The process that claimed a run (for a finished or failed run: the one that ended it).</summary>
 /// <param name="ProcessId">Its process id.</param>
