@@ -124,9 +124,17 @@ public static class Experiment
         c.Seed);
 
     /// <summary>
-    /// The cache key of a run's first-round scores: everything the scores depend on, not the sparsity.
+    /// Bumped whenever a criterion's scores or what a cache file holds change, so that a results
+    /// store written by an older Pai recomputes instead of reading stale scores (version 2: Hutchinson
+    /// probes drawn in chunks, curvature diagnostics stored with the scores).
     /// </summary>
-    public static string ScoreCacheKey(RunConfig c) => (c with
+    public const int ScoreCacheVersion = 2;
+
+    /// <summary>
+    /// The cache key of a run's first-round scores: everything the scores depend on, not the sparsity,
+    /// prefixed by <see cref="ScoreCacheVersion"/>.
+    /// </summary>
+    public static string ScoreCacheKey(RunConfig c) => $"v{ScoreCacheVersion}-" + (c with
     {
         Sparsity = 0, Scope = "global", Rounds = null, KeepOnePerLayer = false,
         Epochs = 0, BatchSize = 0, Optimizer = "", LearningRate = 0, Momentum = 0, Nesterov = false, WeightDecay = 0,
