@@ -85,14 +85,21 @@ public static class IterativePruning
         var mask = prunable.ToDictionary(n => n, n => Libtorch.Ones(model.Prunable.First(p => p.Key == n).Value.Shape, DType.Bool).DetachFromScope());
         var counts = prunable.ToDictionary(n => n, n => Libtorch.Ones(mask[n].Shape, DType.Float32).DetachFromScope());
         var history = new List<PruningRound>();
+        var prunings = 0;
         try
         {
+            using var scoring = ScoringSubset.Create(train, c.SamplesPerClass, c.Seed, c.ScoringBatchSize, device: model.Device);
             if (File.Exists(statePath))
             {
-                Resume(statePath, spec, model, initial, mask, counts, history);
+                prunings = Resume(statePath, spec, model, initial, mask, counts, history);
                 log($"resuming {statePath}: {history.Count} round(s) done");
+                // A run that asked for fewer rounds stopped without pruning after its last training; more rounds follow now.
+                if (prunings < history.Count && history.Count <= spec.Rounds)
+                {
+                    PruneRound(spec, model, scoring, mask, counts, spec.DensityAt(history.Count));
+                    SaveState(statePath, spec, model, initial, mask, counts, history, ++prunings);
+                }
             }
-            using var scoring = ScoringSubset.Create(train, c.SamplesPerClass, c.Seed, c.ScoringBatchSize, device: model.Device);
             using var trainLoader = new DataLoader(train, c.BatchSize, shuffle: true, seed: c.Seed, augment: c.Augment, device: model.Device);
             using var testLoader = new DataLoader(test, 1000, shuffle: false, device: model.Device);
             var options = Experiment.TrainOptionsOf(c);
@@ -108,9 +115,13 @@ public static class IterativePruning
                 var epochs = Trainer.Train(model, mask, e => trainLoader.Epoch(r * options.Epochs + e), () => testLoader.Epoch(0), options, training,
                     options.MaxBatchesPerEpoch is { } m ? Math.Min(m, trainLoader.BatchCount) : trainLoader.BatchCount);
                 var top1 = epochs[^1].Test!.Top1;
-                if (round < spec.Rounds) PruneRound(spec, model, scoring, mask, counts, spec.DensityAt(round + 1));
+                if (round < spec.Rounds)
+                {
+                    PruneRound(spec, model, scoring, mask, counts, spec.DensityAt(round + 1));
+                    prunings++;
+                }
                 history.Add(new PruningRound(round, density, top1, epochs[^1].Test!.Loss, watch.Elapsed.TotalSeconds));
-                SaveState(statePath, spec, model, initial, mask, counts, history);
+                SaveState(statePath, spec, model, initial, mask, counts, history, prunings);
                 log($"{kind} round {round}/{spec.Rounds}: density {density:P2}, test top-1 {top1:P2} ({watch.Elapsed.TotalSeconds:F1} s)");
             }
             return WriteOutputs(directory, spec, initial, mask, counts, history);
@@ -150,7 +161,7 @@ public static class IterativePruning
     }
 
     static void SaveState(string path, IterativePruningSpec spec, Model model, Model initial,
-        Dictionary<string, Tensor> mask, Dictionary<string, Tensor> counts, List<PruningRound> history)
+        Dictionary<string, Tensor> mask, Dictionary<string, Tensor> counts, List<PruningRound> history, int prunings)
     {
         var tensors = StateTensors("theta0/", initial).Concat(StateTensors("weights/", model))
             .Concat(mask.Select(k => ("mask/" + k.Key, k.Value)))
@@ -160,13 +171,15 @@ public static class IterativePruning
             ["format"] = StateFormat,
             ["identity"] = spec.Identity(),
             ["history"] = JsonSerializer.Serialize(history),
+            ["prunings"] = prunings.ToString(System.Globalization.CultureInfo.InvariantCulture),
         });
     }
 
     static IEnumerable<(string, Tensor)> StateTensors(string prefix, Model m) =>
         m.Parameters.Concat(m.Buffers).Select(p => (prefix + p.Key, p.Value));
 
-    static void Resume(string path, IterativePruningSpec spec, Model model, Model initial,
+    // Restores the state; returns the number of prunings done.
+    static int Resume(string path, IterativePruningSpec spec, Model model, Model initial,
         Dictionary<string, Tensor> mask, Dictionary<string, Tensor> counts, List<PruningRound> history)
     {
         var header = Safetensors.ReadHeader(path);
@@ -184,6 +197,7 @@ public static class IterativePruning
             .Concat(counts.Select(k => ("count/" + k.Key, k.Value)));
         Safetensors.LoadInto(path, targets, strict: true);
         history.AddRange(done);
+        return int.Parse(header.Metadata["prunings"], System.Globalization.CultureInfo.InvariantCulture);
     }
 
     static IterativePruningResult WriteOutputs(string directory, IterativePruningSpec spec, Model initial,
