@@ -168,21 +168,22 @@ public class AutoSTests
         using var dir = new TempDirectory();
         using var scope = new DisposeScope();
         using var gen = new Generator(3);
-        // Three "layers" of 24 weights; the label is a function of the first feature.
+        // Three "layers" of 12 weights; the label is a function of the first feature.
         var samples = Enumerable.Range(0, 3).Select(i =>
         {
-            var x = Libtorch.Randn([24, 2], gen);
+            var x = Libtorch.Randn([12, 2], gen);
             return new LayerSamples($"l{i}", x, x.Select(1, 0).Abs().Clamp(0, 1));
         }).ToList();
         var (predictor, report) = PredictorFitting.Fit(samples, [.. Features.standard],
-            new FitOptions { Architecture = "resnet18", Epochs = 1, BatchSize = 8, MaxWeights = 16 });
+            new FitOptions { Architecture = "resnet18", Epochs = 1, BatchSize = 8, MaxWeights = 8 });
         using (predictor)
         {
             Assert.IsType<ResNetPredictor>(predictor.Network);
-            Assert.Equal(16, report.TrainingWeights);
+            Assert.Equal(8, report.TrainingWeights);
+            Assert.Equal(8, report.ValidationWeights);
             var predicted = predictor.Predict(samples[1].Features);
-            Assert.Equal([24L], predicted.Shape);
-            Assert.Equal(24, predicted.IsFinite().CountNonZero());
+            Assert.Equal([12L], predicted.Shape);
+            Assert.Equal(12, predicted.IsFinite().CountNonZero());
             predictor.Save(dir.File("paper.safetensors"));
             using var loaded = Predictor.Load(dir.File("paper.safetensors"));
             Assert.True(predicted.Equal(loaded.Predict(samples[1].Features)));
