@@ -59,6 +59,7 @@ public sealed class LabelFile : IDisposable
     public IReadOnlyList<LayerSamples> Samples(IReadOnlyList<Feature> features, Dataset train)
     {
         var c = Config;
+        using var scope = new DisposeScope();
         using var model = Experiment.CreateModel(c, train);
         foreach (var (name, w) in model.Prunable)
         {
@@ -78,7 +79,7 @@ public sealed class LabelFile : IDisposable
         var context = new ScoringContext(model, ListModule.OfSeq(scoring), ListModule.OfSeq(model.InputShape.WithBatch(1).Skip(1)),
             c.Seed, options, FSharpOption<Mask>.None);
         var columns = PaiAutoS.ComputeFeatures(features, context);
-        return model.Prunable.Select((p, i) => new LayerSamples(p.Key, columns[i], Label(p.Key).Flatten().Clone().DetachFromScope())).ToList();
+        return model.Prunable.Select((p, i) => new LayerSamples(p.Key, columns[i].DetachFromScope(), Label(p.Key).Flatten().Clone().DetachFromScope())).ToList();
     }
 
     /// <summary>Frees the tensors.</summary>

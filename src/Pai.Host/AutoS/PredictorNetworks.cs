@@ -20,22 +20,16 @@ public abstract class PredictorNetwork : Module
     /// <summary>Weights per forward pass that keep memory modest: the ResNet runs a whole image per weight.</summary>
     public abstract int PredictionBatchSize { get; }
 
-    /// <summary>Initializes every linear (and conv) layer below this module from one seeded generator.</summary>
-    protected void InitializeLayers(ulong seed)
+    /// <summary>Initializes the given modules and every layer below them (Kaiming normal) from one seeded generator, in order.</summary>
+    protected static void InitializeLayers(ulong seed, params Module[] roots)
     {
         using var generator = new Generator(seed);
-        foreach (var m in Descendants(this))
+        foreach (var m in roots.SelectMany(SelfAndDescendants))
             if (m is IInitializable layer) layer.ResetParameters(WeightInit.KaimingNormal, generator);
     }
 
-    static IEnumerable<Module> Descendants(Module m)
-    {
-        foreach (var (_, c) in m.Children)
-        {
-            yield return c;
-            foreach (var d in Descendants(c)) yield return d;
-        }
-    }
+    static IEnumerable<Module> SelfAndDescendants(Module m) =>
+        m.Children.SelectMany(c => SelfAndDescendants(c.Module)).Prepend(m);
 }
 
 /// <summary>The cheap predictor: Linear F→64, ReLU, Linear 64→64, ReLU, Linear 64→1.</summary>
@@ -50,7 +44,7 @@ public sealed class MlpPredictor : PredictorNetwork
             new Linear(features, 64, prunable: false), new Relu(),
             new Linear(64, 64, prunable: false), new Relu(),
             new Linear(64, 1, prunable: false)));
-        InitializeLayers(seed);
+        InitializeLayers(seed, layers);
     }
 
     /// <inheritdoc/>
@@ -75,8 +69,9 @@ public sealed class ResNetPredictor : PredictorNetwork
     {
         embed = RegisterModule("embed", new Linear(features, 64, prunable: false));
         expand = RegisterModule("expand", new Linear(64, 3 * 32 * 32, prunable: false));
+        // The ResNet initializes itself from the seed.
         resnet = RegisterModule("resnet", ResNet.ResNet18(new ModelOptions { InputShape = InputShape.Cifar, Classes = 1, Seed = seed }));
-        InitializeLayers(seed);
+        InitializeLayers(seed, embed, expand);
     }
 
     /// <inheritdoc/>
