@@ -91,6 +91,70 @@ printfn
     fitted.Metadata.["validation_layers"]
     fitted.Metadata.["validation_spearman"]
 
+// 2b. What the predictor learned: on each model at initialization (after BN warm-up, as a run
+// scores), the Spearman correlation of its scores with |θ| and with SNIP's, and how much of what it
+// keeps at 98% sparsity magnitude would keep too.
+let agreement (model: string) =
+    use scope = new Pai.Torch.DisposeScope()
+    let c = config model "autos" 0.98 predictorPath
+    use m = Experiment.CreateModel(c, train)
+
+    use scoring =
+        ScoringSubset.Create(train, c.SamplesPerClass, c.Seed, c.ScoringBatchSize)
+
+    if Seq.isEmpty m.BatchNorms |> not then
+        use loader = new DataLoader(train, c.BatchSize, true, c.Seed)
+        BnWarmup.run m c.WarmupBatches (loader.Epoch 0) |> ignore
+
+    m.Training <- false
+
+    let ctx =
+        {
+            Model = m
+            Batches = List.ofSeq scoring
+            InputShape = List.ofArray train.InputShape
+            Seed = c.Seed
+            Options = CriterionOptions.Default
+            Mask = None
+        }
+
+    let flat (s: Scores) =
+        s.Layers
+        |> List.collect (fun (_, t) -> Pai.Tensors.toFloats t |> List.ofArray)
+        |> Array.ofList
+
+    let autos = fitted.Criterion().Score ctx
+    let magnitude = Criteria.magnitude.Score ctx
+    let snip = Criteria.snip.Score ctx
+
+    let keep (s: Scores) =
+        Selection.select Scope.Global 0.02 false None s
+
+    let kept (k: Mask) =
+        k.Layers
+        |> List.collect (fun (_, t) -> Pai.Tensors.toFloats (t.To Pai.Torch.DType.Float32) |> List.ofArray)
+
+    let both =
+        List.zip (kept (keep autos)) (kept (keep magnitude))
+        |> List.filter (fun (a, b) -> a > 0.0 && b > 0.0)
+        |> List.length
+
+    let total = kept (keep autos) |> List.filter (fun a -> a > 0.0) |> List.length
+
+    $"| %s{model} | %.3f{Statistics.Spearman(flat autos, flat magnitude)} | %.3f{Statistics.Spearman(flat autos, flat snip)} | %.1f{100.0 * float both / float total} |"
+
+let agreements =
+    [
+        "| model | Spearman(autos, \\|θ\\|) | Spearman(autos, snip) | autos-kept also magnitude-kept at 98% (%) |"
+        "|---|---|---|---|"
+        yield!
+            models
+            |> List.map (fun m ->
+                let row = agreement m
+                printfn "%s" row
+                row)
+    ]
+
 // 3. Transfer: the predictor as a PaI criterion on every model, against the baselines.
 let configs =
     [
@@ -175,6 +239,9 @@ let lines =
         yield
             $"""## Predictor: held-out layers %s{fitted.Metadata.["validation_layers"]}, MSE %s{fitted.Metadata.["validation_mse"]}, Spearman %s{fitted.Metadata.["validation_spearman"]}"""
 
+        yield ""
+        yield "## What the predictor learned (scores at initialization)"
+        yield! agreements
         yield ""
         yield "## Transfer: test top-1 % (Fashion-MNIST)"
         yield! table
