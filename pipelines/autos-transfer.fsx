@@ -118,30 +118,23 @@ let agreement (model: string) =
             Mask = None
         }
 
-    let flat (s: Scores) =
-        s.Layers
-        |> List.collect (fun (_, t) -> Pai.Tensors.toFloats t |> List.ofArray)
+    let flat (layers: (string * Pai.Torch.Tensor) list) =
+        layers
         |> Array.ofList
+        |> Array.collect (fun (_, t) -> Pai.Tensors.toFloats (t.To Pai.Torch.DType.Float64))
 
     let autos = fitted.Criterion().Score ctx
     let magnitude = Criteria.magnitude.Score ctx
     let snip = Criteria.snip.Score ctx
 
-    let keep (s: Scores) =
-        Selection.select Scope.Global 0.02 false None s
+    let kept (s: Scores) =
+        flat (Selection.select Scope.Global 0.02 false None s).Layers
 
-    let kept (k: Mask) =
-        k.Layers
-        |> List.collect (fun (_, t) -> Pai.Tensors.toFloats (t.To Pai.Torch.DType.Float32) |> List.ofArray)
+    let a, b = kept autos, kept magnitude
+    let both = Array.fold2 (fun n x y -> if x > 0.0 && y > 0.0 then n + 1 else n) 0 a b
+    let total = a |> Array.filter (fun x -> x > 0.0) |> Array.length
 
-    let both =
-        List.zip (kept (keep autos)) (kept (keep magnitude))
-        |> List.filter (fun (a, b) -> a > 0.0 && b > 0.0)
-        |> List.length
-
-    let total = kept (keep autos) |> List.filter (fun a -> a > 0.0) |> List.length
-
-    $"| %s{model} | %.3f{Statistics.Spearman(flat autos, flat magnitude)} | %.3f{Statistics.Spearman(flat autos, flat snip)} | %.1f{100.0 * float both / float total} |"
+    $"| %s{model} | %.3f{Statistics.Spearman(flat autos.Layers, flat magnitude.Layers)} | %.3f{Statistics.Spearman(flat autos.Layers, flat snip.Layers)} | %.1f{100.0 * float both / float total} |"
 
 let agreements =
     [
