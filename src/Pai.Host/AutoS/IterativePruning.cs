@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using Pai.Host.Checkpoints;
 using Pai.Host.Data;
@@ -138,9 +139,9 @@ public static class IterativePruning
         Dictionary<string, Tensor> counts, double density)
     {
         using var scope = new DisposeScope();
-        var previous = new Mask(Microsoft.FSharp.Collections.ListModule.OfSeq(mask.Select(k => Tuple.Create(k.Key, k.Value))));
+        var previous = new Mask(ListModule.OfSeq(mask.Select(k => Tuple.Create(k.Key, k.Value))));
         var criterion = spec.Run.Criterion == "snip" ? Criteria.snip : Criteria.magnitude;
-        var context = new ScoringContext(model, Microsoft.FSharp.Collections.ListModule.OfSeq(scoring), Microsoft.FSharp.Collections.ListModule.OfSeq(model.InputShape.WithBatch(1).Skip(1)),
+        var context = new ScoringContext(model, ListModule.OfSeq(scoring), ListModule.OfSeq(model.InputShape.WithBatch(1).Skip(1)),
             spec.Run.Seed, CriterionOptions.Default, FSharpOption<Mask>.Some(previous));
         var scores = criterion.Score.Invoke(context);
         Mask next;
@@ -163,10 +164,7 @@ public static class IterativePruning
     static void SaveState(string path, IterativePruningSpec spec, Model model, Model initial,
         Dictionary<string, Tensor> mask, Dictionary<string, Tensor> counts, List<PruningRound> history, int prunings)
     {
-        var tensors = StateTensors("theta0/", initial).Concat(StateTensors("weights/", model))
-            .Concat(mask.Select(k => ("mask/" + k.Key, k.Value)))
-            .Concat(counts.Select(k => ("count/" + k.Key, k.Value)));
-        Safetensors.Save(path, tensors, new Dictionary<string, string>
+        Safetensors.Save(path, State(model, initial, mask, counts), new Dictionary<string, string>
         {
             ["format"] = StateFormat,
             ["identity"] = spec.Identity(),
@@ -175,8 +173,13 @@ public static class IterativePruning
         });
     }
 
-    static IEnumerable<(string, Tensor)> StateTensors(string prefix, Model m) =>
-        m.Parameters.Concat(m.Buffers).Select(p => (prefix + p.Key, p.Value));
+    // Everything a resumed run needs, by name: θ₀ and current parameters and buffers, mask, survival counts.
+    static IEnumerable<(string, Tensor)> State(Model model, Model initial, Dictionary<string, Tensor> mask, Dictionary<string, Tensor> counts) =>
+        Entries("theta0/", initial.Parameters.Concat(initial.Buffers)).Concat(Entries("weights/", model.Parameters.Concat(model.Buffers)))
+            .Concat(Entries("mask/", mask)).Concat(Entries("count/", counts));
+
+    static IEnumerable<(string, Tensor)> Entries(string prefix, IEnumerable<KeyValuePair<string, Tensor>> tensors) =>
+        tensors.Select(p => (prefix + p.Key, p.Value));
 
     // Restores the state; returns the number of prunings done.
     static int Resume(string path, IterativePruningSpec spec, Model model, Model initial,
@@ -184,7 +187,7 @@ public static class IterativePruning
     {
         var header = Safetensors.ReadHeader(path);
         if (!header.Metadata.TryGetValue("format", out var format) || format != StateFormat)
-            throw new CheckpointException(path, $"not an iterative-pruning state file; choose another output directory or delete it");
+            throw new CheckpointException(path, "not an iterative-pruning state file; choose another output directory or delete it");
         if (header.Metadata.GetValueOrDefault("identity") != spec.Identity())
             throw new CheckpointException(path,
                 $"holds a run with other settings ({header.Metadata.GetValueOrDefault("identity")}); choose another output directory, or delete it to start over");
@@ -192,10 +195,7 @@ public static class IterativePruning
         if (done.Count > spec.Rounds + 1)
             throw new CheckpointException(path,
                 $"holds a run of {done.Count - 1} rounds, more than the {spec.Rounds} asked for; ask for at least {done.Count - 1} or choose another output directory");
-        var targets = StateTensors("theta0/", initial).Concat(StateTensors("weights/", model))
-            .Concat(mask.Select(k => ("mask/" + k.Key, k.Value)))
-            .Concat(counts.Select(k => ("count/" + k.Key, k.Value)));
-        Safetensors.LoadInto(path, targets, strict: true);
+        Safetensors.LoadInto(path, State(model, initial, mask, counts), strict: true);
         history.AddRange(done);
         return int.Parse(header.Metadata["prunings"], System.Globalization.CultureInfo.InvariantCulture);
     }
