@@ -27,6 +27,8 @@ internal static class PaiCommand
         root.Subcommands.Add(RunCommands.Run(config));
         root.Subcommands.Add(RunCommands.Sweep(config));
         root.Subcommands.Add(EstimateCommand.Create(config));
+        root.Subcommands.Add(AutoSCommands.AutoS(config));
+        root.Subcommands.Add(AutoSCommands.Imp(config));
         root.Subcommands.Add(ReportCommand.Create());
         // Every command runs with the requested thread count (Debian's libtorch starts with one).
         foreach (var c in root.Subcommands)

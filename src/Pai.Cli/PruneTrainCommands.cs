@@ -25,7 +25,7 @@ internal static class PruneTrainCommands
         cmd.Options.Add(output);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
-            var config = o.Read(p, p.GetValue(Criterion)!, p.GetValue(Sparsity));
+            var config = Experiment.ConfigurePredictor(o.Read(p, p.GetValue(Criterion)!, p.GetValue(Sparsity)));
             Experiment.Validate(config);
             using var data = new DataCache();
             var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train);

@@ -34,7 +34,7 @@ internal static class RunCommands
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
             var criterion = p.GetValue<string>("--criterion")!;
-            var config = o.Read(p, criterion, criterion == "dense" ? 0 : p.GetValue<double>("--sparsity"));
+            var config = Experiment.ConfigurePredictor(o.Read(p, criterion, criterion == "dense" ? 0 : p.GetValue<double>("--sparsity")));
             Experiment.Validate(config);
             using var store = OpenStore(p.GetValue(Results)!);
             var failed = Execute(store, [config]);
@@ -74,19 +74,12 @@ internal static class RunCommands
             var configs = new List<RunConfig>();
             foreach (var seed in seedList)
             {
-                var baseConfig = o.Read(p, "dense", 0) with
-                {
-                    Seed = seed,
-                    Epochs = p.GetResult(o.Epochs) is { Implicit: false } ? p.GetValue(o.Epochs) : MainEpochs,
-                    LearningRate = p.GetResult(o.Lr) is { Implicit: false } ? p.GetValue(o.Lr) : MainLearningRate,
-                    MaxBatchesPerEpoch = p.GetResult(o.MaxBatches) is { Implicit: false } ? p.GetValue(o.MaxBatches)
-                        : p.GetResult(o.Epochs) is { Implicit: false } ? null : MainMaxBatches,
-                };
-                if (!p.GetValue(noDense)) configs.Add(baseConfig with { WarmupBatches = new RunConfig().WarmupBatches });
+                var baseConfig = WithMainBudget(p, o, o.Read(p, "dense", 0)) with { Seed = seed };
+                if (!p.GetValue(noDense)) configs.Add(Experiment.ConfigurePredictor(baseConfig with { WarmupBatches = new RunConfig().WarmupBatches }));
                 foreach (var mode in modes)
                     foreach (var criterion in names)
                         foreach (var sparsity in levels)
-                            configs.Add(baseConfig with { Criterion = criterion, Sparsity = sparsity, WarmupBatches = mode == "on" ? warmupOn : 0 });
+                            configs.Add(Experiment.ConfigurePredictor(baseConfig with { Criterion = criterion, Sparsity = sparsity, WarmupBatches = mode == "on" ? warmupOn : 0 }));
             }
             configs = configs.DistinctBy(c => c.Key).ToList();
             using var store = OpenStore(p.GetValue(Results)!);
@@ -97,6 +90,15 @@ internal static class RunCommands
         }));
         return cmd;
     }
+
+    /// <summary>The main job's short training budget, except where --epochs, --lr or --max-batches were given.</summary>
+    internal static RunConfig WithMainBudget(ParseResult p, ConfigOptions o, RunConfig c) => c with
+    {
+        Epochs = p.GetResult(o.Epochs) is { Implicit: false } ? p.GetValue(o.Epochs) : MainEpochs,
+        LearningRate = p.GetResult(o.Lr) is { Implicit: false } ? p.GetValue(o.Lr) : MainLearningRate,
+        MaxBatchesPerEpoch = p.GetResult(o.MaxBatches) is { Implicit: false } ? p.GetValue(o.MaxBatches)
+            : p.GetResult(o.Epochs) is { Implicit: false } ? null : MainMaxBatches,
+    };
 
     /// <summary>Runs the configs with progress display; returns how many failed.</summary>
     internal static int Execute(IRunStore store, IReadOnlyList<RunConfig> configs)

@@ -224,9 +224,9 @@ module Estimators =
                     Array.init count (fun _ ->
                         Array.init layers (fun i ->
                             if List.contains i probed then
-                                Libtorch.Zeros(ps.[i].Shape, ps.[i].DType, ps.[i].Device)
+                                Some(Libtorch.Zeros(ps.[i].Shape, ps.[i].DType, ps.[i].Device))
                             else
-                                null))
+                                None))
 
                 for bi, b in List.indexed batches do
                     use _batch = new DisposeScope()
@@ -253,7 +253,7 @@ module Estimators =
                             |> List.iteri (fun n (i, z) ->
                                 match hz.[n] with
                                 | null -> ()
-                                | h -> sums.[k].[i].AddCMul_(z, h) |> ignore)
+                                | h -> sums.[k].[i].Value.AddCMul_(z, h) |> ignore)
 
                 // Welford per weight over the chunk's samples x: δ = x − m, m += δ/n,
                 // M2 += δ·(x − m_new) = δ²·(n − 1)/n (one fused update).
@@ -262,7 +262,7 @@ module Estimators =
                         let n = probesOf.[blockIndex] + k + 1
 
                         for i in blocks.[blockIndex] do
-                            use delta = sums.[k].[i].Add_(mean.[i], -1.0)
+                            use delta = sums.[k].[i].Value.Add_(mean.[i], -1.0)
                             mean.[i].Add_(delta, 1.0 / float n) |> ignore
                             m2.[i].AddCMul_(delta, delta, float (n - 1) / float n) |> ignore
 
@@ -345,8 +345,7 @@ module Estimators =
             use _noGrad = Libtorch.NoGrad()
             let total = totalSamples batches
             let scale = 1.0 / (temperature * temperature * total)
-            let mutable accW: Tensor = null
-            let mutable accB: Tensor = null
+            let mutable acc: (Tensor * Tensor) option = None
 
             for b in batches do
                 use _step = new DisposeScope()
@@ -361,13 +360,13 @@ module Estimators =
                 let w = q.Transpose(0L, 1L).MatMul(h.Square()) * scale
                 let bias = q.Sum(0L) * scale
 
-                if isNull accW then
-                    accW <- w.MoveToOuterScope()
-                    accB <- bias.MoveToOuterScope()
-                else
+                match acc with
+                | None -> acc <- Some(w.MoveToOuterScope(), bias.MoveToOuterScope())
+                | Some(accW, accB) ->
                     accW.Add_(w) |> ignore
                     accB.Add_(bias) |> ignore
 
+            let accW, accB = acc.Value
             accW.MoveToOuterScope(), accB.MoveToOuterScope())
 
     /// The exact Hessian diagonal of one prunable layer from unit-vector HVPs: for every weight

@@ -266,7 +266,7 @@ let ``closed-form classifier diagonal equals autograd's exact diagonal, bias inc
                         let loss = Estimators.batchLoss view t total bt
                         let g = (Autograd.Grad(loss, [| bias |], createGraph = true)).[0]
                         let row = Autograd.Grad([| g.Select(0L, k) |], [| bias |], allowUnused = true)
-                        row.[0].Select(0L, k).Item())
+                        (nonNull row.[0]).Select(0L, k).Item())
             |]
 
         let okB =

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.FSharp.Core;
+using Pai.Host.AutoS;
 using Pai.Host.Checkpoints;
 using Pai.Host.Data;
 using Pai.Host.Models;
@@ -62,6 +63,8 @@ public static class Experiment
         {
             if (c.Criterion == "autos" && c.Predictor is null)
                 throw new ArgumentException("the criterion 'autos' needs a predictor file: --predictor FILE");
+            if (c.Criterion == "autos" && c.PredictorHash is null)
+                throw new ArgumentException("an autos run needs the predictor's content hash in its configuration: build it with Experiment.ConfigurePredictor");
             if (c.Criterion != "autos") PaiPruning.FindCriterion(c.Criterion);
             Selection.validateSparsity(c.Sparsity);
         }
@@ -79,6 +82,19 @@ public static class Experiment
         if (c.BatchSize < 1) throw new ArgumentException($"the batch size must be at least 1, got {c.BatchSize}");
         if (c.WarmupBatches < 0) throw new ArgumentException($"warm-up batches must be 0 (off) or positive, got {c.WarmupBatches}");
         TrainOptionsOf(c).Validate();
+    }
+
+    /// <summary>
+    /// The config with its predictor settled: for the criterion "autos", the predictor path made
+    /// absolute and its content hash recorded (part of the run key); for any other criterion, no
+    /// predictor at all (so a stray --predictor does not change other runs' keys).
+    /// </summary>
+    public static RunConfig ConfigurePredictor(RunConfig c)
+    {
+        if (c.Criterion != "autos") return c with { Predictor = null, PredictorHash = null };
+        if (c.Predictor is null) throw new ArgumentException("the criterion 'autos' needs a predictor file: --predictor FILE (train one with `pai autos fit`)");
+        var path = Path.GetFullPath(c.Predictor);
+        return c with { Predictor = path, PredictorHash = Predictor.ContentHash(path) };
     }
 
     /// <summary>Training options from a run configuration.</summary>
@@ -156,9 +172,8 @@ public static class Experiment
     /// </summary>
     public static PruneResult Prune(RunConfig c, Model model, Dataset train, string? scoreCache, Action<string> log)
     {
-        var criterion = c.Criterion == "autos"
-            ? throw new NotSupportedException("the AutoS criterion is not available yet: see the AutoS issue")
-            : PaiPruning.FindCriterion(c.Criterion);
+        using var predictor = c.Criterion == "autos" ? LoadPredictor(c) : null;
+        var criterion = predictor?.Criterion() ?? PaiPruning.FindCriterion(c.Criterion);
         if (c.WarmupBatches > 0 && !model.BatchNorms.Any())
             log($"{model.Name} has no batch norm: BN warm-up does nothing and is skipped");
         if (scoreCache is not null)
@@ -168,6 +183,15 @@ public static class Experiment
         var warmup = model.BatchNorms.Any() ? warmupLoader.Epoch(0) : [];
         var spec = PruneSpecOf(c with { WarmupBatches = model.BatchNorms.Any() ? c.WarmupBatches : 0 }, criterion);
         return PaiPruning.Prune(spec, criterion, model, train.InputShape, scoring, warmup, log);
+    }
+
+    // The predictor the run was configured with; a file changed since then would silently be another experiment.
+    static Predictor LoadPredictor(RunConfig c)
+    {
+        var hash = Predictor.ContentHash(c.Predictor!);
+        if (hash != c.PredictorHash)
+            throw new ArgumentException($"predictor file '{c.Predictor}' changed since this run was configured (content hash {hash}, configured {c.PredictorHash}); configure the run again so that the new predictor is a new run");
+        return Predictor.Load(c.Predictor!);
     }
 
     static FSharpOption<Scores> LoadScores(string path, Model model)
@@ -288,7 +312,8 @@ public static class Experiment
     // Single-round scores are cached; iterative criteria (SynFlow's 100 rounds) depend on the sparsity.
     static string? ScoreCachePath(IRunStore store, RunConfig c)
     {
-        if ((c.Rounds ?? PaiPruning.FindCriterion(c.Criterion).DefaultRounds) != 1) return null;
+        var defaultRounds = c.Criterion == "autos" ? 1 : PaiPruning.FindCriterion(c.Criterion).DefaultRounds;
+        if ((c.Rounds ?? defaultRounds) != 1) return null;
         return store.ScoreCachePath(ScoreCacheKey(c));
     }
 }

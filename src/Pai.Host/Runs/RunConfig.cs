@@ -62,6 +62,11 @@ public sealed record RunConfig
     public bool DenseClassifier { get; init; }
     /// <summary>AutoS predictor file (criterion "autos").</summary>
     public string? Predictor { get; init; }
+    /// <summary>
+    /// Content hash of <see cref="Predictor"/> (see Experiment.ConfigurePredictor), so that a changed
+    /// predictor file is a different run. Null unless the criterion is "autos", so other keys are unchanged.
+    /// </summary>
+    public string? PredictorHash { get; init; }
     /// <summary>Seed of initialization, scoring subset, probes and data order.</summary>
     public ulong Seed { get; init; }
     /// <summary>Training epochs.</summary>
