@@ -123,9 +123,9 @@ module Estimators =
                     }
             ]
 
-    /// Empirical Fisher diagonal: the mean over scoring samples of the squared per-sample
-    /// gradient, gᵢ², with gᵢ = ∇θ ℓ(f(xᵢ), yᵢ). Computed sample by sample.
-    let fisherDiagonal (model: IModelView) (batches: Batch list) : Tensor list =
+    // The mean over scoring samples of gᵢ², gᵢ = ∇θ ℓ(f(xᵢ), labelOf sample), sample by sample:
+    // the loop behind both Fisher diagonals.
+    let private meanSquaredSampleGradient (model: IModelView) (labelOf: Batch -> Tensor) (batches: Batch list) =
         withEval model (fun () ->
             use _scope = new DisposeScope()
             let ps = leaves model
@@ -135,13 +135,18 @@ module Estimators =
             for b in batches do
                 for s in samples b do
                     use _step = new DisposeScope()
-                    let loss = batchLoss model 1.0 1.0 s
+                    let loss = batchLoss model 1.0 1.0 { s with Targets = labelOf s }
                     let g = Autograd.Grad(loss, List.toArray ps)
 
                     for a, gi in List.zip acc (Array.toList g) do
                         a.AddCMul_(gi, gi) |> ignore
 
             acc |> List.map (fun a -> (a / total).MoveToOuterScope()))
+
+    /// Empirical Fisher diagonal: the mean over scoring samples of the squared per-sample
+    /// gradient, gᵢ², with gᵢ = ∇θ ℓ(f(xᵢ), yᵢ). Computed sample by sample.
+    let fisherDiagonal (model: IModelView) (batches: Batch list) : Tensor list =
+        meanSquaredSampleGradient model (fun s -> s.Targets) batches
 
     /// H·v for the Hessian of the mean scoring loss (temperature T), by double backward.
     let hessianVectorProduct (model: IModelView) (temperature: float) (batches: Batch list) (v: Tensor list) =
@@ -406,41 +411,26 @@ module Estimators =
     /// softmax(f(xᵢ)). Unlike the empirical Fisher it does not use the labels; in expectation over
     /// ŷ it is the diagonal of the generalized Gauss–Newton matrix of the cross-entropy.
     let trueFisherDiagonal (model: IModelView) (seed: uint64) (batches: Batch list) : Tensor list =
-        withEval model (fun () ->
-            use _scope = new DisposeScope()
-            use gen = new Generator(seed)
-            let ps = leaves model
-            let total = totalSamples batches
-            let acc = zerosLike ps
+        use gen = new Generator(seed)
 
-            for b in batches do
-                for s in samples b do
-                    use _step = new DisposeScope()
+        let sampledLabel (s: Batch) =
+            let probs =
+                use _noGrad = Libtorch.NoGrad()
+                use p = Functional.Softmax(model.Forward s.Inputs, 1L)
+                Tensors.toFloats p
 
-                    let probs =
-                        use _noGrad = Libtorch.NoGrad()
-                        use p = Functional.Softmax(model.Forward s.Inputs, 1L)
-                        Tensors.toFloats p
+            use u = Libtorch.Rand([| 1L |], gen, DType.Float64)
+            let draw = u.Item()
+            // Inverse CDF; the last class takes any rounding remainder.
+            let label =
+                Array.scan (+) 0.0 probs
+                |> Array.tail
+                |> Array.tryFindIndex (fun c -> draw < c)
+                |> Option.defaultValue (probs.Length - 1)
 
-                    use u = Libtorch.Rand([| 1L |], gen, DType.Float64)
-                    let draw = u.Item()
-                    // Inverse CDF; the last class takes any rounding remainder.
-                    let label =
-                        Array.scan (+) 0.0 probs
-                        |> Array.tail
-                        |> Array.tryFindIndex (fun c -> draw < c)
-                        |> Option.defaultValue (probs.Length - 1)
+            Libtorch.FromArray<int64>([| int64 label |], [| 1L |], s.Inputs.Device)
 
-                    let target = Libtorch.FromArray<int64>([| int64 label |], [| 1L |], s.Inputs.Device)
-
-                    let loss = batchLoss model 1.0 1.0 { Inputs = s.Inputs; Targets = target }
-
-                    let g = Autograd.Grad(loss, List.toArray ps)
-
-                    for a, gi in List.zip acc (Array.toList g) do
-                        a.AddCMul_(gi, gi) |> ignore
-
-            acc |> List.map (fun a -> (a / total).MoveToOuterScope()))
+        meanSquaredSampleGradient model sampledLabel batches
 
     /// The Hessian diagonal the Hutchinson criteria use, with its diagnostics: the classifier's
     /// closed form (options.ExactClassifier), unit-vector HVPs for layers of at most
