@@ -152,6 +152,7 @@ PAI_API int32_t pai_masked_fill_(Tensor a, Tensor mask, double value) {
   return status_result([&] { a->masked_fill_(*mask, value); });
 }
 PAI_API int32_t pai_sqrt_(Tensor a) { return status_result([&] { a->sqrt_(); }); }
+PAI_API int32_t pai_abs_(Tensor a) { return status_result([&] { a->abs_(); }); }
 PAI_API int32_t pai_clamp_min_(Tensor a, double lo) { return status_result([&] { a->clamp_min_(lo); }); }
 PAI_API int32_t pai_normal_(Tensor a, double mean, double std, Generator g) {
   // Drawn on the CPU with the generator so the values do not depend on the device.

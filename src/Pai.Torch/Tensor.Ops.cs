@@ -197,6 +197,8 @@ public sealed unsafe partial class Tensor
     public Tensor MaskedFill_(Tensor mask, double value) { Check(pai_masked_fill_(handle, mask.handle, value)); return this; }
     /// <summary>In-place square root.</summary>
     public Tensor Sqrt_() { Check(pai_sqrt_(handle)); return this; }
+    /// <summary>In-place absolute value.</summary>
+    public Tensor Abs_() { Check(pai_abs_(handle)); return this; }
     /// <summary>In-place lower clamp.</summary>
     public Tensor ClampMin_(double min) { Check(pai_clamp_min_(handle, min)); return this; }
     /// <summary>Fills with N(mean, std²) draws from a generator (null: the global one).</summary>

@@ -565,7 +565,7 @@ module Estimators =
 
         using (Libtorch.NoGrad()) (fun _ ->
             for kv in copy.Parameters do
-                kv.Value.Copy_(kv.Value.Abs()) |> ignore
+                kv.Value.Abs_() |> ignore
 
             match mask with
             | Some m ->

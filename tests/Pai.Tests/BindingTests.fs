@@ -539,6 +539,7 @@ let ``in-place ops update the tensor itself and return it`` () =
         same [| 7.0; 7.0; 7.0; 7.0 |] (fun t -> t.Fill_ 7.0)
         same [| 2.0; 2.0; -1.0; 0.5 |] (fun t -> t.Copy_ b)
         same [| 1.0; 2.0; 3.0; 4.0 |] (fun t -> t.Sqrt_())
+        same [| 1.0; 4.0; 9.0; 16.0 |] (fun t -> t.Mul_(-1.0).Abs_())
         same [| 5.0; 5.0; 9.0; 16.0 |] (fun t -> t.ClampMin_ 5.0)
         same [| 1.0; 0.0; 9.0; 0.0 |] (fun t -> t.MaskedFill_(bools [| 4L |] [| false; true; false; true |], 0.0))
 

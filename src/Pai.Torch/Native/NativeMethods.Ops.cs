@@ -79,6 +79,7 @@ internal static unsafe partial class NativeMethods
     [DllImport(Lib)] internal static extern int pai_copy_(TensorHandle a, TensorHandle src);
     [DllImport(Lib)] internal static extern int pai_masked_fill_(TensorHandle a, TensorHandle mask, double value);
     [DllImport(Lib)] internal static extern int pai_sqrt_(TensorHandle a);
+    [DllImport(Lib)] internal static extern int pai_abs_(TensorHandle a);
     [DllImport(Lib)] internal static extern int pai_clamp_min_(TensorHandle a, double lo);
     [DllImport(Lib)] internal static extern int pai_normal_(TensorHandle a, double mean, double std, IntPtr gen);
     [DllImport(Lib)] internal static extern int pai_uniform_(TensorHandle a, double from, double to, IntPtr gen);
