@@ -134,7 +134,7 @@ let agreement (model: string) =
     let both = Array.fold2 (fun n x y -> if x > 0.0 && y > 0.0 then n + 1 else n) 0 a b
     let total = a |> Array.filter (fun x -> x > 0.0) |> Array.length
 
-    $"| %s{model} | %.3f{Statistics.Spearman(flat autos.Layers, flat magnitude.Layers)} | %.3f{Statistics.Spearman(flat autos.Layers, flat snip.Layers)} | %.1f{100.0 * float both / float total} |"
+    $"| %s{model} | %.3f{Stability.spearman (flat autos.Layers) (flat magnitude.Layers)} | %.3f{Stability.spearman (flat autos.Layers) (flat snip.Layers)} | %.1f{100.0 * float both / float total} |"
 
 let agreements =
     [

@@ -58,8 +58,8 @@ let medianRelativeSe (estimate: float[]) (stdErr: float[]) : float =
 
     if ratios.Length = 0 then 0.0 else median ratios
 
-// Ranks 1..n, ties sharing their average rank.
-let private ranks (xs: float[]) =
+/// Ranks 1..n of the values, ties sharing their average rank.
+let ranks (xs: float[]) =
     let order = Array.init xs.Length id |> Array.sortBy (fun i -> xs.[i])
     let r = Array.zeroCreate<float> xs.Length
     let mutable i = 0

@@ -101,7 +101,7 @@ public class AutoSTests
             CriterionOptions.Default, FSharpOption<Mask>.None);
         var features = PaiAutoS.ComputeFeatures(Features.standard, context);
         var magnitude = model.Prunable.SelectMany(p => Floats(p.Value).Select(Math.Abs)).Select(v => (double)v).ToArray();
-        var ranks = Statistics.Ranks(magnitude);
+        var ranks = Stability.ranks(magnitude);
         var samples = new List<LayerSamples>();
         var offset = 0;
         foreach (var ((name, w), i) in model.Prunable.Select((p, i) => (p, i)))
@@ -130,7 +130,7 @@ public class AutoSTests
             // Checked here from the predictions, not only from the report.
             var heldOut = samples.Single(s => s.Name == "fc2.weight");
             var predicted = predictor.Predict(heldOut.Features).To(DType.Float64).ToArray<double>();
-            var spearman = Statistics.Spearman(predicted, heldOut.Labels.To(DType.Float64).ToArray<double>());
+            var spearman = Stability.spearman(predicted, heldOut.Labels.To(DType.Float64).ToArray<double>());
             Assert.True(spearman >= 0.95, $"Spearman on the held-out layer {spearman:F4}");
             Assert.Equal(report.ValidationSpearman, spearman, 6);
         }

@@ -24,33 +24,6 @@ let private repoRoot =
 
     up (DirectoryInfo AppContext.BaseDirectory)
 
-/// Ranks with ties averaged, then Pearson correlation of the ranks.
-let spearman (a: float[]) (b: float[]) =
-    let ranks (x: float[]) =
-        let order = Array.init x.Length id |> Array.sortBy (fun i -> x.[i])
-        let r = Array.zeroCreate x.Length
-        let mutable i = 0
-
-        while i < order.Length do
-            let mutable j = i
-
-            while j + 1 < order.Length && x.[order.[j + 1]] = x.[order.[i]] do
-                j <- j + 1
-
-            for k in i..j do
-                r.[order.[k]] <- float (i + j) / 2.0
-
-            i <- j + 1
-
-        r
-
-    let ra, rb = ranks a, ranks b
-    let ma, mb = Array.average ra, Array.average rb
-    let cov = Array.fold2 (fun s x y -> s + (x - ma) * (y - mb)) 0.0 ra rb
-    let va = ra |> Array.sumBy (fun x -> (x - ma) ** 2.0)
-    let vb = rb |> Array.sumBy (fun y -> (y - mb) ** 2.0)
-    cov / sqrt (va * vb)
-
 let private flat (s: Scores) =
     [|
         for _, t in s.Layers do
@@ -192,7 +165,7 @@ let private crossCheck (model: Model) (batches: Batch list) =
                     let theirs =
                         Scores.ofLayers [ for n in names -> n, torchScores.[$"%s{name}/%s{n}"] ]
 
-                    let rho = spearman (flat s) (flat theirs)
+                    let rho = Stability.spearman (flat s) (flat theirs)
                     let a, b = keptAt90 s, keptAt90 theirs
 
                     let agreement =

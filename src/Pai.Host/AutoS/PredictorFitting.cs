@@ -135,7 +135,7 @@ public static class PredictorFitting
             }
             var predicted = predictor.Predict(vx);
             var mse = Functional.MseLoss(predicted, vy).Item();
-            var spearman = Statistics.Spearman(predicted.To(DType.Float64).ToArray<double>(), vy.To(DType.Float64).ToArray<double>());
+            var spearman = Stability.spearman(predicted.To(DType.Float64).ToArray<double>(), vy.To(DType.Float64).ToArray<double>());
             var report = new FitReport(training.Select(l => l.Name).ToList(), validation.Select(l => l.Name).ToList(), n, vx.Size(0),
                 losses, mse, spearman, watch.Elapsed.TotalSeconds);
             log?.Invoke($"held-out layers {string.Join(", ", report.ValidationLayers)}: MSE {mse:F5}, Spearman {spearman:F4}");
@@ -156,45 +156,5 @@ public static class PredictorFitting
         if (max is not { } m || x.Size(0) <= m) return (x, y);
         var idx = Libtorch.RandPerm(x.Size(0), generator).Narrow(0, 0, m);
         return (x.IndexSelect(0, idx), y.IndexSelect(0, idx));
-    }
-}
-
-/// <summary>Rank statistics.</summary>
-public static class Statistics
-{
-    /// <summary>Spearman's rank correlation: Pearson's correlation of the ranks, ties getting their average rank. NaN when either side is constant.</summary>
-    public static double Spearman(IReadOnlyList<double> a, IReadOnlyList<double> b)
-    {
-        if (a.Count != b.Count) throw new ArgumentException($"Spearman needs two samples of one size, got {a.Count} and {b.Count}");
-        return Pearson(Ranks(a), Ranks(b));
-    }
-
-    /// <summary>1-based ranks, ties averaged.</summary>
-    public static double[] Ranks(IReadOnlyList<double> v)
-    {
-        var order = Enumerable.Range(0, v.Count).OrderBy(i => v[i]).ToArray();
-        var ranks = new double[v.Count];
-        for (var i = 0; i < order.Length;)
-        {
-            var j = i;
-            while (j + 1 < order.Length && v[order[j + 1]] == v[order[i]]) j++;
-            var average = (i + j) / 2.0 + 1;
-            for (var k = i; k <= j; k++) ranks[order[k]] = average;
-            i = j + 1;
-        }
-        return ranks;
-    }
-
-    static double Pearson(double[] x, double[] y)
-    {
-        var (mx, my) = (x.Average(), y.Average());
-        double sxy = 0, sxx = 0, syy = 0;
-        for (var i = 0; i < x.Length; i++)
-        {
-            sxy += (x[i] - mx) * (y[i] - my);
-            sxx += (x[i] - mx) * (x[i] - mx);
-            syy += (y[i] - my) * (y[i] - my);
-        }
-        return sxy / Math.Sqrt(sxx * syy);
     }
 }
