@@ -27,6 +27,8 @@ type HutchinsonEstimate =
         StdErr: Tensor list
         /// Probes per scoring batch that reached each layer (0 outside every block).
         Probes: int list
+        /// Each layer's median of StdErr/|Mean| (Stability.medianRelativeSe; 0 outside every block).
+        MedianRelativeSe: float list
         /// Hessian-vector products computed.
         HvpCount: int
     }
@@ -290,9 +292,12 @@ module Estimators =
 
                 p
 
+            let relSeOf (m: Tensor) (se: Tensor) =
+                Stability.medianRelativeSe (Tensors.toFloats m) (Tensors.toFloats se)
+
             let relSe i =
                 use se = stdErr i (layerProbes ()).[i]
-                Stability.medianRelativeSe (Tensors.toFloats mean.[i]) (Tensors.toFloats se)
+                relSeOf mean.[i] se
 
             match budget with
             | ProbeBudget.Probes p ->
@@ -320,11 +325,15 @@ module Estimators =
                             |> List.filter (fun bIdx -> blocks.[bIdx] |> List.exists (fun i -> relSe i > target))
 
             let probes = layerProbes ()
+            let stdErrs = List.init layers (fun i -> stdErr i probes.[i])
+
+            let relSes = List.map2 relSeOf (List.ofArray mean) stdErrs
 
             {
                 Mean = mean |> Array.map (fun t -> t.MoveToOuterScope()) |> List.ofArray
-                StdErr = List.init layers (fun i -> (stdErr i probes.[i]).MoveToOuterScope())
+                StdErr = stdErrs |> List.map (fun t -> t.MoveToOuterScope())
                 Probes = List.ofArray probes
+                MedianRelativeSe = relSes
                 HvpCount = hvps
             })
 
@@ -504,8 +513,7 @@ module Estimators =
                     {
                         Name = names.[i]
                         Method = "hutchinson"
-                        MedianRelativeSe =
-                            Stability.medianRelativeSe (Tensors.toFloats e.Mean.[i]) (Tensors.toFloats e.StdErr.[i])
+                        MedianRelativeSe = e.MedianRelativeSe.[i]
                         Probes = e.Probes.[i]
                     }
         | None -> ()
