@@ -82,9 +82,8 @@ public static class IterativePruning
         var c = spec.Run;
         using var model = Experiment.CreateModel(c, train);
         using var initial = model.Copy();
-        var prunable = model.Prunable.Select(p => p.Key).ToList();
-        var mask = prunable.ToDictionary(n => n, n => Libtorch.Ones(model.Prunable.First(p => p.Key == n).Value.Shape, DType.Bool).DetachFromScope());
-        var counts = prunable.ToDictionary(n => n, n => Libtorch.Ones(mask[n].Shape, DType.Float32).DetachFromScope());
+        var mask = model.Prunable.ToDictionary(p => p.Key, p => Libtorch.Ones(p.Value.Shape, DType.Bool).DetachFromScope());
+        var counts = model.Prunable.ToDictionary(p => p.Key, p => Libtorch.Ones(p.Value.Shape, DType.Float32).DetachFromScope());
         var history = new List<PruningRound>();
         var prunings = 0;
         try
@@ -114,7 +113,7 @@ public static class IterativePruning
                 var r = round;
                 // Every round sees its own epochs of the same seeded data order.
                 var epochs = Trainer.Train(model, mask, e => trainLoader.Epoch(r * options.Epochs + e), () => testLoader.Epoch(0), options, training,
-                    options.MaxBatchesPerEpoch is { } m ? Math.Min(m, trainLoader.BatchCount) : trainLoader.BatchCount);
+                    options.BatchesPerEpoch(trainLoader.BatchCount));
                 var top1 = epochs[^1].Test!.Top1;
                 if (round < spec.Rounds)
                 {
@@ -141,7 +140,7 @@ public static class IterativePruning
         using var scope = new DisposeScope();
         var previous = new Mask(ListModule.OfSeq(mask.Select(k => Tuple.Create(k.Key, k.Value))));
         var criterion = spec.Run.Criterion == "snip" ? Criteria.snip : Criteria.magnitude;
-        var context = new ScoringContext(model, ListModule.OfSeq(scoring), ListModule.OfSeq(model.InputShape.WithBatch(1).Skip(1)),
+        var context = new ScoringContext(model, ListModule.OfSeq(scoring), ListModule.OfSeq(model.InputShape.Dimensions),
             spec.Run.Seed, CriterionOptions.Default, FSharpOption<Mask>.Some(previous));
         var scores = criterion.Score.Invoke(context);
         Mask next;

@@ -76,7 +76,7 @@ public sealed class LabelFile : IDisposable
         }
         model.Training = false;
         var options = Experiment.PruneSpecOf(c, Criteria.magnitude).Options;
-        var context = new ScoringContext(model, ListModule.OfSeq(scoring), ListModule.OfSeq(model.InputShape.WithBatch(1).Skip(1)),
+        var context = new ScoringContext(model, ListModule.OfSeq(scoring), ListModule.OfSeq(model.InputShape.Dimensions),
             c.Seed, options, FSharpOption<Mask>.None);
         var columns = PaiAutoS.ComputeFeatures(features, context);
         return model.Prunable.Select((p, i) => new LayerSamples(p.Key, columns[i].DetachFromScope(), Label(p.Key).Flatten().Clone().DetachFromScope())).ToList();

@@ -20,7 +20,10 @@ public readonly record struct InputShape(int Channels, int Height, int Width)
     public long NumEl => (long)Channels * Height * Width;
 
     /// <summary>The batch shape [n, C, H, W].</summary>
-    public long[] WithBatch(long n) => [n, Channels, Height, Width];
+    public long[] WithBatch(long n) => [n, .. Dimensions];
+
+    /// <summary>The shape [C, H, W] of one image.</summary>
+    public long[] Dimensions => [Channels, Height, Width];
 
     /// <summary>Parses "C×H×W" written with 'x' or '×' (e.g. "3x32x32").</summary>
     public static InputShape Parse(string text)

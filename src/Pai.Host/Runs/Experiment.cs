@@ -261,14 +261,15 @@ public static class Experiment
                 var watch = Stopwatch.StartNew();
                 using var trainLoader = new DataLoader(train, c.BatchSize, shuffle: true, seed: c.Seed, augment: c.Augment, device: model.Device);
                 using var testLoader = new DataLoader(test, 1000, shuffle: false, device: model.Device);
+                var options = TrainOptionsOf(c);
                 var epochs = Trainer.Train(model, mask is null ? null : MaskDictionary(mask), trainLoader.Epoch, () => testLoader.Epoch(0),
-                    TrainOptionsOf(c), p =>
+                    options, p =>
                     {
                         if (p.Finished is { } e)
                             store.RecordEpoch(key, new EpochMetrics(e.Epoch, e.TrainLoss, e.TrainTop1, e.LearningRate,
                                 e.Test?.Loss, e.Test?.Top1, e.Test?.Top5, e.Seconds));
                         progress?.Training(c, p);
-                    }, batchesPerEpoch: c.MaxBatchesPerEpoch is { } m ? Math.Min(m, trainLoader.BatchCount) : trainLoader.BatchCount);
+                    }, batchesPerEpoch: options.BatchesPerEpoch(trainLoader.BatchCount));
                 phases["training"] = watch.Elapsed.TotalSeconds;
 
                 Safetensors.Save(store.CheckpointPath(key),

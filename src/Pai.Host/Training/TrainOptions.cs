@@ -52,6 +52,9 @@ public sealed record TrainOptions
     /// <summary>Stop an epoch after this many batches (null = the whole epoch): for short budgets.</summary>
     public int? MaxBatchesPerEpoch { get; init; }
 
+    /// <summary>Batches one epoch runs when the loader has <paramref name="available"/>: <see cref="MaxBatchesPerEpoch"/> caps them.</summary>
+    public int BatchesPerEpoch(int available) => MaxBatchesPerEpoch is { } m ? Math.Min(m, available) : available;
+
     /// <summary>Throws with a message naming the bad option.</summary>
     public void Validate()
     {
