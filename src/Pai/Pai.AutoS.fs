@@ -82,20 +82,14 @@ module Features =
 
         use _scope = new DisposeScope()
         let weights = [ for kv in ctx.Model.Prunable -> kv.Value.Detach() ]
-        let needs f = List.contains f features
 
+        // Computed on first use, inside this scope, and only for the features that need them.
         let gradient = lazy (Estimators.meanGradient ctx.Model 1.0 ctx.Batches)
 
         let hutchinson =
             lazy
                 (let diagonal, _ = Estimators.curvature ctx.Model ctx.Options ctx.Seed ctx.Batches
                  diagonal)
-
-        if needs Feature.Gradient || needs Feature.Saliency then
-            gradient.Force() |> ignore
-
-        if needs Feature.HutchinsonDiagonal then
-            hutchinson.Force() |> ignore
 
         weights
         |> List.mapi (fun i w ->
