@@ -39,8 +39,8 @@ internal static class EstimateCommand
             var found = names.Select(PaiPruning.FindCriterion).ToList();
             var budgetList = List(p.GetValue(budgets)!, ',', "--budgets").Select(b => int.TryParse(b, out var v) && v > 0 ? v
                 : throw new ArgumentException($"--budgets: '{b}' is not a positive number of HVPs (use e.g. 400,1200)")).ToList();
-            var scopeList = List(p.GetValue(scopes)!, ';', "--scopes").Select(s => ProbeScopeModule.parse(s) is { IsError: true } e
-                ? throw new ArgumentException($"--scopes: {e.ErrorValue}") : ProbeScopeModule.parse(s).ResultValue).ToList();
+            var scopeList = List(p.GetValue(scopes)!, ';', "--scopes").Select(s => ProbeScopeModule.parse(s) is var r && r.IsError
+                ? throw new ArgumentException($"--scopes: {r.ErrorValue}") : r.ResultValue).ToList();
             var levels = List(p.GetValue(sparsities)!, ',', "--sparsities").Select(s => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v)
                 ? v : throw new ArgumentException($"--sparsities: '{s}' is not a number (use e.g. 0.9,0.98)")).ToList();
             foreach (var s in levels) Selection.validateSparsity(s);
@@ -55,7 +55,8 @@ internal static class EstimateCommand
             using var model = Experiment.CreateModel(config, train);
             using var scoring = ScoringSubset.Create(train, config.SamplesPerClass, config.Seed, config.ScoringBatchSize, device: model.Device);
             var batches = ListModule.OfSeq(scoring);
-            var baseOptions = Experiment.PruneSpecOf(config, found.FirstOrDefault() ?? PaiPruning.FindCriterion("hutch_obd")).Options;
+            var spec = Experiment.PruneSpecOf(config, found.FirstOrDefault() ?? PaiPruning.FindCriterion("hutch_obd"));
+            var baseOptions = spec.Options;
             var layerNames = model.Prunable.Select(kv => kv.Key).ToList();
             var t = config.HutchinsonTemperature;
 
@@ -129,7 +130,7 @@ internal static class EstimateCommand
                                 "hts" => shared.Item3,
                                 _ => criterion,
                             };
-                            var masks = seeds.Select(seed => MasksOf(c, model, batches, train, config, options, seed, levels)).ToList();
+                            var masks = seeds.Select(seed => MasksOf(c, model, batches, train, spec, options, seed, levels)).ToList();
                             var row = new List<string> { c.Name, Markup.Escape(ProbeScopeModule.format(scope)), budget.ToString(), diagnostics.Hvps.ToString() };
                             row.AddRange(levels.Select((_, k) => F(Stability.jaccard(masks[0][k], masks[1][k]))));
                             stability.AddRow(row.ToArray());
@@ -149,7 +150,7 @@ internal static class EstimateCommand
     }
 
     // The criterion's global top-k masks at each sparsity, flattened, for one probe seed.
-    static List<bool[]> MasksOf(Criterion c, Pai.Host.Models.Model model, FSharpList<Batch> batches, Dataset train, RunConfig config,
+    static List<bool[]> MasksOf(Criterion c, Pai.Host.Models.Model model, FSharpList<Batch> batches, Dataset train, PruneSpec spec,
         CriterionOptions options, ulong seed, List<double> levels)
     {
         var ctx = new ScoringContext(model, batches, ListModule.OfSeq(train.InputShape), seed, options, FSharpOption<Mask>.None);
@@ -158,7 +159,7 @@ internal static class EstimateCommand
         {
             return levels.Select(s =>
             {
-                var mask = Selection.select(config.Scope == "layer" ? Scope.PerLayer : Scope.Global, 1 - s, config.KeepOnePerLayer, FSharpOption<Mask>.None, scores);
+                var mask = Selection.select(spec.Scope, 1 - s, spec.KeepOnePerLayer, FSharpOption<Mask>.None, scores);
                 try { return mask.Layers.SelectMany(l => l.Item2.Flatten().ToArray<bool>()).ToArray(); }
                 finally { MaskModule.dispose(mask); }
             }).ToList();
