@@ -11,35 +11,37 @@ namespace Pai.Cli;
 /// <summary>`pai autos label|fit` (the learned criterion) and `pai imp` (iterative magnitude pruning).</summary>
 internal static class AutoSCommands
 {
-    internal static Command AutoS(ConfigOptions o)
+    internal static Command AutoS()
     {
         var cmd = new Command("autos", "AutoS, a learned PaI criterion: label weights by iterative rewind pruning, fit a predictor, then prune any model with --criterion autos --predictor FILE.");
-        cmd.Subcommands.Add(Iterative(o, rewind: true));
+        cmd.Subcommands.Add(Iterative(rewind: true));
         cmd.Subcommands.Add(Fit());
         return cmd;
     }
 
-    internal static Command Imp(ConfigOptions o) => Iterative(o, rewind: false);
+    internal static Command Imp() => Iterative(rewind: false);
 
     // `pai autos label` (IRP, rewind to θ₀) and `pai imp` (no rewind): the same loop.
-    static Command Iterative(ConfigOptions o, bool rewind)
+    static Command Iterative(bool rewind)
     {
         var rounds = new Option<int>("--rounds") { Description = "pruning rounds R (R + 1 trainings)", DefaultValueFactory = _ => 5 };
         var fraction = new Option<double>("--prune-fraction") { Description = "fraction of the remaining weights pruned per round", DefaultValueFactory = _ => 0.2 };
-        var by = new Option<string>("--prune-by") { Description = "rank trained weights by magnitude or snip", DefaultValueFactory = _ => "magnitude" };
-        by.AcceptOnlyFromAmong("magnitude", "snip");
+        var by = new Option<string>("--prune-by") { Description = $"rank trained weights by {string.Join(" or ", Registry.trainedRankings)}", DefaultValueFactory = _ => Registry.trainedRankings.Head };
+        by.AcceptOnlyFromAmong([.. Registry.trainedRankings]);
         var output = new Option<string>("--out", "-o") { Description = "output directory (state, mask, record; labels for IRP); running again resumes", DefaultValueFactory = _ => rewind ? "autos-labels" : "imp" };
         var cmd = rewind
             ? new Command("label", "Iterative rewind pruning (IRP): train, prune 20% of the remaining weights, rewind to θ₀, R rounds; " +
                 "writes labels.safetensors (rounds each weight survived, round 0 counted, min-max scaled). Resumable per round. " +
-                $"Training budget per round: the main job's ({RunCommands.MainEpochs} epoch of at most {RunCommands.MainMaxBatches} batches at learning rate {RunCommands.MainLearningRate}) unless --epochs, --max-batches or --lr say otherwise.")
+                "Training budget per round: the main job's short one shown below, unless --epochs, --max-batches or --lr say otherwise.")
             : new Command("imp", "Iterative magnitude pruning (IMP): train, prune 20% of the remaining weights, keep training, R rounds; " +
                 "prints the accuracy at every density (what PaI tries to reach without the cost) and writes the final mask. Resumable per round; the main job's budget per round unless told otherwise.");
-        foreach (var opt in new Option[] { o.Model, o.Dataset, o.Data, o.Seed, o.SamplesPerClass, o.ScoringBatch, rounds, fraction, by, output }) cmd.Options.Add(opt);
-        o.AddTraining(cmd);
+        foreach (var opt in new Option[] { rounds, fraction, by, output }) cmd.Options.Add(opt);
+        // Data and training, and the scoring subset (SNIP ranking and the AutoS features read it).
+        var o = new ConfigOptions(cmd, s => (s.Declaration.Group & (SettingGroup.Data | SettingGroup.Training)) != 0
+            || s.Property.Name is nameof(RunConfig.SamplesPerClass) or nameof(RunConfig.ScoringBatchSize), RunCommands.MainBudget);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
-            var run = RunCommands.WithMainBudget(p, o, o.Read(p, p.GetValue(by)!, 0));
+            var run = Experiment.Configure(o.Read(p) with { Criterion = p.GetValue(by)! });
             var spec = new IterativePruningSpec(run, p.GetValue(rounds), p.GetValue(fraction), rewind);
             spec.Validate();
             using var data = new DataCache();

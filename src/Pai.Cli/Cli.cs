@@ -31,6 +31,32 @@ internal static class Cli
         }
     }
 
+    /// <summary>
+    /// Checks that a criterion comes with a sparsity and a sparsity with a criterion (a run
+    /// without either trains densely unless <paramref name="required"/>).
+    /// </summary>
+    internal static Pai.Host.Runs.RunConfig CriterionAndSparsity(System.CommandLine.ParseResult p, ConfigOptions o, Pai.Host.Runs.RunConfig c, bool required)
+    {
+        var criterion = o.Given(p, nameof(c.Criterion));
+        var sparsity = o.Given(p, nameof(c.Sparsity));
+        var dense = c.Criterion.Trim().Equals(Pai.Host.Runs.Experiment.DenseCriterion, StringComparison.OrdinalIgnoreCase);
+        if (required && (!criterion || !sparsity || dense))
+            throw new ArgumentException("pruning needs a criterion and a sparsity, e.g. -c snip -s 0.9 (see `pai list criteria`)");
+        if (criterion && !dense && !sparsity)
+            throw new ArgumentException($"the criterion '{c.Criterion}' needs a sparsity: add -s 0.9 (the fraction of weights removed), or leave out -c to train densely");
+        if (sparsity && (!criterion || dense))
+            throw new ArgumentException("a sparsity needs a criterion to choose the weights: add -c snip (see `pai list criteria`), or leave out -s to train densely");
+        return c;
+    }
+
+    /// <summary>Fails before any work when the output file's folder does not exist.</summary>
+    internal static void CheckWritable(string path, string option)
+    {
+        var directory = Path.GetDirectoryName(path);
+        if (directory is not null && !Directory.Exists(directory))
+            throw new ArgumentException($"{option}: the folder '{directory}' does not exist; create it first or write elsewhere");
+    }
+
     /// <summary>Per-layer kept/total/density, with collapsed layers marked.</summary>
     internal static void DensityTable(Pai.PruneReport report)
     {
@@ -60,7 +86,7 @@ internal static class Cli
             var table = new Table().Border(TableBorder.Rounded).Title(Markup.Escape($"{d.Estimator}: {d.Hvps:N0} HVPs{target}"));
             table.AddColumns("layer", "method", "probes", "median rel. SE");
             foreach (var l in d.Layers)
-                table.AddRow(Markup.Escape(l.Name), l.Method, l.Probes.ToString(), l.MedianRelativeSe.ToString("G3"));
+                table.AddRow(Markup.Escape(l.Name), Pai.CurvatureMethodModule.name(l.Method), l.Probes.ToString(), l.MedianRelativeSe.ToString("G3"));
             AnsiConsole.Write(table);
         }
     }

@@ -14,21 +14,23 @@ internal static class PaiCommand
         Recursive = true,
     };
 
+    /// <summary>The most threads accepted: oversubscribing the cores more than this only slows libtorch down.</summary>
+    internal static int MaxThreads => 4 * Environment.ProcessorCount;
+
     internal static RootCommand Build()
     {
         var root = new RootCommand("Pai: pruning at initialization on libtorch.");
         root.Options.Add(Threads);
         root.Subcommands.Add(InfoCommand());
         root.Subcommands.Add(ListCommand());
-        var config = new ConfigOptions();
         root.Options.Add(RunCommands.Results);
-        root.Subcommands.Add(PruneTrainCommands.Prune(config));
-        root.Subcommands.Add(PruneTrainCommands.Train(config));
-        root.Subcommands.Add(RunCommands.Run(config));
-        root.Subcommands.Add(RunCommands.Sweep(config));
-        root.Subcommands.Add(EstimateCommand.Create(config));
-        root.Subcommands.Add(AutoSCommands.AutoS(config));
-        root.Subcommands.Add(AutoSCommands.Imp(config));
+        root.Subcommands.Add(PruneTrainCommands.Prune());
+        root.Subcommands.Add(PruneTrainCommands.Train());
+        root.Subcommands.Add(RunCommands.Run());
+        root.Subcommands.Add(RunCommands.Sweep());
+        root.Subcommands.Add(EstimateCommand.Create());
+        root.Subcommands.Add(AutoSCommands.AutoS());
+        root.Subcommands.Add(AutoSCommands.Imp());
         root.Subcommands.Add(ReportCommand.Create());
         // Every command runs with the requested thread count (Debian's libtorch starts with one).
         foreach (var c in root.Subcommands)
@@ -36,6 +38,8 @@ internal static class PaiCommand
             {
                 var threads = r.GetValue(Threads);
                 if (threads < 0) r.AddError($"--threads must be 0 (every core) or positive, got {threads}");
+                if (threads > MaxThreads)
+                    r.AddError($"--threads {threads} is more than this machine's {Environment.ProcessorCount} cores × 4; more threads than cores only slows libtorch down (0 uses every core)");
             });
         return root;
     }
@@ -66,9 +70,17 @@ internal static class PaiCommand
                     }
                     break;
                 default:
-                    table.AddColumns("criterion", "score (keep the highest)");
-                    foreach (var (name, formula) in Pai.PaiPruning.CriterionFormulas) table.AddRow(name, Markup.Escape(formula));
-                    table.AddRow("autos", "learned from iterative rewind pruning (needs --predictor FILE)");
+                    table.AddColumns("criterion", "score (keep the highest)", "rounds", "from");
+                    foreach (var c in Registry.builtIns)
+                        table.AddRow(c.Name, Markup.Escape(Registry.formulaText(c)), c.DefaultRounds.ToString(), Markup.Escape(c.Source));
+                    table.AddRow(Registry.learnedName, "learned from iterative rewind pruning (needs --predictor FILE)", "1", "Liu et al. 2024");
+                    AnsiConsole.Write(table);
+                    var stats = new Table().Border(TableBorder.Rounded).Title("write your own: -c \"FORMULA\" over these statistics");
+                    stats.AddColumns("statistic", "what");
+                    foreach (var (name, what) in StatisticModule.described) stats.AddRow(Markup.Escape(name), Markup.Escape(what));
+                    foreach (var (name, what) in Formula.functionsDescribed) stats.AddRow(Markup.Escape(name + "(…)"), Markup.Escape(what));
+                    stats.AddRow("+ - * / ^", "arithmetic (^ takes a number exponent); temperatures go into the statistic: grad(T=200)");
+                    table = stats;
                     break;
             }
             AnsiConsole.Write(table);

@@ -1,10 +1,6 @@
 using System.CommandLine;
-using Pai.Host.Checkpoints;
-using Pai.Host.Data;
-using Pai.Host.Models;
+using Pai.Host;
 using Pai.Host.Runs;
-using Pai.Host.Training;
-using Pai.Torch;
 using Spectre.Console;
 
 namespace Pai.Cli;
@@ -12,83 +8,53 @@ namespace Pai.Cli;
 /// <summary>`pai prune` and `pai train`: single steps that write files, without the results store.</summary>
 internal static class PruneTrainCommands
 {
-    internal static readonly Option<string> Criterion = new("--criterion", "-c") { Description = "pruning criterion (see `pai list criteria`)", Required = true };
-    internal static readonly Option<double> Sparsity = new("--sparsity", "-s") { Description = "fraction of prunable weights removed, in [0, 1)", Required = true };
-
-    internal static Command Prune(ConfigOptions o)
+    internal static Command Prune()
     {
         var output = new Option<string>("--out", "-o") { Description = "mask file to write (safetensors)", DefaultValueFactory = _ => "mask.safetensors" };
-        var cmd = new Command("prune", "Score a freshly initialized model with a criterion and write the mask (safetensors); prints per-layer density.");
-        cmd.Options.Add(Criterion);
-        cmd.Options.Add(Sparsity);
-        o.AddPruning(cmd);
+        var scores = new Option<string?>("--save-scores") { Description = "also write the per-weight scores (safetensors, one tensor per layer)" };
+        var init = new Option<string?>("--save-init") { Description = "also write θ₀ (PyTorch state_dict names) and the scoring data in scoring order (tensors inputs, targets), to recompute the scores with other code" };
+        var cmd = new Command("prune", "Score a freshly initialized model with a criterion (a name or a formula over statistics) and write the mask (safetensors); prints per-layer density.");
+        var o = new ConfigOptions(cmd, SettingGroup.Data | SettingGroup.Scoring | SettingGroup.Pruning, except: nameof(RunConfig.Ablation));
         cmd.Options.Add(output);
+        cmd.Options.Add(scores);
+        cmd.Options.Add(init);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
-            var config = Experiment.ConfigurePredictor(o.Read(p, p.GetValue(Criterion)!, p.GetValue(Sparsity)));
-            Experiment.Validate(config);
-            using var data = new DataCache();
-            var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train);
-            using var model = Experiment.CreateModel(config, train);
-            var result = Experiment.Prune(config, model, train, null, Console.WriteLine);
-            try
-            {
-                var path = Path.GetFullPath(p.GetValue(output)!);
-                Safetensors.Save(path, result.Mask.Layers.Select(l => (l.Item1, l.Item2)),
-                    new Dictionary<string, string> { ["config"] = config.CanonicalJson(), ["model"] = model.Name });
-                Cli.DensityTable(result.Report);
-                AnsiConsole.MarkupLine($"mask written to [bold]{Markup.Escape(path)}[/]");
-            }
-            finally
-            {
-                MaskModule.dispose(result.Mask);
-            }
+            var config = Cli.CriterionAndSparsity(p, o, o.Read(p), required: true);
+            var path = Path.GetFullPath(p.GetValue(output)!);
+            Cli.CheckWritable(path, "--out");
+            if (p.GetValue(scores) is { } s) Cli.CheckWritable(Path.GetFullPath(s), "--save-scores");
+            if (p.GetValue(init) is { } i) Cli.CheckWritable(Path.GetFullPath(i), "--save-init");
+            using var pruned = PaiHost.Prune(config, Console.WriteLine, p.GetValue(scores), p.GetValue(init));
+            pruned.SaveMask(path);
+            Cli.DensityTable(pruned.Report);
+            AnsiConsole.MarkupLine($"mask written to [bold]{Markup.Escape(path)}[/]");
             return 0;
         }));
         return cmd;
     }
 
-    internal static Command Train(ConfigOptions o)
+    internal static Command Train()
     {
         var mask = new Option<string?>("--mask") { Description = "mask file from `pai prune` (omit to train densely)" };
         var output = new Option<string?>("--out", "-o") { Description = "checkpoint to write (safetensors): weights, buffers and mask" };
-        var cmd = new Command("train", "Train a model, densely or with a mask from `pai prune`.");
-        o.AddPruning(cmd);
-        o.AddTraining(cmd);
+        var cmd = new Command("train", "Train a model, densely or with a mask from `pai prune` (the same model and seed the mask was made for).");
+        var o = new ConfigOptions(cmd, SettingGroup.Data | SettingGroup.Training);
         cmd.Options.Add(mask);
         cmd.Options.Add(output);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
-            var config = o.Read(p, "dense", 0);
-            Experiment.Validate(config);
-            using var data = new DataCache();
-            var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train);
-            var test = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Test);
-            using var model = Experiment.CreateModel(config, train);
-            using var scope = new DisposeScope();
-            Dictionary<string, Tensor>? keep = null;
-            if (p.GetValue(mask) is { } maskPath)
-            {
-                if (!File.Exists(maskPath)) throw new ArgumentException($"mask file '{maskPath}' does not exist; write one with `pai prune … --out {maskPath}`");
-                var specs = model.Prunable.Select(w => new TensorSpec(w.Key, DType.Bool, w.Value.Shape));
-                var file = Safetensors.Load(maskPath, specs, strict: true);
-                keep = model.Prunable.ToDictionary(w => w.Key, w => file.Take(w.Key));
-                file.Dispose();
-                var kept = keep.Values.Sum(t => t.CountNonZero());
-                Console.WriteLine($"mask {maskPath}: {kept:N0} of {model.PrunableCount:N0} prunable weights kept ({(double)kept / model.PrunableCount:P2})");
-            }
-            using var trainLoader = new DataLoader(train, config.BatchSize, shuffle: true, seed: config.Seed, augment: config.Augment);
-            using var testLoader = new DataLoader(test, 1000, shuffle: false);
-            var results = ConsoleProgress.Show(progress => Trainer.Train(model, keep, trainLoader.Epoch, () => testLoader.Epoch(0),
-                Experiment.TrainOptionsOf(config), t => progress.Training(config, t), trainLoader.BatchCount));
-            var last = results[^1].Test!;
+            var config = o.Read(p);
+            if (p.GetValue(output) is { } outPath) Cli.CheckWritable(Path.GetFullPath(outPath), "--out");
+            var label = p.GetValue(mask) is null ? "dense" : "masked";
+            using var trained = ConsoleProgress.Show(progress =>
+                PaiHost.Train(config, p.GetValue(mask), t => progress.Training(config with { Criterion = label }, t), Console.WriteLine));
+            var last = trained.Epochs[^1].Test!;
             AnsiConsole.MarkupLine($"test top-1 [bold]{last.Top1:P2}[/], top-5 {last.Top5:P2}, loss {last.Loss:F4}");
-            if (p.GetValue(output) is { } outPath)
+            if (p.GetValue(output) is { } checkpoint)
             {
-                var tensors = model.Parameters.Select(w => (w.Key, w.Value)).Concat(model.Buffers.Select(b => (b.Key, b.Value)));
-                if (keep is not null) tensors = tensors.Concat(keep.Select(k => ("mask/" + k.Key, k.Value)));
-                Safetensors.Save(Path.GetFullPath(outPath), tensors, new Dictionary<string, string> { ["config"] = config.CanonicalJson() });
-                AnsiConsole.MarkupLine($"checkpoint written to [bold]{Markup.Escape(Path.GetFullPath(outPath))}[/]");
+                trained.SaveCheckpoint(checkpoint, config);
+                AnsiConsole.MarkupLine($"checkpoint written to [bold]{Markup.Escape(Path.GetFullPath(checkpoint))}[/]");
             }
             return 0;
         }));

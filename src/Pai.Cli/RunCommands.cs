@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Pai.Host;
 using Pai.Host.Runs;
 using Spectre.Console;
 
@@ -15,27 +16,28 @@ internal static class RunCommands
         Recursive = true,
     };
 
-    /// <summary>The defaults of the main job: the Fashion-MNIST comparison of the README.</summary>
-    internal static readonly string[] MainCriteria = ["random", "magnitude", "snip", "grasp", "synflow", "fisher_obd", "hutch_obd", "hts"];
-    internal static readonly double[] MainSparsities = [0.9, 0.98, 0.995];
-    // The main job's short budget. LeNet-5 has no batch norm: from Kaiming init, 0.05 diverges dense and 0.01 diverges GraSP at 90%.
-    internal const int MainEpochs = 1;
-    internal const double MainLearningRate = 0.005;
-    // 200 batches of 128 (25,600 images): 25 runs fit in the 15-minute budget on 2 cores.
-    internal const int MainMaxBatches = 200;
+    /// <summary>
+    /// The main job's short training budget (1 epoch of at most 200 batches of 128, 25,600 images),
+    /// the default of `pai sweep`, `pai autos label` and `pai imp`: a sweep of the main grid fits
+    /// the 15-minute budget on 2 cores. The learning rate is the model's default.
+    /// </summary>
+    internal static readonly CommandDefaults MainBudget = new(c => c with { Epochs = 1, MaxBatchesPerEpoch = 200 });
 
-    internal static Command Run(ConfigOptions o)
+    /// <summary>The main job's sparsities.</summary>
+    internal static readonly double[] MainSparsities = [0.9, 0.98, 0.995];
+
+    /// <summary>The main job's seeds: two, so that its table has confidence intervals.</summary>
+    internal static readonly ulong[] MainSeeds = [0, 1];
+
+    const SettingGroup AllGroups = SettingGroup.Data | SettingGroup.Scoring | SettingGroup.Pruning | SettingGroup.Training;
+
+    internal static Command Run()
     {
-        var cmd = new Command("run", "Prune then train one configuration, recorded in the results store (a finished run is not repeated).");
-        cmd.Options.Add(new Option<string>("--criterion", "-c") { Description = "pruning criterion, or dense", DefaultValueFactory = _ => "dense" });
-        cmd.Options.Add(new Option<double>("--sparsity", "-s") { Description = "fraction of prunable weights removed, in [0, 1)" });
-        o.AddPruning(cmd);
-        o.AddTraining(cmd);
+        var cmd = new Command("run", "Prune then train one configuration, recorded in the results store (a finished run is not repeated). Without -c it trains densely.");
+        var o = new ConfigOptions(cmd, AllGroups);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
-            var criterion = p.GetValue<string>("--criterion")!;
-            var config = Experiment.ConfigurePredictor(o.Read(p, criterion, criterion == "dense" ? 0 : p.GetValue<double>("--sparsity")));
-            Experiment.Validate(config);
+            var config = PaiHost.Configure(Cli.CriterionAndSparsity(p, o, o.Read(p), required: false));
             using var store = OpenStore(p.GetValue(Results)!);
             var failed = Execute(store, [config]);
             var record = store.Get(config.Key)!;
@@ -48,40 +50,46 @@ internal static class RunCommands
         return cmd;
     }
 
-    internal static Command Sweep(ConfigOptions o)
+    internal static Command Sweep()
     {
-        var criteria = new Option<string>("--criteria") { Description = "comma-separated criteria", DefaultValueFactory = _ => string.Join(",", MainCriteria) };
+        var criteria = new Option<string>("--criteria") { Description = "comma-separated criteria (names or formulas; separate formulas with ';' when they contain commas)", DefaultValueFactory = _ => string.Join(",", Registry.mainJob) };
         var sparsities = new Option<string>("--sparsities") { Description = "comma-separated sparsities in [0, 1)", DefaultValueFactory = _ => string.Join(",", MainSparsities.Select(s => s.ToString(CultureInfo.InvariantCulture))) };
-        var seeds = new Option<string>("--seeds") { Description = "comma-separated seeds", DefaultValueFactory = _ => "0" };
+        var seeds = new Option<string>("--seeds") { Description = "comma-separated seeds", DefaultValueFactory = _ => string.Join(",", MainSeeds) };
         var warmups = new Option<string>("--warmup-modes") { Description = "BN warm-up on, off, or on,off (on uses --warmup batches)", DefaultValueFactory = _ => "on" };
+        var ablations = new Option<string>("--ablations") { Description = $"sanity checks run beside each criterion: {string.Join(",", Ablations.Names)} (comma-separated)", DefaultValueFactory = _ => "none" };
         var noDense = new Option<bool>("--no-dense") { Description = "skip the dense baseline" };
         var noReport = new Option<bool>("--no-report") { Description = "do not write the report at the end" };
         var cmd = new Command("sweep",
-            "A grid of criteria × sparsities × seeds × warm-up, plus a dense baseline, recorded in the store and resumable: " +
+            "A grid of criteria × sparsities × seeds × warm-up × ablations, plus a dense baseline, recorded in the store and resumable: " +
             "finished runs are skipped, an interrupted one restarts. With no options it is the main job: lenet5 on Fashion-MNIST, " +
-            $"8 criteria at 90%, 98% and 99.5% sparsity, a short budget ({MainEpochs} epoch of at most {MainMaxBatches} batches at learning rate {MainLearningRate}; --epochs, --max-batches and --lr change it).");
-        foreach (var opt in new Option[] { criteria, sparsities, seeds, warmups, noDense, noReport }) cmd.Options.Add(opt);
-        o.AddPruning(cmd);
-        o.AddTraining(cmd);
+            $"{Registry.mainJob.Length} criteria at 90%, 98% and 99.5% sparsity, seeds {string.Join(" and ", MainSeeds)}, on the short budget shown below (--epochs, --max-batches, --lr change it).");
+        foreach (var opt in new Option[] { criteria, sparsities, seeds, warmups, ablations, noDense, noReport }) cmd.Options.Add(opt);
+        var o = new ConfigOptions(cmd, AllGroups, MainBudget, nameof(RunConfig.Criterion), nameof(RunConfig.Sparsity), nameof(RunConfig.Ablation));
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
-            var names = Split(p.GetValue(criteria)!, "--criteria");
+            var names = SplitCriteria(p.GetValue(criteria)!);
             var levels = Split(p.GetValue(sparsities)!, "--sparsities").Select(s => ParseDouble(s, "--sparsities")).ToList();
+            foreach (var level in levels) Selection.validateSparsity(level);
             var seedList = Split(p.GetValue(seeds)!, "--seeds").Select(s => ParseSeed(s)).ToList();
             var modes = Split(p.GetValue(warmups)!, "--warmup-modes");
             if (modes.Any(m => m is not ("on" or "off"))) throw new ArgumentException($"--warmup-modes takes on, off or on,off; got '{p.GetValue(warmups)}'");
-            var warmupOn = p.GetValue(o.Warmup) > 0 ? p.GetValue(o.Warmup) : new RunConfig().WarmupBatches;
+            var checks = Split(p.GetValue(ablations)!, "--ablations");
+            if (checks.FirstOrDefault(a => !Ablations.Names.Contains(a)) is { } bad) throw new ArgumentException($"--ablations: unknown ablation '{bad}'; valid: {string.Join(", ", Ablations.Names)}");
+            var baseline = o.Read(p);
+            var warmupOn = baseline.WarmupBatches > 0 ? baseline.WarmupBatches : new RunConfig().WarmupBatches;
             var configs = new List<RunConfig>();
             foreach (var seed in seedList)
             {
-                var baseConfig = WithMainBudget(p, o, o.Read(p, "dense", 0)) with { Seed = seed };
-                if (!p.GetValue(noDense)) configs.Add(Experiment.ConfigurePredictor(baseConfig with { WarmupBatches = new RunConfig().WarmupBatches }));
+                var seeded = baseline with { Seed = seed };
+                if (!p.GetValue(noDense)) configs.Add(seeded with { WarmupBatches = new RunConfig().WarmupBatches });
                 foreach (var mode in modes)
                     foreach (var criterion in names)
                         foreach (var sparsity in levels)
-                            configs.Add(Experiment.ConfigurePredictor(baseConfig with { Criterion = criterion, Sparsity = sparsity, WarmupBatches = mode == "on" ? warmupOn : 0 }));
+                            foreach (var ablation in checks)
+                                configs.Add(seeded with { Criterion = criterion, Sparsity = sparsity, WarmupBatches = mode == "on" ? warmupOn : 0, Ablation = ablation });
             }
-            configs = configs.DistinctBy(c => c.Key).ToList();
+            // Every configuration is checked before the store is touched: a bad grid leaves nothing behind.
+            configs = configs.Select(PaiHost.Configure).DistinctBy(c => c.Key).ToList();
             using var store = OpenStore(p.GetValue(Results)!);
             AnsiConsole.MarkupLine($"sweep: {configs.Count} runs ({Markup.Escape(configs[0].Model)} on {Markup.Escape(configs[0].Dataset)}), results in [bold]{Markup.Escape(store.Directory)}[/]");
             var failed = Execute(store, configs);
@@ -91,14 +99,9 @@ internal static class RunCommands
         return cmd;
     }
 
-    /// <summary>The main job's short training budget, except where --epochs, --lr or --max-batches were given.</summary>
-    internal static RunConfig WithMainBudget(ParseResult p, ConfigOptions o, RunConfig c) => c with
-    {
-        Epochs = p.GetResult(o.Epochs) is { Implicit: false } ? p.GetValue(o.Epochs) : MainEpochs,
-        LearningRate = p.GetResult(o.Lr) is { Implicit: false } ? p.GetValue(o.Lr) : MainLearningRate,
-        MaxBatchesPerEpoch = p.GetResult(o.MaxBatches) is { Implicit: false } ? p.GetValue(o.MaxBatches)
-            : p.GetResult(o.Epochs) is { Implicit: false } ? null : MainMaxBatches,
-    };
+    // Criteria separated by ',' — or by ';' when any formula contains a comma (grad(T=200, …)).
+    static List<string> SplitCriteria(string text) =>
+        text.Contains(';') ? Split(text.Replace(';', '\n'), "--criteria", '\n') : Split(text, "--criteria");
 
     /// <summary>Runs the configs with progress display; returns how many failed.</summary>
     internal static int Execute(IRunStore store, IReadOnlyList<RunConfig> configs)
@@ -114,9 +117,9 @@ internal static class RunCommands
 
     internal static SqliteRunStore OpenStore(string directory) => new(Path.GetFullPath(directory));
 
-    static List<string> Split(string text, string option)
+    static List<string> Split(string text, string option, char separator = ',')
     {
-        var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(s => s.ToLowerInvariant()).ToList();
+        var parts = text.Split(separator, StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(s => s.ToLowerInvariant()).ToList();
         if (parts.Count == 0) throw new ArgumentException($"{option} needs at least one value");
         return parts;
     }

@@ -1,4 +1,11 @@
 using System.Reflection;
+using Microsoft.FSharp.Collections;
+using Pai.Host.Checkpoints;
+using Pai.Host.Data;
+using Pai.Host.Models;
+using Pai.Host.Reports;
+using Pai.Host.Runs;
+using Pai.Host.Training;
 using Pai.Torch;
 
 namespace Pai.Host;
@@ -23,9 +30,198 @@ public sealed record InstallationInfo(
     string PaiVersion, string LibtorchVersion, int Threads, string Blas, string NativeLibrary,
     int CudaDevices, string Parallel, IReadOnlyList<DatasetLocation> Datasets);
 
-/// <summary>The host facade: the entry points the CLI and scripts call.</summary>
+/// <summary>A pruned model: the freshly initialized model, its mask and report, and the data it was scored on.</summary>
+public sealed class PruneOutcome : IDisposable
+{
+    readonly DataCache data;
+
+    internal PruneOutcome(RunConfig config, DataCache data, Model model, PruneResult result)
+    {
+        Config = config;
+        this.data = data;
+        Model = model;
+        Result = result;
+    }
+
+    /// <summary>The configuration (as <see cref="Experiment.Configure"/> settled it).</summary>
+    public RunConfig Config { get; }
+    /// <summary>The model at its initialization (weights unchanged by pruning).</summary>
+    public Model Model { get; }
+    /// <summary>Mask, report (and statistics, already stored or freed).</summary>
+    public PruneResult Result { get; }
+    /// <summary>The mask.</summary>
+    public Mask Mask => Result.Mask;
+    /// <summary>Per-layer densities, collapse, timings, curvature diagnostics.</summary>
+    public PruneReport Report => Result.Report;
+
+    /// <summary>Writes the mask (safetensors, readable from PyTorch) with the run's configuration as metadata.</summary>
+    public void SaveMask(string path) => Safetensors.Save(Path.GetFullPath(path), Mask.Layers.Select(l => (l.Item1, l.Item2)),
+        new Dictionary<string, string> { ["config"] = Config.CanonicalJson(), ["model"] = Model.Name });
+
+    /// <summary>Frees the mask, the model and the data.</summary>
+    public void Dispose()
+    {
+        MaskModule.dispose(Result.Mask);
+        Model.Dispose();
+        data.Dispose();
+    }
+}
+
+/// <summary>A trained model and its per-epoch results.</summary>
+public sealed class TrainOutcome : IDisposable
+{
+    readonly DataCache data;
+    readonly DisposeScope scope;
+
+    internal TrainOutcome(DataCache data, DisposeScope scope, Model model, Dictionary<string, Tensor>? mask, IReadOnlyList<EpochResult> epochs)
+    {
+        this.data = data;
+        this.scope = scope;
+        Model = model;
+        Mask = mask;
+        Epochs = epochs;
+    }
+
+    /// <summary>The trained model.</summary>
+    public Model Model { get; }
+    /// <summary>The mask it was trained with (null: dense).</summary>
+    public IReadOnlyDictionary<string, Tensor>? Mask { get; }
+    /// <summary>Every epoch's results; the last one's test metrics are the run's.</summary>
+    public IReadOnlyList<EpochResult> Epochs { get; }
+
+    /// <summary>Writes weights, buffers and the mask (as "mask/NAME") to a safetensors checkpoint.</summary>
+    public void SaveCheckpoint(string path, RunConfig config)
+    {
+        var tensors = Model.Parameters.Select(w => (w.Key, w.Value)).Concat(Model.Buffers.Select(b => (b.Key, b.Value)));
+        if (Mask is not null) tensors = tensors.Concat(Mask.Select(k => ("mask/" + k.Key, k.Value)));
+        Safetensors.Save(Path.GetFullPath(path), tensors, new Dictionary<string, string> { ["config"] = config.CanonicalJson() });
+    }
+
+    /// <summary>Frees the model, the mask and the data.</summary>
+    public void Dispose()
+    {
+        Model.Dispose();
+        scope.Dispose();
+        data.Dispose();
+    }
+}
+
+/// <summary>
+/// The host facade: the entry points the CLI and the fsi pipelines call — prune, train, run, sweep,
+/// estimate, report — each taking the one run description, <see cref="RunConfig"/>.
+/// </summary>
 public static class PaiHost
 {
+    /// <summary>
+    /// Settles and checks a configuration (<see cref="Experiment.Configure"/> then
+    /// <see cref="Experiment.Validate"/>); throws ArgumentException naming the problem.
+    /// </summary>
+    public static RunConfig Configure(RunConfig config)
+    {
+        var c = Experiment.Configure(config);
+        Experiment.Validate(c);
+        return c;
+    }
+
+    /// <summary>
+    /// Scores a freshly initialized model and selects its mask. With <paramref name="scoresPath"/>
+    /// the per-weight scores are written there, with <paramref name="initPath"/> θ₀ (PyTorch
+    /// state_dict names, buffers included) and the scoring data in scoring order (tensors "inputs"
+    /// and "targets"), so the scores can be recomputed with other code.
+    /// </summary>
+    public static PruneOutcome Prune(RunConfig config, Action<string>? log = null, string? scoresPath = null, string? initPath = null)
+    {
+        var c = Configure(config);
+        if (c.Criterion == Experiment.DenseCriterion) throw new ArgumentException("pruning needs a criterion (-c snip, say) and a sparsity (-s 0.9)");
+        var data = new DataCache();
+        Model? model = null;
+        try
+        {
+            var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train);
+            model = Experiment.CreateModel(c, train);
+            if (initPath is not null) SaveInit(initPath, c, model, train);
+            var result = Experiment.Prune(c, model, train, null, log ?? (_ => { }), scoresPath);
+            return new PruneOutcome(c, data, model, result);
+        }
+        catch
+        {
+            model?.Dispose();
+            data.Dispose();
+            throw;
+        }
+    }
+
+    static void SaveInit(string path, RunConfig c, Model model, Dataset train)
+    {
+        using var scope = new DisposeScope();
+        using var scoring = ScoringSubset.Create(train, c.SamplesPerClass, c.Seed, c.ScoringBatchSize, device: model.Device);
+        var inputs = Libtorch.Cat(scoring.Select(b => b.Inputs).ToArray());
+        var targets = Libtorch.Cat(scoring.Select(b => b.Targets).ToArray());
+        var tensors = model.Parameters.Select(p => (p.Key, p.Value)).Concat(model.Buffers.Select(b => (b.Key, b.Value)))
+            .Append(("inputs", inputs)).Append(("targets", targets));
+        Safetensors.Save(Path.GetFullPath(path), tensors, new Dictionary<string, string>
+        {
+            ["config"] = c.CanonicalJson(),
+            ["model"] = model.Name,
+            ["scoring_batch_size"] = c.ScoringBatchSize.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["note"] = "weights at initialization, before any BN warm-up; inputs and targets in scoring order",
+        });
+    }
+
+    /// <summary>Trains a freshly initialized model, densely or with a mask file from <see cref="PruneOutcome.SaveMask"/>.</summary>
+    public static TrainOutcome Train(RunConfig config, string? maskPath = null, Action<TrainProgress>? progress = null, Action<string>? log = null)
+    {
+        var c = Configure(config);
+        var data = new DataCache();
+        var scope = new DisposeScope();
+        Model? model = null;
+        try
+        {
+            var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train);
+            var test = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Test);
+            model = Experiment.CreateModel(c, train);
+            Dictionary<string, Tensor>? keep = null;
+            if (maskPath is not null)
+            {
+                if (!File.Exists(maskPath)) throw new ArgumentException($"mask file '{maskPath}' does not exist; write one with `pai prune … --out {maskPath}`");
+                var specs = model.Prunable.Select(w => new TensorSpec(w.Key, DType.Bool, w.Value.Shape));
+                using (var file = Safetensors.Load(maskPath, specs, strict: true))
+                    keep = model.Prunable.ToDictionary(w => w.Key, w => file.Take(w.Key));
+                var kept = keep.Values.Sum(t => t.CountNonZero());
+                log?.Invoke($"mask {maskPath}: {kept:N0} of {model.PrunableCount:N0} prunable weights kept ({(double)kept / model.PrunableCount:P2})");
+                if (kept == 0) throw new ArgumentException($"mask file '{maskPath}' keeps no weight: the network is disconnected and cannot learn; prune at a lower sparsity");
+            }
+            using var trainLoader = new DataLoader(train, c.BatchSize, shuffle: true, seed: c.Seed, augment: c.Augment, device: model.Device);
+            using var testLoader = new DataLoader(test, 1000, shuffle: false, device: model.Device);
+            var options = Experiment.TrainOptionsOf(c);
+            var epochs = Trainer.Train(model, keep, trainLoader.Epoch, () => testLoader.Epoch(0), options, p => progress?.Invoke(p),
+                options.BatchesPerEpoch(trainLoader.BatchCount));
+            return new TrainOutcome(data, scope, model, keep, epochs);
+        }
+        catch
+        {
+            model?.Dispose();
+            scope.Dispose();
+            data.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Prunes then trains one configuration, recorded in the store (a finished run is not repeated).</summary>
+    public static SweepSummary Run(RunConfig config, IRunStore store, IRunProgress? progress = null, Action<string>? log = null) =>
+        Sweep([config], store, progress, log);
+
+    /// <summary>Runs every configuration not yet finished in the store; resumable and safe in several processes.</summary>
+    public static SweepSummary Sweep(IReadOnlyList<RunConfig> configs, IRunStore store, IRunProgress? progress = null, Action<string>? log = null) =>
+        Runs.Sweep.Execute(store, configs.Select(Configure).ToList(), progress, log);
+
+    /// <summary>Mask stability and curvature error across probe seeds (see <see cref="Estimation"/>).</summary>
+    public static EstimateReport Estimate(RunConfig config, EstimateOptions options) => Estimation.Run(Configure(config), options);
+
+    /// <summary>Writes the store's report (tables, CSV, Markdown, charts, HTML) into <paramref name="directory"/> (default: STORE/report).</summary>
+    public static ReportFiles Report(IRunStore store, string? directory = null, ReportOptions? options = null) =>
+        ReportWriter.Write(store.All(), directory ?? Path.Combine(store.Directory, "report"), options);
+
     /// <summary>Version of the Pai assemblies.</summary>
     public static string Version =>
         typeof(PaiHost).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion?.Split('+')[0] ?? "unknown";

@@ -16,7 +16,8 @@ type Feature =
     | Gradient
     /// |θ₀ ⊙ g₀| (SNIP's saliency).
     | Saliency
-    /// The Hutchinson diagonal of the Hessian (the context's probes, probe scope and temperature).
+    /// The Hessian diagonal hdiag(T) at the temperature the features are computed with (the
+    /// context's curvature estimator).
     | HutchinsonDiagonal
     /// ln(fan-in) of the weight's layer (the same for every weight of a layer); the logarithm
     /// keeps layers of very different widths on one scale.
@@ -75,21 +76,24 @@ module Features =
 
     /// One [n, F] float32 matrix per prunable layer (n = the layer's weight count, row-major
     /// order of the weight), columns in the order of `features`. Reads the model at its current
-    /// weights (θ₀ when called before training) and never changes it.
-    let compute (features: Feature list) (ctx: ScoringContext) : Tensor list =
+    /// weights (θ₀ when called before training) and never changes it. g₀ and Ĥ are the
+    /// statistics grad and hdiag(T) of `get`, so a formula that also reads them computes them once.
+    let computeWith
+        (get: Statistic -> StatisticValue)
+        (hessianTemperature: float)
+        (features: Feature list)
+        (ctx: ScoringContext)
+        : Tensor list =
         if List.isEmpty features then
             invalidArg "features" "a learned criterion needs at least one feature"
 
         use _scope = new DisposeScope()
         let weights = [ for kv in ctx.Model.Prunable -> kv.Value.Detach() ]
+        // Looked up on first use, and only for the features that need them.
+        let gradient = lazy (get (Statistic.Grad 1.0)).Layers
 
-        // Computed on first use, inside this scope, and only for the features that need them.
-        let gradient = lazy (Estimators.meanGradient ctx.Model 1.0 ctx.Batches)
-
-        let hutchinson =
-            lazy
-                (let diagonal, _ = Estimators.curvature ctx.Model ctx.Options ctx.Seed ctx.Batches
-                 diagonal)
+        let hessian =
+            lazy (get (Statistic.HessianDiagonal hessianTemperature)).Layers
 
         weights
         |> List.mapi (fun i w ->
@@ -98,7 +102,7 @@ module Features =
                 | Feature.Weight -> w.Flatten()
                 | Feature.Gradient -> gradient.Value.[i].Flatten()
                 | Feature.Saliency -> (w * gradient.Value.[i]).Abs().Flatten()
-                | Feature.HutchinsonDiagonal -> hutchinson.Value.[i].Flatten()
+                | Feature.HutchinsonDiagonal -> hessian.Value.[i].Flatten()
                 | Feature.LogFanIn ->
                     let fanIn = float w.NumEl / float w.Shape.[0]
                     Libtorch.Full([| w.NumEl |], Math.Log fanIn, w.DType, w.Device)
@@ -106,16 +110,22 @@ module Features =
             let columns = features |> List.map column |> List.toArray
             Libtorch.Stack(columns, 1L).To(DType.Float32).MoveToOuterScope())
 
+    /// computeWith on statistics computed afresh for the context.
+    let compute (hessianTemperature: float) (features: Feature list) (ctx: ScoringContext) : Tensor list =
+        use cache = new StatisticCache(ctx)
+        computeWith cache.Get hessianTemperature features ctx
+
 /// The learned criterion.
 module AutoS =
-    /// A criterion named "autos" that scores each weight by predict(features): features are
-    /// computed per layer (see Features.compute) and predict maps an [n, F] matrix to n scores
-    /// (the predicted label: higher = survives longer = keep).
-    let criterion (features: Feature list) (predict: Tensor -> Tensor) : Criterion =
-        Criteria.learned "autos" (fun ctx ->
+    /// The criterion "autos": one learned statistic that scores each weight by predict(features).
+    /// Features are computed per layer (Features.computeWith, Ĥ at hessianTemperature) and
+    /// predict maps an [n, F] matrix to n scores (the predicted label: higher = survives longer =
+    /// keep).
+    let criterion (hessianTemperature: float) (features: Feature list) (predict: Tensor -> Tensor) : Criterion =
+        let compute get (ctx: ScoringContext) =
             let weights = [ for kv in ctx.Model.Prunable -> kv.Value ]
 
-            Features.compute features ctx
+            Features.computeWith get hessianTemperature features ctx
             |> List.map2
                 (fun (w: Tensor) (x: Tensor) ->
                     let scores = predict x
@@ -124,18 +134,31 @@ module AutoS =
                         invalidOp $"the predictor returned %d{scores.NumEl} scores for a layer of %d{w.NumEl} weights"
 
                     scores.Reshape(w.Shape))
-                weights)
+                weights
+
+        {
+            Name = Registry.learnedName
+            Formula =
+                Expr.Statistic(
+                    Statistic.Learned
+                        {
+                            Name = Registry.learnedName
+                            Compute = compute
+                        }
+                )
+            DefaultRounds = 1
+        }
 
 /// C#-friendly entry points of AutoS.
 [<AbstractClass; Sealed>]
 type PaiAutoS =
     /// The criterion of AutoS.criterion with a Func predictor.
-    static member Criterion(features: seq<Feature>, predict: Func<Tensor, Tensor>) : Criterion =
-        AutoS.criterion (List.ofSeq features) predict.Invoke
+    static member Criterion(hessianTemperature: float, features: seq<Feature>, predict: Func<Tensor, Tensor>) : Criterion =
+        AutoS.criterion hessianTemperature (List.ofSeq features) predict.Invoke
 
     /// Features.compute for C#.
-    static member ComputeFeatures(features: seq<Feature>, context: ScoringContext) : Tensor list =
-        Features.compute (List.ofSeq features) context
+    static member ComputeFeatures(hessianTemperature: float, features: seq<Feature>, context: ScoringContext) : Tensor list =
+        Features.compute hessianTemperature (List.ofSeq features) context
 
     /// Parses comma-separated feature names; throws an ArgumentException listing the valid ones.
     static member ParseFeatures(text: string) : Feature list =

@@ -2,6 +2,7 @@
 /// this file and Pai.Torch, never on the host.
 namespace Pai
 
+open System
 open System.Collections.Generic
 open Pai.Torch
 
@@ -34,12 +35,42 @@ type IModelView =
     /// Frees the model's tensors.
     inherit System.IDisposable
 
+/// How one layer's Hessian diagonal was obtained.
+[<RequireQualifiedAccess>]
+type CurvatureMethod =
+    /// Hutchinson's estimator (noisy, unbiased).
+    | Hutchinson
+    /// The classifier's closed form p(1−p)·h²/T² (exact).
+    | ClosedForm
+    /// One HVP per weight with a unit vector (exact).
+    | UnitHvp
+    /// The Gauss–Newton identity of piecewise-linear networks (exact).
+    | Exact
+
+[<RequireQualifiedAccess>]
+module CurvatureMethod =
+    /// The stored name: "hutchinson", "closed-form", "unit-hvp" or "exact".
+    let name (m: CurvatureMethod) =
+        match m with
+        | CurvatureMethod.Hutchinson -> "hutchinson"
+        | CurvatureMethod.ClosedForm -> "closed-form"
+        | CurvatureMethod.UnitHvp -> "unit-hvp"
+        | CurvatureMethod.Exact -> "exact"
+
+    /// Reads a stored name back; unknown names (from a newer Pai) are an error naming them.
+    let parse (text: string) =
+        match text with
+        | "hutchinson" -> CurvatureMethod.Hutchinson
+        | "closed-form" -> CurvatureMethod.ClosedForm
+        | "unit-hvp" -> CurvatureMethod.UnitHvp
+        | "exact" -> CurvatureMethod.Exact
+        | other -> invalidArg "method" $"unknown curvature method '%s{other}'"
+
 /// How one layer's curvature diagonal was obtained and how uncertain it is.
 type LayerCurvature =
     {
         Name: string
-        /// "hutchinson", "closed-form" (the classifier) or "unit-hvp" (exact, one HVP per weight).
-        Method: string
+        Method: CurvatureMethod
         /// Median over the layer of SE/|estimate| (see Stability.medianRelativeSe); 0 when exact.
         MedianRelativeSe: float
         /// Probes that reached this layer per scoring batch (0 when exact).
@@ -148,17 +179,13 @@ module ProbeScope =
 
             groups
 
-/// Options the curvature-based criteria read. Temperatures scale logits as f/T.
-type CriterionOptions =
+/// How the Hessian-diagonal statistic is estimated (its temperature is part of the statistic).
+type CurvatureOptions =
     {
         /// Hutchinson probes per scoring batch.
         Probes: int
         /// Which Hessian blocks a probe covers.
         ProbeScope: ProbeScope
-        /// Temperature of the Hutchinson criteria (the second-order paper's code uses 200).
-        HutchinsonTemperature: float
-        /// Temperature of GraSP (the original GraSP uses 200).
-        GraspTemperature: float
         /// Hutchinson HVPs over all scoring batches (0: none, Probes per batch is used). Fixed
         /// mode gives every block floor(B / (batches · blocks)) probes, so full probing gets L
         /// times the probes of per-layer probing at equal cost; adaptive mode stops at B.
@@ -177,13 +204,23 @@ type CriterionOptions =
         {
             Probes = 10
             ProbeScope = ProbeScope.Full
-            HutchinsonTemperature = 200.0
-            GraspTemperature = 200.0
             HvpBudget = 0
             AdaptiveTarget = 0.0
             ExactClassifier = false
             ExactLayerSize = 0
         }
+
+/// The temperatures the built-in criteria's formulas take (logits / T). User formulas write
+/// their temperatures into the statistics' names instead, e.g. grad(T=200).
+type Temperatures =
+    {
+        /// GraSP's (the original GraSP uses 200).
+        Grasp: float
+        /// The Hutchinson family's, for both g and Ĥ in hts (the second-order paper's code uses 200).
+        Hutchinson: float
+    }
+
+    static member Default = { Grasp = 200.0; Hutchinson = 200.0 }
 
 /// Everything a criterion may read. Criteria are pure functions of it (the model's weights are
 /// read, never changed; its train/eval mode is restored).
@@ -196,7 +233,7 @@ type ScoringContext =
         InputShape: int64 list
         /// Seed for random criteria and probes.
         Seed: uint64
-        Options: CriterionOptions
+        Curvature: CurvatureOptions
         /// The current mask in iterative pruning (pruned weights are already zero in the model).
         Mask: Mask option
     }
@@ -217,7 +254,7 @@ type PruneSpec =
         SamplesPerClass: int
         /// Scoring batch size.
         ScoringBatchSize: int
-        Options: CriterionOptions
+        Curvature: CurvatureOptions
         /// Keep at least one weight in every layer (off by default: collapse is reported instead).
         KeepOnePerLayer: bool
         Seed: uint64
@@ -291,107 +328,26 @@ module Mask =
                 ]
         }
 
-/// Top-k mask selection: exactly k = round(density·N) weights are kept (per scope), ties broken
-/// by position (the earlier weight, in layer order then row-major order, wins).
-module Selection =
-    /// k = round(density·n), halves rounded away from zero.
-    let keepCount (density: float) (n: int64) =
-        int64 (System.Math.Round(density * float n, System.MidpointRounding.AwayFromZero))
+/// Progress of long scoring work (a Fisher loop over samples, Hutchinson over batches and
+/// probes), reported to a sink the host installs for the current thread. A side channel on
+/// purpose: progress is not part of any result, and criteria stay pure.
+[<AbstractClass; Sealed>]
+type ScoringProgress =
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private sink: Action<string, int, int>
 
-    /// Checks a sparsity value, naming the parameter in the error.
-    let validateSparsity (sparsity: float) =
-        if System.Double.IsNaN sparsity || sparsity < 0.0 || sparsity >= 1.0 then
-            invalidArg
-                "sparsity"
-                $"sparsity must lie in [0, 1) (the fraction of weights removed), got %g{sparsity}; e.g. 0.9 keeps 10%% of the weights"
+    /// Sends (what, done, total) to the installed sink, if any.
+    static member Report(what: string, finished: int, total: int) =
+        let s = ScoringProgress.sink
 
-    /// Fails when any score is NaN or infinite, naming the layer.
-    let validateScores (scores: Scores) =
-        for name, s in scores.Layers do
-            use finite = s.IsFinite()
-            let bad = s.NumEl - finite.CountNonZero()
+        if not (obj.ReferenceEquals(s, null)) then
+            s.Invoke(what, finished, total)
 
-            if bad > 0L then
-                invalidArg
-                    "scores"
-                    $"the criterion produced %d{bad} non-finite score(s) (NaN or ±inf) in layer '%s{name}'; check the model's weights and the scoring data"
+    /// Installs a sink for the current thread until the returned value is disposed.
+    static member Install(sink: Action<string, int, int>) : IDisposable =
+        let previous = ScoringProgress.sink
+        ScoringProgress.sink <- sink
 
-    // Indices of the k best entries of a 1-d tensor, best first, equal values in position order.
-    let private topIndices (k: int64) (flat: Tensor) =
-        use order = flat.ArgSort(0L, descending = true, stable = true)
-        order.Narrow(0L, 0L, k)
-
-    let private boolMaskOf (n: int64) (indices: Tensor) (device: Device) =
-        use zeros = Libtorch.Zeros([| n |], DType.Bool, device)
-        use ones = Libtorch.Ones([| indices.NumEl |], DType.Bool, device)
-        zeros.Scatter(0L, indices, ones)
-
-    /// Selects the mask. With a previous mask, weights it pruned score -inf and stay pruned.
-    /// keepOnePerLayer reserves each layer's best weight first (k stays exact).
-    let select (scope: Scope) (density: float) (keepOnePerLayer: bool) (previous: Mask option) (scores: Scores) : Mask =
-        if System.Double.IsNaN density || density <= 0.0 || density > 1.0 then
-            invalidArg "density" $"density must lie in (0, 1], got %g{density}"
-
-        validateScores scores
-        use _scope = new DisposeScope()
-
-        let ranked =
-            scores.Layers
-            |> List.mapi (fun i (name, s) ->
-                let flat = s.Flatten().To(DType.Float64)
-
-                let flat =
-                    match previous with
-                    | Some prev ->
-                        let _, keep = prev.Layers.[i]
-                        use k = keep.Flatten()
-
-                        use ninf =
-                            Libtorch.Full([||], System.Double.NegativeInfinity, DType.Float64, flat.Device)
-
-                        Tensor.Where(k, flat, ninf)
-                    | None -> flat
-
-                name, s.Shape, flat)
-
-        let reserve (flat: Tensor) =
-            if keepOnePerLayer && flat.NumEl > 0L then
-                use best = flat.ArgMax()
-                use one = Libtorch.Ones([| 1L |], DType.Bool, flat.Device)
-                use idx = best.Reshape([| 1L |])
-
-                use reserved =
-                    Libtorch.Zeros([| flat.NumEl |], DType.Bool, flat.Device).Scatter(0L, idx, one)
-
-                use inf =
-                    Libtorch.Full([||], System.Double.PositiveInfinity, DType.Float64, flat.Device)
-
-                Tensor.Where(reserved, inf, flat)
-            else
-                flat
-
-        let layers =
-            match scope with
-            | Scope.PerLayer ->
-                ranked
-                |> List.map (fun (name, shape, flat) ->
-                    let k0 = keepCount density flat.NumEl
-                    let k = if keepOnePerLayer then max 1L k0 |> min flat.NumEl else k0
-                    let keep = boolMaskOf flat.NumEl (topIndices k (reserve flat)) flat.Device
-                    name, keep.View(shape))
-            | Scope.Global ->
-                let flats = ranked |> List.map (fun (_, _, f) -> reserve f)
-                let all = Libtorch.Cat(List.toArray flats, 0L)
-                let k = keepCount density all.NumEl
-                let keepAll = boolMaskOf all.NumEl (topIndices k all) all.Device
-                let mutable offset = 0L
-
-                ranked
-                |> List.map (fun (name, shape, flat) ->
-                    let part = keepAll.Narrow(0L, offset, flat.NumEl)
-                    offset <- offset + flat.NumEl
-                    name, part.Reshape(shape).Clone())
-
-        {
-            Layers = layers |> List.map (fun (name, t) -> name, t.DetachFromScope())
+        { new IDisposable with
+            member _.Dispose() = ScoringProgress.sink <- previous
         }

@@ -18,7 +18,7 @@ namespace Pai.Host.AutoS;
 /// weights (iterative magnitude pruning, IMP: the accuracy PaI tries to reach without its cost).
 /// </summary>
 /// <param name="Run">Model, data, seed, scoring subset and training budget of every round.
-/// <see cref="RunConfig.Criterion"/> is what ranks trained weights: "magnitude" or "snip".</param>
+/// <see cref="RunConfig.Criterion"/> is what ranks trained weights: one of <c>Registry.trainedRankings</c>.</param>
 /// <param name="Rounds">Pruning rounds R (the network is trained R + 1 times: at densities (1 − p)^0 … (1 − p)^R).</param>
 /// <param name="PruneFraction">Fraction p of the remaining weights pruned per round.</param>
 /// <param name="Rewind">Rewind to θ₀ after each round (IRP) or continue from the trained weights (IMP).</param>
@@ -29,8 +29,8 @@ public sealed record IterativePruningSpec(RunConfig Run, int Rounds = 5, double 
     {
         if (Rounds < 1) throw new ArgumentException($"iterative pruning needs at least 1 round, got {Rounds}");
         if (!(PruneFraction > 0 && PruneFraction < 1)) throw new ArgumentException($"the prune fraction must lie in (0, 1), got {PruneFraction}");
-        if (Run.Criterion is not ("magnitude" or "snip"))
-            throw new ArgumentException($"iterative pruning ranks trained weights by magnitude or snip, not '{Run.Criterion}'");
+        if (!Registry.trainedRankings.Contains(Run.Criterion))
+            throw new ArgumentException($"iterative pruning ranks trained weights by {string.Join(" or ", Registry.trainedRankings)}, not '{Run.Criterion}'");
         Experiment.Validate(Run with { Sparsity = 0.5 });
     }
 
@@ -139,10 +139,10 @@ public static class IterativePruning
     {
         using var scope = new DisposeScope();
         var previous = new Mask(ListModule.OfSeq(mask.Select(k => Tuple.Create(k.Key, k.Value))));
-        var criterion = spec.Run.Criterion == "snip" ? Criteria.snip : Criteria.magnitude;
+        var criterion = Registry.find(spec.Run.Criterion);
         var context = new ScoringContext(model, ListModule.OfSeq(scoring), ListModule.OfSeq(model.InputShape.Dimensions),
-            spec.Run.Seed, CriterionOptions.Default, FSharpOption<Mask>.Some(previous));
-        var scores = criterion.Score.Invoke(context);
+            spec.Run.Seed, CurvatureOptions.Default, FSharpOption<Mask>.Some(previous));
+        var scores = criterion.Score(context);
         Mask next;
         try
         {

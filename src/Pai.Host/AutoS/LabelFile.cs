@@ -75,10 +75,9 @@ public sealed class LabelFile : IDisposable
             BnWarmup.run(model, c.WarmupBatches, loader.Epoch(0));
         }
         model.Training = false;
-        var options = Experiment.PruneSpecOf(c, Criteria.magnitude).Options;
         var context = new ScoringContext(model, ListModule.OfSeq(scoring), ListModule.OfSeq(model.InputShape.Dimensions),
-            c.Seed, options, FSharpOption<Mask>.None);
-        var columns = PaiAutoS.ComputeFeatures(features, context);
+            c.Seed, Experiment.CurvatureOf(c), FSharpOption<Mask>.None);
+        var columns = PaiAutoS.ComputeFeatures(c.HutchinsonTemperature, features, context);
         return model.Prunable.Select((p, i) => new LayerSamples(p.Key, columns[i].DetachFromScope(), Label(p.Key).Flatten().Clone().DetachFromScope())).ToList();
     }
 

@@ -75,8 +75,11 @@ public sealed class Predictor : IDisposable
         }
     }
 
-    /// <summary>The criterion "autos": score = predicted label of each weight's features (keep the highest).</summary>
-    public Criterion Criterion() => PaiAutoS.Criterion(Features, Predict);
+    /// <summary>
+    /// The criterion "autos": score = predicted label of each weight's features (keep the highest);
+    /// a Hessian-diagonal feature is taken at <paramref name="hessianTemperature"/>.
+    /// </summary>
+    public Criterion Criterion(double hessianTemperature) => PaiAutoS.Criterion(hessianTemperature, Features, Predict);
 
     /// <summary>Comma-separated feature names.</summary>
     public string FeatureNames => Pai.Features.format(Microsoft.FSharp.Collections.ListModule.OfSeq(Features));

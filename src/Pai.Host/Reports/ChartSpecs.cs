@@ -27,8 +27,7 @@ public static class ChartSpecs
 
     /// <summary>Criteria in the design's order: each keeps its color in every report.</summary>
     public static readonly IReadOnlyList<string> KnownCriteria =
-        ["random", "magnitude", "grad_norm", "snip", "grasp", "synflow", "fisher_diag", "fisher_obd", "fts",
-         "hutch_diag", "hutch_obd", "hts", "autos"];
+        [.. Registry.names];
 
     /// <summary>Sort rank of a criterion: its index in <see cref="KnownCriteria"/>, unknown ones after them.</summary>
     public static int CriterionRank(string criterion)

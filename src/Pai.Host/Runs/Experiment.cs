@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using Pai.Host.AutoS;
 using Pai.Host.Checkpoints;
@@ -48,54 +49,73 @@ public sealed class DataCache : IDisposable
 
 /// <summary>
 /// One run end to end: data → model → (BN warm-up → scoring → mask) → masked training → record.
-/// Scores of single-round criteria are cached by everything they depend on (not the sparsity),
-/// so a sweep scores each (model, seed, criterion, scoring data, warm-up) once.
+/// The statistics of the first scoring round are stored by what they depend on (the data and
+/// scoring settings, not the criterion, sparsity or training), so a sweep computes each statistic
+/// of one initialization once: hutch_obd and hts share one Hessian diagonal, snip and grad_norm
+/// one gradient.
 /// </summary>
 public static class Experiment
 {
-    /// <summary>Checks names and ranges; throws ArgumentException naming the problem and the fix.</summary>
+    /// <summary>
+    /// Checks every setting (finite, in range, a known choice, from the declarations in
+    /// <see cref="RunConfig"/>) and how they fit together; throws ArgumentException naming the
+    /// problem and the fix. Expects a configuration from <see cref="Configure"/>.
+    /// </summary>
     public static void Validate(RunConfig c)
     {
+        if (RunSettings.Problems(c).FirstOrDefault() is { } problem) throw new ArgumentException(problem);
         if (!ModelZoo.Contains(c.Model))
             throw new ArgumentException($"unknown model '{c.Model}'; valid models: {string.Join(", ", ModelZoo.Names)}");
         DatasetRegistry.Canonical(c.Dataset); // throws listing the valid names
-        if (c.Criterion != "dense")
+        if (c.Criterion != DenseCriterion)
         {
-            if (c.Criterion == "autos" && c.Predictor is null)
+            if (c.Criterion == Registry.learnedName && c.Predictor is null)
                 throw new ArgumentException("the criterion 'autos' needs a predictor file: --predictor FILE");
-            if (c.Criterion == "autos" && c.PredictorHash is null)
-                throw new ArgumentException("an autos run needs the predictor's content hash in its configuration: build it with Experiment.ConfigurePredictor");
-            if (c.Criterion != "autos") PaiPruning.FindCriterion(c.Criterion);
-            Selection.validateSparsity(c.Sparsity);
+            if (c.Criterion == Registry.learnedName && c.PredictorHash is null)
+                throw new ArgumentException("an autos run needs the predictor's content hash in its configuration: build it with Experiment.Configure");
+            if (c.Criterion != Registry.learnedName) PaiPruning.ResolveCriterion(c.Criterion, TemperaturesOf(c));
         }
-        else if (c.Sparsity != 0)
-            throw new ArgumentException($"a dense run has sparsity 0, got {c.Sparsity}; pick a criterion to prune");
-        if (c.Scope is not ("global" or "layer")) throw new ArgumentException($"scope must be 'global' or 'layer', got '{c.Scope}'");
+        else
+        {
+            if (c.Sparsity != 0)
+                throw new ArgumentException($"a dense run has sparsity 0, got {c.Sparsity}; pick a criterion to prune (-c snip, say)");
+            if (c.Ablation != "none")
+                throw new ArgumentException($"the ablation '{c.Ablation}' changes a mask: it needs a criterion and a sparsity");
+        }
         if (ProbeScopeModule.parse(c.ProbeScope) is { IsError: true } scope) throw new ArgumentException(scope.ErrorValue);
-        if (c.HvpBudget is < 1) throw new ArgumentException($"the HVP budget must be positive (or left out for --probes per batch), got {c.HvpBudget}");
-        if (c.AdaptiveTarget is { } target && !(target > 0)) throw new ArgumentException($"the adaptive target median relative SE must be positive, e.g. 0.5, got {target}");
         if (c.AdaptiveTarget is not null && c.HvpBudget is null) throw new ArgumentException("the adaptive mode needs --hvp-budget as its cap");
-        if (c.ExactLayerSize < 0) throw new ArgumentException($"the exact layer size must be 0 (off) or positive, got {c.ExactLayerSize}");
-        if (c.SamplesPerClass < 1) throw new ArgumentException($"samples per class must be at least 1, got {c.SamplesPerClass}");
-        if (c.ScoringBatchSize < 1) throw new ArgumentException($"the scoring batch size must be at least 1, got {c.ScoringBatchSize}");
-        if (c.Probes < 2) throw new ArgumentException($"Hutchinson needs at least 2 probes, got {c.Probes}");
-        if (c.BatchSize < 1) throw new ArgumentException($"the batch size must be at least 1, got {c.BatchSize}");
-        if (c.WarmupBatches < 0) throw new ArgumentException($"warm-up batches must be 0 (off) or positive, got {c.WarmupBatches}");
         TrainOptionsOf(c).Validate();
     }
 
+    /// <summary>The criterion name of a run without pruning.</summary>
+    public const string DenseCriterion = "dense";
+
     /// <summary>
-    /// The config with its predictor settled: for the criterion "autos", the predictor path made
-    /// absolute and its content hash recorded (part of the run key); for any other criterion, no
-    /// predictor at all (so a stray --predictor does not change other runs' keys).
+    /// The configuration in canonical form, so that equal experiments get equal keys: model and
+    /// data set names in lower case; a built-in criterion by its name, a formula by its canonical
+    /// text; for "autos", the predictor path made absolute and its content hash recorded (part of
+    /// the run key); for any other criterion, no predictor at all (a stray --predictor does not
+    /// change other runs' keys).
     /// </summary>
-    public static RunConfig ConfigurePredictor(RunConfig c)
+    public static RunConfig Configure(RunConfig c)
     {
-        if (c.Criterion != "autos") return c with { Predictor = null, PredictorHash = null };
+        c = c with { Model = c.Model.Trim().ToLowerInvariant(), Dataset = c.Dataset.Trim().ToLowerInvariant(), ProbeScope = c.ProbeScope.Trim().ToLowerInvariant() };
+        var criterion = c.Criterion.Trim();
+        if (criterion.Equals(DenseCriterion, StringComparison.OrdinalIgnoreCase)) c = c with { Criterion = DenseCriterion };
+        else if (criterion.Equals(Registry.learnedName, StringComparison.OrdinalIgnoreCase)) c = c with { Criterion = Registry.learnedName };
+        else c = c with { Criterion = PaiPruning.ResolveCriterion(criterion, TemperaturesOf(c)).Name };
+        if (c.Criterion != Registry.learnedName) return c with { Predictor = null, PredictorHash = null };
         if (c.Predictor is null) throw new ArgumentException("the criterion 'autos' needs a predictor file: --predictor FILE (train one with `pai autos fit`)");
         var path = Path.GetFullPath(c.Predictor);
         return c with { Predictor = path, PredictorHash = Predictor.ContentHash(path) };
     }
+
+    /// <summary>The temperatures the built-in criteria's formulas take.</summary>
+    public static Temperatures TemperaturesOf(RunConfig c) => new(c.GraspTemperature, c.HutchinsonTemperature);
+
+    /// <summary>The curvature estimator's settings.</summary>
+    public static CurvatureOptions CurvatureOf(RunConfig c) => new(c.Probes, ProbeScopeModule.parse(c.ProbeScope).ResultValue,
+        c.HvpBudget ?? 0, c.AdaptiveTarget ?? 0, c.ExactLastLayer, c.ExactLayerSize);
 
     /// <summary>Training options from a run configuration.</summary>
     public static TrainOptions TrainOptionsOf(RunConfig c) => new()
@@ -134,28 +154,20 @@ public static class Experiment
         c.WarmupBatches,
         c.SamplesPerClass,
         c.ScoringBatchSize,
-        new CriterionOptions(c.Probes, ProbeScopeModule.parse(c.ProbeScope).ResultValue,
-            c.HutchinsonTemperature, c.GraspTemperature, c.HvpBudget ?? 0, c.AdaptiveTarget ?? 0, c.ExactLastLayer, c.ExactLayerSize),
+        CurvatureOf(c),
         c.KeepOnePerLayer,
         c.Seed);
 
     /// <summary>
-    /// Bumped whenever a criterion's scores or what a cache file holds change, so that a results
-    /// store written by an older Pai recomputes instead of reading stale scores (version 2: Hutchinson
-    /// probes drawn in chunks, curvature diagnostics stored with the scores).
+    /// Bumped whenever a statistic's values or what a stored statistic file holds change, so that
+    /// a results store written by an older Pai recomputes instead of reading stale values
+    /// (version 3: statistics instead of criterion scores, keyed by the data and scoring settings).
     /// </summary>
-    public const int ScoreCacheVersion = 2;
+    public const int StatisticsCacheVersion = 3;
 
-    /// <summary>
-    /// The cache key of a run's first-round scores: everything the scores depend on, not the sparsity,
-    /// prefixed by <see cref="ScoreCacheVersion"/>.
-    /// </summary>
-    public static string ScoreCacheKey(RunConfig c) => $"v{ScoreCacheVersion}-" + (c with
-    {
-        Sparsity = 0, Scope = "global", Rounds = null, KeepOnePerLayer = false,
-        Epochs = 0, BatchSize = 0, Optimizer = "", LearningRate = 0, Momentum = 0, Nesterov = false, WeightDecay = 0,
-        Schedule = "", Milestones = [], Gamma = 0, LabelSmoothing = 0, MaxBatchesPerEpoch = null, Augment = false,
-    }).Key;
+    /// <summary>The cache key of one statistic of a run: its data and scoring settings and the statistic's name.</summary>
+    public static string StatisticCacheKey(RunConfig c, string statistic) =>
+        $"v{StatisticsCacheVersion}-{c.StatisticsKey}-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(statistic)))[..12];
 
     /// <summary>Builds the model a run trains (initialized with the run's seed).</summary>
     public static Model CreateModel(RunConfig c, Dataset train) => ModelZoo.Create(c.Model, new ModelOptions
@@ -166,23 +178,73 @@ public static class Experiment
         DenseClassifier = c.DenseClassifier,
     });
 
+    /// <summary>The run's criterion: a built-in at the run's temperatures, a formula, or the AutoS predictor's.</summary>
+    public static Criterion CriterionOf(RunConfig c, Predictor? predictor) =>
+        c.Criterion == Registry.learnedName
+            ? (predictor ?? throw new ArgumentException("the criterion 'autos' needs its predictor")).Criterion(c.HutchinsonTemperature)
+            : PaiPruning.ResolveCriterion(c.Criterion, TemperaturesOf(c));
+
     /// <summary>
     /// Prunes a freshly initialized model as the config says. Returns the mask (owned by the
-    /// caller) and report. scoreCache, when given, is the safetensors file of cached first-round scores.
+    /// caller) and report. With a store, the statistics of the first round are read from it when
+    /// stored by an earlier run with the same data and scoring settings, and stored otherwise (a
+    /// damaged file is reported, recomputed and replaced).
     /// </summary>
-    public static PruneResult Prune(RunConfig c, Model model, Dataset train, string? scoreCache, Action<string> log)
+    public static PruneResult Prune(RunConfig c, Model model, Dataset train, IRunStore? store, Action<string> log, string? scoresPath = null)
     {
-        using var predictor = c.Criterion == "autos" ? LoadPredictor(c) : null;
-        var criterion = predictor?.Criterion() ?? PaiPruning.FindCriterion(c.Criterion);
+        using var predictor = c.Criterion == Registry.learnedName ? LoadPredictor(c) : null;
+        var criterion = CriterionOf(c, predictor);
+        if (c.Ablation == "invert")
+            criterion = new Criterion($"-({criterion.Name})", Expr.NewNegation(criterion.Formula), criterion.DefaultRounds);
         if (c.WarmupBatches > 0 && !model.BatchNorms.Any())
             log($"{model.Name} has no batch norm: BN warm-up does nothing and is skipped");
-        if (scoreCache is not null)
-            criterion = PaiPruning.Cached(criterion, () => LoadScores(scoreCache, model), s => SaveScores(scoreCache, s));
+        var known = store is null ? [] : LoadStatistics(store, c, criterion, model, log);
         using var scoring = ScoringSubset.Create(train, c.SamplesPerClass, c.Seed, c.ScoringBatchSize, device: model.Device);
         using var warmupLoader = new DataLoader(train, c.BatchSize, shuffle: true, seed: c.Seed, device: model.Device);
         var warmup = model.BatchNorms.Any() ? warmupLoader.Epoch(0) : [];
         var spec = PruneSpecOf(c with { WarmupBatches = model.BatchNorms.Any() ? c.WarmupBatches : 0 }, criterion);
-        return PaiPruning.Prune(spec, criterion, model, train.InputShape, scoring, warmup, log);
+        PruneResult result;
+        using (ScoringProgress.Install(ProgressLines(log)))
+            result = PaiPruning.Prune(spec, criterion, model, train.InputShape, scoring, warmup, known, log);
+        try
+        {
+            if (scoresPath is not null)
+                using (var scope = new DisposeScope())
+                    Safetensors.Save(Path.GetFullPath(scoresPath), result.Scores.Layers.Select(l => (l.Item1, l.Item2.To(DType.Float32))),
+                        new Dictionary<string, string> { ["config"] = c.CanonicalJson(), ["criterion"] = criterion.Name, ["formula"] = Formula.render(criterion.Formula) });
+            if (store is not null)
+                foreach (var (name, value) in result.Statistics)
+                    SaveStatistic(store.ScoreCachePath(StatisticCacheKey(c, name)), name, value, model.Prunable.Select(p => p.Key));
+        }
+        finally
+        {
+            foreach (var (_, value) in result.Statistics)
+                foreach (var t in value.Layers) t.Dispose();
+            ScoresModule.dispose(result.Scores);
+        }
+        // Scores and statistics are stored or freed above: the caller gets the mask and report.
+        var done = new PruneResult(result.Mask, result.Report, ScoresModule.ofLayers(FSharpList<Tuple<string, Tensor>>.Empty),
+            FSharpList<Tuple<string, StatisticValue>>.Empty);
+        return c.Ablation == "shuffle" ? Ablations.Shuffle(done, c.Seed) : done;
+    }
+
+    /// <summary>How often long scoring work reports its progress.</summary>
+    public static TimeSpan ScoringProgressInterval { get; set; } = TimeSpan.FromSeconds(10);
+
+    // Scoring progress as log lines, at most one per interval, with the step's rate and ETA.
+    static Action<string, int, int> ProgressLines(Action<string> log)
+    {
+        var watch = Stopwatch.StartNew();
+        var last = TimeSpan.Zero;
+        var (step, started) = ("", TimeSpan.Zero);
+        return (what, done, total) =>
+        {
+            if (what != step) (step, started) = (what, watch.Elapsed);
+            if (watch.Elapsed - last < ScoringProgressInterval || done >= total) return;
+            last = watch.Elapsed;
+            var perItem = (watch.Elapsed - started).TotalSeconds / Math.Max(done, 1);
+            log($"scoring: {what} {done}/{total} ({100.0 * done / total:F0}%), about {perItem * (total - done):F0} s left in this step");
+        };
     }
 
     // The predictor the run was configured with; a file changed since then would silently be another experiment.
@@ -194,26 +256,56 @@ public static class Experiment
         return Predictor.Load(c.Predictor!);
     }
 
-    static FSharpOption<Scores> LoadScores(string path, Model model)
+    // The criterion's stored statistics; a damaged file is reported, deleted and recomputed.
+    static List<Tuple<string, StatisticValue>> LoadStatistics(IRunStore store, RunConfig c, Criterion criterion, Model model, Action<string> log)
     {
-        if (!File.Exists(path)) return FSharpOption<Scores>.None;
-        using var file = Safetensors.Load(path, model.Prunable.Select(p => new TensorSpec(p.Key, DType.Float32, p.Value.Shape)), strict: true);
-        var layers = model.Prunable.Select(p => Tuple.Create(p.Key, file.Take(p.Key))).ToList();
-        var diagnostics = file.Metadata.TryGetValue(DiagnosticsKey, out var json)
-            ? JsonSerializer.Deserialize<List<CurvatureRecord>>(json)!.Select(r => r.ToDiagnostics())
-            : [];
-        return FSharpOption<Scores>.Some(new Scores(Microsoft.FSharp.Collections.ListModule.OfSeq(layers),
-            Microsoft.FSharp.Collections.ListModule.OfSeq(diagnostics)));
+        var known = new List<Tuple<string, StatisticValue>>();
+        foreach (var statistic in Formula.statistics(criterion.Formula).Where(StatisticModule.worthCaching))
+        {
+            var path = store.ScoreCachePath(StatisticCacheKey(c, statistic.Name));
+            if (!File.Exists(path)) continue;
+            try
+            {
+                using var file = Safetensors.Load(path, model.Prunable.Select(p => new TensorSpec(p.Key, DType.Float32, p.Value.Shape)), strict: true);
+                if (!file.Metadata.TryGetValue(StatisticKey, out var stored) || stored != statistic.Name)
+                    throw new CheckpointException(path, $"holds '{stored}', not the statistic '{statistic.Name}'");
+                var layers = model.Prunable.Select(p => file.Take(p.Key)).ToList();
+                var diagnostics = file.Metadata.TryGetValue(DiagnosticsKey, out var json)
+                    ? JsonSerializer.Deserialize<List<CurvatureRecord>>(json)!.Select(r => r.ToDiagnostics())
+                    : [];
+                known.Add(Tuple.Create(statistic.Name, new StatisticValue(ListModule.OfSeq(layers), ListModule.OfSeq(diagnostics))));
+            }
+            catch (Exception e) when (e is CheckpointException or IOException or InvalidDataException or JsonException)
+            {
+                log($"warning: stored statistic {statistic.Name} is damaged ({e.Message}); recomputing it and replacing {path}");
+                File.Delete(path);
+            }
+        }
+        return known;
     }
 
-    // Cached scores keep their estimators' diagnostics, so every sparsity of a sweep records the achieved error.
+    // Stored statistics keep their estimators' diagnostics, so every sparsity of a sweep records the achieved error.
     const string DiagnosticsKey = "curvature";
+    const string StatisticKey = "statistic";
 
-    static void SaveScores(string path, Scores scores)
+    static void SaveStatistic(string path, string name, StatisticValue value, IEnumerable<string> layerNames)
     {
         using var scope = new DisposeScope();
-        var metadata = new Dictionary<string, string> { [DiagnosticsKey] = JsonSerializer.Serialize(scores.Diagnostics.Select(CurvatureRecord.Of).ToList()) };
-        Safetensors.Save(path, scores.Layers.Select(l => (l.Item1, l.Item2.To(DType.Float32))), metadata);
+        var metadata = new Dictionary<string, string>
+        {
+            [StatisticKey] = name,
+            [DiagnosticsKey] = JsonSerializer.Serialize(value.Diagnostics.Select(CurvatureRecord.Of).ToList()),
+        };
+        Safetensors.Save(path, layerNames.Zip(value.Layers).Select(x => (x.First, x.Second.To(DType.Float32))), metadata);
+    }
+
+    /// <summary>Every seed a run used, by purpose (recorded with the run).</summary>
+    public static Dictionary<string, ulong> SeedsOf(RunConfig c)
+    {
+        var seeds = new Dictionary<string, ulong> { ["init"] = c.Seed, ["scoring"] = c.Seed, ["probes"] = c.Seed, ["data"] = c.Seed };
+        if (c.Ablation == "reinit") seeds["reinit"] = Ablations.ReinitSeed(c.Seed);
+        if (c.Ablation == "shuffle") seeds["shuffle"] = c.Seed;
+        return seeds;
     }
 
     /// <summary>The mask as a name → tensor dictionary (what the trainer takes).</summary>
@@ -245,7 +337,7 @@ public static class Experiment
                 if (c.Criterion != "dense")
                 {
                     progress?.Phase(c, "warmup+scoring");
-                    var result = Prune(c, model, train, ScoreCachePath(store, c), m => progress?.Log(c, m));
+                    var result = Prune(c, model, train, store, m => progress?.Log(c, m));
                     mask = result.Mask;
                     foreach (var (phase, seconds) in result.Report.Seconds) phases[phase] = seconds;
                     prune = new PruneSummary(result.Report.Criterion,
@@ -253,6 +345,7 @@ public static class Experiment
                         result.Report.Collapsed.ToList(), result.Report.Rounds, result.Report.Density,
                         result.Report.Curvature.Select(CurvatureRecord.Of).ToList());
                     store.RecordPrune(key, prune, phases);
+                    if (c.Ablation == "reinit") Ablations.Reinitialize(model, c.Seed);
                     Safetensors.Save(store.MaskPath(key),
                         mask.Layers.Select(l => (l.Item1, l.Item2)), new Dictionary<string, string> { ["config"] = c.CanonicalJson() });
                 }
@@ -289,7 +382,7 @@ public static class Experiment
                     FinalLoss = last.Test?.Loss,
                     PhaseSeconds = phases,
                     Prune = prune,
-                    Seeds = new Dictionary<string, ulong> { ["init"] = c.Seed, ["scoring"] = c.Seed, ["probes"] = c.Seed, ["data"] = c.Seed },
+                    Seeds = SeedsOf(c),
                     PaiVersion = PaiHost.Version,
                     LibtorchVersion = Libtorch.Version,
                     Started = started,
@@ -310,11 +403,4 @@ public static class Experiment
         }
     }
 
-    // Single-round scores are cached; iterative criteria (SynFlow's 100 rounds) depend on the sparsity.
-    static string? ScoreCachePath(IRunStore store, RunConfig c)
-    {
-        var defaultRounds = c.Criterion == "autos" ? 1 : PaiPruning.FindCriterion(c.Criterion).DefaultRounds;
-        if ((c.Rounds ?? defaultRounds) != 1) return null;
-        return store.ScoreCachePath(ScoreCacheKey(c));
-    }
 }

@@ -22,7 +22,7 @@ public sealed record LayerDensityRecord(string Name, long Kept, long Total);
 
 /// <summary>How one layer's curvature diagonal was obtained and its achieved error.</summary>
 /// <param name="Name">Layer (weight) name.</param>
-/// <param name="Method">"hutchinson", "closed-form" or "unit-hvp".</param>
+/// <param name="Method">"hutchinson", "closed-form", "unit-hvp" or "exact" (CurvatureMethod.name).</param>
 /// <param name="MedianRelativeSe">Median over the layer of SE/|estimate| (0 when exact; null when infinite).</param>
 /// <param name="Probes">Probes per scoring batch that reached the layer (0 when exact).</param>
 public sealed record LayerCurvatureRecord(string Name, string Method, double? MedianRelativeSe, int Probes);
@@ -36,13 +36,13 @@ public sealed record CurvatureRecord(string Estimator, int Hvps, double Target, 
 {
     /// <summary>The stored form of the F# diagnostics.</summary>
     public static CurvatureRecord Of(Pai.CurvatureDiagnostics d) => new(d.Estimator, d.Hvps, d.Target,
-        d.Layers.Select(l => new LayerCurvatureRecord(l.Name, l.Method,
+        d.Layers.Select(l => new LayerCurvatureRecord(l.Name, CurvatureMethodModule.name(l.Method),
             double.IsFinite(l.MedianRelativeSe) ? l.MedianRelativeSe : null, l.Probes)).ToList());
 
     /// <summary>Back to the F# diagnostics (an infinite error comes back as +∞).</summary>
     public Pai.CurvatureDiagnostics ToDiagnostics() => new(Estimator,
         Microsoft.FSharp.Collections.ListModule.OfSeq(Layers.Select(l =>
-            new Pai.LayerCurvature(l.Name, l.Method, l.MedianRelativeSe ?? double.PositiveInfinity, l.Probes))),
+            new Pai.LayerCurvature(l.Name, CurvatureMethodModule.parse(l.Method), l.MedianRelativeSe ?? double.PositiveInfinity, l.Probes))),
         Hvps, Target);
 }
 

@@ -1,0 +1,57 @@
+using Microsoft.FSharp.Collections;
+using Pai.Host.Models;
+using Pai.Torch;
+
+namespace Pai.Host.Runs;
+
+/// <summary>
+/// The sanity checks of Frankle et al. (2021) and Su et al. (2020), DESIGN.md §5b. "invert" keeps
+/// the lowest scores by negating the criterion's formula (ties as usual; never 1/s) and lives in
+/// <see cref="Experiment.Prune"/>; shuffle and reinit change a mask or the weights it is applied to.
+/// </summary>
+public static class Ablations
+{
+    /// <summary>The valid ablation names ("none" first).</summary>
+    public static IReadOnlyList<string> Names { get; } = RunSettings.Of(nameof(RunConfig.Ablation)).Declaration.Choices!;
+
+    // Ablation seeds are derived from the run's seed, away from the seeds the run already uses.
+    const ulong ShuffleStream = 0x53485546464C45UL; // "SHUFFLE"
+    const ulong ReinitStream = 0x5245494E4954UL; // "REINIT"
+
+    /// <summary>
+    /// Shuffle: each layer's kept positions permuted at random (seeded), so each layer keeps exactly
+    /// its count and the criterion contributes only its per-layer densities. Equal in distribution
+    /// to "random at the criterion's layer densities". Disposes the input mask.
+    /// </summary>
+    public static PruneResult Shuffle(PruneResult result, ulong seed)
+    {
+        using var generator = new Generator(seed ^ ShuffleStream);
+        var layers = new List<Tuple<string, Tensor>>();
+        using (var scope = new DisposeScope())
+        {
+            foreach (var (name, keep) in result.Mask.Layers)
+            {
+                var flat = keep.Flatten();
+                var permutation = Libtorch.RandPerm(flat.NumEl, generator, keep.Device);
+                layers.Add(Tuple.Create(name, flat.IndexSelect(0, permutation).Reshape(keep.Shape).DetachFromScope()));
+            }
+        }
+        MaskModule.dispose(result.Mask);
+        return new PruneResult(new Mask(ListModule.OfSeq(layers)), result.Report, result.Scores, result.Statistics);
+    }
+
+    /// <summary>The seed of a reinit run's fresh initial weights.</summary>
+    public static ulong ReinitSeed(ulong seed) => seed ^ ReinitStream;
+
+    /// <summary>
+    /// Reinit: the mask is kept and every parameter and buffer is drawn afresh, as a model
+    /// initialized with <see cref="ReinitSeed"/> would have them.
+    /// </summary>
+    public static void Reinitialize(Model model, ulong seed)
+    {
+        using var fresh = ModelZoo.Create(model.Name, model.Options with { Seed = ReinitSeed(seed) });
+        using var noGrad = Libtorch.NoGrad();
+        foreach (var (name, p) in model.Parameters) p.Copy_(fresh.Parameters.Single(q => q.Key == name).Value);
+        foreach (var (name, b) in model.Buffers) b.Copy_(fresh.Buffers.Single(q => q.Key == name).Value);
+    }
+}
