@@ -1,5 +1,5 @@
 """PyTorch side of `Pai.Benchmarks scoring`: a long-lived worker that computes the pruning
-criteria of src/Pai/Pai.Criteria.fs with the same semantics, on the weights and scoring batches
+criteria of src/Pai/Pai.Registry.fs with the same semantics, on the weights and scoring batches
 Pai exported (so the results can be compared, not only timed).
 
 Semantics (DESIGN.md §5, as Pai computes them): eval mode; g = ∇θ Σᵢ CE(f(xᵢ)/T, yᵢ)/N over the
@@ -7,7 +7,7 @@ scoring batches (prunable weights only); snip = |θ⊙g|; grasp = θ⊙(H g) wit
 loss, g detached; fisher_obd = ½θ²⊙mean(gᵢ²) sample by sample; hutch_obd = ½θ²⊙Ĥ where, per
 scoring batch, the create_graph gradient of the T=200 loss is contracted with `probes` Rademacher
 vectors z (drawn like Pai: rand >= 0.5, one generator seeded with the seed, in batch, probe,
-layer order) and Ĥ sums over batches the probe mean of z⊙Hz; hts = |θ⊙g + ½θ²⊙Ĥ| (g at T=1);
+layer order) and Ĥ sums over batches the probe mean of z⊙Hz; hts = |θ⊙g + ½θ²⊙Ĥ| (g and Ĥ both at T=200);
 synflow = |θ⊙∂R/∂θ| on a float64 copy with |θ|, eval mode, all-ones input; synflow_xR = R rounds
 of synflow and global top-k (stable, pruned weights score -inf) at density d^(k/R).
 
@@ -224,7 +224,7 @@ class Criteria:
         return [w.square() * hi * 0.5 for w, hi in zip(self.detached(), h)]
 
     def hts(self):
-        g = self.mean_gradient(1.0)
+        g = self.mean_gradient(200.0)
         h = self.hutchinson(200.0)
         return [(w * gi + w.square() * hi * 0.5).abs() for w, gi, hi in zip(self.detached(), g, h)]
 

@@ -114,7 +114,7 @@ let agreement (model: string) =
             Batches = List.ofSeq scoring
             InputShape = List.ofArray train.InputShape
             Seed = c.Seed
-            Options = CriterionOptions.Default
+            Curvature = CurvatureOptions.Default
             Mask = None
         }
 
@@ -123,9 +123,9 @@ let agreement (model: string) =
         |> Array.ofList
         |> Array.collect (fun (_, t) -> Pai.Tensors.toFloats (t.To Pai.Torch.DType.Float64))
 
-    let autos = fitted.Criterion().Score ctx
-    let magnitude = Criteria.magnitude.Score ctx
-    let snip = Criteria.snip.Score ctx
+    let autos = fitted.Criterion(c.HutchinsonTemperature).Score ctx
+    let magnitude = (Registry.find "magnitude").Score ctx
+    let snip = (Registry.find "snip").Score ctx
 
     let kept (s: Scores) =
         flat (Selection.select Scope.Global 0.02 false None s).Layers

@@ -55,13 +55,24 @@ let private synflowPruneJob (rounds: int) (sparsity: float) (ctx: ScoringContext
             WarmupBatches = 0
             SamplesPerClass = 10
             ScoringBatchSize = 1
-            Options = ctx.Options
+            Curvature = ctx.Curvature
             KeepOnePerLayer = false
             Seed = ctx.Seed
         }
 
+    // The timed work includes freeing everything but the mask (the last scores, which the
+    // pipeline hands back; synflow stores no statistics).
     let prune () =
-        fst (Pruning.prune spec Criteria.synflow ctx.Model ctx.InputShape ctx.Batches Seq.empty ignore)
+        let r =
+            Pruning.prune spec (Registry.find "synflow") ctx.Model ctx.InputShape ctx.Batches Seq.empty [] ignore
+
+        Scores.dispose r.Scores
+
+        for _, v in r.Statistics do
+            for t in v.Layers do
+                t.Dispose()
+
+        r.Mask
 
     {
         Name = $"synflow_x%d{rounds}"
@@ -94,7 +105,7 @@ let private job (args: Args) (ctx: ScoringContext) (name: string) =
     match name with
     | "synflow_x100" -> synflowPruneJob (args.Int("synflow-rounds", 100)) (args.Float("synflow-sparsity", 0.99)) ctx
     | _ ->
-        match Criteria.tryFind name with
+        match Registry.resolve Temperatures.Default name with
         | Ok c -> criterionJob name c ctx
         | Error e -> failwith e
 
@@ -219,8 +230,8 @@ let run (args: Args) =
                     Batches = batchList
                     InputShape = [ int64 shape.Channels; int64 shape.Height; int64 shape.Width ]
                     Seed = 0UL
-                    Options =
-                        { CriterionOptions.Default with
+                    Curvature =
+                        { CurvatureOptions.Default with
                             Probes = probes
                         }
                     Mask = None

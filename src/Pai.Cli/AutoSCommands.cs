@@ -117,7 +117,6 @@ internal static class AutoSCommands
                     metadata["seed"] = options.Seed.ToString(CultureInfo.InvariantCulture);
                     var path = Path.GetFullPath(p.GetValue(output)!);
                     predictor.Save(path, metadata);
-                    AnsiConsole.MarkupLine($"held-out layers {Markup.Escape(string.Join(", ", report.ValidationLayers))}: MSE {report.ValidationMse:F5}, Spearman [bold]{report.ValidationSpearman:F4}[/]");
                     AnsiConsole.MarkupLine($"predictor written to [bold]{Markup.Escape(path)}[/] (use: --criterion autos --predictor {Markup.Escape(path)})");
                 }
             }

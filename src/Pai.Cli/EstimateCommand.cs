@@ -14,7 +14,7 @@ internal static class EstimateCommand
         var criteria = new Option<string>("--criteria") { Description = "comma-separated criteria whose masks are compared across probe seeds", DefaultValueFactory = _ => "hutch_obd,hts" };
         var budgets = new Option<string>("--budgets") { Description = "comma-separated Hutchinson HVP budgets (over all scoring batches)", DefaultValueFactory = _ => "1200" };
         var scopes = new Option<string>("--scopes") { Description = "semicolon-separated probe scopes: full, layer, or groups such as 0+1,2,3", DefaultValueFactory = _ => "full;layer" };
-        var sparsities = new Option<string>("--sparsities") { Description = "comma-separated sparsities in [0, 1)", DefaultValueFactory = _ => string.Join(",", RunCommands.MainSparsities.Select(s => s.ToString(CultureInfo.InvariantCulture))) };
+        var sparsities = new Option<string>("--sparsities") { Description = "comma-separated sparsities in [0, 1)", DefaultValueFactory = _ => "0.9,0.98,0.995" };
         var probeSeeds = new Option<string>("--probe-seeds") { Description = "the two probe seeds compared (the model and scoring data follow --seed)", DefaultValueFactory = _ => "1,2" };
         var referenceSize = new Option<int>("--reference-size") { Description = "exact reference diagonal by unit-vector HVPs for layers with at most this many weights (the classifier always has its closed form)", DefaultValueFactory = _ => 0 };
         var cmd = new Command("estimate", "Mask stability and curvature error: Jaccard overlap of top-k masks between two probe seeds, per-layer relative SE, and error against exact diagonals where cheap.");

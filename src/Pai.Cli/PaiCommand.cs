@@ -14,9 +14,6 @@ internal static class PaiCommand
         Recursive = true,
     };
 
-    /// <summary>The most threads accepted: oversubscribing the cores more than this only slows libtorch down.</summary>
-    internal static int MaxThreads => 4 * Environment.ProcessorCount;
-
     internal static RootCommand Build()
     {
         var root = new RootCommand("Pai: pruning at initialization on libtorch.");
@@ -38,8 +35,7 @@ internal static class PaiCommand
             {
                 var threads = r.GetValue(Threads);
                 if (threads < 0) r.AddError($"--threads must be 0 (every core) or positive, got {threads}");
-                if (threads > MaxThreads)
-                    r.AddError($"--threads {threads} is more than this machine's {Environment.ProcessorCount} cores × 4; more threads than cores only slows libtorch down (0 uses every core)");
+
             });
         return root;
     }

@@ -46,9 +46,9 @@ internal static class PruneTrainCommands
         {
             var config = o.Read(p);
             if (p.GetValue(output) is { } outPath) Cli.CheckWritable(Path.GetFullPath(outPath), "--out");
-            var label = p.GetValue(mask) is null ? "dense" : "masked";
+            var label = p.GetValue(mask) is { } m ? $"{config.Model} with {Path.GetFileName(m)} seed {config.Seed}" : null;
             using var trained = ConsoleProgress.Show(progress =>
-                PaiHost.Train(config, p.GetValue(mask), t => progress.Training(config with { Criterion = label }, t), Console.WriteLine));
+                PaiHost.Train(config, p.GetValue(mask), t => progress.Training(config, t), Console.WriteLine), label);
             var last = trained.Epochs[^1].Test!;
             AnsiConsole.MarkupLine($"test top-1 [bold]{last.Top1:P2}[/], top-5 {last.Top5:P2}, loss {last.Loss:F4}");
             if (p.GetValue(output) is { } checkpoint)

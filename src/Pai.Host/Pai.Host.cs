@@ -226,9 +226,14 @@ public static class PaiHost
     public static string Version =>
         typeof(PaiHost).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion?.Split('+')[0] ?? "unknown";
 
-    /// <summary>Sets libtorch's thread count; null or 0 means every core.</summary>
+    /// <summary>The most intra-op threads accepted: 4 × the cores (more only slows libtorch down; 100,000 hangs creating threads).</summary>
+    public static int MaxThreads => 4 * Environment.ProcessorCount;
+
+    /// <summary>Sets libtorch's thread count; null or 0 means every core. More than <see cref="MaxThreads"/> is refused.</summary>
     public static void ConfigureThreads(int? threads)
     {
+        if (threads > MaxThreads)
+            throw new ArgumentException($"--threads {threads} is more than {MaxThreads} ({Environment.ProcessorCount} cores × 4): more threads than cores only slow libtorch down; 0 uses every core");
         Libtorch.SetNumThreads(threads is null or 0 ? Environment.ProcessorCount : threads.Value);
     }
 

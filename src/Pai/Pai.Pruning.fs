@@ -39,7 +39,7 @@ module Selection =
             if bad > 0L then
                 invalidArg
                     "scores"
-                    $"the criterion produced %d{bad} non-finite score(s) (NaN or ±inf) in layer '%s{name}'; check the model's weights and the scoring data"
+                    $"the criterion produced %d{bad} non-finite score(s) (NaN or ±inf) in layer '%s{name}'; check its formula (a division by a zero statistic?) or its predictor file, then the model's weights and the scoring data"
 
     // Indices of the k best entries of a 1-d tensor, best first, equal values in position order.
     let private topIndices (k: int64) (flat: Tensor) =

@@ -98,8 +98,8 @@ public class AutoSTests
     {
         using var scoring = ScoringSubset.Create(train, 2, 0);
         var context = new ScoringContext(model, ListModule.OfSeq(scoring), ListModule.OfSeq(new long[] { 1, 8, 8 }), 0,
-            CriterionOptions.Default, FSharpOption<Mask>.None);
-        var features = PaiAutoS.ComputeFeatures(Features.standard, context);
+            CurvatureOptions.Default, FSharpOption<Mask>.None);
+        var features = PaiAutoS.ComputeFeatures(200, Features.standard, context);
         var magnitude = model.Prunable.SelectMany(p => Floats(p.Value).Select(Math.Abs)).Select(v => (double)v).ToArray();
         var ranks = Stability.ranks(magnitude);
         var samples = new List<LayerSamples>();
@@ -245,20 +245,20 @@ public class AutoSTests
         }
         var autos = new RunConfig { Criterion = "autos", Sparsity = 0.9, Predictor = path };
         Write(0);
-        var first = Experiment.ConfigurePredictor(autos);
+        var first = Experiment.Configure(autos);
         Write(0);
-        Assert.Equal(first.Key, Experiment.ConfigurePredictor(autos).Key); // same content, same run
+        Assert.Equal(first.Key, Experiment.Configure(autos).Key); // same content, same run
         Write(1);
-        var changed = Experiment.ConfigurePredictor(autos);
+        var changed = Experiment.Configure(autos);
         Assert.NotEqual(first.Key, changed.Key);
         Assert.NotNull(changed.PredictorHash);
         // A stray --predictor leaves other criteria's keys alone (the pinned keys of StoreTests stay valid).
         var snip = new RunConfig { Criterion = "snip", Sparsity = 0.9 };
-        Assert.Equal(snip.Key, Experiment.ConfigurePredictor(snip with { Predictor = path }).Key);
-        Assert.Equal("44136fa355b3678a", Experiment.ConfigurePredictor(new RunConfig()).Key);
+        Assert.Equal(snip.Key, Experiment.Configure(snip with { Predictor = path }).Key);
+        Assert.Equal("44136fa355b3678a", Experiment.Configure(new RunConfig()).Key);
         // A run configured without the hash is refused rather than keyed by the path alone.
         var e = Assert.Throws<ArgumentException>(() => Experiment.Validate(autos));
-        Assert.Contains("ConfigurePredictor", e.Message);
+        Assert.Contains("Experiment.Configure", e.Message);
     }
 }
 

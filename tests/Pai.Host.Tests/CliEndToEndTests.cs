@@ -11,17 +11,23 @@ public class CliEndToEndTests
     // A tiny budget: synthetic 1×28×28 data, a few batches per epoch, a learning rate lenet5 trains with.
     static readonly string[] Tiny = ["-m", "lenet5", "-d", "synthetic", "--max-batches", "4", "--batch-size", "32", "--lr", "0.01", "--samples-per-class", "2", "--threads", "1"];
 
-    static Process Start(params string[] args)
+    static Process Start(params string[] args) => StartIn(null, args);
+
+    static Process StartIn(string? workingDirectory, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (workingDirectory is not null) psi.WorkingDirectory = workingDirectory;
         psi.ArgumentList.Add(Pai);
         foreach (var a in args) psi.ArgumentList.Add(a);
         return Process.Start(psi)!;
     }
 
-    static (int Code, string Out, string Err) Run(params string[] args)
+    internal static (int Code, string Out, string Err) Run(params string[] args) => RunIn(null, args);
+
+    /// <summary>Runs `pai` with the arguments in a working directory; returns its exit code and output.</summary>
+    internal static (int Code, string Out, string Err) RunIn(string? workingDirectory, params string[] args)
     {
-        using var p = Start(args);
+        using var p = StartIn(workingDirectory, args);
         var err = p.StandardError.ReadToEndAsync();
         var output = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
@@ -32,7 +38,7 @@ public class CliEndToEndTests
     public void Sweep_records_every_run_and_writes_a_report_containing_each()
     {
         using var dir = new TempDirectory();
-        var (code, output, err) = Run(["sweep", .. Tiny, "--criteria", "magnitude,snip", "--sparsities", "0.5,0.9", "--epochs", "1", "--results", dir.Path]);
+        var (code, output, err) = Run(["sweep", .. Tiny, "--seeds", "0", "--criteria", "magnitude,snip", "--sparsities", "0.5,0.9", "--epochs", "1", "--results", dir.Path]);
         Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
         Assert.Contains("report:", output);
 
@@ -49,8 +55,8 @@ public class CliEndToEndTests
         Assert.All(runs, r => Assert.True(File.Exists(store.CheckpointPath(r.Key))));
         Assert.All(runs, r => Assert.Equal("1.13.0", r.LibtorchVersion));
         Assert.All(runs, r => Assert.True(r.PhaseSeconds.ContainsKey("training")));
-        // Scores are computed once per criterion and reused across sparsities.
-        Assert.Equal(2, Directory.GetFiles(Path.Combine(dir.Path, "scores")).Length);
+        // Statistics are computed once and reused across sparsities: the one worth storing is snip's gradient (θ costs nothing).
+        Assert.Single(Directory.GetFiles(Path.Combine(dir.Path, "scores")));
 
         var csv = File.ReadAllText(Path.Combine(dir.Path, "report", "results.csv"));
         var markdown = File.ReadAllText(Path.Combine(dir.Path, "report", "report.md"));
@@ -59,7 +65,7 @@ public class CliEndToEndTests
         Assert.True(File.Exists(Path.Combine(dir.Path, "report", "report.html")));
 
         // Running the same sweep again does nothing new.
-        var again = Run(["sweep", .. Tiny, "--criteria", "magnitude,snip", "--sparsities", "0.5,0.9", "--epochs", "1", "--results", dir.Path, "--no-report"]);
+        var again = Run(["sweep", .. Tiny, "--seeds", "0", "--criteria", "magnitude,snip", "--sparsities", "0.5,0.9", "--epochs", "1", "--results", dir.Path, "--no-report"]);
         Assert.Equal(0, again.Code);
         Assert.Contains("0 run, 5 skipped, 0 failed", again.Out);
     }
@@ -69,7 +75,7 @@ public class CliEndToEndTests
     {
         using var dir = new TempDirectory();
         // 20 scoring batches × 4 layers × 2 probes = 160 HVPs.
-        var (code, output, err) = Run(["sweep", .. Tiny, "--criteria", "hts", "--sparsities", "0.5,0.9", "--epochs", "1", "--probe-scope", "layer",
+        var (code, output, err) = Run(["sweep", .. Tiny, "--seeds", "0", "--criteria", "hts", "--sparsities", "0.5,0.9", "--epochs", "1", "--probe-scope", "layer",
             "--hvp-budget", "160", "--no-dense", "--no-report", "--results", dir.Path]);
         Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
         using var store = new SqliteRunStore(dir.Path);
@@ -99,7 +105,7 @@ public class CliEndToEndTests
     public void A_sweep_killed_with_SIGKILL_resumes_without_losing_or_duplicating_anything()
     {
         using var dir = new TempDirectory();
-        string[] sweep = ["sweep", .. Tiny, "--criteria", "magnitude,random", "--sparsities", "0.5,0.8", "--epochs", "4", "--results", dir.Path, "--no-report"];
+        string[] sweep = ["sweep", .. Tiny, "--seeds", "0", "--criteria", "magnitude,random", "--sparsities", "0.5,0.8", "--epochs", "4", "--results", dir.Path, "--no-report"];
         using (var p = Start(sweep))
         {
             _ = p.StandardOutput.ReadToEndAsync();

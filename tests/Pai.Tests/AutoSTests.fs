@@ -21,7 +21,7 @@ let ``Features are theta, the mean gradient summed over scoring batches, salienc
     use model = net ()
     let batches = data ()
     let ctx = context model batches 3UL
-    let features = Features.compute Features.extended ctx
+    let features = Features.compute 200.0 Features.extended ctx
     // g₀ over six single-sample batches equals the gradient of the mean loss of one batch of six.
     let whole = batch 11UL 6 4 3 DType.Float64
     let g = Estimators.meanGradient model 1.0 [ whole ]
@@ -29,13 +29,7 @@ let ``Features are theta, the mean gradient summed over scoring batches, salienc
     let layers = (model :> IModelView).Prunable.Count
 
     let h =
-        (Estimators.hutchinson
-            model
-            200.0
-            (ProbeBudget.Probes 10)
-            (ProbeScope.blocks layers ProbeScope.Full)
-            3UL
-            batches)
+        (Hutchinson.estimate model 200.0 (ProbeBudget.Probes 10) (ProbeScope.blocks layers ProbeScope.Full) 3UL batches)
             .Mean
 
     for i, (kv, x) in List.indexed (List.zip (List.ofSeq (model :> IModelView).Prunable) features) do
@@ -61,10 +55,10 @@ let ``The learned criterion scores each weight by the predictor's output in the 
     let ctx = context model (data ()) 0UL
     // A "predictor" that returns |θ| reproduces magnitude pruning exactly.
     let criterion =
-        AutoS.criterion Features.standard (fun x -> (x.Select(1L, 0L)).Abs())
+        AutoS.criterion 200.0 Features.standard (fun x -> (x.Select(1L, 0L)).Abs())
 
     let learned = criterion.Score ctx
-    let magnitude = Criteria.magnitude.Score ctx
+    let magnitude = (Registry.find "magnitude").Score ctx
 
     for (n1, a), (n2, b) in List.zip learned.Layers magnitude.Layers do
         Assert.Equal(n1, n2)
@@ -75,7 +69,7 @@ let ``The learned criterion scores each weight by the predictor's output in the 
     Assert.True(criterion.NeedsData)
 
     let wrong =
-        AutoS.criterion Features.standard (fun x -> x.Select(1L, 0L).Narrow(0L, 0L, 1L))
+        AutoS.criterion 200.0 Features.standard (fun x -> x.Select(1L, 0L).Narrow(0L, 0L, 1L))
 
     Assert.Throws<InvalidOperationException>(fun () -> wrong.Score ctx |> ignore)
     |> ignore

@@ -21,7 +21,7 @@ let private data () =
 
 let private hutch (model: IModelView) probes scope seed batches =
     let blocks = ProbeScope.blocks model.Prunable.Count scope
-    Estimators.hutchinson model 1.0 (ProbeBudget.Probes probes) blocks seed batches
+    Hutchinson.estimate model 1.0 (ProbeBudget.Probes probes) blocks seed batches
 
 [<Fact>]
 let ``Hutchinson converges to the exact diagonal with error falling like 1/sqrt(probes)`` () =
@@ -150,7 +150,7 @@ let ``GraSP's Hg equals the exact Hessian times the gradient`` () =
 let ``SynFlow conserves the score sum across layers of a bias-free ReLU chain`` () =
     let check (seed: uint64) =
         use model = new TinyMlp([ 6; 8; 7; 4 ], seed, true, DType.Float32)
-        let scores = Criteria.synflow.Score(context model [] seed)
+        let scores = (Registry.find "synflow").Score(context model [] seed)
 
         let sums =
             scores.Layers
@@ -169,7 +169,7 @@ let ``SynFlow conserves the score sum across layers of a bias-free ReLU chain`` 
 let ``SNIP equals |theta * g| in closed form on a linear model`` () =
     use model = new TinyMlp([ 3; 4 ], 21UL, true, DType.Float64)
     let b = batch 2UL 5 3 4 DType.Float64
-    let scores = Criteria.snip.Score(context model [ b ] 0UL)
+    let scores = (Registry.find "snip").Score(context model [ b ] 0UL)
     let snip = scores.Layers |> List.map snd |> flatOf
     // Closed form: dL/dW = mean_i (softmax(W xᵢ) - onehot(yᵢ)) xᵢᵀ.
     let w = flatWeights model
@@ -278,7 +278,7 @@ let ``the same seed gives a bit-identical mask, another seed another mask`` () =
     use model = net ()
 
     let maskFor seed =
-        let s = Criteria.random.Score(context model [] seed)
+        let s = (Registry.find "random").Score(context model [] seed)
         let m = Selection.select Scope.Global 0.3 false None s
         Scores.dispose s
         let k = keptFlat m
@@ -328,7 +328,7 @@ let private spec criterion sparsity rounds =
         WarmupBatches = 0
         SamplesPerClass = 1
         ScoringBatchSize = 1
-        Options = CriterionOptions.Default
+        Curvature = CurvatureOptions.Default
         KeepOnePerLayer = false
         Seed = 3UL
     }
@@ -343,17 +343,25 @@ let ``iterative pruning never revives a weight and restores the model's weights`
     let seen = ResizeArray<bool[]>()
 
     let recording =
-        { Criteria.synflow with
-            Score =
-                fun ctx ->
-                    ctx.Mask |> Option.iter (fun m -> seen.Add(keptFlat m))
-                    Criteria.synflow.Score ctx
+        { Registry.find "synflow" with
+            Formula =
+                Expr.Statistic(
+                    Statistic.Learned
+                        {
+                            Name = "recording_synflow"
+                            Compute =
+                                fun get ctx ->
+                                    ctx.Mask |> Option.iter (fun m -> seen.Add(keptFlat m))
+                                    (get Statistic.SynapticSaliency).Layers |> List.map (fun t -> t.Clone())
+                        }
+                )
         }
 
-    let mask, report =
-        Pruning.prune (spec "synflow" 0.95 20) recording model [ 6L ] batches Seq.empty logs.Add
+    let result =
+        Pruning.prune (spec "synflow" 0.95 20) recording model [ 6L ] batches Seq.empty [] logs.Add
 
-    seen.Add(keptFlat mask)
+    let report = result.Report
+    seen.Add(keptFlat result.Mask)
 
     for prev, next in Seq.pairwise seen do
         Assert.True(Array.forall2 (fun p n -> p || not n) prev next, "a pruned weight came back")
@@ -361,7 +369,7 @@ let ``iterative pruning never revives a weight and restores the model's weights`
     Assert.Equal(20, report.Rounds)
     Assert.Equal(Selection.keepCount 0.05 (int64 before.Length), report.Kept)
     Assert.Equal<float[]>(before, flatWeights model)
-    Mask.dispose mask
+    disposeResult result
 
 // ---- algebra laws ---------------------------------------------------------------------------------
 
@@ -376,15 +384,13 @@ let ``algebra: abs is idempotent, negate twice is the identity, rank ignores pos
     let prop (seed: int) =
         use model = new TinyMlp([ 4; 5; 3 ], uint64 seed)
         let ctx = context model [ batch (uint64 seed) 3 4 3 DType.Float64 ] (uint64 seed)
-        let t1 = flatScores Criteria.taylor1 ctx
-
-        let ok1 =
-            flatScores (Criteria.abs (Criteria.abs Criteria.taylor1)) ctx =
-                flatScores (Criteria.abs Criteria.taylor1) ctx
-
-        let ok2 = flatScores (Criteria.negate (Criteria.negate Criteria.taylor1)) ctx = t1
-        let r1 = flatScores (Criteria.rank Criteria.taylor1) ctx
-        let r2 = flatScores (Criteria.rank (Criteria.scale 3.5 Criteria.taylor1)) ctx
+        let score e = flatScores (Criteria.ofFormula e) ctx
+        let taylor1 = Formula.theta * Formula.grad
+        let t1 = score taylor1
+        let ok1 = score (abs (abs taylor1)) = score (abs taylor1)
+        let ok2 = score (-(-taylor1)) = t1
+        let r1 = score (Formula.rank taylor1)
+        let r2 = score (Formula.rank (3.5 * taylor1))
         ok1 && ok2 && r1 = r2
 
     Check.One(Config.QuickThrowOnFailure.WithMaxTest(15), Prop.forAll (Arb.fromGen (Gen.choose (1, 10000))) prop)
@@ -393,23 +399,60 @@ let ``algebra: abs is idempotent, negate twice is the identity, rank ignores pos
 let ``FTS and HTS are the compositions of their parts`` () =
     use model = net ()
     let ctx = context model (data ()) 4UL
-    let t1 = flatScores Criteria.taylor1 ctx
-    let fo = flatScores Criteria.fisherObd ctx
-    let fts = flatScores Criteria.fts ctx
+    let t1 = flatScores (Criteria.ofFormula (Formula.theta * Formula.grad)) ctx
+    let fo = flatScores (Registry.find "fisher_obd") ctx
+    let fts = flatScores (Registry.find "fts") ctx
     Array.iteri (fun i v -> Assert.Equal(abs (t1.[i] + fo.[i]), v, 12)) fts
-    let ho = flatScores Criteria.hutchObd ctx
-    let hts = flatScores Criteria.hts ctx
-    Array.iteri (fun i v -> Assert.Equal(abs (t1.[i] + ho.[i]), v, 12)) hts
-    Assert.Equal("fts", Criteria.fts.Name)
+    // HTS takes g and Ĥ at the Hutchinson temperature: |θ ⊙ g_T + ½ θ² ⊙ Ĥ_T|.
+    let t = Temperatures.Default.Hutchinson
+    let t1T = flatScores (Criteria.ofFormula (Formula.theta * Formula.gradAt t)) ctx
+    let ho = flatScores (Registry.find "hutch_obd") ctx
+    let hts = flatScores (Registry.find "hts") ctx
+    Array.iteri (fun i v -> Assert.Equal(abs (t1T.[i] + ho.[i]), v, 12)) hts
+    Assert.Equal("fts", (Registry.find "fts").Name)
+
+[<Fact>]
+let ``criteria scored on one cache share their statistics: the Hessian-diagonal family computes one estimate`` () =
+    use model = net ()
+    let ctx = context model (data ()) 4UL
+    let t = Temperatures.Default.Hutchinson
+    use cache = new StatisticCache(ctx)
+
+    let diag, obd, hts =
+        match
+            [ "hutch_diag"; "hutch_obd"; "hts" ]
+            |> List.map (fun n -> Criteria.scoreWith cache (Registry.find n))
+        with
+        | [ d; o; h ] -> d, o, h
+        | _ -> failwith "three criteria give three scores"
+
+    // Each statistic was computed once, in order of first use.
+    Assert.Equal<string list>([ $"hdiag(T=%g{t})"; "theta"; $"grad(T=%g{t})" ], cache.Computed)
+    // Every member of the family carries the one estimate's diagnostics: 10 probes × 6 batches.
+    for s in [ diag; obd; hts ] do
+        let d = Assert.Single(s.Diagnostics)
+        Assert.Equal(10 * 6, d.Hvps)
+
+    let flat (s: Scores) = s.Layers |> List.map snd |> flatOf
+    let h = flat diag
+    // The shared estimate is the one a fresh scoring with the same seed draws.
+    Assert.Equal<float[]>(flatScores (Registry.find "hutch_diag") ctx, h)
+    let w = flatWeights model
+    let g = flatOf (cache.Get(Statistic.Grad t)).Layers
+    Array.iteri (fun i v -> Assert.Equal(0.5 * w.[i] * w.[i] * h.[i], v, 12)) (flat obd)
+    Array.iteri (fun i v -> Assert.Equal(abs (w.[i] * g.[i] + 0.5 * w.[i] * w.[i] * h.[i]), v, 12)) (flat hts)
+
+    for s in [ diag; obd; hts ] do
+        Scores.dispose s
 
 [<Fact>]
 let ``unknown criterion names list the valid ones; autos asks for a predictor`` () =
-    match Criteria.tryFind "snipp" with
+    match Registry.resolve Temperatures.Default "snipp" with
     | Error e -> Assert.Contains("hutch_obd", e)
     | Ok _ -> failwith "expected an error"
 
-    match Criteria.tryFind "autos" with
+    match Registry.resolve Temperatures.Default "autos" with
     | Error e -> Assert.Contains("predictor", e)
     | Ok _ -> failwith "expected an error"
 
-    Assert.Equal(14, Criteria.names.Length)
+    Assert.Equal(14, Registry.names.Length)

@@ -25,7 +25,7 @@ let private data () =
     singles (batch 11UL 6 4 3 DType.Float64)
 
 let private estimate (model: IModelView) budget blocks seed batches =
-    Estimators.hutchinson model 1.0 budget blocks seed batches
+    Hutchinson.estimate model 1.0 budget blocks seed batches
 
 // Offsets of each layer in the flattened prunable vector.
 let private slices (model: IModelView) =
@@ -143,13 +143,12 @@ let ``block-local probing is less noisy than full probing at an equal HVP budget
 
     let run scope seed =
         let options =
-            { CriterionOptions.Default with
-                HutchinsonTemperature = 1.0
+            { CurvatureOptions.Default with
                 ProbeScope = scope
                 HvpBudget = 6 * 3 * 32
             }
 
-        let d, info = Estimators.curvature model options seed batches
+        let d, info = Hutchinson.curvature model 1.0 options seed batches
         rms (Array.map2 (-) (flatOf d) exact), info
 
     let full = [ for s in 1UL .. 5UL -> run ProbeScope.Full s ]
@@ -165,9 +164,10 @@ let ``block-local probing is less noisy than full probing at an equal HVP budget
 
     let e =
         Assert.Throws<ArgumentException>(fun () ->
-            Estimators.curvature
+            Hutchinson.curvature
                 model
-                { CriterionOptions.Default with
+                Temperatures.Default.Hutchinson
+                { CurvatureOptions.Default with
                     ProbeScope = ProbeScope.PerLayer
                     HvpBudget = 20
                 }
@@ -206,13 +206,13 @@ let ``adaptive Hutchinson stops once every layer reaches the target`` () =
     let achieved = relSes model e
     Assert.All(achieved, fun r -> Assert.True(r <= target, $"median relative SE %g{r} above target %g{target}"))
     Assert.True(e.HvpCount < cap)
-    Assert.All(e.Probes, fun p -> Assert.Equal(0, p % Estimators.AdaptiveChunk))
+    Assert.All(e.Probes, fun p -> Assert.Equal(0, p % Hutchinson.AdaptiveChunk))
     // It stopped on time: one chunk fewer would not have met the target for the last block.
     let longest = List.max e.Probes
-    Assert.True(longest > Estimators.AdaptiveChunk)
+    Assert.True(longest > Hutchinson.AdaptiveChunk)
 
     let shorter =
-        estimate model (ProbeBudget.Probes(longest - Estimators.AdaptiveChunk)) blocks 5UL batches
+        estimate model (ProbeBudget.Probes(longest - Hutchinson.AdaptiveChunk)) blocks 5UL batches
 
     let i = List.findIndex ((=) longest) e.Probes
     Assert.True((relSes model shorter).[i] > target, "the adaptive mode kept probing past its target")
@@ -337,15 +337,14 @@ let ``exact options: closed-form classifier, unit-vector small layers, Hutchinso
     let exact = diag (exactHessian model 1.0 batches)
 
     let options =
-        { CriterionOptions.Default with
-            HutchinsonTemperature = 1.0
+        { CurvatureOptions.Default with
             ProbeScope = ProbeScope.PerLayer
             Probes = 4
             ExactClassifier = true
             ExactLayerSize = 24
         }
 
-    let d, info = Estimators.curvature model options 2UL batches
+    let d, info = Hutchinson.curvature model 1.0 options 2UL batches
     let got = flatOf d
     let sl = slices model
 
@@ -355,7 +354,15 @@ let ``exact options: closed-form classifier, unit-vector small layers, Hutchinso
         for i in start .. start + size - 1 do
             Assert.Equal(exact.[i], got.[i], 10)
 
-    Assert.Equal<string list>([ "unit-hvp"; "hutchinson"; "closed-form" ], info.Layers |> List.map (fun l -> l.Method))
+    Assert.Equal<CurvatureMethod list>(
+        [
+            CurvatureMethod.UnitHvp
+            CurvatureMethod.Hutchinson
+            CurvatureMethod.ClosedForm
+        ],
+        info.Layers |> List.map (fun l -> l.Method)
+    )
+
     // Unit vectors: 24 weights × 6 batches; Hutchinson: 4 probes × 6 batches on the middle layer.
     Assert.Equal(24 * 6 + 4 * 6, info.Hvps)
     Assert.Equal(0.0, info.Layers.[2].MedianRelativeSe)
@@ -404,8 +411,8 @@ let ``pruning reports the curvature estimator's achieved error through compositi
             WarmupBatches = 0
             SamplesPerClass = 1
             ScoringBatchSize = 1
-            Options =
-                { CriterionOptions.Default with
+            Curvature =
+                { CurvatureOptions.Default with
                     ProbeScope = ProbeScope.PerLayer
                     HvpBudget = 6 * 3 * 4
                 }
@@ -413,17 +420,17 @@ let ``pruning reports the curvature estimator's achieved error through compositi
             Seed = 1UL
         }
 
-    let mask, report =
-        Pruning.prune spec Criteria.hts model [ 4L ] batches Seq.empty ignore
+    let result =
+        Pruning.prune spec (Registry.find "hts") model [ 4L ] batches Seq.empty [] ignore
 
-    Mask.dispose mask
-    let d = Assert.Single(report.Curvature)
+    disposeResult result
+    let d = Assert.Single(result.Report.Curvature)
     Assert.Equal(6 * 3 * 4, d.Hvps)
     Assert.Equal(3, d.Layers.Length)
     Assert.All(d.Layers, fun l -> Assert.True(l.Probes = 4 && l.MedianRelativeSe > 0.0))
 
-    let plain, snipReport =
-        Pruning.prune { spec with Criterion = "snip" } Criteria.snip model [ 4L ] batches Seq.empty ignore
+    let plain =
+        Pruning.prune { spec with Criterion = "snip" } (Registry.find "snip") model [ 4L ] batches Seq.empty [] ignore
 
-    Mask.dispose plain
-    Assert.Empty(snipReport.Curvature)
+    disposeResult plain
+    Assert.Empty(plain.Report.Curvature)

@@ -124,9 +124,18 @@ let context (model: IModelView) (batches: Batch list) (seed: uint64) : ScoringCo
         Batches = batches
         InputShape = [ (model.Prunable.[0].Value.Shape.[1]) ]
         Seed = seed
-        Options = CriterionOptions.Default
+        Curvature = CurvatureOptions.Default
         Mask = None
     }
+
+/// Frees every tensor a pruning run hands back (mask, last scores, stored statistics).
+let disposeResult (r: PruneResult) =
+    Mask.dispose r.Mask
+    Scores.dispose r.Scores
+
+    for _, v in r.Statistics do
+        for t in v.Layers do
+            t.Dispose()
 
 /// All prunable weights flattened into one float[] (layer order, row-major).
 let flatWeights (model: IModelView) =

@@ -69,9 +69,11 @@ let private crossCheck (model: Model) (batches: Batch list) =
     let shape = model.InputShape
     // 4 probes keep the probe file small (batches × probes × weights floats).
     let options =
-        { CriterionOptions.Default with
+        { CurvatureOptions.Default with
             Probes = 4
         }
+
+    let temperatures = Temperatures.Default
 
     let seed = 7UL
 
@@ -97,19 +99,16 @@ let private crossCheck (model: Model) (batches: Batch list) =
                 Batches = batches
                 InputShape = [ int64 shape.Channels; int64 shape.Height; int64 shape.Width ]
                 Seed = seed
-                Options = options
+                Curvature = options
                 Mask = None
             }
 
+        // One cache, as a sweep scores its criteria: hutch_obd and hts share one Ĥ.
         let pai =
-            [
-                "snip", Criteria.snip
-                "grasp", Criteria.grasp
-                "synflow", Criteria.synflow
-                "fisher_obd", Criteria.fisherObd
-                "hutch_obd", Criteria.hutchObd
-            ]
-            |> List.map (fun (name, c) -> name, c.Score ctx)
+            use cache = new StatisticCache(ctx)
+
+            [ "snip"; "grasp"; "synflow"; "fisher_obd"; "hutch_obd"; "hts" ]
+            |> List.map (fun name -> name, Criteria.scoreWith cache (PaiPruning.ResolveCriterion(name, temperatures)))
 
         // The probes the criterion drew: replay its seeded generator, recording every vector, and
         // check that the replay reproduces the criterion's estimate bit for bit.
@@ -119,13 +118,13 @@ let private crossCheck (model: Model) (batches: Batch list) =
         let replay =
             use gen = new Generator(seed)
 
-            Estimators.hutchinsonWith
+            Hutchinson.estimateWith
                 (fun b j i w ->
                     let z = Libtorch.RademacherLike(w, gen)
                     recorded.Add(struct ($"%d{b}/%d{j - 1}/%s{names.[i]}", z.Clone().DetachFromScope()))
                     z)
                 view
-                options.HutchinsonTemperature
+                temperatures.Hutchinson
                 (ProbeBudget.Probes options.Probes)
                 (ProbeScope.blocks names.Length options.ProbeScope)
                 batches
@@ -149,8 +148,8 @@ let private crossCheck (model: Model) (batches: Batch list) =
                     prunable = names
                     batches = batches.Length
                     probes = options.Probes
-                    grasp_temperature = options.GraspTemperature
-                    hutch_temperature = options.HutchinsonTemperature
+                    grasp_temperature = temperatures.Grasp
+                    hutch_temperature = temperatures.Hutchinson
                     threads = Libtorch.NumThreads
                 |}
             )
@@ -210,7 +209,7 @@ type CrossCheck(output: Xunit.Abstractions.ITestOutputHelper) =
 
         let results = crossCheck model (List.ofSeq scoring)
         report "lenet5" results
-        Assert.Equal(5, results.Length)
+        Assert.Equal(6, results.Length)
 
     [<Fact>]
     member _.``criteria agree with PyTorch on resnet20 after BN warm-up``() =
@@ -225,4 +224,4 @@ type CrossCheck(output: Xunit.Abstractions.ITestOutputHelper) =
         BnWarmup.run model 4 (loader.Epoch 0) |> ignore
         let results = crossCheck model (List.ofSeq scoring)
         report "resnet20" results
-        Assert.Equal(5, results.Length)
+        Assert.Equal(6, results.Length)

@@ -83,6 +83,10 @@ for b, (x, y) in enumerate(batches):
             acc += z * h / n_probes
 scores['hutch_obd'] = [0.5 * wi * wi * h for wi, h in zip(w, diag)]
 
+# HTS: |θ ⊙ g + ½ θ² ⊙ Ĥ| with g and Ĥ both of L(f/T) at the Hutchinson temperature.
+g_th = gt if th == t else mean_gradient(th)
+scores['hts'] = [(wi * gi + 0.5 * wi * wi * h).abs() for wi, gi, h in zip(w, g_th, diag)]
+
 # SynFlow, one round: |θ ⊙ ∂R/∂θ|, R = Σ f(1) on a float64 copy with |θ|, eval mode.
 sf = torch_models.build(name, spec['c'], spec['h'], spec['w'], spec['classes']).double()
 torch_models.load_pai_state(sf, name, weights, torch.float64)

@@ -1,0 +1,180 @@
+using System.Diagnostics;
+using Pai.Host.Checkpoints;
+using Pai.Host.Data;
+using Pai.Host.Models;
+using Pai.Host.Runs;
+using Pai.Host.Training;
+using Pai.Torch;
+
+namespace Pai.Host.Tests;
+
+/// <summary>What a new user types first: defaults that train, validation at the door, progress, healing.</summary>
+public sealed class FirstHourTests
+{
+    static (int Code, string Out, string Err) Pai(params string[] args) => CliEndToEndTests.Run(args);
+
+    static readonly DataCache Data = new();
+
+    public static TheoryData<string> Models()
+    {
+        var data = new TheoryData<string>();
+        foreach (var m in ModelZoo.Names) data.Add(m);
+        return data;
+    }
+
+    // Each model's default configuration (optimizer, learning rate, momentum, weight decay) trains
+    // on the default data: 20 steps of 32 without divergence, and the loss falls.
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void Every_model_trains_with_its_default_configuration(string model)
+    {
+        var (optimizer, lr) = ModelZoo.TrainingDefaults(model);
+        var c = Experiment.Configure(new RunConfig { Model = model, Optimizer = optimizer, LearningRate = lr, BatchSize = 32, Epochs = 1, MaxBatchesPerEpoch = 20 });
+        var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
+        using var m = Experiment.CreateModel(c, train);
+        using var loader = new DataLoader(train, c.BatchSize, shuffle: true, seed: 0);
+        var losses = new List<double>();
+        var options = Experiment.TrainOptionsOf(c);
+        Trainer.Train(m, null, loader.Epoch, null, options, p => { if (p.Finished is null) losses.Add(p.Loss); }, options.BatchesPerEpoch(loader.BatchCount));
+        Assert.All(losses, l => Assert.True(double.IsFinite(l), $"{model}: the loss diverged ({string.Join(", ", losses)})"));
+        // Loss is the running mean of the epoch: it falls below the first batch's when training works.
+        Assert.True(losses[^1] < losses[0], $"{model} at lr {lr}: running loss {losses[^1]:F4} after 20 steps, first batch {losses[0]:F4}");
+    }
+
+    [Fact]
+    public void Help_prints_the_defaults_the_command_uses()
+    {
+        var sweep = Pai("sweep", "--help").Out;
+        Assert.Matches(@"--epochs[^\n]*\[default: 1\]", sweep);
+        Assert.Matches(@"--max-batches[^\n]*\[default: 200\]", sweep);
+        Assert.Matches(@"--lr[^\n]*default: 0\.1; 0\.005 for lenet300, lenet5; 0\.001 for vit-tiny", sweep);
+        var train = Pai("train", "--help").Out;
+        Assert.Matches(@"--epochs[^\n]*\[default: 10\]", train);
+        foreach (var pruningOnly in new[] { "--probes", "--probe-scope", "--hvp-budget", "--criterion", "--warmup", "--keep-one-per-layer" })
+            Assert.DoesNotContain(pruningOnly, train);
+    }
+
+    [Fact]
+    public void Giving_a_default_explicitly_does_not_change_the_run()
+    {
+        string[] grid = ["sweep", "--dry-run", "--criteria", "snip", "--sparsities", "0.9", "--seeds", "0"];
+        var implicitDefaults = Pai(grid);
+        var explicitDefaults = Pai([.. grid, "--epochs", "1", "--lr", "0.005", "--max-batches", "200", "--model", "lenet5"]);
+        Assert.Equal(0, implicitDefaults.Code);
+        Assert.Equal(implicitDefaults.Out, explicitDefaults.Out);
+        // The main job's keys are those of the runs recorded before the options became declarations.
+        Assert.Contains("\"criterion\":\"snip\",\"epochs\":1,\"learning_rate\":0.005,\"max_batches_per_epoch\":200,\"sparsity\":0.9", implicitDefaults.Out);
+    }
+
+    [Theory]
+    [InlineData("run -c snip", "needs a sparsity")]
+    [InlineData("run -s 0.9", "needs a criterion")]
+    [InlineData("prune -c snip", "pruning needs a criterion and a sparsity")]
+    [InlineData("run --label-smoothing NaN", "--label-smoothing must be a finite number")]
+    [InlineData("run --momentum NaN", "--momentum must be a finite number")]
+    [InlineData("run --weight-decay NaN", "--weight-decay must be a finite number")]
+    [InlineData("run --gamma NaN", "--gamma must be a finite number")]
+    [InlineData("run -c grasp -s 0.9 --grasp-temperature 0", "--grasp-temperature must be above 0")]
+    [InlineData("run -c hts -s 0.9 --hutch-temperature NaN", "--hutch-temperature must be a finite number")]
+    [InlineData("run -c hts -s 0.9 --hutch-temperature -5", "--hutch-temperature must be above 0")]
+    [InlineData("run --lr 0", "--lr must be above 0")]
+    [InlineData("prune -c snip -s abc", "--sparsity: 'abc' is not a number")]
+    [InlineData("prune -c snip -s 1", "--sparsity must be at least 0 and below 1")]
+    [InlineData("prune -c \"abs(theta*grod)\" -s 0.9", "unknown statistic or function 'grod'")]
+    [InlineData("train --threads 100000", "--threads 100000 is more than")]
+    public void Bad_input_is_refused_at_the_door_naming_the_option(string command, string message)
+    {
+        using var dir = new TempDirectory();
+        var args = Split(command).Concat(["--results", dir.Path]).ToArray();
+        var watch = Stopwatch.StartNew();
+        var (code, output, err) = Pai(args);
+        Assert.True(code != 0, $"exit 0 for {command}\n{output}");
+        Assert.Contains(message, err);
+        Assert.DoesNotContain("Usage:", err + output); // one line, not the whole help
+        Assert.DoesNotContain("   at ", err); // no stack trace
+        Assert.False(File.Exists(Path.Combine(dir.Path, SqliteRunStore.DatabaseFileName)), "a refused command left a store behind");
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(60), $"refusing took {watch.Elapsed}");
+    }
+
+    static IEnumerable<string> Split(string command) =>
+        System.Text.RegularExpressions.Regex.Matches(command, "\"[^\"]*\"|\\S+").Select(m => m.Value.Trim('"'));
+
+    [Fact]
+    public void An_invalid_sweep_grid_leaves_no_store_behind()
+    {
+        using var dir = new TempDirectory();
+        var (code, _, err) = Pai("sweep", "--criteria", "snip,bogus", "--results", dir.Path);
+        Assert.Equal(2, code);
+        Assert.Contains("unknown criterion 'bogus'", err);
+        Assert.False(File.Exists(Path.Combine(dir.Path, SqliteRunStore.DatabaseFileName)));
+    }
+
+    [Fact]
+    public void A_missing_output_folder_is_named_before_any_work()
+    {
+        var (code, _, err) = Pai("prune", "-c", "magnitude", "-s", "0.9", "-o", "/nonexistent-folder/mask.safetensors");
+        Assert.Equal(2, code);
+        Assert.Contains("the folder '/nonexistent-folder' does not exist", err);
+        Assert.DoesNotContain(".tmp", err);
+    }
+
+    [Fact]
+    public void Long_scoring_reports_progress()
+    {
+        var c = Experiment.Configure(new RunConfig { Dataset = "synthetic", Criterion = "fisher_obd", Sparsity = 0.9, SamplesPerClass = 3 });
+        var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
+        using var m = Experiment.CreateModel(c, train);
+        var lines = new List<string>();
+        var before = Experiment.ScoringProgressInterval;
+        Experiment.ScoringProgressInterval = TimeSpan.Zero;
+        try
+        {
+            var result = Experiment.Prune(c, m, train, null, lines.Add);
+            MaskModule.dispose(result.Mask);
+        }
+        finally
+        {
+            Experiment.ScoringProgressInterval = before;
+        }
+        Assert.Contains(lines, l => l.StartsWith("scoring: per-sample gradients ") && l.Contains("/30 (") && l.Contains("s left"));
+    }
+
+    [Fact]
+    public void A_damaged_stored_statistic_is_reported_recomputed_and_replaced()
+    {
+        using var dir = new TempDirectory();
+        using var store = new SqliteRunStore(dir.Path);
+        var c = Experiment.Configure(new RunConfig { Dataset = "synthetic", Criterion = "snip", Sparsity = 0.9, SamplesPerClass = 2 });
+        var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
+        bool[] MaskOnce(List<string> log)
+        {
+            using var m = Experiment.CreateModel(c, train);
+            var result = Experiment.Prune(c, m, train, store, log.Add);
+            try { return result.Mask.Layers.SelectMany(l => l.Item2.Flatten().ToArray<bool>()).ToArray(); }
+            finally { MaskModule.dispose(result.Mask); }
+        }
+        var first = MaskOnce([]);
+        var file = Assert.Single(Directory.GetFiles(Path.Combine(dir.Path, "scores")));
+        var length = new FileInfo(file).Length;
+        using (var f = File.OpenWrite(file)) f.SetLength(length / 2); // truncated, as by a full disk
+        var log = new List<string>();
+        Assert.Equal(first, MaskOnce(log));
+        Assert.Contains(log, l => l.StartsWith("warning: stored statistic grad is damaged") && l.Contains("recomputing"));
+        Assert.Equal(length, new FileInfo(file).Length); // replaced by a whole file
+        using var healed = Safetensors.Load(file);
+        Assert.Equal("grad", healed.Metadata["statistic"]);
+    }
+
+    [Fact]
+    public void A_mask_that_keeps_nothing_is_refused()
+    {
+        using var dir = new TempDirectory();
+        var c = Experiment.Configure(new RunConfig { Dataset = "synthetic" });
+        var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
+        using (var m = Experiment.CreateModel(c, train))
+        using (var scope = new DisposeScope())
+            Safetensors.Save(dir.File("empty.safetensors"), m.Prunable.Select(p => (p.Key, Libtorch.Zeros(p.Value.Shape, DType.Bool))));
+        var e = Assert.Throws<ArgumentException>(() => PaiHost.Train(c, dir.File("empty.safetensors")));
+        Assert.Contains("keeps no weight", e.Message);
+    }
+}
