@@ -252,6 +252,7 @@ public static class Experiment
                         result.Report.Layers.Select(l => new LayerDensityRecord(l.Name, l.Kept, l.Total)).ToList(),
                         result.Report.Collapsed.ToList(), result.Report.Rounds, result.Report.Density,
                         result.Report.Curvature.Select(CurvatureRecord.Of).ToList());
+                    prune = prune.WithFlops(model.LayerFlops());
                     store.RecordPrune(key, prune, phases);
                     Safetensors.Save(store.MaskPath(key),
                         mask.Layers.Select(l => (l.Item1, l.Item2)), new Dictionary<string, string> { ["config"] = c.CanonicalJson() });

@@ -95,6 +95,8 @@ public sealed record RunConfig
     public int? MaxBatchesPerEpoch { get; init; }
     /// <summary>CIFAR augmentation (random crop + flip).</summary>
     public bool Augment { get; init; }
+    /// <summary>Sanity-check ablation of the criterion's mask: "none", "shuffle", "reinit" or "invert" (default "none" keeps existing run keys).</summary>
+    public string Ablation { get; init; } = "none";
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
     static readonly JsonObject Defaults = (JsonObject)JsonSerializer.SerializeToNode(new RunConfig(), Json)!;
