@@ -77,6 +77,11 @@ public class ReportStatisticsTests
         using var dir = new TempDirectory();
         var files = ReportWriter.Write(Grid(seeds), dir.Path, new ReportOptions { Title = $"Golden report, {seeds} seed(s)", RequireCharts = true });
         var markdown = File.ReadAllText(files.Markdown);
+        if (Environment.GetEnvironmentVariable("PAI_REPORT_SAMPLE_DIR") is { Length: > 0 } keep) // a copy to look at
+        {
+            var copy = Directory.CreateDirectory(Path.Combine(keep, $"{seeds}-seeds")).FullName;
+            foreach (var f in Directory.GetFiles(dir.Path)) File.Copy(f, Path.Combine(copy, Path.GetFileName(f)), overwrite: true);
+        }
         var golden = Path.Combine(GoldenDirectory, $"report-{seeds}-seeds.md");
         if (Environment.GetEnvironmentVariable("PAI_UPDATE_GOLDEN") == "1")
         {

@@ -82,6 +82,26 @@ public static class ReportCharts
         }
     }
 
+    /// <summary>Marker and line of an ablation's accuracy series: each ablation its own, the criterion's colour.</summary>
+    static (MarkerShape Marker, LinePattern Line) AblationStyle(string ablation) => ablation switch
+    {
+        ReportTables.NoAblation => (MarkerShape.FilledCircle, LinePattern.Solid),
+        "shuffle" => (MarkerShape.FilledSquare, LinePattern.Dotted),
+        "reinit" => (MarkerShape.FilledDiamond, LinePattern.DenselyDashed),
+        "invert" => (MarkerShape.FilledTriangleDown, LinePattern.Dotted),
+        _ => (MarkerShape.FilledTriangleUp, LinePattern.Dotted),
+    };
+
+    /// <summary>The hatch of an ablation's bars in the per-layer chart (null: none, for plain runs).</summary>
+    static IHatch? AblationHatch(string ablation) => ablation switch
+    {
+        ReportTables.NoAblation => null,
+        "shuffle" => new ScottPlot.Hatches.Striped(),
+        "reinit" => new ScottPlot.Hatches.Checker(),
+        "invert" => new ScottPlot.Hatches.Dots(),
+        _ => new ScottPlot.Hatches.Grid(),
+    };
+
     /// <summary>"snip", "snip + warm-up", "snip (shuffle)": the label of a criterion's series.</summary>
     static string SeriesLabel(string criterion, string ablation, int warmup, bool showWarmup, bool warmupCounts) =>
         criterion + (ablation == ReportTables.NoAblation ? "" : $" ({ablation})")
@@ -94,7 +114,7 @@ public static class ReportCharts
     /// circles, and the dense baseline as a dashed line with its interval shaded. The x axis is
     /// log(1 / density), labelled as sparsity at each configured sparsity, so that 90%, 98% and
     /// 99.5% are spread out; series are nudged apart sideways so their error bars do not overlap.
-    /// Ablations are dotted, warm-up off dashed when both settings appear. Empty when no
+    /// Ablations have their own markers and dotted lines, warm-up off is dashed when both settings appear. Empty when no
     /// finished run has a final top-1.
     /// </summary>
     public static IReadOnlyList<ReportChart> Accuracy(IReadOnlyList<ResultGroup> groups)
@@ -158,8 +178,9 @@ public static class ReportCharts
                 var means = plot.Add.Scatter(sx, sy, colour);
                 means.LineWidth = 2.2f;
                 means.MarkerSize = 8;
-                means.MarkerShape = ablation == ReportTables.NoAblation ? MarkerShape.FilledCircle : MarkerShape.FilledSquare;
-                means.LinePattern = ablation != ReportTables.NoAblation ? LinePattern.Dotted
+                var (marker, pattern) = AblationStyle(ablation);
+                means.MarkerShape = marker;
+                means.LinePattern = ablation != ReportTables.NoAblation ? pattern
                     : showWarmup && warmup == 0 ? LinePattern.Dashed : LinePattern.Solid;
                 means.LegendText = SeriesLabel(criterion, ablation, warmup, showWarmup, warmupCounts);
             }
@@ -177,7 +198,8 @@ public static class ReportCharts
             charts.Add(Render(plot, Stem("accuracy", panel.Key.Model, panel.Key.Dataset),
                 $"Top-1 test accuracy versus sparsity, {Panel(panel.Key.Model, panel.Key.Dataset)}",
                 "Line: mean over seeds; error bars: 95% Student t confidence interval of the mean (none for a single seed); " +
-                "open circles: single seeds; dashed black: dense baseline, its interval shaded. Squares and dotted lines: ablations." +
+                "open circles: single seeds; dashed black: dense baseline, its interval shaded. Ablations in their criterion's colour: " +
+                "shuffle squares, reinit diamonds, invert triangles." +
                 (showWarmup ? " Dashed: BN warm-up off." : ""),
                 1000, 560));
         }
@@ -198,7 +220,7 @@ public static class ReportCharts
     /// <summary>
     /// Per-layer density as grouped bars, one chart per panel: a group per layer (network order),
     /// one bar per run coloured by criterion (paler without warm-up when both settings appear,
-    /// hatched for ablations), bar height the density on a log scale from a floor below the
+    /// hatched for ablations, in the legend too), bar height the density on a log scale from a floor below the
     /// smallest kept density. A collapsed layer (no weight left) gets a red × at the floor.
     /// </summary>
     public static IReadOnlyList<ReportChart> Layers(IReadOnlyList<LayerPanel> panels)
@@ -223,7 +245,8 @@ public static class ReportCharts
                 var (label, run) = panel.Runs[j];
                 var colour = Colour(run.Config.Criterion);
                 if (bothWarmups && run.Config.WarmupBatches == 0) colour = colour.WithOpacity(0.5);
-                var ablated = run.Config.Ablation != ReportTables.NoAblation;
+                var hatch = AblationHatch(run.Config.Ablation);
+                var hatchColour = Colors.White.WithOpacity(0.7);
                 var bars = new List<Bar>();
                 for (var i = 0; i < panel.Layers.Count; i++)
                 {
@@ -244,15 +267,15 @@ public static class ReportCharts
                         Position = x, Value = Math.Log10((double)layer.Kept / layer.Total), ValueBase = logFloor, Size = width * 0.92,
                         FillColor = colour, LineWidth = 0,
                     };
-                    if (ablated)
+                    if (hatch is not null)
                     {
-                        bar.FillHatch = new ScottPlot.Hatches.Striped();
-                        bar.FillHatchColor = Colors.White.WithOpacity(0.6);
+                        bar.FillHatch = hatch;
+                        bar.FillHatchColor = hatchColour;
                     }
                     bars.Add(bar);
                 }
                 plot.Add.Bars(bars);
-                plot.Legend.ManualItems.Add(new LegendItem { LabelText = label, FillColor = colour });
+                plot.Legend.ManualItems.Add(new LegendItem { LabelText = label, FillColor = colour, FillHatch = hatch, FillHatchColor = hatchColour });
             }
 
             var ticks = LogTicks(floor).ToArray();
@@ -276,7 +299,7 @@ public static class ReportCharts
             var chartWidth = Math.Clamp(260 + panel.Layers.Count * Math.Max(40, n * 12), 900, 2400);
             charts.Add(Render(plot, Stem("layers", panel.Runs[0].Run.Config.Model, panel.Runs[0].Run.Config.Dataset), $"Per-layer density after pruning, {panel.Title}",
                 "One bar per run and layer; bar height: density (kept / total weights of the layer) on a log scale; red ×: collapsed layer (no weight left)." +
-                (bothWarmups ? " Pale bars: BN warm-up off." : "") + (panel.Runs.Any(r => r.Run.Config.Ablation != ReportTables.NoAblation) ? " Striped bars: ablations." : ""),
+                (bothWarmups ? " Pale bars: BN warm-up off." : "") + (panel.Runs.Any(r => r.Run.Config.Ablation != ReportTables.NoAblation) ? " Hatched bars: ablations (stripes shuffle, checks reinit, dots invert)." : ""),
                 chartWidth, 520));
         }
         return charts;
