@@ -186,6 +186,21 @@ public class ReportTests
     }
 
     [Fact]
+    public void Remaining_flops_scale_each_pruned_layer_by_its_density_and_keep_other_layers_dense()
+    {
+        var prune = new PruneSummary("snip", [new LayerDensityRecord("conv.weight", 10, 100), new LayerDensityRecord("fc.weight", 50, 100)], [], 1, 0.3);
+        Assert.Null(prune.RemainingFlopsFraction); // not recorded
+        // conv: 1,000 multiply-adds; fc applied twice, 200 each; a dense 600 multiply-add layer that is not prunable.
+        var recorded = prune.WithFlops([new("conv.weight", 1_000), new("fc.weight", 200), new("head.weight", 600), new("fc.weight", 200)]);
+        Assert.Equal([1_000L, 400L], recorded.Layers.Select(l => l.Flops!.Value));
+        Assert.Equal(2_000L, recorded.DenseFlops);
+        Assert.Equal((1_000 * 0.1 + 400 * 0.5 + 600) / 2_000, recorded.RemainingFlopsFraction!.Value, 14);
+        // A prunable layer the counter did not see: unknown, not guessed.
+        var partial = (prune with { Layers = [.. prune.Layers, new LayerDensityRecord("attn.weight", 1, 4)] }).WithFlops([new("conv.weight", 1_000), new("fc.weight", 200)]);
+        Assert.Null(partial.RemainingFlopsFraction);
+    }
+
+    [Fact]
     public void Csv_has_one_row_per_run_and_quotes_commas_quotes_and_line_breaks()
     {
         var runs = Sweep();

@@ -72,7 +72,8 @@ public sealed record PruneSummary(string Criterion, IReadOnlyList<LayerDensityRe
     public PruneSummary WithFlops(IReadOnlyList<Models.LayerFlops> flops)
     {
         ArgumentNullException.ThrowIfNull(flops);
-        var byName = flops.ToDictionary(f => f.Name, f => f.MultiplyAdds, StringComparer.Ordinal);
+        // A layer applied twice in one forward pass reports twice: its cost is the sum.
+        var byName = flops.GroupBy(f => f.Name, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Sum(f => f.MultiplyAdds), StringComparer.Ordinal);
         return this with
         {
             Layers = Layers.Select(l => l with { Flops = byName.TryGetValue(l.Name, out var f) ? f : null }).ToList(),
