@@ -51,7 +51,7 @@ let config (model: string) (criterion: string) (sparsity: float) (predictor: str
         MaxBatchesPerEpoch = Nullable(if lenet then maxBatches else maxBatchesBn),
         LearningRate = (if lenet then 0.005 else 0.05)
     )
-    |> Experiment.ConfigurePredictor
+    |> Experiment.Configure
 
 let data = new DataCache()
 let train = data.Get("fashion-mnist", null, DatasetSplit.Train)

@@ -12,7 +12,7 @@ internal static class ReportCommand
     {
         var output = new Option<string?>("--out", "-o") { Description = "report directory (default: RESULTS/report)" };
         var layers = new Option<string[]>("--layers") { Description = "run keys whose per-layer density to chart (default: one run per criterion at the highest sparsity)", AllowMultipleArgumentsPerToken = true };
-        var cmd = new Command("report", "Results of the store: a terminal table, report.md, results.csv, accuracy-vs-sparsity and per-layer density charts (SVG), report.html.");
+        var cmd = new Command("report", "Results of the store: a terminal table, report.md, results.csv, accuracy-vs-sparsity and per-layer density charts (SVG and PNG), report.html.");
         cmd.Options.Add(output);
         cmd.Options.Add(layers);
         cmd.SetAction(p => Cli.Guard(p, () =>
@@ -45,8 +45,8 @@ internal static class ReportCommand
         AnsiConsole.Write(grid);
         var files = ReportWriter.Write(runs, outputDirectory ?? Path.Combine(store.Directory, "report"),
             new ReportOptions { LayerRunKeys = layerRuns });
-        if (files.ChartProblem is { } problem) AnsiConsole.MarkupLine($"[yellow]charts not rendered: {Markup.Escape(problem)}[/]");
-        AnsiConsole.MarkupLine($"report: [bold]{Markup.Escape(files.Html)}[/] (also {Markup.Escape(Path.GetFileName(files.Markdown))}, " +
-                               $"{Markup.Escape(Path.GetFileName(files.Csv))}{(files.AccuracySvg is null ? "" : ", accuracy.svg, layers.svg")} in {Markup.Escape(files.Directory)})");
+        if (files.ChartProblem is { } problem) AnsiConsole.MarkupLine($"[yellow]charts not drawn: {Markup.Escape(problem)}[/]");
+        var others = new[] { files.Markdown, files.Csv }.Concat(files.Charts).Select(Path.GetFileName);
+        AnsiConsole.MarkupLine($"report: [bold]{Markup.Escape(files.Html)}[/] (also {Markup.Escape(string.Join(", ", others))} in {Markup.Escape(files.Directory)})");
     }
 }

@@ -51,6 +51,9 @@ public class CliEndToEndTests
         {
             Assert.Equal(1 - r.Config.Sparsity, r.Prune!.Density, 3);
             Assert.True(File.Exists(store.MaskPath(r.Key)));
+            // The model's multiply-adds are recorded with the prune summary: pruning removes some, never all.
+            Assert.All(r.Prune.Layers, l => Assert.True(l.Flops > 0, $"{l.Name} has no multiply-adds recorded"));
+            Assert.InRange(r.Prune.RemainingFlopsFraction!.Value, 0.01, 0.999);
         });
         Assert.All(runs, r => Assert.True(File.Exists(store.CheckpointPath(r.Key))));
         Assert.All(runs, r => Assert.Equal("1.13.0", r.LibtorchVersion));
@@ -62,6 +65,7 @@ public class CliEndToEndTests
         var markdown = File.ReadAllText(Path.Combine(dir.Path, "report", "report.md"));
         foreach (var r in runs) Assert.Contains(r.Key, csv);
         foreach (var c in new[] { "dense", "magnitude", "snip" }) Assert.Contains(c, markdown);
+        Assert.Contains("FLOPs %", markdown);
         Assert.True(File.Exists(Path.Combine(dir.Path, "report", "report.html")));
 
         // Running the same sweep again does nothing new.

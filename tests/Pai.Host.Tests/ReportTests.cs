@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using System.Text.Json.Nodes;
 using System.Xml.Linq;
 using Pai.Host.Reports;
 using Pai.Host.Runs;
@@ -11,16 +10,20 @@ public class ReportTests
 {
     static readonly string[] Layers = ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"];
     static readonly long[] LayerSizes = [500, 25_000, 400_000, 5_000];
+    /// <summary>Dense multiply-adds per image of each layer (convolutions run at every output position).</summary>
+    static readonly long[] LayerFlops = [500 * 576, 25_000 * 64, 400_000, 5_000];
+    /// <summary>The model's dense multiply-adds: the prunable layers and a 10,000 multiply-add layer that is not prunable.</summary>
+    static readonly long DenseFlops = LayerFlops.Sum() + 10_000;
 
     /// <summary>A constructed run record: per-layer densities spread around the target so charts have something to show.</summary>
     static RunRecord Run(string criterion, double sparsity, ulong seed, double? top1, int warmup = 0,
         RunStatus status = RunStatus.Finished, string model = "lenet5", string dataset = "fashion-mnist",
-        string? error = null, int epochs = 10, bool collapseFc2 = false)
+        string? error = null, int epochs = 10, bool collapseFc2 = false, string ablation = "none")
     {
         var config = new RunConfig
         {
             Model = model, Dataset = dataset, Criterion = criterion, Sparsity = sparsity,
-            WarmupBatches = warmup, Seed = seed, Epochs = epochs,
+            WarmupBatches = warmup, Seed = seed, Epochs = epochs, Ablation = ablation,
         };
         PruneSummary? prune = null;
         if (criterion != "dense" && status != RunStatus.Pending)
@@ -31,10 +34,10 @@ public class ReportTests
             {
                 var kept = (long)Math.Round(Math.Min(1, density * factors[i] * (1 + 0.1 * criterion.Length % 3)) * LayerSizes[i]);
                 if (collapseFc2 && i == 3) kept = 0;
-                return new LayerDensityRecord(name, kept, LayerSizes[i]);
+                return new LayerDensityRecord(name, kept, LayerSizes[i], LayerFlops[i]);
             }).ToList();
             prune = new PruneSummary(criterion, layers, collapseFc2 ? ["fc2.weight"] : [], 1,
-                layers.Sum(l => (double)l.Kept) / layers.Sum(l => (double)l.Total));
+                layers.Sum(l => (double)l.Kept) / layers.Sum(l => (double)l.Total), DenseFlops: DenseFlops);
         }
         return new RunRecord
         {
@@ -97,6 +100,8 @@ public class ReportTests
         Assert.Equal(0.93, g.MeanTop1!.Value, 12);
         // Sample std: deviations -0.03, -0.01, +0.04 → sqrt(0.0026 / 2).
         Assert.Equal(Math.Sqrt(0.0013), g.StdTop1!.Value, 12);
+        // 95% t-interval: t(0.975, 2) = 4.302652729749464 (scipy.stats.t.ppf), times s / √3.
+        Assert.Equal(4.302652729749464 * Math.Sqrt(0.0013) / Math.Sqrt(3), g.Ci95Top1!.Value, 10);
         Assert.Equal(0.90, g.MinTop1);
         Assert.Equal(0.97, g.MaxTop1);
         Assert.Equal((0.95 + 0.97 + 1.0) / 3, g.MeanTop5!.Value, 12); // top-5 = min(1, top-1 + 0.05)
@@ -104,6 +109,7 @@ public class ReportTests
         var warm = groups.Single(x => x.WarmupBatches == 10);
         Assert.Equal(1, warm.Seeds);
         Assert.Null(warm.StdTop1); // one seed: no spread, not zero
+        Assert.Null(warm.Ci95Top1);
         Assert.Equal(0.80, warm.MeanTop1);
     }
 
@@ -122,15 +128,28 @@ public class ReportTests
         Assert.Empty(groups.Single(g => g.Criterion == "dense").MixedSettings);
 
         var table = ReportTables.ResultsTable(groups);
-        var delta = table.Columns.Select(c => c.Header).ToList().IndexOf("Δ dense (pp)");
-        var collapsed = table.Columns.Select(c => c.Header).ToList().IndexOf("Collapsed");
-        Assert.True(delta > 0 && collapsed > 0);
+        var headers = table.Columns.Select(c => c.Header).ToList();
+        int Col(string header) => headers.IndexOf(header) is var i and >= 0 ? i : throw new Xunit.Sdk.XunitException($"no column {header}");
+        Assert.DoesNotContain("Ablation", headers); // no ablation runs: no ablation columns
         var snip = table.Rows.Single(r => r[2] == "snip");
-        Assert.Equal("-2.50", snip[delta]); // 0.885 − 0.91
-        Assert.Equal("98%", snip[3]);
-        Assert.Equal("88.50 ± 0.71", snip[6]);
-        Assert.Equal("88.00–89.00", snip[7]);
-        Assert.Equal("1/1", table.Rows.Single(r => r[2] == "grasp")[collapsed]);
+        Assert.Equal("-2.50", snip[Col("Δ dense (pp)")]); // 0.885 − 0.91
+        Assert.Equal("98%", snip[Col("Sparsity")]);
+        // 95% CI of {0.88, 0.89}: t(0.975, 1) = 12.706204736174698 times 0.00707107 / √2 = 0.0635.
+        Assert.Equal("88.50 ± 6.35", snip[Col("Top-1 % mean ± 95% CI")]);
+        Assert.Equal("88.00–89.00", snip[Col("Top-1 % min–max")]);
+        var grasp = table.Rows.Single(r => r[2] == "grasp");
+        Assert.Equal("1/1", grasp[Col("Collapsed")]);
+        Assert.Equal("87.00 (1 seed)", grasp[Col("Top-1 % mean ± 95% CI")]);
+        // snip is the best at 98%; grasp has one seed, so its difference has no test.
+        Assert.Equal("best", snip[Col("vs best (pp)")]);
+        Assert.Equal("-1.50 (1 seed)", grasp[Col("vs best (pp)")]);
+        Assert.Equal("–", snip[Col("vs random (pp)")]); // no random runs
+        // FLOPs: grasp keeps fc2 at 0, the other layers at density × factor; check against the per-layer sum.
+        var graspRun = runs.Single(r => r.Config.Criterion == "grasp");
+        var remaining = DenseFlops - graspRun.Prune!.Layers.Sum(l => l.Flops!.Value * (1 - (double)l.Kept / l.Total));
+        Assert.Equal(remaining / DenseFlops, graspRun.Prune.RemainingFlopsFraction!.Value, 12);
+        Assert.Equal(Format2(remaining / DenseFlops), grasp[Col("FLOPs %")]);
+        Assert.Equal("100.00", table.Rows.Single(r => r[2] == "dense")[Col("FLOPs %")]);
 
         var markdown = ReportTables.Markdown(table);
         Assert.Contains("| snip |", markdown);
@@ -167,6 +186,21 @@ public class ReportTests
     }
 
     [Fact]
+    public void Remaining_flops_scale_each_pruned_layer_by_its_density_and_keep_other_layers_dense()
+    {
+        var prune = new PruneSummary("snip", [new LayerDensityRecord("conv.weight", 10, 100), new LayerDensityRecord("fc.weight", 50, 100)], [], 1, 0.3);
+        Assert.Null(prune.RemainingFlopsFraction); // not recorded
+        // conv: 1,000 multiply-adds; fc applied twice, 200 each; a dense 600 multiply-add layer that is not prunable.
+        var recorded = prune.WithFlops([new("conv.weight", 1_000), new("fc.weight", 200), new("head.weight", 600), new("fc.weight", 200)]);
+        Assert.Equal([1_000L, 400L], recorded.Layers.Select(l => l.Flops!.Value));
+        Assert.Equal(2_000L, recorded.DenseFlops);
+        Assert.Equal((1_000 * 0.1 + 400 * 0.5 + 600) / 2_000, recorded.RemainingFlopsFraction!.Value, 14);
+        // A prunable layer the counter did not see: unknown, not guessed.
+        var partial = (prune with { Layers = [.. prune.Layers, new LayerDensityRecord("attn.weight", 1, 4)] }).WithFlops([new("conv.weight", 1_000), new("fc.weight", 200)]);
+        Assert.Null(partial.RemainingFlopsFraction);
+    }
+
+    [Fact]
     public void Csv_has_one_row_per_run_and_quotes_commas_quotes_and_line_breaks()
     {
         var runs = Sweep();
@@ -183,6 +217,8 @@ public class ReportTests
         var collapsed = rows.First(r => r[header.IndexOf("collapsed_count")] == "1");
         Assert.Equal("fc2.weight", collapsed[header.IndexOf("collapsed_layers")]);
         Assert.Equal(["scoring_s", "training_s"], header.Where(h => h.EndsWith("_s")));
+        Assert.Equal("none", rows[1][header.IndexOf("ablation")]);
+        Assert.Equal(ReportTables.RemainingFlops(runs[^3])!.Value, double.Parse(rows[^3][header.IndexOf("flops")], CultureInfo.InvariantCulture));
         Assert.Equal("42.25", rows[1][header.IndexOf("training_s")]);
         var first = runs[0];
         Assert.Equal(first.FinalTop1!.Value, double.Parse(rows[1][header.IndexOf("final_top1")], CultureInfo.InvariantCulture));
@@ -193,45 +229,51 @@ public class ReportTests
         Assert.Equal("\" padded\"", ReportTables.CsvField(" padded"));
     }
 
+    static string Format2(double fraction) => (fraction * 100).ToString("F2", CultureInfo.InvariantCulture);
+
+    /// <summary>The text of an SVG document's text elements.</summary>
+    static List<string> SvgTexts(string svg) =>
+        XDocument.Parse(svg).Descendants().Where(e => e.Name.LocalName == "text").Select(e => e.Value.Trim()).ToList();
+
     [Fact]
-    public void Accuracy_spec_has_every_criterion_log_density_axis_labelled_as_sparsity_and_dense_baseline()
+    public void Accuracy_chart_has_every_criterion_sparsity_labels_dense_baseline_and_fixed_colours()
     {
         var groups = ReportTables.Aggregate(Sweep());
-        var spec = ChartSpecs.Accuracy(groups)!;
-        var values = spec["data"]!["values"]!.AsArray().Select(v => v!.AsObject()).ToList();
+        var chart = Assert.Single(ReportCharts.Accuracy(groups));
+        Assert.Equal("accuracy-lenet5-fashion-mnist", chart.FileStem);
+        var svg = XDocument.Parse(chart.Svg);
+        Assert.Equal(XName.Get("svg", "http://www.w3.org/2000/svg"), svg.Root!.Name);
+        var texts = SvgTexts(chart.Svg);
+        foreach (var label in new[] { "snip", "snip + warm-up", "synflow", "hutch_obd", "90%", "98%", "99.5%" })
+            Assert.Contains(label, texts);
+        Assert.Contains(texts, t => t.StartsWith("dense 91.70% ± ", StringComparison.Ordinal) && t.EndsWith("(n=3)", StringComparison.Ordinal));
+        Assert.Contains(texts, t => t.StartsWith("Sparsity", StringComparison.Ordinal));
+        // Each criterion is drawn in its own fixed colour, read from the registry's order.
         foreach (var criterion in new[] { "snip", "synflow", "hutch_obd" })
-            Assert.Contains(values, v => (string?)v["criterion"] == criterion && (string?)v["kind"] == "pruned");
+            Assert.Contains(CriterionColours.CriterionColour(criterion).TrimStart('#'), chart.Svg, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], chart.Png.Take(4));
 
-        var dense = Assert.Single(values, v => (string?)v["kind"] == "dense");
-        Assert.Equal((0.915 + 0.917 + 0.919) / 3, (double)dense["mean"]!, 12);
-        Assert.Equal(0.915, (double)dense["lo"]!, 12);
+        Assert.Empty(ReportCharts.Accuracy(ReportTables.Aggregate([Run("snip", 0.9, 0, null, status: RunStatus.Failed)])));
+        // Two models: one chart each.
+        var two = ReportCharts.Accuracy(ReportTables.Aggregate([Run("snip", 0.9, 0, 0.8), Run("snip", 0.9, 0, 0.7, model: "lenet300")]));
+        Assert.Equal(["accuracy-lenet300-fashion-mnist", "accuracy-lenet5-fashion-mnist"], two.Select(c => c.FileStem).Order(StringComparer.Ordinal));
+    }
 
-        var snip98 = values.Single(v => (string?)v["kind"] == "pruned" && (string?)v["criterion"] == "snip" && (double)v["sparsity"]! == 0.98 && (string?)v["warmup"] == "off");
-        Assert.Equal(0.02, (double)snip98["density"]!, 12);
-        Assert.Equal(3, (int)snip98["n"]!);
-        Assert.Equal(9, values.Count(v => (string?)v["kind"] == "seed" && (string?)v["criterion"] == "snip" && (string?)v["warmup"] == "on"));
-
-        var layers = spec["layer"]!.AsArray();
-        var line = layers.Single(l => (string?)l!["mark"]!["type"] == "line")!;
-        var x = line["encoding"]!["x"]!;
-        Assert.Equal("log", (string?)x["scale"]!["type"]);
-        Assert.True((bool)x["scale"]!["reverse"]!);
-        Assert.Equal([0.005, 0.02, 0.1], x["axis"]!["values"]!.AsArray().Select(v => Math.Round((double)v!, 10)));
-        Assert.Contains("1 - datum.value", (string?)x["axis"]!["labelExpr"]);
-        Assert.NotNull(line["encoding"]!["strokeDash"]); // warm-up on and off both present
-        Assert.Contains(layers, l => (string?)l!["mark"]!["type"] == "rule");
-
-        // Std band: mean ± std instead of min–max.
-        var std = ChartSpecs.Accuracy(groups, SpreadKind.StdDev)!["data"]!["values"]!.AsArray()
-            .Single(v => (string?)v!["kind"] == "pruned" && (string?)v["criterion"] == "snip" && (double)v["sparsity"]! == 0.98 && (string?)v["warmup"] == "off")!;
-        var g = groups.Single(x => x.Criterion == "snip" && x.Sparsity == 0.98 && x.WarmupBatches == 0);
-        Assert.Equal(g.MeanTop1!.Value - g.StdTop1!.Value, (double)std["lo"]!, 12);
-
-        // Without warm-up runs there is no dash legend.
-        var noWarmup = ReportTables.Aggregate(Sweep().Where(r => r.Config.WarmupBatches == 0));
-        var plain = ChartSpecs.Accuracy(noWarmup)!["layer"]!.AsArray().Single(l => (string?)l!["mark"]!["type"] == "line")!;
-        Assert.Null(plain["encoding"]!["strokeDash"]);
-        Assert.Null(ChartSpecs.Accuracy(ReportTables.Aggregate([Run("snip", 0.9, 0, null, status: RunStatus.Failed)])));
+    [Fact]
+    public void Criterion_colours_follow_the_registry_order_and_stay_fixed()
+    {
+        var known = CriterionColours.KnownCriteria;
+        Assert.Equal(Pai.Registry.names, known);
+        Assert.Equal(known.Count, known.Select(CriterionColours.CriterionColour).Distinct().Count()); // one colour each
+        Assert.Equal(0, CriterionColours.Rank("random"));
+        Assert.True(CriterionColours.Rank("snip") < CriterionColours.Rank("hts"));
+        Assert.Equal(known.Count - 1, CriterionColours.Rank("autos"));
+        Assert.Equal(known.Count, CriterionColours.Rank("abs(theta) + fisher"));
+        // A user formula keeps one colour, none of the registry's.
+        var formula = CriterionColours.CriterionColour("abs(theta) + fisher");
+        Assert.Equal(formula, CriterionColours.CriterionColour("abs(theta) + fisher"));
+        Assert.DoesNotContain(formula, known.Select(CriterionColours.CriterionColour));
+        Assert.Equal(CriterionColours.DenseColour, CriterionColours.CriterionColour("dense"));
     }
 
     [Fact]
@@ -239,33 +281,36 @@ public class ReportTests
     {
         var runs = Sweep();
         runs.Add(Run("grasp", 0.9, 0, 0.8)); // 0.9 now has 5 settings, more than 0.995's 4
-        var chosen = ChartSpecs.DefaultLayerRuns(runs);
+        var chosen = ReportCharts.DefaultLayerRuns(runs);
         Assert.All(chosen, r => Assert.Equal(0.9, r.Config.Sparsity));
         Assert.All(chosen, r => Assert.Equal(0UL, r.Config.Seed));
         Assert.Equal(5, chosen.Count);
 
-        var panel = Assert.Single(ChartSpecs.LayerPanels(chosen));
+        var panel = Assert.Single(ReportCharts.LayerPanels(chosen));
         Assert.Equal("lenet5 · fashion-mnist · 90% sparsity", panel.Title);
         Assert.Equal(Layers, panel.Layers);
         Assert.Contains(panel.Runs, r => r.Label == "snip + warm-up");
         Assert.Equal(panel.Runs.Count, panel.Runs.Select(r => r.Label).Distinct().Count());
 
         // Without grasp, 0.9, 0.98 and 0.995 tie at four settings: the highest sparsity wins.
-        var tied = ChartSpecs.DefaultLayerRuns(Sweep());
+        var tied = ReportCharts.DefaultLayerRuns(Sweep());
         Assert.All(tied, r => Assert.Equal(0.995, r.Config.Sparsity));
-        var table = ReportTables.LayerTable(Assert.Single(ChartSpecs.LayerPanels(tied)));
+        var table = ReportTables.LayerTable(Assert.Single(ReportCharts.LayerPanels(tied)));
         var hutch = table.Columns.Select(c => c.Header).ToList().IndexOf("hutch_obd");
         Assert.Equal("0% (collapsed)", table.Rows.Single(r => r[0] == "fc2.weight")[hutch]);
 
         // Two seeds of one criterion get labels that tell them apart.
-        var twoSeeds = ChartSpecs.LayerPanels([Run("snip", 0.9, 0, 0.9), Run("snip", 0.9, 1, 0.9)]).Single();
+        var twoSeeds = ReportCharts.LayerPanels([Run("snip", 0.9, 0, 0.9), Run("snip", 0.9, 1, 0.9)]).Single();
         Assert.Equal(["snip 90% seed 0", "snip 90% seed 1"], twoSeeds.Runs.Select(r => r.Label));
 
-        var spec = ChartSpecs.Layers(ChartSpecs.LayerPanels(chosen))!;
-        var values = spec["data"]!["values"]!.AsArray();
-        Assert.Equal(5 * Layers.Length, values.Count);
-        foreach (var c in new[] { "snip", "synflow", "hutch_obd", "grasp" })
-            Assert.Contains(values, v => (string?)v!["criterion"] == c);
+        var chart = Assert.Single(ReportCharts.Layers(ReportCharts.LayerPanels(chosen)));
+        var texts = SvgTexts(chart.Svg);
+        foreach (var label in Layers.Concat(["snip", "snip + warm-up", "synflow", "hutch_obd", "grasp", "10%", "20%", "100%"]))
+            Assert.True(texts.Contains(label), $"'{label}' is not among the chart's texts: {string.Join(" | ", texts)}");
+        // The collapsed layer of hutch_obd at 99.5% gets a red ×.
+        var collapsed = Assert.Single(ReportCharts.Layers(ReportCharts.LayerPanels(tied)));
+        Assert.Contains("×", SvgTexts(collapsed.Svg));
+        Assert.DoesNotContain("×", texts);
     }
 
     [Fact]
@@ -289,34 +334,32 @@ public class ReportTests
     }
 
     [Fact]
-    public void Write_without_rendering_writes_tables_specs_and_html_and_removes_stale_svgs()
+    public void Write_without_charts_writes_tables_and_html_and_removes_stale_charts()
     {
         using var dir = new TempDirectory();
-        File.WriteAllText(dir.File(ReportWriter.AccuracySvgFile), "<svg>stale</svg>");
+        File.WriteAllText(dir.File("accuracy-lenet5-fashion-mnist.svg"), "<svg>stale</svg>");
+        File.WriteAllText(dir.File("accuracy.vl.json"), "{}");
         var runs = Sweep();
         var files = ReportWriter.Write(runs, dir.Path, new ReportOptions { RenderCharts = false, Title = "Sweep | test" });
 
         Assert.True(File.Exists(files.Markdown) && File.Exists(files.Csv) && File.Exists(files.Html));
-        Assert.True(File.Exists(files.AccuracySpec) && File.Exists(files.LayersSpec));
-        Assert.Null(files.AccuracySvg);
-        Assert.False(File.Exists(dir.File(ReportWriter.AccuracySvgFile)), "a stale SVG of an earlier report must not survive");
+        Assert.Empty(files.Charts);
+        Assert.False(File.Exists(dir.File("accuracy-lenet5-fashion-mnist.svg")), "a stale chart of an earlier report must not survive");
+        Assert.False(File.Exists(dir.File("accuracy.vl.json")), "a Vega-Lite spec of an earlier report must not survive");
         Assert.NotNull(files.ChartProblem);
 
         var csv = File.ReadAllText(files.Csv);
         var markdown = File.ReadAllText(files.Markdown);
         var html = File.ReadAllText(files.Html);
         foreach (var run in runs) Assert.Contains(run.Key, csv);
-        var spec = JsonNode.Parse(File.ReadAllText(files.AccuracySpec!))!;
-        var specCriteria = spec["data"]!["values"]!.AsArray().Select(v => (string?)v!["criterion"]).ToHashSet();
         foreach (var criterion in runs.Select(r => r.Config.Criterion).Distinct())
         {
             Assert.Contains($"| {criterion} |", markdown);
             Assert.Contains($"<td>{criterion}</td>", html);
-            Assert.Contains(criterion, specCriteria);
         }
         Assert.Contains("# Sweep \\| test", markdown);
-        Assert.Contains("could not be rendered", markdown);
-        Assert.Contains("could not be rendered", html);
+        Assert.Contains("were not drawn", markdown);
+        Assert.Contains("were not drawn", html);
         Assert.Contains("## Failed runs", markdown);
         Assert.Contains("out of memory", markdown);
         Assert.Contains("fc2.weight", markdown);
@@ -324,39 +367,19 @@ public class ReportTests
     }
 
     [Fact]
-    public void No_finished_runs_gives_a_report_without_charts_and_without_calling_node()
+    public void No_finished_runs_gives_a_report_without_charts()
     {
         using var dir = new TempDirectory();
-        // A renderer that cannot work: it must not be asked when there is nothing to chart.
-        var renderer = new ChartRenderer(nodeExecutable: "/nonexistent/node", npmExecutable: "/nonexistent/npm");
-        var files = ReportWriter.Write([], dir.Path, new ReportOptions { Renderer = renderer, RequireCharts = true });
-        Assert.Null(files.AccuracySpec);
-        Assert.Null(files.LayersSpec);
+        var files = ReportWriter.Write([], dir.Path, new ReportOptions { RequireCharts = true });
+        Assert.Empty(files.Charts);
         Assert.Null(files.ChartProblem);
         Assert.Contains("No runs.", File.ReadAllText(files.Markdown));
         Assert.Single(File.ReadAllLines(files.Csv)); // the header only
 
-        var pendingOnly = ReportWriter.Write([Run("snip", 0.9, 0, null, status: RunStatus.Pending)], dir.Path,
-            new ReportOptions { Renderer = renderer, RequireCharts = true });
-        Assert.Null(pendingOnly.AccuracySpec);
+        var pendingOnly = ReportWriter.Write([Run("snip", 0.9, 0, null, status: RunStatus.Pending)], dir.Path, new ReportOptions { RequireCharts = true });
+        Assert.Empty(pendingOnly.Charts);
         Assert.Contains("| snip |", File.ReadAllText(pendingOnly.Markdown));
         Assert.Contains("Nothing to chart", File.ReadAllText(pendingOnly.Html));
-    }
-
-    [Fact]
-    public void Missing_node_still_writes_the_report_and_says_how_to_install_it()
-    {
-        using var dir = new TempDirectory();
-        var renderer = new ChartRenderer(nodeExecutable: "/nonexistent/node", npmExecutable: "/nonexistent/npm");
-        var files = ReportWriter.Write(Sweep(), dir.Path, new ReportOptions { Renderer = renderer });
-        Assert.Contains("apt-get install nodejs npm", files.ChartProblem);
-        Assert.Contains("apt-get install nodejs npm", File.ReadAllText(files.Html));
-        Assert.True(File.Exists(files.AccuracySpec));
-        Assert.Null(files.LayersSvg);
-
-        var e = Assert.Throws<ChartRenderingException>(() =>
-            ReportWriter.Write(Sweep(), dir.Path, new ReportOptions { Renderer = renderer, RequireCharts = true }));
-        Assert.Contains("apt-get install nodejs npm", e.Message);
     }
 
     [Fact]
@@ -371,32 +394,25 @@ public class ReportTests
             ReportWriter.Write(Sweep(), dir.Path, new ReportOptions { RenderCharts = false, LayerRunKeys = [dense] }));
     }
 
-    /// <summary>The one rendering test: node and npm are on this machine; the first run installs vega with npm ci.</summary>
     [Fact]
-    public void Rendered_svgs_are_well_formed_and_inlined_in_a_self_contained_html_page()
+    public void Charts_are_written_as_svg_and_png_and_inlined_in_a_self_contained_html_page()
     {
         using var dir = new TempDirectory();
-        var runs = Sweep();
-        var files = ReportWriter.Write(runs, dir.Path, new ReportOptions { RequireCharts = true });
+        var files = ReportWriter.Write(Sweep(), dir.Path, new ReportOptions { RequireCharts = true });
         Assert.Null(files.ChartProblem);
-
-        var accuracy = XDocument.Load(files.AccuracySvg!);
-        Assert.Equal(XName.Get("svg", "http://www.w3.org/2000/svg"), accuracy.Root!.Name);
-        var accuracyText = accuracy.Descendants().Where(e => e.Name.LocalName == "text").Select(e => e.Value).ToList();
-        foreach (var label in new[] { "snip", "synflow", "hutch_obd", "dense", "90%", "98%", "99.5%", "BN warm-up" })
-            Assert.Contains(label, accuracyText);
-        Assert.Contains(accuracyText, t => t.StartsWith("Sparsity"));
-
-        var layers = XDocument.Load(files.LayersSvg!);
-        var layerText = layers.Descendants().Where(e => e.Name.LocalName == "text").Select(e => e.Value).ToList();
-        foreach (var label in Layers.Concat(["snip", "synflow", "hutch_obd", "×"]))
-            Assert.Contains(label, layerText);
+        Assert.Equal(["accuracy-lenet5-fashion-mnist.svg", "accuracy-lenet5-fashion-mnist.png", "layers-lenet5-fashion-mnist.svg",
+            "layers-lenet5-fashion-mnist.png"], files.Charts.Select(Path.GetFileName));
+        foreach (var svg in files.Charts.Where(f => f.EndsWith(".svg", StringComparison.Ordinal))) XDocument.Load(svg);
+        foreach (var png in files.Charts.Where(f => f.EndsWith(".png", StringComparison.Ordinal)))
+            Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], File.ReadAllBytes(png).Take(4));
 
         var html = File.ReadAllText(files.Html);
-        Assert.Equal(2, html.Split("<svg").Length - 1);
+        Assert.Equal(2, html.Split("src=\"data:image/svg+xml;base64,").Length - 1);
         Assert.DoesNotContain("<script", html);
         Assert.DoesNotContain("src=\"http", html);
-        Assert.Contains("![Top-1 accuracy versus sparsity](accuracy.svg)", File.ReadAllText(files.Markdown));
+        var markdown = File.ReadAllText(files.Markdown);
+        Assert.Contains("![Top-1 test accuracy versus sparsity, lenet5 · fashion-mnist](accuracy-lenet5-fashion-mnist.svg)", markdown);
+        Assert.Contains("[accuracy-lenet5-fashion-mnist.png](accuracy-lenet5-fashion-mnist.png)", markdown);
         Assert.Empty(Directory.GetFiles(dir.Path, "*.tmp"));
 
         // Keep a copy to look at when asked to (the temporary directory is deleted).

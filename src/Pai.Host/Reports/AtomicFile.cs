@@ -3,7 +3,7 @@ using System.Text;
 namespace Pai.Host.Reports;
 
 /// <summary>
-/// Writes a file so that readers see either the old content or the new, never half of it: the text
+/// Writes a file so that readers see either the old content or the new, never half of it: the content
 /// goes to a temporary file in the same directory (same file system, so the rename is atomic),
 /// is flushed to disk, then renamed over the target.
 /// </summary>
@@ -11,7 +11,9 @@ static class AtomicFile
 {
     static readonly UTF8Encoding Utf8NoBom = new(encoderShouldEmitUTF8Identifier: false);
 
-    public static void WriteAllText(string path, string text)
+    public static void WriteAllText(string path, string text) => WriteAllBytes(path, Utf8NoBom.GetBytes(text));
+
+    public static void WriteAllBytes(string path, byte[] bytes)
     {
         var full = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(full)!;
@@ -21,7 +23,6 @@ static class AtomicFile
         {
             using (var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
             {
-                var bytes = Utf8NoBom.GetBytes(text);
                 f.Write(bytes);
                 f.Flush(flushToDisk: true);
             }

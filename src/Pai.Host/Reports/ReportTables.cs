@@ -6,13 +6,14 @@ using Pai.Host.Runs;
 namespace Pai.Host.Reports;
 
 /// <summary>
-/// The runs of one experiment cell, (model, data set, criterion, sparsity, warm-up batches), across
-/// seeds. Accuracy statistics use the finished runs that have a final top-1; failed and unfinished
-/// runs are only counted.
+/// The runs of one experiment cell, (model, data set, criterion, ablation, sparsity, warm-up
+/// batches), across seeds. Accuracy statistics use the finished runs that have a final top-1;
+/// failed and unfinished runs are only counted.
 /// </summary>
 /// <param name="Model">Model name.</param>
 /// <param name="Dataset">Data set name.</param>
 /// <param name="Criterion">Criterion name ("dense" for the unpruned baseline).</param>
+/// <param name="Ablation">Sanity-check ablation of the criterion's mask ("none", "shuffle", "reinit", "invert").</param>
 /// <param name="Sparsity">Configured sparsity (fraction of prunable weights removed).</param>
 /// <param name="WarmupBatches">BN warm-up batches before scoring (0: off).</param>
 /// <param name="Runs">Every run of the cell, whatever its status, ordered by seed.</param>
@@ -21,11 +22,16 @@ namespace Pai.Host.Reports;
 /// <param name="Unfinished">Number of pending or running runs.</param>
 /// <param name="MeanTop1">Mean final top-1 over <paramref name="Seeds"/> runs (null when none).</param>
 /// <param name="StdTop1">Sample standard deviation (n − 1) of final top-1; null when fewer than two runs.</param>
+/// <param name="Ci95Top1">
+/// Half-width of the 95% Student t confidence interval of the mean top-1,
+/// t₀.₉₇₅,ₙ₋₁ · s / √n; null when fewer than two runs.
+/// </param>
 /// <param name="MinTop1">Lowest final top-1.</param>
 /// <param name="MaxTop1">Highest final top-1.</param>
 /// <param name="MeanTop5">Mean final top-5 over the runs that have one.</param>
 /// <param name="MeanLoss">Mean final test loss over the runs that have one.</param>
 /// <param name="MeanDensity">Mean achieved density (kept / prunable weights); 1 for dense runs.</param>
+/// <param name="MeanFlops">Mean remaining multiply-adds as a fraction of the dense model's; 1 for dense runs; null when not recorded.</param>
 /// <param name="RunsWithCollapse">Finished runs in which at least one layer lost every weight.</param>
 /// <param name="MixedSettings">
 /// Config fields (snake_case) other than the seed whose values differ between runs of the cell,
@@ -35,6 +41,7 @@ public sealed record ResultGroup(
     string Model,
     string Dataset,
     string Criterion,
+    string Ablation,
     double Sparsity,
     int WarmupBatches,
     IReadOnlyList<RunRecord> Runs,
@@ -43,17 +50,51 @@ public sealed record ResultGroup(
     int Unfinished,
     double? MeanTop1,
     double? StdTop1,
+    double? Ci95Top1,
     double? MinTop1,
     double? MaxTop1,
     double? MeanTop5,
     double? MeanLoss,
     double? MeanDensity,
+    double? MeanFlops,
     int RunsWithCollapse,
     IReadOnlyList<string> MixedSettings)
 {
     /// <summary>True for the unpruned baseline (criterion "dense").</summary>
     public bool IsDense => ReportTables.IsDense(Criterion);
+
+    /// <summary>True for a sanity-check ablation of a criterion (ablation other than "none").</summary>
+    public bool IsAblation => !IsDense && Ablation != ReportTables.NoAblation;
+
+    /// <summary>Final top-1 by seed of the finished runs (the first run of a seed when a cell holds several).</summary>
+    public IReadOnlyDictionary<ulong, double> Top1BySeed =>
+        Runs.Where(r => r.Status == RunStatus.Finished && r.FinalTop1 is not null)
+            .GroupBy(r => r.Config.Seed).ToDictionary(g => g.Key, g => g.First().FinalTop1!.Value);
+
+    /// <summary>Against the random criterion at the same sparsity and warm-up (null: none, or this is random itself).</summary>
+    public Comparison? VsRandom { get; init; }
+
+    /// <summary>Against the best criterion (highest mean top-1, no ablation) at the same sparsity and warm-up (null: this is the best, or there is none).</summary>
+    public Comparison? VsBest { get; init; }
+
+    /// <summary>For an ablation: against its own criterion without ablation at the same sparsity and warm-up.</summary>
+    public Comparison? VsCriterion { get; init; }
+
+    /// <summary>True when this cell has the highest mean top-1 of the criteria (no ablation) at its sparsity and warm-up.</summary>
+    public bool IsBest { get; init; }
 }
+
+/// <summary>
+/// This cell against a reference cell: the difference of mean top-1 and, when both sides have two
+/// or more seeds, a t-test (see <see cref="ReportTables.Compare"/>).
+/// </summary>
+/// <param name="Reference">The reference cell.</param>
+/// <param name="Difference">
+/// Mean top-1 of this cell − mean top-1 of the reference; for a paired test, the mean of the
+/// differences over the seeds both cells finished.
+/// </param>
+/// <param name="Test">The t-test of the difference; null when a side has a single seed.</param>
+public sealed record Comparison(ResultGroup Reference, double Difference, TTestResult? Test);
 
 /// <summary>One column of a <see cref="ReportTable"/>.</summary>
 /// <param name="Header">Column title.</param>
@@ -80,49 +121,127 @@ public static class ReportTables
     /// <summary>True when <paramref name="criterion"/> names the unpruned baseline.</summary>
     public static bool IsDense(string criterion) => string.Equals(criterion, DenseCriterion, StringComparison.OrdinalIgnoreCase);
 
+    /// <summary>The ablation of a plain run (<see cref="RunConfig.Ablation"/>).</summary>
+    public const string NoAblation = "none";
+
+    /// <summary>Ablations in the order the tables list them under their criterion; others follow by name.</summary>
+    public static readonly IReadOnlyList<string> KnownAblations = [NoAblation, "shuffle", "reinit", "invert"];
+
+    /// <summary>Significance level of every test in the report (two-sided, except the one-sided ablation check).</summary>
+    public const double Alpha = 0.05;
+
+    /// <summary>Sort rank of an ablation: its index in <see cref="KnownAblations"/>, others after them.</summary>
+    public static int AblationRank(string ablation)
+    {
+        for (var i = 0; i < KnownAblations.Count; i++)
+            if (KnownAblations[i] == ablation) return i;
+        return KnownAblations.Count;
+    }
+
     /// <summary>
-    /// Groups runs by (model, data set, criterion, sparsity, warm-up batches) and computes the
-    /// statistics across seeds. Order: model, data set, dense first then the criteria in the design's
-    /// order (<see cref="ChartSpecs.KnownCriteria"/>, others by name after them),
-    /// sparsity ascending, warm-up ascending.
+    /// Groups runs by (model, data set, criterion, ablation, sparsity, warm-up batches), computes the
+    /// statistics across seeds and compares each cell with random, with the best criterion and (for
+    /// ablations) with its own criterion at the same sparsity and warm-up. Order: model, data set,
+    /// dense first, then the criteria in the registry's order (<see cref="CriterionColours.Rank"/>,
+    /// others by name after them), sparsity ascending, warm-up ascending, then the criterion's
+    /// ablations beside it (none, shuffle, reinit, invert).
     /// </summary>
     public static IReadOnlyList<ResultGroup> Aggregate(IEnumerable<RunRecord> runs)
     {
         ArgumentNullException.ThrowIfNull(runs);
-        return runs
+        var groups = runs
             .GroupBy(r => (r.Config.Model, r.Config.Dataset, Criterion: IsDense(r.Config.Criterion) ? DenseCriterion : r.Config.Criterion,
+                Ablation: IsDense(r.Config.Criterion) ? NoAblation : r.Config.Ablation,
                 Sparsity: IsDense(r.Config.Criterion) ? 0.0 : r.Config.Sparsity, r.Config.WarmupBatches))
-            .Select(g => MakeGroup(g.Key.Model, g.Key.Dataset, g.Key.Criterion, g.Key.Sparsity, g.Key.WarmupBatches,
+            .Select(g => MakeGroup(g.Key.Model, g.Key.Dataset, g.Key.Criterion, g.Key.Ablation, g.Key.Sparsity, g.Key.WarmupBatches,
                 g.OrderBy(r => r.Config.Seed).ThenBy(r => r.Key, StringComparer.Ordinal).ToList()))
             .OrderBy(g => g.Model, StringComparer.Ordinal)
             .ThenBy(g => g.Dataset, StringComparer.Ordinal)
             .ThenBy(g => g.IsDense ? 0 : 1)
-            .ThenBy(g => ChartSpecs.CriterionRank(g.Criterion))
+            .ThenBy(g => CriterionColours.Rank(g.Criterion))
             .ThenBy(g => g.Criterion, StringComparer.Ordinal)
             .ThenBy(g => g.Sparsity)
             .ThenBy(g => g.WarmupBatches)
+            .ThenBy(g => AblationRank(g.Ablation))
+            .ThenBy(g => g.Ablation, StringComparer.Ordinal)
             .ToList();
+        return WithComparisons(groups);
     }
 
-    static ResultGroup MakeGroup(string model, string dataset, string criterion, double sparsity, int warmup, List<RunRecord> runs)
+    /// <summary>The random criterion's name: the reference of "vs random".</summary>
+    public const string RandomCriterion = "random";
+
+    static IReadOnlyList<ResultGroup> WithComparisons(List<ResultGroup> groups)
+    {
+        var result = new List<ResultGroup>(groups.Count);
+        foreach (var g in groups)
+        {
+            if (g.IsDense || g.MeanTop1 is null) { result.Add(g); continue; }
+            var peers = groups.Where(o => !o.IsDense && o.MeanTop1 is not null && o.Model == g.Model && o.Dataset == g.Dataset
+                                          && o.Sparsity == g.Sparsity && o.WarmupBatches == g.WarmupBatches).ToList();
+            var plain = peers.Where(o => !o.IsAblation).ToList();
+            var random = plain.FirstOrDefault(o => o.Criterion == RandomCriterion);
+            var best = plain.OrderByDescending(o => o.MeanTop1!.Value).FirstOrDefault(); // the first in table order on ties
+            var own = plain.FirstOrDefault(o => o.Criterion == g.Criterion);
+            result.Add(g with
+            {
+                VsRandom = random is null || ReferenceEquals(random, g) ? null : Compare(g, random),
+                VsBest = g.IsAblation || best is null || ReferenceEquals(best, g) ? null : Compare(g, best),
+                IsBest = ReferenceEquals(best, g),
+                VsCriterion = g.IsAblation && own is not null ? Compare(g, own) : null,
+            });
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Compares cell <paramref name="a"/> with <paramref name="b"/>. A run's seed fixes its initial
+    /// weights, scoring batches and data order, so two runs with the same seed share everything but
+    /// what the cells differ in: the test is a paired t-test on the seeds both cells finished when
+    /// there are two or more (it removes the seed-to-seed variation both share), else Welch's t-test
+    /// when each side has two or more seeds; no test when a side has a single seed.
+    /// </summary>
+    public static Comparison Compare(ResultGroup a, ResultGroup b)
+    {
+        ArgumentNullException.ThrowIfNull(a);
+        ArgumentNullException.ThrowIfNull(b);
+        if (a.MeanTop1 is null || b.MeanTop1 is null) throw new ArgumentException("both cells need finished runs with a final top-1");
+        var (ta, tb) = (a.Top1BySeed, b.Top1BySeed);
+        var shared = ta.Keys.Intersect(tb.Keys).Order().ToList();
+        var distinctSeeds = ta.Count == a.Seeds && tb.Count == b.Seeds; // pairs are unambiguous
+        TTestResult? test = null;
+        if (distinctSeeds && shared.Count >= 2)
+            test = SeedStatistics.Paired(shared.Select(s => ta[s]).ToList(), shared.Select(s => tb[s]).ToList());
+        else if (a.Seeds >= 2 && b.Seeds >= 2)
+            test = SeedStatistics.Welch(Top1(a), Top1(b));
+        return new Comparison(b, test?.Difference ?? a.MeanTop1.Value - b.MeanTop1.Value, test);
+    }
+
+    static List<double> Top1(ResultGroup g) =>
+        g.Runs.Where(r => r.Status == RunStatus.Finished && r.FinalTop1 is not null).Select(r => r.FinalTop1!.Value).ToList();
+
+    static ResultGroup MakeGroup(string model, string dataset, string criterion, string ablation, double sparsity, int warmup, List<RunRecord> runs)
     {
         var finished = runs.Where(r => r.Status == RunStatus.Finished).ToList();
         var top1 = finished.Where(r => r.FinalTop1 is not null).Select(r => r.FinalTop1!.Value).ToList();
         var top5 = finished.Where(r => r.FinalTop5 is not null).Select(r => r.FinalTop5!.Value).ToList();
         var loss = finished.Where(r => r.FinalLoss is not null).Select(r => r.FinalLoss!.Value).ToList();
         var density = finished.Select(AchievedDensity).Where(d => d is not null).Select(d => d!.Value).ToList();
+        var flops = finished.Select(RemainingFlops).ToList();
         return new ResultGroup(
-            model, dataset, criterion, sparsity, warmup, runs,
+            model, dataset, criterion, ablation, sparsity, warmup, runs,
             Seeds: top1.Count,
             Failed: runs.Count(r => r.Status == RunStatus.Failed),
             Unfinished: runs.Count(r => r.Status is RunStatus.Pending or RunStatus.Running),
             MeanTop1: Mean(top1),
             StdTop1: SampleStd(top1),
+            Ci95Top1: SeedStatistics.ConfidenceHalfWidth(top1),
             MinTop1: top1.Count > 0 ? top1.Min() : null,
             MaxTop1: top1.Count > 0 ? top1.Max() : null,
             MeanTop5: Mean(top5),
             MeanLoss: Mean(loss),
             MeanDensity: Mean(density),
+            MeanFlops: flops.Count > 0 && flops.All(f => f is not null) ? flops.Average() : null,
             RunsWithCollapse: finished.Count(r => r.Prune is { Collapsed.Count: > 0 }),
             MixedSettings: MixedSettings(runs));
     }
@@ -144,6 +263,13 @@ public static class ReportTables
     /// </summary>
     public static double? AchievedDensity(RunRecord run) =>
         run.Prune is not null ? run.Prune.Density : IsDense(run.Config.Criterion) ? 1.0 : null;
+
+    /// <summary>
+    /// Remaining multiply-adds of a run as a fraction of the dense model's
+    /// (<see cref="PruneSummary.RemainingFlopsFraction"/>), 1 for a dense run, null when not recorded.
+    /// </summary>
+    public static double? RemainingFlops(RunRecord run) =>
+        run.Prune is not null ? run.Prune.RemainingFlopsFraction : IsDense(run.Config.Criterion) ? 1.0 : null;
 
     /// <summary>Config fields (other than the seed) whose values differ across <paramref name="runs"/>.</summary>
     static IReadOnlyList<string> MixedSettings(IReadOnlyList<RunRecord> runs)
@@ -169,25 +295,30 @@ public static class ReportTables
 
     /// <summary>
     /// The results table: one row per <see cref="ResultGroup"/>, numbers in percent (the unit is in
-    /// the header). Columns: model, data, criterion, sparsity, warm-up, seeds, top-1 mean ± std,
-    /// min–max, difference to the dense baseline in percentage points, achieved density, runs with
-    /// collapsed layers (k/n); top-5 when any run has it;
-    /// failed and unfinished counts when any run is in that state.
+    /// the header). Columns: model, data, criterion, ablation (when any cell has one), sparsity,
+    /// warm-up, seeds, top-1 mean ± 95% confidence interval ("(1 seed)" for a single seed),
+    /// min–max, top-5 when any run has it, the comparisons with random, with the best criterion and
+    /// (for ablations) with the criterion (<see cref="ComparisonCell"/>), the difference to the
+    /// dense baseline in percentage points, achieved density, remaining FLOPs, runs with collapsed
+    /// layers (k/n); failed and unfinished counts when any run is in that state.
     /// </summary>
     public static ReportTable ResultsTable(IReadOnlyList<ResultGroup> groups)
     {
         ArgumentNullException.ThrowIfNull(groups);
+        var withAblation = groups.Any(g => g.IsAblation);
         var withTop5 = groups.Any(g => g.MeanTop5 is not null);
         var withFailed = groups.Any(g => g.Failed > 0);
         var withUnfinished = groups.Any(g => g.Unfinished > 0);
-        var columns = new List<ReportColumn>
-        {
-            new("Model", false), new("Data", false), new("Criterion", false), new("Sparsity", true),
-            new("Warm-up", false), new("Seeds", true), new("Top-1 % mean ± std", true), new("Top-1 % min–max", true),
-        };
+        var columns = new List<ReportColumn> { new("Model", false), new("Data", false), new("Criterion", false) };
+        if (withAblation) columns.Add(new("Ablation", false));
+        columns.AddRange([new("Sparsity", true), new("Warm-up", false), new("Seeds", true), new("Top-1 % mean ± 95% CI", true), new("Top-1 % min–max", true)]);
         if (withTop5) columns.Add(new("Top-5 % mean", true));
+        columns.Add(new("vs random (pp)", true));
+        columns.Add(new("vs best (pp)", true));
+        if (withAblation) columns.Add(new("vs criterion (pp)", true));
         columns.Add(new("Δ dense (pp)", true));
         columns.Add(new("Density %", true));
+        columns.Add(new("FLOPs %", true));
         columns.Add(new("Collapsed", true));
         if (withFailed) columns.Add(new("Failed", true));
         if (withUnfinished) columns.Add(new("Unfinished", true));
@@ -196,24 +327,58 @@ public static class ReportTables
         foreach (var g in groups)
         {
             var baseline = g.IsDense ? null : DenseBaseline(groups, g.Model, g.Dataset);
-            var row = new List<string>
-            {
-                g.Model, g.Dataset, g.Criterion,
+            var row = new List<string> { g.Model, g.Dataset, g.Criterion };
+            if (withAblation) row.Add(g.IsDense ? "–" : g.Ablation);
+            row.AddRange(
+            [
                 g.IsDense ? "0%" : Format.Sparsity(g.Sparsity),
                 g.WarmupBatches > 0 ? $"on ({g.WarmupBatches})" : "off",
                 g.Seeds.ToString(CultureInfo.InvariantCulture),
-                g.MeanTop1 is null ? "–" : Format.Points(g.MeanTop1.Value) + (g.StdTop1 is null ? "" : " ± " + Format.Points(g.StdTop1.Value)),
+                g.MeanTop1 is null ? "–"
+                    : g.Ci95Top1 is null ? Format.Points(g.MeanTop1.Value) + " (1 seed)"
+                    : Format.Points(g.MeanTop1.Value) + " ± " + Format.Points(g.Ci95Top1.Value),
                 g.MinTop1 is null ? "–" : $"{Format.Points(g.MinTop1.Value)}–{Format.Points(g.MaxTop1!.Value)}",
-            };
+            ]);
             if (withTop5) row.Add(g.MeanTop5 is null ? "–" : Format.Points(g.MeanTop5.Value));
+            row.Add(g.VsRandom is null ? "–" : ComparisonCell(g.VsRandom, oneSided: false));
+            row.Add(g.IsBest ? "best" : g.VsBest is null ? "–" : ComparisonCell(g.VsBest, oneSided: false));
+            if (withAblation) row.Add(g.VsCriterion is null ? "–" : ComparisonCell(g.VsCriterion, oneSided: true));
             row.Add(g.IsDense || g.MeanTop1 is null || baseline is null ? "–" : Format.SignedPoints(g.MeanTop1.Value - baseline.Value));
             row.Add(g.MeanDensity is null ? "–" : Format.Points(g.MeanDensity.Value));
+            row.Add(g.MeanFlops is null ? "–" : Format.Points(g.MeanFlops.Value));
             row.Add(g.IsDense ? "–" : $"{g.RunsWithCollapse}/{g.Runs.Count(r => r.Status == RunStatus.Finished)}");
             if (withFailed) row.Add(g.Failed.ToString(CultureInfo.InvariantCulture));
             if (withUnfinished) row.Add(g.Unfinished.ToString(CultureInfo.InvariantCulture));
             rows.Add(row);
         }
         return new ReportTable(columns, rows);
+    }
+
+    /// <summary>Mark of a significantly higher mean (two-sided p &lt; <see cref="Alpha"/>).</summary>
+    public const string HigherMark = "▲";
+    /// <summary>Mark of a significantly lower mean (two-sided p &lt; <see cref="Alpha"/>; for an ablation, one-sided).</summary>
+    public const string LowerMark = "▼";
+    /// <summary>Mark of a difference that is not significant.</summary>
+    public const string NotSignificantMark = "≈";
+    /// <summary>Mark of an ablation that is not significantly worse than its criterion (one-sided p ≥ <see cref="Alpha"/>).</summary>
+    public const string NotWorseMark = "⚠ not worse";
+
+    /// <summary>
+    /// A comparison as a table cell: the difference in percentage points, a mark and the p-value,
+    /// e.g. "+1.23 ▲ p=0.004", "-0.31 ≈ p=0.41 Welch", "+0.80 (1 seed)" when no test was possible.
+    /// Two-sided: ▲ / ▼ significantly higher / lower, ≈ not significant. One-sided (an ablation
+    /// against its criterion; the alternative is "the ablation is worse"): ▼ significantly worse,
+    /// "⚠ not worse" otherwise.
+    /// </summary>
+    public static string ComparisonCell(Comparison comparison, bool oneSided)
+    {
+        ArgumentNullException.ThrowIfNull(comparison);
+        var diff = Format.SignedPoints(comparison.Difference);
+        if (comparison.Test is not { } t) return diff + " (1 seed)";
+        var p = oneSided ? t.PLess : t.P;
+        var mark = oneSided ? (p < Alpha ? LowerMark : NotWorseMark)
+            : p < Alpha ? (t.Difference > 0 ? HigherMark : LowerMark) : NotSignificantMark;
+        return $"{diff} {mark} {Format.PValue(p)}" + (t.Kind == TTestKind.Welch ? " Welch" : "");
     }
 
     /// <summary>
@@ -240,8 +405,9 @@ public static class ReportTables
     /// <summary>
     /// The CSV of results, one row per run (RFC 4180: comma separated, fields with a comma, quote
     /// or line break quoted, quotes doubled; invariant culture; round-trip numbers; empty for
-    /// missing values). Columns: key, model, dataset, criterion, sparsity, warmup_batches, seed,
-    /// status, final_top1, final_top5, final_loss, density, collapsed_count, collapsed_layers
+    /// missing values). Columns: key, model, dataset, criterion, ablation, sparsity, warmup_batches,
+    /// seed, status, final_top1, final_top5, final_loss, density, flops (remaining fraction of the
+    /// dense multiply-adds), collapsed_count, collapsed_layers
     /// (';'-separated), epochs, one <c>{phase}_s</c> column per phase seen, error.
     /// </summary>
     public static string Csv(IReadOnlyList<RunRecord> runs)
@@ -252,8 +418,8 @@ public static class ReportTables
             .Concat(phases.Where(p => !KnownPhases.Contains(p)).OrderBy(p => p, StringComparer.Ordinal)).ToList();
         var header = new List<string>
         {
-            "key", "model", "dataset", "criterion", "sparsity", "warmup_batches", "seed", "status",
-            "final_top1", "final_top5", "final_loss", "density", "collapsed_count", "collapsed_layers", "epochs",
+            "key", "model", "dataset", "criterion", "ablation", "sparsity", "warmup_batches", "seed", "status",
+            "final_top1", "final_top5", "final_loss", "density", "flops", "collapsed_count", "collapsed_layers", "epochs",
         };
         header.AddRange(orderedPhases.Select(p => p + "_s"));
         header.Add("error");
@@ -265,11 +431,11 @@ public static class ReportTables
             var c = r.Config;
             var row = new List<string>
             {
-                r.Key, c.Model, c.Dataset, c.Criterion, Format.Number(c.Sparsity),
+                r.Key, c.Model, c.Dataset, c.Criterion, c.Ablation, Format.Number(c.Sparsity),
                 c.WarmupBatches.ToString(CultureInfo.InvariantCulture), c.Seed.ToString(CultureInfo.InvariantCulture),
                 r.Status.ToString().ToLowerInvariant(),
                 Format.Number(r.FinalTop1), Format.Number(r.FinalTop5), Format.Number(r.FinalLoss),
-                Format.Number(AchievedDensity(r)),
+                Format.Number(AchievedDensity(r)), Format.Number(RemainingFlops(r)),
                 r.Prune is null ? "" : r.Prune.Collapsed.Count.ToString(CultureInfo.InvariantCulture),
                 r.Prune is null ? "" : string.Join(';', r.Prune.Collapsed),
                 r.Epochs.Count.ToString(CultureInfo.InvariantCulture),
@@ -353,6 +519,10 @@ static class Format
 
     /// <summary>Signed percentage points: -0.0123 → "-1.23", 0.004 → "+0.40".</summary>
     public static string SignedPoints(double fraction) => (fraction >= 0 ? "+" : "") + Points(fraction);
+
+    /// <summary>A p-value: "p&lt;0.001", else three decimals below 0.1 and two above (0.0412 → "p=0.041", 0.3 → "p=0.30").</summary>
+    public static string PValue(double p) =>
+        p < 0.001 ? "p<0.001" : "p=" + (p < 0.1 ? p.ToString("F3", Inv) : p.ToString("F2", Inv));
 
     /// <summary>Shortest round-trip invariant form; empty for null.</summary>
     public static string Number(double? value) => value is null ? "" : value.Value.ToString("R", Inv);

@@ -1,19 +1,17 @@
 using System.Net;
 using System.Text;
-using System.Text.Encodings.Web;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Pai.Host.Runs;
 
 namespace Pai.Host.Reports;
 
 /// <summary>
-/// Writes the report of a list of runs into a directory: report.md, results.csv,
-/// accuracy.vl.json / layers.vl.json (Vega-Lite), accuracy.svg / layers.svg (rendered with node)
-/// and report.html (self-contained: tables and SVGs inlined). Everything is computed first, then
-/// each file is written atomically (temporary file + rename), so a failure never leaves a
-/// half-written file. When node cannot render, the tables, specs and HTML are still written, the
-/// report says why the pictures are missing, and stale SVGs of an earlier report are removed.
+/// Writes the report of a list of runs into a directory: report.md, results.csv, the charts
+/// (accuracy-MODEL-DATA and layers-MODEL-DATA…, each as .svg and .png, drawn in-process by
+/// <see cref="ReportCharts"/>) and report.html (self-contained: tables inlined, charts as data
+/// URIs). Everything is computed first, then each file is written atomically (temporary file +
+/// rename), so a failure never leaves a half-written file; charts of an earlier report that this
+/// one does not draw are removed. When a chart cannot be drawn, the tables and HTML are still
+/// written and say why.
 /// </summary>
 public static class ReportWriter
 {
@@ -23,22 +21,12 @@ public static class ReportWriter
     public const string CsvFile = "results.csv";
     /// <summary>File name of the HTML report.</summary>
     public const string HtmlFile = "report.html";
-    /// <summary>File name of the accuracy chart.</summary>
-    public const string AccuracySvgFile = "accuracy.svg";
-    /// <summary>File name of the per-layer density chart.</summary>
-    public const string LayersSvgFile = "layers.svg";
-    /// <summary>File name of the accuracy chart's Vega-Lite spec.</summary>
-    public const string AccuracySpecFile = "accuracy.vl.json";
-    /// <summary>File name of the per-layer chart's Vega-Lite spec.</summary>
-    public const string LayersSpecFile = "layers.vl.json";
-
-    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>Writes the report; returns the paths written.</summary>
     /// <param name="runs">The run records (any status; failed and unfinished runs are counted, not averaged).</param>
     /// <param name="outputDirectory">Created when missing.</param>
     /// <param name="options">Options (null: defaults).</param>
-    /// <exception cref="ChartRenderingException">A chart could not be rendered and <see cref="ReportOptions.RequireCharts"/> is set.</exception>
+    /// <exception cref="ChartRenderingException">A chart could not be drawn and <see cref="ReportOptions.RequireCharts"/> is set.</exception>
     public static ReportFiles Write(IReadOnlyList<RunRecord> runs, string outputDirectory, ReportOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(runs);
@@ -50,64 +38,59 @@ public static class ReportWriter
         var groups = ReportTables.Aggregate(runs);
         var results = ReportTables.ResultsTable(groups);
         var layerRuns = SelectLayerRuns(runs, options.LayerRunKeys);
-        var panels = ChartSpecs.LayerPanels(layerRuns);
-        var accuracySpec = ChartSpecs.Accuracy(groups, options.Spread);
-        var layersSpec = ChartSpecs.Layers(panels);
-        var accuracyJson = accuracySpec?.ToJsonString(Indented);
-        var layersJson = layersSpec?.ToJsonString(Indented);
+        var panels = ReportCharts.LayerPanels(layerRuns);
+        var hasData = groups.Any(g => g.Seeds > 0);
 
-        string? accuracySvg = null, layersSvg = null, problem = null;
+        IReadOnlyList<ReportChart> accuracy = [], layers = [];
+        string? problem = null;
         if (!options.RenderCharts)
-            problem = "chart rendering was turned off";
-        else if (accuracyJson is not null || layersJson is not null)
+            problem = "chart drawing was turned off";
+        else
         {
-            var renderer = options.Renderer ?? new ChartRenderer();
             try
             {
-                if (accuracyJson is not null) accuracySvg = renderer.RenderSvg(accuracyJson);
-                if (layersJson is not null) layersSvg = renderer.RenderSvg(layersJson);
+                accuracy = ReportCharts.Accuracy(groups);
+                layers = ReportCharts.Layers(panels);
             }
             catch (ChartRenderingException e)
             {
                 if (options.RequireCharts) throw;
-                accuracySvg = layersSvg = null;
+                accuracy = layers = [];
                 problem = e.Message;
             }
         }
+        var charts = accuracy.Concat(layers).ToList();
+        var chartFiles = charts.SelectMany(c => new[] { Path.Combine(dir, c.SvgFile), Path.Combine(dir, c.PngFile) }).ToList();
+        var paths = new ReportFiles(dir, Path.Combine(dir, MarkdownFile), Path.Combine(dir, CsvFile), Path.Combine(dir, HtmlFile),
+            chartFiles, hasData || panels.Count > 0 ? problem : null);
+        var content = new ReportContent(options.Title, runs, groups, results, panels, hasData, accuracy, layers, paths.ChartProblem);
 
-        var paths = new ReportFiles(
-            dir,
-            Markdown: Path.Combine(dir, MarkdownFile),
-            Csv: Path.Combine(dir, CsvFile),
-            Html: Path.Combine(dir, HtmlFile),
-            AccuracySpec: accuracyJson is null ? null : Path.Combine(dir, AccuracySpecFile),
-            LayersSpec: layersJson is null ? null : Path.Combine(dir, LayersSpecFile),
-            AccuracySvg: accuracySvg is null ? null : Path.Combine(dir, AccuracySvgFile),
-            LayersSvg: layersSvg is null ? null : Path.Combine(dir, LayersSvgFile),
-            ChartProblem: problem);
-        var content = new ReportContent(options.Title, runs, groups, results, panels, accuracyJson, layersJson, accuracySvg, layersSvg, problem);
-
-        // Pictures and specs first, the documents that point at them last.
-        WriteOrRemove(paths.AccuracySvg ?? Path.Combine(dir, AccuracySvgFile), accuracySvg);
-        WriteOrRemove(paths.LayersSvg ?? Path.Combine(dir, LayersSvgFile), layersSvg);
-        WriteOrRemove(Path.Combine(dir, AccuracySpecFile), accuracyJson);
-        WriteOrRemove(Path.Combine(dir, LayersSpecFile), layersJson);
+        // Pictures first, the documents that point at them last.
+        foreach (var c in charts)
+        {
+            AtomicFile.WriteAllText(Path.Combine(dir, c.SvgFile), c.Svg);
+            AtomicFile.WriteAllBytes(Path.Combine(dir, c.PngFile), c.Png);
+        }
+        RemoveStaleCharts(dir, chartFiles);
         AtomicFile.WriteAllText(paths.Csv, ReportTables.Csv(runs));
         AtomicFile.WriteAllText(paths.Markdown, Markdown(content));
         AtomicFile.WriteAllText(paths.Html, Html(content));
         return paths;
     }
 
-    /// <summary>Writes <paramref name="text"/>, or removes a stale file of an earlier report when there is none.</summary>
-    static void WriteOrRemove(string path, string? text)
+    /// <summary>Removes chart files of an earlier report (accuracy*/layers* .svg and .png, old Vega-Lite specs) not written now.</summary>
+    static void RemoveStaleCharts(string dir, IReadOnlyList<string> keep)
     {
-        if (text is not null) AtomicFile.WriteAllText(path, text);
-        else if (File.Exists(path)) File.Delete(path);
+        var keepSet = keep.ToHashSet(StringComparer.Ordinal);
+        var stale = new[] { "accuracy*.svg", "accuracy*.png", "layers*.svg", "layers*.png", "*.vl.json" }
+            .SelectMany(pattern => Directory.GetFiles(dir, pattern))
+            .Where(f => !keepSet.Contains(f));
+        foreach (var f in stale) File.Delete(f);
     }
 
     static IReadOnlyList<RunRecord> SelectLayerRuns(IReadOnlyList<RunRecord> runs, IReadOnlyList<string>? keys)
     {
-        if (keys is null) return ChartSpecs.DefaultLayerRuns(runs);
+        if (keys is null) return ReportCharts.DefaultLayerRuns(runs);
         var byKey = runs.GroupBy(r => r.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
         var missing = keys.Where(k => !byKey.ContainsKey(k)).ToList();
         if (missing.Count > 0)
@@ -124,10 +107,9 @@ public static class ReportWriter
         IReadOnlyList<ResultGroup> Groups,
         ReportTable Results,
         IReadOnlyList<LayerPanel> Panels,
-        string? AccuracySpec,
-        string? LayersSpec,
-        string? AccuracySvg,
-        string? LayersSvg,
+        bool HasAccuracyData,
+        IReadOnlyList<ReportChart> AccuracyCharts,
+        IReadOnlyList<ReportChart> LayerCharts,
         string? Problem)
     {
         public string Summary
@@ -150,11 +132,29 @@ public static class ReportWriter
         {
             get
             {
-                yield return "Top-1 is the final test accuracy, mean ± sample standard deviation (n − 1) over the seeds that finished; " +
-                             "Δ dense is the difference to the mean of the dense runs of the same model and data set, in percentage points; " +
-                             "Density is the achieved fraction of prunable weights kept; Collapsed counts finished runs with a layer that lost every weight.";
+                yield return "Top-1 is the final test accuracy: mean ± half-width of the 95% confidence interval of the mean over the seeds that finished, " +
+                             "a Student t-interval (mean ± t₀.₉₇₅,ₙ₋₁ · s / √n, s the sample standard deviation, n the seeds); " +
+                             "a cell with a single seed has no interval and says \"(1 seed)\".";
+                yield return "vs random and vs best: the difference of mean top-1 to the random criterion and to the best criterion " +
+                             "(highest mean, no ablation) at the same sparsity and warm-up, in percentage points, with the two-sided p-value of a t-test: " +
+                             $"{ReportTables.HigherMark} significantly higher, {ReportTables.LowerMark} significantly lower (p < {ReportTables.Alpha:0.00}), " +
+                             $"{ReportTables.NotSignificantMark} not significant. A run's seed fixes its initial weights, scoring batches and data order, " +
+                             "so runs with the same seed are paired: the test is a paired t-test over the seeds both cells finished " +
+                             "(the difference is then the mean of the paired differences), Welch's t-test (marked Welch) when fewer than two seeds are shared, " +
+                             "and none when a side has a single seed (marked \"(1 seed)\"). No correction for multiple comparisons: " +
+                             "among many cells some p < 0.05 are expected by chance.";
+                if (Groups.Any(g => g.IsAblation))
+                    yield return "Ablations (sanity checks of the criterion's choice of weights within each layer): shuffle permutes the mask within each layer, " +
+                                 "reinit keeps the mask and draws fresh initial weights, invert keeps the lowest-scoring weights. " +
+                                 "vs criterion: the ablation against its criterion at the same sparsity and warm-up, with the one-sided p-value of " +
+                                 $"\"the ablation is worse\" (paired or Welch as above): {ReportTables.LowerMark} significantly worse, " +
+                                 $"{ReportTables.NotWorseMark}: not significantly worse, so these runs do not show that the criterion's choice of weights matters.";
+                yield return "Δ dense is the difference to the mean of the dense runs of the same model and data set, in percentage points; " +
+                             "Density is the achieved fraction of prunable weights kept; FLOPs is the remaining multiply-adds of the conv and linear layers " +
+                             "for one image as a percentage of the dense model's (a pruned layer's multiply-adds scale with its density); " +
+                             "Collapsed counts finished runs with a layer that lost every weight.";
                 foreach (var g in Groups.Where(g => g.MixedSettings.Count > 0))
-                    yield return $"Warning: {g.Model} {g.Dataset} {g.Criterion} {Format.Sparsity(g.Sparsity)} mixes runs whose settings differ in " +
+                    yield return $"Warning: {g.Model} {g.Dataset} {g.Criterion}{(g.IsAblation ? $" ({g.Ablation})" : "")} {Format.Sparsity(g.Sparsity)} mixes runs whose settings differ in " +
                                  $"{string.Join(", ", g.MixedSettings)}; its statistics average different experiments.";
             }
         }
@@ -165,6 +165,7 @@ public static class ReportWriter
     /// <summary>"lenet5 fashion-mnist snip 98% + warm-up (100) seed 1".</summary>
     static string RunLabel(RunRecord r) =>
         $"{r.Config.Model} {r.Config.Dataset} {r.Config.Criterion}" +
+        (r.Config.Ablation == ReportTables.NoAblation ? "" : $" ({r.Config.Ablation})") +
         (ReportTables.IsDense(r.Config.Criterion) ? "" : " " + Format.Sparsity(r.Config.Sparsity)) +
         (r.Config.WarmupBatches > 0 ? $" + warm-up ({r.Config.WarmupBatches})" : "") + $" seed {r.Config.Seed}";
 
@@ -185,10 +186,10 @@ public static class ReportWriter
         sb.Append('\n');
 
         sb.Append("## Accuracy versus sparsity\n\n");
-        AppendChart(sb, c.AccuracySpec, c.AccuracySvg, AccuracySvgFile, AccuracySpecFile, "Top-1 accuracy versus sparsity", c.Problem);
+        AppendCharts(sb, c.HasAccuracyData, c.AccuracyCharts, c.Problem);
 
         sb.Append("## Per-layer density\n\n");
-        AppendChart(sb, c.LayersSpec, c.LayersSvg, LayersSvgFile, LayersSpecFile, "Per-layer density", c.Problem);
+        AppendCharts(sb, c.Panels.Count > 0, c.LayerCharts, c.Problem);
         foreach (var panel in c.Panels)
         {
             sb.Append("### ").Append(ReportTables.MarkdownCell(panel.Title)).Append("\n\n");
@@ -211,12 +212,13 @@ public static class ReportWriter
         return sb.ToString();
     }
 
-    static void AppendChart(StringBuilder sb, string? spec, string? svg, string svgFile, string specFile, string alt, string? problem)
+    static void AppendCharts(StringBuilder sb, bool hasData, IReadOnlyList<ReportChart> charts, string? problem)
     {
-        if (spec is null) sb.Append("Nothing to chart: no finished run has the data.\n\n");
-        else if (svg is not null) sb.Append("![").Append(alt).Append("](").Append(svgFile).Append(")\n\nVega-Lite spec: [").Append(specFile).Append("](").Append(specFile).Append(").\n\n");
-        else sb.Append("The chart could not be rendered to SVG (").Append(ReportTables.MarkdownCell(FirstLine(problem))).Append("). Its Vega-Lite spec is [")
-               .Append(specFile).Append("](").Append(specFile).Append("): open it in any Vega-Lite viewer.\n\n");
+        if (!hasData) sb.Append("Nothing to chart: no finished run has the data.\n\n");
+        else if (charts.Count == 0) sb.Append("The charts were not drawn (").Append(ReportTables.MarkdownCell(FirstLine(problem))).Append(").\n\n");
+        foreach (var chart in charts)
+            sb.Append("![").Append(chart.Title).Append("](").Append(chart.SvgFile).Append(")\n\n")
+              .Append(chart.Caption).Append(" PNG: [").Append(chart.PngFile).Append("](").Append(chart.PngFile).Append(").\n\n");
     }
 
     static string H(string text) => WebUtility.HtmlEncode(text);
@@ -236,13 +238,6 @@ public static class ReportWriter
         sb.Append("</tbody>\n</table></div>\n");
     }
 
-    /// <summary>The SVG as an inline element: without an XML declaration or doctype, which HTML does not allow there.</summary>
-    static string InlineSvg(string svg)
-    {
-        var start = svg.IndexOf("<svg", StringComparison.Ordinal);
-        return start > 0 ? svg[start..] : svg;
-    }
-
     const string Style = """
         body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1400px; padding: 0 1rem; color: #222; }
         h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; } h3 { font-size: 1.05rem; }
@@ -251,7 +246,8 @@ public static class ReportWriter
         .table { overflow-x: auto; } th { background: #f3f3f3; text-align: left; }
         .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
         tbody tr:nth-child(even) { background: #fafafa; }
-        figure { margin: 1rem 0; overflow-x: auto; } figure svg { max-width: 100%; height: auto; }
+        figure { margin: 1rem 0; overflow-x: auto; } figure img.chart { max-width: 100%; height: auto; }
+        figcaption { color: #555; font-size: .85rem; margin-top: .3rem; }
         .problem { background: #fff4e5; border: 1px solid #f0c36d; padding: .6rem .9rem; }
         .notes { color: #555; font-size: .85rem; } code { font-size: .85rem; }
         pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: .75rem; max-height: 24rem; }
@@ -270,9 +266,9 @@ public static class ReportWriter
         sb.Append("</ul>\n");
 
         sb.Append("<h2>Accuracy versus sparsity</h2>\n");
-        AppendHtmlChart(sb, c.AccuracySpec, c.AccuracySvg, AccuracySpecFile, c.Problem);
+        AppendHtmlCharts(sb, c.HasAccuracyData, c.AccuracyCharts, c.Problem);
         sb.Append("<h2>Per-layer density</h2>\n");
-        AppendHtmlChart(sb, c.LayersSpec, c.LayersSvg, LayersSpecFile, c.Problem);
+        AppendHtmlCharts(sb, c.Panels.Count > 0, c.LayerCharts, c.Problem);
         foreach (var panel in c.Panels)
         {
             sb.Append("<h3>").Append(H(panel.Title)).Append("</h3>\n");
@@ -298,12 +294,16 @@ public static class ReportWriter
         return sb.ToString();
     }
 
-    static void AppendHtmlChart(StringBuilder sb, string? spec, string? svg, string specFile, string? problem)
+    /// <summary>Each chart as an &lt;img&gt; whose source is its SVG as a data URI (the page stays one self-contained file).</summary>
+    static void AppendHtmlCharts(StringBuilder sb, bool hasData, IReadOnlyList<ReportChart> charts, string? problem)
     {
-        if (spec is null) { sb.Append("<p>Nothing to chart: no finished run has the data.</p>\n"); return; }
-        if (svg is not null) { sb.Append("<figure>\n").Append(InlineSvg(svg)).Append("\n</figure>\n"); return; }
-        sb.Append("<p class=\"problem\">The chart could not be rendered to SVG: ").Append(H(FirstLine(problem)))
-          .Append(". Its Vega-Lite spec is <a href=\"").Append(specFile).Append("\">").Append(specFile).Append("</a> (also below): open it in any Vega-Lite viewer.</p>\n");
-        sb.Append("<details><summary>Vega-Lite spec</summary>\n<pre>").Append(H(spec)).Append("</pre>\n</details>\n");
+        if (!hasData) { sb.Append("<p>Nothing to chart: no finished run has the data.</p>\n"); return; }
+        if (charts.Count == 0) sb.Append("<p class=\"problem\">The charts were not drawn: ").Append(H(FirstLine(problem))).Append(".</p>\n");
+        foreach (var chart in charts)
+            sb.Append("<figure>\n<img class=\"chart\" width=\"").Append(chart.Width).Append("\" height=\"").Append(chart.Height)
+              .Append("\" alt=\"").Append(H(chart.Title)).Append("\" src=\"data:image/svg+xml;base64,")
+              .Append(Convert.ToBase64String(Encoding.UTF8.GetBytes(chart.Svg))).Append("\">\n<figcaption>").Append(H(chart.Caption))
+              .Append(" Files: <a href=\"").Append(chart.SvgFile).Append("\">").Append(chart.SvgFile).Append("</a>, <a href=\"")
+              .Append(chart.PngFile).Append("\">").Append(chart.PngFile).Append("</a>.</figcaption>\n</figure>\n");
     }
 }

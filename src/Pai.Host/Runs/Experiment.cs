@@ -344,6 +344,7 @@ public static class Experiment
                         result.Report.Layers.Select(l => new LayerDensityRecord(l.Name, l.Kept, l.Total)).ToList(),
                         result.Report.Collapsed.ToList(), result.Report.Rounds, result.Report.Density,
                         result.Report.Curvature.Select(CurvatureRecord.Of).ToList());
+                    prune = prune.WithFlops(model.LayerFlops());
                     store.RecordPrune(key, prune, phases);
                     if (c.Ablation == "reinit") Ablations.Reinitialize(model, c.Seed);
                     Safetensors.Save(store.MaskPath(key),

@@ -18,7 +18,11 @@ public sealed record EpochMetrics(int Epoch, double TrainLoss, double TrainTop1,
     double? TestLoss, double? TestTop1, double? TestTop5, double Seconds);
 
 /// <summary>Per-layer outcome of pruning.</summary>
-public sealed record LayerDensityRecord(string Name, long Kept, long Total);
+/// <param name="Name">Layer (weight) name.</param>
+/// <param name="Kept">Weights kept.</param>
+/// <param name="Total">Prunable weights of the layer.</param>
+/// <param name="Flops">Dense multiply-adds of the layer for one image (null: not recorded, runs before it was).</param>
+public sealed record LayerDensityRecord(string Name, long Kept, long Total, long? Flops = null);
 
 /// <summary>How one layer's curvature diagonal was obtained and its achieved error.</summary>
 /// <param name="Name">Layer (weight) name.</param>
@@ -53,8 +57,46 @@ public sealed record CurvatureRecord(string Estimator, int Hvps, double Target, 
 /// <param name="Rounds">Pruning rounds.</param>
 /// <param name="Density">Fraction of prunable weights kept.</param>
 /// <param name="Curvature">The curvature estimators' cost and achieved error (null or empty when the criterion has none).</param>
+/// <param name="DenseFlops">
+/// Dense multiply-adds of every conv and linear layer of the model for one image, prunable or not
+/// (null: not recorded).
+/// </param>
 public sealed record PruneSummary(string Criterion, IReadOnlyList<LayerDensityRecord> Layers,
-    IReadOnlyList<string> Collapsed, int Rounds, double Density, IReadOnlyList<CurvatureRecord>? Curvature = null);
+    IReadOnlyList<string> Collapsed, int Rounds, double Density, IReadOnlyList<CurvatureRecord>? Curvature = null,
+    long? DenseFlops = null)
+{
+    /// <summary>
+    /// The summary with each layer's dense multiply-adds and the model's total from
+    /// <paramref name="flops"/> (<see cref="Models.Model.LayerFlops"/>, measured on the run's model).
+    /// </summary>
+    public PruneSummary WithFlops(IReadOnlyList<Models.LayerFlops> flops)
+    {
+        ArgumentNullException.ThrowIfNull(flops);
+        // A layer applied twice in one forward pass reports twice: its cost is the sum.
+        var byName = flops.GroupBy(f => f.Name, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Sum(f => f.MultiplyAdds), StringComparer.Ordinal);
+        return this with
+        {
+            Layers = Layers.Select(l => l with { Flops = byName.TryGetValue(l.Name, out var f) ? f : null }).ToList(),
+            DenseFlops = flops.Sum(f => f.MultiplyAdds),
+        };
+    }
+
+    /// <summary>
+    /// Multiply-adds left after pruning as a fraction of the dense model's: a prunable layer costs
+    /// its dense multiply-adds times its density (kept / total), other conv and linear layers stay
+    /// dense. Null when the multiply-adds were not recorded for the model or some prunable layer.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore] // derived from the stored fields
+    public double? RemainingFlopsFraction
+    {
+        get
+        {
+            if (DenseFlops is not > 0 || Layers.Any(l => l.Flops is null)) return null;
+            var removed = Layers.Sum(l => l.Total > 0 ? l.Flops!.Value * (1 - (double)l.Kept / l.Total) : 0);
+            return (DenseFlops.Value - removed) / DenseFlops.Value;
+        }
+    }
+}
 
 /// <summary>The process that claimed a run (for a finished or failed run: the one that ended it).</summary>
 /// <param name="ProcessId">Its process id.</param>
