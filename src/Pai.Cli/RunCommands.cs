@@ -31,11 +31,13 @@ internal static class RunCommands
         cmd.Options.Add(new Option<double>("--sparsity", "-s") { Description = "fraction of prunable weights removed, in [0, 1)" });
         o.AddPruning(cmd);
         o.AddTraining(cmd);
+        cmd.Options.Add(DistributedLaunch.NProc);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
             var criterion = p.GetValue<string>("--criterion")!;
             var config = Experiment.ConfigurePredictor(o.Read(p, criterion, criterion == "dense" ? 0 : p.GetValue<double>("--sparsity")));
             Experiment.Validate(config);
+            if (DistributedLaunch.Run(p, config) is { } exitCode) return exitCode;
             using var store = OpenStore(p.GetValue(Results)!);
             var failed = Execute(store, [config]);
             var record = store.Get(config.Key)!;
