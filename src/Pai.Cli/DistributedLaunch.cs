@@ -33,7 +33,10 @@ internal static class DistributedLaunch
 
         using var parallel = DataParallel.Join(env);
         using var store = parallel.IsRoot ? RunCommands.OpenStore(p.GetValue(RunCommands.Results)!) : null;
-        var record = DistributedRun.Execute(config, store, parallel, null, line => { if (parallel.IsRoot) Console.WriteLine(line); });
+        // Rank 0 shows progress and results; the other ranks only compute.
+        var record = parallel.IsRoot
+            ? ConsoleProgress.Show(progress => DistributedRun.Execute(config, store, parallel, progress, Console.WriteLine))
+            : DistributedRun.Execute(config, null, parallel);
         if (record?.FinalTop1 is { } top1)
             AnsiConsole.MarkupLine($"{Markup.Escape(config.Label)}: test top-1 [bold]{top1:P2}[/] on {parallel.Size} ranks (run {config.Key} in {Markup.Escape(store!.Directory)})");
         return 0;

@@ -41,6 +41,7 @@ try
             Console.Error.WriteLine($"unknown command {args[0]}");
             return 2;
     }
+    parallel?.Finish();
     return 0;
 }
 catch (DistributedException e)

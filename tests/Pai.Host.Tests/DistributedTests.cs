@@ -71,8 +71,10 @@ public class DistributedTests
         }
     }
 
-    [Fact]
-    public void Killing_a_rank_stops_the_other_naming_the_lost_rank_within_the_timeout()
+    [Theory]
+    [InlineData(1)] // a worker: rank 0 sees its heartbeat stop
+    [InlineData(0)] // rank 0, which hosts the store: the other sees the store go
+    public async Task Killing_a_rank_stops_the_other_naming_the_lost_rank_within_the_timeout(int killed)
     {
         const double heartbeat = 4;
         var port = LocalLauncher.FreePort();
@@ -81,18 +83,18 @@ public class DistributedTests
         {
             foreach (var w in workers)
             {
-                var line = w.StandardOutput.ReadLineAsync();
-                Assert.True(line.Wait(TimeSpan.FromSeconds(60)), "a rank did not join within 60 s");
-                Assert.Equal("joined", line.Result);
+                var line = await w.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60));
+                Assert.Equal("joined", line);
             }
+            var survivor = workers[1 - killed];
             var watch = Stopwatch.StartNew();
-            workers[1].Kill();
-            var err = workers[0].StandardError.ReadToEndAsync();
-            Assert.True(workers[0].WaitForExit(TimeSpan.FromSeconds(heartbeat + 15)), $"rank 0 still running {heartbeat + 15} s after rank 1 was killed");
-            workers[0].WaitForExit();
-            Assert.NotEqual(0, workers[0].ExitCode);
-            Assert.Contains("rank 1", err.Result);
-            Assert.Contains("lost", err.Result);
+            workers[killed].Kill();
+            var err = survivor.StandardError.ReadToEndAsync();
+            Assert.True(survivor.WaitForExit(TimeSpan.FromSeconds(heartbeat + 15)), $"rank {1 - killed} still running {heartbeat + 15} s after rank {killed} was killed");
+            survivor.WaitForExit();
+            Assert.NotEqual(0, survivor.ExitCode);
+            var message = await err;
+            Assert.Contains($"lost rank {killed}", message);
             Assert.True(watch.Elapsed.TotalSeconds < heartbeat + 15, $"took {watch.Elapsed.TotalSeconds:F1} s");
         }
         finally
@@ -147,7 +149,7 @@ public class DistributedTests
     }
 
     [Fact]
-    public void Pai_run_with_nproc_2_records_one_finished_run_written_by_rank_0()
+    public async Task Pai_run_with_nproc_2_records_one_finished_run_written_by_rank_0()
     {
         using var dir = new TempDirectory();
         var pai = Path.Combine(AppContext.BaseDirectory, "pai.dll");
@@ -161,8 +163,9 @@ public class DistributedTests
         var output = p.StandardOutput.ReadToEndAsync();
         Assert.True(p.WaitForExit(TimeSpan.FromSeconds(120)), "pai run --nproc 2 did not finish in 120 s");
         p.WaitForExit();
-        Assert.True(p.ExitCode == 0, $"exit {p.ExitCode}\n{output.Result}\n{err.Result}");
-        Assert.Contains("on 2 ranks", output.Result);
+        var (stdout, stderr) = (await output, await err);
+        Assert.True(p.ExitCode == 0, $"exit {p.ExitCode}\n{stdout}\n{stderr}");
+        Assert.Contains("on 2 ranks", stdout);
 
         using var store = new SqliteRunStore(dir.Path);
         var run = Assert.Single(store.All());

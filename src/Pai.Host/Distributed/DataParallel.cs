@@ -233,17 +233,26 @@ public sealed class DataParallel : IDisposable
     }
 
     /// <summary>
-    /// Leaves the run: stops the heartbeat, waits for every rank to get here (so that rank 0's
-    /// store outlives the others' last heartbeat), then closes the group and the store.
+    /// Ends the run on success: stops the heartbeat and waits until every rank got here, so that
+    /// rank 0's store outlives the others' last heartbeat. Every rank calls it once, after its last
+    /// collective; a rank that fails skips it (disposing only), and the others then name it.
     /// </summary>
-    public void Dispose()
+    public void Finish()
+    {
+        StopHeartbeat();
+        Barrier();
+    }
+
+    void StopHeartbeat()
     {
         stop.Cancel();
         heartbeat.Join();
-        if (lost is null)
-        {
-            try { group.Barrier(); } catch (TorchException) { /* a rank is gone; nothing left to wait for */ }
-        }
+    }
+
+    /// <summary>Leaves the run: stops the heartbeat, closes the group and the store (rank 0's server with it).</summary>
+    public void Dispose()
+    {
+        StopHeartbeat();
         group.Dispose();
         heartbeatStore.Dispose();
         store.Dispose();

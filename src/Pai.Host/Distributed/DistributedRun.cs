@@ -15,7 +15,7 @@ public static class DistributedRun
     enum Decision { Run = 1, Finished = 2, Claimed = 3 }
 
     /// <summary>
-    /// Executes <paramref name="config"/> on every rank. <paramref name="store"/> is rank 0's (the
+    /// Executes <paramref name="config"/> on every rank and ends the run (<see cref="DataParallel.Finish"/>). <paramref name="store"/> is rank 0's (the
     /// other ranks pass null and write nothing). Returns the run's record on rank 0 (null elsewhere,
     /// and on rank 0 when the run was finished earlier or is running in another process; log says which).
     /// </summary>
@@ -37,14 +37,17 @@ public static class DistributedRun
         {
             case Decision.Finished:
                 log?.Invoke($"{config.Label}: finished earlier (run {config.Key})");
+                parallel.Finish();
                 return null;
             case Decision.Claimed:
                 log?.Invoke($"{config.Label}: running in another process, skipped");
+                parallel.Finish();
                 return null;
         }
         log?.Invoke($"{config.Label} (run {config.Key}) on {parallel.Size} ranks");
         using var data = new DataCache();
         var record = Experiment.Run(config, store, data, progress, parallel);
+        parallel.Finish();
         return store is null ? null : record;
     }
 
