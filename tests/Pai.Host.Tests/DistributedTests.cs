@@ -108,6 +108,32 @@ public class DistributedTests
     }
 
     [Fact]
+    public void Gradient_buckets_send_only_kept_entries_and_put_them_back_in_place()
+    {
+        // A group of one rank in this process: the average is the identity, so what comes back
+        // shows whether packing and unpacking put every entry where it was.
+        var env = new DistributedEnvironment(0, 1, 0, "127.0.0.1", LocalLauncher.FreePort()) { Timeout = TimeSpan.FromSeconds(30) };
+        using var parallel = DataParallel.Join(env);
+        using var scope = new DisposeScope();
+        using var g = new Generator(11);
+        var masked = Libtorch.Randn([6, 5], g).RequiresGrad_();
+        var dense = Libtorch.Randn([7], g).RequiresGrad_();
+        var keep = Libtorch.Rand([6, 5], g).Gt(0.6);
+        (masked.Sum() * 3 + (dense * dense).Sum()).Backward();
+        masked.Grad!.Mul_(keep.To(DType.Float32)); // the trainer zeroes pruned gradients first
+        var before = (masked.Grad!.Clone(), dense.Grad!.Clone());
+        // 16-byte buckets: one parameter per bucket.
+        using var buckets = parallel.Buckets([(masked, keep), (dense, null)], bucketBytes: 16);
+        Assert.Equal(2, buckets.Count);
+        Assert.Equal(keep.CountNonZero() + 7, buckets.Elements);
+        buckets.Average();
+        Assert.True(masked.Grad!.Equal(before.Item1));
+        Assert.True(dense.Grad!.Equal(before.Item2));
+        Assert.Equal(0, masked.Grad!.MaskedSelect(keep.LogicalNot()).CountNonZero());
+        parallel.Finish();
+    }
+
+    [Fact]
     public void Sharded_loaders_split_each_batch_of_the_single_process_order()
     {
         using var scope = new DisposeScope();
