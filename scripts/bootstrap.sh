@@ -9,7 +9,8 @@ set -euo pipefail
 # fonts-dejavu-core: the font of the report's charts (drawn with SkiaSharp, which reads /usr/share/fonts).
 packages=(libopenblas0-pthread cmake dataset-fashion-mnist fonts-dejavu-core)
 # LIBTORCH points at another libtorch (a CUDA build, say): then Debian's is not needed.
-[ -n "${LIBTORCH:-}" ] || packages=(libtorch-dev "${packages[@]}")
+# libgloo-dev: Gloo's headers, which libtorch's c10d headers include (distributed training).
+[ -n "${LIBTORCH:-}" ] || packages=(libtorch-dev libgloo-dev "${packages[@]}")
 [ "${1:-}" = "--tests" ] && packages+=(python3-torch python3-scipy chromium)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

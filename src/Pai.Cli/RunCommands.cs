@@ -38,9 +38,11 @@ internal static class RunCommands
     {
         var cmd = new Command("run", "Prune then train one configuration, recorded in the results store (a finished run is not repeated). Without -c it trains densely.");
         var o = new ConfigOptions(cmd, AllGroups);
+        cmd.Options.Add(DistributedLaunch.NProc);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
             var config = PaiHost.Configure(Cli.CriterionAndSparsity(p, o, o.Read(p), required: false));
+            if (DistributedLaunch.Run(p, config) is { } exitCode) return exitCode;
             using var store = OpenStore(p.GetValue(Results)!);
             var failed = Execute(store, [config]);
             var record = store.Get(config.Key)!;

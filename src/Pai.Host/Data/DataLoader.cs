@@ -9,6 +9,10 @@ namespace Pai.Host.Data;
 /// so they belong to whatever <see cref="DisposeScope"/> the caller has open at that moment; a
 /// training loop that opens one scope per step frees each batch with its step. The loader holds
 /// small normalization constants: dispose it when done. It does not own the data set.
+/// With <c>worldSize</c> &gt; 1 it is a distributed sampler: every epoch's order is the one a single
+/// process would use, and rank r reads the samples at positions r, r + N, r + 2N, … of it (the tail
+/// that does not divide evenly is left out, so every rank runs the same number of batches); the
+/// ranks' batch i together hold the samples of the single process's batch i at N times the batch size.
 /// </summary>
 public sealed class DataLoader : IEnumerable<Batch>, IDisposable
 {
@@ -24,9 +28,16 @@ public sealed class DataLoader : IEnumerable<Batch>, IDisposable
     /// <param name="normalize">Subtract the data set's mean and divide by its std (after scaling uint8 pixels to [0, 1]).</param>
     /// <param name="device">Where batches are put (default CPU).</param>
     /// <param name="augmentPadding">Padding of the random crop (4 for CIFAR).</param>
+    /// <param name="rank">This process's rank in a data-parallel run (0 … <paramref name="worldSize"/> − 1).</param>
+    /// <param name="worldSize">Ranks sharing each epoch (1: one process reads everything).</param>
     public DataLoader(Dataset data, int batchSize, bool shuffle = true, ulong seed = 0, bool dropLast = false,
-        bool augment = false, bool normalize = true, Device? device = null, int augmentPadding = 4)
+        bool augment = false, bool normalize = true, Device? device = null, int augmentPadding = 4, int rank = 0, int worldSize = 1)
     {
+        if (worldSize < 1) throw new ArgumentOutOfRangeException(nameof(worldSize), worldSize, "the world size must be at least 1");
+        if (rank < 0 || rank >= worldSize) throw new ArgumentOutOfRangeException(nameof(rank), rank, $"the rank must lie in 0 … {worldSize - 1}");
+        if (data.Count < worldSize) throw new ArgumentException($"{data.Count} samples cannot be shared by {worldSize} ranks");
+        Rank = rank;
+        WorldSize = worldSize;
         if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "the batch size must be at least 1");
         if (augmentPadding < 0) throw new ArgumentOutOfRangeException(nameof(augmentPadding), augmentPadding, "padding must be non-negative");
         Data = data;
@@ -59,27 +70,41 @@ public sealed class DataLoader : IEnumerable<Batch>, IDisposable
     public bool Normalize { get; }
     /// <summary>Where batches are put.</summary>
     public Device Device { get; }
+    /// <summary>This loader's rank among <see cref="WorldSize"/> ranks.</summary>
+    public int Rank { get; }
+    /// <summary>Ranks sharing each epoch.</summary>
+    public int WorldSize { get; }
+
+    // Samples this rank reads per epoch, before batching.
+    long ShardCount => Data.Count / WorldSize;
 
     /// <summary>The epoch the next plain enumeration (foreach) will produce; it advances by one per enumeration.</summary>
     public int NextEpoch { get; set; }
 
     /// <summary>Batches per epoch.</summary>
-    public int BatchCount => (int)(DropLast ? Data.Count / BatchSize : (Data.Count + BatchSize - 1) / BatchSize);
+    public int BatchCount => (int)(DropLast ? ShardCount / BatchSize : (ShardCount + BatchSize - 1) / BatchSize);
 
-    /// <summary>Samples per epoch (after drop-last).</summary>
-    public long SampleCount => DropLast ? Data.Count / BatchSize * BatchSize : Data.Count;
+    /// <summary>Samples per epoch this rank reads (after drop-last).</summary>
+    public long SampleCount => DropLast ? ShardCount / BatchSize * BatchSize : ShardCount;
 
-    /// <summary>The order in which an epoch visits the samples (a function of seed and epoch only).</summary>
+    /// <summary>
+    /// The order in which this rank visits the samples in an epoch (a function of seed, epoch, rank
+    /// and world size only): its share of the single-process order.
+    /// </summary>
     /// <param name="epoch">Epoch number (0-based).</param>
     public long[] Order(int epoch)
     {
+        long[] order;
         if (!Shuffle)
         {
-            var order = new long[Data.Count];
+            order = new long[Data.Count];
             for (var i = 0; i < order.Length; i++) order[i] = i;
-            return order;
         }
-        return Seeds.Permutation(Data.Count, Seeds.Derive(Seed, Seeds.ShuffleStream, (ulong)epoch));
+        else order = Seeds.Permutation(Data.Count, Seeds.Derive(Seed, Seeds.ShuffleStream, (ulong)epoch));
+        if (WorldSize == 1) return order;
+        var shard = new long[ShardCount];
+        for (long i = 0; i < shard.Length; i++) shard[i] = order[Rank + i * WorldSize];
+        return shard;
     }
 
     /// <summary>
@@ -92,7 +117,9 @@ public sealed class DataLoader : IEnumerable<Batch>, IDisposable
     {
         var order = Order(epoch);
         var count = SampleCount;
-        Generator? augment = Augment ? new Generator(Seeds.Derive(Seed, Seeds.AugmentStream, (ulong)epoch)) : null;
+        // Each rank draws its own augmentation stream (rank 0's is the single process's).
+        var augmentSeed = Seeds.Derive(Seed, Seeds.AugmentStream, (ulong)epoch);
+        Generator? augment = Augment ? new Generator(Rank == 0 ? augmentSeed : Seeds.Derive(augmentSeed, (ulong)Rank)) : null;
         try
         {
             for (long start = 0; start < count; start += BatchSize)

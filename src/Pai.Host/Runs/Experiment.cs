@@ -5,6 +5,7 @@ using Microsoft.FSharp.Core;
 using Pai.Host.AutoS;
 using Pai.Host.Checkpoints;
 using Pai.Host.Data;
+using Pai.Host.Distributed;
 using Pai.Host.Models;
 using Pai.Host.Training;
 using Pai.Torch;
@@ -315,10 +316,13 @@ public static class Experiment
     /// <summary>
     /// Runs a claimed configuration to the end and records it in the store: prune report, every
     /// epoch, final metrics, timings, seeds, versions, the mask and a checkpoint (safetensors).
-    /// A failure is recorded as Failed and rethrown.
+    /// A failure is recorded as Failed and rethrown. In a data-parallel run (<paramref name="parallel"/>)
+    /// rank 0 prunes and broadcasts the mask, every rank trains on its shard, and only rank 0 writes:
+    /// the other ranks pass a null <paramref name="store"/>.
     /// </summary>
-    public static RunRecord Run(RunConfig c, IRunStore store, DataCache data, IRunProgress? progress = null)
+    public static RunRecord Run(RunConfig c, IRunStore? store, DataCache data, IRunProgress? progress = null, DataParallel? parallel = null)
     {
+        if (store is null && parallel is not { IsRoot: false }) throw new ArgumentNullException(nameof(store), "only ranks other than 0 of a data-parallel run go without a results store");
         var key = c.Key;
         var started = DateTimeOffset.UtcNow;
         try
@@ -334,7 +338,9 @@ public static class Experiment
             PruneSummary? prune = null;
             try
             {
-                if (c.Criterion != "dense")
+                if (c.Criterion != "dense" && store is null)
+                    mask = DistributedRun.ReceiveMask(parallel!, model);
+                else if (c.Criterion != "dense" && store is not null)
                 {
                     progress?.Phase(c, "warmup+scoring");
                     var result = Prune(c, model, train, store, m => progress?.Log(c, m));
@@ -349,26 +355,29 @@ public static class Experiment
                     if (c.Ablation == "reinit") Ablations.Reinitialize(model, c.Seed);
                     Safetensors.Save(store.MaskPath(key),
                         mask.Layers.Select(l => (l.Item1, l.Item2)), new Dictionary<string, string> { ["config"] = c.CanonicalJson() });
+                    parallel?.BroadcastFromRoot(mask.Layers.Select(l => l.Item2));
                 }
 
                 progress?.Phase(c, "training");
                 var watch = Stopwatch.StartNew();
-                using var trainLoader = new DataLoader(train, c.BatchSize, shuffle: true, seed: c.Seed, augment: c.Augment, device: model.Device);
-                using var testLoader = new DataLoader(test, 1000, shuffle: false, device: model.Device);
+                using var trainLoader = new DataLoader(train, DistributedRun.BatchPerRank(c, parallel), shuffle: true, seed: c.Seed, augment: c.Augment, device: model.Device,
+                    rank: parallel?.Rank ?? 0, worldSize: parallel?.Size ?? 1);
+                using var testLoader = new DataLoader(test, 1000, shuffle: false, device: model.Device, rank: parallel?.Rank ?? 0, worldSize: parallel?.Size ?? 1);
                 var options = TrainOptionsOf(c);
                 var epochs = Trainer.Train(model, mask is null ? null : MaskDictionary(mask), trainLoader.Epoch, () => testLoader.Epoch(0),
                     options, p =>
                     {
                         if (p.Finished is { } e)
-                            store.RecordEpoch(key, new EpochMetrics(e.Epoch, e.TrainLoss, e.TrainTop1, e.LearningRate,
+                            store?.RecordEpoch(key, new EpochMetrics(e.Epoch, e.TrainLoss, e.TrainTop1, e.LearningRate,
                                 e.Test?.Loss, e.Test?.Top1, e.Test?.Top5, e.Seconds));
                         progress?.Training(c, p);
-                    }, batchesPerEpoch: options.BatchesPerEpoch(trainLoader.BatchCount));
+                    }, batchesPerEpoch: options.BatchesPerEpoch(trainLoader.BatchCount), parallel: parallel);
                 phases["training"] = watch.Elapsed.TotalSeconds;
 
-                Safetensors.Save(store.CheckpointPath(key),
-                    model.Parameters.Select(p => (p.Key, p.Value)).Concat(model.Buffers.Select(b => (b.Key, b.Value))),
-                    new Dictionary<string, string> { ["config"] = c.CanonicalJson() });
+                if (store is not null)
+                    Safetensors.Save(store.CheckpointPath(key),
+                        model.Parameters.Select(p => (p.Key, p.Value)).Concat(model.Buffers.Select(b => (b.Key, b.Value))),
+                        new Dictionary<string, string> { ["config"] = c.CanonicalJson() });
 
                 var last = epochs[^1];
                 var record = new RunRecord
@@ -389,7 +398,7 @@ public static class Experiment
                     Started = started,
                     Finished = DateTimeOffset.UtcNow,
                 };
-                store.Finish(key, record);
+                store?.Finish(key, record);
                 return record;
             }
             finally
@@ -399,7 +408,7 @@ public static class Experiment
         }
         catch (Exception e)
         {
-            try { store.Fail(key, e.Message); } catch (Exception) { /* the claim may be gone; the original error matters */ }
+            try { store?.Fail(key, e.Message); } catch (Exception) { /* the claim may be gone; the original error matters */ }
             throw;
         }
     }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Pai.Host.Distributed;
 using Pai.Host.Models;
 using Pai.Torch;
 
@@ -8,7 +9,9 @@ namespace Pai.Host.Training;
 /// The one masked training loop. Pruned weights are exactly zero before the first step and
 /// after every step: the mask is applied to the weights at the start, to the gradients before
 /// each update (so momentum and Adam moments stay zero there) and to the weights after it (so
-/// weight decay cannot revive them).
+/// weight decay cannot revive them). In a data-parallel run every rank calls it with its shard of
+/// the data: weights and buffers start from rank 0's, masks are checked to be identical, gradients
+/// are averaged over the ranks between backward and the optimizer step, and metrics are summed.
 /// </summary>
 public static class Trainer
 {
@@ -17,6 +20,7 @@ public static class Trainer
     /// keep-masks (bool or 0/1, shaped like the weight); null trains densely.
     /// <paramref name="trainEpoch"/> yields the batches of a 0-based epoch (seeded shuffling is the
     /// caller's); <paramref name="test"/> yields test batches (evaluated after every epoch when given).
+    /// With <paramref name="parallel"/>, both yield this rank's shard, and the results are the whole run's.
     /// </summary>
     public static IReadOnlyList<EpochResult> Train(
         Module model,
@@ -25,13 +29,20 @@ public static class Trainer
         Func<IEnumerable<Pai.Batch>>? test,
         TrainOptions options,
         Action<TrainProgress>? progress = null,
-        int? batchesPerEpoch = null)
+        int? batchesPerEpoch = null,
+        DataParallel? parallel = null)
     {
         options.Validate();
         var named = model.NamedParameters().ToList();
         var parameters = named.Select(p => p.Tensor).ToList();
         using var masks = new MaskSet(named, mask);
         masks.ApplyToWeights();
+        if (parallel is not null)
+        {
+            parallel.BroadcastFromRoot(parameters.Concat(model.NamedBuffers().Select(b => b.Tensor)));
+            parallel.CheckIdentical("masks", masks.Named);
+        }
+        using var buckets = parallel?.Buckets(parameters.Select(p => (p, masks.KeepOf(p))).ToList());
 
         using var optimizer = CreateOptimizer(parameters, options);
         var results = new List<EpochResult>();
@@ -71,6 +82,7 @@ public static class Trainer
                     // PyTorch, so backward's buffers reuse that memory instead of fresh pages.
                     loss.Backward();
                     masks.ApplyToGradients();
+                    buckets?.Average();
                     optimizer.Step(lr);
                     masks.ApplyToWeights();
 
@@ -84,9 +96,21 @@ public static class Trainer
                 progress?.Invoke(new TrainProgress(epoch + 1, options.Epochs, batch, batchesPerEpoch, lossSum / seen, null));
             }
             foreach (var p in parameters) p.ClearGrad();
+            if (parallel is not null)
+            {
+                var totals = parallel.Sum(lossSum, correct, seen);
+                (lossSum, correct, seen) = (totals[0], (long)totals[1], (long)totals[2]);
+                // Each rank's BN running statistics saw only its shard: rank 0's are kept, as in DDP.
+                parallel.BroadcastFromRoot(model.NamedBuffers().Select(b => b.Tensor));
+            }
             if (seen == 0) throw new InvalidOperationException($"epoch {epoch + 1} produced no training batch: the training set is empty");
             var trainSeconds = watch.Elapsed.TotalSeconds;
             var evaluation = test is null ? null : Evaluate(model, test());
+            if (evaluation is not null && parallel is not null)
+            {
+                var t = parallel.Sum(evaluation.Loss * evaluation.Samples, evaluation.Top1 * evaluation.Samples, evaluation.Top5 * evaluation.Samples, evaluation.Samples);
+                evaluation = new EvalResult(t[0] / t[3], t[1] / t[3], t[2] / t[3], (long)t[3]);
+            }
             var result = new EpochResult(epoch + 1, lossSum / seen, (double)correct / seen, lr, evaluation,
                 watch.Elapsed.TotalSeconds, seen / trainSeconds);
             results.Add(result);
@@ -157,6 +181,12 @@ public static class Trainer
                 pairs.Add((p, keep.To(p.DType).To(p.Device).DetachFromScope()));
             }
         }
+
+        /// <summary>The keep-mask of parameter <paramref name="p"/>, null when it is not masked.</summary>
+        public Tensor? KeepOf(Tensor p) => pairs.FirstOrDefault(x => ReferenceEquals(x.Param, p)).Keep;
+
+        /// <summary>The masks with their parameters' positions as names (for hashing).</summary>
+        public IEnumerable<(string Name, Tensor Tensor)> Named => pairs.Select((x, i) => (i.ToString(System.Globalization.CultureInfo.InvariantCulture), x.Keep));
 
         public void ApplyToWeights()
         {
