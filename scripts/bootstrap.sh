@@ -5,7 +5,7 @@
 #   scripts/bootstrap.sh --tests   also the packages the tests use as an oracle (python3-torch)
 set -euo pipefail
 
-packages=(libopenblas0-pthread cmake dataset-fashion-mnist)
+packages=(libopenblas0-pthread libturbojpeg0 cmake dataset-fashion-mnist)
 # LIBTORCH points at another libtorch (a CUDA build, say): then Debian's is not needed.
 [ -n "${LIBTORCH:-}" ] || packages=(libtorch-dev "${packages[@]}")
 [ "${1:-}" = "--tests" ] && packages+=(python3-torch)

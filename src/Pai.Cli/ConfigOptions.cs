@@ -9,8 +9,9 @@ internal sealed class ConfigOptions
     static readonly RunConfig D = new();
 
     public readonly Option<string> Model = new("--model", "-m") { Description = "model: lenet300, lenet5, vgg11/16/19, resnet20/32/56, resnet18, vit-tiny", DefaultValueFactory = _ => D.Model };
-    public readonly Option<string> Dataset = new("--dataset", "-d") { Description = "data set: fashion-mnist (default, ships with Debian), mnist, cifar10, cifar100, synthetic", DefaultValueFactory = _ => D.Dataset };
+    public readonly Option<string> Dataset = new("--dataset", "-d") { Description = "data set: fashion-mnist (default, ships with Debian), mnist, cifar10, cifar100, tinyimagenet, imagenet, synthetic", DefaultValueFactory = _ => D.Dataset };
     public readonly Option<string?> Data = new("--data") { Description = "directory of the data set files (default: its usual location)" };
+    public readonly Option<bool> SkipBadImages = new("--skip-bad-images") { Description = "tinyimagenet, imagenet: leave corrupt or truncated JPEGs out (the count is printed) instead of stopping with an error naming the file" };
     public readonly Option<string> Scope = new("--scope") { Description = "rank weights globally or per layer", DefaultValueFactory = _ => D.Scope };
     public readonly Option<int?> Rounds = new("--rounds") { Description = "pruning rounds (default: the criterion's, 100 for synflow)" };
     public readonly Option<int> Warmup = new("--warmup") { Description = "BN warm-up batches before scoring (0 = off; skipped for models without batch norm)", DefaultValueFactory = _ => D.WarmupBatches };
@@ -52,7 +53,7 @@ internal sealed class ConfigOptions
     /// <summary>Adds the options that choose and prune a model (not training).</summary>
     public void AddPruning(Command c)
     {
-        foreach (var o in new Option[] { Model, Dataset, Data, Scope, Rounds, Warmup, SamplesPerClass, ScoringBatch, Probes, ProbeScope,
+        foreach (var o in new Option[] { Model, Dataset, Data, SkipBadImages, Scope, Rounds, Warmup, SamplesPerClass, ScoringBatch, Probes, ProbeScope,
                      HvpBudget, AdaptiveTarget, ExactLastLayer, ExactLayerSize, HutchTemperature, GraspTemperature, KeepOne, DenseClassifier, Predictor, Seed })
             c.Options.Add(o);
     }
@@ -102,6 +103,7 @@ internal sealed class ConfigOptions
         LabelSmoothing = V(p, LabelSmoothing, D.LabelSmoothing),
         MaxBatchesPerEpoch = V(p, MaxBatches, D.MaxBatchesPerEpoch),
         Augment = V(p, Augment, D.Augment),
+        SkipBadImages = V(p, SkipBadImages, D.SkipBadImages),
     };
 
     // An option the command does not have reads as the configuration's default, not as zero.

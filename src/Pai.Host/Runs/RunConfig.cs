@@ -95,6 +95,8 @@ public sealed record RunConfig
     public int? MaxBatchesPerEpoch { get; init; }
     /// <summary>CIFAR augmentation (random crop + flip).</summary>
     public bool Augment { get; init; }
+    /// <summary>Image-folder data sets: leave undecodable images out (counted) instead of failing.</summary>
+    public bool SkipBadImages { get; init; }
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
     static readonly JsonObject Defaults = (JsonObject)JsonSerializer.SerializeToNode(new RunConfig(), Json)!;
