@@ -76,7 +76,7 @@ def main():
                for f in sorted(os.listdir(os.path.join(a.folder, c))) if f.lower().endswith((".jpeg", ".jpg"))]
     rng = random.Random(0)
     with Pool(a.threads) as pool:
-        pool.map(len, range(a.threads))  # start the workers before the clock
+        pool.map(abs, range(a.threads))  # start the workers before the clock
         start = time.perf_counter()
         images = 0
         for epoch in range(a.epochs):

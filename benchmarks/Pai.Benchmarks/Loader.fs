@@ -25,7 +25,7 @@ let generate (root: string) (count: int) (side: int) (classes: int) =
         for i in 0 .. count - 1 do
             let folder = Path.Combine(root, "train", sprintf "n%08d" (i % classes))
             Directory.CreateDirectory folder |> ignore
-            let pixels = Array.zeroCreate<byte> (side * side * 3)
+            let pixels = Array.zeroCreate<byte>(side * side * 3)
 
             for y in 0 .. side - 1 do
                 for x in 0 .. side - 1 do
@@ -35,7 +35,10 @@ let generate (root: string) (count: int) (side: int) (classes: int) =
                     pixels.[o + 1] <- byte (Math.Clamp(255 * y / side + noise (), 0, 255))
                     pixels.[o + 2] <- byte (Math.Clamp(((x + y + i * 7) % 97) * 2 + noise (), 0, 255))
 
-            File.WriteAllBytes(Path.Combine(folder, sprintf "img%05d.JPEG" i), Jpeg.Encode(RgbImage(side, side, pixels), 90))
+            File.WriteAllBytes(
+                Path.Combine(folder, sprintf "img%05d.JPEG" i),
+                Jpeg.Encode(RgbImage(side, side, pixels), 90)
+            )
 
         File.WriteAllText(marker, "")
 
@@ -46,7 +49,17 @@ let paiEpoch (folder: ImageFolder) (batch: int) (size: int) (threads: int) (epoc
     let info = DatasetRegistry.Info "imagenet"
 
     let loader =
-        ImageFolderLoader(folder, batch, ImagePipeline.Train, info.Mean, info.Std, size = size, seed = 0UL, dropLast = true, threads = threads)
+        ImageFolderLoader(
+            folder,
+            batch,
+            ImagePipeline.Train,
+            info.Mean,
+            info.Std,
+            size = size,
+            seed = 0UL,
+            dropLast = true,
+            threads = threads
+        )
 
     let watch = Stopwatch.StartNew()
     let mutable images = 0
@@ -64,10 +77,23 @@ let starvation (folder: ImageFolder) (batch: int) (size: int) (threads: int) (st
     let info = DatasetRegistry.Info "imagenet"
 
     let loader =
-        ImageFolderLoader(folder, batch, ImagePipeline.Train, info.Mean, info.Std, size = size, seed = 1UL, dropLast = true, threads = threads)
+        ImageFolderLoader(
+            folder,
+            batch,
+            ImagePipeline.Train,
+            info.Mean,
+            info.Std,
+            size = size,
+            seed = 1UL,
+            dropLast = true,
+            threads = threads
+        )
 
     use net =
-        ModelZoo.Create("resnet18", ModelOptions(InputShape = InputShape(3, size, size), Classes = folder.Classes.Count))
+        ModelZoo.Create(
+            "resnet18",
+            ModelOptions(InputShape = InputShape(3, size, size), Classes = folder.Classes.Count)
+        )
 
     let waits = List<float>()
     let stepTimes = List<float>()
@@ -93,9 +119,18 @@ let starvation (folder: ImageFolder) (batch: int) (size: int) (threads: int) (st
         }
 
     let options =
-        TrainOptions(Epochs = 1, Optimizer = OptimizerKind.Sgd, LearningRate = 0.01, Momentum = 0.9, WeightDecay = 5e-4, Schedule = LrSchedule.Constant, MaxBatchesPerEpoch = Nullable steps)
+        TrainOptions(
+            Epochs = 1,
+            Optimizer = OptimizerKind.Sgd,
+            LearningRate = 0.01,
+            Momentum = 0.9,
+            WeightDecay = 5e-4,
+            Schedule = LrSchedule.Constant,
+            MaxBatchesPerEpoch = Nullable steps
+        )
 
-    Trainer.Train(net, null, Func<int, IEnumerable<Batch>>(fun e -> timed e |> Seq.truncate steps), null, options) |> ignore
+    Trainer.Train(net, null, Func<int, IEnumerable<Batch>>(fun e -> timed e |> Seq.truncate steps), null, options)
+    |> ignore
     // Steps after the first (warm-up); the last step's time is taken when the sequence is asked again.
     let w = waits |> Seq.skip 1 |> Seq.toArray
     let s = stepTimes |> Seq.skip 1 |> Seq.toArray
@@ -109,19 +144,48 @@ let run (args: Args) =
     let batch = args.Int("batch", 64)
     let repeats = args.Int("repeats", 3)
     let steps = args.Int("steps", 4)
-    let root = args.Str("folder", Path.Combine(Path.GetTempPath(), sprintf "pai-loader-bench-%d-%d" side count))
+
+    let root =
+        args.Str("folder", Path.Combine(Path.GetTempPath(), sprintf "pai-loader-bench-%d-%d" side count))
+
     Libtorch.SetNumThreads threads
     printfn "load average at start: %s" (loadAverage ())
     let trainDir = generate root count side 8
     let folder = ImageFolder.ImageNet(root, DatasetSplit.Train, "")
-    printfn "%d JPEGs %dx%d in %s (%.1f MB); batch %d, output %d, %d threads" folder.Samples.Count side side trainDir
-        (float (Directory.EnumerateFiles(trainDir, "*.JPEG", SearchOption.AllDirectories) |> Seq.sumBy (fun f -> FileInfo(f).Length)) / 1e6)
-        batch size threads
+
+    printfn
+        "%d JPEGs %dx%d in %s (%.1f MB); batch %d, output %d, %d threads"
+        folder.Samples.Count
+        side
+        side
+        trainDir
+        (float (
+            Directory.EnumerateFiles(trainDir, "*.JPEG", SearchOption.AllDirectories)
+            |> Seq.sumBy (fun f -> FileInfo(f).Length)
+         )
+         / 1e6)
+        batch
+        size
+        threads
 
     paiEpoch folder batch size threads 99 |> ignore // warm-up: JIT, page cache
     let script = Path.Combine(benchmarksDir (), "pil_loader.py")
+
     let pil () =
-        let j = runForJson (python args) [ script; trainDir; "--threads"; string threads; "--batch"; string batch; "--size"; string size ]
+        let j =
+            runForJson
+                (python args)
+                [
+                    script
+                    trainDir
+                    "--threads"
+                    string threads
+                    "--batch"
+                    string batch
+                    "--size"
+                    string size
+                ]
+
         j.GetProperty("img_s").GetDouble()
 
     let pai = List<float>()
@@ -135,11 +199,23 @@ let run (args: Args) =
             pilRates.Add(pil ())
             pai.Add(paiEpoch folder batch size threads r)
 
-        printfn "repeat %d: pai %s img/s, pil %s img/s (load %s)" (r + 1) (f1 pai.[r]) (f1 pilRates.[r]) (loadAverage ())
+        printfn
+            "repeat %d: pai %s img/s, pil %s img/s (load %s)"
+            (r + 1)
+            (f1 pai.[r])
+            (f1 pilRates.[r])
+            (loadAverage ())
 
     printTable
         [ "loader"; "pai img/s"; "pil img/s"; "ratio (>=1.0)" ]
-        [ [ sprintf "train %d threads" threads; f1 (median pai); f1 (median pilRates); f2 (median pai / median pilRates) ] ]
+        [
+            [
+                sprintf "train %d threads" threads
+                f1 (median pai)
+                f1 (median pilRates)
+                f2 (median pai / median pilRates)
+            ]
+        ]
 
     if steps > 1 then
         let wait, step = starvation folder batch size threads steps
@@ -147,7 +223,12 @@ let run (args: Args) =
 
         printfn
             "resnet18 %dx%d batch %d: step %s s, wait for the batch %s s per step; loader alone %s s per batch (%s)"
-            size size batch (secs step) (secs wait) (secs loaderPerBatch)
+            size
+            size
+            batch
+            (secs step)
+            (secs wait)
+            (secs loaderPerBatch)
             (if loaderPerBatch < step then "not starved" else "STARVED")
 
     printfn "load average at end: %s" (loadAverage ())

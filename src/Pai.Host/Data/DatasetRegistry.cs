@@ -3,7 +3,7 @@ using Pai.Torch;
 namespace Pai.Host.Data;
 
 /// <summary>Static facts about a registered data set.</summary>
-/// <param name="Name">Canonical name ("fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic").</param>
+/// <param name="Name">Canonical name ("fashion-mnist", "mnist", "cifar10", "cifar100", "tinyimagenet", "imagenet", "synthetic").</param>
 /// <param name="Classes">Number of classes.</param>
 /// <param name="Channels">Channels of one input.</param>
 /// <param name="Height">Height of one input.</param>
@@ -79,7 +79,7 @@ public static class DatasetRegistry
     }
 
     /// <summary>Loads a data set by name.</summary>
-    /// <param name="name">"fashion-mnist", "mnist", "cifar10", "cifar100" or "synthetic".</param>
+    /// <param name="name">"fashion-mnist", "mnist", "cifar10", "cifar100", "tinyimagenet" or "synthetic" ("imagenet" is streamed: see <see cref="OpenImageFolder"/>).</param>
     /// <param name="split">Train or test (validation: use <see cref="Dataset.SplitValidation(double, ulong)"/> on the training set).</param>
     /// <param name="directory">Where the files are; Fashion-MNIST defaults to Debian's directory, MNIST and CIFAR need one.</param>
     /// <param name="synthetic">Options of the synthetic data set (ignored by the others).</param>
