@@ -51,7 +51,7 @@ internal static class EstimateCommand
             if (reference < 0) throw new ArgumentException($"--reference-size must be 0 (classifier only) or positive, got {reference}");
 
             using var data = new DataCache();
-            var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train);
+            var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train, config.SkipBadImages);
             using var model = Experiment.CreateModel(config, train);
             using var scoring = ScoringSubset.Create(train, config.SamplesPerClass, config.Seed, config.ScoringBatchSize, device: model.Device);
             var batches = ListModule.OfSeq(scoring);

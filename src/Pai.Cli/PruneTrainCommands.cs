@@ -28,7 +28,7 @@ internal static class PruneTrainCommands
             var config = Experiment.ConfigurePredictor(o.Read(p, p.GetValue(Criterion)!, p.GetValue(Sparsity)));
             Experiment.Validate(config);
             using var data = new DataCache();
-            var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train);
+            var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train, config.SkipBadImages);
             using var model = Experiment.CreateModel(config, train);
             var result = Experiment.Prune(config, model, train, null, Console.WriteLine);
             try
@@ -62,8 +62,8 @@ internal static class PruneTrainCommands
             var config = o.Read(p, "dense", 0);
             Experiment.Validate(config);
             using var data = new DataCache();
-            var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train);
-            var test = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Test);
+            var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train, config.SkipBadImages);
+            var test = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Test, config.SkipBadImages);
             using var model = Experiment.CreateModel(config, train);
             using var scope = new DisposeScope();
             Dictionary<string, Tensor>? keep = null;

@@ -92,12 +92,31 @@ public class ImageFolderTests
     }
 
     [Fact]
+    public void Cmyk_jpegs_decode_to_the_rgb_pil_gives()
+    {
+        using var dir = new TempDirectory();
+        var file = dir.File("cmyk.jpg");
+        // PIL writes Adobe (inverted) CMYK and converts back with R = (255 − C)(255 − K)/255.
+        var rgb = Python.Run("""
+            import sys
+            from PIL import Image
+            Image.new("CMYK", (16, 16), (30, 200, 60, 40)).save(sys.argv[1], quality=95)
+            print(*Image.open(sys.argv[1]).convert("RGB").getpixel((5, 5)))
+            """, file).Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
+        var image = Jpeg.Decode(File.ReadAllBytes(file), file);
+        Assert.Equal((16, 16), (image.Width, image.Height));
+        for (var c = 0; c < 3; c++) Assert.InRange(image.Pixels[image.Offset(5, 5) + c], rgb[c] - 3, rgb[c] + 3);
+    }
+
+    [Fact]
     public void Tiny_imagenet_classes_are_sorted_wnids_and_labels_and_pixels_match()
     {
         using var dir = new TempDirectory();
-        WriteTiny(dir.Path);
-        using var train = DatasetRegistry.Load("tinyimagenet", DatasetSplit.Train, dir.Path);
-        var folder = ImageFolder.TinyImageNet(dir.Path, DatasetSplit.Train, "");
+        var root = Path.Combine(dir.Path, "tiny-imagenet-200"); // as the zip unpacks
+        Directory.CreateDirectory(root);
+        WriteTiny(root);
+        using var train = DatasetRegistry.Load("tinyimagenet", DatasetSplit.Train, root);
+        var folder = ImageFolder.TinyImageNet(root, DatasetSplit.Train, "");
         Assert.Equal(Sorted, folder.Classes);
         Assert.Equal(9, train.Count);
         Assert.Equal(3, train.NumClasses);
@@ -112,7 +131,7 @@ public class ImageFolderTests
             Assert.InRange(pixels[i * 3 * plane + plane + 100], g - 3, g + 3);
             Assert.InRange(pixels[i * 3 * plane + 2 * plane + 100], b - 3, b + 3);
         }
-        using var val = DatasetRegistry.Load("tinyimagenet", DatasetSplit.Test, Path.GetDirectoryName(dir.Path + "/")!);
+        using var val = DatasetRegistry.Load("tinyimagenet", DatasetSplit.Test, dir.Path); // the parent is found too
         Assert.Equal([0L, 0, 1, 1, 2, 2], val.LabelArray());
         var v = val.Images.ToArray<byte>();
         Assert.InRange(v[3 * 64 * 64 * 5 + 7], Colour(2, 1).R - 3, Colour(2, 1).R + 3);
