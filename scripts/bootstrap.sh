@@ -3,15 +3,16 @@
 # README's two commands need no other step); safe and fast to run again.
 #   scripts/bootstrap.sh           packages to build and run Pai
 #   scripts/bootstrap.sh --tests   also the packages the tests use as oracles: python3-torch, python3-scipy
-#                                  (statistics) and chromium (renders the HTML report headless)
+#                                  (statistics), python3-pil (JPEG files) and chromium (renders the HTML report headless)
 set -euo pipefail
 
 # fonts-dejavu-core: the font of the report's charts (drawn with SkiaSharp, which reads /usr/share/fonts).
-packages=(libopenblas0-pthread cmake dataset-fashion-mnist fonts-dejavu-core)
+# libturbojpeg0: the JPEG decoder of the image-folder data sets.
+packages=(libopenblas0-pthread libturbojpeg0 cmake dataset-fashion-mnist fonts-dejavu-core)
 # LIBTORCH points at another libtorch (a CUDA build, say): then Debian's is not needed.
 # libgloo-dev: Gloo's headers, which libtorch's c10d headers include (distributed training).
 [ -n "${LIBTORCH:-}" ] || packages=(libtorch-dev libgloo-dev "${packages[@]}")
-[ "${1:-}" = "--tests" ] && packages+=(python3-torch python3-scipy chromium)
+[ "${1:-}" = "--tests" ] && packages+=(python3-torch python3-scipy python3-pil chromium)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "pai bootstrap: not a Debian system; make sure libtorch, OpenBLAS and cmake are installed (${packages[*]} on Debian)." >&2

@@ -19,7 +19,14 @@ let usage =
       weights and scoring batches, with the largest relative difference of the two results.
       --criterion-batches scores the named criteria on their first K scoring batches only.
 
-Threads default to every core for both sides."""
+  loader   [--images 512] [--side 224] [--size 224] [--threads 2] [--batch 64] [--repeats 3]
+           [--steps 4] [--folder DIR] [--python /usr/bin/python3]
+      Images/s of ImageFolderLoader's training pipeline (decode, random-resized crop, flip,
+      normalize, batch) on a generated folder of side x side JPEGs against the same pipeline in
+      PIL + numpy with as many worker processes (benchmarks/pil_loader.py), A/B interleaved; then
+      whether a resnet18 training step waits for the loader (--steps 0 skips that).
+
+Threads default to every core for both sides (loader: 2)."""
 
 [<EntryPoint>]
 let main argv =
@@ -27,6 +34,7 @@ let main argv =
     | "training" :: rest -> Training.run (Args.Parse rest)
     | "training-worker" :: rest -> Training.worker (Args.Parse rest)
     | "scoring" :: rest -> Scoring.run (Args.Parse rest)
+    | "loader" :: rest -> Loader.run (Args.Parse rest)
     | _ ->
         eprintfn "%s" usage
         2

@@ -45,8 +45,8 @@ internal static class AutoSCommands
             var spec = new IterativePruningSpec(run, p.GetValue(rounds), p.GetValue(fraction), rewind);
             spec.Validate();
             using var data = new DataCache();
-            var train = data.Get(run.Dataset, run.DataDirectory, DatasetSplit.Train);
-            var test = data.Get(run.Dataset, run.DataDirectory, DatasetSplit.Test);
+            var train = data.Get(run.Dataset, run.DataDirectory, DatasetSplit.Train, run.SkipBadImages);
+            var test = data.Get(run.Dataset, run.DataDirectory, DatasetSplit.Test, run.SkipBadImages);
             var directory = Path.GetFullPath(p.GetValue(output)!);
             var last = DateTime.UtcNow;
             var result = IterativePruning.Run(spec, train, test, directory, Console.WriteLine, t =>
@@ -99,7 +99,7 @@ internal static class AutoSCommands
             var features = p.GetValue(extra) ? Features.extended : Features.standard;
             using var file = LabelFile.Load(Path.GetFullPath(p.GetValue(labels)!));
             using var data = new DataCache();
-            var train = data.Get(file.Config.Dataset, p.GetValue(dataDir) ?? file.Config.DataDirectory, DatasetSplit.Train);
+            var train = data.Get(file.Config.Dataset, p.GetValue(dataDir) ?? file.Config.DataDirectory, DatasetSplit.Train, file.Config.SkipBadImages);
             Console.WriteLine($"features {Features.format(features)} of {file.Config.Model} on {file.Config.Dataset} (seed {file.Config.Seed})");
             var samples = file.Samples([.. features], train);
             try

@@ -137,7 +137,7 @@ public static class PaiHost
         Model? model = null;
         try
         {
-            var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train);
+            var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train, c.SkipBadImages);
             model = Experiment.CreateModel(c, train);
             if (initPath is not null) SaveInit(initPath, c, model, train);
             var result = Experiment.Prune(c, model, train, null, log ?? (_ => { }), scoresPath);
@@ -177,8 +177,8 @@ public static class PaiHost
         Model? model = null;
         try
         {
-            var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train);
-            var test = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Test);
+            var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train, c.SkipBadImages);
+            var test = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Test, c.SkipBadImages);
             model = Experiment.CreateModel(c, train);
             Dictionary<string, Tensor>? keep = null;
             if (maskPath is not null)

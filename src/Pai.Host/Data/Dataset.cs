@@ -103,6 +103,9 @@ public sealed class Dataset : IDisposable
     /// <summary>Factor from stored values to the [0, 1] scale the mean and std refer to: 1/255 for uint8 images, 1 for float.</summary>
     public double PixelScale => Images.DType == DType.UInt8 ? 1.0 / 255.0 : 1.0;
 
+    /// <summary>Image files the loader left out because they could not be decoded (--skip-bad-images); empty otherwise.</summary>
+    public IReadOnlyList<string> SkippedFiles { get; init; } = [];
+
     /// <summary>The labels as a managed array.</summary>
     public long[] LabelArray() => Labels.ToArray<long>();
 

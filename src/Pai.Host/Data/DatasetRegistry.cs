@@ -3,7 +3,7 @@ using Pai.Torch;
 namespace Pai.Host.Data;
 
 /// <summary>Static facts about a registered data set.</summary>
-/// <param name="Name">Canonical name ("fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic").</param>
+/// <param name="Name">Canonical name ("fashion-mnist", "mnist", "cifar10", "cifar100", "tinyimagenet", "imagenet", "synthetic").</param>
 /// <param name="Classes">Number of classes.</param>
 /// <param name="Channels">Channels of one input.</param>
 /// <param name="Height">Height of one input.</param>
@@ -19,7 +19,8 @@ public sealed record DatasetInfo(
 /// <summary>
 /// Looks up data sets by name and loads them: Fashion-MNIST (Debian's dataset-fashion-mnist, the
 /// default), MNIST (IDX files in a user's directory), CIFAR-10 and CIFAR-100 (binary versions in a
-/// user's directory) and the synthetic set.
+/// user's directory), Tiny ImageNet (JPEG folders, decoded into memory), ImageNet (JPEG folders,
+/// streamed by an <see cref="ImageFolderLoader"/>) and the synthetic set.
 /// </summary>
 public static class DatasetRegistry
 {
@@ -42,6 +43,13 @@ public static class DatasetRegistry
         new("cifar100", 100, 3, 32, 32, [0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762], null,
             "Download the binary version https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz (not the python version), unpack it with " +
             "`tar xzf cifar-100-binary.tar.gz` and pass the directory that holds train.bin and test.bin, or its parent holding cifar-100-binary/."),
+        // Normalization: SynFlow's Tiny ImageNet statistics; ImageNet's are torchvision's standard ones.
+        new("tinyimagenet", 200, 3, 64, 64, [0.480, 0.448, 0.397], [0.276, 0.269, 0.282], null,
+            "Download http://cs231n.stanford.edu/tiny-imagenet-200.zip, unpack it with `unzip tiny-imagenet-200.zip` and pass the tiny-imagenet-200 directory " +
+            "(holding wnids.txt, train/<wnid>/images/*.JPEG, val/images/ and val/val_annotations.txt) or its parent."),
+        new("imagenet", 1000, 3, 224, 224, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], null,
+            "Obtain ILSVRC-2012 (ImageNet-1k) from https://image-net.org, unpack the training images into train/<wnid>/*.JPEG and sort the validation images " +
+            "into val/<wnid>/*.JPEG with the validation labels (the layout torchvision's ImageFolder reads), and pass the directory holding train/ and val/."),
         new(SyntheticData.Name, 10, 1, 28, 28, [0.0], [1.0], null,
             "The synthetic data set is generated in memory; it needs no files."),
     ];
@@ -71,20 +79,67 @@ public static class DatasetRegistry
     }
 
     /// <summary>Loads a data set by name.</summary>
-    /// <param name="name">"fashion-mnist", "mnist", "cifar10", "cifar100" or "synthetic".</param>
+    /// <param name="name">"fashion-mnist", "mnist", "cifar10", "cifar100", "tinyimagenet" or "synthetic" ("imagenet" is streamed: see <see cref="OpenImageFolder"/>).</param>
     /// <param name="split">Train or test (validation: use <see cref="Dataset.SplitValidation(double, ulong)"/> on the training set).</param>
     /// <param name="directory">Where the files are; Fashion-MNIST defaults to Debian's directory, MNIST and CIFAR need one.</param>
     /// <param name="synthetic">Options of the synthetic data set (ignored by the others).</param>
-    /// <exception cref="DatasetException">Unknown name, missing directory, or missing/corrupt files.</exception>
-    public static Dataset Load(string name, DatasetSplit split = DatasetSplit.Train, string? directory = null, SyntheticOptions? synthetic = null) =>
+    /// <param name="skipBadImages">Image folders: leave undecodable images out (counted on stderr and in <see cref="Dataset.SkippedFiles"/>) instead of failing.</param>
+    /// <exception cref="DatasetException">Unknown name, missing directory, missing/corrupt files, or imagenet (stream it with <see cref="OpenImageFolder"/>).</exception>
+    public static Dataset Load(string name, DatasetSplit split = DatasetSplit.Train, string? directory = null, SyntheticOptions? synthetic = null, bool skipBadImages = false) =>
         Canonical(name) switch
         {
             "fashion-mnist" => FashionMnist(split, directory),
             "mnist" => Mnist(split, directory),
             "cifar10" => Cifar10(split, directory),
             "cifar100" => Cifar100(split, directory),
+            "tinyimagenet" => TinyImageNet(split, directory, skipBadImages),
+            "imagenet" => throw new DatasetException(
+                "imagenet does not fit in memory: it is streamed from its JPEG folders by ImageFolderLoader (DatasetRegistry.OpenImageFolder); " +
+                "the commands that load whole data sets (prune, train, run, sweep) do not read it yet. Use tinyimagenet, or the ImageFolderLoader API."),
             _ => SyntheticData.Create(synthetic, split),
         };
+
+    /// <summary>
+    /// Tiny ImageNet from its official layout, decoded into memory (the decoded-image cache: 1.2 GB
+    /// for the 100000 training images) by parallel threads. Class order = sorted wnids; test = val.
+    /// </summary>
+    /// <param name="split">Train (100000 images) or test (the 10000 val images).</param>
+    /// <param name="directory">The tiny-imagenet-200 directory or its parent.</param>
+    /// <param name="skipBadImages">Leave undecodable images out (counted) instead of failing.</param>
+    public static Dataset TinyImageNet(DatasetSplit split, string? directory, bool skipBadImages = false)
+    {
+        var info = Info("tinyimagenet");
+        var folder = ImageFolder.TinyImageNet(RequireDirectory(info, directory), split, info.HowToGet);
+        var data = folder.LoadInMemory(info.Height, info.Mean, info.Std, skipBadImages);
+        ReportSkipped(info, split, data.SkippedFiles);
+        return data;
+    }
+
+    /// <summary>
+    /// The index of an image-folder data set (tinyimagenet or imagenet) for an <see cref="ImageFolderLoader"/>:
+    /// classes (sorted wnids) and files with labels; no image is decoded yet.
+    /// </summary>
+    /// <param name="name">"tinyimagenet" or "imagenet".</param>
+    /// <param name="split">Train or test (the val folder).</param>
+    /// <param name="directory">The data set's directory.</param>
+    /// <exception cref="DatasetException">Not an image-folder data set, or a missing folder, class or split.</exception>
+    public static ImageFolder OpenImageFolder(string name, DatasetSplit split, string? directory)
+    {
+        var info = Info(name);
+        var dir = RequireDirectory(info, directory);
+        return info.Name switch
+        {
+            "tinyimagenet" => ImageFolder.TinyImageNet(dir, split, info.HowToGet),
+            "imagenet" => ImageFolder.ImageNet(dir, split, info.HowToGet),
+            _ => throw new DatasetException($"{info.Name} is not an image-folder data set; image folders: tinyimagenet, imagenet"),
+        };
+    }
+
+    static void ReportSkipped(DatasetInfo info, DatasetSplit split, IReadOnlyList<string> skipped)
+    {
+        if (skipped.Count > 0)
+            Console.Error.WriteLine($"pai: {info.Name} {split.ToString().ToLowerInvariant()}: skipped {skipped.Count} undecodable image(s) (--skip-bad-images), e.g. {skipped[0]}");
+    }
 
     /// <summary>Fashion-MNIST from <paramref name="directory"/> or Debian's dataset-fashion-mnist directory.</summary>
     /// <param name="split">Train (60000) or test (10000).</param>
@@ -132,10 +187,13 @@ public static class DatasetRegistry
         if (info.Name == SyntheticData.Name) return new DatasetLocation(info.Name, "(generated)", true, info.HowToGet);
         var dir = directory ?? info.DefaultDirectory;
         if (dir is null) return new DatasetLocation(info.Name, "(no directory given)", false, info.HowToGet);
+        if (info.Name == "imagenet")
+            return new DatasetLocation(info.Name, dir, Directory.Exists(Path.Combine(dir, "train")) && Directory.Exists(Path.Combine(dir, "val")), info.HowToGet);
         string[] needed = info.Name switch
         {
             "cifar10" => Cifar10Files(DatasetSplit.Train).Append("test_batch.bin").Select(f => Path.Combine(FindDirectory(dir, ["cifar-10-batches-bin"], "test_batch.bin"), f)).ToArray(),
             "cifar100" => new[] { "train.bin", "test.bin" }.Select(f => Path.Combine(FindDirectory(dir, ["cifar-100-binary"], "test.bin"), f)).ToArray(),
+            "tinyimagenet" => [Path.Combine(FindDirectory(dir, ["tiny-imagenet-200"], "wnids.txt"), "wnids.txt"), Path.Combine(FindDirectory(dir, ["tiny-imagenet-200"], "wnids.txt"), "val", "val_annotations.txt")],
             _ => IdxNames(DatasetSplit.Train).Concat(IdxNames(DatasetSplit.Test)).Select(f => FindIdx(dir, f)).ToArray(),
         };
         return new DatasetLocation(info.Name, dir, needed.All(File.Exists), info.HowToGet);

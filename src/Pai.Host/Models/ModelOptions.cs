@@ -15,6 +15,8 @@ public readonly record struct InputShape(int Channels, int Height, int Width)
     public static readonly InputShape Cifar = new(3, 32, 32);
     /// <summary>3×64×64: Tiny ImageNet.</summary>
     public static readonly InputShape TinyImageNet = new(3, 64, 64);
+    /// <summary>3×224×224: ImageNet after its crop.</summary>
+    public static readonly InputShape ImageNet = new(3, 224, 224);
 
     /// <summary>Values per image (C·H·W).</summary>
     public long NumEl => (long)Channels * Height * Width;

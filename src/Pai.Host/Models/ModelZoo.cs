@@ -13,7 +13,7 @@ public static class ModelZoo
         ("resnet20", "CIFAR ResNet-20: 16/32/64 channels, 3 blocks per stage", o => ResNet.Cifar(20, o)),
         ("resnet32", "CIFAR ResNet-32: 16/32/64 channels, 5 blocks per stage", o => ResNet.Cifar(32, o)),
         ("resnet56", "CIFAR ResNet-56: 16/32/64 channels, 9 blocks per stage", o => ResNet.Cifar(56, o)),
-        ("resnet18", "ResNet-18, 3x3 stem at stride 1, no max-pool: 64/128/256/512 x 2 blocks", o => ResNet.ResNet18(o)),
+        ("resnet18", "ResNet-18, 64/128/256/512 x 2 blocks; 3x3 stride-1 stem (inputs under 128, e.g. CIFAR, Tiny ImageNet) or the ImageNet 7x7 stride-2 stem + max-pool (224)", o => ResNet.ResNet18(o)),
         ("vit-tiny", "ViT: patch 4, width 192, depth 6, 3 heads, MLP 384, class token", o => VisionTransformer.Tiny(o)),
     ];
 

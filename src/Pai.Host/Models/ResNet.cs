@@ -47,7 +47,11 @@ public sealed class BasicBlock : Module
 /// <list type="bullet">
 /// <item>resnet20/32/56: He et al. (2016) CIFAR ResNets, 16/32/64 channels, n = 3/5/9 blocks per
 /// stage (depth 6n + 2), with 1×1 conv + BN shortcuts where the shape changes (option B).</item>
-/// <item>resnet18: 64/128/256/512 channels, 2 blocks per stage (the common CIFAR ResNet-18).</item>
+/// <item>resnet18: 64/128/256/512 channels, 2 blocks per stage (the common CIFAR ResNet-18). For
+/// inputs of at least 128×128 (ImageNet's 224) it takes the ImageNet stem of He et al.: a 7×7
+/// stride-2 conv (padding 3) + BN + ReLU and a 3×3 stride-2 max-pool (padding 1). Smaller inputs,
+/// Tiny ImageNet's 64×64 included, keep the 3×3 stride-1 stem without max-pool, as the Tiny
+/// ImageNet ResNet-18 of SynFlow's and GraSP's code does.</item>
 /// </list>
 /// </summary>
 public sealed class ResNet : Model
@@ -63,10 +67,11 @@ public sealed class ResNet : Model
     /// <param name="stageChannels">Channels of each stage.</param>
     /// <param name="blocksPerStage">Basic blocks in each stage.</param>
     /// <param name="options">Input shape, classes, initialization, dtype, device.</param>
-    public ResNet(string name, int stemChannels, IReadOnlyList<int> stageChannels, IReadOnlyList<int> blocksPerStage, ModelOptions options)
-        : this(name, stemChannels, stageChannels, blocksPerStage, options, initialize: true) { }
+    /// <param name="imageNetStem">A 7×7 stride-2 stem conv and a 3×3 stride-2 max-pool instead of the 3×3 stride-1 stem.</param>
+    public ResNet(string name, int stemChannels, IReadOnlyList<int> stageChannels, IReadOnlyList<int> blocksPerStage, ModelOptions options, bool imageNetStem = false)
+        : this(name, stemChannels, stageChannels, blocksPerStage, options, imageNetStem, initialize: true) { }
 
-    ResNet(string name, int stemChannels, IReadOnlyList<int> stageChannels, IReadOnlyList<int> blocksPerStage, ModelOptions options, bool initialize)
+    ResNet(string name, int stemChannels, IReadOnlyList<int> stageChannels, IReadOnlyList<int> blocksPerStage, ModelOptions options, bool imageNetStem, bool initialize)
         : base(name, options)
     {
         if (stageChannels.Count == 0 || stageChannels.Count != blocksPerStage.Count)
@@ -74,8 +79,11 @@ public sealed class ResNet : Model
         StemChannels = stemChannels;
         StageChannels = stageChannels.ToArray();
         BlocksPerStage = blocksPerStage.ToArray();
+        ImageNetStem = imageNetStem;
         var (dt, dev) = (options.DType, options.Device);
-        conv1 = RegisterModule("conv1", new Conv2d(options.InputShape.Channels, stemChannels, 3, 1, padding: 1, bias: false, dtype: dt, device: dev));
+        conv1 = RegisterModule("conv1", imageNetStem
+            ? new Conv2d(options.InputShape.Channels, stemChannels, 7, 2, padding: 3, bias: false, dtype: dt, device: dev)
+            : new Conv2d(options.InputShape.Channels, stemChannels, 3, 1, padding: 1, bias: false, dtype: dt, device: dev));
         bn1 = RegisterModule("bn1", new BatchNorm2d(stemChannels, dtype: dt, device: dev));
         stages = new Sequential[stageChannels.Count];
         long channels = stemChannels;
@@ -103,8 +111,18 @@ public sealed class ResNet : Model
         return new ResNet($"resnet{depth}", 16, [16, 32, 64], [n, n, n], options);
     }
 
-    /// <summary>ResNet-18 for small images: 3×3 stem of 64 at stride 1, no max-pool, 64/128/256/512 × 2 blocks.</summary>
-    public static ResNet ResNet18(ModelOptions options) => new("resnet18", 64, [64, 128, 256, 512], [2, 2, 2, 2], options);
+    /// <summary>
+    /// ResNet-18, 64/128/256/512 × 2 blocks: with the ImageNet stem (7×7 stride-2 conv + max-pool)
+    /// when the input is at least 128×128, else the 3×3 stride-1 stem without max-pool (CIFAR, Tiny ImageNet).
+    /// </summary>
+    public static ResNet ResNet18(ModelOptions options) =>
+        new("resnet18", 64, [64, 128, 256, 512], [2, 2, 2, 2], options, UsesImageNetStem(options.InputShape));
+
+    /// <summary>Whether ResNet-18 takes the ImageNet stem for inputs of this shape: both sides at least 128.</summary>
+    public static bool UsesImageNetStem(InputShape shape) => shape.Height >= 128 && shape.Width >= 128;
+
+    /// <summary>True for the ImageNet stem (7×7 stride-2 conv + 3×3 stride-2 max-pool).</summary>
+    public bool ImageNetStem { get; }
 
     /// <summary>Channels of the stem conv.</summary>
     public int StemChannels { get; }
@@ -117,11 +135,12 @@ public sealed class ResNet : Model
     protected override Tensor Logits(Tensor inputs)
     {
         var h = Functional.Relu(bn1.Forward(conv1.Forward(inputs)));
+        if (ImageNetStem) h = Functional.MaxPool2d(h, 3, 2, padding: 1);
         foreach (var stage in stages) h = stage.Forward(h);
         h = Functional.AdaptiveAvgPool2d(h, 1, 1).Flatten(1);
         return fc.Forward(h);
     }
 
     /// <inheritdoc/>
-    protected override Model CreateLike(ModelOptions options) => new ResNet(Name, StemChannels, StageChannels, BlocksPerStage, options, initialize: false);
+    protected override Model CreateLike(ModelOptions options) => new ResNet(Name, StemChannels, StageChannels, BlocksPerStage, options, ImageNetStem, initialize: false);
 }

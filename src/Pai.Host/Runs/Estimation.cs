@@ -46,7 +46,7 @@ public static class Estimation
         var criteria = o.Criteria.Select(name => PaiPruning.ResolveCriterion(name, Experiment.TemperaturesOf(config))).ToList();
 
         using var data = new DataCache();
-        var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train);
+        var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train, config.SkipBadImages);
         using var model = Experiment.CreateModel(config, train);
         using var scoring = ScoringSubset.Create(train, config.SamplesPerClass, config.Seed, config.ScoringBatchSize, device: model.Device);
         var batches = ListModule.OfSeq(scoring);

@@ -29,12 +29,12 @@ public sealed class DataCache : IDisposable
     readonly Dictionary<(string, string?, DatasetSplit), Dataset> sets = new();
 
     /// <summary>The split of a data set, loaded on first use.</summary>
-    public Dataset Get(string name, string? directory, DatasetSplit split)
+    public Dataset Get(string name, string? directory, DatasetSplit split, bool skipBadImages = false)
     {
         var key = (DatasetRegistry.Canonical(name), directory, split);
         if (!sets.TryGetValue(key, out var d))
         {
-            d = name == "synthetic" ? SyntheticData.Create(null, split) : DatasetRegistry.Load(key.Item1, split, directory);
+            d = name == "synthetic" ? SyntheticData.Create(null, split) : DatasetRegistry.Load(key.Item1, split, directory, skipBadImages: skipBadImages);
             sets[key] = d;
         }
         return d;
@@ -330,8 +330,8 @@ public static class Experiment
             Validate(c);
             var phases = new Dictionary<string, double>();
             progress?.Phase(c, "data");
-            var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train);
-            var test = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Test);
+            var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train, c.SkipBadImages);
+            var test = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Test, c.SkipBadImages);
             using var model = CreateModel(c, train);
 
             Mask? mask = null;

@@ -183,6 +183,9 @@ public sealed record RunConfig
     /// <summary>Sanity-check ablation of the mask: none, shuffle, reinit or invert (DESIGN.md §5b).</summary>
     [Setting(SettingGroup.Pruning, "--ablation", "sanity check: none, shuffle (permute each layer's mask), reinit (fresh initial weights), invert (keep the lowest scores)", Choices = ["none", "shuffle", "reinit", "invert"])]
     public string Ablation { get; init; } = "none";
+    /// <summary>Image-folder data sets: leave undecodable images out (counted) instead of failing.</summary>
+    [Setting(SettingGroup.Data, "--skip-bad-images", "image-folder data sets: leave undecodable images out (counted) instead of failing")]
+    public bool SkipBadImages { get; init; }
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
     static readonly JsonObject Defaults = (JsonObject)JsonSerializer.SerializeToNode(new RunConfig(), Json)!;
