@@ -2,13 +2,14 @@
 # Installs the Debian packages Pai needs, when they are missing. Called by the build (so that the
 # README's two commands need no other step); safe and fast to run again.
 #   scripts/bootstrap.sh           packages to build and run Pai
-#   scripts/bootstrap.sh --tests   also the packages the tests use as an oracle (python3-torch)
+#   scripts/bootstrap.sh --tests   also the packages the tests use: python3-torch (an oracle) and
+#                                  postgresql (the tests start a throwaway cluster for the PostgreSQL run store)
 set -euo pipefail
 
 packages=(libopenblas0-pthread cmake dataset-fashion-mnist)
 # LIBTORCH points at another libtorch (a CUDA build, say): then Debian's is not needed.
 [ -n "${LIBTORCH:-}" ] || packages=(libtorch-dev "${packages[@]}")
-[ "${1:-}" = "--tests" ] && packages+=(python3-torch)
+[ "${1:-}" = "--tests" ] && packages+=(python3-torch postgresql)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "pai bootstrap: not a Debian system; make sure libtorch, OpenBLAS and cmake are installed (${packages[*]} on Debian)." >&2

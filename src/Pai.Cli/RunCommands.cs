@@ -36,8 +36,8 @@ internal static class RunCommands
             var criterion = p.GetValue<string>("--criterion")!;
             var config = Experiment.ConfigurePredictor(o.Read(p, criterion, criterion == "dense" ? 0 : p.GetValue<double>("--sparsity")));
             Experiment.Validate(config);
-            using var store = OpenStore(p.GetValue(Results)!);
-            var failed = Execute(store, [config]);
+            using var store = WorkerCommands.OpenStore(p);
+            var failed = Execute(store, [config], "run");
             var record = store.Get(config.Key)!;
             if (record.Prune is { } prune)
                 AnsiConsole.MarkupLine($"kept {prune.Density:P2} of prunable weights{(prune.Collapsed.Count > 0 ? $", [yellow]collapsed: {Markup.Escape(string.Join(", ", prune.Collapsed))}[/]" : "")}");
@@ -63,6 +63,7 @@ internal static class RunCommands
         foreach (var opt in new Option[] { criteria, sparsities, seeds, warmups, noDense, noReport }) cmd.Options.Add(opt);
         o.AddPruning(cmd);
         o.AddTraining(cmd);
+        WorkerCommands.AddSweepOptions(cmd);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
             var names = Split(p.GetValue(criteria)!, "--criteria");
@@ -82,11 +83,7 @@ internal static class RunCommands
                             configs.Add(Experiment.ConfigurePredictor(baseConfig with { Criterion = criterion, Sparsity = sparsity, WarmupBatches = mode == "on" ? warmupOn : 0 }));
             }
             configs = configs.DistinctBy(c => c.Key).ToList();
-            using var store = OpenStore(p.GetValue(Results)!);
-            AnsiConsole.MarkupLine($"sweep: {configs.Count} runs ({Markup.Escape(configs[0].Model)} on {Markup.Escape(configs[0].Dataset)}), results in [bold]{Markup.Escape(store.Directory)}[/]");
-            var failed = Execute(store, configs);
-            if (!p.GetValue(noReport)) ReportCommand.WriteReport(store, null);
-            return failed == 0 ? 0 : 1;
+            return WorkerCommands.RunSweep(p, configs, report: !p.GetValue(noReport));
         }));
         return cmd;
     }
@@ -101,9 +98,9 @@ internal static class RunCommands
     };
 
     /// <summary>Runs the configs with progress display; returns how many failed.</summary>
-    internal static int Execute(IRunStore store, IReadOnlyList<RunConfig> configs)
+    internal static int Execute(IRunStore store, IReadOnlyList<RunConfig> configs, string sweep)
     {
-        var summary = ConsoleProgress.Show(progress => Pai.Host.Runs.Sweep.Execute(store, configs, progress, line =>
+        var summary = ConsoleProgress.Show(progress => Pai.Host.Runs.Sweep.Execute(store, sweep, configs, progress, line =>
         {
             if (line.Contains(" failed: ")) AnsiConsole.MarkupLine($"[red]{Markup.Escape(line)}[/]");
             else Console.WriteLine(line);
@@ -111,8 +108,6 @@ internal static class RunCommands
         Console.WriteLine($"{summary.Ran} run, {summary.Skipped} skipped, {summary.Failed} failed");
         return summary.Failed;
     }
-
-    internal static SqliteRunStore OpenStore(string directory) => new(Path.GetFullPath(directory));
 
     static List<string> Split(string text, string option)
     {
