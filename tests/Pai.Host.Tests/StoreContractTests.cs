@@ -279,6 +279,12 @@ public abstract class StoreContractTests : IDisposable
         Assert.Equal((running, Environment.ProcessId, "node-7", 1), (held.Key, held.Owner.ProcessId, held.Owner.Host, held.Attempts));
         Assert.InRange(held.HeartbeatAge, TimeSpan.FromSeconds(-5), TimeSpan.FromSeconds(30));
         Assert.Equal(1, store.Status().Single(x => x.Sweep == "").Pending);
+
+        // Claims restricted to some keys of the sweep (the grid a `pai sweep` works on).
+        Assert.Null(store.ClaimNext("s", among: [done, running]));
+        Assert.Equal(Config(2).Key, store.ClaimNext("s", among: [Config(2).Key, new RunConfig { Seed = 5 }.Key]));
+        Assert.Null(store.ClaimNext(null, among: [Config(2).Key]));
+        Assert.Equal(new RunConfig { Seed = 5 }.Key, store.ClaimNext(null, among: [new RunConfig { Seed = 5 }.Key]));
     }
 
     [Fact]

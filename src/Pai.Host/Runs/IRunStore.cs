@@ -45,9 +45,10 @@ public interface IRunStore : IDisposable
     /// <summary>
     /// Claims the first claimable run (Pending, or Running under a holder that is gone) of
     /// <paramref name="sweep"/>, in sweep order, or of the whole store when null, in registration
-    /// order; atomically, so concurrent workers get different runs. Null when none is claimable.
+    /// order, only among the keys <paramref name="among"/> when given; atomically, so concurrent
+    /// workers get different runs. Null when none is claimable.
     /// </summary>
-    string? ClaimNext(string? sweep = null);
+    string? ClaimNext(string? sweep = null, IReadOnlyCollection<string>? among = null);
 
     /// <summary>
     /// Renews this store's lease on a run it holds (every record renews it too). Throws

@@ -217,16 +217,18 @@ public sealed class PostgresRunStore : IRunStore
     });
 
     /// <inheritdoc/>
-    public string? ClaimNext(string? sweep = null) => Transact(IsolationLevel.ReadCommitted, s =>
+    public string? ClaimNext(string? sweep = null, IReadOnlyCollection<string>? among = null) => Transact(IsolationLevel.ReadCommitted, s =>
     {
         // Locked rows are skipped, not waited for: concurrent workers get different runs at once.
-        const string Claimable = "(r.status = 'pending' OR (r.status = 'running' AND r.lease_expires < now()))";
+        var claimable = "(r.status = 'pending' OR (r.status = 'running' AND r.lease_expires < now()))" +
+                        (among is null ? "" : " AND r.key = ANY(@among)");
+        (string, object?)[] args = among is null ? [("sweep", sweep)] : [("sweep", sweep), ("among", among.ToArray())];
         var key = sweep is null
-            ? s.Scalar($"SELECT r.key FROM pai_runs r WHERE {Claimable} ORDER BY r.id LIMIT 1 FOR UPDATE OF r SKIP LOCKED") as string
+            ? s.Scalar($"SELECT r.key FROM pai_runs r WHERE {claimable} ORDER BY r.id LIMIT 1 FOR UPDATE OF r SKIP LOCKED", args[1..]) as string
             : s.Scalar($"""
                 SELECT r.key FROM pai_sweep_runs w JOIN pai_runs r ON r.key = w.run_key
-                WHERE w.sweep = @sweep AND {Claimable} ORDER BY w.position LIMIT 1 FOR UPDATE OF r SKIP LOCKED
-                """, ("sweep", sweep)) as string;
+                WHERE w.sweep = @sweep AND {claimable} ORDER BY w.position LIMIT 1 FOR UPDATE OF r SKIP LOCKED
+                """, args) as string;
         if (key is null) return null;
         held[key] = Claim(s, key);
         return key;

@@ -258,7 +258,7 @@ public sealed class SqliteRunStore : IRunStore
     });
 
     /// <inheritdoc/>
-    public string? ClaimNext(string? sweep = null) => Write(() =>
+    public string? ClaimNext(string? sweep = null, IReadOnlyCollection<string>? among = null) => Write(() =>
     {
         using var command = sweep is null
             ? Command("SELECT key FROM runs WHERE status IN ('pending', 'running') ORDER BY id")
@@ -269,7 +269,7 @@ public sealed class SqliteRunStore : IRunStore
         var candidates = new List<string>();
         using (var r = command.ExecuteReader())
             while (r.Read()) candidates.Add(r.GetString(0));
-        foreach (var key in candidates)
+        foreach (var key in among is null ? candidates : candidates.Where(among.Contains))
         {
             var run = ReadOwnership(key);
             if (run.Status == RunStatus.Pending || (run.Status == RunStatus.Running && OwnerIsGone(key, run)))

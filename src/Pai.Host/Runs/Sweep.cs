@@ -49,7 +49,10 @@ public static class Sweep
         return store.RegisterAll(ClaimOrder(configs), sweep, requeueFailed: true);
     }
 
-    /// <summary>Defines the sweep, then works on it in this process until every run is finished or failed; log receives one line per run.</summary>
+    /// <summary>
+    /// Defines the sweep, then works on its runs among <paramref name="configs"/> in this process
+    /// until each is finished or failed (here or by other workers); log receives one line per run.
+    /// </summary>
     public static SweepSummary Execute(IRunStore store, string sweep, IReadOnlyList<RunConfig> configs, IRunProgress? progress = null,
         Action<string>? log = null, WorkerOptions? options = null)
     {
@@ -61,17 +64,18 @@ public static class Sweep
                 finishedEarlier++;
                 log?.Invoke($"{c.Label}: finished earlier, test top-1 {done.FinalTop1:P2}");
             }
-        var worked = Work(store, sweep, progress, log, options);
+        var worked = Work(store, sweep, progress, log, options, among: configs.Select(c => c.Key).ToHashSet());
         return worked with { Skipped = configs.Count - worked.Ran - worked.Failed };
     }
 
     /// <summary>
-    /// One worker: claims the next run of <paramref name="sweep"/> (of the whole store when null),
-    /// runs it with its lease renewed in the background, records it, and goes on until nothing is
-    /// left. A run lost to another worker (this worker's lease expired) is abandoned and counted;
+    /// One worker: claims the next run of <paramref name="sweep"/> (of the whole store when null;
+    /// only runs among <paramref name="among"/> when given), runs it with its lease renewed in the
+    /// background, records it, and goes on until nothing is left. A run lost to another worker (this worker's lease expired) is abandoned and counted;
     /// an unreachable database ends the worker with <see cref="RunStoreUnavailableException"/>.
     /// </summary>
-    public static SweepSummary Work(IRunStore store, string? sweep, IRunProgress? progress = null, Action<string>? log = null, WorkerOptions? options = null)
+    public static SweepSummary Work(IRunStore store, string? sweep, IRunProgress? progress = null, Action<string>? log = null,
+        WorkerOptions? options = null, IReadOnlyCollection<string>? among = null)
     {
         options ??= new WorkerOptions();
         var lease = store.Options.StaleAfter;
@@ -80,10 +84,10 @@ public static class Sweep
         using var data = new DataCache();
         while (true)
         {
-            var key = store.ClaimNext(sweep);
+            var key = store.ClaimNext(sweep, among);
             if (key is null)
             {
-                if (!options.WaitForOthers || !OthersHoldRuns(store, sweep)) break;
+                if (!options.WaitForOthers || !OthersHoldRuns(store, sweep, among)) break;
                 Thread.Sleep(poll);
                 continue;
             }
@@ -117,6 +121,6 @@ public static class Sweep
         return new SweepSummary(ran, 0, failed, lost);
     }
 
-    static bool OthersHoldRuns(IRunStore store, string? sweep) =>
-        store.Status().Where(s => sweep is null || s.Sweep == sweep).Any(s => s.Running > 0);
+    static bool OthersHoldRuns(IRunStore store, string? sweep, IReadOnlyCollection<string>? among) =>
+        store.Status().Where(s => sweep is null || s.Sweep == sweep).SelectMany(s => s.Held).Any(r => among is null || among.Contains(r.Key));
 }
