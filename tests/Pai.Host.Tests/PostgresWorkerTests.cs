@@ -82,6 +82,10 @@ public sealed partial class PostgresWorkerTests(PostgresCluster cluster, ITestOu
         var fenced = runs.Single(r => r.Key == pausedRun);
         Assert.True(fenced.Attempts >= 2);
         Assert.NotEqual(paused.Process.Id, fenced.Owner!.ProcessId);
+
+        var status = Pai_(["status", "--store", url]).Wait();
+        Assert.True(status.Code == 0, status.Text);
+        Assert.Matches(@"grid\s*[│|]\s*0\s*[│|]\s*0\s*[│|]\s*12\s*[│|]\s*0\s*[│|]\s*12", status.Text); // pending, running, finished, failed, total
     }
 
     [Fact]
@@ -176,6 +180,12 @@ public sealed partial class PostgresWorkerTests(PostgresCluster cluster, ITestOu
             if (x.Config.Criterion != "dense")
                 Assert.Equal(File.ReadAllBytes(serial.MaskPath(y.Key)), File.ReadAllBytes(parallel.MaskPath(x.Key)));
         }
+
+        // The report reads everything it needs from the database.
+        var report = Pai_(["report", "--store", url, "--artifacts", artifacts.Path]).Wait();
+        Assert.True(report.Code == 0, report.Text);
+        var csv = File.ReadAllText(Path.Combine(artifacts.Path, "report", "results.csv"));
+        Assert.All(a, r => Assert.Contains(r.Key, csv));
     }
 
     // ---- helpers ----
