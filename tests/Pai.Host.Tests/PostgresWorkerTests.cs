@@ -157,7 +157,7 @@ public sealed partial class PostgresWorkerTests(PostgresCluster cluster, ITestOu
     {
         var url = cluster.NewDatabase();
         using var sqlite = new TempDirectory();
-        string[] grid = ["sweep", .. Tiny, "--criteria", "magnitude,snip", "--sparsities", "0.9", "--epochs", "1", "--max-batches", "3", "--threads", "1"];
+        string[] grid = ["sweep", .. Tiny, "--criteria", "magnitude,snip", "--sparsities", "0.5,0.9", "--epochs", "1", "--max-batches", "3", "--threads", "1"];
         var two = Pai_([.. grid, "--store", url, "--artifacts", artifacts.Path, "--workers", "2"]).Wait();
         Assert.True(two.Code == 0, two.Text);
         Assert.Contains("[worker 1]", two.Text);
@@ -169,7 +169,7 @@ public sealed partial class PostgresWorkerTests(PostgresCluster cluster, ITestOu
         using var serial = new SqliteRunStore(sqlite.Path);
         var a = parallel.All().OrderBy(r => r.Key).ToList();
         var b = serial.All().OrderBy(r => r.Key).ToList();
-        Assert.Equal(3, a.Count); // two criteria and the dense baseline
+        Assert.Equal(5, a.Count); // two criteria at two sparsities and the dense baseline
         Assert.Equal(b.Select(r => r.Key), a.Select(r => r.Key));
         Assert.True(a.Select(r => r.Owner!.ProcessId).Distinct().Count() == 2, "both workers ran some of the runs");
         foreach (var (x, y) in a.Zip(b))
