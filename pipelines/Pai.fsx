@@ -45,7 +45,7 @@ let sweep (resultsDir: string) (configs: RunConfig list) =
     use store = new SqliteRunStore(IO.Path.GetFullPath resultsDir)
 
     let summary =
-        Sweep.Execute(store, List.toArray configs, null, Action<string>(printfn "%s"))
+        Sweep.Execute(store, "pipeline", List.toArray configs, null, Action<string>(printfn "%s"))
 
     printfn "%d run, %d skipped, %d failed; results in %s" summary.Ran summary.Skipped summary.Failed store.Directory
     store.All()

@@ -2,8 +2,9 @@
 # Installs the Debian packages Pai needs, when they are missing. Called by the build (so that the
 # README's two commands need no other step); safe and fast to run again.
 #   scripts/bootstrap.sh           packages to build and run Pai
-#   scripts/bootstrap.sh --tests   also the packages the tests use as oracles: python3-torch, python3-scipy
-#                                  (statistics), python3-pil (JPEG files) and chromium (renders the HTML report headless)
+#   scripts/bootstrap.sh --tests   also the packages the tests use: python3-torch, python3-scipy (statistics) and
+#                                  python3-pil (JPEG files) as oracles, chromium (renders the HTML report headless)
+#                                  and postgresql (the tests start a throwaway cluster for the PostgreSQL run store)
 set -euo pipefail
 
 # fonts-dejavu-core: the font of the report's charts (drawn with SkiaSharp, which reads /usr/share/fonts).
@@ -12,7 +13,7 @@ packages=(libopenblas0-pthread libturbojpeg0 cmake dataset-fashion-mnist fonts-d
 # LIBTORCH points at another libtorch (a CUDA build, say): then Debian's is not needed.
 # libgloo-dev: Gloo's headers, which libtorch's c10d headers include (distributed training).
 [ -n "${LIBTORCH:-}" ] || packages=(libtorch-dev libgloo-dev "${packages[@]}")
-[ "${1:-}" = "--tests" ] && packages+=(python3-torch python3-scipy python3-pil chromium)
+[ "${1:-}" = "--tests" ] && packages+=(python3-torch python3-scipy python3-pil chromium postgresql)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "pai bootstrap: not a Debian system; make sure libtorch, OpenBLAS and cmake are installed (${packages[*]} on Debian)." >&2

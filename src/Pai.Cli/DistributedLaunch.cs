@@ -32,7 +32,7 @@ internal static class DistributedLaunch
         if (env is null) return Launch(p, nproc);
 
         using var parallel = DataParallel.Join(env);
-        using var store = parallel.IsRoot ? RunCommands.OpenStore(p.GetValue(RunCommands.Results)!) : null;
+        using var store = parallel.IsRoot ? WorkerCommands.OpenStore(p) : null;
         // Rank 0 shows progress and results; the other ranks only compute.
         var record = parallel.IsRoot
             ? ConsoleProgress.Show(progress => DistributedRun.Execute(config, store, parallel, progress, Console.WriteLine))

@@ -29,6 +29,7 @@ internal static class PaiCommand
         root.Subcommands.Add(AutoSCommands.AutoS());
         root.Subcommands.Add(AutoSCommands.Imp());
         root.Subcommands.Add(ReportCommand.Create());
+        WorkerCommands.Register(root, RunCommands.Results);
         // Every command runs with the requested thread count (Debian's libtorch starts with one).
         foreach (var c in root.Subcommands)
             c.Validators.Add(r =>

@@ -17,10 +17,7 @@ internal static class ReportCommand
         cmd.Options.Add(layers);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
-            var dir = Path.GetFullPath(p.GetValue(RunCommands.Results)!);
-            if (!File.Exists(Path.Combine(dir, SqliteRunStore.DatabaseFileName)))
-                throw new ArgumentException($"no results store in {dir}; run `pai sweep` or `pai run` first, or point --results at an existing results directory");
-            using var store = RunCommands.OpenStore(dir);
+            using var store = WorkerCommands.OpenExistingStore(p);
             var keys = p.GetValue(layers);
             WriteReport(store, p.GetValue(output), keys is { Length: > 0 } ? keys : null);
             return 0;
@@ -34,7 +31,7 @@ internal static class ReportCommand
         var runs = store.All();
         if (runs.Count == 0)
         {
-            Console.WriteLine($"the store {store.Directory} holds no runs yet");
+            Console.WriteLine($"the store {store.Location} holds no runs yet");
             return;
         }
         var table = ReportTables.TerminalTable(runs);

@@ -43,8 +43,8 @@ internal static class RunCommands
         {
             var config = PaiHost.Configure(Cli.CriterionAndSparsity(p, o, o.Read(p), required: false));
             if (DistributedLaunch.Run(p, config) is { } exitCode) return exitCode;
-            using var store = OpenStore(p.GetValue(Results)!);
-            var failed = Execute(store, [config]);
+            using var store = WorkerCommands.OpenStore(p);
+            var failed = Execute(store, [config], "run");
             var record = store.Get(config.Key)!;
             if (record.Prune is { } prune)
                 AnsiConsole.MarkupLine($"kept {prune.Density:P2} of prunable weights{(prune.Collapsed.Count > 0 ? $", [yellow]collapsed: {Markup.Escape(string.Join(", ", prune.Collapsed))}[/]" : "")}");
@@ -71,6 +71,7 @@ internal static class RunCommands
             $"{Registry.mainJob.Length} criteria at 90% and 99.5% sparsity, seeds {string.Join(" and ", MainSeeds)}, on the short budget shown below (--epochs, --max-batches, --lr change it).");
         foreach (var opt in new Option[] { criteria, sparsities, seeds, warmups, ablations, noDense, noReport, dryRun }) cmd.Options.Add(opt);
         var o = new ConfigOptions(cmd, AllGroups, MainBudget, nameof(RunConfig.Criterion), nameof(RunConfig.Sparsity), nameof(RunConfig.Ablation));
+        WorkerCommands.AddSweepOptions(cmd);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
             var names = SplitCriteria(p.GetValue(criteria)!);
@@ -102,11 +103,7 @@ internal static class RunCommands
                 Console.WriteLine($"{configs.Count} runs");
                 return 0;
             }
-            using var store = OpenStore(p.GetValue(Results)!);
-            AnsiConsole.MarkupLine($"sweep: {configs.Count} runs ({Markup.Escape(configs[0].Model)} on {Markup.Escape(configs[0].Dataset)}), results in [bold]{Markup.Escape(store.Directory)}[/]");
-            var failed = Execute(store, configs);
-            if (!p.GetValue(noReport)) ReportCommand.WriteReport(store, null);
-            return failed == 0 ? 0 : 1;
+            return WorkerCommands.RunSweep(p, configs, report: !p.GetValue(noReport));
         }));
         return cmd;
     }
@@ -116,9 +113,9 @@ internal static class RunCommands
         text.Contains(';') ? Split(text.Replace(';', '\n'), "--criteria", '\n') : Split(text, "--criteria");
 
     /// <summary>Runs the configs with progress display; returns how many failed.</summary>
-    internal static int Execute(IRunStore store, IReadOnlyList<RunConfig> configs)
+    internal static int Execute(IRunStore store, IReadOnlyList<RunConfig> configs, string sweep)
     {
-        var summary = ConsoleProgress.Show(progress => Pai.Host.Runs.Sweep.Execute(store, configs, progress, line =>
+        var summary = ConsoleProgress.Show(progress => Pai.Host.Runs.Sweep.Execute(store, sweep, configs, progress, line =>
         {
             if (line.Contains(" failed: ")) AnsiConsole.MarkupLine($"[red]{Markup.Escape(line)}[/]");
             else Console.WriteLine(line);
@@ -126,8 +123,6 @@ internal static class RunCommands
         Console.WriteLine($"{summary.Ran} run, {summary.Skipped} skipped, {summary.Failed} failed");
         return summary.Failed;
     }
-
-    internal static SqliteRunStore OpenStore(string directory) => new(Path.GetFullPath(directory));
 
     static List<string> Split(string text, string option, char separator = ',')
     {

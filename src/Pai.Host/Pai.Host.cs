@@ -209,11 +209,14 @@ public static class PaiHost
 
     /// <summary>Prunes then trains one configuration, recorded in the store (a finished run is not repeated).</summary>
     public static SweepSummary Run(RunConfig config, IRunStore store, IRunProgress? progress = null, Action<string>? log = null) =>
-        Sweep([config], store, progress, log);
+        Sweep([config], store, "run", progress, log);
 
-    /// <summary>Runs every configuration not yet finished in the store; resumable and safe in several processes.</summary>
-    public static SweepSummary Sweep(IReadOnlyList<RunConfig> configs, IRunStore store, IRunProgress? progress = null, Action<string>? log = null) =>
-        Runs.Sweep.Execute(store, configs.Select(Configure).ToList(), progress, log);
+    /// <summary>
+    /// Defines the sweep <paramref name="name"/> in the store and works on every configuration not yet
+    /// finished; resumable, and safe with other workers on the same store.
+    /// </summary>
+    public static SweepSummary Sweep(IReadOnlyList<RunConfig> configs, IRunStore store, string name = "main", IRunProgress? progress = null, Action<string>? log = null) =>
+        Runs.Sweep.Execute(store, name, configs.Select(Configure).ToList(), progress, log);
 
     /// <summary>Mask stability and curvature error across probe seeds (see <see cref="Estimation"/>).</summary>
     public static EstimateReport Estimate(RunConfig config, EstimateOptions options) => Estimation.Run(Configure(config), options);

@@ -71,218 +71,9 @@ public sealed class StoreTests(ITestOutputHelper output)
         Assert.Equal(20, back.MaxBatchesPerEpoch);
     }
 
-    // ---- contents ----
+    // Common behaviour of both stores is in StoreContractTests; these are the SQLite store's own.
 
-    [Fact]
-    public void Store_round_trips_a_run_through_its_life()
-    {
-        using var dir = new TempDirectory();
-        var before = DateTimeOffset.UtcNow.AddSeconds(-1);
-        using (var store = new SqliteRunStore(dir.Path))
-        {
-            var dense = new RunConfig { Seed = 3 };
-            Assert.Equal(Snip90.Key, store.Register(Snip90));
-            Assert.Equal(dense.Key, store.Register(dense));
-            Assert.Equal(Snip90.Key, store.Register(Snip90 with { Epochs = 10 })); // same experiment: no second row
-
-            Assert.Null(store.Get("0123456789abcdef"));
-            var pending = store.Get(Snip90.Key)!;
-            Assert.Equal(RunStatus.Pending, pending.Status);
-            Assert.Equal(Snip90.CanonicalJson(), pending.Config.CanonicalJson());
-            Assert.Equal(0, pending.Attempts);
-            Assert.Null(pending.Owner);
-            Assert.Empty(pending.Epochs);
-
-            Assert.True(store.TryClaim(Snip90.Key));
-            Assert.False(store.TryClaim(Snip90.Key)); // held by this store already
-            store.RecordPrune(Snip90.Key, Prune, new Dictionary<string, double> { ["warmup"] = 0.5, ["scoring"] = 2.5 });
-            store.RecordEpoch(Snip90.Key, Epoch(1));
-            store.RecordEpoch(Snip90.Key, Epoch(2));
-            var running = store.Get(Snip90.Key)!;
-            Assert.Equal(RunStatus.Running, running.Status);
-            Assert.Equal(Environment.ProcessId, running.Owner!.ProcessId);
-            Assert.Equal(Environment.MachineName, running.Owner.Host);
-            Assert.Equal([Epoch(1), Epoch(2)], running.Epochs);
-
-            store.Finish(Snip90.Key, new RunRecord
-            {
-                Key = Snip90.Key, Config = Snip90, FinalTop1 = 0.91, FinalTop5 = 0.995, FinalLoss = 0.31,
-                Epochs = [Epoch(2) with { TrainLoss = 99 }, Epoch(3)], // epoch 2 is recorded already and stays
-                PhaseSeconds = new Dictionary<string, double> { ["training"] = 40, ["scoring"] = 3 },
-                Seeds = new Dictionary<string, ulong> { ["init"] = 1, ["data"] = ulong.MaxValue },
-                PaiVersion = "9.9.9", LibtorchVersion = "1.13.1",
-            });
-        }
-
-        using (var store = new SqliteRunStore(dir.Path)) // what was stored survives reopening
-        {
-            var run = store.Get(Snip90.Key)!;
-            Assert.Equal(RunStatus.Finished, run.Status);
-            Assert.Equal([Epoch(1), Epoch(2), Epoch(3)], run.Epochs);
-            Assert.Equal(0.91, run.FinalTop1);
-            Assert.Equal(0.995, run.FinalTop5);
-            Assert.Equal(0.31, run.FinalLoss);
-            Assert.Equal(new Dictionary<string, double> { ["warmup"] = 0.5, ["scoring"] = 3, ["training"] = 40 },
-                run.PhaseSeconds);
-            Assert.Equal(new Dictionary<string, ulong> { ["init"] = 1, ["data"] = ulong.MaxValue }, run.Seeds);
-            Assert.Equal(Prune.Criterion, run.Prune!.Criterion);
-            Assert.Equal(Prune.Layers, run.Prune.Layers);
-            Assert.Equal(Prune.Collapsed, run.Prune.Collapsed);
-            Assert.Equal(Prune.Density, run.Prune.Density);
-            Assert.Equal("9.9.9", run.PaiVersion);
-            Assert.Equal("1.13.1", run.LibtorchVersion);
-            Assert.Null(run.Error);
-            Assert.Equal(1, run.Attempts);
-            Assert.InRange(run.Started!.Value, before, run.Finished!.Value);
-            Assert.InRange(run.Finished.Value, run.Started.Value, DateTimeOffset.UtcNow.AddSeconds(1));
-            Assert.False(store.TryClaim(Snip90.Key));
-            Assert.False(store.TryClaim(Snip90.Key, retryFailed: true)); // finished runs are never claimed again
-
-            var all = store.All();
-            Assert.Equal([Snip90.Key, new RunConfig { Seed = 3 }.Key], all.Select(r => r.Key));
-            Assert.Equal([RunStatus.Finished, RunStatus.Pending], all.Select(r => r.Status));
-            Assert.Equal(run.Epochs, all[0].Epochs);
-            Assert.Empty(all[1].Epochs);
-        }
-    }
-
-    [Fact]
-    public void Failed_runs_are_claimed_again_only_when_retrying_and_start_from_scratch()
-    {
-        using var dir = new TempDirectory();
-        using var store = new SqliteRunStore(dir.Path);
-        var key = store.Register(Snip90);
-        Assert.True(store.TryClaim(key));
-        store.RecordPrune(key, Prune, new Dictionary<string, double> { ["scoring"] = 1 });
-        store.RecordEpoch(key, Epoch(1));
-        store.Fail(key, "out of memory");
-        var failed = store.Get(key)!;
-        Assert.Equal(RunStatus.Failed, failed.Status);
-        Assert.Equal("out of memory", failed.Error);
-        Assert.NotNull(failed.Finished);
-
-        Assert.False(store.TryClaim(key));
-        Assert.True(store.TryClaim(key, retryFailed: true));
-        var retried = store.Get(key)!;
-        Assert.Equal(RunStatus.Running, retried.Status);
-        Assert.Null(retried.Error);
-        Assert.Null(retried.Prune);
-        Assert.Null(retried.Finished);
-        Assert.Empty(retried.Epochs);
-        Assert.Empty(retried.PhaseSeconds);
-        Assert.Equal(2, retried.Attempts);
-    }
-
-    [Fact]
-    public void Recording_an_epoch_twice_is_refused_and_keeps_the_first()
-    {
-        using var dir = new TempDirectory();
-        using var store = new SqliteRunStore(dir.Path);
-        var key = store.Register(Snip90);
-        Assert.True(store.TryClaim(key));
-        store.RecordEpoch(key, Epoch(1));
-        var e = Assert.Throws<RunStoreException>(() => store.RecordEpoch(key, Epoch(1) with { TrainLoss = 7 }));
-        Assert.Contains("epoch 1", e.Message);
-        Assert.Equal([Epoch(1)], store.Get(key)!.Epochs);
-    }
-
-    [Fact]
-    public void Nan_metrics_are_stored()
-    {
-        using var dir = new TempDirectory();
-        using var store = new SqliteRunStore(dir.Path);
-        var key = store.Register(Snip90);
-        Assert.True(store.TryClaim(key));
-        store.RecordEpoch(key, new EpochMetrics(1, double.NaN, 0.1, 0.1, double.NaN, null, null, 1));
-        var epoch = Assert.Single(store.Get(key)!.Epochs);
-        Assert.True(double.IsNaN(epoch.TrainLoss));
-        Assert.Null(epoch.TestLoss); // SQLite keeps NaN as NULL
-        Assert.Equal(0.1, epoch.TrainTop1);
-    }
-
-    // ---- ownership ----
-
-    [Fact]
-    public void Only_the_owner_writes_to_a_run()
-    {
-        using var dir = new TempDirectory();
-        using var owner = new SqliteRunStore(dir.Path);
-        using var other = new SqliteRunStore(dir.Path); // same process, different owner
-        var key = owner.Register(Snip90);
-        Assert.Throws<RunStoreException>(() => owner.TryClaim("0000000000000000"));
-        Assert.Throws<RunClaimLostException>(() => owner.RecordEpoch(key, Epoch(1))); // not claimed yet
-
-        Assert.True(owner.TryClaim(key));
-        Assert.False(other.TryClaim(key)); // its owner (this process) is alive
-        Assert.Throws<RunClaimLostException>(() => other.RecordEpoch(key, Epoch(1)));
-        Assert.Throws<RunClaimLostException>(() => other.RecordPrune(key, Prune, new Dictionary<string, double>()));
-        Assert.Throws<RunClaimLostException>(() => other.Heartbeat(key));
-        Assert.Throws<RunClaimLostException>(() => other.Fail(key, "no"));
-        Assert.Throws<RunClaimLostException>(() => other.Finish(key, new RunRecord { Key = key, Config = Snip90 }));
-        owner.RecordEpoch(key, Epoch(1));
-        var run = owner.Get(key)!;
-        Assert.Equal(RunStatus.Running, run.Status);
-        Assert.Equal([Epoch(1)], run.Epochs);
-        Assert.Null(run.Error);
-    }
-
-    [Fact]
-    public void A_stale_claim_from_another_host_is_taken_over_and_its_owner_refused()
-    {
-        using var dir = new TempDirectory();
-        using var away = new SqliteRunStore(dir.Path, new RunStoreOptions { HostName = "elsewhere" });
-        using var here = new SqliteRunStore(dir.Path, new RunStoreOptions { StaleAfter = TimeSpan.FromHours(1) });
-        var key = away.Register(Snip90);
-        Assert.True(away.TryClaim(key));
-        away.RecordEpoch(key, Epoch(1));
-        away.RecordEpoch(key, Epoch(2));
-        Assert.False(here.TryClaim(key)); // fresh heartbeat
-
-        SetColumn(dir, key, "heartbeat", DateTimeOffset.UtcNow.AddHours(-2).ToUnixTimeMilliseconds());
-        away.Heartbeat(key); // the owner shows it is alive again
-        Assert.False(here.TryClaim(key));
-
-        SetColumn(dir, key, "heartbeat", DateTimeOffset.UtcNow.AddHours(-2).ToUnixTimeMilliseconds());
-        Assert.True(here.TryClaim(key));
-        var taken = here.Get(key)!;
-        Assert.Empty(taken.Epochs); // the earlier attempt's partial epochs are gone
-        Assert.Equal(2, taken.Attempts);
-        Assert.Equal(Environment.MachineName, taken.Owner!.Host);
-
-        var lost = Assert.Throws<RunClaimLostException>(() => away.RecordEpoch(key, Epoch(3)));
-        Assert.Equal(key, lost.Key);
-        Assert.Contains("taken over", lost.Message);
-        Assert.Throws<RunClaimLostException>(() => away.Finish(key, new RunRecord { Key = key, Config = Snip90, FinalTop1 = 0.1 }));
-        Assert.Throws<RunClaimLostException>(() => away.Fail(key, "late"));
-        Assert.Throws<RunClaimLostException>(() => away.Heartbeat(key));
-
-        here.RecordEpoch(key, Epoch(1));
-        here.Finish(key, new RunRecord { Key = key, Config = Snip90, FinalTop1 = 0.9 });
-        var done = here.Get(key)!;
-        Assert.Equal(RunStatus.Finished, done.Status);
-        Assert.Equal(0.9, done.FinalTop1);
-        Assert.Equal([Epoch(1)], done.Epochs);
-        Assert.Null(done.Error);
-    }
-
-    [Fact]
-    public void Keep_alive_refreshes_the_heartbeat_in_the_background()
-    {
-        using var dir = new TempDirectory();
-        using var away = new SqliteRunStore(dir.Path, new RunStoreOptions { HostName = "elsewhere" });
-        using var here = new SqliteRunStore(dir.Path, new RunStoreOptions { StaleAfter = TimeSpan.FromHours(1) });
-        var key = away.Register(Snip90);
-        Assert.True(away.TryClaim(key));
-        var old = DateTimeOffset.FromUnixTimeMilliseconds(DateTimeOffset.UtcNow.AddHours(-2).ToUnixTimeMilliseconds());
-        SetColumn(dir, key, "heartbeat", old.ToUnixTimeMilliseconds());
-        using (away.KeepAlive(key, TimeSpan.FromMilliseconds(50)))
-        {
-            var deadline = DateTime.UtcNow.AddSeconds(10);
-            while (here.Get(key)!.Owner!.Heartbeat == old && DateTime.UtcNow < deadline) Thread.Sleep(20);
-            Assert.InRange(here.Get(key)!.Owner!.Heartbeat, DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddSeconds(1));
-            Assert.False(here.TryClaim(key));
-        }
-    }
+    // ---- ownership by process ----
 
     [Fact]
     public void A_claim_whose_process_id_was_reused_is_taken_over()
@@ -297,26 +88,6 @@ public sealed class StoreTests(ITestOutputHelper output)
         SetColumn(dir, key, "owner_start", "another-boot:12345");
         Assert.True(second.TryClaim(key));
         Assert.Throws<RunClaimLostException>(() => first.RecordEpoch(key, Epoch(1)));
-    }
-
-    [Fact]
-    public void Closing_a_store_returns_its_unfinished_claims_to_pending()
-    {
-        using var dir = new TempDirectory();
-        string key;
-        using (var store = new SqliteRunStore(dir.Path))
-        {
-            key = store.Register(Snip90);
-            var finished = store.Register(Snip90 with { Seed = 2 });
-            Assert.True(store.TryClaim(key));
-            store.RecordEpoch(key, Epoch(1));
-            Assert.True(store.TryClaim(finished));
-            store.Finish(finished, new RunRecord { Key = finished, Config = Snip90 });
-        }
-        using var again = new SqliteRunStore(dir.Path);
-        Assert.Equal([RunStatus.Pending, RunStatus.Finished], again.All().Select(r => r.Status));
-        Assert.True(again.TryClaim(key));
-        Assert.Empty(again.Get(key)!.Epochs);
     }
 
     // ---- several processes ----
@@ -418,7 +189,7 @@ public sealed class StoreTests(ITestOutputHelper output)
         }
         using var connection = Open(Path.Combine(results, "pai.db"));
         Assert.Equal("wal", Query(connection, "PRAGMA journal_mode"));
-        Assert.Equal(1L, Query(connection, "PRAGMA user_version"));
+        Assert.Equal((long)SqliteRunStore.SchemaVersion, Query(connection, "PRAGMA user_version"));
     }
 
     [Fact]
@@ -434,21 +205,49 @@ public sealed class StoreTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void A_database_from_a_newer_pai_or_another_program_is_refused()
+    public void A_database_of_another_program_is_refused()
     {
-        using var dir = new TempDirectory();
-        using (new SqliteRunStore(dir.Path)) { }
-        using (var connection = Open(dir.File("pai.db"))) Query(connection, "PRAGMA user_version = 7");
-        var newer = Assert.Throws<RunStoreException>(() => new SqliteRunStore(dir.Path));
-        Assert.Contains("schema version 7", newer.Message);
-        Assert.Contains(dir.File("pai.db"), newer.Message);
-        Assert.Contains("--results", newer.Message);
-
         using var foreign = new TempDirectory();
         using (var connection = Open(foreign.File("pai.db"))) Query(connection, "CREATE TABLE photos (id INTEGER)");
         var other = Assert.Throws<RunStoreException>(() => new SqliteRunStore(foreign.Path));
         Assert.Contains("not a Pai results store", other.Message);
         Assert.Contains("photos", other.Message);
+    }
+
+    [Fact]
+    public void A_version_1_store_is_refused_until_migrated_and_keeps_its_runs()
+    {
+        using var dir = new TempDirectory();
+        using (var connection = Open(dir.File("pai.db")))
+        {
+            // The schema of version 1, as Pai wrote it before sweeps and fencing tokens.
+            Query(connection, """
+                CREATE TABLE runs (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, config TEXT NOT NULL,
+                    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'finished', 'failed')),
+                    attempts INTEGER NOT NULL DEFAULT 0, owner_pid INTEGER, owner_host TEXT, owner_token TEXT, owner_start TEXT,
+                    heartbeat INTEGER, registered INTEGER NOT NULL, started INTEGER, finished INTEGER, pai_version TEXT,
+                    libtorch_version TEXT, seeds TEXT, phase_seconds TEXT, prune TEXT, final_top1 REAL, final_top5 REAL,
+                    final_loss REAL, error TEXT);
+                CREATE INDEX runs_status ON runs (status);
+                CREATE TABLE epochs (run_key TEXT NOT NULL REFERENCES runs (key) ON DELETE CASCADE, epoch INTEGER NOT NULL,
+                    train_loss REAL, train_top1 REAL, learning_rate REAL, test_loss REAL, test_top1 REAL, test_top5 REAL, seconds REAL,
+                    PRIMARY KEY (run_key, epoch)) WITHOUT ROWID;
+                PRAGMA user_version = 1;
+                """);
+            Query(connection, $"INSERT INTO runs (key, config, status, registered, final_top1) VALUES ('{Snip90.Key}', '{Snip90.CanonicalJson()}', 'finished', 0, 0.75)");
+            Query(connection, $"INSERT INTO runs (key, config, registered) VALUES ('{(Snip90 with { Seed = 2 }).Key}', '{(Snip90 with { Seed = 2 }).CanonicalJson()}', 1)");
+        }
+        var refused = Assert.Throws<RunStoreException>(() => new SqliteRunStore(dir.Path));
+        Assert.Contains("schema version 1", refused.Message);
+        Assert.Contains($"schema version {SqliteRunStore.SchemaVersion}", refused.Message);
+        Assert.Contains($"pai status --results {dir.Path} --migrate", refused.Message);
+
+        using (new SqliteRunStore(dir.Path, new RunStoreOptions { Migrate = true })) { }
+        using var store = new SqliteRunStore(dir.Path);
+        Assert.Equal(0.75, store.Get(Snip90.Key)!.FinalTop1);
+        store.RegisterAll([Snip90, Snip90 with { Seed = 2 }], "old");
+        Assert.Equal((Snip90 with { Seed = 2 }).Key, store.ClaimNext("old"));
+        Assert.Null(store.ClaimNext("old"));
     }
 
     // ---- helpers ----

@@ -25,3 +25,14 @@ public sealed class RunClaimLostException : RunStoreException
     /// <summary>An error for run <paramref name="key"/> with the reason.</summary>
     public RunClaimLostException(string key, string message) : base(message) => Key = key;
 }
+
+/// <summary>
+/// The store's database cannot be reached (server down, network lost) or stopped answering. Nothing
+/// of the failed statement was written; runs this worker held are reclaimed by other workers when
+/// their lease expires. Start the worker again once the database is back.
+/// </summary>
+public sealed class RunStoreUnavailableException : RunStoreException
+{
+    /// <summary>An error naming the store and the fix, with the driver's error.</summary>
+    public RunStoreUnavailableException(string message, Exception inner) : base(message, inner) { }
+}

@@ -6,16 +6,24 @@ using Microsoft.Data.Sqlite;
 
 namespace Pai.Host.Runs;
 
-/// <summary>How a <see cref="SqliteRunStore"/> shares its database with other processes.</summary>
+/// <summary>How a run store shares its database with other processes.</summary>
 public sealed record RunStoreOptions
 {
     /// <summary>
-    /// A run claimed on another host is taken over when its heartbeat is at least this old
-    /// (default 15 minutes). Claims on this host are judged by whether their process still exists,
-    /// not by this. Owners refresh the heartbeat with every record, with
-    /// <see cref="SqliteRunStore.Heartbeat"/>, or in the background with <see cref="SqliteRunStore.KeepAlive"/>.
+    /// The lease: a claimed run is taken over when its holder has not renewed it for this long
+    /// (default 15 minutes). <see cref="SqliteRunStore"/> applies it to claims made on other hosts
+    /// (claims on this host are judged by whether their process still exists);
+    /// <see cref="PostgresRunStore"/> applies it to every claim, by the database server's clock.
+    /// Holders renew it with every record, with <see cref="IRunStore.Heartbeat"/>, or in the
+    /// background with <see cref="IRunStore.KeepAlive"/>.
     /// </summary>
     public TimeSpan StaleAfter { get; init; } = TimeSpan.FromMinutes(15);
+
+    /// <summary>
+    /// Upgrade a store written with an older schema version in place (default false: such a store is
+    /// refused with an error naming both versions and this fix). Stop workers of the older Pai first.
+    /// </summary>
+    public bool Migrate { get; init; }
 
     /// <summary>How long a statement waits for another process's write to finish (default 60 s).</summary>
     public TimeSpan BusyTimeout { get; init; } = TimeSpan.FromSeconds(60);
@@ -53,9 +61,12 @@ public sealed class SqliteRunStore : IRunStore
     public const string DatabaseFileName = "pai.db";
 
     /// <summary>The schema version this code writes (SQLite <c>PRAGMA user_version</c>).</summary>
-    public const int SchemaVersion = 1;
+    public const int SchemaVersion = 2;
 
-    const string Schema = """
+    // Migrations[i] takes the schema from version i to version i + 1; an empty file gets all of them.
+    static readonly string[] Migrations =
+    [
+        """
         CREATE TABLE runs (
             id INTEGER PRIMARY KEY,
             key TEXT NOT NULL UNIQUE,
@@ -94,18 +105,19 @@ public sealed class SqliteRunStore : IRunStore
             seconds REAL,
             PRIMARY KEY (run_key, epoch)
         ) WITHOUT ROWID;
-        """;
-
-    const string RunColumns = """
-        key, config, status, attempts, owner_pid, owner_host, heartbeat, started, finished,
-        pai_version, libtorch_version, seeds, phase_seconds, prune, final_top1, final_top5, final_loss, error
-        """;
-
-    static readonly JsonSerializerOptions Json = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
+        """,
+        // 2: named sweeps (workers claim the next run of a sweep) and fencing tokens.
+        """
+        ALTER TABLE runs ADD COLUMN fence INTEGER;
+        CREATE TABLE sweep_runs (
+            sweep TEXT NOT NULL,
+            run_key TEXT NOT NULL REFERENCES runs (key) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (sweep, run_key)
+        ) WITHOUT ROWID;
+        CREATE INDEX sweep_runs_key ON sweep_runs (run_key);
+        """,
+    ];
 
     readonly SqliteConnection db;
     readonly Lock gate = new();
@@ -113,6 +125,8 @@ public sealed class SqliteRunStore : IRunStore
     readonly int processId = Environment.ProcessId;
     readonly string processStart;
     readonly string token = Guid.NewGuid().ToString("N");
+    // The fencing token of each run this store holds: a claim's writes carry it, a takeover replaces it.
+    readonly Dictionary<string, long> held = [];
     bool disposed;
 
     /// <summary>
@@ -128,16 +142,7 @@ public sealed class SqliteRunStore : IRunStore
         DatabasePath = Path.Combine(Directory, DatabaseFileName);
         processStart = ProcessIdentity.StartStamp(processId)
             ?? throw new RunStoreException($"cannot read this process's start time (process {processId})");
-        try
-        {
-            foreach (var sub in new[] { "masks", "checkpoints", "scores" })
-                System.IO.Directory.CreateDirectory(Path.Combine(Directory, sub));
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new RunStoreException(
-                $"cannot create the results directory {Directory}: {e.Message}. Choose another --results directory.", e);
-        }
+        RunRows.CreateArtifactDirectory(Directory, "--results");
 
         db = new SqliteConnection(new SqliteConnectionStringBuilder
         {
@@ -161,7 +166,9 @@ public sealed class SqliteRunStore : IRunStore
                 {
                     var version = Convert.ToInt32(Scalar("PRAGMA user_version"), CultureInfo.InvariantCulture);
                     CheckVersion(version);
-                    if (version == 0) CreateSchema();
+                    if (version == 0) RequireEmpty();
+                    for (var v = version; v < SchemaVersion; v++) Execute(Migrations[v]);
+                    if (version < SchemaVersion) Execute($"PRAGMA user_version = {SchemaVersion}");
                     return 0;
                 });
                 return 0;
@@ -180,8 +187,11 @@ public sealed class SqliteRunStore : IRunStore
     /// <summary>The database file (<c>pai.db</c> in <see cref="Directory"/>).</summary>
     public string DatabasePath { get; }
 
-    /// <summary>The options this store was opened with.</summary>
+    /// <inheritdoc/>
     public RunStoreOptions Options => options;
+
+    /// <inheritdoc/>
+    public string Location => $"--results {Directory}";
 
     /// <inheritdoc/>
     public string MaskPath(string key) => FileBeside("masks", key, ".safetensors");
@@ -195,16 +205,15 @@ public sealed class SqliteRunStore : IRunStore
     /// <inheritdoc/>
     public string Register(RunConfig config) => RegisterAll([config])[0];
 
-    /// <summary>
-    /// Adds every config as Pending unless the store already knows its key, in one transaction
-    /// (much faster than one <see cref="Register"/> per config for a sweep). Returns the keys in order.
-    /// </summary>
-    public IReadOnlyList<string> RegisterAll(IEnumerable<RunConfig> configs)
+    /// <inheritdoc/>
+    public IReadOnlyList<string> RegisterAll(IEnumerable<RunConfig> configs, string? sweep = null, bool requeueFailed = false)
     {
         var list = configs.ToList();
         return Write(() =>
         {
             var keys = new List<string>(list.Count);
+            var next = Convert.ToInt64(Scalar("SELECT coalesce(max(position), -1) + 1 FROM sweep_runs WHERE sweep = $sweep",
+                ("$sweep", sweep ?? "")), CultureInfo.InvariantCulture);
             foreach (var config in list)
             {
                 var key = config.Key;
@@ -212,6 +221,15 @@ public sealed class SqliteRunStore : IRunStore
                     INSERT INTO runs (key, config, registered) VALUES ($key, $config, $now)
                     ON CONFLICT (key) DO NOTHING
                     """, ("$key", key), ("$config", config.CanonicalJson()), ("$now", NowMs()));
+                if (sweep is not null)
+                    next += Execute("INSERT INTO sweep_runs (sweep, run_key, position) VALUES ($sweep, $key, $position) ON CONFLICT DO NOTHING",
+                        ("$sweep", sweep), ("$key", key), ("$position", next));
+                if (requeueFailed)
+                    Execute("""
+                        UPDATE runs SET status = 'pending', owner_pid = NULL, owner_host = NULL, owner_token = NULL,
+                            owner_start = NULL, heartbeat = NULL
+                        WHERE key = $key AND status = 'failed'
+                        """, ("$key", key));
                 keys.Add(key);
             }
             return keys;
@@ -231,23 +249,54 @@ public sealed class SqliteRunStore : IRunStore
         {
             RunStatus.Pending => true,
             RunStatus.Failed => retryFailed,
-            RunStatus.Running => OwnerIsGone(run),
+            RunStatus.Running => OwnerIsGone(key, run),
             _ => false,
         };
         if (!claimable) return false;
+        Claim(key);
+        return true;
+    });
+
+    /// <inheritdoc/>
+    public string? ClaimNext(string? sweep = null, IReadOnlyCollection<string>? among = null) => Write(() =>
+    {
+        using var command = sweep is null
+            ? Command("SELECT key FROM runs WHERE status IN ('pending', 'running') ORDER BY id")
+            : Command("""
+                SELECT r.key FROM sweep_runs s JOIN runs r ON r.key = s.run_key
+                WHERE s.sweep = $sweep AND r.status IN ('pending', 'running') ORDER BY s.position
+                """, ("$sweep", sweep));
+        var candidates = new List<string>();
+        using (var r = command.ExecuteReader())
+            while (r.Read()) candidates.Add(r.GetString(0));
+        foreach (var key in among is null ? candidates : candidates.Where(among.Contains))
+        {
+            var run = ReadOwnership(key);
+            if (run.Status == RunStatus.Pending || (run.Status == RunStatus.Running && OwnerIsGone(key, run)))
+            {
+                Claim(key);
+                return key;
+            }
+        }
+        return null;
+    });
+
+    void Claim(string key)
+    {
         Execute("DELETE FROM epochs WHERE run_key = $key", ("$key", key));
         var now = NowMs();
+        var fence = Convert.ToInt64(Scalar("SELECT coalesce(max(fence), 0) + 1 FROM runs"), CultureInfo.InvariantCulture);
         Execute("""
-            UPDATE runs SET status = 'running', attempts = attempts + 1,
+            UPDATE runs SET status = 'running', attempts = attempts + 1, fence = $fence,
                 owner_pid = $pid, owner_host = $host, owner_token = $token, owner_start = $start,
                 heartbeat = $now, started = $now, finished = NULL,
                 pai_version = $pai, libtorch_version = NULL, seeds = NULL, phase_seconds = NULL,
                 prune = NULL, final_top1 = NULL, final_top5 = NULL, final_loss = NULL, error = NULL
             WHERE key = $key
-            """, ("$key", key), ("$pid", processId), ("$host", options.HostName), ("$token", token),
+            """, ("$key", key), ("$fence", fence), ("$pid", processId), ("$host", options.HostName), ("$token", token),
             ("$start", processStart), ("$now", now), ("$pai", PaiHost.Version));
-        return true;
-    });
+        held[key] = fence;
+    }
 
     /// <inheritdoc/>
     public void Heartbeat(string key) => Write(() =>
@@ -257,21 +306,8 @@ public sealed class SqliteRunStore : IRunStore
         return 0;
     });
 
-    /// <summary>
-    /// Refreshes the heartbeat of a claimed run in the background every <paramref name="interval"/>
-    /// (default: a quarter of <see cref="RunStoreOptions.StaleAfter"/>) until disposed, for phases
-    /// that record nothing for a long time. A lost claim is not reported here: the next record,
-    /// <see cref="Finish"/> or <see cref="Fail"/> throws <see cref="RunClaimLostException"/>.
-    /// </summary>
-    public IDisposable KeepAlive(string key, TimeSpan? interval = null)
-    {
-        var period = interval ?? TimeSpan.FromTicks(Math.Max(options.StaleAfter.Ticks / 4, TimeSpan.TicksPerSecond));
-        return new Timer(_ =>
-        {
-            // An exception escaping a timer callback would end the process; the claim's loss surfaces at the next write.
-            try { Heartbeat(key); } catch (Exception) { }
-        }, null, period, period);
-    }
+    /// <inheritdoc/>
+    public IDisposable KeepAlive(string key, TimeSpan? interval = null) => RunLease.KeepAlive(this, options.StaleAfter, key, interval);
 
     /// <inheritdoc/>
     /// <remarks>
@@ -295,7 +331,7 @@ public sealed class SqliteRunStore : IRunStore
         RequireOwner(key);
         var phases = MergePhases(key, phaseSeconds);
         Execute("UPDATE runs SET prune = $prune, phase_seconds = $phases, heartbeat = $now WHERE key = $key",
-            ("$key", key), ("$prune", JsonSerializer.Serialize(prune, Json)), ("$phases", phases), ("$now", NowMs()));
+            ("$key", key), ("$prune", JsonSerializer.Serialize(prune, RunRows.Json)), ("$phases", phases), ("$now", NowMs()));
         return 0;
     });
 
@@ -319,9 +355,9 @@ public sealed class SqliteRunStore : IRunStore
             WHERE key = $key
             """, ("$key", key), ("$now", now), ("$top1", final.FinalTop1), ("$top5", final.FinalTop5),
             ("$loss", final.FinalLoss),
-            ("$seeds", final.Seeds.Count > 0 ? JsonSerializer.Serialize(final.Seeds, Json) : null),
+            ("$seeds", final.Seeds.Count > 0 ? JsonSerializer.Serialize(final.Seeds, RunRows.Json) : null),
             ("$phases", MergePhases(key, final.PhaseSeconds)),
-            ("$prune", final.Prune is null ? null : JsonSerializer.Serialize(final.Prune, Json)),
+            ("$prune", final.Prune is null ? null : JsonSerializer.Serialize(final.Prune, RunRows.Json)),
             ("$pai", final.PaiVersion), ("$libtorch", final.LibtorchVersion));
         return 0;
     });
@@ -341,7 +377,7 @@ public sealed class SqliteRunStore : IRunStore
     public RunRecord? Get(string key) => Read(() =>
     {
         var epochs = ReadEpochs("WHERE run_key = $key", ("$key", key));
-        using var command = Command($"SELECT {RunColumns} FROM runs WHERE key = $key", ("$key", key));
+        using var command = Command($"SELECT {RunRows.RunColumns} FROM runs WHERE key = $key", ("$key", key));
         using var reader = command.ExecuteReader();
         return reader.Read() ? ReadRun(reader, epochs) : null;
     });
@@ -350,11 +386,30 @@ public sealed class SqliteRunStore : IRunStore
     public IReadOnlyList<RunRecord> All() => Read(() =>
     {
         var epochs = ReadEpochs("");
-        using var command = Command($"SELECT {RunColumns} FROM runs ORDER BY id");
+        using var command = Command($"SELECT {RunRows.RunColumns} FROM runs ORDER BY id");
         using var reader = command.ExecuteReader();
         var runs = new List<RunRecord>();
         while (reader.Read()) runs.Add(ReadRun(reader, epochs));
         return runs;
+    });
+
+    /// <inheritdoc/>
+    public IReadOnlyList<SweepStatus> Status() => Read(() =>
+    {
+        var now = NowMs();
+        using var command = Command("""
+            SELECT coalesce(s.sweep, ''), r.key, r.config, r.status, r.owner_pid, r.owner_host, r.heartbeat, r.attempts
+            FROM runs r LEFT JOIN sweep_runs s ON s.run_key = r.key
+            ORDER BY coalesce(s.sweep, ''), coalesce(s.position, r.id)
+            """);
+        using var r = command.ExecuteReader();
+        var rows = new List<RunStatusRow>();
+        while (r.Read())
+            rows.Add(new RunStatusRow(r.GetString(0), r.GetString(1), r.GetString(2), ParseStatus(r.GetString(3)),
+                r.IsDBNull(4) ? null : r.GetInt32(4), r.IsDBNull(5) ? null : r.GetString(5),
+                r.IsDBNull(6) ? null : DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(6)),
+                r.IsDBNull(6) ? null : TimeSpan.FromMilliseconds(now - r.GetInt64(6)), r.GetInt32(7)));
+        return RunStatusRow.Summarize(rows);
     });
 
     /// <summary>
@@ -375,6 +430,7 @@ public sealed class SqliteRunStore : IRunStore
                     """, ("$token", token));
             }
             catch (SqliteException) { } // closing must not fail; the claim then looks abandoned to others
+            held.Clear();
             disposed = true;
             db.Dispose();
         }
@@ -382,12 +438,12 @@ public sealed class SqliteRunStore : IRunStore
 
     // ---- ownership ----
 
-    sealed record Ownership(RunStatus Status, int? Pid, string? Host, string? Token, string? Start, long? Heartbeat);
+    sealed record Ownership(RunStatus Status, int? Pid, string? Host, string? Token, string? Start, long? Heartbeat, long? Fence);
 
     Ownership ReadOwnership(string key)
     {
         using var command = Command(
-            "SELECT status, owner_pid, owner_host, owner_token, owner_start, heartbeat FROM runs WHERE key = $key",
+            "SELECT status, owner_pid, owner_host, owner_token, owner_start, heartbeat, fence FROM runs WHERE key = $key",
             ("$key", key));
         using var r = command.ExecuteReader();
         if (!r.Read())
@@ -395,13 +451,16 @@ public sealed class SqliteRunStore : IRunStore
         return new Ownership(ParseStatus(r.GetString(0)),
             r.IsDBNull(1) ? null : r.GetInt32(1), r.IsDBNull(2) ? null : r.GetString(2),
             r.IsDBNull(3) ? null : r.GetString(3), r.IsDBNull(4) ? null : r.GetString(4),
-            r.IsDBNull(5) ? null : r.GetInt64(5));
+            r.IsDBNull(5) ? null : r.GetInt64(5), r.IsDBNull(6) ? null : r.GetInt64(6));
     }
 
-    bool OwnerIsGone(Ownership run)
+    bool Holds(string key, Ownership run) =>
+        run.Status == RunStatus.Running && run.Token == token && held.TryGetValue(key, out var fence) && run.Fence == fence;
+
+    bool OwnerIsGone(string key, Ownership run)
     {
-        if (run.Token == token) return false; // this store holds it
-        if (run.Host == options.HostName)
+        if (Holds(key, run)) return false;
+        if (run.Host == options.HostName && run.Token != token)
             return run.Pid is not { } pid || ProcessIdentity.StartStamp(pid) != run.Start;
         return run.Heartbeat is not { } beat || NowMs() - beat >= (long)options.StaleAfter.TotalMilliseconds;
     }
@@ -409,46 +468,29 @@ public sealed class SqliteRunStore : IRunStore
     void RequireOwner(string key)
     {
         var run = ReadOwnership(key);
-        if (run.Status == RunStatus.Running && run.Token == token) return;
-        var mine = run.Token == token;
-        var holder = $"process {run.Pid} on {run.Host}";
-        throw new RunClaimLostException(key, run.Status switch
-        {
-            RunStatus.Running =>
-                $"run {key} was taken over by {holder} (this process's claim looked abandoned); stop working on it",
-            RunStatus.Pending => $"run {key} is not claimed by this process: claim it with TryClaim first",
-            RunStatus.Finished => mine
-                ? $"run {key} is already finished"
-                : $"run {key} was taken over and finished by {holder}; stop working on it",
-            _ => mine
-                ? $"run {key} has already failed"
-                : $"run {key} was taken over by {holder} and failed there; stop working on it",
-        });
+        if (Holds(key, run)) return;
+        held.TryGetValue(key, out var mine);
+        throw new RunClaimLostException(key, RunLease.LostMessage(key, run.Status, held.ContainsKey(key) ? mine : null, run.Fence,
+            $"process {run.Pid} on {run.Host}"));
     }
 
     // ---- schema ----
 
     void CheckVersion(int version)
     {
-        if (version > SchemaVersion)
-            throw new RunStoreException(
-                $"The results database {DatabasePath} has schema version {version}, newer than this Pai " +
-                $"({PaiHost.Version}, schema version {SchemaVersion}) can read. Use the newer Pai that wrote it, " +
-                "or choose another --results directory.");
         if (version < 0)
             throw new RunStoreException(
                 $"{DatabasePath} is not a Pai results database (user_version {version}). Choose another --results directory.");
+        RunLease.CheckSchema(DatabasePath, Location, version == 0 ? null : version, SchemaVersion, options.Migrate);
     }
 
-    void CreateSchema()
+    void RequireEmpty()
     {
-        using (var command = Command("SELECT group_concat(name, ', ') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
-            if (command.ExecuteScalar() is string tables && tables.Length > 0)
-                throw new RunStoreException(
-                    $"{DatabasePath} is an SQLite database but not a Pai results store (it holds {tables}). " +
-                    "Choose another --results directory.");
-        Execute(Schema);
-        Execute($"PRAGMA user_version = {SchemaVersion}");
+        using var command = Command("SELECT group_concat(name, ', ') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'");
+        if (command.ExecuteScalar() is string tables && tables.Length > 0)
+            throw new RunStoreException(
+                $"{DatabasePath} is an SQLite database but not a Pai results store (it holds {tables}). " +
+                "Choose another --results directory.");
     }
 
     // ---- rows ----
@@ -462,81 +504,22 @@ public sealed class SqliteRunStore : IRunStore
         ("$lr", m.LearningRate), ("$testLoss", m.TestLoss), ("$testTop1", m.TestTop1), ("$testTop5", m.TestTop5),
         ("$seconds", m.Seconds));
 
-    string MergePhases(string key, IReadOnlyDictionary<string, double> phases)
-    {
-        var stored = Scalar("SELECT phase_seconds FROM runs WHERE key = $key", ("$key", key)) as string;
-        var merged = stored is null
-            ? new SortedDictionary<string, double>(StringComparer.Ordinal)
-            : new SortedDictionary<string, double>(
-                JsonSerializer.Deserialize<Dictionary<string, double>>(stored, Json)!, StringComparer.Ordinal);
-        foreach (var (phase, seconds) in phases) merged[phase] = seconds;
-        return JsonSerializer.Serialize(merged, Json);
-    }
+    string MergePhases(string key, IReadOnlyDictionary<string, double> phases) =>
+        RunRows.MergePhases(Scalar("SELECT phase_seconds FROM runs WHERE key = $key", ("$key", key)) as string, phases);
 
     Dictionary<string, List<EpochMetrics>> ReadEpochs(string where, params (string Name, object? Value)[] args)
     {
-        using var command = Command($"""
-            SELECT run_key, epoch, train_loss, train_top1, learning_rate, test_loss, test_top1, test_top5, seconds
-            FROM epochs {where} ORDER BY run_key, epoch
-            """, args);
+        using var command = Command($"SELECT {RunRows.EpochColumns} FROM epochs {where} ORDER BY run_key, epoch", args);
         using var r = command.ExecuteReader();
-        var byRun = new Dictionary<string, List<EpochMetrics>>();
-        while (r.Read())
-        {
-            var key = r.GetString(0);
-            if (!byRun.TryGetValue(key, out var list)) byRun[key] = list = [];
-            list.Add(new EpochMetrics(r.GetInt32(1), Real(r, 2), Real(r, 3), Real(r, 4),
-                NullableReal(r, 5), NullableReal(r, 6), NullableReal(r, 7), Real(r, 8)));
-        }
-        return byRun;
+        return RunRows.ReadEpochs(r);
     }
 
-    static RunRecord ReadRun(SqliteDataReader r, Dictionary<string, List<EpochMetrics>> epochs)
-    {
-        var key = r.GetString(0);
-        string? Text(int i) => r.IsDBNull(i) ? null : r.GetString(i);
-        DateTimeOffset? Time(int i) => r.IsDBNull(i) ? null : DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(i));
-        T? FromJson<T>(int i) where T : class => Text(i) is { } json ? JsonSerializer.Deserialize<T>(json, Json) : null;
-        return new RunRecord
-        {
-            Key = key,
-            Config = RunConfig.FromJson(r.GetString(1)),
-            Status = ParseStatus(r.GetString(2)),
-            Attempts = r.GetInt32(3),
-            Owner = r.IsDBNull(4) ? null : new RunOwner(r.GetInt32(4), r.GetString(5), Time(6) ?? default),
-            Started = Time(7),
-            Finished = Time(8),
-            PaiVersion = Text(9),
-            LibtorchVersion = Text(10),
-            Seeds = FromJson<Dictionary<string, ulong>>(11) ?? new Dictionary<string, ulong>(),
-            PhaseSeconds = FromJson<Dictionary<string, double>>(12) ?? new Dictionary<string, double>(),
-            Prune = FromJson<PruneSummary>(13),
-            FinalTop1 = NullableReal(r, 14),
-            FinalTop5 = NullableReal(r, 15),
-            FinalLoss = NullableReal(r, 16),
-            Error = Text(17),
-            Epochs = epochs.TryGetValue(key, out var list) ? list : [],
-        };
-    }
+    static RunRecord ReadRun(SqliteDataReader r, Dictionary<string, List<EpochMetrics>> epochs) =>
+        RunRows.ReadRun(r, epochs, (reader, i) => DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(i)));
 
-    static double Real(SqliteDataReader r, int i) => r.IsDBNull(i) ? double.NaN : r.GetDouble(i);
-    static double? NullableReal(SqliteDataReader r, int i) => r.IsDBNull(i) ? null : r.GetDouble(i);
+    static RunStatus ParseStatus(string status) => RunRows.ParseStatus(status);
 
-    static RunStatus ParseStatus(string status) => status switch
-    {
-        "pending" => RunStatus.Pending,
-        "running" => RunStatus.Running,
-        "finished" => RunStatus.Finished,
-        "failed" => RunStatus.Failed,
-        _ => throw new RunStoreException($"unknown run status '{status}' in the results database"),
-    };
-
-    string FileBeside(string folder, string name, string extension)
-    {
-        if (string.IsNullOrEmpty(name) || name[0] == '.' || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
-            throw new ArgumentException($"'{name}' is not a valid key for a file name (letters, digits, '-', '_', '.')", nameof(name));
-        return Path.Combine(Directory, folder, name + extension);
-    }
+    string FileBeside(string folder, string name, string extension) => RunRows.ArtifactPath(Directory, folder, name, extension);
 
     // ---- SQL plumbing ----
 

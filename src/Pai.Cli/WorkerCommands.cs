@@ -1,0 +1,233 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using Pai.Host.Runs;
+using Spectre.Console;
+
+namespace Pai.Cli;
+
+/// <summary>
+/// Where runs are stored and who works on them: `--store URL` and `--artifacts DIR` (everywhere
+/// `--results` is accepted), `pai worker`, `pai status`, and the sweep options `--sweep`,
+/// `--enqueue`, `--workers` and `--lease`.
+/// </summary>
+internal static class WorkerCommands
+{
+    internal static readonly Option<string?> Store = new("--store")
+    {
+        Description = "a PostgreSQL run store shared by workers on several machines (postgresql://user@host:port/database); default: the SQLite store in --results",
+        Recursive = true,
+    };
+
+    internal static readonly Option<string?> Artifacts = new("--artifacts")
+    {
+        Description = "where masks, checkpoints and cached scores go with --store: a directory every worker and the report can read (default: --results)",
+        Recursive = true,
+    };
+
+    static readonly Option<string> SweepName = new("--sweep")
+    {
+        Description = "the sweep's name in the store (workers join it by this name)",
+        DefaultValueFactory = _ => "main",
+    };
+
+    static readonly Option<string?> WorkerSweep = new("--sweep") { Description = "work only on this sweep (default: any run in the store)" };
+
+    static readonly Option<bool> Enqueue = new("--enqueue") { Description = "define the sweep in the store and return; `pai worker` runs it" };
+
+    static readonly Option<int> Workers = new("--workers")
+    {
+        Description = "local worker processes, each with its share of the cores (--threads sets each one's threads)",
+        DefaultValueFactory = _ => 1,
+    };
+
+    static readonly Option<double> Lease = new("--lease")
+    {
+        Description = "seconds a claimed run stays held without a renewal before other workers take it over (renewed every quarter of it)",
+        DefaultValueFactory = _ => new RunStoreOptions().StaleAfter.TotalSeconds,
+    };
+
+    static readonly Option<bool> Migrate = new("--migrate") { Description = "upgrade a store written by an older Pai to this Pai's schema" };
+
+    /// <summary>Registers the global options and the `worker` and `status` commands.</summary>
+    internal static void Register(RootCommand root, Option<string> results)
+    {
+        root.Options.Add(Store);
+        root.Options.Add(Artifacts);
+        root.Subcommands.Add(Worker(results));
+        root.Subcommands.Add(StatusCommand(results));
+    }
+
+    /// <summary>The options `pai sweep` takes for naming, enqueueing and local workers.</summary>
+    internal static void AddSweepOptions(Command sweep)
+    {
+        foreach (var option in new Option[] { SweepName, Enqueue, Workers, Lease }) sweep.Options.Add(option);
+    }
+
+    /// <summary>The store named by --store (or --results), opened for writing.</summary>
+    internal static IRunStore OpenStore(ParseResult p, bool migrate = false) =>
+        RunStores.Open(p.GetValue(Store), p.GetValue(RunCommands.Results)!, p.GetValue(Artifacts), Options(p, migrate));
+
+    /// <summary>The store named by --store or --results, which must exist already (for `report` and `status`).</summary>
+    internal static IRunStore OpenExistingStore(ParseResult p, bool migrate = false)
+    {
+        if (p.GetValue(Store) is null)
+        {
+            var dir = Path.GetFullPath(p.GetValue(RunCommands.Results)!);
+            if (!File.Exists(Path.Combine(dir, SqliteRunStore.DatabaseFileName)))
+                throw new ArgumentException($"no results store in {dir}; run `pai sweep` or `pai run` first, or point --results (or --store) at an existing store");
+        }
+        return OpenStore(p, migrate);
+    }
+
+    static RunStoreOptions Options(ParseResult p, bool migrate)
+    {
+        var lease = p.GetResult(Lease) is null ? new RunStoreOptions().StaleAfter.TotalSeconds : p.GetValue(Lease);
+        if (!(lease > 0)) throw new ArgumentException($"--lease must be a positive number of seconds, got {lease}");
+        return new RunStoreOptions { StaleAfter = TimeSpan.FromSeconds(lease), Migrate = migrate };
+    }
+
+    /// <summary>
+    /// `pai sweep` after its grid is built: define it in the store and return (--enqueue), run it in
+    /// N local worker processes (--workers N), or work on it in this process; then the report.
+    /// </summary>
+    internal static int RunSweep(ParseResult p, IReadOnlyList<RunConfig> configs, bool report)
+    {
+        var name = p.GetValue(SweepName)!;
+        var workers = p.GetValue(Workers);
+        if (workers < 1) throw new ArgumentException($"--workers must be at least 1, got {workers}");
+        using var store = OpenStore(p);
+        AnsiConsole.MarkupLine($"sweep {Markup.Escape(name)}: {configs.Count} runs ({Markup.Escape(configs[0].Model)} on {Markup.Escape(configs[0].Dataset)}), " +
+                               $"store {Markup.Escape(store.Location)}, artifacts in [bold]{Markup.Escape(store.Directory)}[/]");
+        int failed;
+        if (p.GetValue(Enqueue) || workers > 1)
+        {
+            var before = store.Status().FirstOrDefault(s => s.Sweep == name)?.Total ?? 0;
+            Sweep.Define(store, name, configs);
+            var after = store.Status().First(s => s.Sweep == name);
+            Console.WriteLine($"sweep {name}: {after.Total - before} runs added ({after.Pending} pending, {after.Running} running, {after.Finished} finished, {after.Failed} failed)");
+            if (p.GetValue(Enqueue))
+            {
+                Console.WriteLine($"start workers with: pai worker {store.Location} --sweep {name}{(store is PostgresRunStore ? $" --artifacts {store.Directory}" : "")}");
+                return 0;
+            }
+            failed = RunLocalWorkers(p, store, name, workers);
+        }
+        else failed = RunCommands.Execute(store, configs, name);
+        if (report) ReportCommand.WriteReport(store, null);
+        return failed == 0 ? 0 : 1;
+    }
+
+    static Command Worker(Option<string> results)
+    {
+        var cmd = new Command("worker",
+            "Work on the runs of a sweep in the store (--store URL for workers on several machines): claim the next pending run, " +
+            "run it with its lease renewed, record it, until none is left. A run whose worker died is taken over when its lease expires.");
+        foreach (var option in new Option[] { WorkerSweep, Workers, Lease }) cmd.Options.Add(option);
+        cmd.SetAction(p => Cli.Guard(p, () =>
+        {
+            var workers = p.GetValue(Workers);
+            if (workers < 1) throw new ArgumentException($"--workers must be at least 1, got {workers}");
+            using var store = OpenStore(p);
+            var sweep = p.GetValue(WorkerSweep);
+            if (workers > 1) return RunLocalWorkers(p, store, sweep, workers) == 0 ? 0 : 1;
+            Console.WriteLine($"worker {Environment.ProcessId} on {store.Options.HostName}: {(sweep is null ? "every sweep" : $"sweep {sweep}")} of {store.Location}, " +
+                              $"lease {store.Options.StaleAfter.TotalSeconds:0.#} s");
+            var summary = ConsoleProgress.Show(progress => Sweep.Work(store, sweep, progress, Log));
+            Console.WriteLine($"{summary.Ran} run, {summary.Failed} failed, {summary.Lost} lost to other workers");
+            return summary.Failed == 0 ? 0 : 1;
+        }));
+        return cmd;
+    }
+
+    static Command StatusCommand(Option<string> results)
+    {
+        var cmd = new Command("status", "Runs pending, running (with worker and time since its last lease renewal), finished and failed, per sweep.");
+        cmd.Options.Add(Migrate);
+        cmd.SetAction(p => Cli.Guard(p, () =>
+        {
+            using var store = OpenExistingStore(p, p.GetValue(Migrate));
+            if (p.GetValue(Migrate)) Console.WriteLine($"{store.Location}: schema is current");
+            var sweeps = store.Status();
+            if (sweeps.Count == 0)
+            {
+                Console.WriteLine($"the store {store.Location} holds no runs yet");
+                return 0;
+            }
+            var table = new Table().Border(TableBorder.Rounded).AddColumns("sweep", "pending", "running", "finished", "failed", "total");
+            foreach (var s in sweeps)
+                table.AddRow(Markup.Escape(s.Sweep.Length == 0 ? "(no sweep)" : s.Sweep), s.Pending.ToString(), s.Running.ToString(),
+                    s.Finished.ToString(), s.Failed > 0 ? $"[red]{s.Failed}[/]" : "0", s.Total.ToString());
+            AnsiConsole.Write(table);
+            var held = sweeps.SelectMany(s => s.Held.Select(r => (s.Sweep, Run: r))).ToList();
+            if (held.Count > 0)
+            {
+                var running = new Table().Border(TableBorder.Rounded).AddColumns("sweep", "run", "config", "worker", "last renewal", "attempt");
+                foreach (var (sweep, r) in held)
+                    running.AddRow(Markup.Escape(sweep), r.Key, Markup.Escape(r.Label), Markup.Escape($"{r.Owner.ProcessId}@{r.Owner.Host}"),
+                        $"{r.HeartbeatAge.TotalSeconds:0} s ago{(r.HeartbeatAge > store.Options.StaleAfter ? " (lease expired)" : "")}", r.Attempts.ToString());
+                AnsiConsole.Write(running);
+            }
+            Console.WriteLine($"store {store.Location}, artifacts in {store.Directory}");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    static void Log(string line)
+    {
+        if (line.Contains(" failed: ")) AnsiConsole.MarkupLine($"[red]{Markup.Escape(line)}[/]");
+        else if (line.Contains(" lost: ")) AnsiConsole.MarkupLine($"[yellow]{Markup.Escape(line)}[/]");
+        else Console.WriteLine(line);
+    }
+
+    /// <summary>
+    /// Starts <paramref name="count"/> `pai worker` processes on this machine, each with its share
+    /// of the cores (or --threads each), relays their output, and waits. Returns how many failed.
+    /// </summary>
+    static int RunLocalWorkers(ParseResult p, IRunStore store, string? sweep, int count)
+    {
+        var threads = p.GetResult(PaiCommand.Threads) is { Implicit: false } ? p.GetValue(PaiCommand.Threads) : Math.Max(1, Environment.ProcessorCount / count);
+        Console.WriteLine($"starting {count} worker processes with {threads} thread{(threads == 1 ? "" : "s")} each");
+        var args = new List<string> { "worker", "--threads", threads.ToString(CultureInfo.InvariantCulture),
+            "--lease", store.Options.StaleAfter.TotalSeconds.ToString(CultureInfo.InvariantCulture) };
+        if (store is PostgresRunStore) args.AddRange(["--store", p.GetValue(Store)!, "--artifacts", store.Directory]);
+        else args.AddRange(["--results", store.Directory]);
+        if (sweep is not null) args.AddRange(["--sweep", sweep]);
+        var children = Enumerable.Range(1, count).Select(i => StartSelf(args, $"[worker {i}] ")).ToList();
+        try
+        {
+            foreach (var child in children) child.WaitForExit();
+            var failed = children.Count(c => c.ExitCode != 0);
+            Console.WriteLine($"{count} workers done{(failed > 0 ? $", {failed} exited with an error" : "")}");
+            return failed;
+        }
+        finally
+        {
+            foreach (var child in children)
+            {
+                if (!child.HasExited) child.Kill(entireProcessTree: true);
+                child.Dispose();
+            }
+        }
+    }
+
+    // This program again: the apphost, or `dotnet exec pai.dll` when run through the dotnet host.
+    static Process StartSelf(IEnumerable<string> args, string prefix)
+    {
+        var self = Environment.ProcessPath ?? "dotnet";
+        var psi = new ProcessStartInfo(self) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (Path.GetFileNameWithoutExtension(self) == "dotnet")
+        {
+            psi.ArgumentList.Add("exec");
+            psi.ArgumentList.Add(typeof(WorkerCommands).Assembly.Location);
+        }
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        var process = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start a worker process ({self})");
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) Console.WriteLine(prefix + e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Console.Error.WriteLine(prefix + e.Data); };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return process;
+    }
+}
