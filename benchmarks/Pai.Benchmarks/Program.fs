@@ -19,6 +19,14 @@ let usage =
       weights and scoring batches, with the largest relative difference of the two results.
       --criterion-batches scores the named criteria on their first K scoring batches only.
 
+  exact-scoring [--models lenet5,resnet20] [--criteria fisher_obd,hutch_obd,hts,snip,grasp]
+           [--repeats 3] [--threads N] [--per-class 10] [--pai-batch 1000] [--probes 10]
+           [--samples resnet20=10] [--python /usr/bin/python3]
+      Pai's batched per-sample statistics and exact Hessian diagonal (large eval-mode batches)
+      against the second-order paper's algorithm in PyTorch (batch 1, 10 Hutchinson probes per
+      sample, T=200), on the same weights and samples: time ratios, the estimators' relative error
+      and Spearman against the exact diagonal, peak RSS. --samples limits a model's samples.
+
 Threads default to every core for both sides."""
 
 [<EntryPoint>]
@@ -27,6 +35,7 @@ let main argv =
     | "training" :: rest -> Training.run (Args.Parse rest)
     | "training-worker" :: rest -> Training.worker (Args.Parse rest)
     | "scoring" :: rest -> Scoring.run (Args.Parse rest)
+    | "exact-scoring" :: rest -> Scoring.runExact (Args.Parse rest)
     | _ ->
         eprintfn "%s" usage
         2
