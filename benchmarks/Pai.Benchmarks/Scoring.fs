@@ -367,13 +367,24 @@ let run (args: Args) =
 
 /// The criteria `exact-scoring` compares: Pai's name, the worker's name for the paper's algorithm.
 let exactCriteria =
-    [ "fisher_obd", "fisher_obd"; "hutch_obd", "hutch_obd"; "hts", "hts_t200"; "snip", "snip"; "grasp", "grasp" ]
+    [
+        "fisher_obd", "fisher_obd"
+        "hutch_obd", "hutch_obd"
+        "hts", "hts_t200"
+        "snip", "snip"
+        "grasp", "grasp"
+    ]
 
 /// The scoring samples of `batches` as batches of at most `size` (one large eval-mode batch by default).
 let private rebatch (size: int) (batches: Batch list) : Batch list =
     use _scope = new DisposeScope()
-    let inputs = Libtorch.Cat(batches |> List.map (fun b -> b.Inputs) |> List.toArray, 0L)
-    let targets = Libtorch.Cat(batches |> List.map (fun b -> b.Targets) |> List.toArray, 0L)
+
+    let inputs =
+        Libtorch.Cat(batches |> List.map (fun b -> b.Inputs) |> List.toArray, 0L)
+
+    let targets =
+        Libtorch.Cat(batches |> List.map (fun b -> b.Targets) |> List.toArray, 0L)
+
     let n = targets.NumEl
 
     [
@@ -399,16 +410,21 @@ let private exactScores (model: IModelView) (batches: Batch list) (name: string)
         | "hts" ->
             let g = Estimators.meanGradient model 200.0 batches
             let h = PerSample.exactHessianDiagonal model 200.0 batches
-            List.map3 (fun (w: Tensor) gi hi -> (w * gi + half w hi).Abs()) ws g h
-        | "snip" -> List.map2 (fun (w: Tensor) g -> (w * g).Abs()) ws (Estimators.meanGradient model 1.0 batches)
-        | "grasp" -> List.map2 (*) ws (Estimators.hessianGradient model 200.0 batches)
+            List.map3 (fun (w: Tensor) (gi: Tensor) hi -> (w * gi + half w hi).Abs()) ws g h
+        | "snip" ->
+            List.map2 (fun (w: Tensor) (g: Tensor) -> (w * g).Abs()) ws (Estimators.meanGradient model 1.0 batches)
+        | "grasp" ->
+            List.map2 (fun (w: Tensor) (hg: Tensor) -> w * hg) ws (Estimators.hessianGradient model 200.0 batches)
         | _ -> failwithf "exact-scoring knows %A, not '%s'" (List.map fst exactCriteria) name
 
     result |> List.map (fun t -> t.MoveToOuterScope())
 
 let private flatFloats (ts: Tensor list) =
     use _scope = new DisposeScope()
-    ts |> List.map (fun t -> t.To(DType.Float64).Flatten().ToArray<float>()) |> Array.concat
+
+    ts
+    |> List.map (fun t -> t.To(DType.Float64).Flatten().ToArray<float>())
+    |> Array.concat
 
 /// Pai's batched/exact estimators against the second-order paper's algorithm in PyTorch (per
 /// sample, `probes` Hutchinson probes, T = 200; its per-sample Fisher loop; SNIP and GraSP at
@@ -424,14 +440,15 @@ let runExact (args: Args) =
     let probes = args.Int("probes", 10)
     Libtorch.SetNumThreads threads
 
-    // --samples resnet20=10: score that model on its first K samples (both sides), for the
-    // paper's per-sample Hutchinson, which costs minutes per call on resnet20.
+    // --samples hutch_obd=10,hts=10: score those criteria on the first K samples (both sides),
+    // for the paper's per-sample Hutchinson, which costs minutes per call on resnet20. The
+    // accuracy table uses hutch_obd's samples.
     let sampleLimits =
         args.List("samples", [])
         |> List.map (fun kv ->
             match kv.Split('=') with
             | [| k; v |] -> k, int v
-            | _ -> failwithf "--samples takes model=count pairs, got '%s'" kv)
+            | _ -> failwithf "--samples takes criterion=count pairs, got '%s'" kv)
         |> Map.ofList
 
     printfn
@@ -462,9 +479,18 @@ let runExact (args: Args) =
         net.Training <- false
         use subset = ScoringSubset.Create(data, perClass, 0UL, 1)
         let all = List.ofSeq subset
-        let samples = sampleLimits |> Map.tryFind m |> Option.defaultValue all.Length |> min all.Length
-        let singles = List.truncate samples all
-        let paiBatches = rebatch paiBatch singles
+
+        let samplesOf name =
+            sampleLimits
+            |> Map.tryFind name
+            |> Option.defaultValue all.Length
+            |> min all.Length
+
+        let singles = all
+
+        let batchesOf name =
+            rebatch paiBatch (List.truncate (samplesOf name) all)
+
         let dir = Directory.CreateTempSubdirectory("pai-bench-exact-").FullName
 
         try
@@ -486,21 +512,35 @@ let runExact (args: Args) =
                     ]
                 )
 
-            printfn "%s: %d scoring samples (PyTorch: %d batches of 1; Pai: %d batch(es)), %d prunable weights" m samples singles.Length paiBatches.Length net.PrunableCount
+            printfn
+                "%s: %d scoring samples (PyTorch: batches of 1; Pai: batches of up to %d), %d prunable weights"
+                m
+                singles.Length
+                paiBatch
+                net.PrunableCount
 
             // Accuracy of the curvature estimators against the exact diagonal at T = 200 (the
             // Hutchinson criteria's) and T = 1, all on the same samples.
             do
                 use _scope = new DisposeScope()
+                let k = samplesOf "hutch_obd"
+                let paiBatches = batchesOf "hutch_obd"
                 let exact200 = flatFloats (PerSample.exactHessianDiagonal net 200.0 paiBatches)
                 let exact1 = flatFloats (PerSample.exactHessianDiagonal net 1.0 paiBatches)
                 let fisher = flatFloats (PerSample.fisherDiagonal net paiBatches)
                 let path = Path.Combine(dir, "hdiag.bin")
-                worker.Ask($"dump hutch_diag %s{path}") |> ignore
+                worker.Ask($"dump hutch_diag %s{path} %d{k}") |> ignore
                 let hutch = readFloats path |> Array.map float
+
                 let row what (estimate: float[]) (exact: float[]) =
-                    [ m; what; (Stability.relativeError estimate exact).ToString("0.000e0", inv); f3 (Stability.spearman estimate exact) ]
-                accuracy.Add(row "paper's Hutchinson (10 probes/sample), T=200" hutch exact200)
+                    [
+                        m
+                        what
+                        (Stability.relativeError estimate exact).ToString("0.000e0", inv)
+                        f3 (Stability.spearman estimate exact)
+                    ]
+
+                accuracy.Add(row $"paper's Hutchinson (%d{probes} probes/sample, %d{k} samples), T=200" hutch exact200)
                 accuracy.Add(row "Pai exact (Gauss-Newton identity), T=200" exact200 exact200)
                 accuracy.Add(row "empirical Fisher vs exact H at T=1" fisher exact1)
 
@@ -508,10 +548,17 @@ let runExact (args: Args) =
 
             for name in criteria do
                 let torchName = exactCriteria |> List.find (fst >> (=) name) |> snd
-                let run () = exactScores net paiBatches name |> List.iter (fun t -> t.Dispose())
-                let mine = (use _s = new DisposeScope() in flatFloats (exactScores net paiBatches name))
+                let k = samplesOf name
+                let paiBatches = batchesOf name
+
+                let run () =
+                    exactScores net paiBatches name |> List.iter (fun t -> t.Dispose())
+
+                let mine =
+                    (use _s = new DisposeScope() in flatFloats (exactScores net paiBatches name))
+
                 let path = Path.Combine(dir, $"scores-%s{name}.bin")
-                worker.Ask($"dump %s{torchName} %s{path}") |> ignore
+                worker.Ask($"dump %s{torchName} %s{path} %d{k}") |> ignore
                 let theirs = readFloats path |> Array.map float
                 let diff = relativeDifference (Array.map float32 mine) (Array.map float32 theirs)
                 let rho = Stability.spearman theirs mine
@@ -527,7 +574,7 @@ let runExact (args: Args) =
                         paiCpu.Add cpu
 
                     let b () =
-                        let answer = worker.Ask($"run %s{torchName} 1")
+                        let answer = worker.Ask($"run %s{torchName} 1 %d{k}")
                         torch.Add(answer.GetProperty("seconds").GetDouble())
                         torchCpu.Add(answer.GetProperty("cpu_seconds").GetDouble())
 
@@ -539,10 +586,11 @@ let runExact (args: Args) =
                         a ()
 
                 let p, t = median pai, median torch
+                let label = $"%s{name} (%d{k})"
 
                 printfn
-                    "  %-10s Pai %s s  PyTorch %s s  ratio %s  CPU-time ratio %s  max rel. diff %.1e  Spearman %.3f  (load %s)"
-                    name
+                    "  %-16s Pai %s s  PyTorch %s s  ratio %s  CPU-time ratio %s  max rel. diff %.1e  Spearman %.3f  (load %s)"
+                    label
                     (secs p)
                     (secs t)
                     (f3 (p / t))
@@ -551,12 +599,21 @@ let runExact (args: Args) =
                     rho
                     (loadAverage ())
 
-                rows.Add [ name; secs p; secs t; f3 (p / t); f3 (median paiCpu / median torchCpu); diff.ToString("0.0e0", inv); f3 rho ]
+                rows.Add
+                    [
+                        label
+                        secs p
+                        secs t
+                        f3 (p / t)
+                        f3 (median paiCpu / median torchCpu)
+                        diff.ToString("0.0e0", inv)
+                        f3 rho
+                    ]
 
             let torchRss = worker.Ask("rss").GetProperty("max_rss_mb").GetDouble()
             let paiRss = peakRssMb ()
             rows.Add [ "peak RSS MB"; f1 paiRss; f1 torchRss; f3 (paiRss / torchRss); ""; ""; "" ]
-            tables.Add((m, samples, List.ofSeq rows))
+            tables.Add((m, List.ofSeq rows))
         finally
             try
                 Directory.Delete(dir, true)
@@ -566,12 +623,20 @@ let runExact (args: Args) =
     printfn ""
     printfn "medians over %d repeats; load average at end: %s" repeats (loadAverage ())
 
-    for m, samples, rows in tables do
+    for m, rows in tables do
         printfn ""
-        printfn "%s (%d samples)" m samples
+        printfn "%s (criterion (samples scored))" m
 
         printTable
-            [ "criterion"; "Pai s"; "PyTorch s"; "time ratio"; "CPU-time ratio"; "max rel. diff"; "Spearman" ]
+            [
+                "criterion"
+                "Pai s"
+                "PyTorch s"
+                "time ratio"
+                "CPU-time ratio"
+                "max rel. diff"
+                "Spearman"
+            ]
             rows
 
     printfn ""

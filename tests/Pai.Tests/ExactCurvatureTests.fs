@@ -97,7 +97,11 @@ let private checkAgainstHvps (model: Model) (batches: Batch list) (perLayer: int
     let nonZero =
         inScope (fun () ->
             PerSample.exactHessianDiagonal view 1.0 batches
-            |> List.map (fun d -> Tensors.toFloats d |> Array.indexed |> Array.filter (fun (_, v) -> v <> 0.0) |> Array.map fst))
+            |> List.map (fun d ->
+                Tensors.toFloats d
+                |> Array.indexed
+                |> Array.filter (fun (_, v) -> v <> 0.0)
+                |> Array.map fst))
 
     let draw (n: int64) (count: int) =
         let idx = Libtorch.RandInt(0L, n, [| int64 count |], gen)
@@ -114,7 +118,11 @@ let private checkAgainstHvps (model: Model) (batches: Batch list) (perLayer: int
                     [ 0L .. n - 1L ]
                 else
                     let anywhere = draw n (perLayer / 2)
-                    let active = draw (int64 (max 1 nz.Length)) (perLayer - perLayer / 2) |> Array.map (fun j -> int64 nz.[int j])
+
+                    let active =
+                        draw (int64 (max 1 nz.Length)) (perLayer - perLayer / 2)
+                        |> Array.map (fun j -> int64 nz.[int j])
+
                     Array.append anywhere active |> Array.distinct |> List.ofArray
         ]
 
@@ -126,7 +134,12 @@ let private checkAgainstHvps (model: Model) (batches: Batch list) (perLayer: int
         for (name, ks), e, r in List.zip3 (List.zip [ for kv in view.Prunable -> kv.Key ] indices) exact reference do
             let all = Tensors.toFloats e
             let picked = ks |> List.map (fun k -> all.[int k]) |> Array.ofList
-            Assert.True(norm r > 0.0, $"%s{model.Name} %s{name} T=%g{t}: the sampled HVP diagonal is all zero; pick other weights")
+
+            Assert.True(
+                norm r > 0.0,
+                $"%s{model.Name} %s{name} T=%g{t}: the sampled HVP diagonal is all zero; pick other weights"
+            )
+
             let err = relativeError r picked
 
             Assert.True(
@@ -137,10 +150,14 @@ let private checkAgainstHvps (model: Model) (batches: Batch list) (perLayer: int
 [<Fact>]
 let ``exact Hessian diagonal equals unit-vector HVPs on lenet300 and lenet5 at T 1 and 200`` () =
     // Small images keep it fast: lenet300 on 1×6×6 (fc1 36→300), lenet5 on 1×16×16.
-    use lenet300 = ModelZoo.Create("lenet300", options (InputShape(1, 6, 6)) DType.Float64)
+    use lenet300 =
+        ModelZoo.Create("lenet300", options (InputShape(1, 6, 6)) DType.Float64)
+
     checkAgainstHvps lenet300 (randomBatches 5UL (InputShape(1, 6, 6)) DType.Float64 [ 3; 2 ]) 12
 
-    use lenet5 = ModelZoo.Create("lenet5", options (InputShape(1, 16, 16)) DType.Float64)
+    use lenet5 =
+        ModelZoo.Create("lenet5", options (InputShape(1, 16, 16)) DType.Float64)
+
     checkAgainstHvps lenet5 (randomBatches 6UL (InputShape(1, 16, 16)) DType.Float64 [ 3; 2 ]) 12
 
 [<Fact>]
@@ -204,7 +221,10 @@ let ``batched conv per-sample squares equal explicit per-sample gradients`` () =
     for stride, padding, dilation, groups in [ 1, 0, 1, 1; 2, 1, 1, 2; 1, 2, 2, 1; 3, 1, 2, 4 ] do
         use _case = new DisposeScope()
         let x = Libtorch.Randn([| 5L; 4L; 9L; 10L |], gen, DType.Float64)
-        let w = Libtorch.Randn([| 8L; 4L / int64 groups; 3L; 3L |], gen, DType.Float64).RequiresGrad_()
+
+        let w =
+            Libtorch.Randn([| 8L; 4L / int64 groups; 3L; 3L |], gen, DType.Float64).RequiresGrad_()
+
         let y = Functional.Conv2d(x, w, null, stride, padding, dilation, groups)
         let delta = Libtorch.Randn(y.Shape, gen, DType.Float64)
 
@@ -220,7 +240,9 @@ let ``batched conv per-sample squares equal explicit per-sample gradients`` () =
         let explicitSum = Libtorch.Zeros(w.Shape, DType.Float64)
 
         for i in 0L .. 4L do
-            let yi = Functional.Conv2d(x.Narrow(0L, i, 1L), w, null, stride, padding, dilation, groups)
+            let yi =
+                Functional.Conv2d(x.Narrow(0L, i, 1L), w, null, stride, padding, dilation, groups)
+
             let gi = Autograd.Grad((yi * delta.Narrow(0L, i, 1L)).Sum(), [| w |]).[0]
             explicitSum.AddCMul_(gi, gi) |> ignore
 
@@ -255,7 +277,11 @@ let ``Hutchinson's mean converges to the exact diagonal as one over root probes`
 
     let few, many = errorAt 4 31UL, errorAt 64 32UL
     let ratio = few / many
-    Assert.True(ratio >= 2.5 && ratio <= 6.5, $"error %g{few} at 4 probes, %g{many} at 64: ratio %g{ratio}, expected about 4")
+
+    Assert.True(
+        ratio >= 2.5 && ratio <= 6.5,
+        $"error %g{few} at 4 probes, %g{many} at 64: ratio %g{ratio}, expected about 4"
+    )
 
 [<Fact>]
 let ``the exact method refuses the ViT with a message that names the fix`` () =
@@ -302,3 +328,40 @@ let ``batched statistics stay within their chunk bound on resnet18`` () =
         growth < unchunked / 2L,
         $"peak RSS grew by %d{growth / 1_048_576L} MiB; the unchunked per-sample gradients alone take %d{unchunked / 1_048_576L} MiB"
     )
+
+[<Fact>]
+let ``the top-classes approximation stays below the exact diagonal and its error shrinks with more classes`` () =
+    use _scope = new DisposeScope()
+    use model = ModelZoo.Create("lenet5", options (InputShape(1, 16, 16)) DType.Float64)
+    let view = model :> IModelView
+    let batches = randomBatches 18UL (InputShape(1, 16, 16)) DType.Float64 [ 5 ]
+
+    for t in [ 1.0; 200.0 ] do
+        let exact =
+            PerSample.exactHessianDiagonal view t batches
+            |> List.map Tensors.toFloats
+            |> Array.concat
+
+        let errorWith k =
+            let approx =
+                PerSample.topClassesHessianDiagonal view t k batches
+                |> List.map Tensors.toFloats
+                |> Array.concat
+
+            // Dropped columns only remove squares: the approximation never exceeds the exact value.
+            Assert.True(
+                Array.forall2 (fun a e -> a <= e * (1.0 + 1e-12) + 1e-300) approx exact,
+                $"T=%g{t} k=%d{k}: above exact"
+            )
+
+            relativeError exact approx
+
+        // (With every class it is exactHessianDiagonal itself: that calls it with all classes.)
+        let errors = [ for k in [ 1; 4 ] -> errorWith k ]
+
+        Assert.True(
+            List.pairwise errors |> List.forall (fun (a, b) -> b <= a),
+            $"T=%g{t}: errors %A{errors} should shrink"
+        )
+
+        Assert.True(errors.[0] > 1e-6, $"T=%g{t}: one class should not already be exact (%g{errors.[0]})")
