@@ -14,6 +14,7 @@ of synflow and global top-k (stable, pruned weights score -inf) at density d^(k/
 Protocol (stdin → stdout, one JSON line per command):
   dump <criterion> <path> [K]  compute once, write the flat float32 result (prunable order) to path
   run <criterion> <n> [K]      compute n times, answer {"seconds": ..., "cpu_seconds": ...} per computation
+  rss                          answer {"max_rss_mb": ...}, this process's peak resident set size
   (K: use only the first K scoring batches)
   quit
 """
@@ -228,6 +229,20 @@ class Criteria:
         h = self.hutchinson(200.0)
         return [(w * gi + w.square() * hi * 0.5).abs() for w, gi, hi in zip(self.detached(), g, h)]
 
+    # ---- the second-order paper's algorithm (Pai.Benchmarks exact-scoring) -------------------
+    # Run on batches of one sample, `hutchinson` is the paper's estimator as its code computes it:
+    # per sample, the create_graph gradient of the T=200 loss contracted with `probes` Rademacher
+    # vectors, the probe mean of z*Hz summed over samples (each sample's loss divided by N).
+
+    def hutch_diag(self):
+        return self.hutchinson(200.0)
+
+    def hts_t200(self):
+        """hts with both terms from the T=200 loss (DESIGN.md section 5), as the paper's code."""
+        g = self.mean_gradient(200.0)
+        h = self.hutchinson(200.0)
+        return [(w * gi + w.square() * hi * 0.5).abs() for w, gi, hi in zip(self.detached(), g, h)]
+
     def get(self, name):
         if name.startswith('synflow_x'):
             return self.synflow_prune
@@ -254,6 +269,10 @@ def main():
             continue
         if parts[0] == 'quit':
             break
+        if parts[0] == 'rss':
+            import resource
+            print(json.dumps({'max_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}), flush=True)
+            continue
         f = crit.get(parts[1])
         crit.use_batches(int(parts[3]) if len(parts) > 3 else None)
         if parts[0] == 'dump':

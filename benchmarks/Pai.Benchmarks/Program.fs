@@ -26,6 +26,14 @@ let usage =
       PIL + numpy with as many worker processes (benchmarks/pil_loader.py), A/B interleaved; then
       whether a resnet18 training step waits for the loader (--steps 0 skips that).
 
+  exact-scoring [--models lenet5,resnet20] [--criteria fisher_obd,hutch_obd,hts,snip,grasp]
+           [--repeats 3] [--threads N] [--per-class 10] [--pai-batch 1000] [--probes 10]
+           [--samples resnet20=10] [--python /usr/bin/python3]
+      Pai's batched per-sample statistics and exact Hessian diagonal (large eval-mode batches)
+      against the second-order paper's algorithm in PyTorch (batch 1, 10 Hutchinson probes per
+      sample, T=200), on the same weights and samples: time ratios, the estimators' relative error
+      and Spearman against the exact diagonal, peak RSS. --samples limits a model's samples.
+
 Threads default to every core for both sides (loader: 2)."""
 
 [<EntryPoint>]
@@ -35,6 +43,7 @@ let main argv =
     | "training-worker" :: rest -> Training.worker (Args.Parse rest)
     | "scoring" :: rest -> Scoring.run (Args.Parse rest)
     | "loader" :: rest -> Loader.run (Args.Parse rest)
+    | "exact-scoring" :: rest -> Scoring.runExact (Args.Parse rest)
     | _ ->
         eprintfn "%s" usage
         2

@@ -373,3 +373,284 @@ let run (args: Args) =
             rows
 
     0
+
+// ---- exact curvature and batched per-sample statistics (issue 12) ------------------------------
+
+/// The criteria `exact-scoring` compares: Pai's name, the worker's name for the paper's algorithm.
+let exactCriteria =
+    [
+        "fisher_obd", "fisher_obd"
+        "hutch_obd", "hutch_obd"
+        "hts", "hts_t200"
+        "snip", "snip"
+        "grasp", "grasp"
+    ]
+
+/// The scoring samples of `batches` as batches of at most `size` (one large eval-mode batch by default).
+let private rebatch (size: int) (batches: Batch list) : Batch list =
+    use _scope = new DisposeScope()
+
+    let inputs =
+        Libtorch.Cat(batches |> List.map (fun b -> b.Inputs) |> List.toArray, 0L)
+
+    let targets =
+        Libtorch.Cat(batches |> List.map (fun b -> b.Targets) |> List.toArray, 0L)
+
+    let n = targets.NumEl
+
+    [
+        for start in 0L .. int64 size .. n - 1L ->
+            let k = min (int64 size) (n - start)
+
+            {
+                Inputs = inputs.Narrow(0L, start, k).Contiguous().DetachFromScope()
+                Targets = targets.Narrow(0L, start, k).Contiguous().DetachFromScope()
+            }
+    ]
+
+/// Pai's batched and exact estimators behind each criterion, on `batches` (large, eval mode).
+let private exactScores (model: IModelView) (batches: Batch list) (name: string) : Tensor list =
+    use _scope = new DisposeScope()
+    let ws = [ for kv in model.Prunable -> kv.Value.Detach() ]
+    let half (w: Tensor) (d: Tensor) = w.Square() * d * 0.5
+
+    let result =
+        match name with
+        | "fisher_obd" -> List.map2 half ws (PerSample.fisherDiagonal model batches)
+        | "hutch_obd" -> List.map2 half ws (PerSample.exactHessianDiagonal model 200.0 batches)
+        | "hts" ->
+            let g = Estimators.meanGradient model 200.0 batches
+            let h = PerSample.exactHessianDiagonal model 200.0 batches
+            List.map3 (fun (w: Tensor) (gi: Tensor) hi -> (w * gi + half w hi).Abs()) ws g h
+        | "snip" ->
+            List.map2 (fun (w: Tensor) (g: Tensor) -> (w * g).Abs()) ws (Estimators.meanGradient model 1.0 batches)
+        | "grasp" ->
+            List.map2 (fun (w: Tensor) (hg: Tensor) -> w * hg) ws (Estimators.hessianGradient model 200.0 batches)
+        | _ -> failwithf "exact-scoring knows %A, not '%s'" (List.map fst exactCriteria) name
+
+    result |> List.map (fun t -> t.MoveToOuterScope())
+
+let private flatFloats (ts: Tensor list) =
+    use _scope = new DisposeScope()
+
+    ts
+    |> List.map (fun t -> t.To(DType.Float64).Flatten().ToArray<float>())
+    |> Array.concat
+
+/// Pai's batched/exact estimators against the second-order paper's algorithm in PyTorch (per
+/// sample, `probes` Hutchinson probes, T = 200; its per-sample Fisher loop; SNIP and GraSP at
+/// batch 1), on the same weights and scoring samples; prints time ratios, each estimator's
+/// relative error and Spearman against the exact diagonal, and peak RSS.
+let runExact (args: Args) =
+    let models = args.List("models", [ "lenet5"; "resnet20" ])
+    let criteria = args.List("criteria", List.map fst exactCriteria)
+    let repeats = args.Int("repeats", 3)
+    let threads = args.Int("threads", Environment.ProcessorCount)
+    let perClass = args.Int("per-class", 10)
+    let paiBatch = args.Int("pai-batch", 1000)
+    let probes = args.Int("probes", 10)
+    Libtorch.SetNumThreads threads
+
+    // --samples hutch_obd=10,hts=10: score those criteria on the first K samples (both sides),
+    // for the paper's per-sample Hutchinson, which costs minutes per call on resnet20. The
+    // accuracy table uses hutch_obd's samples.
+    let sampleLimits =
+        args.List("samples", [])
+        |> List.map (fun kv ->
+            match kv.Split('=') with
+            | [| k; v |] -> k, int v
+            | _ -> failwithf "--samples takes criterion=count pairs, got '%s'" kv)
+        |> Map.ofList
+
+    printfn
+        "exact-scoring benchmark: models %s, %d samples per class; PyTorch: the paper's algorithm at batch 1, %d probes, T=200; Pai: batched/exact at batch %d; threads %d, %d repeats (A/B interleaved)"
+        (String.Join(",", models))
+        perClass
+        probes
+        paiBatch
+        threads
+        repeats
+
+    printfn "load average at start: %s (%d cores)" (loadAverage ()) Environment.ProcessorCount
+    let tables = ResizeArray()
+    let accuracy = ResizeArray()
+
+    for m in models do
+        use data =
+            match m with
+            | "lenet5"
+            | "lenet300" -> DatasetRegistry.FashionMnist(DatasetSplit.Train)
+            | _ -> cifarLike 2000 0UL
+
+        let shape = InputShape(data.Channels, data.Height, data.Width)
+
+        use net =
+            ModelZoo.Create(m, ModelOptions(InputShape = shape, Classes = data.NumClasses, Seed = 0UL))
+
+        net.Training <- false
+        use subset = ScoringSubset.Create(data, perClass, 0UL, 1)
+        let all = List.ofSeq subset
+
+        let samplesOf name =
+            sampleLimits
+            |> Map.tryFind name
+            |> Option.defaultValue all.Length
+            |> min all.Length
+
+        let singles = all
+
+        let batchesOf name =
+            rebatch paiBatch (List.truncate (samplesOf name) all)
+
+        let dir = Directory.CreateTempSubdirectory("pai-bench-exact-").FullName
+
+        try
+            export dir net singles 1
+
+            use worker =
+                new LineWorker(
+                    python args,
+                    [
+                        Path.Combine(benchmarksDir (), "torch_scoring.py")
+                        "--dir"
+                        dir
+                        "--threads"
+                        string threads
+                        "--oracles"
+                        oraclesDir ()
+                        "--probes"
+                        string probes
+                    ]
+                )
+
+            printfn
+                "%s: %d scoring samples (PyTorch: batches of 1; Pai: batches of up to %d), %d prunable weights"
+                m
+                singles.Length
+                paiBatch
+                net.PrunableCount
+
+            // Accuracy of the curvature estimators against the exact diagonal at T = 200 (the
+            // Hutchinson criteria's) and T = 1, all on the same samples.
+            do
+                use _scope = new DisposeScope()
+                let k = samplesOf "hutch_obd"
+                let paiBatches = batchesOf "hutch_obd"
+                let exact200 = flatFloats (PerSample.exactHessianDiagonal net 200.0 paiBatches)
+                let exact1 = flatFloats (PerSample.exactHessianDiagonal net 1.0 paiBatches)
+                let fisher = flatFloats (PerSample.fisherDiagonal net paiBatches)
+                let path = Path.Combine(dir, "hdiag.bin")
+                worker.Ask($"dump hutch_diag %s{path} %d{k}") |> ignore
+                let hutch = readFloats path |> Array.map float
+
+                let row what (estimate: float[]) (exact: float[]) =
+                    [
+                        m
+                        what
+                        (Stability.relativeError estimate exact).ToString("0.000e0", inv)
+                        f3 (Stability.spearman estimate exact)
+                    ]
+
+                accuracy.Add(row $"paper's Hutchinson (%d{probes} probes/sample, %d{k} samples), T=200" hutch exact200)
+                accuracy.Add(row "Pai exact (Gauss-Newton identity), T=200" exact200 exact200)
+                accuracy.Add(row "empirical Fisher vs exact H at T=1" fisher exact1)
+
+            let rows = ResizeArray()
+
+            for name in criteria do
+                let torchName = exactCriteria |> List.find (fst >> (=) name) |> snd
+                let k = samplesOf name
+                let paiBatches = batchesOf name
+
+                let run () =
+                    exactScores net paiBatches name |> List.iter (fun t -> t.Dispose())
+
+                let mine =
+                    (use _s = new DisposeScope() in flatFloats (exactScores net paiBatches name))
+
+                let path = Path.Combine(dir, $"scores-%s{name}.bin")
+                worker.Ask($"dump %s{torchName} %s{path} %d{k}") |> ignore
+                let theirs = readFloats path |> Array.map float
+                let diff = relativeDifference (Array.map float32 mine) (Array.map float32 theirs)
+                let rho = Stability.spearman theirs mine
+                let pai = ResizeArray()
+                let torch = ResizeArray()
+                let paiCpu = ResizeArray()
+                let torchCpu = ResizeArray()
+
+                for r in 1..repeats do
+                    let a () =
+                        let wall, cpu = measure run 1
+                        pai.Add wall
+                        paiCpu.Add cpu
+
+                    let b () =
+                        let answer = worker.Ask($"run %s{torchName} 1 %d{k}")
+                        torch.Add(answer.GetProperty("seconds").GetDouble())
+                        torchCpu.Add(answer.GetProperty("cpu_seconds").GetDouble())
+
+                    if r % 2 = 1 then
+                        a ()
+                        b ()
+                    else
+                        b ()
+                        a ()
+
+                let p, t = median pai, median torch
+                let label = $"%s{name} (%d{k})"
+
+                printfn
+                    "  %-16s Pai %s s  PyTorch %s s  ratio %s  CPU-time ratio %s  max rel. diff %.1e  Spearman %.3f  (load %s)"
+                    label
+                    (secs p)
+                    (secs t)
+                    (f3 (p / t))
+                    (f3 (median paiCpu / median torchCpu))
+                    diff
+                    rho
+                    (loadAverage ())
+
+                rows.Add
+                    [
+                        label
+                        secs p
+                        secs t
+                        f3 (p / t)
+                        f3 (median paiCpu / median torchCpu)
+                        diff.ToString("0.0e0", inv)
+                        f3 rho
+                    ]
+
+            let torchRss = worker.Ask("rss").GetProperty("max_rss_mb").GetDouble()
+            let paiRss = peakRssMb ()
+            rows.Add [ "peak RSS MB"; f1 paiRss; f1 torchRss; f3 (paiRss / torchRss); ""; ""; "" ]
+            tables.Add((m, List.ofSeq rows))
+        finally
+            try
+                Directory.Delete(dir, true)
+            with _ ->
+                ()
+
+    printfn ""
+    printfn "medians over %d repeats; load average at end: %s" repeats (loadAverage ())
+
+    for m, rows in tables do
+        printfn ""
+        printfn "%s (criterion (samples scored))" m
+
+        printTable
+            [
+                "criterion"
+                "Pai s"
+                "PyTorch s"
+                "time ratio"
+                "CPU-time ratio"
+                "max rel. diff"
+                "Spearman"
+            ]
+            rows
+
+    printfn ""
+    printfn "curvature estimators against the exact diagonal"
+    printTable [ "model"; "estimator"; "relative error"; "Spearman" ] (List.ofSeq accuracy)
+    0

@@ -12,6 +12,17 @@ PAI_API Tensor pai_conv2d(Tensor x, Tensor w, Tensor b, const int64_t* stride, c
   });
 }
 
+// Sliding blocks of [N, C, H, W] as columns [N, C·kh·kw, L] (torch.nn.functional.unfold):
+// column l holds the input patch that output position l of a convolution with the same
+// kernel, dilation, padding and stride multiplies, channel-major then kernel rows then columns.
+PAI_API Tensor pai_unfold(Tensor x, const int64_t* kernel, const int64_t* dilation, const int64_t* padding,
+                          const int64_t* stride) {
+  return tensor_result([&] {
+    TORCH_CHECK(x->dim() == 4, "unfold expects a 4-d input [N, C, H, W], got ", x->dim(), " dimensions");
+    return at::im2col(*x, pai::ints(kernel, 2), pai::ints(dilation, 2), pai::ints(padding, 2), pai::ints(stride, 2));
+  });
+}
+
 namespace {
 // libtorch 1.13 accepts a max-pooling window that lies entirely in the padding (possible with
 // dilation > 1): its output is -inf and its backward writes outside the gradient buffer,

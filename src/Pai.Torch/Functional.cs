@@ -39,6 +39,21 @@ public static unsafe class Functional
         return Tensor.Wrap(r);
     }
 
+    /// <summary>
+    /// Sliding blocks of [N, C, H, W] as columns [N, C·kh·kw, L] (torch.nn.functional.unfold, im2col):
+    /// column l is the patch that output position l of a convolution with the same kernel,
+    /// dilation, padding and stride multiplies, so conv2d(x, w) = w.view(out, −1) · unfold(x) per
+    /// sample (groups = 1). Row order: channel, then kernel row, then kernel column.
+    /// </summary>
+    public static Tensor Unfold(Tensor x, (int H, int W) kernel, (int H, int W) dilation, (int H, int W) padding, (int H, int W) stride)
+    {
+        long* k = stackalloc long[] { kernel.H, kernel.W };
+        long* d = stackalloc long[] { dilation.H, dilation.W };
+        long* p = stackalloc long[] { padding.H, padding.W };
+        long* s = stackalloc long[] { stride.H, stride.W };
+        return Tensor.Wrap(pai_unfold(x.Handle, k, d, p, s));
+    }
+
     /// <summary>2-d max pooling (stride defaults to the kernel size).</summary>
     public static Tensor MaxPool2d(Tensor x, int kernel, int? stride = null, int padding = 0, int dilation = 1, bool ceilMode = false)
     {

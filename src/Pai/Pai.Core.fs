@@ -9,6 +9,28 @@ open Pai.Torch
 /// One batch: inputs [N, C, H, W] (float) and int64 class targets [N].
 type Batch = { Inputs: Tensor; Targets: Tensor }
 
+/// What kind of layer a prunable weight belongs to, with what batched per-sample statistics need
+/// to turn its input into per-sample weight gradients.
+[<RequireQualifiedAccess>]
+type LayerKind =
+    /// y = x·Wᵀ + b over the last dimension; x may carry positions ([N, P, in], the ViT's tokens).
+    | Linear
+    /// 2-d convolution with these settings (square kernels, the same on both axes).
+    | Conv2d of stride: int * padding: int * dilation: int * groups: int
+
+/// One prunable layer as seen in one forward pass: the tensors its weight met there.
+type LayerCapture =
+    {
+        /// The weight's name, as in IModelView.Prunable.
+        WeightName: string
+        Kind: LayerKind
+        /// The layer's input activation (a live tensor of the forward's graph).
+        Input: Tensor
+        /// The layer's output (the tensor the rest of the network consumed): gradients with
+        /// respect to it are the per-sample output gradients δ.
+        Output: Tensor
+    }
+
 /// What a criterion sees of a model. Implemented by the host's models.
 type IModelView =
     /// Model name (e.g. "lenet5").
@@ -26,6 +48,15 @@ type IModelView =
     abstract Parameters: IReadOnlyList<KeyValuePair<string, Tensor>>
     /// Logits [N, classes] for inputs [N, C, H, W].
     abstract Forward: inputs: Tensor -> Tensor
+    /// Logits [N, classes] and, for every prunable weight used in this forward pass, its layer's
+    /// input and output (in forward order): one pass gives everything batched per-sample
+    /// statistics need (PerSample).
+    abstract ForwardCapturing: inputs: Tensor -> struct (Tensor * IReadOnlyList<LayerCapture>)
+    /// True when, in eval mode, the logits are linear in each prunable weight tensor taken alone
+    /// (ReLU, max/average pooling, eval-mode batch norm, residual sums, every weight used once):
+    /// then each diagonal Hessian block of the loss equals the Gauss–Newton one and
+    /// PerSample.exactHessianDiagonal is exact. False for attention, GELU or LayerNorm.
+    abstract IsPiecewiseLinear: bool
     /// Train mode (batch statistics, dropout) or eval mode.
     abstract Training: bool with get, set
     /// The device the parameters live on.

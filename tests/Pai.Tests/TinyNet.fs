@@ -73,6 +73,32 @@ type TinyMlp(sizes: int list, seed: uint64, biasFree: bool, dtype: DType) =
 
             struct (Functional.Linear(h, w, Option.toObj b), h)
 
+        member _.ForwardCapturing(x: Tensor) =
+            let captures = List<LayerCapture>()
+
+            let logits =
+                layers
+                |> List.mapi (fun i l -> i, l)
+                |> List.fold
+                    (fun (h: Tensor) (i, (name, w, b)) ->
+                        let input = h.Flatten(1L)
+                        let z = Functional.Linear(input, w, Option.toObj b)
+
+                        captures.Add
+                            {
+                                WeightName = $"{name}.weight"
+                                Kind = LayerKind.Linear
+                                Input = input
+                                Output = z
+                            }
+
+                        if i < layers.Length - 1 then Functional.Relu z else z)
+                    x
+
+            struct (logits, captures :> IReadOnlyList<_>)
+
+        member _.IsPiecewiseLinear = true
+
         member _.Training
             with get () = training
             and set v = training <- v

@@ -35,14 +35,11 @@ public sealed class Linear : Module, IInitializable
     /// <summary>The bias [out], or null.</summary>
     public Tensor? Bias { get; }
 
-    /// <summary>Sees every input while set (the model reads its classifier's features through it).</summary>
-    internal Action<Tensor>? InputObserver { get; set; }
-
     /// <inheritdoc/>
     public override Tensor Forward(Tensor x)
     {
-        InputObserver?.Invoke(x);
         var y = Functional.Linear(x, Weight, Bias);
+        LayerRecorder.Record(this, LayerKind.Linear, x, y);
         if (FlopCounter.IsActive)
             FlopCounter.Record(this, y.NumEl / y.Size(0) * InFeatures);
         return y;
@@ -113,6 +110,8 @@ public sealed class Conv2d : Module, IInitializable
     public override Tensor Forward(Tensor x)
     {
         var y = Functional.Conv2d(x, Weight, Bias, Stride, Padding, Dilation, Groups);
+        if (LayerRecorder.IsActive)
+            LayerRecorder.Record(this, LayerKind.NewConv2d(Stride, Padding, Dilation, Groups), x, y);
         if (FlopCounter.IsActive)
             FlopCounter.Record(this, y.NumEl / y.Size(0) * (InChannels / Groups) * KernelSize * KernelSize);
         return y;
@@ -428,6 +427,36 @@ internal static class FlopCounter
         {
             forward();
             return active;
+        }
+        finally
+        {
+            active = previous;
+        }
+    }
+}
+
+/// <summary>
+/// Records the input and output of every conv and linear layer during one forward pass
+/// (<see cref="Model.ForwardCapturing"/>): a thread-static recorder the layers report to when active,
+/// as <see cref="FlopCounter"/>.
+/// </summary>
+internal static class LayerRecorder
+{
+    [ThreadStatic] static List<(Module Layer, LayerKind Kind, Tensor Input, Tensor Output)>? active;
+
+    public static bool IsActive => active is not null;
+
+    public static void Record(Module layer, LayerKind kind, Tensor input, Tensor output) => active?.Add((layer, kind, input, output));
+
+    /// <summary>Runs <paramref name="forward"/> with recording on; returns its result and what the layers reported.</summary>
+    public static (T Result, List<(Module Layer, LayerKind Kind, Tensor Input, Tensor Output)> Records) Collect<T>(Func<T> forward)
+    {
+        var previous = active;
+        active = new();
+        try
+        {
+            var result = forward();
+            return (result, active);
         }
         finally
         {

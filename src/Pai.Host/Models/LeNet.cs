@@ -31,6 +31,9 @@ public sealed class LeNet300 : Model
         return fc3.Forward(h);
     }
 
+    /// <summary>True: ReLU, pooling, eval-mode batch norm; the logits are linear in each weight taken alone.</summary>
+    public override bool IsPiecewiseLinear => true;
+
     /// <inheritdoc/>
     protected override Model CreateLike(ModelOptions options) => new LeNet300(options, initialize: false);
 }
@@ -72,6 +75,9 @@ public sealed class LeNet5 : Model
         h = Functional.Relu(fc1.Forward(h.Flatten(1)));
         return fc2.Forward(h);
     }
+
+    /// <summary>True: ReLU, pooling, eval-mode batch norm; the logits are linear in each weight taken alone.</summary>
+    public override bool IsPiecewiseLinear => true;
 
     /// <inheritdoc/>
     protected override Model CreateLike(ModelOptions options) => new LeNet5(options, initialize: false);

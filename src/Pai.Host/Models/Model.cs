@@ -132,18 +132,39 @@ public abstract class Model : Module, IModelView
     public (Tensor, Tensor) ForwardWithFeatures(Tensor inputs)
     {
         var head = classifier ?? throw new InvalidOperationException($"{GetType().Name} registered no classifier");
-        Tensor? features = null;
-        head.InputObserver = x => features = x;
-        try
-        {
-            var logits = Forward(inputs);
-            return (logits, features ?? throw new InvalidOperationException($"{Name}'s forward pass did not use its classifier"));
-        }
-        finally
-        {
-            head.InputObserver = null;
-        }
+        var (logits, records) = LayerRecorder.Collect(() => Forward(inputs));
+        foreach (var r in records)
+            if (ReferenceEquals(r.Layer, head)) return (logits, r.Input);
+        throw new InvalidOperationException($"{Name}'s forward pass did not use its classifier");
     }
+
+    /// <summary>
+    /// Logits [N, classes] and, for every prunable weight, its layer's input and output in this
+    /// forward pass (forward order): what batched per-sample statistics (PerSample) read. Layers
+    /// whose weight is not prunable (a dense classifier) are left out. The tensors belong to the
+    /// caller's dispose scope, like the logits.
+    /// </summary>
+    public (Tensor Logits, IReadOnlyList<LayerCapture> Layers) ForwardCapturing(Tensor inputs)
+    {
+        var prunable = Prunable.Select(p => p.Key).ToHashSet();
+        var names = new Dictionary<Module, string>(ReferenceEqualityComparer.Instance);
+        foreach (var (n, m) in NamedModules()) names[m] = n + ".weight";
+        var (logits, records) = LayerRecorder.Collect(() => Forward(inputs));
+        var layers = records
+            .Where(r => names.TryGetValue(r.Layer, out var name) && prunable.Contains(name))
+            .Select(r => new LayerCapture(names[r.Layer], r.Kind, r.Input, r.Output))
+            .ToList();
+        return (logits, layers);
+    }
+
+    (Tensor, IReadOnlyList<LayerCapture>) IModelView.ForwardCapturing(Tensor inputs) => ForwardCapturing(inputs);
+
+    /// <summary>
+    /// True when, in eval mode, the logits are linear in each prunable weight taken alone (ReLU,
+    /// pooling, eval-mode batch norm, residual sums, every weight used once), so the exact Hessian
+    /// diagonal from the Gauss–Newton identity applies (DESIGN.md §5). Models declare it; false by default.
+    /// </summary>
+    public virtual bool IsPiecewiseLinear => false;
 
     /// <summary>The network itself: inputs already checked to be [N, C, H, W].</summary>
     protected abstract Tensor Logits(Tensor inputs);

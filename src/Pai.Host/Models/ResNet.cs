@@ -141,6 +141,9 @@ public sealed class ResNet : Model
         return fc.Forward(h);
     }
 
+    /// <summary>True: ReLU, pooling, eval-mode batch norm and residual sums; the logits are linear in each weight taken alone.</summary>
+    public override bool IsPiecewiseLinear => true;
+
     /// <inheritdoc/>
     protected override Model CreateLike(ModelOptions options) => new ResNet(Name, StemChannels, StageChannels, BlocksPerStage, options, ImageNetStem, initialize: false);
 }

@@ -61,6 +61,9 @@ public sealed class Vgg : Model
         return classifier.Forward(h);
     }
 
+    /// <summary>True: ReLU, pooling, eval-mode batch norm; the logits are linear in each weight taken alone.</summary>
+    public override bool IsPiecewiseLinear => true;
+
     /// <inheritdoc/>
     protected override Model CreateLike(ModelOptions options) => new Vgg(Depth, options, initialize: false);
 }

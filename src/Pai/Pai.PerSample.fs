@@ -1,0 +1,283 @@
+/// Batched per-sample statistics (the technique of BackPACK, Dangel et al. 2020): one forward
+/// pass records each prunable layer's input a and output z, one backward of the batch gives the
+/// output gradients δ = ∂(Σᵢ vᵢ·fᵢ)/∂z for a vector vᵢ per sample on the logits fᵢ, and the sum
+/// over samples of the squared per-sample weight gradients Σᵢ (δᵢ aᵢᵀ)² follows from δ and a
+/// without a per-sample backward pass. On it: the empirical and true Fisher diagonals, and the
+/// exact Hessian diagonal of piecewise-linear networks by the Gauss–Newton identity (DESIGN.md §5).
+/// Every statistic is a mean over the scoring samples with the model in eval mode (samples are
+/// then independent, so δᵢ depends on sample i alone), as Estimators.batchLoss's mean loss.
+namespace Pai
+
+open System.Collections.Generic
+open Pai.Torch
+
+[<RequireQualifiedAccess>]
+module PerSample =
+    /// Scratch memory one chunk of samples may take when a layer's per-sample gradients are
+    /// formed explicitly (conv layers: the unfolded input, the per-sample gradients, squared in
+    /// place, and the output gradients' reshaped copy; linear layers over positions: the
+    /// per-sample gradients): 64 MiB. Chunks hold at least one sample, so a single sample whose
+    /// unfolded input alone exceeds it still runs.
+    [<Literal>]
+    let ChunkBytes = 67_108_864L
+
+    // Runs f with the model in eval mode, then restores its mode (as Estimators.withEval).
+    let private inEvalMode (model: IModelView) (f: unit -> 'a) : 'a =
+        let was = model.Training
+        model.Training <- false
+
+        try
+            f ()
+        finally
+            model.Training <- was
+
+    let private totalSamples (batches: Batch list) =
+        let n = batches |> List.sumBy (fun b -> b.Targets.NumEl)
+
+        if n = 0L then
+            invalidArg "batches" "the scoring context has no samples: give at least one scoring batch"
+
+        float n
+
+    // Samples per chunk so that `perSample` elements of `dtype` per sample stay within ChunkBytes.
+    let private chunkSize (perSample: int64) (dtype: DType) =
+        max 1L (ChunkBytes / max 1L (perSample * int64 (dtype.ElementSize())))
+
+    // Σ over chunks [start, start + n) of 0..total-1 of f start n.
+    let private sumOverChunks (total: int64) (chunk: int64) (f: int64 -> int64 -> Tensor) : Tensor =
+        let mutable acc: Tensor option = None
+        let mutable start = 0L
+
+        while start < total do
+            let n = min chunk (total - start)
+            use _chunk = new DisposeScope()
+            let part = f start n
+
+            match acc with
+            | None -> acc <- Some(part.MoveToOuterScope())
+            | Some a -> a.Add_(part) |> ignore
+
+            start <- start + n
+
+        acc.Value
+
+    /// Σᵢ Gᵢ ∘ Gᵢ over the samples of one captured layer, Gᵢ the per-sample gradient of the weight
+    /// (shape `weightShape`) given the output gradients δ (shaped like capture.Output):
+    /// - Linear on [N, in]: Gᵢ = δᵢ aᵢᵀ, so Σᵢ Gᵢ² = (δ∘δ)ᵀ(a∘a) with no per-sample tensor.
+    /// - Linear over positions [N, P…, in] (the ViT's tokens): Gᵢ = Σ_p δᵢₚ aᵢₚᵀ, summed over
+    ///   positions before squaring, formed in chunks of samples.
+    /// - Conv2d: Gᵢ = δᵢ Uᵢᵀ per group with Uᵢ = unfold(aᵢ) [C·kh·kw, L], formed in chunks of
+    ///   samples (ChunkBytes bounds the unfolded inputs and per-sample gradients of a chunk).
+    let squaredSampleGradients (weightShape: int64[]) (capture: LayerCapture) (delta: Tensor) : Tensor =
+        use _scope = new DisposeScope()
+        let a = capture.Input.Detach()
+        let d = delta.Detach()
+        let n = a.Size 0
+
+        let result =
+            match capture.Kind with
+            | LayerKind.Linear when a.Dim = 2 -> d.Square().Transpose(0L, 1L).MatMul(a.Square())
+            | LayerKind.Linear ->
+                let inF, outF = a.Size(-1), d.Size(-1)
+                let a3 = a.Reshape(n, -1L, inF)
+                let d3 = d.Reshape(n, -1L, outF)
+
+                sumOverChunks n (chunkSize (outF * inF) a.DType) (fun start k ->
+                    let g = d3.Narrow(0L, start, k).Transpose(1L, 2L).MatMul(a3.Narrow(0L, start, k))
+                    g.Mul_(g).Sum(0L))
+            | LayerKind.Conv2d(stride, padding, dilation, groups) ->
+                let outC, kh, kw = weightShape.[0], weightShape.[2], weightShape.[3]
+                let g = int64 groups
+                let rows = a.Size 1 * kh * kw
+                let positions = d.Size 2 * d.Size 3
+                let perGroup = rows / g
+                let perSample = rows * positions + outC * perGroup + outC * positions
+
+                sumOverChunks n (chunkSize perSample a.DType) (fun start k ->
+                    let u =
+                        Functional.Unfold(
+                            a.Narrow(0L, start, k),
+                            struct (int kh, int kw),
+                            struct (dilation, dilation),
+                            struct (padding, padding),
+                            struct (stride, stride)
+                        )
+
+                    if u.Size 2 <> positions then
+                        invalidOp
+                            $"layer '%s{capture.WeightName}': its unfolded input has %d{u.Size 2} positions but its output %d{positions}; the captured convolution settings do not match the layer"
+
+                    let ug = u.Reshape(k, g, perGroup, positions)
+                    let dg = d.Narrow(0L, start, k).Reshape(k, g, outC / g, positions)
+                    let grads = dg.MatMul(ug.Transpose(-2L, -1L)) // [k, groups, out/groups, perGroup]
+                    grads.Mul_(grads).Sum(0L).Reshape(weightShape))
+
+        result.MoveToOuterScope()
+
+    // The captures of one forward pass, one per prunable weight (None for a weight the forward did
+    // not use: its gradient is zero). A weight used twice would need its per-sample gradients
+    // summed before squaring; no model does that, so it is refused rather than silently wrong.
+    let private capturesByWeight (model: IModelView) (captures: IReadOnlyList<LayerCapture>) =
+        let byName = captures |> Seq.groupBy (fun c -> c.WeightName) |> dict
+
+        [
+            for kv in model.Prunable ->
+                match byName.TryGetValue kv.Key with
+                | true, cs when Seq.length cs > 1 ->
+                    invalidOp
+                        $"%s{model.Name} uses the weight '%s{kv.Key}' %d{Seq.length cs} times in one forward pass; batched per-sample statistics support weights used once: use the per-sample loop (Estimators) for this model"
+                | true, cs -> Some(Seq.head cs)
+                | _ -> None
+        ]
+
+    // The engine behind every statistic here: for each scoring batch, vectorsOf returns vectors
+    // v on the logits [N, classes] (detached); for each v, δ = ∂(Σᵢ vᵢ·fᵢ)/∂z for every captured
+    // output z, and Σᵢ Gᵢ² accumulates per weight. Returns the sums divided by the number of
+    // scoring samples, in the prunable order.
+    let private meanSquaredGradients
+        (model: IModelView)
+        (vectorsOf: Batch -> Tensor -> Tensor list)
+        (batches: Batch list)
+        : Tensor list =
+        inEvalMode model (fun () ->
+            use _scope = new DisposeScope()
+            let total = totalSamples batches
+
+            let acc =
+                [
+                    for kv in model.Prunable -> Libtorch.Zeros(kv.Value.Shape, kv.Value.DType, kv.Value.Device)
+                ]
+
+            let shapes = [ for kv in model.Prunable -> kv.Value.Shape ]
+
+            for b in batches do
+                use _batch = new DisposeScope()
+                let struct (logits, captures) = model.ForwardCapturing b.Inputs
+                let layers = capturesByWeight model captures
+                let used = layers |> List.choose id |> List.toArray
+                let outputs = used |> Array.map (fun c -> c.Output)
+                let vectors = vectorsOf b logits
+
+                vectors
+                |> List.iteri (fun k v ->
+                    use _vector = new DisposeScope()
+                    let last = k = vectors.Length - 1
+
+                    let deltas =
+                        Autograd.Grad([| logits |], outputs, [| v |], retainGraph = not last, allowUnused = true)
+
+                    let mutable j = 0
+
+                    for a, shape, capture in List.zip3 acc shapes layers do
+                        match capture with
+                        | Some c ->
+                            match deltas.[j] with
+                            | null -> ()
+                            | delta -> a.Add_(squaredSampleGradients shape c delta) |> ignore
+
+                            j <- j + 1
+                        | None -> ())
+
+            acc |> List.map (fun a -> (a / total).MoveToOuterScope()))
+
+    // p − onehot(y): the gradient of Σᵢ ℓ(fᵢ, yᵢ) (cross-entropy, T = 1) with respect to the logits.
+    let private crossEntropyGradient (logits: Tensor) (labels: Tensor) =
+        use _scope = new DisposeScope()
+        let p = Functional.Softmax(logits.Detach(), 1L)
+        let n = labels.NumEl
+        let ones = Libtorch.Ones([| n; 1L |], p.DType, p.Device)
+
+        let oneHot =
+            Libtorch.Zeros(p.Shape, p.DType, p.Device).Scatter(1L, labels.Reshape(n, 1L), ones)
+
+        (p - oneHot).MoveToOuterScope()
+
+    /// Empirical Fisher diagonal: the mean over scoring samples of gᵢ², gᵢ = ∇θ ℓ(f(xᵢ), yᵢ)
+    /// (cross-entropy at T = 1), batched: one forward and one backward per scoring batch. The same
+    /// numbers as the per-sample loop Estimators.fisherDiagonal, to float rounding.
+    let fisherDiagonal (model: IModelView) (batches: Batch list) : Tensor list =
+        meanSquaredGradients model (fun b logits -> [ crossEntropyGradient logits b.Targets ]) batches
+
+    /// The true-Fisher (Gauss–Newton) diagonal: the mean over scoring samples of gᵢ² with
+    /// gᵢ = ∇θ ℓ(f(xᵢ), ŷᵢ) and ŷᵢ drawn (seeded) from softmax(f(xᵢ)), batched. The draws are
+    /// the per-sample loop's (Estimators.trueFisherDiagonal): one uniform per sample from one
+    /// generator, in sample order, mapped through the inverse CDF; only the probabilities come
+    /// from the batched forward instead of one forward per sample, so a draw within float
+    /// rounding of a class boundary could pick the neighbouring class.
+    let trueFisherDiagonal (model: IModelView) (seed: uint64) (batches: Batch list) : Tensor list =
+        use gen = new Generator(seed)
+
+        let sampled (b: Batch) (logits: Tensor) =
+            use _scope = new DisposeScope()
+            let n = b.Targets.NumEl
+            let p = Functional.Softmax(logits.Detach(), 1L)
+            let classes = int (p.Size 1)
+            let probs = Tensors.toFloats p
+            let draws = Tensors.toFloats (Libtorch.Rand([| n |], gen, DType.Float64))
+
+            let labels =
+                Array.init (int n) (fun i ->
+                    let mutable c = 0
+                    let mutable cdf = probs.[i * classes]
+
+                    // Inverse CDF; the last class takes any rounding remainder.
+                    while c < classes - 1 && not (draws.[i] < cdf) do
+                        c <- c + 1
+                        cdf <- cdf + probs.[i * classes + c]
+
+                    int64 c)
+
+            let y = Libtorch.FromArray<int64>(labels, [| n |], p.Device)
+            [ (crossEntropyGradient logits y).MoveToOuterScope() ]
+
+        meanSquaredGradients model sampled batches
+
+    // Refuses models whose Hessian blocks are not the Gauss–Newton ones.
+    let private requirePiecewiseLinear (model: IModelView) (temperature: float) =
+        if not model.IsPiecewiseLinear then
+            invalidArg
+                "model"
+                $"the exact Hessian diagonal needs a network that is piecewise linear in each layer's weights (ReLU, pooling, eval-mode batch norm, residual sums, every weight used once), and %s{model.Name} is not (attention, GELU or LayerNorm make its Hessian blocks differ from the Gauss-Newton ones): use the Hutchinson estimator for it (--curvature hutchinson, with block-local probes)"
+
+        if not (temperature > 0.0) then
+            invalidArg "temperature" $"the temperature must be positive, got %g{temperature}"
+
+    /// The Gauss–Newton diagonal from the columns of Sᵢ = diag(√pᵢ) − pᵢ√pᵢᵀ of each sample's
+    /// `classes` most probable classes (pᵢ = softmax(fᵢ/T)): (1/(N T²)) Σᵢ Σ_{c ∈ top(i)} (Jᵢᵀ s_ic)².
+    /// With every class it is exactHessianDiagonal; with fewer it is an approximation for many
+    /// classes (CIFAR-100, TinyImageNet) that drops the columns of the least probable classes,
+    /// whose norm is √p_c·‖e_c − pᵢ‖, costing `classes` backward passes per batch instead of C;
+    /// it never exceeds the exact diagonal (every dropped term is a square). Same model
+    /// requirement as exactHessianDiagonal.
+    let topClassesHessianDiagonal (model: IModelView) (temperature: float) (classes: int) (batches: Batch list) =
+        requirePiecewiseLinear model temperature
+
+        if classes < 1 then
+            invalidArg "classes" $"keep at least one class per sample, got %d{classes}"
+
+        // Column c(i) of Sᵢ/T for the j-th most probable class c(i) of every sample: one [N, C]
+        // tensor per rank j, (s)_id = √p_ic (δ_dc − p_id) / T.
+        let columns (_: Batch) (logits: Tensor) =
+            use _scope = new DisposeScope()
+            let p = Functional.Softmax(logits.Detach() / temperature, 1L)
+            let n, all = p.Size 0, p.Size 1
+            let order = p.ArgSort(1L, descending = true)
+            let ones = Libtorch.Ones([| n; 1L |], p.DType, p.Device)
+
+            [
+                for j in 0L .. min (int64 classes) all - 1L ->
+                    let c = order.Narrow(1L, j, 1L)
+                    let unit = Libtorch.Zeros(p.Shape, p.DType, p.Device).Scatter(1L, c, ones)
+                    (p.Gather(1L, c).Sqrt() * (unit - p) / temperature).MoveToOuterScope()
+            ]
+
+        meanSquaredGradients model columns batches
+
+    /// The exact Hessian diagonal of the mean scoring loss at temperature T, for models that are
+    /// piecewise linear in each layer's weights (IModelView.IsPiecewiseLinear): their logits are
+    /// linear in any one weight tensor, so each diagonal Hessian block is the Gauss–Newton one,
+    /// diag H = (1/(N T²)) Σᵢ Σ_c (Jᵢᵀ s_ic)², with Sᵢ = diag(√pᵢ) − pᵢ√pᵢᵀ (SᵢSᵢᵀ = diag(pᵢ) − pᵢpᵢᵀ,
+    /// pᵢ = softmax(fᵢ/T)) and s_ic its column c. One forward and C backward passes per scoring
+    /// batch (C classes), no Hessian-vector product. Refuses other models (the ViT).
+    let exactHessianDiagonal (model: IModelView) (temperature: float) (batches: Batch list) : Tensor list =
+        topClassesHessianDiagonal model temperature System.Int32.MaxValue batches
