@@ -92,8 +92,7 @@ module Features =
         // Looked up on first use, and only for the features that need them.
         let gradient = lazy (get (Statistic.Grad 1.0)).Layers
 
-        let hessian =
-            lazy (get (Statistic.HessianDiagonal hessianTemperature)).Layers
+        let hessian = lazy (get (Statistic.HessianDiagonal hessianTemperature)).Layers
 
         weights
         |> List.mapi (fun i w ->
@@ -153,11 +152,15 @@ module AutoS =
 [<AbstractClass; Sealed>]
 type PaiAutoS =
     /// The criterion of AutoS.criterion with a Func predictor.
-    static member Criterion(hessianTemperature: float, features: seq<Feature>, predict: Func<Tensor, Tensor>) : Criterion =
+    static member Criterion
+        (hessianTemperature: float, features: seq<Feature>, predict: Func<Tensor, Tensor>)
+        : Criterion =
         AutoS.criterion hessianTemperature (List.ofSeq features) predict.Invoke
 
     /// Features.compute for C#.
-    static member ComputeFeatures(hessianTemperature: float, features: seq<Feature>, context: ScoringContext) : Tensor list =
+    static member ComputeFeatures
+        (hessianTemperature: float, features: seq<Feature>, context: ScoringContext)
+        : Tensor list =
         Features.compute hessianTemperature (List.ofSeq features) context
 
     /// Parses comma-separated feature names; throws an ArgumentException listing the valid ones.

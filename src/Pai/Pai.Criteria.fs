@@ -186,7 +186,9 @@ module Formula =
                           || ((text.[i] = '-' || text.[i] = '+') && (text.[i - 1] = 'e' || text.[i - 1] = 'E'))) do
                     i <- i + 1
 
-                match Double.TryParse(text.Substring(start, i - start), NumberStyles.Float, CultureInfo.InvariantCulture) with
+                match
+                    Double.TryParse(text.Substring(start, i - start), NumberStyles.Float, CultureInfo.InvariantCulture)
+                with
                 | true, v -> tokens.Add(Number v, start)
                 | _ -> raise (ParseError(start, $"'%s{text.Substring(start, i - start)}' is not a number"))
             elif Char.IsLetter c || c = '_' then
@@ -263,7 +265,8 @@ module Formula =
                                 pos <- pos + 1
                                 loop ()
                             | _ -> expect ')'
-                        | tok -> fail $"%s{name} takes only the temperature T, e.g. %s{name}(T=200); found %s{describe tok}"
+                        | tok ->
+                            fail $"%s{name} takes only the temperature T, e.g. %s{name}(T=200); found %s{describe tok}"
 
                     loop ()
                 | _ -> ()
@@ -271,7 +274,8 @@ module Formula =
                 t
 
             let statistic (name: string) : Expr option =
-                let withT make = Some(Expr.Statistic(make (parameters name)))
+                let withT make =
+                    Some(Expr.Statistic(make (parameters name)))
 
                 let plain s =
                     match peek () with
@@ -442,8 +446,7 @@ module Criteria =
         // Descending and stable: the best weight first, equal scores in position order.
         let order = all.ArgSort(0L, descending = true, stable = true)
 
-        let ranks =
-            Libtorch.Arange(float n, 0.0, -1.0, DType.Float64, all.Device) / float n
+        let ranks = Libtorch.Arange(float n, 0.0, -1.0, DType.Float64, all.Device) / float n
 
         let ranked =
             Libtorch.Zeros([| n |], DType.Float64, all.Device).Scatter(0L, order, ranks)
@@ -508,9 +511,12 @@ module Criteria =
             match eval get c.Formula with
             | Scalar _ -> invalidArg "criterion" $"the criterion '%s{c.Name}' reads no statistic"
             // A bare statistic: the cache owns its tensors, the scores get copies.
-            | Layers ts when (match c.Formula with
-                              | Expr.Statistic _ -> true
-                              | _ -> false) -> ts |> List.map (fun t -> t.Clone())
+            | Layers ts when
+                (match c.Formula with
+                 | Expr.Statistic _ -> true
+                 | _ -> false)
+                ->
+                ts |> List.map (fun t -> t.Clone())
             | Layers ts -> ts
 
         {
@@ -540,7 +546,8 @@ module Criteria =
         }
 
     /// Parses a user formula into a criterion (see Formula.parse).
-    let parse (text: string) : Result<Criterion, string> = Formula.parse text |> Result.map ofFormula
+    let parse (text: string) : Result<Criterion, string> =
+        Formula.parse text |> Result.map ofFormula
 
 /// Scoring and the data dependence as members, for C# and scripts.
 type Criterion with

@@ -236,7 +236,9 @@ module Pruning =
 
                         if round = 1 then
                             computed <-
-                                cache.TakeComputed(Formula.statistics criterion.Formula |> List.filter Statistic.worthCaching)
+                                cache.TakeComputed(
+                                    Formula.statistics criterion.Formula |> List.filter Statistic.worthCaching
+                                )
 
                         scores
 
@@ -292,17 +294,17 @@ module Pruning =
             Statistics = computed
             Report =
                 {
-            Criterion = criterion.Name
-            Layers = layers
-            Collapsed = collapsed
-            Seconds =
-                [
-                    "warmup", warmupSeconds
-                    "scoring", scoringSeconds
-                    "selection", selectionSeconds
-                ]
-            Rounds = spec.Rounds
-            Curvature = curvature
+                    Criterion = criterion.Name
+                    Layers = layers
+                    Collapsed = collapsed
+                    Seconds =
+                        [
+                            "warmup", warmupSeconds
+                            "scoring", scoringSeconds
+                            "selection", selectionSeconds
+                        ]
+                    Rounds = spec.Rounds
+                    Curvature = curvature
                 }
         }
 

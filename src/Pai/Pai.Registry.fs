@@ -36,7 +36,9 @@ module Registry =
             entry "grad_norm" "#bcbd22" "baseline" (fun _ -> abs grad)
             entry "snip" "#1f77b4" "Lee et al. 2019" (fun _ -> abs (theta * grad))
             entry "grasp" "#ff7f0e" "Wang et al. 2020" (fun t -> theta * hg t.Grasp)
-            { entry "synflow" "#2ca02c" "Tanaka et al. 2020" (fun _ -> synflow) with DefaultRounds = 100 }
+            { entry "synflow" "#2ca02c" "Tanaka et al. 2020" (fun _ -> synflow) with
+                DefaultRounds = 100
+            }
             entry "fisher_diag" "#aec7e8" "second-order PaI" (fun _ -> fisher)
             entry "fisher_obd" "#17becf" "second-order PaI" (fun _ -> 0.5 * theta ** 2.0 * fisher)
             entry "fts" "#9edae5" "second-order PaI" (fun _ -> abs (theta * grad + 0.5 * theta ** 2.0 * fisher))
@@ -55,7 +57,16 @@ module Registry =
 
     /// The criteria of the main job (`pai sweep` with no options).
     let mainJob =
-        [ "random"; "magnitude"; "snip"; "grasp"; "synflow"; "fisher_obd"; "hutch_obd"; "hts" ]
+        [
+            "random"
+            "magnitude"
+            "snip"
+            "grasp"
+            "synflow"
+            "fisher_obd"
+            "hutch_obd"
+            "hts"
+        ]
 
     /// The criteria iterative pruning (IRP, IMP) may rank trained weights with.
     let trainedRankings = [ "magnitude"; "snip" ]
@@ -84,7 +95,8 @@ module Registry =
         }
 
     /// The formula text of a built-in at the default temperatures (what `pai list criteria` prints).
-    let formulaText (b: BuiltInCriterion) = Formula.render (b.Formula Temperatures.Default)
+    let formulaText (b: BuiltInCriterion) =
+        Formula.render (b.Formula Temperatures.Default)
 
     /// A built-in by name or, when the text is no name, a user formula. Errors name the valid
     /// criteria and, for formulas, point at the offending token.

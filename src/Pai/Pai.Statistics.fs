@@ -120,7 +120,8 @@ module Statistic =
         | Statistic.Fisher -> plain (Estimators.fisherDiagonal ctx.Model ctx.Batches)
         | Statistic.TrueFisher -> plain (Estimators.trueFisherDiagonal ctx.Model ctx.Seed ctx.Batches)
         | Statistic.HessianDiagonal t ->
-            let d, diagnostics = Hutchinson.curvature ctx.Model t ctx.Curvature ctx.Seed ctx.Batches
+            let d, diagnostics =
+                Hutchinson.curvature ctx.Model t ctx.Curvature ctx.Seed ctx.Batches
 
             {
                 Layers = d
@@ -132,8 +133,7 @@ module Statistic =
 
             plain
                 [
-                    for kv in ctx.Model.Prunable ->
-                        Libtorch.Rand(kv.Value.Shape, gen, DType.Float32, kv.Value.Device)
+                    for kv in ctx.Model.Prunable -> Libtorch.Rand(kv.Value.Shape, gen, DType.Float32, kv.Value.Device)
                 ]
         | Statistic.Learned l -> plain (l.Compute get ctx)
 
@@ -171,7 +171,9 @@ type StatisticCache(context: ScoringContext, known: seq<string * StatisticValue>
                     invalidOp
                         $"the statistic '%s{s.Name}' returned %d{v.Layers.Length} tensors for %d{context.Model.Prunable.Count} prunable layers"
 
-                { v with Layers = v.Layers |> List.map (fun t -> t.DetachFromScope()) }
+                { v with
+                    Layers = v.Layers |> List.map (fun t -> t.DetachFromScope())
+                }
 
             values.[s.Name] <- v
             computed.Add s.Name

@@ -35,7 +35,9 @@ let private maskOf (ctx: ScoringContext) (density: float) (c: Criterion) : bool[
         let m = Selection.select Scope.Global density false None s
 
         try
-            m.Layers |> List.collect (fun (_, t) -> List.ofArray (t.Flatten().ToArray<bool>())) |> Array.ofList
+            m.Layers
+            |> List.collect (fun (_, t) -> List.ofArray (t.Flatten().ToArray<bool>()))
+            |> Array.ofList
         finally
             Mask.dispose m
     finally
@@ -94,7 +96,11 @@ let ``rank, positive scaling and the canonical text keep the mask; neg reverses 
         // Powers of two scale exactly, so no two scores can become equal.
         Assert.Equal<bool[]>(mask, maskOf ctx density (criterionOf (4.0 * e)))
         Assert.Equal<bool[]>(mask, maskOf ctx density (criterionOf (e * 0.125)))
-        Assert.Equal<bool[]>(mask, maskOf ctx density (Criteria.ofFormula (Result.toOption (Formula.parse (Formula.render e))).Value))
+
+        Assert.Equal<bool[]>(
+            mask,
+            maskOf ctx density (Criteria.ofFormula (Result.toOption (Formula.parse (Formula.render e))).Value)
+        )
         // neg: every score negated, so the kept set is the lowest-scoring one.
         let s = scoresOf ctx c
         Assert.Equal<float[]>(s |> Array.map (fun x -> -x), scoresOf ctx (criterionOf (-e)))
@@ -129,14 +135,27 @@ let ``every built-in formula reads as the paper's, with its temperatures`` () =
     Assert.Equal("abs(theta * grad + 0.5 * theta^2 * fisher)", text "fts")
     // hts: both terms from the same loss L(f/T), as the second-order paper's code.
     Assert.Equal("abs(theta * grad(T=200) + 0.5 * theta^2 * hdiag(T=200))", text "hts")
-    let hts = Registry.instantiate { Grasp = 1.0; Hutchinson = 50.0 } (Registry.builtIns |> List.find (fun b -> b.Name = "hts"))
+
+    let hts =
+        Registry.instantiate
+            { Grasp = 1.0; Hutchinson = 50.0 }
+            (Registry.builtIns |> List.find (fun b -> b.Name = "hts"))
+
     Assert.Equal("abs(theta * grad(T=50) + 0.5 * theta^2 * hdiag(T=50))", Formula.render hts.Formula)
 
 [<Fact>]
 let ``criteria scored on one context compute each statistic once`` () =
     let model, batches = setup ()
     use _ = model
-    let ctx = { context model batches 2UL with Curvature = { CurvatureOptions.Default with Probes = 3 } }
+
+    let ctx =
+        { context model batches 2UL with
+            Curvature =
+                { CurvatureOptions.Default with
+                    Probes = 3
+                }
+        }
+
     use cache = new StatisticCache(ctx)
     let obd = Registry.find "hutch_obd"
     let hts = Registry.find "hts"
