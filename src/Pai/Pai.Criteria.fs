@@ -136,7 +136,49 @@ module Formula =
             let text, prec = go e
             if prec < needed then $"(%s{text})" else text
 
-        fst (go e)
+        // A negated constant is the constant -k, as the parser reads "-k".
+        let rec fold (e: Expr) =
+            match e with
+            | Expr.Negation a ->
+                match fold a with
+                | Expr.Constant k -> Expr.Constant -k
+                | a -> Expr.Negation a
+            | Expr.Statistic _
+            | Expr.Constant _ -> e
+            | Expr.Sum(a, b) -> Expr.Sum(fold a, fold b)
+            | Expr.Difference(a, b) -> Expr.Difference(fold a, fold b)
+            | Expr.Product(a, b) -> Expr.Product(fold a, fold b)
+            | Expr.Quotient(a, b) -> Expr.Quotient(fold a, fold b)
+            | Expr.Power(a, k) -> Expr.Power(fold a, k)
+            | Expr.Absolute a -> Expr.Absolute(fold a)
+            | Expr.LayerNormalized a -> Expr.LayerNormalized(fold a)
+            | Expr.GlobalNormalized a -> Expr.GlobalNormalized(fold a)
+            | Expr.Rank a -> Expr.Rank(fold a)
+
+        fst (go (fold e))
+
+    /// The first layernorm, globalnorm or rank whose argument reads no statistic (such a formula
+    /// has no per-weight meaning), if any.
+    let constantNormalization (e: Expr) : Expr option =
+        let rec go e =
+            match e with
+            | Expr.LayerNormalized a
+            | Expr.GlobalNormalized a
+            | Expr.Rank a when statistics a |> List.isEmpty -> Some e
+            | Expr.Statistic _
+            | Expr.Constant _ -> None
+            | Expr.Sum(a, b)
+            | Expr.Difference(a, b)
+            | Expr.Product(a, b)
+            | Expr.Quotient(a, b) -> go a |> Option.orElse (go b)
+            | Expr.Power(a, _)
+            | Expr.Absolute a
+            | Expr.Negation a
+            | Expr.LayerNormalized a
+            | Expr.GlobalNormalized a
+            | Expr.Rank a -> go a
+
+        go e
 
     let private functions: (string * (Expr -> Expr) * string) list =
         [
@@ -408,6 +450,16 @@ module Formula =
             if statistics e |> List.isEmpty then
                 raise (ParseError(0, "the formula reads no statistic: it would give every weight the same score"))
 
+            match constantNormalization e with
+            | Some inner ->
+                raise (
+                    ParseError(
+                        0,
+                        $"'%s{render inner}' normalizes or ranks a constant: layernorm, globalnorm and rank need a per-weight argument"
+                    )
+                )
+            | None -> ()
+
             Ok e
         with ParseError(position, message) ->
             let caret = String(' ', position) + "^"
@@ -483,20 +535,25 @@ module Criteria =
             | Scalar x -> Scalar -x
             | v -> map (fun t -> t.Neg()) v
         | Expr.LayerNormalized a ->
-            ev a
-            |> map (fun t ->
-                use total = t.Abs().Sum()
-                let z = total.Item()
-                if z = 0.0 then t.Clone() else t / z)
+            match ev a with
+            | Scalar _ -> invalidArg "formula" "layernorm needs a per-weight argument, not a constant"
+            | Layers ts ->
+                Layers(
+                    ts
+                    |> List.map (fun t ->
+                        use total = t.Abs().Sum()
+                        let z = total.Item()
+                        if z = 0.0 then t.Clone() else t / z)
+                )
         | Expr.GlobalNormalized a ->
             match ev a with
-            | Scalar x -> Scalar x
+            | Scalar _ -> invalidArg "formula" "globalnorm needs a per-weight argument, not a constant"
             | Layers ts ->
                 let z = ts |> List.sumBy (fun t -> (use s = t.Abs().Sum() in s.Item()))
                 Layers(ts |> List.map (fun t -> if z = 0.0 then t.Clone() else t / z))
         | Expr.Rank a ->
             match ev a with
-            | Scalar x -> Scalar x
+            | Scalar _ -> invalidArg "formula" "rank needs a per-weight argument, not a constant"
             | Layers ts -> Layers(globalRank ts)
 
     /// The criterion's scores on the cache's context: every statistic comes from the cache, so

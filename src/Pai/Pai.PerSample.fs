@@ -21,24 +21,6 @@ module PerSample =
     [<Literal>]
     let ChunkBytes = 67_108_864L
 
-    // Runs f with the model in eval mode, then restores its mode (as Estimators.withEval).
-    let private inEvalMode (model: IModelView) (f: unit -> 'a) : 'a =
-        let was = model.Training
-        model.Training <- false
-
-        try
-            f ()
-        finally
-            model.Training <- was
-
-    let private totalSamples (batches: Batch list) =
-        let n = batches |> List.sumBy (fun b -> b.Targets.NumEl)
-
-        if n = 0L then
-            invalidArg "batches" "the scoring context has no samples: give at least one scoring batch"
-
-        float n
-
     // Samples per chunk so that `perSample` elements of `dtype` per sample stay within ChunkBytes.
     let private chunkSize (perSample: int64) (dtype: DType) =
         max 1L (ChunkBytes / max 1L (perSample * int64 (dtype.ElementSize())))
@@ -139,9 +121,9 @@ module PerSample =
         (vectorsOf: Batch -> Tensor -> Tensor list)
         (batches: Batch list)
         : Tensor list =
-        inEvalMode model (fun () ->
+        Estimators.withEval model (fun () ->
             use _scope = new DisposeScope()
-            let total = totalSamples batches
+            let total = Estimators.totalSamples batches
 
             let acc =
                 [

@@ -71,7 +71,8 @@ let private genExpr: Gen<Expr> =
                     Gen.map rank sub
                 ]
 
-    go 3 |> Gen.filter (fun e -> not (Formula.statistics e).IsEmpty)
+    go 3
+    |> Gen.filter (fun e -> not (Formula.statistics e).IsEmpty && (Formula.constantNormalization e).IsNone)
 
 let private criterionOf e = Criteria.ofFormula e
 
@@ -189,6 +190,7 @@ let ``statistics carry their temperatures in their names`` () =
 [<InlineData("theta $ 2", 6, "unexpected character '$'")>]
 [<InlineData("2 * 3", 0, "reads no statistic")>]
 [<InlineData("", 0, "the formula is empty")>]
+[<InlineData("theta + layernorm(2)", 0, "'layernorm(2)' normalizes or ranks a constant")>]
 let ``a bad formula names the problem and points at it`` (text: string, column: int, problem: string) =
     match Formula.parse text with
     | Ok e -> failwith $"parsed '%s{text}' as %s{Formula.render e}"
