@@ -1,0 +1,77 @@
+using Pai.Host.Data;
+using Pai.Host.Runs;
+using Pai.Torch;
+
+namespace Pai.Host.Tests;
+
+/// <summary>The sanity checks (DESIGN.md §5b): shuffle, reinit and invert do exactly what they say.</summary>
+public sealed class AblationTests
+{
+    static readonly DataCache Data = new();
+
+    static Dictionary<string, bool[]> MaskOf(RunConfig config)
+    {
+        var c = Experiment.Configure(config);
+        var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
+        using var m = Experiment.CreateModel(c, train);
+        var result = Experiment.Prune(c, m, train, null, _ => { });
+        try { return result.Mask.Layers.ToDictionary(l => l.Item1, l => l.Item2.Flatten().ToArray<bool>()); }
+        finally { MaskModule.dispose(result.Mask); }
+    }
+
+    static readonly RunConfig Magnitude = new() { Dataset = "synthetic", Criterion = "magnitude", Sparsity = 0.9 };
+
+    [Fact]
+    public void Shuffle_keeps_each_layers_count_moves_the_positions_and_is_reproducible()
+    {
+        var original = MaskOf(Magnitude);
+        var shuffled = MaskOf(Magnitude with { Ablation = "shuffle" });
+        Assert.Equal(shuffled, MaskOf(Magnitude with { Ablation = "shuffle" }));
+        Assert.NotEqual(shuffled, MaskOf(Magnitude with { Ablation = "shuffle", Seed = 1 }));
+        foreach (var (layer, keep) in original)
+        {
+            Assert.Equal(keep.Count(k => k), shuffled[layer].Count(k => k));
+            if (keep.Count(k => k) > 10) Assert.NotEqual(keep, shuffled[layer]);
+        }
+    }
+
+    [Fact]
+    public void Invert_keeps_exactly_k_of_the_lowest_scores_and_inverting_twice_is_the_original()
+    {
+        var original = MaskOf(Magnitude);
+        var inverted = MaskOf(Magnitude with { Ablation = "invert" });
+        Assert.Equal(original.Values.Sum(k => k.Count(x => x)), inverted.Values.Sum(k => k.Count(x => x)));
+        // |θ| has no ties here: at 90% sparsity the 10% smallest and the 10% largest are disjoint.
+        Assert.All(original.Keys, l => Assert.DoesNotContain(original[l].Zip(inverted[l]), p => p.First && p.Second));
+        // The formula negated twice is the criterion again.
+        Assert.Equal(original, MaskOf(Magnitude with { Criterion = "neg(abs(theta))", Ablation = "invert" }));
+    }
+
+    [Fact]
+    public void Reinit_draws_every_weight_afresh_from_its_own_seed()
+    {
+        var c = Experiment.Configure(Magnitude with { Ablation = "reinit" });
+        var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
+        float[] Weights(Pai.Host.Models.Model m) => m.Prunable.SelectMany(p => p.Value.Flatten().ToArray<float>()).ToArray();
+        using var a = Experiment.CreateModel(c, train);
+        using var b = Experiment.CreateModel(c, train);
+        var before = Weights(a);
+        Ablations.Reinitialize(a, c.Seed);
+        Ablations.Reinitialize(b, c.Seed);
+        var after = Weights(a);
+        Assert.Equal(after, Weights(b)); // reproducible
+        Assert.All(before.Zip(after), p => Assert.NotEqual(p.First, p.Second)); // every prunable weight changes
+        Assert.Equal(Ablations.ReinitSeed(c.Seed), Experiment.SeedsOf(c)["reinit"]);
+        // The mask is the criterion's: reinit changes the weights it is applied to, not the mask.
+        Assert.Equal(MaskOf(Magnitude), MaskOf(Magnitude with { Ablation = "reinit" }));
+    }
+
+    [Fact]
+    public void Ablations_are_part_of_the_run_key()
+    {
+        var keys = Ablations.Names.Select(a => Experiment.Configure(Magnitude with { Ablation = a }).Key).ToList();
+        Assert.Equal(keys.Count, keys.Distinct().Count());
+        Assert.Equal(Experiment.Configure(Magnitude).Key, keys[0]); // "none" leaves existing keys alone
+        Assert.Throws<ArgumentException>(() => Experiment.Validate(new RunConfig { Ablation = "shuffle" })); // needs a criterion
+    }
+}
