@@ -160,7 +160,7 @@ public class CliEndToEndTests
     [Theory]
     [InlineData("prune -m lenet9 -c snip -s 0.9", "valid models")]
     [InlineData("prune -m lenet5 -c snipp -s 0.9", "valid criteria")]
-    [InlineData("prune -m lenet5 -c snip -s 1.5", "sparsity must lie in [0, 1)")]
+    [InlineData("prune -m lenet5 -c snip -s 1.5", "--sparsity must be at least 0 and below 1")]
     [InlineData("run -m lenet5 -d cifar10 --data /nonexistent -c snip -s 0.9", "/nonexistent")]
     [InlineData("report --results /nonexistent-results", "no results store")]
     public void Bad_input_gets_a_clear_message_and_a_nonzero_exit(string args, string expected)

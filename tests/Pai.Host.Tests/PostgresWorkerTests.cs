@@ -29,11 +29,11 @@ public sealed partial class PostgresWorkerTests(PostgresCluster cluster, ITestOu
     {
         var url = cluster.NewDatabase();
         var stopwatch = Stopwatch.StartNew();
-        var enqueue = Pai_(["sweep", .. Tiny, "--store", url, "--artifacts", artifacts.Path, "--sweep", "grid", "--enqueue",
+        var enqueue = Pai_(["sweep", .. Tiny, "--seeds", "0", "--store", url, "--artifacts", artifacts.Path, "--sweep", "grid", "--enqueue",
             "--criteria", "magnitude,random,snip", "--sparsities", "0.5,0.7,0.8,0.9", "--no-dense", "--epochs", "1", "--max-batches", "3"]).Wait();
         Assert.True(enqueue.Code == 0, enqueue.Text);
         Assert.Contains("12 runs added", enqueue.Text);
-        var again = Pai_(["sweep", .. Tiny, "--store", url, "--artifacts", artifacts.Path, "--sweep", "grid", "--enqueue",
+        var again = Pai_(["sweep", .. Tiny, "--seeds", "0", "--store", url, "--artifacts", artifacts.Path, "--sweep", "grid", "--enqueue",
             "--criteria", "magnitude,random,snip", "--sparsities", "0.5,0.7,0.8,0.9", "--no-dense", "--epochs", "1", "--max-batches", "3"]).Wait();
         Assert.Contains("0 runs added", again.Text); // the same grid again adds nothing
 
@@ -92,7 +92,7 @@ public sealed partial class PostgresWorkerTests(PostgresCluster cluster, ITestOu
     public void A_database_down_at_start_or_mid_sweep_stops_the_worker_clearly_and_a_restart_continues_without_duplicates()
     {
         var url = cluster.NewDatabase();
-        string[] sweep = ["sweep", .. Tiny, "--store", url, "--artifacts", artifacts.Path, "--sweep", "s", "--enqueue",
+        string[] sweep = ["sweep", .. Tiny, "--seeds", "0", "--store", url, "--artifacts", artifacts.Path, "--sweep", "s", "--enqueue",
             "--criteria", "magnitude,random", "--sparsities", "0.5,0.9", "--no-dense", "--epochs", "2", "--max-batches", "3"];
         Assert.Equal(0, Pai_(sweep).Wait().Code);
         string[] worker = ["worker", "--store", url, "--artifacts", artifacts.Path, "--sweep", "s", "--lease", "2", "--threads", "1"];
@@ -157,7 +157,7 @@ public sealed partial class PostgresWorkerTests(PostgresCluster cluster, ITestOu
     {
         var url = cluster.NewDatabase();
         using var sqlite = new TempDirectory();
-        string[] grid = ["sweep", .. Tiny, "--criteria", "magnitude,snip", "--sparsities", "0.5,0.9", "--epochs", "1", "--max-batches", "3", "--threads", "1"];
+        string[] grid = ["sweep", .. Tiny, "--seeds", "0", "--criteria", "magnitude,snip", "--sparsities", "0.5,0.9", "--epochs", "1", "--max-batches", "3", "--threads", "1"];
         var two = Pai_([.. grid, "--store", url, "--artifacts", artifacts.Path, "--workers", "2"]).Wait();
         Assert.True(two.Code == 0, two.Text);
         Assert.Contains("[worker 1]", two.Text);
