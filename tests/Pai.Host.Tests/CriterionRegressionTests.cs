@@ -38,7 +38,9 @@ public sealed class CriterionRegressionTests
         [("resnet20", "fisher_diag")] = ["9ea92d6a695be14b", "8059c5b520d7b858", "e5424ebd04952c24"],
         [("resnet20", "fisher_obd")] = ["3f423c2160f0512e", "348dcecc832355c9", "248cab81e9d9d47e"],
         [("resnet20", "fts")] = ["9d8364e7af5002c4", "b33808785b77e73b", "93dad5f81752d6af"],
-//GN_HUTCH_PLACEHOLDER
+        [("resnet20", "gn_diag")] = ["01572c64fc7f4b24", "9a576db6cb5063b7", "72651b5908b68e57"],
+        [("resnet20", "hutch_diag")] = ["29125b830cb9e6d2", "f51e6d3c71f16aee", "943915c8a34262df"],
+        [("resnet20", "hutch_obd")] = ["d322f1feec9d9a77", "aa587c927bfa1662", "5fd0459eae870398"],
     };
 
     static readonly double[] Sparsities = [0.9, 0.98, 0.995];
