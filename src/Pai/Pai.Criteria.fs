@@ -272,6 +272,14 @@ module Formula =
                 | Symbol s when s = c -> pos <- pos + 1
                 | t -> fail $"expected '%c{c}' but found %s{describe t}"
 
+            // Consumes an optional '-' and says whether there was one.
+            let minus () =
+                match peek () with
+                | Symbol '-' ->
+                    pos <- pos + 1
+                    true
+                | _ -> false
+
             // Named parameters of a statistic: only the temperature T, a positive number.
             let parameters (name: string) =
                 let mutable t = 1.0
@@ -286,12 +294,7 @@ module Formula =
                             pos <- pos + 1
                             expect '='
 
-                            let negative =
-                                match peek () with
-                                | Symbol '-' ->
-                                    pos <- pos + 1
-                                    true
-                                | _ -> false
+                            let negative = minus ()
 
                             match peek () with
                             | Number v when not negative && v > 0.0 && Double.IsFinite v ->
@@ -335,37 +338,26 @@ module Formula =
                 | "random" -> plain Statistic.Random
                 | _ -> None
 
-            let rec expr () =
-                let mutable left = term ()
+            // One left-associative level: operand (op operand)*, op one of the given symbols.
+            let level (operand: unit -> Expr) (ops: (char * (Expr * Expr -> Expr)) list) () =
+                let mutable left = operand ()
                 let mutable go = true
 
                 while go do
                     match peek () with
-                    | Symbol '+' ->
+                    | Symbol c when ops |> List.exists (fun (op, _) -> op = c) ->
                         pos <- pos + 1
-                        left <- Expr.Sum(left, term ())
-                    | Symbol '-' ->
-                        pos <- pos + 1
-                        left <- Expr.Difference(left, term ())
+                        let make = ops |> List.find (fun (op, _) -> op = c) |> snd
+                        left <- make (left, operand ())
                     | _ -> go <- false
 
                 left
+
+            let rec expr () =
+                level term [ '+', Expr.Sum; '-', Expr.Difference ] ()
 
             and term () =
-                let mutable left = unary ()
-                let mutable go = true
-
-                while go do
-                    match peek () with
-                    | Symbol '*' ->
-                        pos <- pos + 1
-                        left <- Expr.Product(left, unary ())
-                    | Symbol '/' ->
-                        pos <- pos + 1
-                        left <- Expr.Quotient(left, unary ())
-                    | _ -> go <- false
-
-                left
+                level unary [ '*', Expr.Product; '/', Expr.Quotient ] ()
 
             and unary () =
                 match peek () with
@@ -385,12 +377,7 @@ module Formula =
                     pos <- pos + 1
 
                     let exponent () =
-                        let negative =
-                            match peek () with
-                            | Symbol '-' ->
-                                pos <- pos + 1
-                                true
-                            | _ -> false
+                        let negative = minus ()
 
                         match peek () with
                         | Number v ->
