@@ -56,3 +56,21 @@ let report (resultsDir: string) (runs: Collections.Generic.IReadOnlyList<RunReco
         Pai.Host.Reports.ReportWriter.Write(runs, IO.Path.Combine(IO.Path.GetFullPath resultsDir, "report"))
 
     printfn "report: %s" files.Html
+
+/// A run as a pipeline of immutable records (Pai.Host.Pipeline):
+///   Pipeline.data "fashion-mnist" |> Pipeline.model "lenet5" |> Pipeline.score snip
+///   |> Pipeline.prune 0.98 |> Pipeline.train (Budget(1, 50)) |> Pipeline.record store
+/// Each stage returns a new record; a pruned record can be trained with several budgets.
+module Pipeline =
+    /// Starts on a data set with the default settings (the model brings its learning rate).
+    let data (dataset: string) = Pai.Host.Pipeline.Data(dataset)
+    /// Starts from a configuration whose every setting the run keeps.
+    let from (config: RunConfig) = Pai.Host.Pipeline.From(config)
+    let model (name: string) (stage: Pai.Host.DataStage) = stage.Model(name)
+    /// Chooses the criterion: an F# value (Registry.find "snip", or Criteria.ofFormula over statistics).
+    let score (criterion: Pai.Criterion) (stage: Pai.Host.ModelStage) = stage.Score(criterion)
+    /// The dense baseline: no pruning.
+    let dense (stage: Pai.Host.ModelStage) = stage.Dense()
+    let prune (sparsity: float) (stage: Pai.Host.ScoreStage) = stage.Prune(sparsity)
+    let train (budget: Pai.Host.Budget) (stage: Pai.Host.PrunedStage) = stage.Train(budget)
+    let record (store: IRunStore) (stage: Pai.Host.TrainedStage) = stage.Record(store)

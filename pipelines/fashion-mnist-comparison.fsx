@@ -14,7 +14,7 @@ let maxBatches =
     args |> Map.tryFind "max-batches" |> Option.map int |> Option.toNullable
 
 let criteria =
-    (arg "criteria" "random,magnitude,snip,grasp,synflow,fisher_obd,hutch_obd,hts").Split(',')
+    (arg "criteria" (System.String.Join(",", Registry.mainJob))).Split(',')
     |> List.ofArray
 
 let sparsities = [ 0.9; 0.98; 0.995 ]

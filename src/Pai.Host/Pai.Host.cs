@@ -92,7 +92,7 @@ public sealed class TrainOutcome : IDisposable
     /// <summary>Writes weights, buffers and the mask (as "mask/NAME") to a safetensors checkpoint.</summary>
     public void SaveCheckpoint(string path, RunConfig config)
     {
-        var tensors = Model.Parameters.Select(w => (w.Key, w.Value)).Concat(Model.Buffers.Select(b => (b.Key, b.Value)));
+        var tensors = Model.State();
         if (Mask is not null) tensors = tensors.Concat(Mask.Select(k => ("mask/" + k.Key, k.Value)));
         Safetensors.Save(Path.GetFullPath(path), tensors, new Dictionary<string, string> { ["config"] = config.CanonicalJson() });
     }
@@ -157,7 +157,7 @@ public static class PaiHost
         using var scoring = ScoringSubset.Create(train, c.SamplesPerClass, c.Seed, c.ScoringBatchSize, device: model.Device);
         var inputs = Libtorch.Cat(scoring.Select(b => b.Inputs).ToArray());
         var targets = Libtorch.Cat(scoring.Select(b => b.Targets).ToArray());
-        var tensors = model.Parameters.Select(p => (p.Key, p.Value)).Concat(model.Buffers.Select(b => (b.Key, b.Value)))
+        var tensors = model.State()
             .Append(("inputs", inputs)).Append(("targets", targets));
         Safetensors.Save(Path.GetFullPath(path), tensors, new Dictionary<string, string>
         {

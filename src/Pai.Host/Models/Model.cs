@@ -71,6 +71,10 @@ public abstract class Model : Module, IModelView
     public IReadOnlyList<KeyValuePair<string, Tensor>> Buffers => bufferList ??=
         NamedBuffers().Select(p => KeyValuePair.Create(p.Name, p.Tensor)).ToList();
 
+    /// <summary>The model's state: every parameter then every buffer, as PyTorch's state_dict names them (what checkpoints hold).</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> State() =>
+        Parameters.Select(p => (p.Key, p.Value)).Concat(Buffers.Select(b => (b.Key, b.Value)));
+
     /// <summary>Number of scalars in <see cref="Prunable"/>.</summary>
     public long PrunableCount => Prunable.Sum(p => p.Value.NumEl);
 

@@ -328,82 +328,42 @@ public static class Experiment
         try
         {
             Validate(c);
-            var phases = new Dictionary<string, double>();
             progress?.Phase(c, "data");
             var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train, c.SkipBadImages);
             var test = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Test, c.SkipBadImages);
             using var model = CreateModel(c, train);
 
-            Mask? mask = null;
-            PruneSummary? prune = null;
+            PrunedModel? pruned = null;
             try
             {
-                if (c.Criterion != "dense" && store is null)
-                    mask = DistributedRun.ReceiveMask(parallel!, model);
-                else if (c.Criterion != "dense" && store is not null)
+                if (c.Criterion != DenseCriterion && store is null)
+                    pruned = new PrunedModel(DistributedRun.ReceiveMask(parallel!, model), null, new Dictionary<string, double>());
+                else if (c.Criterion != DenseCriterion && store is not null)
                 {
                     progress?.Phase(c, "warmup+scoring");
-                    var result = Prune(c, model, train, store, m => progress?.Log(c, m));
-                    mask = result.Mask;
-                    foreach (var (phase, seconds) in result.Report.Seconds) phases[phase] = seconds;
-                    prune = new PruneSummary(result.Report.Criterion,
-                        result.Report.Layers.Select(l => new LayerDensityRecord(l.Name, l.Kept, l.Total)).ToList(),
-                        result.Report.Collapsed.ToList(), result.Report.Rounds, result.Report.Density,
-                        result.Report.Curvature.Select(CurvatureRecord.Of).ToList());
-                    prune = prune.WithFlops(model.LayerFlops());
-                    store.RecordPrune(key, prune, phases);
-                    if (c.Ablation == "reinit") Ablations.Reinitialize(model, c.Seed);
+                    pruned = PruneForRun(c, model, train, store, m => progress?.Log(c, m));
+                    store.RecordPrune(key, pruned.Summary!, pruned.Phases);
                     Safetensors.Save(store.MaskPath(key),
-                        mask.Layers.Select(l => (l.Item1, l.Item2)), new Dictionary<string, string> { ["config"] = c.CanonicalJson() });
-                    parallel?.BroadcastFromRoot(mask.Layers.Select(l => l.Item2));
+                        pruned.Mask.Layers.Select(l => (l.Item1, l.Item2)), new Dictionary<string, string> { ["config"] = c.CanonicalJson() });
+                    parallel?.BroadcastFromRoot(pruned.Mask.Layers.Select(l => l.Item2));
                 }
 
-                progress?.Phase(c, "training");
-                var watch = Stopwatch.StartNew();
-                using var trainLoader = new DataLoader(train, DistributedRun.BatchPerRank(c, parallel), shuffle: true, seed: c.Seed, augment: c.Augment, device: model.Device,
-                    rank: parallel?.Rank ?? 0, worldSize: parallel?.Size ?? 1);
-                using var testLoader = new DataLoader(test, 1000, shuffle: false, device: model.Device, rank: parallel?.Rank ?? 0, worldSize: parallel?.Size ?? 1);
-                var options = TrainOptionsOf(c);
-                var epochs = Trainer.Train(model, mask is null ? null : MaskDictionary(mask), trainLoader.Epoch, () => testLoader.Epoch(0),
-                    options, p =>
-                    {
-                        if (p.Finished is { } e)
-                            store?.RecordEpoch(key, new EpochMetrics(e.Epoch, e.TrainLoss, e.TrainTop1, e.LearningRate,
-                                e.Test?.Loss, e.Test?.Top1, e.Test?.Top5, e.Seconds));
-                        progress?.Training(c, p);
-                    }, batchesPerEpoch: options.BatchesPerEpoch(trainLoader.BatchCount), parallel: parallel);
-                phases["training"] = watch.Elapsed.TotalSeconds;
-
-                if (store is not null)
-                    Safetensors.Save(store.CheckpointPath(key),
-                        model.Parameters.Select(p => (p.Key, p.Value)).Concat(model.Buffers.Select(b => (b.Key, b.Value))),
-                        new Dictionary<string, string> { ["config"] = c.CanonicalJson() });
-
-                var last = epochs[^1];
-                var record = new RunRecord
+                var record = TrainForRun(c, model, pruned, train, test, started, progress, (p, e) =>
                 {
-                    Key = key,
-                    Config = c,
-                    Status = RunStatus.Finished,
-                    Epochs = epochs.Select(e => new EpochMetrics(e.Epoch, e.TrainLoss, e.TrainTop1, e.LearningRate,
-                        e.Test?.Loss, e.Test?.Top1, e.Test?.Top5, e.Seconds)).ToList(),
-                    FinalTop1 = last.Test?.Top1,
-                    FinalTop5 = last.Test?.Top5,
-                    FinalLoss = last.Test?.Loss,
-                    PhaseSeconds = phases,
-                    Prune = prune,
-                    Seeds = SeedsOf(c),
-                    PaiVersion = PaiHost.Version,
-                    LibtorchVersion = Libtorch.Version,
-                    Started = started,
-                    Finished = DateTimeOffset.UtcNow,
-                };
-                store?.Finish(key, record);
+                    if (p.Finished is not null) store?.RecordEpoch(key, e!);
+                }, parallel);
+                if (store is not null)
+                {
+                    Safetensors.Save(store.CheckpointPath(key),
+                        model.State(),
+                        new Dictionary<string, string> { ["config"] = c.CanonicalJson() });
+                    store.Finish(key, record);
+                }
                 return record;
             }
             finally
             {
-                if (mask is not null) MaskModule.dispose(mask);
+                if (pruned is not null) MaskModule.dispose(pruned.Mask);
             }
         }
         catch (Exception e)
@@ -413,4 +373,67 @@ public static class Experiment
         }
     }
 
+    /// <summary>
+    /// The pruning half of a run: BN warm-up and scoring on <paramref name="model"/> (which keeps the
+    /// warmed-up statistics, as training starts from them), the mask, its summary and phase timings,
+    /// and the reinit ablation applied to the model. The mask is owned by the caller.
+    /// </summary>
+    public static PrunedModel PruneForRun(RunConfig c, Model model, Dataset train, IRunStore? store, Action<string> log)
+    {
+        var result = Prune(c, model, train, store, log);
+        var summary = new PruneSummary(result.Report.Criterion,
+            result.Report.Layers.Select(l => new LayerDensityRecord(l.Name, l.Kept, l.Total)).ToList(),
+            result.Report.Collapsed.ToList(), result.Report.Rounds, result.Report.Density,
+            result.Report.Curvature.Select(CurvatureRecord.Of).ToList()).WithFlops(model.LayerFlops());
+        if (c.Ablation == "reinit") Ablations.Reinitialize(model, c.Seed);
+        return new PrunedModel(result.Mask, summary, result.Report.Seconds.ToDictionary(p => p.Item1, p => p.Item2));
+    }
+
+    /// <summary>
+    /// The training half of a run: trains <paramref name="model"/> (masked when <paramref name="pruned"/>
+    /// is given) and returns the finished record, without writing it anywhere. <paramref name="epoch"/>
+    /// sees every progress report, with the epoch's metrics when one finished.
+    /// </summary>
+    public static RunRecord TrainForRun(RunConfig c, Model model, PrunedModel? pruned, Dataset train, Dataset test, DateTimeOffset started,
+        IRunProgress? progress = null, Action<TrainProgress, EpochMetrics?>? epoch = null, DataParallel? parallel = null)
+    {
+        progress?.Phase(c, "training");
+        var phases = new Dictionary<string, double>(pruned?.Phases ?? new Dictionary<string, double>());
+        var watch = Stopwatch.StartNew();
+        using var trainLoader = new DataLoader(train, DistributedRun.BatchPerRank(c, parallel), shuffle: true, seed: c.Seed, augment: c.Augment, device: model.Device,
+            rank: parallel?.Rank ?? 0, worldSize: parallel?.Size ?? 1);
+        using var testLoader = new DataLoader(test, 1000, shuffle: false, device: model.Device, rank: parallel?.Rank ?? 0, worldSize: parallel?.Size ?? 1);
+        var options = TrainOptionsOf(c);
+        var epochs = Trainer.Train(model, pruned is null ? null : MaskDictionary(pruned.Mask), trainLoader.Epoch, () => testLoader.Epoch(0),
+            options, p =>
+            {
+                epoch?.Invoke(p, p.Finished is { } e ? MetricsOf(e) : null);
+                progress?.Training(c, p);
+            }, batchesPerEpoch: options.BatchesPerEpoch(trainLoader.BatchCount), parallel: parallel);
+        phases["training"] = watch.Elapsed.TotalSeconds;
+        var last = epochs[^1];
+        return new RunRecord
+        {
+            Key = c.Key,
+            Config = c,
+            Status = RunStatus.Finished,
+            Epochs = epochs.Select(MetricsOf).ToList(),
+            FinalTop1 = last.Test?.Top1,
+            FinalTop5 = last.Test?.Top5,
+            FinalLoss = last.Test?.Loss,
+            PhaseSeconds = phases,
+            Prune = pruned?.Summary,
+            Seeds = SeedsOf(c),
+            PaiVersion = PaiHost.Version,
+            LibtorchVersion = Libtorch.Version,
+            Started = started,
+            Finished = DateTimeOffset.UtcNow,
+        };
+    }
+
+    static EpochMetrics MetricsOf(EpochResult e) =>
+        new(e.Epoch, e.TrainLoss, e.TrainTop1, e.LearningRate, e.Test?.Loss, e.Test?.Top1, e.Test?.Top5, e.Seconds);
 }
+
+/// <summary>A model's mask after the pruning half of a run (<see cref="Experiment.PruneForRun"/>): the mask (owned by the holder), its summary (null when received from rank 0) and phase timings.</summary>
+public sealed record PrunedModel(Mask Mask, PruneSummary? Summary, IReadOnlyDictionary<string, double> Phases);
