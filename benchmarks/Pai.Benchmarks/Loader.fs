@@ -45,21 +45,24 @@ let generate (root: string) (count: int) (side: int) (classes: int) =
     Path.Combine(root, "train")
 
 /// Images/s of one ImageFolderLoader epoch (drop-last batches), batches copied into tensors and freed.
-let paiEpoch (folder: ImageFolder) (batch: int) (size: int) (threads: int) (epoch: int) =
+/// The ImageNet training pipeline (random-resized crop + flip, drop-last batches) over `folder`.
+let private trainLoader (folder: ImageFolder) (batch: int) (size: int) (threads: int) (seed: uint64) =
     let info = DatasetRegistry.Info "imagenet"
 
-    let loader =
-        ImageFolderLoader(
-            folder,
-            batch,
-            ImagePipeline.Train,
-            info.Mean,
-            info.Std,
-            size = size,
-            seed = 0UL,
-            dropLast = true,
-            threads = threads
-        )
+    ImageFolderLoader(
+        folder,
+        batch,
+        ImagePipeline.Train,
+        info.Mean,
+        info.Std,
+        size = size,
+        seed = seed,
+        dropLast = true,
+        threads = threads
+    )
+
+let paiEpoch (folder: ImageFolder) (batch: int) (size: int) (threads: int) (epoch: int) =
+    let loader = trainLoader folder batch size threads 0UL
 
     let watch = Stopwatch.StartNew()
     let mutable images = 0
@@ -74,20 +77,7 @@ let paiEpoch (folder: ImageFolder) (batch: int) (size: int) (threads: int) (epoc
 /// resnet18 (ImageNet stem) trained by Trainer.Train on the loader's batches: seconds each step
 /// waited for its batch against seconds of the step itself (the first step is a warm-up).
 let starvation (folder: ImageFolder) (batch: int) (size: int) (threads: int) (steps: int) =
-    let info = DatasetRegistry.Info "imagenet"
-
-    let loader =
-        ImageFolderLoader(
-            folder,
-            batch,
-            ImagePipeline.Train,
-            info.Mean,
-            info.Std,
-            size = size,
-            seed = 1UL,
-            dropLast = true,
-            threads = threads
-        )
+    let loader = trainLoader folder batch size threads 1UL
 
     use net =
         ModelZoo.Create(

@@ -180,6 +180,102 @@ let private measure (f: unit -> unit) (iterations: int) =
 
 let private time f iterations = fst (measure f iterations)
 
+/// Median wall seconds and CPU seconds of Pai (a) and PyTorch (b) over `repeats`, alternating
+/// A/B and B/A so that drifting load hits both sides alike. Each side returns (wall, cpu).
+let private interleaved repeats (a: unit -> float * float) (b: unit -> float * float) =
+    let pai, paiCpu, torch, torchCpu =
+        ResizeArray(), ResizeArray(), ResizeArray(), ResizeArray()
+
+    let runA () =
+        let wall, cpu = a ()
+        pai.Add wall
+        paiCpu.Add cpu
+
+    let runB () =
+        let wall, cpu = b ()
+        torch.Add wall
+        torchCpu.Add cpu
+
+    for r in 1..repeats do
+        if r % 2 = 1 then
+            runA ()
+            runB ()
+        else
+            runB ()
+            runA ()
+
+    median pai, median torch, median paiCpu / median torchCpu
+
+/// The PyTorch side's answer to `run ...`: (wall, cpu) seconds.
+let private torchSeconds (answer: Text.Json.JsonElement) =
+    answer.GetProperty("seconds").GetDouble(), answer.GetProperty("cpu_seconds").GetDouble()
+
+/// An option of name=count pairs, e.g. --samples hutch_obd=10,hts=10.
+let private counts (args: Args) (option: string) =
+    args.List(option, [])
+    |> List.map (fun kv ->
+        match kv.Split('=') with
+        | [| k; v |] -> k, int v
+        | _ -> failwithf "--%s takes name=count pairs, got '%s'" option kv)
+    |> Map.ofList
+
+/// The benchmark's data and freshly initialized network (seed 0, eval mode) for a model name:
+/// Fashion-MNIST for the LeNets, a CIFAR-shaped synthetic set otherwise.
+let private dataAndNet (m: string) =
+    let data =
+        match m with
+        | "lenet5"
+        | "lenet300" -> DatasetRegistry.FashionMnist(DatasetSplit.Train)
+        | _ -> cifarLike 2000 0UL
+
+    let shape = InputShape(data.Channels, data.Height, data.Width)
+
+    let net =
+        ModelZoo.Create(m, ModelOptions(InputShape = shape, Classes = data.NumClasses, Seed = 0UL))
+
+    net.Training <- false
+    data, net, shape
+
+/// The long-lived PyTorch worker (torch_scoring.py) over the exported weights and batches in `dir`.
+let private torchWorker (args: Args) dir threads probes (extra: string list) =
+    new LineWorker(
+        python args,
+        [
+            Path.Combine(benchmarksDir (), "torch_scoring.py")
+            "--dir"
+            dir
+            "--threads"
+            string threads
+            "--oracles"
+            oraclesDir ()
+            "--probes"
+            string probes
+        ]
+        @ extra
+    )
+
+/// Runs `f` on a fresh temporary directory named after `prefix`, deleted afterwards.
+let private inTempDirectory (prefix: string) (f: string -> unit) =
+    let dir = Directory.CreateTempSubdirectory(prefix).FullName
+
+    try
+        f dir
+    finally
+        try
+            Directory.Delete(dir, true)
+        with _ ->
+            ()
+
+/// The closing tables, one per model, after the medians line.
+let private printTables repeats (title: string -> string) (header: string list) tables =
+    printfn ""
+    printfn "medians over %d repeats; load average at end: %s" repeats (loadAverage ())
+
+    for (m: string), rows in tables do
+        printfn ""
+        printfn "%s" (title m)
+        printTable header rows
+
 /// Pai and PyTorch per criterion and model, A/B then B/A per repeat; prints medians.
 let run (args: Args) =
     let models = args.List("models", [ "lenet5"; "resnet20" ])
@@ -205,23 +301,13 @@ let run (args: Args) =
     let tables = ResizeArray()
 
     for m in models do
-        use data =
-            match m with
-            | "lenet5"
-            | "lenet300" -> DatasetRegistry.FashionMnist(DatasetSplit.Train)
-            | _ -> cifarLike 2000 0UL
-
-        let shape = InputShape(data.Channels, data.Height, data.Width)
-
-        use net =
-            ModelZoo.Create(m, ModelOptions(InputShape = shape, Classes = data.NumClasses, Seed = 0UL))
-
-        net.Training <- false
+        let data, net, shape = dataAndNet m
+        use data = data
+        use net = net
         use batches = ScoringSubset.Create(data, perClass, 0UL, batchSize)
         let batchList = List.ofSeq batches
-        let dir = Directory.CreateTempSubdirectory("pai-bench-scoring-").FullName
 
-        try
+        inTempDirectory "pai-bench-scoring-" (fun dir ->
             export dir net batchList batchSize
 
             let ctx =
@@ -238,37 +324,24 @@ let run (args: Args) =
                 }
 
             use worker =
-                new LineWorker(
-                    python args,
+                torchWorker
+                    args
+                    dir
+                    threads
+                    probes
                     [
-                        Path.Combine(benchmarksDir (), "torch_scoring.py")
-                        "--dir"
-                        dir
-                        "--threads"
-                        string threads
-                        "--oracles"
-                        oraclesDir ()
-                        "--probes"
-                        string probes
                         "--synflow-rounds"
                         string (args.Int("synflow-rounds", 100))
                         "--synflow-sparsity"
                         (args.Float("synflow-sparsity", 0.99)).ToString("R", inv)
                     ]
-                )
 
             printfn "%s: %d scoring batches, %d prunable weights" m batchList.Length net.PrunableCount
             let rows = ResizeArray()
 
             // --criterion-batches hutch_obd=10,hts=10: score those criteria on the first K scoring
             // batches only (both sides), for criteria too slow to repeat on all of them.
-            let limits =
-                args.List("criterion-batches", [])
-                |> List.map (fun kv ->
-                    match kv.Split('=') with
-                    | [| k; v |] -> k, int v
-                    | _ -> failwithf "--criterion-batches takes name=count pairs, got '%s'" kv)
-                |> Map.ofList
+            let limits = counts args "criterion-batches"
 
             for name in criteria do
                 let limit =
@@ -300,31 +373,10 @@ let run (args: Args) =
                 // (calibrated on a second, warm call).
                 let once = if warm >= minSeconds then warm else time j.Run 1
                 let iterations = max 1 (min 1000 (int (ceil (minSeconds / max once 1e-6))))
-                let pai = ResizeArray()
-                let torch = ResizeArray()
-                let paiCpu = ResizeArray()
-                let torchCpu = ResizeArray()
 
-                for r in 1..repeats do
-                    let a () =
-                        let wall, cpu = measure j.Run iterations
-                        pai.Add wall
-                        paiCpu.Add cpu
-
-                    let b () =
-                        let answer = worker.Ask($"run %s{name} %d{iterations} %d{limit}")
-                        torch.Add(answer.GetProperty("seconds").GetDouble())
-                        torchCpu.Add(answer.GetProperty("cpu_seconds").GetDouble())
-
-                    if r % 2 = 1 then
-                        a ()
-                        b ()
-                    else
-                        b ()
-                        a ()
-
-                let p, t = median pai, median torch
-                let cpuRatio = median paiCpu / median torchCpu
+                let p, t, cpuRatio =
+                    interleaved repeats (fun () -> measure j.Run iterations) (fun () ->
+                        torchSeconds (worker.Ask($"run %s{name} %d{iterations} %d{limit}")))
 
                 printfn
                     "  %-13s Pai %s s  PyTorch %s s  ratio %s  CPU-time ratio %s  (%d call(s) per measurement; max rel. diff %.1e; load %s)"
@@ -347,30 +399,20 @@ let run (args: Args) =
                         check.ToString("0.0e0", inv)
                     ]
 
-            tables.Add((m, List.ofSeq rows))
-        finally
-            try
-                Directory.Delete(dir, true)
-            with _ ->
-                ()
+            tables.Add((m, List.ofSeq rows)))
 
-    printfn ""
-    printfn "medians over %d repeats; load average at end: %s" repeats (loadAverage ())
-
-    for m, rows in tables do
-        printfn ""
-        printfn "%s" m
-
-        printTable
-            [
-                "criterion"
-                "Pai s"
-                "PyTorch s"
-                "ratio (<=1.0)"
-                "CPU-time ratio"
-                "max rel. diff"
-            ]
-            rows
+    printTables
+        repeats
+        id
+        [
+            "criterion"
+            "Pai s"
+            "PyTorch s"
+            "ratio (<=1.0)"
+            "CPU-time ratio"
+            "max rel. diff"
+        ]
+        tables
 
     0
 
@@ -454,13 +496,7 @@ let runExact (args: Args) =
     // --samples hutch_obd=10,hts=10: score those criteria on the first K samples (both sides),
     // for the paper's per-sample Hutchinson, which costs minutes per call on resnet20. The
     // accuracy table uses hutch_obd's samples.
-    let sampleLimits =
-        args.List("samples", [])
-        |> List.map (fun kv ->
-            match kv.Split('=') with
-            | [| k; v |] -> k, int v
-            | _ -> failwithf "--samples takes criterion=count pairs, got '%s'" kv)
-        |> Map.ofList
+    let sampleLimits = counts args "samples"
 
     printfn
         "exact-scoring benchmark: models %s, %d samples per class; PyTorch: the paper's algorithm at batch 1, %d probes, T=200; Pai: batched/exact at batch %d; threads %d, %d repeats (A/B interleaved)"
@@ -476,18 +512,9 @@ let runExact (args: Args) =
     let accuracy = ResizeArray()
 
     for m in models do
-        use data =
-            match m with
-            | "lenet5"
-            | "lenet300" -> DatasetRegistry.FashionMnist(DatasetSplit.Train)
-            | _ -> cifarLike 2000 0UL
-
-        let shape = InputShape(data.Channels, data.Height, data.Width)
-
-        use net =
-            ModelZoo.Create(m, ModelOptions(InputShape = shape, Classes = data.NumClasses, Seed = 0UL))
-
-        net.Training <- false
+        let data, net, shape = dataAndNet m
+        use data = data
+        use net = net
         use subset = ScoringSubset.Create(data, perClass, 0UL, 1)
         let all = List.ofSeq subset
 
@@ -502,26 +529,10 @@ let runExact (args: Args) =
         let batchesOf name =
             rebatch paiBatch (List.truncate (samplesOf name) all)
 
-        let dir = Directory.CreateTempSubdirectory("pai-bench-exact-").FullName
-
-        try
+        inTempDirectory "pai-bench-exact-" (fun dir ->
             export dir net singles 1
 
-            use worker =
-                new LineWorker(
-                    python args,
-                    [
-                        Path.Combine(benchmarksDir (), "torch_scoring.py")
-                        "--dir"
-                        dir
-                        "--threads"
-                        string threads
-                        "--oracles"
-                        oraclesDir ()
-                        "--probes"
-                        string probes
-                    ]
-                )
+            use worker = torchWorker args dir threads probes []
 
             printfn
                 "%s: %d scoring samples (PyTorch: batches of 1; Pai: batches of up to %d), %d prunable weights"
@@ -573,30 +584,11 @@ let runExact (args: Args) =
                 let theirs = readFloats path |> Array.map float
                 let diff = relativeDifference (Array.map float32 mine) (Array.map float32 theirs)
                 let rho = Stability.spearman theirs mine
-                let pai = ResizeArray()
-                let torch = ResizeArray()
-                let paiCpu = ResizeArray()
-                let torchCpu = ResizeArray()
 
-                for r in 1..repeats do
-                    let a () =
-                        let wall, cpu = measure run 1
-                        pai.Add wall
-                        paiCpu.Add cpu
+                let p, t, cpuRatio =
+                    interleaved repeats (fun () -> measure run 1) (fun () ->
+                        torchSeconds (worker.Ask($"run %s{torchName} 1 %d{k}")))
 
-                    let b () =
-                        let answer = worker.Ask($"run %s{torchName} 1 %d{k}")
-                        torch.Add(answer.GetProperty("seconds").GetDouble())
-                        torchCpu.Add(answer.GetProperty("cpu_seconds").GetDouble())
-
-                    if r % 2 = 1 then
-                        a ()
-                        b ()
-                    else
-                        b ()
-                        a ()
-
-                let p, t = median pai, median torch
                 let label = $"%s{name} (%d{k})"
 
                 printfn
@@ -605,7 +597,7 @@ let runExact (args: Args) =
                     (secs p)
                     (secs t)
                     (f3 (p / t))
-                    (f3 (median paiCpu / median torchCpu))
+                    (f3 cpuRatio)
                     diff
                     rho
                     (loadAverage ())
@@ -616,7 +608,7 @@ let runExact (args: Args) =
                         secs p
                         secs t
                         f3 (p / t)
-                        f3 (median paiCpu / median torchCpu)
+                        f3 cpuRatio
                         diff.ToString("0.0e0", inv)
                         f3 rho
                     ]
@@ -624,31 +616,21 @@ let runExact (args: Args) =
             let torchRss = worker.Ask("rss").GetProperty("max_rss_mb").GetDouble()
             let paiRss = peakRssMb ()
             rows.Add [ "peak RSS MB"; f1 paiRss; f1 torchRss; f3 (paiRss / torchRss); ""; ""; "" ]
-            tables.Add((m, List.ofSeq rows))
-        finally
-            try
-                Directory.Delete(dir, true)
-            with _ ->
-                ()
+            tables.Add((m, List.ofSeq rows)))
 
-    printfn ""
-    printfn "medians over %d repeats; load average at end: %s" repeats (loadAverage ())
-
-    for m, rows in tables do
-        printfn ""
-        printfn "%s (criterion (samples scored))" m
-
-        printTable
-            [
-                "criterion"
-                "Pai s"
-                "PyTorch s"
-                "time ratio"
-                "CPU-time ratio"
-                "max rel. diff"
-                "Spearman"
-            ]
-            rows
+    printTables
+        repeats
+        (sprintf "%s (criterion (samples scored))")
+        [
+            "criterion"
+            "Pai s"
+            "PyTorch s"
+            "time ratio"
+            "CPU-time ratio"
+            "max rel. diff"
+            "Spearman"
+        ]
+        tables
 
     printfn ""
     printfn "curvature estimators against the exact diagonal"

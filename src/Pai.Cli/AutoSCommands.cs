@@ -1,9 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using Pai.Host.AutoS;
-using Pai.Host.Data;
-using Pai.Host.Runs;
-using Pai.Host.Training;
 using Spectre.Console;
 
 namespace Pai.Cli;

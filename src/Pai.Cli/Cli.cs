@@ -1,5 +1,3 @@
-using Pai.Host.Checkpoints;
-using Pai.Host.Data;
 using Spectre.Console;
 
 namespace Pai.Cli;

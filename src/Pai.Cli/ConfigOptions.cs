@@ -1,6 +1,4 @@
 using System.CommandLine;
-using Pai.Host.Models;
-using Pai.Host.Runs;
 
 namespace Pai.Cli;
 

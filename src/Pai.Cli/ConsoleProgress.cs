@@ -1,5 +1,3 @@
-using Pai.Host.Runs;
-using Pai.Host.Training;
 using Spectre.Console;
 
 namespace Pai.Cli;

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using Pai.Host.Reports;
-using Pai.Host.Runs;
 using Spectre.Console;
 
 namespace Pai.Cli;

@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using Pai.Host;
-using Pai.Host.Runs;
 using Spectre.Console;
 
 namespace Pai.Cli;

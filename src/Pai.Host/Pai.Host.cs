@@ -1,12 +1,6 @@
 using System.Reflection;
 using Microsoft.FSharp.Collections;
-using Pai.Host.Checkpoints;
-using Pai.Host.Data;
-using Pai.Host.Models;
 using Pai.Host.Reports;
-using Pai.Host.Runs;
-using Pai.Host.Training;
-using Pai.Torch;
 
 namespace Pai.Host;
 
@@ -31,24 +25,14 @@ public sealed record InstallationInfo(
     int CudaDevices, string Parallel, IReadOnlyList<DatasetLocation> Datasets);
 
 /// <summary>A pruned model: the freshly initialized model, its mask and report, and the data it was scored on.</summary>
-public sealed class PruneOutcome : IDisposable
+public sealed class PruneOutcome(RunConfig config, DataCache data, Model model, PruneResult result) : IDisposable
 {
-    readonly DataCache data;
-
-    internal PruneOutcome(RunConfig config, DataCache data, Model model, PruneResult result)
-    {
-        Config = config;
-        this.data = data;
-        Model = model;
-        Result = result;
-    }
-
     /// <summary>The configuration (as <see cref="Experiment.Configure"/> settled it).</summary>
-    public RunConfig Config { get; }
+    public RunConfig Config { get; } = config;
     /// <summary>The model at its initialization (weights unchanged by pruning).</summary>
-    public Model Model { get; }
+    public Model Model { get; } = model;
     /// <summary>Mask, report (and statistics, already stored or freed).</summary>
-    public PruneResult Result { get; }
+    public PruneResult Result { get; } = result;
     /// <summary>The mask.</summary>
     public Mask Mask => Result.Mask;
     /// <summary>Per-layer densities, collapse, timings, curvature diagnostics.</summary>

@@ -1,10 +1,4 @@
 using Microsoft.FSharp.Collections;
-using Pai.Host.Checkpoints;
-using Pai.Host.Data;
-using Pai.Host.Models;
-using Pai.Host.Runs;
-using Pai.Host.Training;
-using Pai.Torch;
 
 namespace Pai.Host;
 

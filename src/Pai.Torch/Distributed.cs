@@ -5,27 +5,15 @@ using static Pai.Torch.Native.NativeMethods;
 namespace Pai.Torch;
 
 /// <summary>Owns one native c10d store.</summary>
-internal sealed class StoreHandle : SafeHandle
+internal sealed class StoreHandle(IntPtr handle) : NativeHandle(handle)
 {
-    internal StoreHandle(IntPtr handle) : base(IntPtr.Zero, ownsHandle: true) => SetHandle(handle);
-    public override bool IsInvalid => handle == IntPtr.Zero;
-    protected override bool ReleaseHandle()
-    {
-        pai_dist_store_dispose(handle);
-        return true;
-    }
+    protected override void Free(IntPtr h) => pai_dist_store_dispose(h);
 }
 
 /// <summary>Owns one native c10d process group.</summary>
-internal sealed class GroupHandle : SafeHandle
+internal sealed class GroupHandle(IntPtr handle) : NativeHandle(handle)
 {
-    internal GroupHandle(IntPtr handle) : base(IntPtr.Zero, ownsHandle: true) => SetHandle(handle);
-    public override bool IsInvalid => handle == IntPtr.Zero;
-    protected override bool ReleaseHandle()
-    {
-        pai_dist_group_dispose(handle);
-        return true;
-    }
+    protected override void Free(IntPtr h) => pai_dist_group_dispose(h);
 }
 
 /// <summary>

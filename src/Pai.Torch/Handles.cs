@@ -3,26 +3,31 @@ using Pai.Torch.Native;
 
 namespace Pai.Torch;
 
-/// <summary>Owns one native at::Tensor*. Its finalizer is only a backstop: dispose scopes free tensors deterministically.</summary>
-internal sealed class TensorHandle : SafeHandle
+/// <summary>
+/// Owns one native object, freed once by <see cref="Free"/>. Finalizers are only a backstop:
+/// dispose scopes and Dispose free native objects deterministically.
+/// </summary>
+internal abstract class NativeHandle : SafeHandle
 {
-    internal TensorHandle(IntPtr handle) : base(IntPtr.Zero, ownsHandle: true) => SetHandle(handle);
+    protected NativeHandle(IntPtr handle) : base(IntPtr.Zero, ownsHandle: true) => SetHandle(handle);
     public override bool IsInvalid => handle == IntPtr.Zero;
+    /// <summary>Frees the native object.</summary>
+    protected abstract void Free(IntPtr handle);
     protected override bool ReleaseHandle()
     {
-        NativeMethods.pai_tensor_dispose(handle);
+        Free(handle);
         return true;
     }
 }
 
-/// <summary>Owns one native at::Generator*.</summary>
-internal sealed class GeneratorHandle : SafeHandle
+/// <summary>Owns one native at::Tensor*.</summary>
+internal sealed class TensorHandle(IntPtr handle) : NativeHandle(handle)
 {
-    internal GeneratorHandle(IntPtr handle) : base(IntPtr.Zero, ownsHandle: true) => SetHandle(handle);
-    public override bool IsInvalid => handle == IntPtr.Zero;
-    protected override bool ReleaseHandle()
-    {
-        NativeMethods.pai_generator_dispose(handle);
-        return true;
-    }
+    protected override void Free(IntPtr h) => NativeMethods.pai_tensor_dispose(h);
+}
+
+/// <summary>Owns one native at::Generator*.</summary>
+internal sealed class GeneratorHandle(IntPtr handle) : NativeHandle(handle)
+{
+    protected override void Free(IntPtr h) => NativeMethods.pai_generator_dispose(h);
 }

@@ -158,24 +158,22 @@ public static unsafe class Libtorch
     }
 
     /// <summary>Standard normal draws.</summary>
-    public static Tensor Randn(long[] shape, Generator? generator = null, DType dtype = DType.Float32, Device? device = null)
-    {
-        var d = device ?? Device.Cpu;
-        fixed (long* s = shape)
-        {
-            var r = pai_randn(s, shape.Length, Generator.RawOrZero(generator), (int)dtype, (int)d.Type, d.Index);
-            GC.KeepAlive(generator);
-            return Tensor.Wrap(r);
-        }
-    }
+    public static Tensor Randn(long[] shape, Generator? generator = null, DType dtype = DType.Float32, Device? device = null) =>
+        Draw(normal: true, shape, generator, dtype, device);
 
     /// <summary>Uniform draws in [0, 1).</summary>
-    public static Tensor Rand(long[] shape, Generator? generator = null, DType dtype = DType.Float32, Device? device = null)
+    public static Tensor Rand(long[] shape, Generator? generator = null, DType dtype = DType.Float32, Device? device = null) =>
+        Draw(normal: false, shape, generator, dtype, device);
+
+    static Tensor Draw(bool normal, long[] shape, Generator? generator, DType dtype, Device? device)
     {
         var d = device ?? Device.Cpu;
         fixed (long* s = shape)
         {
-            var r = pai_rand(s, shape.Length, Generator.RawOrZero(generator), (int)dtype, (int)d.Type, d.Index);
+            var g = Generator.RawOrZero(generator);
+            var r = normal
+                ? pai_randn(s, shape.Length, g, (int)dtype, (int)d.Type, d.Index)
+                : pai_rand(s, shape.Length, g, (int)dtype, (int)d.Type, d.Index);
             GC.KeepAlive(generator);
             return Tensor.Wrap(r);
         }

@@ -25,24 +25,22 @@ type Feature =
 
 /// Feature names, parsing and computation.
 module Features =
+    // Every feature with its name in predictor files and on the command line, in canonical order.
+    let private named =
+        [
+            Feature.Weight, "theta"
+            Feature.Gradient, "grad"
+            Feature.Saliency, "saliency"
+            Feature.HutchinsonDiagonal, "hutch_diag"
+            Feature.LogFanIn, "log_fan_in"
+        ]
+
     /// The feature's name in predictor files and on the command line.
     let name (f: Feature) =
-        match f with
-        | Feature.Weight -> "theta"
-        | Feature.Gradient -> "grad"
-        | Feature.Saliency -> "saliency"
-        | Feature.HutchinsonDiagonal -> "hutch_diag"
-        | Feature.LogFanIn -> "log_fan_in"
+        named |> List.find (fst >> (=) f) |> snd
 
     /// Every feature, in canonical order.
-    let all =
-        [
-            Feature.Weight
-            Feature.Gradient
-            Feature.Saliency
-            Feature.HutchinsonDiagonal
-            Feature.LogFanIn
-        ]
+    let all = List.map fst named
 
     /// θ₀ and g₀: the paper's feature set and the default.
     let standard = [ Feature.Weight; Feature.Gradient ]

@@ -84,22 +84,28 @@ module Formula =
     /// Global rank in (0, 1].
     let rank e = Expr.Rank e
 
+    /// The direct sub-expressions of an expression (the one place that knows each case's arity).
+    let children (e: Expr) : Expr list =
+        match e with
+        | Expr.Statistic _
+        | Expr.Constant _ -> []
+        | Expr.Sum(a, b)
+        | Expr.Difference(a, b)
+        | Expr.Product(a, b)
+        | Expr.Quotient(a, b) -> [ a; b ]
+        | Expr.Power(a, _)
+        | Expr.Absolute a
+        | Expr.Negation a
+        | Expr.LayerNormalized a
+        | Expr.GlobalNormalized a
+        | Expr.Rank a -> [ a ]
+
     /// The distinct statistics a formula reads, in order of first appearance.
     let statistics (e: Expr) : Statistic list =
         let rec go e =
             match e with
             | Expr.Statistic s -> [ s ]
-            | Expr.Constant _ -> []
-            | Expr.Sum(a, b)
-            | Expr.Difference(a, b)
-            | Expr.Product(a, b)
-            | Expr.Quotient(a, b) -> go a @ go b
-            | Expr.Power(a, _)
-            | Expr.Absolute a
-            | Expr.Negation a
-            | Expr.LayerNormalized a
-            | Expr.GlobalNormalized a
-            | Expr.Rank a -> go a
+            | _ -> children e |> List.collect go
 
         go e |> List.distinctBy (fun s -> s.Name)
 
@@ -165,18 +171,7 @@ module Formula =
             | Expr.LayerNormalized a
             | Expr.GlobalNormalized a
             | Expr.Rank a when statistics a |> List.isEmpty -> Some e
-            | Expr.Statistic _
-            | Expr.Constant _ -> None
-            | Expr.Sum(a, b)
-            | Expr.Difference(a, b)
-            | Expr.Product(a, b)
-            | Expr.Quotient(a, b) -> go a |> Option.orElse (go b)
-            | Expr.Power(a, _)
-            | Expr.Absolute a
-            | Expr.Negation a
-            | Expr.LayerNormalized a
-            | Expr.GlobalNormalized a
-            | Expr.Rank a -> go a
+            | _ -> children e |> List.tryPick go
 
         go e
 

@@ -10,12 +10,7 @@
 //                        final weights to OUT (safetensors)
 //   loop                 joins, prints "joined", then allreduces forever (the test kills a rank)
 using System.Globalization;
-using Pai.Host.Checkpoints;
-using Pai.Host.Data;
 using Pai.Host.Distributed;
-using Pai.Host.Models;
-using Pai.Host.Training;
-using Pai.Torch;
 
 Libtorch.SetNumThreads(1);
 var env = DistributedEnvironment.FromEnvironment();

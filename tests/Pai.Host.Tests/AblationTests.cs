@@ -1,6 +1,3 @@
-using Pai.Host.Data;
-using Pai.Host.Runs;
-using Pai.Torch;
 
 namespace Pai.Host.Tests;
 

@@ -1,11 +1,6 @@
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using Pai.Host.AutoS;
-using Pai.Host.Checkpoints;
-using Pai.Host.Data;
-using Pai.Host.Models;
-using Pai.Host.Runs;
-using Pai.Torch;
 
 namespace Pai.Host.Tests;
 
@@ -15,8 +10,18 @@ public class AutoSTests
     // 1×8×8 images: lenet300 is then FC 64-300-100-10 (50,200 weights), fast enough for many rounds.
     static readonly SyntheticOptions Small = new(Height: 8, Width: 8, TrainCount: 256, TestCount: 64);
 
-    static (Dataset Train, Dataset Test) SmallData() =>
-        (SyntheticData.Create(Small, DatasetSplit.Train), SyntheticData.Create(Small, DatasetSplit.Test));
+    // The small synthetic training and test sets, freed together.
+    sealed class SmallData : IDisposable
+    {
+        public Dataset Train { get; } = SyntheticData.Create(Small, DatasetSplit.Train);
+        public Dataset Test { get; } = SyntheticData.Create(Small, DatasetSplit.Test);
+
+        public void Dispose()
+        {
+            Train.Dispose();
+            Test.Dispose();
+        }
+    }
 
     static RunConfig SmallRun(double learningRate) => new()
     {
@@ -32,65 +37,59 @@ public class AutoSTests
         // A learning rate of 1e-30 leaves every float32 weight unchanged by training, so each round
         // prunes by |θ₀|: the order of pruning is the global order of |θ₀|, known in advance.
         using var dir = new TempDirectory();
-        var (train, test) = SmallData();
-        using (train)
-        using (test)
-        {
-            const int rounds = 3;
-            var result = IterativePruning.Run(new IterativePruningSpec(SmallRun(1e-30), rounds, 0.2), train, test, dir.Path);
-            using var labels = LabelFile.Load(result.LabelsPath!);
-            using var model = Experiment.CreateModel(SmallRun(1e-30), train);
-            using var scope = new DisposeScope();
+        using var data = new SmallData();
+        var (train, test) = (data.Train, data.Test);
+        const int rounds = 3;
+        var result = IterativePruning.Run(new IterativePruningSpec(SmallRun(1e-30), rounds, 0.2), train, test, dir.Path);
+        using var labels = LabelFile.Load(result.LabelsPath!);
+        using var model = Experiment.CreateModel(SmallRun(1e-30), train);
+        using var scope = new DisposeScope();
 
-            var theta = model.Prunable.SelectMany(p => Floats(p.Value)).ToArray();
-            var n = theta.Length;
-            // Position of each weight in descending |θ₀| order (ties by position, as the selection breaks them).
-            var order = Enumerable.Range(0, n).OrderByDescending(i => Math.Abs(theta[i])).ThenBy(i => i).ToArray();
-            var place = new int[n];
-            for (var k = 0; k < n; k++) place[order[k]] = k;
-            var kept = Enumerable.Range(1, rounds).Select(r => Selection.keepCount(Math.Pow(0.8, r), n)).ToArray();
-            var expected = place.Select(p => (float)kept.Count(k => p < k) / rounds).ToArray();
+        var theta = model.Prunable.SelectMany(p => Floats(p.Value)).ToArray();
+        var n = theta.Length;
+        // Position of each weight in descending |θ₀| order (ties by position, as the selection breaks them).
+        var order = Enumerable.Range(0, n).OrderByDescending(i => Math.Abs(theta[i])).ThenBy(i => i).ToArray();
+        var place = new int[n];
+        for (var k = 0; k < n; k++) place[order[k]] = k;
+        var kept = Enumerable.Range(1, rounds).Select(r => Selection.keepCount(Math.Pow(0.8, r), n)).ToArray();
+        var expected = place.Select(p => (float)kept.Count(k => p < k) / rounds).ToArray();
 
-            var actual = model.Prunable.SelectMany(p => Floats(labels.Label(p.Key))).ToArray();
-            Assert.Equal(expected, actual);
-            Assert.Equal(new[] { 0f, 1f / 3, 2f / 3, 1f }, actual.Distinct().Order().ToArray());
-            Assert.Equal("3", labels.Metadata["rounds"]);
-            Assert.Equal(rounds + 1, result.Rounds.Count);
-            Assert.Equal([1.0, 0.8, 0.64, 0.512], result.Rounds.Select(r => Math.Round(r.Density, 6)));
-            foreach (var (name, w) in model.Prunable) Assert.True(w.Equal(labels.Theta0(name)), name);
-        }
+        var actual = model.Prunable.SelectMany(p => Floats(labels.Label(p.Key))).ToArray();
+        Assert.Equal(expected, actual);
+        Assert.Equal(new[] { 0f, 1f / 3, 2f / 3, 1f }, actual.Distinct().Order().ToArray());
+        Assert.Equal("3", labels.Metadata["rounds"]);
+        Assert.Equal(rounds + 1, result.Rounds.Count);
+        Assert.Equal([1.0, 0.8, 0.64, 0.512], result.Rounds.Select(r => Math.Round(r.Density, 6)));
+        foreach (var (name, w) in model.Prunable) Assert.True(w.Equal(labels.Theta0(name)), name);
     }
 
     [Fact]
     public void Irp_resumes_after_its_last_round_and_matches_an_uninterrupted_run_bit_for_bit()
     {
         using var dir = new TempDirectory();
-        var (train, test) = SmallData();
-        using (train)
-        using (test)
-        {
-            var spec = new IterativePruningSpec(SmallRun(0.01), 3, 0.2);
-            IterativePruning.Run(spec, train, test, dir.File("straight"));
-            // Two rounds, then a "restart" asking for three: it continues from the saved state.
-            IterativePruning.Run(spec with { Rounds = 2 }, train, test, dir.File("resumed"));
-            var lines = new List<string>();
-            var resumed = IterativePruning.Run(spec, train, test, dir.File("resumed"), lines.Add);
-            Assert.Contains(lines, l => l.StartsWith("resuming") && l.Contains("3 round(s) done"));
-            Assert.Equal(4, resumed.Rounds.Count);
+        using var data = new SmallData();
+        var (train, test) = (data.Train, data.Test);
+        var spec = new IterativePruningSpec(SmallRun(0.01), 3, 0.2);
+        IterativePruning.Run(spec, train, test, dir.File("straight"));
+        // Two rounds, then a "restart" asking for three: it continues from the saved state.
+        IterativePruning.Run(spec with { Rounds = 2 }, train, test, dir.File("resumed"));
+        var lines = new List<string>();
+        var resumed = IterativePruning.Run(spec, train, test, dir.File("resumed"), lines.Add);
+        Assert.Contains(lines, l => l.StartsWith("resuming") && l.Contains("3 round(s) done"));
+        Assert.Equal(4, resumed.Rounds.Count);
 
-            using var a = Safetensors.Load(dir.File("straight", "labels.safetensors"));
-            using var b = Safetensors.Load(dir.File("resumed", "labels.safetensors"));
-            Assert.Equal(a.Names.Order(), b.Names.Order());
-            foreach (var name in a.Names) Assert.True(a[name].Equal(b[name]), name);
-            Assert.Contains(a.Names, n => n.StartsWith("label/"));
-            // Training moved the weights: the labels are not merely the |θ₀| order of the test above.
-            Assert.Equal("[1,0.8,0.6400000000000001,0.5120000000000001]", a.Metadata["densities"]);
+        using var a = Safetensors.Load(dir.File("straight", "labels.safetensors"));
+        using var b = Safetensors.Load(dir.File("resumed", "labels.safetensors"));
+        Assert.Equal(a.Names.Order(), b.Names.Order());
+        foreach (var name in a.Names) Assert.True(a[name].Equal(b[name]), name);
+        Assert.Contains(a.Names, n => n.StartsWith("label/"));
+        // Training moved the weights: the labels are not merely the |θ₀| order of the test above.
+        Assert.Equal("[1,0.8,0.6400000000000001,0.5120000000000001]", a.Metadata["densities"]);
 
-            // Other settings in the same directory: a clear error, nothing overwritten.
-            var e = Assert.Throws<CheckpointException>(() =>
-                IterativePruning.Run(spec with { PruneFraction = 0.3 }, train, test, dir.File("resumed")));
-            Assert.Contains("other settings", e.Message);
-        }
+        // Other settings in the same directory: a clear error, nothing overwritten.
+        var e = Assert.Throws<CheckpointException>(() =>
+            IterativePruning.Run(spec with { PruneFraction = 0.3 }, train, test, dir.File("resumed")));
+        Assert.Contains("other settings", e.Message);
     }
 
     // Features (θ₀, g₀) of lenet300 on the small data at initialization, with labels = global rank of |θ₀|.
@@ -116,12 +115,10 @@ public class AutoSTests
     [Fact]
     public void A_predictor_learns_a_known_labeling_and_ranks_the_held_out_layer()
     {
-        var (train, test) = SmallData();
-        using var _ = train;
-        using var __ = test;
-        using var model = Experiment.CreateModel(SmallRun(0.01), train);
+        using var data = new SmallData();
+        using var model = Experiment.CreateModel(SmallRun(0.01), data.Train);
         using var scope = new DisposeScope();
-        var samples = RankOfMagnitudeSamples(model, train);
+        var samples = RankOfMagnitudeSamples(model, data.Train);
         var (predictor, report) = PredictorFitting.Fit(samples, [.. Features.standard], new FitOptions { Epochs = 5, Seed = 1 });
         using (predictor)
         {
@@ -140,12 +137,10 @@ public class AutoSTests
     public void A_predictor_file_round_trips_with_its_features_normalization_and_predictions()
     {
         using var dir = new TempDirectory();
-        var (train, test) = SmallData();
-        using var _ = train;
-        using var __ = test;
-        using var model = Experiment.CreateModel(SmallRun(0.01), train);
+        using var data = new SmallData();
+        using var model = Experiment.CreateModel(SmallRun(0.01), data.Train);
         using var scope = new DisposeScope();
-        var samples = RankOfMagnitudeSamples(model, train);
+        var samples = RankOfMagnitudeSamples(model, data.Train);
         var (predictor, report) = PredictorFitting.Fit(samples, [.. Features.standard], new FitOptions { Epochs = 1, MaxWeights = 2000 });
         using (predictor)
         {

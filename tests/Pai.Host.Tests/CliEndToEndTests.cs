@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Pai.Host.Runs;
 
 namespace Pai.Host.Tests;
 

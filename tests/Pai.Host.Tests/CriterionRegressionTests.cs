@@ -1,7 +1,4 @@
 using System.Security.Cryptography;
-using Pai.Host.Data;
-using Pai.Host.Runs;
-using Pai.Torch;
 
 namespace Pai.Host.Tests;
 

@@ -1,5 +1,3 @@
-using Pai.Host.Data;
-using Pai.Torch;
 
 namespace Pai.Host.Tests;
 

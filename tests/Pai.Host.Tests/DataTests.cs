@@ -1,6 +1,4 @@
 using System.IO.Compression;
-using Pai.Host.Data;
-using Pai.Torch;
 
 namespace Pai.Host.Tests;
 

@@ -1,9 +1,5 @@
 using System.Diagnostics;
-using Pai.Host.Checkpoints;
-using Pai.Host.Data;
 using Pai.Host.Distributed;
-using Pai.Host.Runs;
-using Pai.Torch;
 
 namespace Pai.Host.Tests;
 

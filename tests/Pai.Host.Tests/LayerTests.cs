@@ -1,5 +1,3 @@
-using Pai.Host.Models;
-using Pai.Torch;
 
 namespace Pai.Host.Tests;
 

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using Pai.Host.Runs;
-using Pai.Torch;
 using Xunit.Abstractions;
 
 namespace Pai.Host.Tests;

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
-using Pai.Host.Runs;
 using Xunit.Abstractions;
 
 namespace Pai.Host.Tests;

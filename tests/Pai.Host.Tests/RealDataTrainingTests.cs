@@ -1,7 +1,3 @@
-using Pai.Host.Data;
-using Pai.Host.Models;
-using Pai.Host.Training;
-using Pai.Torch;
 
 namespace Pai.Host.Tests;
 

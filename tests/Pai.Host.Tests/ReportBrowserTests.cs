@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 using Pai.Host.Reports;
-using Pai.Host.Runs;
 using SkiaSharp;
 
 namespace Pai.Host.Tests;

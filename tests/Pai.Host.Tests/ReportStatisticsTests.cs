@@ -1,5 +1,4 @@
 using Pai.Host.Reports;
-using Pai.Host.Runs;
 
 namespace Pai.Host.Tests;
 

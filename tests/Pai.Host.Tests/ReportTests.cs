@@ -2,7 +2,6 @@ using System.Globalization;
 using System.Text;
 using System.Xml.Linq;
 using Pai.Host.Reports;
-using Pai.Host.Runs;
 
 namespace Pai.Host.Tests;
 

@@ -1,8 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
-using Pai.Host.Checkpoints;
-using Pai.Torch;
 
 namespace Pai.Host.Tests;
 

@@ -1,5 +1,4 @@
 using Microsoft.Data.Sqlite;
-using Pai.Host.Runs;
 
 namespace Pai.Host.Tests;
 

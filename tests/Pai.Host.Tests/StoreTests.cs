@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using Microsoft.Data.Sqlite;
-using Pai.Host.Runs;
 using Xunit.Abstractions;
 
 namespace Pai.Host.Tests;

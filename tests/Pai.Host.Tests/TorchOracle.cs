@@ -2,8 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
-using Pai.Host.Models;
-using Pai.Torch;
 
 namespace Pai.Host.Tests;
 

@@ -5,7 +5,6 @@
 //   hang DIR CONFIG_JSON EPOCHS
 //                        register and claim one run, record its prune report and EPOCHS epochs,
 //                        print "recorded", then wait to be killed.
-using Pai.Host.Runs;
 
 var command = args[0];
 using var store = new SqliteRunStore(args[1]);

@@ -1,13 +1,7 @@
 using System.Text.Json;
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
-using Pai.Host.Checkpoints;
-using Pai.Host.Data;
-using Pai.Host.Models;
 using Pai.Host.Reports;
-using Pai.Host.Runs;
-using Pai.Host.Training;
-using Pai.Torch;
 
 namespace Pai.Host.AutoS;
 

@@ -1,10 +1,5 @@
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
-using Pai.Host.Checkpoints;
-using Pai.Host.Data;
-using Pai.Host.Models;
-using Pai.Host.Runs;
-using Pai.Torch;
 
 namespace Pai.Host.AutoS;
 

@@ -1,7 +1,5 @@
 using System.Globalization;
 using System.Security.Cryptography;
-using Pai.Host.Checkpoints;
-using Pai.Torch;
 
 namespace Pai.Host.AutoS;
 

@@ -1,6 +1,4 @@
 using System.Globalization;
-using Pai.Host.Training;
-using Pai.Torch;
 
 namespace Pai.Host.AutoS;
 

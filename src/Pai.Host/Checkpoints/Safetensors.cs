@@ -3,7 +3,6 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
-using Pai.Torch;
 
 [assembly: InternalsVisibleTo("Pai.Host.Tests")]
 

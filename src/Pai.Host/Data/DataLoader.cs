@@ -1,5 +1,4 @@
 using System.Collections;
-using Pai.Torch;
 
 namespace Pai.Host.Data;
 
@@ -9,10 +8,8 @@ namespace Pai.Host.Data;
 /// so they belong to whatever <see cref="DisposeScope"/> the caller has open at that moment; a
 /// training loop that opens one scope per step frees each batch with its step. The loader holds
 /// small normalization constants: dispose it when done. It does not own the data set.
-/// With <c>worldSize</c> &gt; 1 it is a distributed sampler: every epoch's order is the one a single
-/// process would use, and rank r reads the samples at positions r, r + N, r + 2N, … of it (the tail
-/// that does not divide evenly is left out, so every rank runs the same number of batches); the
-/// ranks' batch i together hold the samples of the single process's batch i at N times the batch size.
+/// With <c>worldSize</c> &gt; 1 it reads one rank's share of each epoch (<see cref="Pai.Host.Data.Sampler"/>):
+/// the ranks' batch i together hold the samples of the single process's batch i at N times the batch size.
 /// </summary>
 public sealed class DataLoader : IEnumerable<Batch>, IDisposable
 {
@@ -33,18 +30,9 @@ public sealed class DataLoader : IEnumerable<Batch>, IDisposable
     public DataLoader(Dataset data, int batchSize, bool shuffle = true, ulong seed = 0, bool dropLast = false,
         bool augment = false, bool normalize = true, Device? device = null, int augmentPadding = 4, int rank = 0, int worldSize = 1)
     {
-        if (worldSize < 1) throw new ArgumentOutOfRangeException(nameof(worldSize), worldSize, "the world size must be at least 1");
-        if (rank < 0 || rank >= worldSize) throw new ArgumentOutOfRangeException(nameof(rank), rank, $"the rank must lie in 0 … {worldSize - 1}");
-        if (data.Count < worldSize) throw new ArgumentException($"{data.Count} samples cannot be shared by {worldSize} ranks");
-        Rank = rank;
-        WorldSize = worldSize;
-        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "the batch size must be at least 1");
         if (augmentPadding < 0) throw new ArgumentOutOfRangeException(nameof(augmentPadding), augmentPadding, "padding must be non-negative");
+        Sampler = new Sampler(data.Count, batchSize, shuffle, seed, dropLast, rank, worldSize);
         Data = data;
-        BatchSize = batchSize;
-        Shuffle = shuffle;
-        Seed = seed;
-        DropLast = dropLast;
         Augment = augment;
         AugmentPadding = augmentPadding;
         Normalize = normalize;
@@ -54,14 +42,16 @@ public sealed class DataLoader : IEnumerable<Batch>, IDisposable
 
     /// <summary>The data set batched.</summary>
     public Dataset Data { get; }
+    /// <summary>The order of the samples: shuffle, batches, drop-last, this rank's share.</summary>
+    public Sampler Sampler { get; }
     /// <summary>Samples per batch.</summary>
-    public int BatchSize { get; }
+    public int BatchSize => Sampler.BatchSize;
     /// <summary>Whether the order is shuffled each epoch.</summary>
-    public bool Shuffle { get; }
+    public bool Shuffle => Sampler.Shuffle;
     /// <summary>Seed of the shuffling and augmentation.</summary>
-    public ulong Seed { get; }
+    public ulong Seed => Sampler.Seed;
     /// <summary>Whether a last, smaller batch is dropped.</summary>
-    public bool DropLast { get; }
+    public bool DropLast => Sampler.DropLast;
     /// <summary>Whether batches are augmented (random crop + flip).</summary>
     public bool Augment { get; }
     /// <summary>Zero padding of the random crop.</summary>
@@ -71,41 +61,22 @@ public sealed class DataLoader : IEnumerable<Batch>, IDisposable
     /// <summary>Where batches are put.</summary>
     public Device Device { get; }
     /// <summary>This loader's rank among <see cref="WorldSize"/> ranks.</summary>
-    public int Rank { get; }
+    public int Rank => Sampler.Rank;
     /// <summary>Ranks sharing each epoch.</summary>
-    public int WorldSize { get; }
-
-    // Samples this rank reads per epoch, before batching.
-    long ShardCount => Data.Count / WorldSize;
+    public int WorldSize => Sampler.WorldSize;
 
     /// <summary>The epoch the next plain enumeration (foreach) will produce; it advances by one per enumeration.</summary>
     public int NextEpoch { get; set; }
 
     /// <summary>Batches per epoch.</summary>
-    public int BatchCount => (int)(DropLast ? ShardCount / BatchSize : (ShardCount + BatchSize - 1) / BatchSize);
+    public int BatchCount => Sampler.BatchCount;
 
     /// <summary>Samples per epoch this rank reads (after drop-last).</summary>
-    public long SampleCount => DropLast ? ShardCount / BatchSize * BatchSize : ShardCount;
+    public long SampleCount => Sampler.SampleCount;
 
-    /// <summary>
-    /// The order in which this rank visits the samples in an epoch (a function of seed, epoch, rank
-    /// and world size only): its share of the single-process order.
-    /// </summary>
+    /// <summary>The order in which this rank visits the samples in an epoch (see <see cref="Pai.Host.Data.Sampler"/>).</summary>
     /// <param name="epoch">Epoch number (0-based).</param>
-    public long[] Order(int epoch)
-    {
-        long[] order;
-        if (!Shuffle)
-        {
-            order = new long[Data.Count];
-            for (var i = 0; i < order.Length; i++) order[i] = i;
-        }
-        else order = Seeds.Permutation(Data.Count, Seeds.Derive(Seed, Seeds.ShuffleStream, (ulong)epoch));
-        if (WorldSize == 1) return order;
-        var shard = new long[ShardCount];
-        for (long i = 0; i < shard.Length; i++) shard[i] = order[Rank + i * WorldSize];
-        return shard;
-    }
+    public long[] Order(int epoch) => Sampler.Order(epoch);
 
     /// <summary>
     /// The batches of one epoch: the same for the same seed and epoch, whatever happened before, so

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using Pai.Torch;
 
 namespace Pai.Host.Data;
 

@@ -1,6 +1,5 @@
 using System.Collections;
 using System.Collections.Concurrent;
-using Pai.Torch;
 
 namespace Pai.Host.Data;
 
@@ -48,17 +47,13 @@ public sealed class ImageFolderLoader : IEnumerable<Batch>
         int size = 224, bool shuffle = true, ulong seed = 0, bool dropLast = false, int threads = 0, int prefetch = 0,
         bool skipBadImages = false, Device? device = null)
     {
-        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "the batch size must be at least 1");
         if (size < 1) throw new ArgumentOutOfRangeException(nameof(size), size, "the output size must be at least 1");
         if (mean.Count != 3 || std.Count != 3 || std.Any(s => !(s > 0)))
             throw new ArgumentException("image folders are RGB: give 3 means and 3 positive standard deviations");
+        Sampler = new Sampler(folder.Samples.Count, batchSize, shuffle, seed, dropLast);
         Folder = folder;
-        BatchSize = batchSize;
         Pipeline = pipeline;
         Size = size;
-        Shuffle = shuffle;
-        Seed = seed;
-        DropLast = dropLast;
         Threads = threads > 0 ? threads : Environment.ProcessorCount;
         Prefetch = prefetch > 0 ? prefetch : 2 * Threads;
         SkipBadImages = skipBadImages;
@@ -69,18 +64,14 @@ public sealed class ImageFolderLoader : IEnumerable<Batch>
 
     /// <summary>The images and labels.</summary>
     public ImageFolder Folder { get; }
+    /// <summary>The order of the samples: shuffle, batches, drop-last.</summary>
+    public Sampler Sampler { get; }
     /// <summary>Samples per batch.</summary>
-    public int BatchSize { get; }
+    public int BatchSize => Sampler.BatchSize;
     /// <summary>Training or evaluation transforms.</summary>
     public ImagePipeline Pipeline { get; }
     /// <summary>Output side in pixels.</summary>
     public int Size { get; }
-    /// <summary>Whether the order is shuffled each epoch.</summary>
-    public bool Shuffle { get; }
-    /// <summary>Seed of the order and the augmentation.</summary>
-    public ulong Seed { get; }
-    /// <summary>Whether a last, smaller batch is dropped.</summary>
-    public bool DropLast { get; }
     /// <summary>Decoding worker threads.</summary>
     public int Threads { get; }
     /// <summary>Batches prepared ahead of the consumer.</summary>
@@ -98,17 +89,11 @@ public sealed class ImageFolderLoader : IEnumerable<Batch>
     long Count => Folder.Samples.Count;
 
     /// <summary>Batches per epoch.</summary>
-    public int BatchCount => (int)(DropLast ? Count / BatchSize : (Count + BatchSize - 1) / BatchSize);
+    public int BatchCount => Sampler.BatchCount;
 
     /// <summary>The order in which an epoch visits the samples (a function of seed and epoch only).</summary>
     /// <param name="epoch">Epoch number (0-based).</param>
-    public long[] Order(int epoch)
-    {
-        if (Shuffle) return Seeds.Permutation(Count, Seeds.Derive(Seed, Seeds.ShuffleStream, (ulong)epoch));
-        var order = new long[Count];
-        for (var i = 0; i < order.Length; i++) order[i] = i;
-        return order;
-    }
+    public long[] Order(int epoch) => Sampler.Order(epoch);
 
     // One batch, ready to be copied into tensors.
     sealed record Prepared(float[] Pixels, long[] Labels);
@@ -212,7 +197,7 @@ public sealed class ImageFolderLoader : IEnumerable<Batch>
                 skipped.TryAdd(file, e.Message);
                 continue;
             }
-            var random = new SampleRandom(Seed, epoch, sample);
+            var random = new SampleRandom(Sampler.Seed, epoch, sample);
             var (box, flip) = Pipeline == ImagePipeline.Train
                 ? (ImageTransforms.RandomResizedCropBox(image.Width, image.Height, ref random), random.Coin())
                 : (ImageTransforms.ResizeCenterCropBox(image.Width, image.Height, EvalResize, Size), false);

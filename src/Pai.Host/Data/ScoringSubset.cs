@@ -1,5 +1,4 @@
 using System.Collections;
-using Pai.Torch;
 
 namespace Pai.Host.Data;
 

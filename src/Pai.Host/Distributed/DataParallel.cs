@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
-using Pai.Torch;
 
 namespace Pai.Host.Distributed;
 

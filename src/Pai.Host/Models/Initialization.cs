@@ -1,4 +1,3 @@
-using Pai.Torch;
 
 namespace Pai.Host.Models;
 

@@ -1,5 +1,4 @@
 using System.Globalization;
-using Pai.Torch;
 
 namespace Pai.Host.Models;
 

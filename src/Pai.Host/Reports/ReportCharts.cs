@@ -1,5 +1,4 @@
 using System.Globalization;
-using Pai.Host.Runs;
 using ScottPlot;
 
 namespace Pai.Host.Reports;

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Text;
-using Pai.Host.Runs;
 
 namespace Pai.Host.Reports;
 

@@ -1,6 +1,4 @@
 using Microsoft.FSharp.Collections;
-using Pai.Host.Models;
-using Pai.Torch;
 
 namespace Pai.Host.Runs;
 

@@ -1,7 +1,5 @@
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
-using Pai.Host.Data;
-using Pai.Torch;
 
 namespace Pai.Host.Runs;
 

@@ -3,12 +3,7 @@ using System.Text.Json;
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using Pai.Host.AutoS;
-using Pai.Host.Checkpoints;
-using Pai.Host.Data;
 using Pai.Host.Distributed;
-using Pai.Host.Models;
-using Pai.Host.Training;
-using Pai.Torch;
 
 namespace Pai.Host.Runs;
 
@@ -122,28 +117,23 @@ public static class Experiment
     public static TrainOptions TrainOptionsOf(RunConfig c) => new()
     {
         Epochs = c.Epochs,
-        Optimizer = c.Optimizer switch
-        {
-            "sgd" => OptimizerKind.Sgd,
-            "adamw" => OptimizerKind.AdamW,
-            _ => throw new ArgumentException($"unknown optimizer '{c.Optimizer}'; valid: sgd, adamw"),
-        },
+        Optimizer = ChoiceOf<OptimizerKind>(c.Optimizer, "--optimizer"),
         LearningRate = c.LearningRate,
         Momentum = c.Momentum,
         Nesterov = c.Nesterov,
         WeightDecay = c.WeightDecay,
-        Schedule = c.Schedule switch
-        {
-            "cosine" => LrSchedule.Cosine,
-            "multistep" => LrSchedule.MultiStep,
-            "constant" => LrSchedule.Constant,
-            _ => throw new ArgumentException($"unknown schedule '{c.Schedule}'; valid: cosine, multistep, constant"),
-        },
+        Schedule = ChoiceOf<LrSchedule>(c.Schedule, "--schedule"),
         Milestones = c.Milestones,
         Gamma = c.Gamma,
         LabelSmoothing = c.LabelSmoothing,
         MaxBatchesPerEpoch = c.MaxBatchesPerEpoch,
     };
+
+    // A setting's text as its enum case ("adamw" is AdamW, "multistep" MultiStep).
+    static T ChoiceOf<T>(string text, string option) where T : struct, Enum =>
+        Enum.TryParse<T>(text, ignoreCase: true, out var value) && Enum.IsDefined(value)
+            ? value
+            : throw new ArgumentException($"{option}: unknown value '{text}'; valid: {string.Join(", ", Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}");
 
     /// <summary>The F# prune specification of a run.</summary>
     public static PruneSpec PruneSpecOf(RunConfig c, Criterion criterion) => new(

@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using Pai.Host.Distributed;
-using Pai.Host.Models;
-using Pai.Torch;
 
 namespace Pai.Host.Training;
 
