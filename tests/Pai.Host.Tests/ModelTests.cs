@@ -386,6 +386,14 @@ public class ModelTests
 
     // ---- the zoo -------------------------------------------------------------------------------
 
+    [Theory]
+    [MemberData(nameof(AllModels))]
+    public void The_zoo_says_which_models_have_batch_norm_as_the_built_model_does(string name)
+    {
+        using var m = ModelZoo.Create(name, new ModelOptions { InputShape = InputShape.Cifar });
+        Assert.Equal(m.BatchNorms.Any(), ModelZoo.HasBatchNorm(name));
+    }
+
     [Fact]
     public void The_zoo_lists_its_models_and_rejects_unknown_names_with_the_valid_ones()
     {

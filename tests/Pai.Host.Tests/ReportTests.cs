@@ -185,6 +185,20 @@ public class ReportTests
     }
 
     [Fact]
+    public void The_warm_up_column_says_no_BN_for_models_without_batch_norm_and_the_setting_otherwise()
+    {
+        var runs = new List<RunRecord>
+        {
+            Run("snip", 0.9, 0, 0.80, warmup: 100), // lenet5: no batch norm, warm-up did nothing
+            Run("snip", 0.9, 0, 0.70, warmup: 100, model: "resnet20", dataset: "cifar10"),
+            Run("snip", 0.9, 0, 0.60, warmup: 0, model: "resnet20", dataset: "cifar10"),
+        };
+        var table = ReportTables.ResultsTable(ReportTables.Aggregate(runs));
+        var warmup = table.Columns.Select(c => c.Header).ToList().IndexOf("Warm-up");
+        Assert.Equal(["– (no BN)", "on (100)", "off"], table.Rows.OrderBy(r => r[0] == "lenet5" ? 0 : 1).ThenBy(r => r[warmup] == "off" ? 1 : 0).Select(r => r[warmup]));
+    }
+
+    [Fact]
     public void Remaining_flops_scale_each_pruned_layer_by_its_density_and_keep_other_layers_dense()
     {
         var prune = new PruneSummary("snip", [new LayerDensityRecord("conv.weight", 10, 100), new LayerDensityRecord("fc.weight", 50, 100)], [], 1, 0.3);

@@ -331,7 +331,7 @@ public static class ReportTables
             row.AddRange(
             [
                 g.IsDense ? "0%" : Format.Sparsity(g.Sparsity),
-                g.WarmupBatches > 0 ? $"on ({g.WarmupBatches})" : "off",
+                !ModelZoo.HasBatchNorm(g.Model) ? "– (no BN)" : g.WarmupBatches > 0 ? $"on ({g.WarmupBatches})" : "off",
                 g.Seeds.ToString(CultureInfo.InvariantCulture),
                 g.MeanTop1 is null ? "–"
                     : g.Ci95Top1 is null ? Format.Points(g.MeanTop1.Value) + " (1 seed)"
