@@ -121,7 +121,7 @@ public static class PaiHost
         Model? model = null;
         try
         {
-            var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train, c.SkipBadImages);
+            var train = data.For(c);
             model = Experiment.CreateModel(c, train);
             if (initPath is not null) SaveInit(initPath, c, model, train);
             var result = Experiment.Prune(c, model, train, null, log ?? (_ => { }), scoresPath);
@@ -135,10 +135,10 @@ public static class PaiHost
         }
     }
 
-    static void SaveInit(string path, RunConfig c, Model model, Dataset train)
+    static void SaveInit(string path, RunConfig c, Model model, RunData train)
     {
         using var scope = new DisposeScope();
-        using var scoring = ScoringSubset.Create(train, c.SamplesPerClass, c.Seed, c.ScoringBatchSize, device: model.Device);
+        using var scoring = train.Scoring(c.SamplesPerClass, c.Seed, c.ScoringBatchSize, model.Device);
         var inputs = Libtorch.Cat(scoring.Select(b => b.Inputs).ToArray());
         var targets = Libtorch.Cat(scoring.Select(b => b.Targets).ToArray());
         var tensors = model.State()
@@ -161,9 +161,8 @@ public static class PaiHost
         Model? model = null;
         try
         {
-            var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train, c.SkipBadImages);
-            var test = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Test, c.SkipBadImages);
-            model = Experiment.CreateModel(c, train);
+            var runData = data.For(c);
+            model = Experiment.CreateModel(c, runData);
             Dictionary<string, Tensor>? keep = null;
             if (maskPath is not null)
             {
@@ -175,8 +174,8 @@ public static class PaiHost
                 log?.Invoke($"mask {maskPath}: {kept:N0} of {model.PrunableCount:N0} prunable weights kept ({(double)kept / model.PrunableCount:P2})");
                 if (kept == 0) throw new ArgumentException($"mask file '{maskPath}' keeps no weight: the network is disconnected and cannot learn; prune at a lower sparsity");
             }
-            using var trainLoader = new DataLoader(train, c.BatchSize, shuffle: true, seed: c.Seed, augment: c.Augment, device: model.Device);
-            using var testLoader = new DataLoader(test, 1000, shuffle: false, device: model.Device);
+            using var trainLoader = runData.Train(c.BatchSize, c.Seed, c.Augment, model.Device);
+            using var testLoader = runData.Test(Experiment.EvalBatchSize(runData), model.Device);
             var options = Experiment.TrainOptionsOf(c);
             var epochs = Trainer.Train(model, keep, trainLoader.Epoch, () => testLoader.Epoch(0), options, p => progress?.Invoke(p),
                 options.BatchesPerEpoch(trainLoader.BatchCount));

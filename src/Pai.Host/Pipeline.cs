@@ -24,11 +24,9 @@ public static class Pipeline
     /// <summary>Starts a pipeline from a configuration, every setting of which (seed, warm-up, optimizer, learning rate, …) the run keeps as given.</summary>
     public static DataStage From(RunConfig config) => new(config with { Dataset = DatasetRegistry.Canonical(config.Dataset) }, ModelDefaults: false);
 
-    internal static (Dataset Train, Dataset Test) Load(RunConfig c)
+    internal static RunData Load(RunConfig c)
     {
-        lock (dataLock)
-            return (data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train, c.SkipBadImages),
-                data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Test, c.SkipBadImages));
+        lock (dataLock) return data.For(c);
     }
 }
 
@@ -90,9 +88,9 @@ public sealed record ScoreStage(RunConfig Config)
     public PrunedStage Prune(double sparsity, IRunStore? store = null, Action<string>? log = null)
     {
         var c = PaiHost.Configure(Config with { Sparsity = sparsity });
-        var (train, _) = Pipeline.Load(c);
-        using var model = Experiment.CreateModel(c, train);
-        var pruned = Experiment.PruneForRun(c, model, train, store, log ?? (_ => { }));
+        var data = Pipeline.Load(c);
+        using var model = Experiment.CreateModel(c, data);
+        var pruned = Experiment.PruneForRun(c, model, data, store, log ?? (_ => { }));
         try
         {
             return new PrunedStage(c, pruned.Summary, TensorSnapshot.Of(pruned.Mask.Layers.Select(l => (l.Item1, l.Item2))),
@@ -121,14 +119,14 @@ public sealed record PrunedStage(RunConfig Config, PruneSummary? Summary, Tensor
     public TrainedStage Train(Budget budget, Action<TrainProgress>? progress = null)
     {
         var c = PaiHost.Configure(Config with { Epochs = budget.Epochs, MaxBatchesPerEpoch = budget.MaxBatchesPerEpoch });
-        var (train, test) = Pipeline.Load(c);
+        var data = Pipeline.Load(c);
         using var scope = new DisposeScope();
-        using var model = Experiment.CreateModel(c, train);
+        using var model = Experiment.CreateModel(c, data);
         Weights?.CopyInto(model.State());
         var maskTensors = Mask?.ToTensors(model.Device);
         var mask = maskTensors is null ? null : new Mask(ListModule.OfSeq(maskTensors.Select(t => Tuple.Create(t.Name, t.Tensor))));
         var pruned = mask is null ? null : new PrunedModel(mask, Summary, Phases ?? new Dictionary<string, double>());
-        var record = Experiment.TrainForRun(c, model, pruned, train, test, DateTimeOffset.UtcNow,
+        var record = Experiment.TrainForRun(c, model, pruned, data, DateTimeOffset.UtcNow,
             epoch: progress is null ? null : (p, _) => progress(p));
         return new TrainedStage(record, Mask, TensorSnapshot.Of(model.State()));
     }

@@ -292,6 +292,34 @@ public class ImageFolderTests
     }
 
     [Fact]
+    public void Imagenet_is_streamed_for_a_run_with_a_seeded_scoring_subset()
+    {
+        using var dir = new TempDirectory();
+        WriteImageNet(dir.File("imagenet"), perClass: 4);
+        var config = new RunConfig { Model = "resnet20", Dataset = "imagenet", DataDirectory = dir.File("imagenet"), Seed = 3 };
+        using var cache = new DataCache();
+        var data = cache.For(config);
+        Assert.Equal(new InputShape(3, 224, 224), data.InputShape);
+        Assert.Equal(3, data.Classes);
+        using (var a = data.Scoring(2, 3, 4, Device.Cpu))
+        using (var b = data.Scoring(2, 3, 4, Device.Cpu))
+        {
+            Assert.Equal(6, a.SampleCount);
+            Assert.Equal(a.Indices, b.Indices);
+            Assert.Equal([2, 2, 2], a.Select(x => x.Targets.ToArray<long>()).SelectMany(t => t).GroupBy(t => t).Select(g => g.Count()));
+            Assert.True(a[0].Inputs.Equal(b[0].Inputs));
+            Assert.Equal([4L, 3, 224, 224], a[0].Inputs.Shape);
+        }
+        using (var train = data.Train(4, 3, augment: true, Device.Cpu))
+            Assert.Equal(3, train.BatchCount);
+
+        var (code, stdout, stderr) = CliEndToEndTests.RunIn(dir.Path, "run", "-m", "resnet20", "-d", "imagenet", "--data", dir.File("imagenet"),
+            "-c", "snip", "-s", "0.9", "-e", "1", "--max-batches", "2", "--batch-size", "4", "--samples-per-class", "1", "--warmup", "1", "--threads", "2");
+        Assert.True(code == 0, $"pai run on imagenet exited {code}\n{stdout}\n{stderr}");
+        Assert.Contains("top-1", stdout);
+    }
+
+    [Fact]
     public void Resnet18_takes_the_imagenet_stem_from_128_and_the_small_stem_at_64()
     {
         using var scope = new DisposeScope();

@@ -11,7 +11,7 @@ namespace Pai.Host.Data;
 /// With <c>worldSize</c> &gt; 1 it reads one rank's share of each epoch (<see cref="Pai.Host.Data.Sampler"/>):
 /// the ranks' batch i together hold the samples of the single process's batch i at N times the batch size.
 /// </summary>
-public sealed class DataLoader : IEnumerable<Batch>, IDisposable
+public sealed class DataLoader : IBatchSource
 {
     readonly BatchMaker maker;
 

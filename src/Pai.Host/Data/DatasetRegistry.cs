@@ -93,8 +93,8 @@ public static class DatasetRegistry
             "cifar100" => Cifar100(split, directory),
             "tinyimagenet" => TinyImageNet(split, directory, skipBadImages),
             "imagenet" => throw new DatasetException(
-                "imagenet does not fit in memory: it is streamed from its JPEG folders by ImageFolderLoader (DatasetRegistry.OpenImageFolder); " +
-                "the commands that load whole data sets (prune, train, run, sweep) do not read it yet. Use tinyimagenet, or the ImageFolderLoader API."),
+                "imagenet does not fit in memory: it is streamed from its JPEG folders (prune, train, run, sweep and estimate read it so); " +
+                "`pai autos` and `pai imp` need a data set in memory: use tinyimagenet there."),
             _ => SyntheticData.Create(synthetic, split),
         };
 

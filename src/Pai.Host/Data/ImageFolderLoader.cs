@@ -23,7 +23,7 @@ public enum ImagePipeline
 /// <see cref="SkippedFiles"/>. Batches are created in the caller's dispose scope when the
 /// enumerator advances, like <see cref="DataLoader"/>'s.
 /// </summary>
-public sealed class ImageFolderLoader : IEnumerable<Batch>
+public sealed class ImageFolderLoader : IBatchSource
 {
     readonly double[] mean, std;
     readonly ConcurrentDictionary<string, string> skipped = new();
@@ -43,14 +43,16 @@ public sealed class ImageFolderLoader : IEnumerable<Batch>
     /// <param name="prefetch">Batches prepared ahead of the consumer (default: 2 per thread).</param>
     /// <param name="skipBadImages">Leave undecodable images out (counted) instead of failing.</param>
     /// <param name="device">Where batches are put (default CPU).</param>
+    /// <param name="rank">This process's rank in a data-parallel run (see <see cref="Pai.Host.Data.Sampler"/>).</param>
+    /// <param name="worldSize">Ranks sharing each epoch.</param>
     public ImageFolderLoader(ImageFolder folder, int batchSize, ImagePipeline pipeline, IReadOnlyList<double> mean, IReadOnlyList<double> std,
         int size = 224, bool shuffle = true, ulong seed = 0, bool dropLast = false, int threads = 0, int prefetch = 0,
-        bool skipBadImages = false, Device? device = null)
+        bool skipBadImages = false, Device? device = null, int rank = 0, int worldSize = 1)
     {
         if (size < 1) throw new ArgumentOutOfRangeException(nameof(size), size, "the output size must be at least 1");
         if (mean.Count != 3 || std.Count != 3 || std.Any(s => !(s > 0)))
             throw new ArgumentException("image folders are RGB: give 3 means and 3 positive standard deviations");
-        Sampler = new Sampler(folder.Samples.Count, batchSize, shuffle, seed, dropLast);
+        Sampler = new Sampler(folder.Samples.Count, batchSize, shuffle, seed, dropLast, rank, worldSize);
         Folder = folder;
         Pipeline = pipeline;
         Size = size;
@@ -85,8 +87,6 @@ public sealed class ImageFolderLoader : IEnumerable<Batch>
 
     /// <summary>The files skipped so far (with <c>skipBadImages</c>), each with the decoder's reason.</summary>
     public IReadOnlyDictionary<string, string> SkippedFiles => skipped;
-
-    long Count => Folder.Samples.Count;
 
     /// <summary>Batches per epoch.</summary>
     public int BatchCount => Sampler.BatchCount;
@@ -177,7 +177,7 @@ public sealed class ImageFolderLoader : IEnumerable<Batch>
     Prepared Prepare(long[] order, int k, int epoch)
     {
         var start = (long)k * BatchSize;
-        var length = (int)Math.Min(BatchSize, Count - start);
+        var length = (int)Math.Min(BatchSize, order.Length - start);
         var plane = 3 * Size * Size;
         if (!buffers.TryTake(out var pixels)) pixels = new float[BatchSize * plane];
         var labels = new long[length];
@@ -214,4 +214,7 @@ public sealed class ImageFolderLoader : IEnumerable<Batch>
     public IEnumerator<Batch> GetEnumerator() => Epoch(NextEpoch++).GetEnumerator();
 
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <summary>Drops the reusable batch buffers (it holds no native memory).</summary>
+    public void Dispose() => buffers.Clear();
 }

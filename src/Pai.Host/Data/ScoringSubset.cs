@@ -58,13 +58,22 @@ public static class ScoringSubset
     /// <param name="perClass">Samples per class.</param>
     /// <param name="seed">Seed of the choice.</param>
     /// <exception cref="DatasetException">A class has fewer than <paramref name="perClass"/> samples.</exception>
-    public static long[] SelectIndices(Dataset data, int perClass, ulong seed)
+    public static long[] SelectIndices(Dataset data, int perClass, ulong seed) =>
+        SelectIndices(data.LabelArray(), data.NumClasses, perClass, seed, data.ToString());
+
+    /// <summary>The same selection over any labels (e.g. an image folder's, before decoding anything).</summary>
+    /// <param name="labels">Each sample's class.</param>
+    /// <param name="classes">Number of classes.</param>
+    /// <param name="perClass">Samples per class.</param>
+    /// <param name="seed">Selection seed.</param>
+    /// <param name="what">The data set, for the error message.</param>
+    /// <exception cref="DatasetException">A class has fewer than <paramref name="perClass"/> samples.</exception>
+    public static long[] SelectIndices(long[] labels, int classes, int perClass, ulong seed, string what)
     {
         if (perClass < 1) throw new ArgumentOutOfRangeException(nameof(perClass), perClass, "at least one sample per class");
-        var labels = data.LabelArray();
-        var perm = Seeds.Permutation(data.Count, Seeds.Derive(seed, Seeds.ScoringStream));
-        var taken = new int[data.NumClasses];
-        var chosen = new List<long>(perClass * data.NumClasses);
+        var perm = Seeds.Permutation(labels.LongLength, Seeds.Derive(seed, Seeds.ScoringStream));
+        var taken = new int[classes];
+        var chosen = new List<long>(perClass * classes);
         foreach (var i in perm)
         {
             var c = labels[i];
@@ -72,13 +81,13 @@ public static class ScoringSubset
             {
                 taken[c]++;
                 chosen.Add(i);
-                if (chosen.Count == perClass * data.NumClasses) break;
+                if (chosen.Count == perClass * classes) break;
             }
         }
-        var shortClasses = Enumerable.Range(0, data.NumClasses).Where(c => taken[c] < perClass).ToList();
+        var shortClasses = Enumerable.Range(0, classes).Where(c => taken[c] < perClass).ToList();
         if (shortClasses.Count > 0)
             throw new DatasetException(
-                $"{data}: cannot take {perClass} samples per class: class(es) {string.Join(", ", shortClasses.Select(c => $"{c} ({taken[c]})"))} have fewer; lower the samples per class");
+                $"{what}: cannot take {perClass} samples per class: class(es) {string.Join(", ", shortClasses.Select(c => $"{c} ({taken[c]})"))} have fewer; lower the samples per class");
         return chosen.ToArray();
     }
 

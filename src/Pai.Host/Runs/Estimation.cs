@@ -44,9 +44,9 @@ public static class Estimation
         var criteria = o.Criteria.Select(name => PaiPruning.ResolveCriterion(name, Experiment.TemperaturesOf(config))).ToList();
 
         using var data = new DataCache();
-        var train = data.Get(config.Dataset, config.DataDirectory, DatasetSplit.Train, config.SkipBadImages);
+        var train = data.For(config);
         using var model = Experiment.CreateModel(config, train);
-        using var scoring = ScoringSubset.Create(train, config.SamplesPerClass, config.Seed, config.ScoringBatchSize, device: model.Device);
+        using var scoring = train.Scoring(config.SamplesPerClass, config.Seed, config.ScoringBatchSize, model.Device);
         var batches = ListModule.OfSeq(scoring);
         var names = model.Prunable.Select(kv => kv.Key).ToList();
         var t = config.HutchinsonTemperature;
@@ -89,7 +89,7 @@ public static class Estimation
             {
                 var curvature = Experiment.CurvatureOf(config with { ProbeScope = ProbeScopeModule.format(probeScope), HvpBudget = budget });
                 var label = $"{ProbeScopeModule.format(probeScope)} B={budget}";
-                var contexts = o.ProbeSeeds.Select(seed => new ScoringContext(model, batches, ListModule.OfSeq(train.InputShape), seed, curvature, FSharpOption<Mask>.None)).ToList();
+                var contexts = o.ProbeSeeds.Select(seed => new ScoringContext(model, batches, ListModule.OfSeq(train.InputShape.Dimensions), seed, curvature, FSharpOption<Mask>.None)).ToList();
                 var caches = contexts.Select(ctx => new StatisticCache(ctx)).ToList();
                 try
                 {

@@ -22,6 +22,7 @@ public interface IRunProgress
 public sealed class DataCache : IDisposable
 {
     readonly Dictionary<(string, string?, DatasetSplit), Dataset> sets = new();
+    readonly Dictionary<string, (ImageFolder Train, ImageFolder Test)> folders = new();
 
     /// <summary>The split of a data set, loaded on first use.</summary>
     public Dataset Get(string name, string? directory, DatasetSplit split, bool skipBadImages = false)
@@ -33,6 +34,21 @@ public sealed class DataCache : IDisposable
             sets[key] = d;
         }
         return d;
+    }
+
+    /// <summary>
+    /// What a run of <paramref name="c"/> reads: its data set in memory (each split loaded on first use)
+    /// or, for ImageNet, streamed from its JPEG folders (the folders indexed on first use).
+    /// </summary>
+    public RunData For(RunConfig c)
+    {
+        var name = DatasetRegistry.Canonical(c.Dataset);
+        if (name != "imagenet")
+            return RunData.InMemory(Get(name, c.DataDirectory, DatasetSplit.Train, c.SkipBadImages), () => Get(name, c.DataDirectory, DatasetSplit.Test, c.SkipBadImages));
+        if (!folders.TryGetValue(c.DataDirectory ?? "", out var f))
+            folders[c.DataDirectory ?? ""] = f = (DatasetRegistry.OpenImageFolder(name, DatasetSplit.Train, c.DataDirectory),
+                DatasetRegistry.OpenImageFolder(name, DatasetSplit.Test, c.DataDirectory));
+        return RunData.Streamed(DatasetRegistry.Info(name), f.Train, f.Test, c.SkipBadImages);
     }
 
     /// <summary>Frees every loaded data set.</summary>
@@ -161,10 +177,10 @@ public static class Experiment
         $"v{StatisticsCacheVersion}-{c.StatisticsKey}-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(statistic)))[..12];
 
     /// <summary>Builds the model a run trains (initialized with the run's seed).</summary>
-    public static Model CreateModel(RunConfig c, Dataset train) => ModelZoo.Create(c.Model, new ModelOptions
+    public static Model CreateModel(RunConfig c, RunData data) => ModelZoo.Create(c.Model, new ModelOptions
     {
-        InputShape = new InputShape(train.Channels, train.Height, train.Width),
-        Classes = train.NumClasses,
+        InputShape = data.InputShape,
+        Classes = data.Classes,
         Seed = c.Seed,
         DenseClassifier = c.DenseClassifier,
     });
@@ -181,7 +197,7 @@ public static class Experiment
     /// stored by an earlier run with the same data and scoring settings, and stored otherwise (a
     /// damaged file is reported, recomputed and replaced).
     /// </summary>
-    public static PruneResult Prune(RunConfig c, Model model, Dataset train, IRunStore? store, Action<string> log, string? scoresPath = null)
+    public static PruneResult Prune(RunConfig c, Model model, RunData data, IRunStore? store, Action<string> log, string? scoresPath = null)
     {
         using var predictor = c.Criterion == Registry.learnedName ? LoadPredictor(c) : null;
         var criterion = CriterionOf(c, predictor);
@@ -190,13 +206,13 @@ public static class Experiment
         if (c.WarmupBatches > 0 && !model.BatchNorms.Any())
             log($"{model.Name} has no batch norm: BN warm-up does nothing and is skipped");
         var known = store is null ? [] : LoadStatistics(store, c, criterion, model, log);
-        using var scoring = ScoringSubset.Create(train, c.SamplesPerClass, c.Seed, c.ScoringBatchSize, device: model.Device);
-        using var warmupLoader = new DataLoader(train, c.BatchSize, shuffle: true, seed: c.Seed, device: model.Device);
+        using var scoring = data.Scoring(c.SamplesPerClass, c.Seed, c.ScoringBatchSize, model.Device);
+        using var warmupLoader = data.Train(c.BatchSize, c.Seed, augment: false, model.Device);
         var warmup = model.BatchNorms.Any() ? warmupLoader.Epoch(0) : [];
         var spec = PruneSpecOf(c with { WarmupBatches = model.BatchNorms.Any() ? c.WarmupBatches : 0 }, criterion);
         PruneResult result;
         using (ScoringProgress.Install(ProgressLines(log)))
-            result = PaiPruning.Prune(spec, criterion, model, train.InputShape, scoring, warmup, known, log);
+            result = PaiPruning.Prune(spec, criterion, model, data.InputShape.Dimensions, scoring, warmup, known, log);
         try
         {
             if (scoresPath is not null)
@@ -319,9 +335,8 @@ public static class Experiment
         {
             Validate(c);
             progress?.Phase(c, "data");
-            var train = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Train, c.SkipBadImages);
-            var test = data.Get(c.Dataset, c.DataDirectory, DatasetSplit.Test, c.SkipBadImages);
-            using var model = CreateModel(c, train);
+            var runData = data.For(c);
+            using var model = CreateModel(c, runData);
 
             PrunedModel? pruned = null;
             try
@@ -331,14 +346,14 @@ public static class Experiment
                 else if (c.Criterion != DenseCriterion && store is not null)
                 {
                     progress?.Phase(c, "warmup+scoring");
-                    pruned = PruneForRun(c, model, train, store, m => progress?.Log(c, m));
+                    pruned = PruneForRun(c, model, runData, store, m => progress?.Log(c, m));
                     store.RecordPrune(key, pruned.Summary!, pruned.Phases);
                     Safetensors.Save(store.MaskPath(key),
                         pruned.Mask.Layers.Select(l => (l.Item1, l.Item2)), new Dictionary<string, string> { ["config"] = c.CanonicalJson() });
                     parallel?.BroadcastFromRoot(pruned.Mask.Layers.Select(l => l.Item2));
                 }
 
-                var record = TrainForRun(c, model, pruned, train, test, started, progress, (p, e) =>
+                var record = TrainForRun(c, model, pruned, runData, started, progress, (p, e) =>
                 {
                     if (p.Finished is not null) store?.RecordEpoch(key, e!);
                 }, parallel);
@@ -368,9 +383,9 @@ public static class Experiment
     /// warmed-up statistics, as training starts from them), the mask, its summary and phase timings,
     /// and the reinit ablation applied to the model. The mask is owned by the caller.
     /// </summary>
-    public static PrunedModel PruneForRun(RunConfig c, Model model, Dataset train, IRunStore? store, Action<string> log)
+    public static PrunedModel PruneForRun(RunConfig c, Model model, RunData data, IRunStore? store, Action<string> log)
     {
-        var result = Prune(c, model, train, store, log);
+        var result = Prune(c, model, data, store, log);
         var summary = new PruneSummary(result.Report.Criterion,
             result.Report.Layers.Select(l => new LayerDensityRecord(l.Name, l.Kept, l.Total)).ToList(),
             result.Report.Collapsed.ToList(), result.Report.Rounds, result.Report.Density,
@@ -384,15 +399,14 @@ public static class Experiment
     /// is given) and returns the finished record, without writing it anywhere. <paramref name="epoch"/>
     /// sees every progress report, with the epoch's metrics when one finished.
     /// </summary>
-    public static RunRecord TrainForRun(RunConfig c, Model model, PrunedModel? pruned, Dataset train, Dataset test, DateTimeOffset started,
+    public static RunRecord TrainForRun(RunConfig c, Model model, PrunedModel? pruned, RunData data, DateTimeOffset started,
         IRunProgress? progress = null, Action<TrainProgress, EpochMetrics?>? epoch = null, DataParallel? parallel = null)
     {
         progress?.Phase(c, "training");
         var phases = new Dictionary<string, double>(pruned?.Phases ?? new Dictionary<string, double>());
         var watch = Stopwatch.StartNew();
-        using var trainLoader = new DataLoader(train, DistributedRun.BatchPerRank(c, parallel), shuffle: true, seed: c.Seed, augment: c.Augment, device: model.Device,
-            rank: parallel?.Rank ?? 0, worldSize: parallel?.Size ?? 1);
-        using var testLoader = new DataLoader(test, 1000, shuffle: false, device: model.Device, rank: parallel?.Rank ?? 0, worldSize: parallel?.Size ?? 1);
+        using var trainLoader = data.Train(DistributedRun.BatchPerRank(c, parallel), c.Seed, c.Augment, model.Device, parallel?.Rank ?? 0, parallel?.Size ?? 1);
+        using var testLoader = data.Test(EvalBatchSize(data), model.Device, parallel?.Rank ?? 0, parallel?.Size ?? 1);
         var options = TrainOptionsOf(c);
         var epochs = Trainer.Train(model, pruned is null ? null : MaskDictionary(pruned.Mask), trainLoader.Epoch, () => testLoader.Epoch(0),
             options, p =>
@@ -420,6 +434,9 @@ public static class Experiment
             Finished = DateTimeOffset.UtcNow,
         };
     }
+
+    /// <summary>Test batch size: 1000 small images, or 100 at ImageNet's 224×224 (0.6 GB of floats a batch).</summary>
+    public static int EvalBatchSize(RunData data) => data.InputShape.Height * data.InputShape.Width > 128 * 128 ? 100 : 1000;
 
     static EpochMetrics MetricsOf(EpochResult e) =>
         new(e.Epoch, e.TrainLoss, e.TrainTop1, e.LearningRate, e.Test?.Loss, e.Test?.Top1, e.Test?.Top5, e.Seconds);
