@@ -54,6 +54,22 @@ PAI_API uint8_t pai_cuda_is_available() {
 PAI_API int32_t pai_cuda_device_count() {
   return pai::guarded([] { return (int32_t)at::detail::getCUDAHooks().getNumGPUs(); }, 0);
 }
+// The CUDA runtime's and cuDNN's versions as libtorch's CUDA hooks report them (e.g. 12040 and
+// 90100); 0 when this libtorch has no CUDA (the CPU hooks throw, which is not an error here).
+PAI_API int64_t pai_cuda_runtime_version() {
+  try {
+    return at::hasCUDA() ? (int64_t)at::detail::getCUDAHooks().versionCUDART() : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+PAI_API int64_t pai_cudnn_version() {
+  try {
+    return at::globalContext().hasCuDNN() ? (int64_t)at::detail::getCUDAHooks().versionCuDNN() : 0;
+  } catch (...) {
+    return 0;
+  }
+}
 
 // Seeded CPU generators. Random tensors for any device are drawn on the CPU with such a
 // generator and then moved, so a seed gives the same numbers on every device.

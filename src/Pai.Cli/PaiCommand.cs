@@ -98,7 +98,7 @@ internal static class PaiCommand
             table.AddRow("threads", d.Threads.ToString());
             table.AddRow("BLAS", Markup.Escape(d.Blas));
             table.AddRow("native library", Markup.Escape(d.NativeLibrary));
-            table.AddRow("CUDA devices", d.CudaDevices.ToString());
+            table.AddRow("CUDA", Markup.Escape(d.Cuda));
             foreach (var ds in d.Datasets)
                 table.AddRow($"data: {ds.Name}", Markup.Escape(ds.Found ? ds.Location : $"not found in {ds.Location}: {ds.HowToGet}"));
             AnsiConsole.Write(table);

@@ -20,9 +20,17 @@ public sealed record DatasetLocation(string Name, string Location, bool Found, s
 /// <param name="CudaDevices">Visible CUDA devices (0 with Debian's CPU-only libtorch).</param>
 /// <param name="Parallel">libtorch's description of its parallel backend.</param>
 /// <param name="Datasets">Known data sets and where they are looked for.</param>
+/// <param name="CudaVersion">CUDA runtime version of libtorch, e.g. "12.4" (null: built without CUDA).</param>
+/// <param name="CudnnVersion">cuDNN version, e.g. "9.1.0" (null: none).</param>
 public sealed record InstallationInfo(
     string PaiVersion, string LibtorchVersion, int Threads, string Blas, string NativeLibrary,
-    int CudaDevices, string Parallel, IReadOnlyList<DatasetLocation> Datasets);
+    int CudaDevices, string Parallel, IReadOnlyList<DatasetLocation> Datasets, string? CudaVersion = null, string? CudnnVersion = null)
+{
+    /// <summary>One line on CUDA: versions and devices, or why there is none.</summary>
+    public string Cuda => CudaVersion is null
+        ? "none: this libtorch is CPU-only (README, \"GPUs\": build against PyTorch's CUDA libtorch)"
+        : $"CUDA {CudaVersion}, cuDNN {CudnnVersion ?? "none"}, {CudaDevices} device(s){(CudaDevices > 0 ? ": " + string.Join(", ", Enumerable.Range(0, CudaDevices).Select(i => $"cuda:{i}")) : "")}";
+}
 
 /// <summary>A pruned model: the freshly initialized model, its mask and report, and the data it was scored on.</summary>
 public sealed class PruneOutcome(RunConfig config, DataCache data, Model model, PruneResult result) : IDisposable
@@ -234,7 +242,9 @@ public static class PaiHost
             Libtorch.NativeLibraryPath,
             Libtorch.CudaDeviceCount,
             Libtorch.ParallelInfo.Trim(),
-            Data.DatasetRegistry.Names.Select(name => Data.DatasetRegistry.Locate(name)).ToList());
+            Data.DatasetRegistry.Names.Select(name => Data.DatasetRegistry.Locate(name)).ToList(),
+            Libtorch.CudaVersion,
+            Libtorch.CudnnVersion);
     }
 
     // libblas.so.3 is loaded lazily by libtorch on the first matrix product, so run one first.

@@ -61,6 +61,19 @@ public static unsafe class Libtorch
     /// <summary>Number of visible CUDA devices.</summary>
     public static int CudaDeviceCount => pai_cuda_device_count();
 
+    /// <summary>The CUDA runtime version libtorch was built with, as "12.4" (null without CUDA).</summary>
+    public static string? CudaVersion => CudaVersionText(pai_cuda_runtime_version());
+
+    /// <summary>The cuDNN version libtorch uses, as "9.1.0" (null without cuDNN).</summary>
+    public static string? CudnnVersion => CudnnVersionText(pai_cudnn_version());
+
+    /// <summary>CUDART's integer version (1000·major + 10·minor, e.g. 12040) as "12.4"; null for 0.</summary>
+    public static string? CudaVersionText(long v) => v > 0 ? $"{v / 1000}.{v % 1000 / 10}" : null;
+
+    /// <summary>cuDNN's integer version as "major.minor.patch" (10000·major + 100·minor + patch from 9.0, 1000·major + 100·minor + patch before); null for 0.</summary>
+    public static string? CudnnVersionText(long v) =>
+        v <= 0 ? null : v >= 90000 ? $"{v / 10000}.{v % 10000 / 100}.{v % 100}" : $"{v / 1000}.{v % 1000 / 100}.{v % 100}";
+
     /// <summary>
     /// The BLAS library libtorch's matrix products actually call, read from this process's memory
     /// map (so it reflects Debian's libblas.so.3 alternative as resolved at load time).

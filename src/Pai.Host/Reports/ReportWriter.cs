@@ -72,8 +72,8 @@ public static class ReportWriter
         }
         RemoveStaleCharts(dir, chartFiles);
         AtomicFile.WriteAllText(paths.Csv, ReportTables.Csv(runs));
-        AtomicFile.WriteAllText(paths.Markdown, Markdown(content));
-        AtomicFile.WriteAllText(paths.Html, Html(content));
+        AtomicFile.WriteAllText(paths.Markdown, Render(content, new MarkdownPage()));
+        AtomicFile.WriteAllText(paths.Html, Render(content, new HtmlPage()));
         return paths;
     }
 
@@ -174,50 +174,138 @@ public static class ReportWriter
         return line.Length <= max ? line : line[..max] + "…";
     }
 
-    static string Markdown(ReportContent c)
+    // The report's sections, in order, written once for both formats (a Page renders each piece).
+    static string Render(ReportContent c, Page page)
     {
-        var sb = new StringBuilder();
-        sb.Append("# ").Append(ReportTables.MarkdownCell(c.Title)).Append("\n\n");
-        sb.Append(c.Summary).Append(" One row per run: [").Append(CsvFile).Append("](").Append(CsvFile).Append(").\n\n");
-        sb.Append("## Results\n\n");
-        sb.Append(c.Results.Rows.Count == 0 ? "No runs.\n" : ReportTables.Markdown(c.Results)).Append('\n');
-        foreach (var note in c.Notes) sb.Append("- ").Append(note).Append('\n');
-        sb.Append('\n');
+        page.Title(c.Title);
+        page.Summary(c.Summary);
+        page.Heading(2, "Results");
+        if (c.Results.Rows.Count == 0) page.Text("No runs.");
+        else page.Table(c.Results);
+        page.Notes(c.Notes);
 
-        sb.Append("## Accuracy versus sparsity\n\n");
-        AppendCharts(sb, c.HasAccuracyData, c.AccuracyCharts, c.Problem);
-
-        sb.Append("## Per-layer density\n\n");
-        AppendCharts(sb, c.Panels.Count > 0, c.LayerCharts, c.Problem);
+        page.Heading(2, "Accuracy versus sparsity");
+        page.Charts(c.HasAccuracyData, c.AccuracyCharts, c.Problem);
+        page.Heading(2, "Per-layer density");
+        page.Charts(c.Panels.Count > 0, c.LayerCharts, c.Problem);
         foreach (var panel in c.Panels)
         {
-            sb.Append("### ").Append(ReportTables.MarkdownCell(panel.Title)).Append("\n\n");
-            sb.Append(ReportTables.Markdown(ReportTables.LayerTable(panel))).Append('\n');
-            sb.Append("Runs: ").AppendJoin(", ", panel.Runs.Select(r => $"{ReportTables.MarkdownCell(r.Label)} = `{r.Run.Key}`")).Append("\n\n");
+            page.Heading(3, panel.Title);
+            page.Table(ReportTables.LayerTable(panel));
+            page.PanelRuns(panel.Runs.Select(r => (r.Label, r.Run.Key)));
         }
 
         if (ReportTables.CurvatureTable(c.Runs) is { } curvature)
-            sb.Append("## Curvature estimates\n\n").Append(ReportTables.Markdown(curvature)).Append('\n');
+        {
+            page.Heading(2, "Curvature estimates");
+            page.Table(curvature);
+        }
 
         var failed = c.FailedRuns.ToList();
         if (failed.Count > 0)
         {
-            sb.Append("## Failed runs\n\n");
-            foreach (var r in failed)
-                sb.Append("- `").Append(r.Key).Append("` ").Append(ReportTables.MarkdownCell(RunLabel(r))).Append(": ")
-                  .Append(ReportTables.MarkdownCell(FirstLine(r.Error))).Append('\n');
-            sb.Append('\n');
+            page.Heading(2, "Failed runs");
+            page.Failed(failed.Select(r => (r.Key, RunLabel(r), FirstLine(r.Error))));
         }
-        return sb.ToString();
+        return page.Finish();
     }
 
-    static void AppendCharts(StringBuilder sb, bool hasData, IReadOnlyList<ReportChart> charts, string? problem)
+    /// <summary>One output format of the report: how each piece of <see cref="Render"/> is written.</summary>
+    abstract class Page
     {
-        if (!hasData) sb.Append("Nothing to chart: no finished run has the data.\n\n");
-        else if (charts.Count == 0) sb.Append("The charts were not drawn (").Append(ReportTables.MarkdownCell(FirstLine(problem))).Append(").\n\n");
-        foreach (var chart in charts)
-            sb.Append("![").Append(chart.Title).Append("](").Append(chart.SvgFile).Append(")\n\n")
-              .Append(chart.Caption).Append(" PNG: [").Append(chart.PngFile).Append("](").Append(chart.PngFile).Append(").\n\n");
+        protected readonly StringBuilder sb = new();
+        public abstract void Title(string title);
+        public abstract void Summary(string summary);
+        public abstract void Heading(int level, string text);
+        public abstract void Text(string text);
+        public abstract void Table(ReportTable table);
+        public abstract void Notes(IEnumerable<string> notes);
+        public abstract void Charts(bool hasData, IReadOnlyList<ReportChart> charts, string? problem);
+        public abstract void PanelRuns(IEnumerable<(string Label, string Key)> runs);
+        public abstract void Failed(IEnumerable<(string Key, string Label, string Error)> runs);
+        public virtual string Finish() => sb.ToString();
+    }
+
+    sealed class MarkdownPage : Page
+    {
+        static string Cell(string text) => ReportTables.MarkdownCell(text);
+        public override void Title(string title) => sb.Append("# ").Append(Cell(title)).Append("\n\n");
+        public override void Summary(string summary) =>
+            sb.Append(summary).Append(" One row per run: [").Append(CsvFile).Append("](").Append(CsvFile).Append(").\n\n");
+        public override void Heading(int level, string text) => sb.Append('#', level).Append(' ').Append(level == 2 ? text : Cell(text)).Append("\n\n");
+        public override void Text(string text) => sb.Append(text).Append("\n\n");
+        public override void Table(ReportTable table) => sb.Append(ReportTables.Markdown(table)).Append('\n');
+
+        public override void Notes(IEnumerable<string> notes)
+        {
+            foreach (var note in notes) sb.Append("- ").Append(note).Append('\n');
+            sb.Append('\n');
+        }
+
+        public override void Charts(bool hasData, IReadOnlyList<ReportChart> charts, string? problem)
+        {
+            if (!hasData) sb.Append("Nothing to chart: no finished run has the data.\n\n");
+            else if (charts.Count == 0) sb.Append("The charts were not drawn (").Append(Cell(FirstLine(problem))).Append(").\n\n");
+            foreach (var chart in charts)
+                sb.Append("![").Append(chart.Title).Append("](").Append(chart.SvgFile).Append(")\n\n")
+                  .Append(chart.Caption).Append(" PNG: [").Append(chart.PngFile).Append("](").Append(chart.PngFile).Append(").\n\n");
+        }
+
+        public override void PanelRuns(IEnumerable<(string Label, string Key)> runs) =>
+            sb.Append("Runs: ").AppendJoin(", ", runs.Select(r => $"{Cell(r.Label)} = `{r.Key}`")).Append("\n\n");
+
+        public override void Failed(IEnumerable<(string Key, string Label, string Error)> runs)
+        {
+            foreach (var (key, label, error) in runs)
+                sb.Append("- `").Append(key).Append("` ").Append(Cell(label)).Append(": ").Append(Cell(error)).Append('\n');
+            sb.Append('\n');
+        }
+    }
+
+    sealed class HtmlPage : Page
+    {
+        public override void Title(string title) =>
+            sb.Append("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n")
+              .Append("<title>").Append(H(title)).Append("</title>\n<style>\n").Append(Style).Append("\n</style>\n</head>\n<body>\n")
+              .Append("<h1>").Append(H(title)).Append("</h1>\n");
+        public override void Summary(string summary) =>
+            sb.Append("<p>").Append(H(summary)).Append(" One row per run: <a href=\"").Append(CsvFile).Append("\">").Append(CsvFile).Append("</a>.</p>\n");
+        public override void Heading(int level, string text) => sb.Append("<h").Append(level).Append('>').Append(H(text)).Append("</h").Append(level).Append(">\n");
+        public override void Text(string text) => sb.Append("<p>").Append(H(text)).Append("</p>\n");
+        public override void Table(ReportTable table) => AppendHtmlTable(sb, table);
+
+        public override void Notes(IEnumerable<string> notes)
+        {
+            sb.Append("<ul class=\"notes\">\n");
+            foreach (var note in notes) sb.Append("<li>").Append(H(note)).Append("</li>\n");
+            sb.Append("</ul>\n");
+        }
+
+        /// <summary>Each chart as an &lt;img&gt; whose source is its SVG as a data URI (the page stays one self-contained file).</summary>
+        public override void Charts(bool hasData, IReadOnlyList<ReportChart> charts, string? problem)
+        {
+            if (!hasData) { sb.Append("<p>Nothing to chart: no finished run has the data.</p>\n"); return; }
+            if (charts.Count == 0) sb.Append("<p class=\"problem\">The charts were not drawn: ").Append(H(FirstLine(problem))).Append(".</p>\n");
+            foreach (var chart in charts)
+                sb.Append("<figure>\n<img class=\"chart\" width=\"").Append(chart.Width).Append("\" height=\"").Append(chart.Height)
+                  .Append("\" alt=\"").Append(H(chart.Title)).Append("\" src=\"data:image/svg+xml;base64,")
+                  .Append(Convert.ToBase64String(Encoding.UTF8.GetBytes(chart.Svg))).Append("\">\n<figcaption>").Append(H(chart.Caption))
+                  .Append(" Files: <a href=\"").Append(chart.SvgFile).Append("\">").Append(chart.SvgFile).Append("</a>, <a href=\"")
+                  .Append(chart.PngFile).Append("\">").Append(chart.PngFile).Append("</a>.</figcaption>\n</figure>\n");
+        }
+
+        public override void PanelRuns(IEnumerable<(string Label, string Key)> runs) =>
+            sb.Append("<p class=\"notes\">Runs: ").AppendJoin(", ", runs.Select(r => $"{H(r.Label)} = <code>{H(r.Key)}</code>")).Append("</p>\n");
+
+        public override void Failed(IEnumerable<(string Key, string Label, string Error)> runs)
+        {
+            sb.Append("<ul>\n");
+            foreach (var (key, label, error) in runs)
+                sb.Append("<li><code>").Append(H(key)).Append("</code> ").Append(H(label)).Append(": ").Append(H(error)).Append("</li>\n");
+            sb.Append("</ul>\n");
+        }
+
+        public override string Finish() => sb.Append("</body>\n</html>\n").ToString();
     }
 
     static string H(string text) => WebUtility.HtmlEncode(text);
@@ -252,57 +340,4 @@ public static class ReportWriter
         pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: .75rem; max-height: 24rem; }
         """;
 
-    static string Html(ReportContent c)
-    {
-        var sb = new StringBuilder();
-        sb.Append("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
-        sb.Append("<title>").Append(H(c.Title)).Append("</title>\n<style>\n").Append(Style).Append("\n</style>\n</head>\n<body>\n");
-        sb.Append("<h1>").Append(H(c.Title)).Append("</h1>\n<p>").Append(H(c.Summary)).Append(" One row per run: <a href=\"").Append(CsvFile).Append("\">").Append(CsvFile).Append("</a>.</p>\n");
-        sb.Append("<h2>Results</h2>\n");
-        if (c.Results.Rows.Count == 0) sb.Append("<p>No runs.</p>\n"); else AppendHtmlTable(sb, c.Results);
-        sb.Append("<ul class=\"notes\">\n");
-        foreach (var note in c.Notes) sb.Append("<li>").Append(H(note)).Append("</li>\n");
-        sb.Append("</ul>\n");
-
-        sb.Append("<h2>Accuracy versus sparsity</h2>\n");
-        AppendHtmlCharts(sb, c.HasAccuracyData, c.AccuracyCharts, c.Problem);
-        sb.Append("<h2>Per-layer density</h2>\n");
-        AppendHtmlCharts(sb, c.Panels.Count > 0, c.LayerCharts, c.Problem);
-        foreach (var panel in c.Panels)
-        {
-            sb.Append("<h3>").Append(H(panel.Title)).Append("</h3>\n");
-            AppendHtmlTable(sb, ReportTables.LayerTable(panel));
-            sb.Append("<p class=\"notes\">Runs: ").AppendJoin(", ", panel.Runs.Select(r => $"{H(r.Label)} = <code>{H(r.Run.Key)}</code>")).Append("</p>\n");
-        }
-
-        if (ReportTables.CurvatureTable(c.Runs) is { } curvature)
-        {
-            sb.Append("<h2>Curvature estimates</h2>\n");
-            AppendHtmlTable(sb, curvature);
-        }
-
-        var failed = c.FailedRuns.ToList();
-        if (failed.Count > 0)
-        {
-            sb.Append("<h2>Failed runs</h2>\n<ul>\n");
-            foreach (var r in failed)
-                sb.Append("<li><code>").Append(H(r.Key)).Append("</code> ").Append(H(RunLabel(r))).Append(": ").Append(H(FirstLine(r.Error))).Append("</li>\n");
-            sb.Append("</ul>\n");
-        }
-        sb.Append("</body>\n</html>\n");
-        return sb.ToString();
-    }
-
-    /// <summary>Each chart as an &lt;img&gt; whose source is its SVG as a data URI (the page stays one self-contained file).</summary>
-    static void AppendHtmlCharts(StringBuilder sb, bool hasData, IReadOnlyList<ReportChart> charts, string? problem)
-    {
-        if (!hasData) { sb.Append("<p>Nothing to chart: no finished run has the data.</p>\n"); return; }
-        if (charts.Count == 0) sb.Append("<p class=\"problem\">The charts were not drawn: ").Append(H(FirstLine(problem))).Append(".</p>\n");
-        foreach (var chart in charts)
-            sb.Append("<figure>\n<img class=\"chart\" width=\"").Append(chart.Width).Append("\" height=\"").Append(chart.Height)
-              .Append("\" alt=\"").Append(H(chart.Title)).Append("\" src=\"data:image/svg+xml;base64,")
-              .Append(Convert.ToBase64String(Encoding.UTF8.GetBytes(chart.Svg))).Append("\">\n<figcaption>").Append(H(chart.Caption))
-              .Append(" Files: <a href=\"").Append(chart.SvgFile).Append("\">").Append(chart.SvgFile).Append("</a>, <a href=\"")
-              .Append(chart.PngFile).Append("\">").Append(chart.PngFile).Append("</a>.</figcaption>\n</figure>\n");
-    }
 }

@@ -17,6 +17,8 @@ internal static partial class NativeMethods
     [DllImport(Lib)] internal static extern int pai_manual_seed(ulong seed);
     [DllImport(Lib)] internal static extern byte pai_cuda_is_available();
     [DllImport(Lib)] internal static extern int pai_cuda_device_count();
+    [DllImport(Lib)] internal static extern long pai_cuda_runtime_version();
+    [DllImport(Lib)] internal static extern long pai_cudnn_version();
     [DllImport(Lib)] internal static extern IntPtr pai_generator_new(ulong seed);
     [DllImport(Lib)] internal static extern void pai_generator_dispose(IntPtr g);
     [DllImport(Lib)] internal static extern ulong pai_generator_initial_seed(GeneratorHandle g);
