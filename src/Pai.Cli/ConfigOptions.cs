@@ -50,7 +50,8 @@ internal sealed class ConfigOptions
     public ConfigOptions(Command command, Func<RunSetting, bool> include, CommandDefaults? defaults = null)
     {
         this.defaults = defaults ?? CommandDefaults.Standard;
-        foreach (var s in RunSettings.All.Where(include))
+        // Every command that reads a run's settings takes the execution ones (the device) too.
+        foreach (var s in RunSettings.All.Where(s => s.Declaration.Group == SettingGroup.Execution || include(s)))
         {
             var d = s.Declaration;
             var aliases = d.Alias is null ? Array.Empty<string>() : [d.Alias];

@@ -76,6 +76,8 @@ public sealed class FirstHourTests
     [InlineData("prune -c snip -s 1", "--sparsity must be at least 0 and below 1")]
     [InlineData("prune -c \"abs(theta*grod)\" -s 0.9", "unknown statistic or function 'grod'")]
     [InlineData("train --threads 100000", "--threads 100000 is more than")]
+    [InlineData("prune -c snip -s 0.9 --device cuda", "--device cuda: this libtorch has no CUDA")]
+    [InlineData("train --device gpu", "unknown device 'gpu': use cpu, cuda or cuda:N")]
     public void Bad_input_is_refused_at_the_door_naming_the_option(string command, string message)
     {
         using var dir = new TempDirectory();

@@ -94,6 +94,7 @@ public static class Experiment
             if (c.Ablation != "none")
                 throw new ArgumentException($"the ablation '{c.Ablation}' changes a mask: it needs a criterion and a sparsity");
         }
+        DeviceOf(c); // throws naming the fix when the device is unknown or not there
         if (ProbeScopeModule.parse(c.ProbeScope) is { IsError: true } scope) throw new ArgumentException(scope.ErrorValue);
         if (c.AdaptiveTarget is not null && c.HvpBudget is null) throw new ArgumentException("the adaptive mode needs --hvp-budget as its cap");
         TrainOptionsOf(c).Validate();
@@ -176,9 +177,25 @@ public static class Experiment
     public static string StatisticCacheKey(RunConfig c, string statistic) =>
         $"v{StatisticsCacheVersion}-{c.StatisticsKey}-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(statistic)))[..12];
 
+    /// <summary>
+    /// The device a run computes on: <see cref="RunConfig.Device"/>, or CUDA when this libtorch sees a
+    /// GPU and the CPU otherwise. A device that is not there is an ArgumentException naming the fix.
+    /// </summary>
+    public static Device DeviceOf(RunConfig c)
+    {
+        if (c.Device is null) return Libtorch.CudaIsAvailable && Libtorch.CudaDeviceCount > 0 ? Device.Cuda(0) : Device.Cpu;
+        var device = Device.Parse(c.Device);
+        if (device.Type == DeviceType.Cuda && !Libtorch.CudaIsAvailable)
+            throw new ArgumentException($"--device {c.Device}: this libtorch has no CUDA (Debian's is CPU-only); build Pai against PyTorch's CUDA libtorch (README, \"GPUs\") or use --device cpu");
+        if (device.Type == DeviceType.Cuda && device.Index >= Libtorch.CudaDeviceCount)
+            throw new ArgumentException($"--device {c.Device}: only {Libtorch.CudaDeviceCount} CUDA device(s) are visible (cuda:0 … cuda:{Libtorch.CudaDeviceCount - 1})");
+        return device;
+    }
+
     /// <summary>Builds the model a run trains (initialized with the run's seed).</summary>
     public static Model CreateModel(RunConfig c, RunData data) => ModelZoo.Create(c.Model, new ModelOptions
     {
+        Device = DeviceOf(c),
         InputShape = data.InputShape,
         Classes = data.Classes,
         Seed = c.Seed,

@@ -20,6 +20,8 @@ public enum SettingGroup
     Pruning = 4,
     /// <summary>Training of the (sparse) network.</summary>
     Training = 8,
+    /// <summary>Where and how the run computes (the device): recorded with the run, not part of its key.</summary>
+    Execution = 16,
 }
 
 /// <summary>
@@ -186,6 +188,9 @@ public sealed record RunConfig
     /// <summary>Image-folder data sets: leave undecodable images out (counted) instead of failing.</summary>
     [Setting(SettingGroup.Data, "--skip-bad-images", "image-folder data sets: leave undecodable images out (counted) instead of failing")]
     public bool SkipBadImages { get; init; }
+    /// <summary>"cpu", "cuda" or "cuda:N"; null: CUDA when a GPU is visible, else the CPU.</summary>
+    [Setting(SettingGroup.Execution, "--device", "where to compute: cpu, cuda or cuda:N (default: cuda when this libtorch sees a GPU, else cpu)")]
+    public string? Device { get; init; }
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
     static readonly JsonObject Defaults = (JsonObject)JsonSerializer.SerializeToNode(new RunConfig(), Json)!;
@@ -215,9 +220,12 @@ public sealed record RunConfig
         return canonical.ToJsonString();
     }
 
-    /// <summary>The run key: the first 16 hex digits of SHA-256 of <see cref="CanonicalJson()"/>.</summary>
+    /// <summary>
+    /// The run key: the first 16 hex digits of SHA-256 of the canonical JSON of every setting but the
+    /// execution ones (the device): the same experiment on another device is the same run.
+    /// </summary>
     [JsonIgnore] // derived, not part of the configuration (serializing it would recurse)
-    public string Key => Hash(CanonicalJson());
+    public string Key => Hash(CanonicalJson(~SettingGroup.Execution));
 
     /// <summary>
     /// What a run's statistics depend on: the data/model and scoring settings (a hash). Pruning and
