@@ -18,6 +18,9 @@
 ///         ]
 ///
 /// An xunit [<Theory>] becomes a testList of testCases, one per case (see AlgebraTests.fs).
+/// Other xunit assertions: Assert.InRange → inRange, Assert.Single → singleItem, Assert.Null/
+/// Empty/Contains → Expect.isNull/isEmpty/stringContains (or Expect.contains for a collection).
+/// A property whose cases share state built first (a model, data) keeps `check` in a testCase.
 module Pai.Tests.Support
 
 open System
