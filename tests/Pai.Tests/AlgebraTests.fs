@@ -2,8 +2,9 @@
 /// parser's errors, and statistics shared between criteria.
 module Pai.Tests.AlgebraTests
 
+open Expecto
+
 open System
-open Xunit
 open FsCheck
 open FsCheck.FSharp
 open Pai
@@ -76,136 +77,180 @@ let private genExpr: Gen<Expr> =
 
 let private criterionOf e = Criteria.ofFormula e
 
-[<Fact>]
-let ``the canonical text parses back to the same formula`` () =
-    check 200 genExpr (fun e ->
-        match Formula.parse (Formula.render e) with
-        | Ok back -> Assert.Equal(Formula.render e, Formula.render back)
-        | Error message -> failwith message)
+/// Bad formulas, the column the caret must point at, and the problem the message must name.
+let private badFormulas =
+    [
+        "abs(theta * grod)", 12, "unknown statistic or function 'grod'"
+        "theta * ", 8, "expected a statistic"
+        "theta grad", 6, "unexpected 'grad'"
+        "grad(T=0)", 7, "must be a positive number"
+        "grad(T=-2)", 8, "must be a positive number"
+        "theta ^ fisher", 8, "expected a number exponent"
+        "abs(theta", 9, "expected ')'"
+        "theta $ 2", 6, "unexpected character '$'"
+        "2 * 3", 0, "reads no statistic"
+        "", 0, "the formula is empty"
+        "theta + layernorm(2)", 0, "'layernorm(2)' normalizes or ranks a constant"
+    ]
 
-[<Fact>]
-let ``rank, positive scaling and the canonical text keep the mask; neg reverses the order`` () =
-    let model, batches = setup ()
-    use _ = model
-    let ctx = context model batches 9UL
-    let density = 0.3
-
-    check 25 genExpr (fun e ->
-        let c = criterionOf e
-        let mask = maskOf ctx density c
-        Assert.Equal<bool[]>(mask, maskOf ctx density (criterionOf (rank e)))
-        // Powers of two scale exactly, so no two scores can become equal.
-        Assert.Equal<bool[]>(mask, maskOf ctx density (criterionOf (4.0 * e)))
-        Assert.Equal<bool[]>(mask, maskOf ctx density (criterionOf (e * 0.125)))
-
-        Assert.Equal<bool[]>(
-            mask,
-            maskOf ctx density (Criteria.ofFormula (Result.toOption (Formula.parse (Formula.render e))).Value)
-        )
-        // neg: every score negated, so the kept set is the lowest-scoring one.
-        let s = scoresOf ctx c
-        Assert.Equal<float[]>(s |> Array.map (fun x -> -x), scoresOf ctx (criterionOf (-e)))
-        // abs is idempotent; sums commute.
-        Assert.Equal<float[]>(scoresOf ctx (criterionOf (abs e)), scoresOf ctx (criterionOf (abs (abs e))))
-        Assert.Equal<float[]>(scoresOf ctx (criterionOf (e + theta)), scoresOf ctx (criterionOf (theta + e))))
-
-[<Fact>]
-let ``a user formula equal to a built-in gives the built-in's scores`` () =
-    let model, batches = setup ()
-    use _ = model
-    let ctx = context model batches 4UL
-
-    for b in Registry.builtIns |> List.filter (fun b -> b.Name <> "synflow") do
-        let builtIn = Registry.instantiate Temperatures.Default b
-        let text = Registry.formulaText b
-
-        match Registry.resolve Temperatures.Default text with
-        | Ok user ->
-            Assert.Equal(text, user.Name)
-            Assert.Equal<float[]>(scoresOf ctx builtIn, scoresOf ctx user)
-        | Error e -> failwith e
-
-[<Fact>]
-let ``every built-in formula reads as the paper's, with its temperatures`` () =
-    let text name =
-        Registry.formulaText (Registry.builtIns |> List.find (fun b -> b.Name = name))
-
-    Assert.Equal("abs(theta * grad)", text "snip")
-    Assert.Equal("theta * hg(T=200)", text "grasp")
-    Assert.Equal("0.5 * theta^2 * fisher", text "fisher_obd")
-    Assert.Equal("abs(theta * grad + 0.5 * theta^2 * fisher)", text "fts")
-    // hts: both terms from the same loss L(f/T), as the second-order paper's code.
-    Assert.Equal("abs(theta * grad(T=200) + 0.5 * theta^2 * hdiag(T=200))", text "hts")
-
-    let hts =
-        Registry.instantiate
-            { Grasp = 1.0; Hutchinson = 50.0 }
-            (Registry.builtIns |> List.find (fun b -> b.Name = "hts"))
-
-    Assert.Equal("abs(theta * grad(T=50) + 0.5 * theta^2 * hdiag(T=50))", Formula.render hts.Formula)
-
-[<Fact>]
-let ``criteria scored on one context compute each statistic once`` () =
-    let model, batches = setup ()
-    use _ = model
-
-    let ctx =
-        { context model batches 2UL with
-            Curvature =
-                { CurvatureOptions.Default with
-                    Probes = 3
-                }
-        }
-
-    use cache = new StatisticCache(ctx)
-    let obd = Registry.find "hutch_obd"
-    let hts = Registry.find "hts"
-    let diag = Registry.find "hutch_diag"
-    let scores = [ obd; hts; diag ] |> List.map (Criteria.scoreWith cache)
-
-    try
-        Assert.Equal<string list>([ "theta"; "hdiag(T=200)"; "grad(T=200)" ], cache.Computed)
-        // One Hessian-diagonal estimate: 3 probes per batch, one block, six batches.
-        for s in scores do
-            Assert.Equal(18, (List.exactlyOne s.Diagnostics).Hvps)
-    finally
-        List.iter Scores.dispose scores
-
-[<Fact>]
-let ``statistics carry their temperatures in their names`` () =
-    Assert.Equal("grad", (Statistic.Grad 1.0).Name)
-    Assert.Equal("grad(T=200)", (Statistic.Grad 200.0).Name)
-    Assert.Equal("hdiag(T=0.5)", (Statistic.HessianDiagonal 0.5).Name)
-    Assert.NotEqual(Statistic.Grad 1.0, Statistic.Grad 200.0)
-    Assert.Equal(Statistic.Grad 200.0, Statistic.Grad 200.0)
-
-[<Theory>]
-[<InlineData("abs(theta * grod)", 12, "unknown statistic or function 'grod'")>]
-[<InlineData("theta * ", 8, "expected a statistic")>]
-[<InlineData("theta grad", 6, "unexpected 'grad'")>]
-[<InlineData("grad(T=0)", 7, "must be a positive number")>]
-[<InlineData("grad(T=-2)", 8, "must be a positive number")>]
-[<InlineData("theta ^ fisher", 8, "expected a number exponent")>]
-[<InlineData("abs(theta", 9, "expected ')'")>]
-[<InlineData("theta $ 2", 6, "unexpected character '$'")>]
-[<InlineData("2 * 3", 0, "reads no statistic")>]
-[<InlineData("", 0, "the formula is empty")>]
-[<InlineData("theta + layernorm(2)", 0, "'layernorm(2)' normalizes or ranks a constant")>]
-let ``a bad formula names the problem and points at it`` (text: string, column: int, problem: string) =
+/// The checks of one bad formula.
+let private badFormula (text: string, column: int, problem: string) =
     match Formula.parse text with
     | Ok e -> failwith $"parsed '%s{text}' as %s{Formula.render e}"
     | Error message ->
         let lines = message.Split('\n')
-        Assert.Contains(problem, lines.[0])
-        Assert.Equal("  " + text, lines.[1])
-        Assert.Equal(column + 2, lines.[2].IndexOf '^')
-        Assert.Contains("statistics: theta", message)
+        Expect.stringContains lines.[0] problem "lines.[0]"
+        Expect.equal (lines.[1]) ("  " + text) "lines.[1]"
+        Expect.equal (lines.[2].IndexOf '^') (column + 2) "lines.[2].IndexOf '^'"
+        Expect.stringContains message "statistics: theta" "message"
 
-[<Fact>]
-let ``an unknown name lists the criteria and formulas`` () =
-    match Registry.resolve Temperatures.Default "snipp" with
-    | Ok _ -> failwith "resolved an unknown name"
-    | Error message ->
-        Assert.Contains("unknown criterion 'snipp'", message)
-        Assert.Contains("snip", message)
-        Assert.Contains("formula", message)
+[<Tests>]
+let tests =
+    testSequenced
+    <| testList
+        "AlgebraTests"
+        [
+            testList
+                "a bad formula names the problem and points at it"
+                [
+                    for case in badFormulas do
+                        let text, _, _ = case
+                        testCase (sprintf "%A" text) (fun () -> badFormula case)
+                ]
+            (property "the canonical text parses back to the same formula" 200 genExpr (fun e ->
+                match Formula.parse (Formula.render e) with
+                | Ok back -> Expect.equal (Formula.render back) (Formula.render e) "Formula.render back"
+                | Error message -> failwith message))
+            testCase "rank, positive scaling and the canonical text keep the mask; neg reverses the order"
+            <| fun () ->
+                let model, batches = setup ()
+                use _ = model
+                let ctx = context model batches 9UL
+                let density = 0.3
+
+                check 25 genExpr (fun e ->
+                    let c = criterionOf e
+                    let mask = maskOf ctx density c
+
+                    Expect.equal
+                        (maskOf ctx density (criterionOf (rank e)))
+                        mask
+                        "maskOf ctx density (criterionOf (rank e))"
+                    // Powers of two scale exactly, so no two scores can become equal.
+                    Expect.equal
+                        (maskOf ctx density (criterionOf (4.0 * e)))
+                        mask
+                        "maskOf ctx density (criterionOf (4.0 * e))"
+
+                    Expect.equal
+                        (maskOf ctx density (criterionOf (e * 0.125)))
+                        mask
+                        "maskOf ctx density (criterionOf (e * 0.125))"
+
+                    Expect.equal
+                        (maskOf
+                            ctx
+                            density
+                            (Criteria.ofFormula (Result.toOption (Formula.parse (Formula.render e))).Value))
+                        mask
+                        "maskOf ctx density (Criteria.ofFormula (Result.toOption (Formula.pa..."
+                    // neg: every score negated, so the kept set is the lowest-scoring one.
+                    let s = scoresOf ctx c
+
+                    Expect.equal
+                        (scoresOf ctx (criterionOf (-e)))
+                        (s |> Array.map (fun x -> -x))
+                        "scoresOf ctx (criterionOf (-e))"
+                    // abs is idempotent; sums commute.
+                    Expect.equal
+                        (scoresOf ctx (criterionOf (abs (abs e))))
+                        (scoresOf ctx (criterionOf (abs e)))
+                        "scoresOf ctx (criterionOf (abs (abs e)))"
+
+                    Expect.equal
+                        (scoresOf ctx (criterionOf (theta + e)))
+                        (scoresOf ctx (criterionOf (e + theta)))
+                        "scoresOf ctx (criterionOf (theta + e))")
+            testCase "a user formula equal to a built-in gives the built-in's scores"
+            <| fun () ->
+                let model, batches = setup ()
+                use _ = model
+                let ctx = context model batches 4UL
+
+                for b in Registry.builtIns |> List.filter (fun b -> b.Name <> "synflow") do
+                    let builtIn = Registry.instantiate Temperatures.Default b
+                    let text = Registry.formulaText b
+
+                    match Registry.resolve Temperatures.Default text with
+                    | Ok user ->
+                        Expect.equal user.Name text "user.Name"
+                        Expect.equal (scoresOf ctx user) (scoresOf ctx builtIn) "scoresOf ctx user"
+                    | Error e -> failwith e
+            testCase "every built-in formula reads as the paper's, with its temperatures"
+            <| fun () ->
+                let text name =
+                    Registry.formulaText (Registry.builtIns |> List.find (fun b -> b.Name = name))
+
+                Expect.equal (text "snip") "abs(theta * grad)" "text \"snip\""
+                Expect.equal (text "grasp") "theta * hg(T=200)" "text \"grasp\""
+                Expect.equal (text "fisher_obd") "0.5 * theta^2 * fisher" "text \"fisher_obd\""
+                Expect.equal (text "fts") "abs(theta * grad + 0.5 * theta^2 * fisher)" "text \"fts\""
+                // hts: both terms from the same loss L(f/T), as the second-order paper's code.
+                Expect.equal (text "hts") "abs(theta * grad(T=200) + 0.5 * theta^2 * hdiag(T=200))" "text \"hts\""
+
+                let hts =
+                    Registry.instantiate
+                        { Grasp = 1.0; Hutchinson = 50.0 }
+                        (Registry.builtIns |> List.find (fun b -> b.Name = "hts"))
+
+                Expect.equal
+                    (Formula.render hts.Formula)
+                    "abs(theta * grad(T=50) + 0.5 * theta^2 * hdiag(T=50))"
+                    "Formula.render hts.Formula"
+            testCase "criteria scored on one context compute each statistic once"
+            <| fun () ->
+                let model, batches = setup ()
+                use _ = model
+
+                let ctx =
+                    { context model batches 2UL with
+                        Curvature =
+                            { CurvatureOptions.Default with
+                                Probes = 3
+                            }
+                    }
+
+                use cache = new StatisticCache(ctx)
+                let obd = Registry.find "hutch_obd"
+                let hts = Registry.find "hts"
+                let diag = Registry.find "hutch_diag"
+                let scores = [ obd; hts; diag ] |> List.map (Criteria.scoreWith cache)
+
+                try
+                    Expect.equal cache.Computed ([ "theta"; "hdiag(T=200)"; "grad(T=200)" ]) "cache.Computed"
+                    // One Hessian-diagonal estimate: 3 probes per batch, one block, six batches.
+                    for s in scores do
+                        Expect.equal ((List.exactlyOne s.Diagnostics).Hvps) 18 "(List.exactlyOne s.Diagnostics).Hvps"
+                finally
+                    List.iter Scores.dispose scores
+            testCase "statistics carry their temperatures in their names"
+            <| fun () ->
+                Expect.equal ((Statistic.Grad 1.0).Name) "grad" "(Statistic.Grad 1.0).Name"
+                Expect.equal ((Statistic.Grad 200.0).Name) "grad(T=200)" "(Statistic.Grad 200.0).Name"
+
+                Expect.equal
+                    ((Statistic.HessianDiagonal 0.5).Name)
+                    "hdiag(T=0.5)"
+                    "(Statistic.HessianDiagonal 0.5).Name"
+
+                Expect.notEqual (Statistic.Grad 200.0) (Statistic.Grad 1.0) "Statistic.Grad 200.0"
+                Expect.equal (Statistic.Grad 200.0) (Statistic.Grad 200.0) "Statistic.Grad 200.0"
+            testCase "an unknown name lists the criteria and formulas"
+            <| fun () ->
+                match Registry.resolve Temperatures.Default "snipp" with
+                | Ok _ -> failwith "resolved an unknown name"
+                | Error message ->
+                    Expect.stringContains message "unknown criterion 'snipp'" "message"
+                    Expect.stringContains message "snip" "message"
+                    Expect.stringContains message "formula" "message"
+        ]

@@ -2,8 +2,9 @@
 /// unit-vector HVPs, the per-sample loops and explicit per-sample gradients.
 module Pai.Tests.ExactCurvatureTests
 
+open Expecto
+
 open System
-open Xunit
 open Pai
 open Pai.Torch
 open Pai.Host.Models
@@ -135,233 +136,233 @@ let private checkAgainstHvps (model: Model) (batches: Batch list) (perLayer: int
             let all = Tensors.toFloats e
             let picked = ks |> List.map (fun k -> all.[int k]) |> Array.ofList
 
-            Assert.True(
-                norm r > 0.0,
-                $"%s{model.Name} %s{name} T=%g{t}: the sampled HVP diagonal is all zero; pick other weights"
-            )
+            Expect.isTrue
+                (norm r > 0.0)
+                ($"%s{model.Name} %s{name} T=%g{t}: the sampled HVP diagonal is all zero; pick other weights")
 
             let err = relativeError r picked
 
-            Assert.True(
-                err <= 1e-10,
-                $"%s{model.Name} %s{name} T=%g{t}: exact diagonal vs unit-vector HVPs relative error %g{err}"
-            )
+            Expect.isTrue
+                (err <= 1e-10)
+                ($"%s{model.Name} %s{name} T=%g{t}: exact diagonal vs unit-vector HVPs relative error %g{err}")
 
-[<Fact>]
-let ``exact Hessian diagonal equals unit-vector HVPs on lenet300 and lenet5 at T 1 and 200`` () =
-    // Small images keep it fast: lenet300 on 1×6×6 (fc1 36→300), lenet5 on 1×16×16.
-    use lenet300 =
-        ModelZoo.Create("lenet300", options (InputShape(1, 6, 6)) DType.Float64)
+[<Tests>]
+let tests =
+    testSequenced
+    <| testList
+        "ExactCurvatureTests"
+        [
+            testCase "exact Hessian diagonal equals unit-vector HVPs on lenet300 and lenet5 at T 1 and 200"
+            <| fun () ->
+                // Small images keep it fast: lenet300 on 1×6×6 (fc1 36→300), lenet5 on 1×16×16.
+                use lenet300 =
+                    ModelZoo.Create("lenet300", options (InputShape(1, 6, 6)) DType.Float64)
 
-    checkAgainstHvps lenet300 (randomBatches 5UL (InputShape(1, 6, 6)) DType.Float64 [ 3; 2 ]) 12
+                checkAgainstHvps lenet300 (randomBatches 5UL (InputShape(1, 6, 6)) DType.Float64 [ 3; 2 ]) 12
 
-    use lenet5 =
-        ModelZoo.Create("lenet5", options (InputShape(1, 16, 16)) DType.Float64)
+                use lenet5 =
+                    ModelZoo.Create("lenet5", options (InputShape(1, 16, 16)) DType.Float64)
 
-    checkAgainstHvps lenet5 (randomBatches 6UL (InputShape(1, 16, 16)) DType.Float64 [ 3; 2 ]) 12
+                checkAgainstHvps lenet5 (randomBatches 6UL (InputShape(1, 16, 16)) DType.Float64 [ 3; 2 ]) 12
+            testCase "exact Hessian diagonal equals unit-vector HVPs on vgg11 and a BN ResNet in eval mode"
+            <| fun () ->
+                // 3×8×8 images, 4 classes, 3 samples, 4 seeded weights per layer (the big conv layers have millions).
+                let shape = InputShape(3, 8, 8)
+                use vgg = ModelZoo.Create("vgg11", fewClasses shape DType.Float64)
+                let vggData = randomBatches 7UL shape DType.Float64 [ 3 ]
+                warmUp vgg (randomBatches 70UL shape DType.Float64 [ 8 ])
+                checkAgainstHvps vgg vggData 4
 
-[<Fact>]
-let ``exact Hessian diagonal equals unit-vector HVPs on vgg11 and a BN ResNet in eval mode`` () =
-    // 3×8×8 images, 4 classes, 3 samples, 4 seeded weights per layer (the big conv layers have millions).
-    let shape = InputShape(3, 8, 8)
-    use vgg = ModelZoo.Create("vgg11", fewClasses shape DType.Float64)
-    let vggData = randomBatches 7UL shape DType.Float64 [ 3 ]
-    warmUp vgg (randomBatches 70UL shape DType.Float64 [ 8 ])
-    checkAgainstHvps vgg vggData 4
+                use resnet = smallResNet DType.Float64
+                warmUp resnet (randomBatches 80UL shape DType.Float64 [ 8 ])
+                Expect.isTrue ((resnet :> IModelView).IsPiecewiseLinear) "(resnet :> IModelView).IsPiecewiseLinear"
+                checkAgainstHvps resnet (randomBatches 8UL shape DType.Float64 [ 2; 2 ]) 4
+            testCase "batched empirical Fisher equals the per-sample loop in float32"
+            <| fun () ->
+                let check (model: Model) (batches: Batch list) =
+                    use _scope = new DisposeScope()
+                    let view = model :> IModelView
+                    let batched = PerSample.fisherDiagonal view batches
+                    let loop = Estimators.fisherDiagonal view batches
 
-    use resnet = smallResNet DType.Float64
-    warmUp resnet (randomBatches 80UL shape DType.Float64 [ 8 ])
-    Assert.True((resnet :> IModelView).IsPiecewiseLinear)
-    checkAgainstHvps resnet (randomBatches 8UL shape DType.Float64 [ 2; 2 ]) 4
+                    for (kv, b), l in List.zip (List.zip (List.ofSeq view.Prunable) batched) loop do
+                        let err = relativeError (Tensors.toFloats l) (Tensors.toFloats b)
 
-[<Fact>]
-let ``batched empirical Fisher equals the per-sample loop in float32`` () =
-    let check (model: Model) (batches: Batch list) =
-        use _scope = new DisposeScope()
-        let view = model :> IModelView
-        let batched = PerSample.fisherDiagonal view batches
-        let loop = Estimators.fisherDiagonal view batches
+                        Expect.isTrue
+                            (err <= 1e-5)
+                            ($"%s{model.Name} %s{kv.Key}: batched Fisher vs loop relative error %g{err}")
 
-        for (kv, b), l in List.zip (List.zip (List.ofSeq view.Prunable) batched) loop do
-            let err = relativeError (Tensors.toFloats l) (Tensors.toFloats b)
-            Assert.True(err <= 1e-5, $"%s{model.Name} %s{kv.Key}: batched Fisher vs loop relative error %g{err}")
+                use lenet5 = ModelZoo.Create("lenet5", options InputShape.Mnist DType.Float32)
+                check lenet5 (randomBatches 9UL InputShape.Mnist DType.Float32 [ 4; 3 ])
+                use resnet = smallResNet DType.Float32
+                warmUp resnet (randomBatches 90UL (InputShape(3, 8, 8)) DType.Float32 [ 8 ])
+                check resnet (randomBatches 10UL (InputShape(3, 8, 8)) DType.Float32 [ 5 ])
+                // The ViT's linear layers see tokens: per-sample gradients are summed over positions first.
+                use vit = smallVit DType.Float32
+                check vit (randomBatches 11UL (InputShape(3, 8, 8)) DType.Float32 [ 4 ])
+            testCase "batched true Fisher draws the per-sample loop's labels and gives its numbers"
+            <| fun () ->
+                use _scope = new DisposeScope()
+                use model = ModelZoo.Create("lenet5", options (InputShape(1, 16, 16)) DType.Float64)
+                let view = model :> IModelView
+                let batches = randomBatches 12UL (InputShape(1, 16, 16)) DType.Float64 [ 4; 3 ]
+                let batched = PerSample.trueFisherDiagonal view 21UL batches
+                let loop = Estimators.trueFisherDiagonal view 21UL batches
+                let other = PerSample.trueFisherDiagonal view 22UL batches
 
-    use lenet5 = ModelZoo.Create("lenet5", options InputShape.Mnist DType.Float32)
-    check lenet5 (randomBatches 9UL InputShape.Mnist DType.Float32 [ 4; 3 ])
-    use resnet = smallResNet DType.Float32
-    warmUp resnet (randomBatches 90UL (InputShape(3, 8, 8)) DType.Float32 [ 8 ])
-    check resnet (randomBatches 10UL (InputShape(3, 8, 8)) DType.Float32 [ 5 ])
-    // The ViT's linear layers see tokens: per-sample gradients are summed over positions first.
-    use vit = smallVit DType.Float32
-    check vit (randomBatches 11UL (InputShape(3, 8, 8)) DType.Float32 [ 4 ])
+                for b, l in List.zip batched loop do
+                    let err = relativeError (Tensors.toFloats l) (Tensors.toFloats b)
+                    Expect.isTrue (err <= 1e-10) ($"batched true Fisher vs loop relative error %g{err}")
 
-[<Fact>]
-let ``batched true Fisher draws the per-sample loop's labels and gives its numbers`` () =
-    use _scope = new DisposeScope()
-    use model = ModelZoo.Create("lenet5", options (InputShape(1, 16, 16)) DType.Float64)
-    let view = model :> IModelView
-    let batches = randomBatches 12UL (InputShape(1, 16, 16)) DType.Float64 [ 4; 3 ]
-    let batched = PerSample.trueFisherDiagonal view 21UL batches
-    let loop = Estimators.trueFisherDiagonal view 21UL batches
-    let other = PerSample.trueFisherDiagonal view 22UL batches
+                // The seed matters (the labels are drawn), so the agreement above is not a coincidence of
+                // labels that do not depend on it.
+                Expect.isTrue
+                    (List.exists2 (fun (a: Tensor) (b: Tensor) -> not (a.AllClose(b, 1e-6, 0.0))) batched other)
+                    "List.exists2 (fun (a: Tensor) (b: Tensor) -> not (a.AllClose(b, 1e-..."
+            testCase "batched conv per-sample squares equal explicit per-sample gradients"
+            <| fun () ->
+                use _scope = new DisposeScope()
+                use gen = new Generator(13UL)
 
-    for b, l in List.zip batched loop do
-        let err = relativeError (Tensors.toFloats l) (Tensors.toFloats b)
-        Assert.True(err <= 1e-10, $"batched true Fisher vs loop relative error %g{err}")
+                for stride, padding, dilation, groups in [ 1, 0, 1, 1; 2, 1, 1, 2; 1, 2, 2, 1; 3, 1, 2, 4 ] do
+                    use _case = new DisposeScope()
+                    let x = Libtorch.Randn([| 5L; 4L; 9L; 10L |], gen, DType.Float64)
 
-    // The seed matters (the labels are drawn), so the agreement above is not a coincidence of
-    // labels that do not depend on it.
-    Assert.True(List.exists2 (fun (a: Tensor) (b: Tensor) -> not (a.AllClose(b, 1e-6, 0.0))) batched other)
+                    let w =
+                        Libtorch.Randn([| 8L; 4L / int64 groups; 3L; 3L |], gen, DType.Float64).RequiresGrad_()
 
-[<Fact>]
-let ``batched conv per-sample squares equal explicit per-sample gradients`` () =
-    use _scope = new DisposeScope()
-    use gen = new Generator(13UL)
+                    let y = Functional.Conv2d(x, w, null, stride, padding, dilation, groups)
+                    let delta = Libtorch.Randn(y.Shape, gen, DType.Float64)
 
-    for stride, padding, dilation, groups in [ 1, 0, 1, 1; 2, 1, 1, 2; 1, 2, 2, 1; 3, 1, 2, 4 ] do
-        use _case = new DisposeScope()
-        let x = Libtorch.Randn([| 5L; 4L; 9L; 10L |], gen, DType.Float64)
+                    let capture =
+                        {
+                            WeightName = "w"
+                            Kind = LayerKind.Conv2d(stride, padding, dilation, groups)
+                            Input = x
+                            Output = y
+                        }
 
-        let w =
-            Libtorch.Randn([| 8L; 4L / int64 groups; 3L; 3L |], gen, DType.Float64).RequiresGrad_()
+                    let batched = PerSample.squaredSampleGradients w.Shape capture delta
+                    let explicitSum = Libtorch.Zeros(w.Shape, DType.Float64)
 
-        let y = Functional.Conv2d(x, w, null, stride, padding, dilation, groups)
-        let delta = Libtorch.Randn(y.Shape, gen, DType.Float64)
+                    for i in 0L .. 4L do
+                        let yi =
+                            Functional.Conv2d(x.Narrow(0L, i, 1L), w, null, stride, padding, dilation, groups)
 
-        let capture =
-            {
-                WeightName = "w"
-                Kind = LayerKind.Conv2d(stride, padding, dilation, groups)
-                Input = x
-                Output = y
-            }
+                        let gi = Autograd.Grad((yi * delta.Narrow(0L, i, 1L)).Sum(), [| w |]).[0]
+                        explicitSum.AddCMul_(gi, gi) |> ignore
 
-        let batched = PerSample.squaredSampleGradients w.Shape capture delta
-        let explicitSum = Libtorch.Zeros(w.Shape, DType.Float64)
+                    let err = relativeError (Tensors.toFloats explicitSum) (Tensors.toFloats batched)
 
-        for i in 0L .. 4L do
-            let yi =
-                Functional.Conv2d(x.Narrow(0L, i, 1L), w, null, stride, padding, dilation, groups)
+                    Expect.isTrue
+                        (err <= 1e-12)
+                        ($"stride %d{stride} padding %d{padding} dilation %d{dilation} groups %d{groups}: relative error %g{err}")
+            testCase "Hutchinson's mean converges to the exact diagonal as one over root probes"
+            <| fun () ->
+                use _scope = new DisposeScope()
+                use model = ModelZoo.Create("lenet5", options (InputShape(1, 16, 16)) DType.Float64)
+                let view = model :> IModelView
+                let batches = randomBatches 14UL (InputShape(1, 16, 16)) DType.Float64 [ 4 ]
+                let layers = view.Prunable.Count
+                let t = 1.0
 
-            let gi = Autograd.Grad((yi * delta.Narrow(0L, i, 1L)).Sum(), [| w |]).[0]
-            explicitSum.AddCMul_(gi, gi) |> ignore
+                let exact =
+                    PerSample.exactHessianDiagonal view t batches
+                    |> List.map Tensors.toFloats
+                    |> Array.concat
 
-        let err = relativeError (Tensors.toFloats explicitSum) (Tensors.toFloats batched)
+                // The error of a mean of p probes has expectation ∝ 1/√p; over the ~55k weights the error norm
+                // concentrates, so 16× the probes must cut it by about 4 (accepted: 2.5 to 6.5).
+                let errorAt probes seed =
+                    let e =
+                        Hutchinson.estimate view t (ProbeBudget.Probes probes) [ [ 0 .. layers - 1 ] ] seed batches
 
-        Assert.True(
-            err <= 1e-12,
-            $"stride %d{stride} padding %d{padding} dilation %d{dilation} groups %d{groups}: relative error %g{err}"
-        )
+                    relativeError exact (e.Mean |> List.map Tensors.toFloats |> Array.concat)
 
-[<Fact>]
-let ``Hutchinson's mean converges to the exact diagonal as one over root probes`` () =
-    use _scope = new DisposeScope()
-    use model = ModelZoo.Create("lenet5", options (InputShape(1, 16, 16)) DType.Float64)
-    let view = model :> IModelView
-    let batches = randomBatches 14UL (InputShape(1, 16, 16)) DType.Float64 [ 4 ]
-    let layers = view.Prunable.Count
-    let t = 1.0
+                let few, many = errorAt 4 31UL, errorAt 64 32UL
+                let ratio = few / many
 
-    let exact =
-        PerSample.exactHessianDiagonal view t batches
-        |> List.map Tensors.toFloats
-        |> Array.concat
+                Expect.isTrue
+                    (ratio >= 2.5 && ratio <= 6.5)
+                    ($"error %g{few} at 4 probes, %g{many} at 64: ratio %g{ratio}, expected about 4")
+            testCase "the exact method refuses the ViT with a message that names the fix"
+            <| fun () ->
+                use vit = smallVit DType.Float32
+                let view = vit :> IModelView
+                Expect.isFalse view.IsPiecewiseLinear "view.IsPiecewiseLinear"
+                let batches = randomBatches 15UL (InputShape(3, 8, 8)) DType.Float32 [ 2 ]
 
-    // The error of a mean of p probes has expectation ∝ 1/√p; over the ~55k weights the error norm
-    // concentrates, so 16× the probes must cut it by about 4 (accepted: 2.5 to 6.5).
-    let errorAt probes seed =
-        let e =
-            Hutchinson.estimate view t (ProbeBudget.Probes probes) [ [ 0 .. layers - 1 ] ] seed batches
+                let e =
+                    throws<ArgumentException>(fun () -> PerSample.exactHessianDiagonal view 200.0 batches |> ignore)
 
-        relativeError exact (e.Mean |> List.map Tensors.toFloats |> Array.concat)
+                Expect.stringContains e.Message "vit-small" "e.Message"
+                Expect.stringContains e.Message "piecewise linear" "e.Message"
+                Expect.stringContains e.Message "Hutchinson" "e.Message"
+            testCase "batched statistics stay within their chunk bound on resnet18"
+            <| fun () ->
+                // resnet18 on 8×8 images, 80 samples: the last stage's conv weights (512·512·9) have 9.4 MB of
+                // per-sample gradient per sample, 755 MB for the batch at once. Chunking bounds the scratch
+                // memory at PerSample.ChunkBytes (64 MiB); the peak RSS growth (scratch, activations and the
+                // 45 MB weight-sized sums) must stay below half the unchunked size.
+                use model = ModelZoo.Create("resnet18", options (InputShape(3, 8, 8)) DType.Float32)
+                let view = model :> IModelView
+                let batches = randomBatches 16UL (InputShape(3, 8, 8)) DType.Float32 [ 80 ]
+                let largest = view.Prunable |> Seq.map (fun kv -> kv.Value.NumEl) |> Seq.max
+                let unchunked = 80L * largest * 4L
+                GC.Collect()
+                // Resets VmHWM (the peak RSS) to the current RSS.
+                IO.File.WriteAllText("/proc/self/clear_refs", "5")
+                let before = residentBytes ()
 
-    let few, many = errorAt 4 31UL, errorAt 64 32UL
-    let ratio = few / many
+                do
+                    use _scope = new DisposeScope()
+                    PerSample.fisherDiagonal view batches |> ignore
 
-    Assert.True(
-        ratio >= 2.5 && ratio <= 6.5,
-        $"error %g{few} at 4 probes, %g{many} at 64: ratio %g{ratio}, expected about 4"
-    )
+                let peak =
+                    IO.File.ReadAllLines "/proc/self/status"
+                    |> Array.find (fun l -> l.StartsWith "VmHWM:")
+                    |> fun l -> l.Substring(6).Trim().Split(' ').[0] |> int64 |> (*) 1024L
 
-[<Fact>]
-let ``the exact method refuses the ViT with a message that names the fix`` () =
-    use vit = smallVit DType.Float32
-    let view = vit :> IModelView
-    Assert.False(view.IsPiecewiseLinear)
-    let batches = randomBatches 15UL (InputShape(3, 8, 8)) DType.Float32 [ 2 ]
+                let growth = peak - before
 
-    let e =
-        Assert.Throws<ArgumentException>(fun () -> PerSample.exactHessianDiagonal view 200.0 batches |> ignore)
+                Expect.isTrue
+                    (growth < unchunked / 2L)
+                    ($"peak RSS grew by %d{growth / 1_048_576L} MiB; the unchunked per-sample gradients alone take %d{unchunked / 1_048_576L} MiB")
+            testCase
+                "the top-classes approximation stays below the exact diagonal and its error shrinks with more classes"
+            <| fun () ->
+                use _scope = new DisposeScope()
+                use model = ModelZoo.Create("lenet5", options (InputShape(1, 16, 16)) DType.Float64)
+                let view = model :> IModelView
+                let batches = randomBatches 18UL (InputShape(1, 16, 16)) DType.Float64 [ 5 ]
 
-    Assert.Contains("vit-small", e.Message)
-    Assert.Contains("piecewise linear", e.Message)
-    Assert.Contains("Hutchinson", e.Message)
+                for t in [ 1.0; 200.0 ] do
+                    let exact =
+                        PerSample.exactHessianDiagonal view t batches
+                        |> List.map Tensors.toFloats
+                        |> Array.concat
 
-[<Fact>]
-let ``batched statistics stay within their chunk bound on resnet18`` () =
-    // resnet18 on 8×8 images, 80 samples: the last stage's conv weights (512·512·9) have 9.4 MB of
-    // per-sample gradient per sample, 755 MB for the batch at once. Chunking bounds the scratch
-    // memory at PerSample.ChunkBytes (64 MiB); the peak RSS growth (scratch, activations and the
-    // 45 MB weight-sized sums) must stay below half the unchunked size.
-    use model = ModelZoo.Create("resnet18", options (InputShape(3, 8, 8)) DType.Float32)
-    let view = model :> IModelView
-    let batches = randomBatches 16UL (InputShape(3, 8, 8)) DType.Float32 [ 80 ]
-    let largest = view.Prunable |> Seq.map (fun kv -> kv.Value.NumEl) |> Seq.max
-    let unchunked = 80L * largest * 4L
-    GC.Collect()
-    // Resets VmHWM (the peak RSS) to the current RSS.
-    IO.File.WriteAllText("/proc/self/clear_refs", "5")
-    let before = residentBytes ()
+                    let errorWith k =
+                        let approx =
+                            PerSample.topClassesHessianDiagonal view t k batches
+                            |> List.map Tensors.toFloats
+                            |> Array.concat
 
-    do
-        use _scope = new DisposeScope()
-        PerSample.fisherDiagonal view batches |> ignore
+                        // Dropped columns only remove squares: the approximation never exceeds the exact value.
+                        Expect.isTrue
+                            (Array.forall2 (fun a e -> a <= e * (1.0 + 1e-12) + 1e-300) approx exact)
+                            ($"T=%g{t} k=%d{k}: above exact")
 
-    let peak =
-        IO.File.ReadAllLines "/proc/self/status"
-        |> Array.find (fun l -> l.StartsWith "VmHWM:")
-        |> fun l -> l.Substring(6).Trim().Split(' ').[0] |> int64 |> (*) 1024L
+                        relativeError exact approx
 
-    let growth = peak - before
+                    // (With every class it is exactHessianDiagonal itself: that calls it with all classes.)
+                    let errors = [ for k in [ 1; 4 ] -> errorWith k ]
 
-    Assert.True(
-        growth < unchunked / 2L,
-        $"peak RSS grew by %d{growth / 1_048_576L} MiB; the unchunked per-sample gradients alone take %d{unchunked / 1_048_576L} MiB"
-    )
+                    Expect.isTrue
+                        (List.pairwise errors |> List.forall (fun (a, b) -> b <= a))
+                        ($"T=%g{t}: errors %A{errors} should shrink")
 
-[<Fact>]
-let ``the top-classes approximation stays below the exact diagonal and its error shrinks with more classes`` () =
-    use _scope = new DisposeScope()
-    use model = ModelZoo.Create("lenet5", options (InputShape(1, 16, 16)) DType.Float64)
-    let view = model :> IModelView
-    let batches = randomBatches 18UL (InputShape(1, 16, 16)) DType.Float64 [ 5 ]
-
-    for t in [ 1.0; 200.0 ] do
-        let exact =
-            PerSample.exactHessianDiagonal view t batches
-            |> List.map Tensors.toFloats
-            |> Array.concat
-
-        let errorWith k =
-            let approx =
-                PerSample.topClassesHessianDiagonal view t k batches
-                |> List.map Tensors.toFloats
-                |> Array.concat
-
-            // Dropped columns only remove squares: the approximation never exceeds the exact value.
-            Assert.True(
-                Array.forall2 (fun a e -> a <= e * (1.0 + 1e-12) + 1e-300) approx exact,
-                $"T=%g{t} k=%d{k}: above exact"
-            )
-
-            relativeError exact approx
-
-        // (With every class it is exactHessianDiagonal itself: that calls it with all classes.)
-        let errors = [ for k in [ 1; 4 ] -> errorWith k ]
-
-        Assert.True(
-            List.pairwise errors |> List.forall (fun (a, b) -> b <= a),
-            $"T=%g{t}: errors %A{errors} should shrink"
-        )
-
-        Assert.True(errors.[0] > 1e-6, $"T=%g{t}: one class should not already be exact (%g{errors.[0]})")
+                    Expect.isTrue
+                        (errors.[0] > 1e-6)
+                        ($"T=%g{t}: one class should not already be exact (%g{errors.[0]})")
+        ]

@@ -2,9 +2,10 @@
 /// SafeHandle finalizer frees what no scope owns once the GC collects it (DESIGN.md §3.5).
 module Pai.Tests.MemoryTests
 
+open Expecto
+
 open System
 open System.Runtime.CompilerServices
-open Xunit
 open Pai.Torch
 open Pai.Tests.Support
 
@@ -60,65 +61,71 @@ let private step (net: ConvNet) (g: Generator) (k: int) =
 
     loss.Item()
 
-[<Fact>]
-let ``10,000 conv-net training steps in dispose scopes keep resident memory flat`` () =
-    // one intra-op thread: these tensors are tiny, and on a loaded machine two OpenMP threads
-    // made each step 5–30× slower (barrier waits) without changing what is measured
-    withThreads 1 (fun () ->
-        use outer = new DisposeScope()
-        use g = new Generator(2024UL)
-        let net = ConvNet(g)
-        let warmup, total = 500, 10_000
-        let mutable first = 0.0
-
-        for k in 0 .. warmup - 1 do
-            let l = step net g k
-
-            if k = 0 then
-                first <- l
-
-        settle ()
-        let before = residentBytes ()
-        let mutable last = 0.0
-
-        for k in warmup .. total - 1 do
-            last <- step net g k
-
-        settle ()
-        let after = residentBytes ()
-        let growth = after - before
-        Assert.True(Double.IsFinite last, sprintf "the loss became %g" last)
-        // the steps did run: the loss moved
-        Assert.NotEqual(first, last)
-        // only the parameters (and the outer scope's bookkeeping) outlive the steps
-        Assert.Equal(net.Parameters.Length, outer.OwnedCount)
-
-        Assert.True(
-            growth < 20L * 1024L * 1024L,
-            sprintf
-                "resident memory grew by %.1f MB over %d steps (%.1f → %.1f MB)"
-                (mb growth)
-                (total - warmup)
-                (mb before)
-                (mb after)
-        ))
-
 [<MethodImpl(MethodImplOptions.NoInlining)>]
 let private allocateAndDrop (count: int) (elements: int64) =
     // no scope, no Dispose: only the finalizer can free these
     for _ in 1..count do
         Libtorch.Zeros([| elements |]) |> ignore
 
-[<Fact>]
-let ``the finalizer frees tensors that no scope owns once they are collected`` () =
-    settle ()
-    let before = residentBytes ()
-    // 12 × 40 MB, each above glibc's largest mmap threshold so that freeing returns it to the OS
-    allocateAndDrop 12 (10L * 1024L * 1024L)
-    settle ()
-    let after = residentBytes ()
+[<Tests>]
+let tests =
+    testSequenced
+    <| testList
+        "MemoryTests"
+        [
+            testCase "10,000 conv-net training steps in dispose scopes keep resident memory flat"
+            <| fun () ->
+                // one intra-op thread: these tensors are tiny, and on a loaded machine two OpenMP threads
+                // made each step 5–30× slower (barrier waits) without changing what is measured
+                withThreads 1 (fun () ->
+                    use outer = new DisposeScope()
+                    use g = new Generator(2024UL)
+                    let net = ConvNet(g)
+                    let warmup, total = 500, 10_000
+                    let mutable first = 0.0
 
-    Assert.True(
-        after - before < 100L * 1024L * 1024L,
-        sprintf "resident memory grew by %.1f MB after 480 MB of dropped tensors were collected" (mb (after - before))
-    )
+                    for k in 0 .. warmup - 1 do
+                        let l = step net g k
+
+                        if k = 0 then
+                            first <- l
+
+                    settle ()
+                    let before = residentBytes ()
+                    let mutable last = 0.0
+
+                    for k in warmup .. total - 1 do
+                        last <- step net g k
+
+                    settle ()
+                    let after = residentBytes ()
+                    let growth = after - before
+                    Expect.isTrue (Double.IsFinite last) (sprintf "the loss became %g" last)
+                    // the steps did run: the loss moved
+                    Expect.notEqual last first "last"
+                    // only the parameters (and the outer scope's bookkeeping) outlive the steps
+                    Expect.equal outer.OwnedCount net.Parameters.Length "outer.OwnedCount"
+
+                    Expect.isTrue
+                        (growth < 20L * 1024L * 1024L)
+                        (sprintf
+                            "resident memory grew by %.1f MB over %d steps (%.1f → %.1f MB)"
+                            (mb growth)
+                            (total - warmup)
+                            (mb before)
+                            (mb after)))
+            testCase "the finalizer frees tensors that no scope owns once they are collected"
+            <| fun () ->
+                settle ()
+                let before = residentBytes ()
+                // 12 × 40 MB, each above glibc's largest mmap threshold so that freeing returns it to the OS
+                allocateAndDrop 12 (10L * 1024L * 1024L)
+                settle ()
+                let after = residentBytes ()
+
+                Expect.isTrue
+                    (after - before < 100L * 1024L * 1024L)
+                    (sprintf
+                        "resident memory grew by %.1f MB after 480 MB of dropped tensors were collected"
+                        (mb (after - before)))
+        ]

@@ -3,10 +3,11 @@
 /// inputs, computed in one Python process.
 module Pai.Tests.PyTorchTests
 
+open Expecto
+
 open System
 open System.Diagnostics
 open System.Text.Json
-open Xunit
 open Pai.Torch
 open Pai.Tests.Support
 
@@ -89,77 +90,85 @@ let private runPyTorch (inputs: (string * float[] * int64[]) list) : Map<string,
 let private wave (n: int) (phase: float) =
     Array.init n (fun i -> sin (1.7 * float i + phase) * (1.0 + 0.3 * cos (0.37 * float i)))
 
-[<Fact>]
-let ``layer functions, batch-norm statistics and a loss gradient agree with PyTorch`` () =
-    let xs = [| 2L; 4L; 7L; 6L |]
-    let x = wave (2 * 4 * 7 * 6) 0.1
-    let w = wave (6 * 2 * 3 * 3) 0.7
-    let b = wave 6 1.3
-    let g = wave 4 2.0 |> Array.map (fun v -> 1.0 + 0.5 * v)
-    let beta = wave 4 2.9
-    let lnW = wave 42 0.4
-    let lnB = wave 42 0.9
-    let logits = wave 20 0.2 |> Array.map ((*) 3.0)
-    let target = [| 0.0; 3.0; 1.0; 1.0; 2.0 |]
+[<Tests>]
+let tests =
+    testSequenced
+    <| testList
+        "PyTorchTests"
+        [
+            testCase "layer functions, batch-norm statistics and a loss gradient agree with PyTorch"
+            <| fun () ->
+                let xs = [| 2L; 4L; 7L; 6L |]
+                let x = wave (2 * 4 * 7 * 6) 0.1
+                let w = wave (6 * 2 * 3 * 3) 0.7
+                let b = wave 6 1.3
+                let g = wave 4 2.0 |> Array.map (fun v -> 1.0 + 0.5 * v)
+                let beta = wave 4 2.9
+                let lnW = wave 42 0.4
+                let lnB = wave 42 0.9
+                let logits = wave 20 0.2 |> Array.map ((*) 3.0)
+                let target = [| 0.0; 3.0; 1.0; 1.0; 2.0 |]
 
-    let expected =
-        runPyTorch
-            [
-                "x", x, xs
-                "w", w, [| 6L; 2L; 3L; 3L |]
-                "b", b, [| 6L |]
-                "g", g, [| 4L |]
-                "beta", beta, [| 4L |]
-                "ln_w", lnW, [| 7L; 6L |]
-                "ln_b", lnB, [| 7L; 6L |]
-                "logits", logits, [| 5L; 4L |]
-                "target", target, [| 5L |]
-            ]
+                let expected =
+                    runPyTorch
+                        [
+                            "x", x, xs
+                            "w", w, [| 6L; 2L; 3L; 3L |]
+                            "b", b, [| 6L |]
+                            "g", g, [| 4L |]
+                            "beta", beta, [| 4L |]
+                            "ln_w", lnW, [| 7L; 6L |]
+                            "ln_b", lnB, [| 7L; 6L |]
+                            "logits", logits, [| 5L; 4L |]
+                            "target", target, [| 5L |]
+                        ]
 
-    withThreads 1 (fun () ->
-        inScope (fun () ->
-            let xt = f64 xs x
-            let gt, bt = f64 [| 4L |] g, f64 [| 4L |] beta
-            let lt = f64 [| 5L; 4L |] logits
-            let yt = i64 [| 5L |] (Array.map int64 target)
-            let rm = Libtorch.Zeros([| 4L |], DType.Float64)
-            let rv = Libtorch.Ones([| 4L |], DType.Float64)
-            let lg = lt.Clone().RequiresGrad_()
+                withThreads 1 (fun () ->
+                    inScope (fun () ->
+                        let xt = f64 xs x
+                        let gt, bt = f64 [| 4L |] g, f64 [| 4L |] beta
+                        let lt = f64 [| 5L; 4L |] logits
+                        let yt = i64 [| 5L |] (Array.map int64 target)
+                        let rm = Libtorch.Zeros([| 4L |], DType.Float64)
+                        let rv = Libtorch.Ones([| 4L |], DType.Float64)
+                        let lg = lt.Clone().RequiresGrad_()
 
-            let ours =
-                [
-                    "conv",
-                    F.Conv2d(
-                        xt,
-                        f64 [| 6L; 2L; 3L; 3L |] w,
-                        f64 [| 6L |] b,
-                        struct (2, 1),
-                        struct (1, 0),
-                        struct (1, 2),
-                        2
-                    )
-                    "max_pool", F.MaxPool2d(xt, 3, 2, 1, 1, true)
-                    "avg_pool", F.AvgPool2d(xt, 3, 2, 1, true, false)
-                    "adaptive", F.AdaptiveAvgPool2d(xt, 3, 4)
-                    "bn_train", F.BatchNorm(xt, rm, rv, gt, bt, true, 0.2, 1e-3)
-                    "bn_running_mean", rm.Clone()
-                    "bn_running_var", rv.Clone()
-                    "bn_eval", F.BatchNorm(xt, rm, rv, gt, bt, false, 0.2, 1e-3)
-                    "layer_norm", F.LayerNorm(xt, [| 7L; 6L |], f64 [| 7L; 6L |] lnW, f64 [| 7L; 6L |] lnB)
-                    "gelu", F.Gelu xt
-                    "gelu_tanh", F.Gelu(xt, true)
-                    "softmax", F.Softmax(lt, 1L)
-                    "log_softmax", F.LogSoftmax(lt, -1L)
-                    "ce_smooth", F.CrossEntropy(lt, yt, labelSmoothing = 0.2)
-                    "ce_none", F.CrossEntropy(lt, yt, Reduction.None)
-                    "nll_sum", F.NllLoss(F.LogSoftmax(lt, 1L), yt, Reduction.Sum)
-                    "mse", F.MseLoss(lt, (lt.Exp() - (-lt).Exp()) / (lt.Exp() + (-lt).Exp()))
-                    "var", xt.Var([| 2L; 3L |])
-                    "norm3", xt.Norm(3.0, [| 1L |])
-                    "ce_grad", (Autograd.Grad(F.CrossEntropy(lg, yt, labelSmoothing = 0.1), [| lg |])).[0]
-                ]
+                        let ours =
+                            [
+                                "conv",
+                                F.Conv2d(
+                                    xt,
+                                    f64 [| 6L; 2L; 3L; 3L |] w,
+                                    f64 [| 6L |] b,
+                                    struct (2, 1),
+                                    struct (1, 0),
+                                    struct (1, 2),
+                                    2
+                                )
+                                "max_pool", F.MaxPool2d(xt, 3, 2, 1, 1, true)
+                                "avg_pool", F.AvgPool2d(xt, 3, 2, 1, true, false)
+                                "adaptive", F.AdaptiveAvgPool2d(xt, 3, 4)
+                                "bn_train", F.BatchNorm(xt, rm, rv, gt, bt, true, 0.2, 1e-3)
+                                "bn_running_mean", rm.Clone()
+                                "bn_running_var", rv.Clone()
+                                "bn_eval", F.BatchNorm(xt, rm, rv, gt, bt, false, 0.2, 1e-3)
+                                "layer_norm",
+                                F.LayerNorm(xt, [| 7L; 6L |], f64 [| 7L; 6L |] lnW, f64 [| 7L; 6L |] lnB)
+                                "gelu", F.Gelu xt
+                                "gelu_tanh", F.Gelu(xt, true)
+                                "softmax", F.Softmax(lt, 1L)
+                                "log_softmax", F.LogSoftmax(lt, -1L)
+                                "ce_smooth", F.CrossEntropy(lt, yt, labelSmoothing = 0.2)
+                                "ce_none", F.CrossEntropy(lt, yt, Reduction.None)
+                                "nll_sum", F.NllLoss(F.LogSoftmax(lt, 1L), yt, Reduction.Sum)
+                                "mse", F.MseLoss(lt, (lt.Exp() - (-lt).Exp()) / (lt.Exp() + (-lt).Exp()))
+                                "var", xt.Var([| 2L; 3L |])
+                                "norm3", xt.Norm(3.0, [| 1L |])
+                                "ce_grad", (Autograd.Grad(F.CrossEntropy(lg, yt, labelSmoothing = 0.1), [| lg |])).[0]
+                            ]
 
-            Assert.Equal(ours.Length, expected.Count)
+                        Expect.equal expected.Count ours.Length "expected.Count"
 
-            for name, t in ours do
-                assertClose name 1e-10 1e-12 expected.[name] (values t)))
+                        for name, t in ours do
+                            assertClose name 1e-10 1e-12 expected.[name] (values t)))
+        ]

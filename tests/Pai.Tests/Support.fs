@@ -1,13 +1,30 @@
 /// Helpers shared by the tests: scopes, explicit FsCheck generators for shapes and values, a
 /// central-difference gradient checker and a few assertions.
+///
+/// The tests are Expecto values. Each file ends with one list, run by `dotnet test` through our
+/// VSTest adapter (tests/Pai.Expecto.TestAdapter) under the name `Pai.Tests.<list>.<test>`:
+///
+///     [<Tests>]
+///     let tests =
+///         testSequenced            // libtorch's threads, seed and memory are process-wide
+///         <| testList "MyTests" [
+///             testCase "what it checks" <| fun () ->
+///                 Expect.equal actual expected "what differs"                 // was Assert.Equal(expected, actual)
+///                 Expect.floatClose (decimals 12) actual expected "which"     // was Assert.Equal(e, a, 12)
+///                 Expect.isTrue cond "which"                                  // was Assert.True(cond)
+///                 throws<ArgumentException> (fun () -> ...) |> ignore         // was Assert.Throws<_>
+///             // was [<Fact>] with `check 40 cases body` as its only work:
+///             property "what holds" 40 cases (fun (a, b) -> ...)
+///         ]
+///
+/// An xunit [<Theory>] becomes a testList of testCases, one per case (see AlgebraTests.fs).
+/// Other xunit assertions: Assert.InRange → inRange, Assert.Single → singleItem, Assert.Null/
+/// Empty/Contains → Expect.isNull/isEmpty/stringContains (or Expect.contains for a collection).
+/// A property whose cases share state built first (a model, data) keeps `check` in a testCase.
 module Pai.Tests.Support
 
-// libtorch's thread count, the global seed and process memory are process-wide: tests that
-// touch or measure them must not run beside others.
-[<assembly: Xunit.CollectionBehavior(DisableTestParallelization = true)>]
-do ()
-
 open System
+open Expecto
 open FsCheck
 open FsCheck.FSharp
 open Pai.Torch
@@ -29,12 +46,60 @@ let withThreads (n: int) (f: unit -> 'a) : 'a =
     finally
         Libtorch.SetNumThreads before
 
-/// Checks a property over an explicit generator; a failing case throws with FsCheck's report.
-/// Properties run on one intra-op thread: their tensors are tiny, and on a loaded machine
-/// OpenMP barriers between two threads cost more than the work.
+/// The seed of a failed property, to replay it: PAI_FSCHECK_REPLAY="seed,gamma,size" (or
+/// "seed,gamma"), or the tuple of the failure report's "Focus on error" line pasted as printed,
+/// e.g. "(1850877942752354717UL, 3284924084838830435UL, Some 3)", with a --filter naming the test.
+let private replay =
+    match Environment.GetEnvironmentVariable "PAI_FSCHECK_REPLAY" with
+    | null
+    | "" -> None
+    | text ->
+        let fields =
+            text.Replace("(", "").Replace(")", "").Replace("UL", "").Replace("Some", "").Split(',')
+            |> Array.map (fun s -> s.Trim())
+
+        let parsed =
+            match fields with
+            | [| seed; gamma |] -> Some(UInt64.TryParse seed, UInt64.TryParse gamma, (true, None))
+            | [| seed; gamma; "None" |] -> Some(UInt64.TryParse seed, UInt64.TryParse gamma, (true, None))
+            | [| seed; gamma; size |] ->
+                let ok, n = Int32.TryParse size
+                Some(UInt64.TryParse seed, UInt64.TryParse gamma, (ok, Some n))
+            | _ -> None
+
+        match parsed with
+        | Some((true, seed), (true, gamma), (true, size)) -> Some(seed, gamma, size)
+        | _ ->
+            failwith
+                $"PAI_FSCHECK_REPLAY is '%s{text}': write seed,gamma,size as the failure's 'Focus on error' line prints them"
+
+/// Expecto's FsCheck settings for maxTest cases (and the replayed seed, if one is set).
+let fsCheckConfig (maxTest: int) =
+    { FsCheckConfig.defaultConfig with
+        maxTest = maxTest
+        replay = replay
+    }
+
+/// The body of a property over an explicit generator. Properties run on one intra-op thread:
+/// their tensors are tiny, and on a loaded machine OpenMP barriers between two threads cost
+/// more than the work.
+let private forAll (generator: Gen<'a>) (body: 'a -> unit) =
+    Prop.forAll (Arb.fromGen generator) (fun x -> withThreads 1 (fun () -> body x))
+
+/// A property test: maxTest cases drawn from the explicit generator; a failure prints the case
+/// (shrunk) and the seed that replays it.
+let property (name: string) (maxTest: int) (generator: Gen<'a>) (body: 'a -> unit) : Test =
+    testPropertyWithConfig (fsCheckConfig maxTest) name (forAll generator body)
+
+/// Checks a property inside a test that must first build state the cases share (a model, data);
+/// a failing case throws with FsCheck's report, which includes the seed to replay.
 let check (maxTest: int) (generator: Gen<'a>) (body: 'a -> unit) =
-    withThreads 1 (fun () ->
-        Check.One(Config.QuickThrowOnFailure.WithMaxTest(maxTest), Prop.forAll (Arb.fromGen generator) body))
+    let config =
+        match replay with
+        | Some(seed, gamma, size) -> Config.QuickThrowOnFailure.WithReplay(Some { Rnd = Rnd(seed, gamma); Size = size })
+        | None -> Config.QuickThrowOnFailure
+
+    Check.One(config.WithMaxTest(maxTest), forAll generator body)
 
 /// Uniform doubles on [lo, hi] (FsCheck's own generators stay small or hit NaN/∞; these do not).
 let genFloat (lo: float) (hi: float) : Gen<float> =
@@ -99,24 +164,13 @@ let values (t: Tensor) : float[] =
     use d = t.To DType.Float64
     d.ToArray<float>()
 
-/// Asserts two arrays agree elementwise within atol + rtol·max(|a|, |b|).
+/// Asserts two arrays agree elementwise within atol + rtol·max(|a|, |b|) (Expecto's accuracy).
 let assertClose (what: string) (rtol: float) (atol: float) (expected: float[]) (actual: float[]) =
-    if expected.Length <> actual.Length then
-        failwithf "%s: %d values expected, %d found" what expected.Length actual.Length
+    Expect.equal actual.Length expected.Length $"%s{what}: number of values"
+    let accuracy = { absolute = atol; relative = rtol }
 
     for i in 0 .. expected.Length - 1 do
-        let e, a = expected.[i], actual.[i]
-        let tol = atol + rtol * max (abs e) (abs a)
-
-        if not (abs (e - a) <= tol) then
-            failwithf
-                "%s: element %d differs: expected %.12g, got %.12g (|diff| %.3g > tol %.3g)"
-                what
-                i
-                e
-                a
-                (abs (e - a))
-                tol
+        Expect.floatClose accuracy actual.[i] expected.[i] $"%s{what}: element %d{i}"
 
 // ---- finite differences ----------------------------------------------------------------------
 
@@ -222,4 +276,33 @@ let onOtherThread (f: unit -> 'a) : 'a =
     | None -> result.Value
 
 /// Asserts f throws exactly 'T (not a subtype) and returns it.
-let throws<'T when 'T :> exn> (f: unit -> unit) : 'T = Xunit.Assert.Throws<'T>(Action f)
+let throws<'T when 'T :> exn> (f: unit -> unit) : 'T =
+    let thrown =
+        try
+            f ()
+            None
+        with e ->
+            Some e
+
+    match thrown with
+    | Some(:? 'T as e) when e.GetType() = typeof<'T> -> e
+    | Some e -> failtestf "expected %s, got %s: %s" typeof<'T>.FullName (e.GetType().FullName) e.Message
+    | None -> failtestf "expected %s, nothing was thrown" typeof<'T>.FullName
+
+/// The accuracy of "equal to p decimal places": |actual − expected| ≤ 0.5·10⁻ᵖ.
+let decimals (p: int) : Accuracy =
+    {
+        absolute = 0.5 * 10.0 ** float -p
+        relative = 0.0
+    }
+
+/// Asserts lo ≤ actual ≤ hi.
+let inRange (actual: 'a) (lo: 'a) (hi: 'a) (what: string) =
+    if not (lo <= actual && actual <= hi) then
+        failtestf "%s: %A is outside [%A, %A]" what actual lo hi
+
+/// Asserts the sequence has exactly one element and returns it.
+let singleItem (items: 'a seq) : 'a =
+    match List.ofSeq items with
+    | [ item ] -> item
+    | items -> failtestf "one element expected, %d found: %A" items.Length items

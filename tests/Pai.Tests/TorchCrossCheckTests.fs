@@ -3,10 +3,12 @@
 /// Pass: Spearman ≥ 0.999 and mask agreement ≥ 99.9% at 90% sparsity, per criterion.
 module Pai.Tests.TorchCrossCheckTests
 
+open Expecto
+open Pai.Tests.Support
+
 open System
 open System.Diagnostics
 open System.IO
-open Xunit
 open Pai
 open Pai.Torch
 open Pai.Host.Checkpoints
@@ -133,7 +135,7 @@ let private crossCheck (model: Model) (batches: Batch list) =
 
         for (_, h), m, kv in List.zip3 hutchObd.Layers replay.Mean (List.ofSeq view.Prunable) do
             use expected = kv.Value.Detach().Square() * m * 0.5
-            Assert.True(h.Equal expected, "replayed probes do not reproduce the criterion's Hutchinson estimate")
+            Expect.isTrue (h.Equal expected) "replayed probes do not reproduce the criterion's Hutchinson estimate"
 
         Safetensors.Save(Path.Combine(dir, "probes.safetensors"), recorded)
 
@@ -181,47 +183,51 @@ let private crossCheck (model: Model) (batches: Batch list) =
             t.Dispose()
 
         for name, rho, agreement in results do
-            Assert.True(rho >= 0.999, $"%s{model.Name} %s{name}: Spearman %.6f{rho} < 0.999")
+            Expect.isTrue (rho >= 0.999) ($"%s{model.Name} %s{name}: Spearman %.6f{rho} < 0.999")
 
-            Assert.True(
-                agreement >= 0.999,
-                $"%s{model.Name} %s{name}: mask agreement %.5f{agreement} < 0.999 at 90%% sparsity"
-            )
+            Expect.isTrue
+                (agreement >= 0.999)
+                ($"%s{model.Name} %s{name}: mask agreement %.5f{agreement} < 0.999 at 90%% sparsity")
 
         results
     finally
         Directory.Delete(dir, true)
 
-type CrossCheck(output: Xunit.Abstractions.ITestOutputHelper) =
-    let report (model: string) results =
-        for name, rho, agreement in results do
-            output.WriteLine
-                $"%s{model} %-10s{name} Spearman %.6f{rho}  mask agreement at 90%% sparsity %.5f{agreement}"
+/// Prints one line per criterion (the adapter keeps it with the test's result).
+let private report (model: string) results =
+    for name, rho, agreement in results do
+        printfn $"%s{model} %-10s{name} Spearman %.6f{rho}  mask agreement at 90%% sparsity %.5f{agreement}"
 
-    [<Fact>]
-    member _.``criteria agree with PyTorch on lenet5 and Fashion-MNIST``() =
-        use data = DatasetRegistry.FashionMnist(DatasetSplit.Train)
-        // Batches of 10: per-sample quantities (Fisher) must still be computed per sample.
-        use scoring = ScoringSubset.Create(data, 10, 3UL, 10)
+[<Tests>]
+let tests =
+    testSequenced
+    <| testList
+        "TorchCrossCheckTests"
+        [
+            testCase "criteria agree with PyTorch on lenet5 and Fashion-MNIST"
+            <| fun () ->
+                use data = DatasetRegistry.FashionMnist(DatasetSplit.Train)
+                // Batches of 10: per-sample quantities (Fisher) must still be computed per sample.
+                use scoring = ScoringSubset.Create(data, 10, 3UL, 10)
 
-        use model =
-            ModelZoo.Create("lenet5", ModelOptions(InputShape = InputShape.Mnist, Classes = 10, Seed = 5UL))
+                use model =
+                    ModelZoo.Create("lenet5", ModelOptions(InputShape = InputShape.Mnist, Classes = 10, Seed = 5UL))
 
-        let results = crossCheck model (List.ofSeq scoring)
-        report "lenet5" results
-        Assert.Equal(6, results.Length)
+                let results = crossCheck model (List.ofSeq scoring)
+                report "lenet5" results
+                Expect.equal results.Length 6 "results.Length"
+            testCase "criteria agree with PyTorch on resnet20 after BN warm-up"
+            <| fun () ->
+                use data =
+                    SyntheticData.Create(
+                        SyntheticOptions(Channels = 3, Height = 32, Width = 32, TrainCount = 200, TestCount = 10)
+                    )
 
-    [<Fact>]
-    member _.``criteria agree with PyTorch on resnet20 after BN warm-up``() =
-        use data =
-            SyntheticData.Create(
-                SyntheticOptions(Channels = 3, Height = 32, Width = 32, TrainCount = 200, TestCount = 10)
-            )
-
-        use loader = new DataLoader(data, 50, shuffle = true, seed = 1UL)
-        use scoring = ScoringSubset.Create(data, 2, 3UL, 4)
-        use model = ModelZoo.Create("resnet20", ModelOptions(Seed = 5UL))
-        BnWarmup.run model 4 (loader.Epoch 0) |> ignore
-        let results = crossCheck model (List.ofSeq scoring)
-        report "resnet20" results
-        Assert.Equal(6, results.Length)
+                use loader = new DataLoader(data, 50, shuffle = true, seed = 1UL)
+                use scoring = ScoringSubset.Create(data, 2, 3UL, 4)
+                use model = ModelZoo.Create("resnet20", ModelOptions(Seed = 5UL))
+                BnWarmup.run model 4 (loader.Epoch 0) |> ignore
+                let results = crossCheck model (List.ofSeq scoring)
+                report "resnet20" results
+                Expect.equal results.Length 6 "results.Length"
+        ]
