@@ -9,7 +9,6 @@ open FsCheck.FSharp
 open Pai.Torch
 open Pai.Tests.Support
 
-type F = Functional
 
 // ---- runtime ---------------------------------------------------------------------------------
 
@@ -499,18 +498,19 @@ let tests =
                          Expect.equal (t.ToArray<bool>()) (Array.map2 op a other) "t.ToArray<bool>()"
 
                      let all = Array.create a.Length s
-                     expect (=) (ta.Eq tb) b
-                     expect (<>) (ta.Ne tb) b
-                     expect (<) (ta.Lt tb) b
-                     expect (<=) (ta.Le tb) b
-                     expect (>) (ta.Gt tb) b
-                     expect (>=) (ta.Ge tb) b
-                     expect (=) (ta.Eq s) all
-                     expect (<>) (ta.Ne s) all
-                     expect (<) (ta.Lt s) all
-                     expect (<=) (ta.Le s) all
-                     expect (>) (ta.Gt s) all
-                     expect (>=) (ta.Ge s) all
+                     // Each comparison against a tensor and against a scalar.
+                     for op, vsTensor, vsScalar in
+                         [
+                             (=), ta.Eq tb, ta.Eq s
+                             (<>), ta.Ne tb, ta.Ne s
+                             (<), ta.Lt tb, ta.Lt s
+                             (<=), ta.Le tb, ta.Le s
+                             (>), ta.Gt tb, ta.Gt s
+                             (>=), ta.Ge tb, ta.Ge s
+                         ] do
+                         expect op vsTensor b
+                         expect op vsScalar all
+
                      Expect.equal (ta.Equal tb) ((a = b)) "ta.Equal tb"
 
                      Expect.equal

@@ -75,6 +75,14 @@ let private flatScores (c: Criterion) ctx =
     Scores.dispose s
     v
 
+/// Mean over `seeds` of the RMS error of Hutchinson's estimate (`probes` probes over `scope`) against `exact`.
+let private meanHutchError model batches exact probes scope seeds =
+    seeds
+    |> List.map (fun seed ->
+        let est = hutch model probes scope seed batches
+        rms (Array.map2 (-) (flatOf est.Mean) exact))
+    |> List.average
+
 [<Tests>]
 let tests =
     testSequenced
@@ -88,12 +96,7 @@ let tests =
                 let exact = diag (exactHessian model 1.0 batches)
 
                 let errorAt probes =
-                    [
-                        for seed in 1UL .. 6UL ->
-                            let est = hutch model probes ProbeScope.Full seed batches
-                            rms (Array.map2 (-) (flatOf est.Mean) exact)
-                    ]
-                    |> List.average
+                    meanHutchError model batches exact probes ProbeScope.Full [ 1UL .. 6UL ]
 
                 let e16 = errorAt 16
                 let e256 = errorAt 256
@@ -147,12 +150,7 @@ let tests =
                 let exact = diag (exactHessian model 1.0 batches)
 
                 let errorOf scope =
-                    [
-                        for seed in 1UL .. 5UL ->
-                            let est = hutch model 64 scope seed batches
-                            rms (Array.map2 (-) (flatOf est.Mean) exact)
-                    ]
-                    |> List.average
+                    meanHutchError model batches exact 64 scope [ 1UL .. 5UL ]
 
                 let full = errorOf ProbeScope.Full
                 let perLayer = errorOf ProbeScope.PerLayer

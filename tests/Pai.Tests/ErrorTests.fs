@@ -11,7 +11,6 @@ open FsCheck.FSharp
 open Pai.Torch
 open Pai.Tests.Support
 
-type F = Functional
 
 /// Asserts that f raises a TorchException whose message contains libtorch's text.
 let private torchError (expected: string) (f: unit -> unit) =

@@ -8,7 +8,6 @@ open FsCheck.FSharp
 open Pai.Torch
 open Pai.Tests.Support
 
-type F = Functional
 
 /// One float64 input: values and shape.
 let private input (shape: int64[]) (lo: float) (hi: float) =
@@ -108,6 +107,19 @@ let private genClassification =
 
 // ---- the F# surface --------------------------------------------------------------------------
 
+/// The property that each of `ops` matches finite differences (40 cases) on inputs of rank
+/// minRank..3, sides up to 4, with magnitudes in [lo, hi] (kept off the kinks at zero).
+let private elementwiseProperty name minRank (lo, hi) (ops: (Tensor -> Tensor) list) =
+    let cases =
+        gen {
+            let! s = genShape minRank 3 4
+            let! x = inputAwayFromZero s lo hi
+            let! op = Gen.elements [ 0 .. ops.Length - 1 ]
+            return op, x
+        }
+
+    property name 40 cases (fun (op, x) -> gradCheck (one ops.[op]) [ x ])
+
 [<Tests>]
 let tests =
     testSequenced
@@ -167,23 +179,16 @@ let tests =
              property "pow with tensor and scalar exponents matches finite differences" 40 cases (fun (b, e, c) ->
                  gradCheck (two (fun x y -> x.Pow y)) [ b; e ]
                  gradCheck (one (fun x -> x.Pow c)) [ b ]))
-            (let cases =
-                gen {
-                    let! s = genShape 0 3 4
-                    let! x = inputAwayFromZero s 0.05 2.0
-                    let! op = Gen.elements [ 0..3 ]
-                    return op, x
-                }
-
-             property "neg, abs, exp, square match finite differences" 40 cases (fun (op, x) ->
-                 let f: Tensor -> Tensor =
-                     match op with
-                     | 0 -> fun t -> t.Neg()
-                     | 1 -> fun t -> t.Abs()
-                     | 2 -> fun t -> t.Exp()
-                     | _ -> fun t -> t.Square()
-
-                 gradCheck (one f) [ x ]))
+            elementwiseProperty
+                "neg, abs, exp, square match finite differences"
+                0
+                (0.05, 2.0)
+                [
+                    (fun t -> t.Neg())
+                    (fun t -> t.Abs())
+                    (fun t -> t.Exp())
+                    (fun t -> t.Square())
+                ]
             (let cases =
                 gen {
                     let! s = genShape 0 3 4
@@ -530,22 +535,15 @@ let tests =
                          gradCheck (fun ts -> F.LayerNorm(ts.[0], normalized, ts.[1], ts.[2])) [ x; w; b ]
                      else
                          gradCheck (one (fun t -> F.LayerNorm(t, normalized))) [ x ]))
-            (let cases =
-                gen {
-                    let! s = genShape 1 3 4
-                    let! x = inputAwayFromZero s 0.01 3.0
-                    let! op = Gen.elements [ 0..2 ]
-                    return op, x
-                }
-
-             property "relu and gelu (exact and tanh) match finite differences" 40 cases (fun (op, x) ->
-                 let f (t: Tensor) =
-                     match op with
-                     | 0 -> F.Relu t
-                     | 1 -> F.Gelu t
-                     | _ -> F.Gelu(t, tanhApproximation = true)
-
-                 gradCheck (one f) [ x ]))
+            elementwiseProperty
+                "relu and gelu (exact and tanh) match finite differences"
+                1
+                (0.01, 3.0)
+                [
+                    (fun t -> F.Relu t)
+                    (fun t -> F.Gelu t)
+                    (fun t -> F.Gelu(t, tanhApproximation = true))
+                ]
             (let cases =
                 gen {
                     let! s = genShape 1 3 4

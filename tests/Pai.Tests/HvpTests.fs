@@ -8,7 +8,6 @@ open FsCheck.FSharp
 open Pai.Torch
 open Pai.Tests.Support
 
-type F = Functional
 
 /// y = M·x for a row-major n×n matrix.
 let private matVec (n: int) (m: float[]) (x: float[]) =

@@ -9,7 +9,6 @@ open System.Runtime.CompilerServices
 open Pai.Torch
 open Pai.Tests.Support
 
-type F = Functional
 
 let private mb (bytes: int64) = float bytes / 1048576.0
 

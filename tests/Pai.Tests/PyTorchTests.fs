@@ -11,7 +11,6 @@ open System.Text.Json
 open Pai.Torch
 open Pai.Tests.Support
 
-type F = Functional
 
 /// The PyTorch side: reads named float64 inputs (values + shape) as JSON and prints every
 /// result flattened, by name.

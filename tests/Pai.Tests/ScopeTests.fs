@@ -9,7 +9,6 @@ open FsCheck.FSharp
 open Pai.Torch
 open Pai.Tests.Support
 
-type F = Functional
 
 /// What happens to one tensor made at a level of nesting.
 type private Fate =

@@ -29,6 +29,9 @@ open FsCheck
 open FsCheck.FSharp
 open Pai.Torch
 
+/// libtorch's functional operations, by the short name every test file uses.
+type F = Functional
+
 /// Runs f inside a dispose scope so that every tensor it makes is freed.
 let inScope (f: unit -> 'a) : 'a =
     use _scope = new DisposeScope()
