@@ -36,6 +36,17 @@ public static class ModelZoo
     public static (string Optimizer, double LearningRate) TrainingDefaults(string name) =>
         TrainingDefaultsByModel.TryGetValue(Find(name).Name, out var d) ? d : ("sgd", 0.1);
 
+    // The models whose logits are linear in each weight tensor taken alone in eval mode (their
+    // Model.IsPiecewiseLinear; a test checks the two agree), known without building the model.
+    static readonly HashSet<string> PiecewiseLinearModels =
+        ["lenet300", "lenet5", "vgg11", "vgg16", "vgg19", "resnet20", "resnet32", "resnet56", "resnet18"];
+
+    /// <summary>
+    /// Whether the model called <paramref name="name"/> is piecewise linear in each layer's weights
+    /// (so the exact Hessian diagonal applies), without building it; see Model.IsPiecewiseLinear.
+    /// </summary>
+    public static bool IsPiecewiseLinear(string name) => PiecewiseLinearModels.Contains(Find(name).Name);
+
     /// <summary>Every model name, in a fixed order.</summary>
     public static IReadOnlyList<string> Names { get; } = Entries.Select(e => e.Name).ToArray();
 
