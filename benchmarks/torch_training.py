@@ -67,6 +67,7 @@ def main():
     ap.add_argument('--cifar-count', type=int, default=50000)
     ap.add_argument('--oracles', required=True)
     ap.add_argument('--fashion-mnist', default='/usr/share/datasets/fashion-mnist')
+    ap.add_argument('--device', default='cpu', help='cpu or cuda[:N]; batches move to it one at a time, as Pai moves them')
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -78,11 +79,12 @@ def main():
     else:
         images, labels, mean, std = cifar_like(a.cifar_count)
     n, c, h, w = images.shape
-    scale = torch.tensor([1 / 255 / s for s in std], dtype=torch.float32).reshape(1, c, 1, 1)
-    shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32).reshape(1, c, 1, 1)
+    dev = torch.device(a.device)
+    scale = torch.tensor([1 / 255 / s for s in std], dtype=torch.float32, device=dev).reshape(1, c, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32, device=dev).reshape(1, c, 1, 1)
 
     torch.manual_seed(0)
-    model = build(a.model, c, h, w, 10)
+    model = build(a.model, c, h, w, 10).to(dev)
     model.train()
     params = list(model.parameters())
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -92,7 +94,7 @@ def main():
         g = torch.Generator().manual_seed(1)
         for name, p in model.named_parameters():
             if name.endswith('weight') and p.dim() in (2, 4):
-                masks.append((p, (torch.rand(p.shape, generator=g) >= a.sparsity).to(p.dtype)))
+                masks.append((p, (torch.rand(p.shape, generator=g) >= a.sparsity).to(dtype=p.dtype, device=dev)))
         with torch.no_grad():
             for p, m in masks:
                 p.mul_(m)
@@ -104,14 +106,16 @@ def main():
     t0 = time.perf_counter()
     for step in range(total):
         if step == a.warmup:
+            if dev.type == 'cuda':
+                torch.cuda.synchronize(dev)
             t0 = time.perf_counter()
             c0 = time.process_time()
         i = step % per_epoch
         if i == 0 and step > 0:
             perm = torch.randperm(n)
         idx = perm[i * a.batch:(i + 1) * a.batch]
-        x = images.index_select(0, idx).float() * scale - shift
-        y = labels.index_select(0, idx)
+        x = images.index_select(0, idx).to(dev).float() * scale - shift
+        y = labels.index_select(0, idx).to(dev)
 
         opt.zero_grad(set_to_none=True)
         logits = model(x)
@@ -128,6 +132,8 @@ def main():
         with torch.no_grad():
             correct += int((logits.argmax(1) == y).count_nonzero().item())
         seen += y.numel()
+    if dev.type == 'cuda':
+        torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - c0
 

@@ -75,12 +75,19 @@ internal static class Cli
         Console.WriteLine($"time: {seconds}");
     }
 
-    /// <summary>Per-layer method, probes and achieved median relative SE of each curvature estimate.</summary>
+    /// <summary>
+    /// Which estimator the Hessian diagonal took ("hdiag: exact (Gauss–Newton identity) T=200" or
+    /// "hdiag: hutchinson (10 probes) …"), and for Hutchinson its per-layer method, probes and
+    /// achieved median relative SE.
+    /// </summary>
     internal static void CurvatureTable(IEnumerable<Pai.CurvatureDiagnostics> diagnostics)
     {
         foreach (var d in diagnostics)
         {
             var target = d.Target > 0 ? $", target median rel. SE {d.Target:G3}" : "";
+            var cost = d.Layers.All(l => l.Method.IsExact) ? "" : $", {d.Hvps:N0} HVPs{target}";
+            Console.WriteLine($"hdiag: {d.Estimator}{cost}");
+            if (cost == "") continue; // exact everywhere: no probes, no error to show
             var table = new Table().Border(TableBorder.Rounded).Title(Markup.Escape($"{d.Estimator}: {d.Hvps:N0} HVPs{target}"));
             table.AddColumns("layer", "method", "probes", "median rel. SE");
             foreach (var l in d.Layers)

@@ -78,6 +78,7 @@ internal static class PaiCommand
                     foreach (var (name, what) in Formula.functionsDescribed) stats.AddRow(Markup.Escape(name + "(…)"), Markup.Escape(what));
                     stats.AddRow("+ - * / ^", "arithmetic (^ takes a number exponent); temperatures go into the statistic: grad(T=200)");
                     table = stats;
+                    table.Caption("hdiag (hutch_diag, hutch_obd, hts): exact by the Gauss–Newton identity on piecewise-linear models (all but vit-tiny); Hutchinson on vit-tiny, with --curvature hutchinson, or when a Hutchinson option (--probes, --probe-scope, …) is given");
                     break;
             }
             AnsiConsole.Write(table);

@@ -210,9 +210,38 @@ module ProbeScope =
 
             groups
 
-/// How the Hessian-diagonal statistic is estimated (its temperature is part of the statistic).
+/// Which method the Hessian-diagonal statistic (hdiag) takes.
+[<RequireQualifiedAccess>]
+type HessianEstimator =
+    /// The Gauss–Newton identity (PerSample.exactHessianDiagonal): exact, C backward passes per
+    /// scoring batch, for models that are piecewise linear in each layer's weights
+    /// (IModelView.IsPiecewiseLinear); other models are refused with a message naming Hutchinson.
+    | Exact
+    /// Hutchinson's estimator with the options' probes, probe scope, budget and exact layers (the
+    /// second-order paper's estimator).
+    | Hutchinson
+
+[<RequireQualifiedAccess>]
+module HessianEstimator =
+    /// The name runs and stored statistics record: "exact" or "hutchinson".
+    let name (e: HessianEstimator) =
+        match e with
+        | HessianEstimator.Exact -> "exact"
+        | HessianEstimator.Hutchinson -> "hutchinson"
+
+    /// Reads a name back ("exact" or "hutchinson"); anything else is an error naming both.
+    let parse (text: string) =
+        match text with
+        | "exact" -> HessianEstimator.Exact
+        | "hutchinson" -> HessianEstimator.Hutchinson
+        | other -> invalidArg "estimator" $"unknown Hessian-diagonal estimator '%s{other}': use exact or hutchinson"
+
+/// How the Hessian-diagonal statistic is computed (its temperature is part of the statistic).
+/// Every field but Estimator configures Hutchinson and is unused by the exact method.
 type CurvatureOptions =
     {
+        /// Exact (Gauss–Newton identity) or Hutchinson.
+        Estimator: HessianEstimator
         /// Hutchinson probes per scoring batch.
         Probes: int
         /// Which Hessian blocks a probe covers.
@@ -231,8 +260,11 @@ type CurvatureOptions =
         ExactLayerSize: int
     }
 
+    /// Hutchinson with 10 probes per scoring batch over the whole network, as the second-order
+    /// paper (the host's runs choose Exact instead where the model allows it).
     static member Default =
         {
+            Estimator = HessianEstimator.Hutchinson
             Probes = 10
             ProbeScope = ProbeScope.Full
             HvpBudget = 0

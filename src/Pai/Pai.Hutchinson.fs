@@ -223,12 +223,8 @@ module Hutchinson =
         estimateWith (fun _ _ _ w -> Libtorch.RademacherLike(w, gen)) model temperature budget blocks batches
 
 
-    /// The Hessian diagonal the hdiag statistic uses at temperature T, with its diagnostics: the classifier's
-    /// closed form (options.ExactClassifier), unit-vector HVPs for layers of at most
-    /// options.ExactLayerSize weights, and Hutchinson for the rest, its probe blocks restricted
-    /// to the remaining layers. The HVP budget covers the Hutchinson probes only; unit-vector
-    /// HVPs are a fixed cost, counted in the diagnostics' total.
-    let curvature
+    // The Hutchinson side of `curvature`.
+    let private hutchinsonCurvature
         (model: IModelView)
         (temperature: float)
         (options: CurvatureOptions)
@@ -331,8 +327,21 @@ module Hutchinson =
             else
                 ProbeScope.format options.ProbeScope
 
+        let probes =
+            info
+            |> Array.filter (fun l -> l.Method = CurvatureMethod.Hutchinson)
+            |> Array.map (fun l -> l.Probes)
+            |> Array.distinct
+            |> Array.sort
+
+        let probeText =
+            match probes with
+            | [||] -> "no probes"
+            | [| p |] -> $"%d{p} probes"
+            | ps -> $"%d{ps.[0]}–%d{Array.last ps} probes"
+
         let estimator =
-            $"hutchinson T=%g{t} scope=%s{scope}"
+            $"hutchinson (%s{probeText}) T=%g{t} scope=%s{scope}"
             + (if options.HvpBudget > 0 then
                    $" budget=%d{options.HvpBudget}"
                else
@@ -350,3 +359,41 @@ module Hutchinson =
             Hvps = hvps
             Target = options.AdaptiveTarget
         }
+
+    /// The diagnostics of an exact diagonal: every layer exact, no HVP, no error.
+    let exactDiagnostics (model: IModelView) (temperature: float) : CurvatureDiagnostics =
+        {
+            Estimator = $"exact (Gauss–Newton identity) T=%g{temperature}"
+            Layers =
+                [
+                    for kv in model.Prunable ->
+                        {
+                            Name = kv.Key
+                            Method = CurvatureMethod.Exact
+                            MedianRelativeSe = 0.0
+                            Probes = 0
+                        }
+                ]
+            Hvps = 0
+            Target = 0.0
+        }
+
+    /// The Hessian diagonal the hdiag statistic uses at temperature T, with its diagnostics (whose
+    /// Estimator text starts with the method's name). options.Estimator picks the method:
+    /// - Exact: PerSample.exactHessianDiagonal with every class (C backward passes per scoring
+    ///   batch); models that are not piecewise linear in each layer's weights are refused.
+    /// - Hutchinson: the classifier's closed form (options.ExactClassifier), unit-vector HVPs for
+    ///   layers of at most options.ExactLayerSize weights, and Hutchinson for the rest, its probe
+    ///   blocks restricted to the remaining layers. The HVP budget covers the Hutchinson probes
+    ///   only; unit-vector HVPs are a fixed cost, counted in the diagnostics' total.
+    let curvature
+        (model: IModelView)
+        (temperature: float)
+        (options: CurvatureOptions)
+        (seed: uint64)
+        (batches: Batch list)
+        : Tensor list * CurvatureDiagnostics =
+        match options.Estimator with
+        | HessianEstimator.Exact ->
+            PerSample.exactHessianDiagonal model temperature batches, exactDiagnostics model temperature
+        | HessianEstimator.Hutchinson -> hutchinsonCurvature model temperature options seed batches

@@ -31,8 +31,9 @@ type Statistic =
     /// The true-Fisher (Gauss–Newton) diagonal: mean of gᵢ² with labels drawn from the model's
     /// own softmax (seeded).
     | TrueFisher
-    /// The Hessian diagonal of L(f/T); its estimator and settings come from the context's
-    /// CurvatureOptions and are recorded in the diagnostics.
+    /// The Hessian diagonal of L(f/T); its estimator (exact or Hutchinson) and settings come from
+    /// the context's CurvatureOptions and are recorded in the diagnostics. The name does not say
+    /// which: a store of statistics keys it by the scoring settings, the estimator among them.
     | HessianDiagonal of temperature: float
     /// SynFlow's synaptic saliency |θ ⊙ ∂R/∂θ|, R = Σ f(1) with |θ| in float64.
     | SynapticSaliency
@@ -103,7 +104,7 @@ module Statistic =
             "hg(T=1)", "H·g at temperature T (GraSP's)"
             "fisher", "empirical Fisher diagonal, mean of per-sample gᵢ²"
             "true_fisher", "true-Fisher (Gauss–Newton) diagonal, labels drawn from the model"
-            "hdiag(T=1)", "Hessian diagonal of L(f/T) (estimator: --probes, --probe-scope, …)"
+            "hdiag(T=1)", "Hessian diagonal of L(f/T): exact or Hutchinson (--curvature; --probes, …)"
             "synflow", "SynFlow's synaptic saliency |θ ⊙ ∂R/∂θ|"
             "random", "seeded uniform noise"
         ]
@@ -117,8 +118,8 @@ module Statistic =
         | Statistic.Theta -> plain [ for kv in ctx.Model.Prunable -> kv.Value.Detach().Clone() ]
         | Statistic.Grad t -> plain (Estimators.meanGradient ctx.Model t ctx.Batches)
         | Statistic.HessianGradient t -> plain (Estimators.hessianGradient ctx.Model t ctx.Batches)
-        | Statistic.Fisher -> plain (Estimators.fisherDiagonal ctx.Model ctx.Batches)
-        | Statistic.TrueFisher -> plain (Estimators.trueFisherDiagonal ctx.Model ctx.Seed ctx.Batches)
+        | Statistic.Fisher -> plain (PerSample.fisherDiagonal ctx.Model ctx.Batches)
+        | Statistic.TrueFisher -> plain (PerSample.trueFisherDiagonal ctx.Model ctx.Seed ctx.Batches)
         | Statistic.HessianDiagonal t ->
             let d, diagnostics =
                 Hutchinson.curvature ctx.Model t ctx.Curvature ctx.Seed ctx.Batches

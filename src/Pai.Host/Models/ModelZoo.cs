@@ -43,6 +43,17 @@ public static class ModelZoo
     /// <summary>Whether the model has batch norm, so that BN warm-up before scoring changes it (true for a name Pai does not know).</summary>
     public static bool HasBatchNorm(string name) => !WithoutBatchNorm.Contains(name.Trim().ToLowerInvariant());
 
+    // The models whose logits are linear in each weight tensor taken alone in eval mode (their
+    // Model.IsPiecewiseLinear; a test checks the two agree), known without building the model.
+    static readonly HashSet<string> PiecewiseLinearModels =
+        ["lenet300", "lenet5", "vgg11", "vgg16", "vgg19", "resnet20", "resnet32", "resnet56", "resnet18"];
+
+    /// <summary>
+    /// Whether the model called <paramref name="name"/> is piecewise linear in each layer's weights
+    /// (so the exact Hessian diagonal applies), without building it; see Model.IsPiecewiseLinear.
+    /// </summary>
+    public static bool IsPiecewiseLinear(string name) => PiecewiseLinearModels.Contains(Find(name).Name);
+
     /// <summary>Every model name, in a fixed order.</summary>
     public static IReadOnlyList<string> Names { get; } = Entries.Select(e => e.Name).ToArray();
 

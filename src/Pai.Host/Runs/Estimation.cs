@@ -87,7 +87,7 @@ public static class Estimation
         foreach (var probeScope in scopes)
             foreach (var budget in o.Budgets)
             {
-                var curvature = Experiment.CurvatureOf(config with { ProbeScope = ProbeScopeModule.format(probeScope), HvpBudget = budget });
+                var curvature = Experiment.CurvatureOf(config with { Curvature = "hutchinson", ProbeScope = ProbeScopeModule.format(probeScope), HvpBudget = budget });
                 var label = $"{ProbeScopeModule.format(probeScope)} B={budget}";
                 var contexts = o.ProbeSeeds.Select(seed => new ScoringContext(model, batches, ListModule.OfSeq(train.InputShape.Dimensions), seed, curvature, FSharpOption<Mask>.None)).ToList();
                 var caches = contexts.Select(ctx => new StatisticCache(ctx)).ToList();

@@ -97,6 +97,8 @@ public static class Experiment
         DeviceOf(c); // throws naming the fix when the device is unknown or not there
         if (ProbeScopeModule.parse(c.ProbeScope) is { IsError: true } scope) throw new ArgumentException(scope.ErrorValue);
         if (c.AdaptiveTarget is not null && c.HvpBudget is null) throw new ArgumentException("the adaptive mode needs --hvp-budget as its cap");
+        if (c.Curvature == "auto" && c.Criterion != DenseCriterion && ReadsHessianDiagonal(c))
+            throw new ArgumentException("--curvature auto is settled by Experiment.Configure (exact or hutchinson, by the model): configure the run first");
         TrainOptionsOf(c).Validate();
     }
 
@@ -117,17 +119,59 @@ public static class Experiment
         if (criterion.Equals(DenseCriterion, StringComparison.OrdinalIgnoreCase)) c = c with { Criterion = DenseCriterion };
         else if (criterion.Equals(Registry.learnedName, StringComparison.OrdinalIgnoreCase)) c = c with { Criterion = Registry.learnedName };
         else c = c with { Criterion = PaiPruning.ResolveCriterion(criterion, TemperaturesOf(c)).Name };
+        c = c with { Curvature = CurvatureSetting(c) };
         if (c.Criterion != Registry.learnedName) return c with { Predictor = null, PredictorHash = null };
         if (c.Predictor is null) throw new ArgumentException("the criterion 'autos' needs a predictor file: --predictor FILE (train one with `pai autos fit`)");
         var path = Path.GetFullPath(c.Predictor);
         return c with { Predictor = path, PredictorHash = Predictor.ContentHash(path) };
     }
 
+    // The settings that configure Hutchinson's estimator (unused by the exact method).
+    static readonly string[] HutchinsonSettings =
+        [nameof(RunConfig.Probes), nameof(RunConfig.ProbeScope), nameof(RunConfig.HvpBudget), nameof(RunConfig.AdaptiveTarget),
+         nameof(RunConfig.ExactLastLayer), nameof(RunConfig.ExactLayerSize)];
+
+    static readonly RunConfig DefaultConfig = new();
+
+    /// <summary>Whether the configured criterion reads the Hessian diagonal (hdiag), so that --curvature matters.</summary>
+    public static bool ReadsHessianDiagonal(RunConfig c) =>
+        c.Criterion == Registry.learnedName
+        || (c.Criterion != DenseCriterion && Formula.statistics(PaiPruning.ResolveCriterion(c.Criterion, TemperaturesOf(c)).Formula).Any(s => s.IsHessianDiagonal));
+
+    // The settled --curvature: "auto" for a criterion without hdiag (no run key changes), and for
+    // one with it "exact" or "hutchinson". Auto is exact where the model is piecewise linear and no
+    // Hutchinson option is given; the AutoS predictor keeps Hutchinson, whose hdiag its features
+    // were fitted with. Exact with Hutchinson options, or on a model it does not fit, is refused.
+    static string CurvatureSetting(RunConfig c)
+    {
+        if (!ReadsHessianDiagonal(c)) return "auto";
+        var hutchinsonOptions = HutchinsonSettings.Select(RunSettings.Of)
+            .Where(s => !Equals(s.Get(c), s.Get(DefaultConfig))).Select(s => s.Option).ToList();
+        var piecewiseLinear = ModelZoo.Contains(c.Model) && ModelZoo.IsPiecewiseLinear(c.Model);
+        switch (c.Curvature)
+        {
+            case "exact" when ModelZoo.Contains(c.Model) && !piecewiseLinear:
+                throw new ArgumentException($"--curvature exact: {c.Model} is not piecewise linear in each layer's weights (attention, GELU or LayerNorm), so the Gauss–Newton identity does not give its Hessian diagonal; use --curvature hutchinson (block-local probes: --probe-scope layer)");
+            case "exact" when hutchinsonOptions.Count > 0:
+                throw new ArgumentException($"{string.Join(", ", hutchinsonOptions)} configure Hutchinson's estimator, which --curvature exact does not use: drop them, or use --curvature hutchinson");
+            case "auto" when c.Criterion == Registry.learnedName:
+                return "hutchinson";
+            case "auto":
+                return piecewiseLinear && hutchinsonOptions.Count == 0 ? "exact" : "hutchinson";
+            default:
+                return c.Curvature;
+        }
+    }
+
     /// <summary>The temperatures the built-in criteria's formulas take.</summary>
     public static Temperatures TemperaturesOf(RunConfig c) => new(c.GraspTemperature, c.HutchinsonTemperature);
 
-    /// <summary>The curvature estimator's settings.</summary>
-    public static CurvatureOptions CurvatureOf(RunConfig c) => new(c.Probes, ProbeScopeModule.parse(c.ProbeScope).ResultValue,
+    /// <summary>
+    /// The Hessian diagonal's estimator and settings: exact for --curvature exact, Hutchinson
+    /// otherwise (a configured run's "auto" only remains where no hdiag is read).
+    /// </summary>
+    public static CurvatureOptions CurvatureOf(RunConfig c) => new(
+        c.Curvature == "exact" ? HessianEstimator.Exact : HessianEstimator.Hutchinson, c.Probes, ProbeScopeModule.parse(c.ProbeScope).ResultValue,
         c.HvpBudget ?? 0, c.AdaptiveTarget ?? 0, c.ExactLastLayer, c.ExactLayerSize);
 
     /// <summary>Training options from a run configuration.</summary>

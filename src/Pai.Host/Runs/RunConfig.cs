@@ -54,6 +54,12 @@ public sealed class SettingAttribute(SettingGroup group, string option, string d
     public string? Example { get; init; }
     /// <summary>For an optional number: 0 on the command line means "none" (null).</summary>
     public bool ZeroMeansNone { get; init; }
+    /// <summary>
+    /// The value every run had before the setting existed (a string setting whose default is
+    /// resolved by Experiment.Configure): left out of the run key like the default, so those runs
+    /// keep their keys, and what a stored configuration without the field reads back as.
+    /// </summary>
+    public string? Legacy { get; init; }
 }
 
 /// <summary>
@@ -99,6 +105,16 @@ public sealed record RunConfig
     /// <summary>Scoring batch size.</summary>
     [Setting(SettingGroup.Scoring, "--scoring-batch", "scoring batch size (Hutchinson draws its probes per batch)", Min = 1)]
     public int ScoringBatchSize { get; init; } = 1;
+    /// <summary>
+    /// How the Hessian diagonal (hdiag: hutch_diag, hutch_obd, hts) is computed: "exact" (the
+    /// Gauss–Newton identity, for piecewise-linear models), "hutchinson" (the options below), or
+    /// "auto", which <see cref="Experiment.Configure"/> settles: exact where the model is piecewise
+    /// linear and no Hutchinson option is given, Hutchinson otherwise. Runs from before this
+    /// setting were Hutchinson's, and keep their keys.
+    /// </summary>
+    [Setting(SettingGroup.Scoring, "--curvature", "Hessian diagonal (hdiag) of hutch_diag, hutch_obd, hts: exact (Gauss–Newton identity; piecewise-linear models: all but vit-tiny), hutchinson (--probes, --probe-scope, …, the paper's estimator), or auto: exact where the model allows it and no Hutchinson option is given",
+        Choices = ["auto", "exact", "hutchinson"], Legacy = "hutchinson")]
+    public string Curvature { get; init; } = "auto";
     /// <summary>Hutchinson probes per scoring batch.</summary>
     [Setting(SettingGroup.Scoring, "--probes", "Hutchinson probes per scoring batch", Min = 2)]
     public int Probes { get; init; } = 10;
@@ -215,6 +231,7 @@ public sealed record RunConfig
         foreach (var (name, value) in node.OrderBy(p => p.Key, StringComparer.Ordinal))
         {
             if (!include(name) || JsonNode.DeepEquals(value, Defaults[name])) continue;
+            if (RunSettings.LegacyOfJsonName(name) is { } legacy && value?.GetValueKind() == JsonValueKind.String && value.GetValue<string>() == legacy) continue;
             canonical[name] = value?.DeepClone();
         }
         return canonical.ToJsonString();
@@ -240,9 +257,18 @@ public sealed record RunConfig
     /// <summary>The JSON name of a property (the run key's field names).</summary>
     internal static string JsonName(string property) => Json.PropertyNamingPolicy!.ConvertName(property);
 
-    /// <summary>Reads a config back from its (canonical or full) JSON.</summary>
-    public static RunConfig FromJson(string json) =>
-        JsonSerializer.Deserialize<RunConfig>(json, Json) ?? throw new ArgumentException("empty run configuration");
+    /// <summary>
+    /// Reads a config back from its (canonical or full) JSON; a setting with a legacy value that
+    /// the JSON leaves out reads back as that value (see <see cref="SettingAttribute.Legacy"/>).
+    /// </summary>
+    public static RunConfig FromJson(string json)
+    {
+        var node = JsonNode.Parse(json) as JsonObject ?? throw new ArgumentException("empty run configuration");
+        foreach (var s in RunSettings.All)
+            if (s.Declaration.Legacy is { } legacy && !node.ContainsKey(JsonName(s.Property.Name)))
+                node[JsonName(s.Property.Name)] = legacy;
+        return node.Deserialize<RunConfig>(Json) ?? throw new ArgumentException("empty run configuration");
+    }
 
     /// <summary>A short human label, e.g. "lenet5 snip 90% seed 0".</summary>
     [JsonIgnore] // derived, not part of the configuration
@@ -365,6 +391,12 @@ public static class RunSettings
     /// <summary>The groups of a run-key field; undeclared fields (the predictor's hash) go with pruning.</summary>
     public static SettingGroup GroupOfJsonName(string jsonName) =>
         GroupsByJsonName.TryGetValue(jsonName, out var g) ? g : SettingGroup.Pruning;
+
+    static readonly Dictionary<string, string> LegacyByJsonName = All.Where(s => s.Declaration.Legacy is not null)
+        .ToDictionary(s => RunConfig.JsonName(s.Property.Name), s => s.Declaration.Legacy!);
+
+    /// <summary>The legacy value of a run-key field (see <see cref="SettingAttribute.Legacy"/>), or null.</summary>
+    public static string? LegacyOfJsonName(string jsonName) => LegacyByJsonName.GetValueOrDefault(jsonName);
 
     /// <summary>Every range problem of the configuration's declared settings (NaN, out of range, unknown choice).</summary>
     public static IEnumerable<string> Problems(RunConfig c) =>
