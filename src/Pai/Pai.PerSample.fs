@@ -115,8 +115,9 @@ module PerSample =
     // The engine behind every statistic here: for each scoring batch, vectorsOf returns vectors
     // v on the logits [N, classes] (detached); for each v, δ = ∂(Σᵢ vᵢ·fᵢ)/∂z for every captured
     // output z, and Σᵢ Gᵢ² accumulates per weight. Returns the sums divided by the number of
-    // scoring samples, in the prunable order.
+    // scoring samples, in the prunable order. Progress is reported per vector as `what`.
     let private meanSquaredGradients
+        (what: string)
         (model: IModelView)
         (vectorsOf: Batch -> Tensor -> Tensor list)
         (batches: Batch list)
@@ -132,7 +133,7 @@ module PerSample =
 
             let shapes = [ for kv in model.Prunable -> kv.Value.Shape ]
 
-            for b in batches do
+            for bi, b in List.indexed batches do
                 use _batch = new DisposeScope()
                 let struct (logits, captures) = model.ForwardCapturing b.Inputs
                 let layers = capturesByWeight model captures
@@ -158,7 +159,9 @@ module PerSample =
                             | delta -> a.Add_(squaredSampleGradients shape c delta) |> ignore
 
                             j <- j + 1
-                        | None -> ())
+                        | None -> ()
+
+                    ScoringProgress.Report(what, bi * vectors.Length + k + 1, batches.Length * vectors.Length))
 
             acc |> List.map (fun a -> (a / total).MoveToOuterScope()))
 
@@ -178,7 +181,11 @@ module PerSample =
     /// (cross-entropy at T = 1), batched: one forward and one backward per scoring batch. The same
     /// numbers as the per-sample loop Estimators.fisherDiagonal, to float rounding.
     let fisherDiagonal (model: IModelView) (batches: Batch list) : Tensor list =
-        meanSquaredGradients model (fun b logits -> [ crossEntropyGradient logits b.Targets ]) batches
+        meanSquaredGradients
+            "per-sample squared gradients"
+            model
+            (fun b logits -> [ crossEntropyGradient logits b.Targets ])
+            batches
 
     /// The true-Fisher (Gauss–Newton) diagonal: the mean over scoring samples of gᵢ² with
     /// gᵢ = ∇θ ℓ(f(xᵢ), ŷᵢ) and ŷᵢ drawn (seeded) from softmax(f(xᵢ)), batched. The draws are
@@ -212,7 +219,7 @@ module PerSample =
             let y = Libtorch.FromArray<int64>(labels, [| n |], p.Device)
             [ (crossEntropyGradient logits y).MoveToOuterScope() ]
 
-        meanSquaredGradients model sampled batches
+        meanSquaredGradients "per-sample squared gradients (sampled labels)" model sampled batches
 
     // Refuses models whose Hessian blocks are not the Gauss–Newton ones.
     let private requirePiecewiseLinear (model: IModelView) (temperature: float) =
@@ -253,7 +260,7 @@ module PerSample =
                     (p.Gather(1L, c).Sqrt() * (unit - p) / temperature).MoveToOuterScope()
             ]
 
-        meanSquaredGradients model columns batches
+        meanSquaredGradients "Hessian diagonal, class passes" model columns batches
 
     /// The exact Hessian diagonal of the mean scoring loss at temperature T, for models that are
     /// piecewise linear in each layer's weights (IModelView.IsPiecewiseLinear): their logits are
