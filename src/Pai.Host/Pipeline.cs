@@ -241,5 +241,13 @@ public sealed class TensorSnapshot
     public bool SameAs(TensorSnapshot other) =>
         entries.Length == other.entries.Length && entries.Zip(other.entries).All(p =>
             p.First.Name == p.Second.Name && p.First.Type == p.Second.Type && p.First.Shape.SequenceEqual(p.Second.Shape) &&
-            System.Collections.StructuralComparisons.StructuralEqualityComparer.Equals(p.First.Values, p.Second.Values));
+            Bytes(p.First.Values).AsSpan().SequenceEqual(Bytes(p.Second.Values)));
+
+    // The raw bytes of a primitive array: equality of these is bitwise (−0 ≠ +0, NaN payloads count).
+    static byte[] Bytes(Array values)
+    {
+        var bytes = new byte[Buffer.ByteLength(values)];
+        Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length);
+        return bytes;
+    }
 }
