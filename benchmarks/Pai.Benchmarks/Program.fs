@@ -27,9 +27,9 @@ let usage =
       whether a resnet18 training step waits for the loader (--steps 0 skips that).
 
   exact-scoring [--models lenet5,resnet20] [--criteria fisher_obd,hutch_obd,hts,snip,grasp]
-           [--repeats 3] [--threads N] [--per-class 10] [--pai-batch 1000] [--probes 10]
+           [--repeats 3] [--threads N] [--per-class 10] [--pai-batch 0] [--probes 10]
            [--samples resnet20=10] [--python /usr/bin/python3]
-      Pai's batched per-sample statistics and exact Hessian diagonal (large eval-mode batches)
+      Pai's batched per-sample statistics and exact Hessian diagonal (batches merged as a run does)
       against the second-order paper's algorithm in PyTorch (batch 1, 10 Hutchinson probes per
       sample, T=200), on the same weights and samples: time ratios, the estimators' relative error
       and Spearman against the exact diagonal, peak RSS. --samples limits a model's samples.

@@ -450,9 +450,11 @@ let private rebatch (size: int) (batches: Batch list) : Batch list =
             }
     ]
 
-/// Pai's batched and exact estimators behind each criterion, on `batches` (large, eval mode).
-let private exactScores (model: IModelView) (batches: Batch list) (name: string) : Tensor list =
+/// Pai's batched and exact estimators behind each criterion, on `batches` (eval mode), merged
+/// first as a run's statistics merge them (Estimators.mergeBatches) when `merge` is set.
+let private exactScores (merge: bool) (model: IModelView) (batches: Batch list) (name: string) : Tensor list =
     use _scope = new DisposeScope()
+    let batches = if merge then Estimators.mergeBatches batches else batches
     let ws = [ for kv in model.Prunable -> kv.Value.Detach() ]
     let half (w: Tensor) (d: Tensor) = w.Square() * d * 0.5
 
@@ -489,7 +491,9 @@ let runExact (args: Args) =
     let repeats = args.Int("repeats", 3)
     let threads = args.Int("threads", Environment.ProcessorCount)
     let perClass = args.Int("per-class", 10)
-    let paiBatch = args.Int("pai-batch", 1000)
+    // 0: the scoring batches of 1 a run has, merged as its statistics merge them; N: batches of N.
+    let paiBatch = args.Int("pai-batch", 0)
+    let merge = paiBatch = 0
     let probes = args.Int("probes", 10)
     Libtorch.SetNumThreads threads
 
@@ -498,12 +502,18 @@ let runExact (args: Args) =
     // accuracy table uses hutch_obd's samples.
     let sampleLimits = counts args "samples"
 
+    let paiBatching =
+        if merge then
+            $"merged as a run merges them (up to %d{Estimators.MergedSamples} samples)"
+        else
+            $"at batch %d{paiBatch}"
+
     printfn
-        "exact-scoring benchmark: models %s, %d samples per class; PyTorch: the paper's algorithm at batch 1, %d probes, T=200; Pai: batched/exact at batch %d; threads %d, %d repeats (A/B interleaved)"
+        "exact-scoring benchmark: models %s, %d samples per class; PyTorch: the paper's algorithm at batch 1, %d probes, T=200; Pai: batched/exact, %s; threads %d, %d repeats (A/B interleaved)"
         (String.Join(",", models))
         perClass
         probes
-        paiBatch
+        paiBatching
         threads
         repeats
 
@@ -527,7 +537,8 @@ let runExact (args: Args) =
         let singles = all
 
         let batchesOf name =
-            rebatch paiBatch (List.truncate (samplesOf name) all)
+            let chosen = List.truncate (samplesOf name) all
+            if merge then chosen else rebatch paiBatch chosen
 
         inTempDirectory "pai-bench-exact-" (fun dir ->
             export dir net singles 1
@@ -535,10 +546,10 @@ let runExact (args: Args) =
             use worker = torchWorker args dir threads probes []
 
             printfn
-                "%s: %d scoring samples (PyTorch: batches of 1; Pai: batches of up to %d), %d prunable weights"
+                "%s: %d scoring samples (PyTorch: batches of 1; Pai: %s), %d prunable weights"
                 m
                 singles.Length
-                paiBatch
+                paiBatching
                 net.PrunableCount
 
             // Accuracy of the curvature estimators against the exact diagonal at T = 200 (the
@@ -547,6 +558,13 @@ let runExact (args: Args) =
                 use _scope = new DisposeScope()
                 let k = samplesOf "hutch_obd"
                 let paiBatches = batchesOf "hutch_obd"
+
+                let paiBatches =
+                    if merge then
+                        Estimators.mergeBatches paiBatches
+                    else
+                        paiBatches
+
                 let exact200 = flatFloats (PerSample.exactHessianDiagonal net 200.0 paiBatches)
                 let exact1 = flatFloats (PerSample.exactHessianDiagonal net 1.0 paiBatches)
                 let fisher = flatFloats (PerSample.fisherDiagonal net paiBatches)
@@ -574,10 +592,10 @@ let runExact (args: Args) =
                 let paiBatches = batchesOf name
 
                 let run () =
-                    exactScores net paiBatches name |> List.iter (fun t -> t.Dispose())
+                    exactScores merge net paiBatches name |> List.iter (fun t -> t.Dispose())
 
                 let mine =
-                    (use _s = new DisposeScope() in flatFloats (exactScores net paiBatches name))
+                    (use _s = new DisposeScope() in flatFloats (exactScores merge net paiBatches name))
 
                 let path = Path.Combine(dir, $"scores-%s{name}.bin")
                 worker.Ask($"dump %s{torchName} %s{path} %d{k}") |> ignore

@@ -22,6 +22,8 @@ internal sealed record CommandDefaults(Func<RunConfig, RunConfig> Overrides)
     /// <summary>The default of a setting as help shows it; per model when models differ.</summary>
     public string Describe(RunSetting s)
     {
+        // The model is what the per-model defaults are keyed by: its own default is the command's.
+        if (s.Property.Name == nameof(RunConfig.Model)) return $"default: {s.Format(s.Get(Overrides(new RunConfig())))}";
         var byModel = ModelZoo.Names.Select(m => (Model: m, Value: s.Format(s.Get(For(m))))).ToList();
         var groups = byModel.GroupBy(x => x.Value).OrderByDescending(g => g.Count()).ToList();
         if (groups.Count == 1) return groups[0].Key == "" ? "" : $"default: {groups[0].Key}";

@@ -77,16 +77,20 @@ type CurvatureMethod =
     | UnitHvp
     /// The Gauss–Newton identity of piecewise-linear networks (exact).
     | Exact
+    /// The Gauss–Newton identity over classes drawn at random per sample, scaled (an unbiased
+    /// approximation for many classes; seeded).
+    | SampledClasses
 
 [<RequireQualifiedAccess>]
 module CurvatureMethod =
-    /// The stored name: "hutchinson", "closed-form", "unit-hvp" or "exact".
+    /// The stored name: "hutchinson", "closed-form", "unit-hvp", "exact" or "sampled-classes".
     let name (m: CurvatureMethod) =
         match m with
         | CurvatureMethod.Hutchinson -> "hutchinson"
         | CurvatureMethod.ClosedForm -> "closed-form"
         | CurvatureMethod.UnitHvp -> "unit-hvp"
         | CurvatureMethod.Exact -> "exact"
+        | CurvatureMethod.SampledClasses -> "sampled-classes"
 
     /// Reads a stored name back; unknown names (from a newer Pai) are an error naming them.
     let parse (text: string) =
@@ -95,6 +99,7 @@ module CurvatureMethod =
         | "closed-form" -> CurvatureMethod.ClosedForm
         | "unit-hvp" -> CurvatureMethod.UnitHvp
         | "exact" -> CurvatureMethod.Exact
+        | "sampled-classes" -> CurvatureMethod.SampledClasses
         | other -> invalidArg "method" $"unknown curvature method '%s{other}'"
 
 /// How one layer's curvature diagonal was obtained and how uncertain it is.
@@ -258,6 +263,11 @@ type CurvatureOptions =
         /// Layers with at most this many weights get their exact diagonal from unit-vector HVPs
         /// (0: none).
         ExactLayerSize: int
+        /// The exact method's classes per sample: 0 takes every class (exact); K > 0 draws K at
+        /// random per sample, scaled to stay unbiased (PerSample.sampledClassesHessianDiagonal: K
+        /// backward passes per batch instead of one per class, for CIFAR-100 or TinyImageNet).
+        /// Unused by Hutchinson.
+        Classes: int
     }
 
     /// Hutchinson with 10 probes per scoring batch over the whole network, as the second-order
@@ -271,6 +281,7 @@ type CurvatureOptions =
             AdaptiveTarget = 0.0
             ExactClassifier = false
             ExactLayerSize = 0
+            Classes = 0
         }
 
 /// The temperatures the built-in criteria's formulas take (logits / T). User formulas write

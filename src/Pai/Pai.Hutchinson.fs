@@ -360,16 +360,25 @@ module Hutchinson =
             Target = options.AdaptiveTarget
         }
 
-    /// The diagnostics of an exact diagonal: every layer exact, no HVP, no error.
-    let exactDiagnostics (model: IModelView) (temperature: float) : CurvatureDiagnostics =
+    /// The diagnostics of an exact diagonal (classes = 0) or of its sampled-classes approximation:
+    /// every layer by that method, no HVP.
+    let exactDiagnostics (model: IModelView) (temperature: float) (classes: int) : CurvatureDiagnostics =
         {
-            Estimator = $"exact (Gauss–Newton identity) T=%g{temperature}"
+            Estimator =
+                if classes > 0 then
+                    $"sampled-classes (Gauss–Newton identity, %d{classes} classes per sample drawn at random, unbiased) T=%g{temperature}"
+                else
+                    $"exact (Gauss–Newton identity) T=%g{temperature}"
             Layers =
                 [
                     for kv in model.Prunable ->
                         {
                             Name = kv.Key
-                            Method = CurvatureMethod.Exact
+                            Method =
+                                if classes > 0 then
+                                    CurvatureMethod.SampledClasses
+                                else
+                                    CurvatureMethod.Exact
                             MedianRelativeSe = 0.0
                             Probes = 0
                         }
@@ -381,7 +390,8 @@ module Hutchinson =
     /// The Hessian diagonal the hdiag statistic uses at temperature T, with its diagnostics (whose
     /// Estimator text starts with the method's name). options.Estimator picks the method:
     /// - Exact: PerSample.exactHessianDiagonal with every class (C backward passes per scoring
-    ///   batch); models that are not piecewise linear in each layer's weights are refused.
+    ///   batch), or with options.Classes classes per sample drawn at random (seeded) when set;
+    ///   models that are not piecewise linear in each layer's weights are refused.
     /// - Hutchinson: the classifier's closed form (options.ExactClassifier), unit-vector HVPs for
     ///   layers of at most options.ExactLayerSize weights, and Hutchinson for the rest, its probe
     ///   blocks restricted to the remaining layers. The HVP budget covers the Hutchinson probes
@@ -394,6 +404,9 @@ module Hutchinson =
         (batches: Batch list)
         : Tensor list * CurvatureDiagnostics =
         match options.Estimator with
+        | HessianEstimator.Exact when options.Classes > 0 ->
+            PerSample.sampledClassesHessianDiagonal model temperature options.Classes seed batches,
+            exactDiagnostics model temperature options.Classes
         | HessianEstimator.Exact ->
-            PerSample.exactHessianDiagonal model temperature batches, exactDiagnostics model temperature
+            PerSample.exactHessianDiagonal model temperature batches, exactDiagnostics model temperature 0
         | HessianEstimator.Hutchinson -> hutchinsonCurvature model temperature options seed batches

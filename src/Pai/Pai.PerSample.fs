@@ -262,6 +262,44 @@ module PerSample =
 
         meanSquaredGradients "Hessian diagonal, class passes" model columns batches
 
+    /// The Gauss–Newton diagonal from `classes` columns of Sᵢ/T per sample, drawn uniformly
+    /// without replacement (seeded; one [N, C] uniform draw per scoring batch, ranked) and scaled by
+    /// C/classes: every class enters with probability classes/C, so the estimate is unbiased for
+    /// the exact diagonal, deterministic for a seed, and costs `classes` backward passes per batch.
+    /// Unlike the top classes it does not depend on the softmax being peaked, which it is not at
+    /// initialization and T = 200 (every pᵢ_c ≈ 1/C). Same model requirement as exactHessianDiagonal.
+    let sampledClassesHessianDiagonal
+        (model: IModelView)
+        (temperature: float)
+        (classes: int)
+        (seed: uint64)
+        (batches: Batch list)
+        =
+        requirePiecewiseLinear model temperature
+
+        if classes < 1 then
+            invalidArg "classes" $"draw at least one class per sample, got %d{classes}"
+
+        use gen = new Generator(seed)
+
+        let columns (_: Batch) (logits: Tensor) =
+            use _scope = new DisposeScope()
+            let p = Functional.Softmax(logits.Detach() / temperature, 1L)
+            let n, all = p.Size 0, p.Size 1
+            let k = min (int64 classes) all
+            let order = Libtorch.Rand([| n; all |], gen, p.DType, p.Device).ArgSort(1L)
+            let ones = Libtorch.Ones([| n; 1L |], p.DType, p.Device)
+            let scale = sqrt (float all / float k) / temperature
+
+            [
+                for j in 0L .. k - 1L ->
+                    let c = order.Narrow(1L, j, 1L)
+                    let unit = Libtorch.Zeros(p.Shape, p.DType, p.Device).Scatter(1L, c, ones)
+                    (p.Gather(1L, c).Sqrt() * (unit - p) * scale).MoveToOuterScope()
+            ]
+
+        meanSquaredGradients "Hessian diagonal, sampled class passes" model columns batches
+
     /// The exact Hessian diagonal of the mean scoring loss at temperature T, for models that are
     /// piecewise linear in each layer's weights (IModelView.IsPiecewiseLinear): their logits are
     /// linear in any one weight tensor, so each diagonal Hessian block is the Gauss–Newton one,

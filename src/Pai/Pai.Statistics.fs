@@ -114,15 +114,23 @@ module Statistic =
     let compute (get: Statistic -> StatisticValue) (ctx: ScoringContext) (s: Statistic) : StatisticValue =
         let plain layers = { Layers = layers; Diagnostics = [] }
 
+        // Means over samples that do not depend on the batching read merged batches (batch-1
+        // semantics at batched cost); Hutchinson keeps the scoring batches its probes are drawn for.
+        let merged () = Estimators.mergeBatches ctx.Batches
+
         match s with
         | Statistic.Theta -> plain [ for kv in ctx.Model.Prunable -> kv.Value.Detach().Clone() ]
-        | Statistic.Grad t -> plain (Estimators.meanGradient ctx.Model t ctx.Batches)
-        | Statistic.HessianGradient t -> plain (Estimators.hessianGradient ctx.Model t ctx.Batches)
-        | Statistic.Fisher -> plain (PerSample.fisherDiagonal ctx.Model ctx.Batches)
-        | Statistic.TrueFisher -> plain (PerSample.trueFisherDiagonal ctx.Model ctx.Seed ctx.Batches)
+        | Statistic.Grad t -> plain (Estimators.meanGradient ctx.Model t (merged ()))
+        | Statistic.HessianGradient t -> plain (Estimators.hessianGradient ctx.Model t (merged ()))
+        | Statistic.Fisher -> plain (PerSample.fisherDiagonal ctx.Model (merged ()))
+        | Statistic.TrueFisher -> plain (PerSample.trueFisherDiagonal ctx.Model ctx.Seed (merged ()))
         | Statistic.HessianDiagonal t ->
-            let d, diagnostics =
-                Hutchinson.curvature ctx.Model t ctx.Curvature ctx.Seed ctx.Batches
+            let batches =
+                match ctx.Curvature.Estimator with
+                | HessianEstimator.Exact -> merged ()
+                | HessianEstimator.Hutchinson -> ctx.Batches
+
+            let d, diagnostics = Hutchinson.curvature ctx.Model t ctx.Curvature ctx.Seed batches
 
             {
                 Layers = d

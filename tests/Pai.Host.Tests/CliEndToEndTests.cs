@@ -94,9 +94,16 @@ public class CliEndToEndTests
         });
 
         string[] scoring = ["-m", "lenet5", "-d", "synthetic", "--samples-per-class", "2", "--threads", "1"];
-        var estimate = Run(["estimate", .. scoring, "--budgets", "80", "--scopes", "full;0+1,2+3", "--criteria", "hutch_obd", "--sparsities", "0.9"]);
+        var estimate = Run(["estimate", .. scoring, "--budgets", "80", "--scopes", "full;0+1,2+3", "--criteria", "hutch_obd", "--sparsities", "0.9", "--class-passes", "2"]);
         Assert.True(estimate.Code == 0, $"exit {estimate.Code}\n{estimate.Out}\n{estimate.Err}");
         Assert.Contains("0+1,2+3", estimate.Out);
+        // lenet5 is piecewise linear: every layer's error is against its exact diagonal.
+        Assert.Matches(@"exact reference for conv1\.weight, conv2\.weight, fc1\.weight, fc2\.weight", estimate.Out);
+        // The top-classes approximation is compared with the exact diagonal: its error per layer and its masks' overlap.
+        Assert.Matches(@"top-classes K=2[^\n]*fc2\.weight", estimate.Out);
+        Assert.Matches(@"sampled-classes K=2[^\n]*fc2\.weight", estimate.Out);
+        Assert.Contains("top-classes K=2 vs exact", estimate.Out);
+        Assert.Contains("sampled-classes K=2 vs exact", estimate.Out);
         Assert.Contains("closed-form", Run(["prune", .. scoring, "-c", "hutch_obd", "-s", "0.9", "--exact-last-layer", "-o", Path.Combine(dir.Path, "m.safetensors")]).Out);
 
         var bad = Run(["prune", .. scoring, "-c", "hutch_obd", "-s", "0.9", "--probe-scope", "0+1", "-o", Path.Combine(dir.Path, "m.safetensors")]);

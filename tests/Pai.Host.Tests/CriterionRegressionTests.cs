@@ -13,7 +13,9 @@ namespace Pai.Host.Tests;
 /// The Hessian-diagonal criteria keep their recorded masks under --curvature hutchinson; their
 /// rows under the default (exact on these piecewise-linear models) were recorded when the exact
 /// diagonal was wired in, and ExactMaskEqualsTheUnitVectorHvpMask checks that method against an
-/// independent oracle.
+/// independent oracle. Since the batch-independent statistics read merged scoring batches (batch-1
+/// semantics at batched cost), every row kept its hash: the float rounding of the merged sums
+/// moved no weight across a threshold.
 /// </summary>
 public sealed class CriterionRegressionTests
 {

@@ -79,6 +79,30 @@ public sealed class CurvatureSettingTests
     }
 
     [Fact]
+    public void Curvature_classes_are_part_of_an_exact_key_refused_with_hutchinson_and_ignored_without_hdiag()
+    {
+        var exact = Experiment.Configure(Hts);
+        var top3 = Experiment.Configure(Hts with { CurvatureClasses = 3 });
+        Assert.Equal("exact", top3.Curvature);
+        Assert.Contains("\"curvature_classes\":3", top3.CanonicalJson());
+        Assert.NotEqual(exact.Key, top3.Key);
+        Assert.NotEqual(exact.StatisticsKey, top3.StatisticsKey);
+        Assert.Equal(3, Experiment.CurvatureOf(top3).Classes);
+
+        foreach (var hutchinson in new[] { Hts with { Curvature = "hutchinson" }, Hts with { ProbeScope = "layer" } })
+        {
+            var e = Assert.Throws<ArgumentException>(() => Experiment.Configure(hutchinson with { CurvatureClasses = 3 }));
+            Assert.Contains("drop --curvature-classes", e.Message);
+        }
+        var vit = Assert.Throws<ArgumentException>(() => Experiment.Configure(Hts with { Model = "vit-tiny", Dataset = "cifar10", CurvatureClasses = 3 }));
+        Assert.Contains("not piecewise linear", vit.Message);
+
+        // A criterion without hdiag: the stray option changes nothing.
+        var snip = new RunConfig { Model = "vgg16", Dataset = "cifar10", Criterion = "snip", Sparsity = 0.9, Seed = 1 };
+        Assert.Equal("05abc347bce7a912", Experiment.Configure(snip with { CurvatureClasses = 3 }).Key);
+    }
+
+    [Fact]
     public void The_zoo_knows_which_models_are_piecewise_linear_as_the_models_say()
     {
         foreach (var name in ModelZoo.Names)
@@ -111,6 +135,29 @@ public sealed class CurvatureSettingTests
             Assert.All(d.Layers, l => Assert.Equal(curvature == "exact" ? CurvatureMethod.Exact : CurvatureMethod.Hutchinson, l.Method));
             Assert.Equal(curvature == "exact" ? 0 : 10 * 10 * 1, d.Hvps); // 10 scoring batches × 10 probes × one block
         }
+    }
+
+    [Fact]
+    public void A_sampled_classes_run_records_its_approximation()
+    {
+        using var dir = new TempDirectory();
+        using var store = new SqliteRunStore(dir.Path);
+        using var data = new DataCache();
+        var c = Experiment.Configure(new RunConfig
+        {
+            Dataset = "synthetic", Criterion = "hutch_obd", Sparsity = 0.9, SamplesPerClass = 1, CurvatureClasses = 2,
+        });
+        var train = data.Get(c.Dataset, null, DatasetSplit.Train);
+        using var m = Experiment.CreateModel(c, train);
+        var result = Experiment.Prune(c, m, train, store, _ => { });
+        MaskModule.dispose(result.Mask);
+        var d = Assert.Single(result.Report.Curvature);
+        Assert.StartsWith("sampled-classes (Gauss–Newton identity, 2 classes per sample drawn at random, unbiased) T=200", d.Estimator);
+        Assert.All(d.Layers, l => Assert.Equal(CurvatureMethod.SampledClasses, l.Method));
+        // Stored and read back under its own name.
+        var back = CurvatureRecord.Of(d).ToDiagnostics();
+        Assert.All(CurvatureRecord.Of(d).Layers, l => Assert.Equal("sampled-classes", l.Method));
+        Assert.All(back.Layers, l => Assert.Equal(CurvatureMethod.SampledClasses, l.Method));
     }
 
     [Fact]

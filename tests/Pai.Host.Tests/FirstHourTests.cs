@@ -42,6 +42,8 @@ public sealed class FirstHourTests
         Assert.Matches(@"--epochs[^\n]*\[default: 1\]", sweep);
         Assert.Matches(@"--max-batches[^\n]*\[default: 200\]", sweep);
         Assert.Matches(@"--lr[^\n]*default: 0\.05; 0\.1 for vgg11, resnet20, resnet32; 0\.005 for lenet300, lenet5; 0\.001 for vit-tiny", sweep);
+        // The model keys the per-model defaults; its own default is one model, not one per model.
+        Assert.Matches(@"--model[^\n]*\[default: lenet5\]\n", sweep);
         var train = Pai("train", "--help").Out;
         Assert.Matches(@"--epochs[^\n]*\[default: 10\]", train);
         foreach (var pruningOnly in new[] { "--probes", "--probe-scope", "--hvp-budget", "--criterion", "--warmup", "--keep-one-per-layer" })

@@ -365,4 +365,134 @@ let tests =
                     Expect.isTrue
                         (errors.[0] > 1e-6)
                         ($"T=%g{t}: one class should not already be exact (%g{errors.[0]})")
+            testCase
+                "sampled classes are exact with every class, seeded, and unbiased: their mean over seeds converges to the exact diagonal"
+            <| fun () ->
+                use _scope = new DisposeScope()
+
+                use model =
+                    ModelZoo.Create("lenet5", fewClasses (InputShape(1, 16, 16)) DType.Float64)
+
+                let view = model :> IModelView
+                let batches = randomBatches 19UL (InputShape(1, 16, 16)) DType.Float64 [ 3; 3 ]
+
+                let flat (ts: Tensor list) =
+                    ts |> List.map Tensors.toFloats |> Array.concat
+
+                for t in [ 1.0; 200.0 ] do
+                    let exact = flat (PerSample.exactHessianDiagonal view t batches)
+
+                    let sampled k seed =
+                        flat (PerSample.sampledClassesHessianDiagonal view t k seed batches)
+
+                    let all = relativeError exact (sampled 4 1UL)
+                    Expect.isTrue (all <= 1e-10) ($"T=%g{t}: every class drawn should be exact, error %g{all}")
+                    Expect.equal (sampled 1 7UL) (sampled 1 7UL) "the same seed draws the same classes"
+
+                    let draws = [ for seed in 1UL .. 64UL -> sampled 1 seed ]
+                    let single = relativeError exact draws.[0]
+
+                    let mean =
+                        Array.init exact.Length (fun i -> draws |> List.averageBy (fun d -> d.[i]))
+
+                    let meanError = relativeError exact mean
+                    // Unbiased: the error of a mean of 64 draws falls like 1/√64 (allow 1/4, not 1/8).
+                    Expect.isTrue
+                        (single > 1e-3 && meanError < single / 4.0)
+                        ($"T=%g{t}: one draw error %g{single}, mean of 64 draws %g{meanError}")
+            testCase "merged scoring batches keep the sample order, never split a batch and respect both bounds"
+            <| fun () ->
+                use _scope = new DisposeScope()
+
+                let sizesOf (bs: Batch list) =
+                    bs |> List.map (fun b -> int b.Targets.NumEl)
+
+                let mnist =
+                    randomBatches 30UL (InputShape(1, 16, 16)) DType.Float32 (List.replicate 40 1)
+
+                let merged = Estimators.mergeBatches mnist
+                Expect.equal (sizesOf merged) [ 32; 8 ] "40 single samples of 1×16×16 merge into 32 + 8"
+
+                let cat (bs: Batch list) =
+                    Libtorch.Cat([ for b in bs -> b.Inputs ]), Libtorch.Cat([ for b in bs -> b.Targets ])
+
+                let inputs, targets = cat mnist
+                let mergedInputs, mergedTargets = cat merged
+                Expect.isTrue (inputs.Equal mergedInputs && targets.Equal mergedTargets) "same samples, same order"
+
+                // A larger batch the user chose stays whole; the singles around it merge on their own.
+                let mixed = randomBatches 31UL (InputShape(1, 16, 16)) DType.Float32 [ 1; 1; 40; 1 ]
+                Expect.equal (sizesOf (Estimators.mergeBatches mixed)) [ 2; 40; 1 ] "a batch of 40 is not split"
+
+                // 3×64×64 inputs: 262,144 / 12,288 elements give 21 samples per batch.
+                let tiny =
+                    randomBatches 32UL (InputShape(3, 64, 64)) DType.Float32 (List.replicate 25 1)
+
+                Expect.equal (sizesOf (Estimators.mergeBatches tiny)) [ 21; 4 ] "the input-element bound"
+            testCase
+                "statistics on batch-1 scoring data equal the batch-1 loops to float32 tolerance; Hutchinson keeps its batches"
+            <| fun () ->
+                let check (model: Model) (singles: Batch list) =
+                    use _scope = new DisposeScope()
+                    let view = model :> IModelView
+
+                    let exactCtx =
+                        { TinyNet.context view singles 5UL with
+                            Curvature =
+                                { CurvatureOptions.Default with
+                                    Estimator = HessianEstimator.Exact
+                                }
+                        }
+
+                    use cache = new StatisticCache(exactCtx)
+
+                    // The gradient reports one step per batch it reads: the merged ones.
+                    let totals = Collections.Generic.List<string * int>()
+
+                    do
+                        use _progress =
+                            ScoringProgress.Install(
+                                Action<string, int, int>(fun what _ total -> totals.Add((what, total)))
+                            )
+
+                        (cache.Get(Statistic.Grad 1.0)).Layers |> ignore
+
+                    let merged = (Estimators.mergeBatches singles).Length
+                    Expect.isLessThan merged singles.Length "the singles merge into fewer batches"
+
+                    Expect.equal
+                        (totals |> Seq.map snd |> Seq.distinct |> List.ofSeq)
+                        [ merged ]
+                        "grad read the merged batches"
+
+                    let expected: (Statistic * Tensor list) list =
+                        [
+                            Statistic.Grad 1.0, Estimators.meanGradient view 1.0 singles
+                            Statistic.Grad 200.0, Estimators.meanGradient view 200.0 singles
+                            Statistic.HessianGradient 200.0, Estimators.hessianGradient view 200.0 singles
+                            Statistic.Fisher, Estimators.fisherDiagonal view singles
+                            Statistic.TrueFisher, Estimators.trueFisherDiagonal view 5UL singles
+                            Statistic.HessianDiagonal 200.0, PerSample.exactHessianDiagonal view 200.0 singles
+                        ]
+
+                    for s, loop in expected do
+                        for (kv, l), c in List.zip (List.zip (List.ofSeq view.Prunable) loop) (cache.Get s).Layers do
+                            let err = relativeError (Tensors.toFloats l) (Tensors.toFloats c)
+
+                            Expect.isTrue
+                                (err <= 1e-5)
+                                ($"%s{model.Name} %s{s.Name} %s{kv.Key}: merged vs batch-1 relative error %g{err}")
+
+                    // Hutchinson draws probes per scoring batch: it reads the batches as given, bit for bit.
+                    use hutchCache = new StatisticCache(TinyNet.context view singles 5UL)
+                    let direct, _ = Hutchinson.curvature view 200.0 CurvatureOptions.Default 5UL singles
+
+                    for d, c in List.zip direct (hutchCache.Get(Statistic.HessianDiagonal 200.0)).Layers do
+                        Expect.isTrue (d.Equal c) $"%s{model.Name}: Hutchinson on the scoring batches as given"
+
+                use lenet5 = ModelZoo.Create("lenet5", options InputShape.Mnist DType.Float32)
+                check lenet5 (randomBatches 33UL InputShape.Mnist DType.Float32 (List.replicate 36 1))
+                use resnet = smallResNet DType.Float32
+                warmUp resnet (randomBatches 34UL (InputShape(3, 8, 8)) DType.Float32 [ 8 ])
+                check resnet (randomBatches 35UL (InputShape(3, 8, 8)) DType.Float32 (List.replicate 12 1))
         ]

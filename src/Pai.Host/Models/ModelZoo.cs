@@ -3,56 +3,42 @@ namespace Pai.Host.Models;
 /// <summary>The models Pai knows by name (DESIGN.md §4), built for an input shape and class count.</summary>
 public static class ModelZoo
 {
-    static readonly (string Name, string Description, Func<ModelOptions, Model> Create)[] Entries =
-    [
-        ("lenet300", "LeNet-300-100: FC (C·H·W)-300-100-classes, ReLU", o => new LeNet300(o)),
-        ("lenet5", "LeNet-5-Caffe: conv 20@5x5, pool, conv 50@5x5, pool, FC 500, FC classes", o => new LeNet5(o)),
-        ("vgg11", "VGG-11 (cfg A) with BN, global pool, Linear 512-classes", o => new Vgg(11, o)),
-        ("vgg16", "VGG-16 (cfg D) with BN, global pool, Linear 512-classes", o => new Vgg(16, o)),
-        ("vgg19", "VGG-19 (cfg E) with BN, global pool, Linear 512-classes", o => new Vgg(19, o)),
-        ("resnet20", "CIFAR ResNet-20: 16/32/64 channels, 3 blocks per stage", o => ResNet.Cifar(20, o)),
-        ("resnet32", "CIFAR ResNet-32: 16/32/64 channels, 5 blocks per stage", o => ResNet.Cifar(32, o)),
-        ("resnet56", "CIFAR ResNet-56: 16/32/64 channels, 9 blocks per stage", o => ResNet.Cifar(56, o)),
-        ("resnet18", "ResNet-18, 64/128/256/512 x 2 blocks; 3x3 stride-1 stem (inputs under 128, e.g. CIFAR, Tiny ImageNet) or the ImageNet 7x7 stride-2 stem + max-pool (224)", o => ResNet.ResNet18(o)),
-        ("vit-tiny", "ViT: patch 4, width 192, depth 6, 3 heads, MLP 384, class token", o => VisionTransformer.Tiny(o)),
-    ];
-
-    // Training defaults that train each model from its initialization (checked by a test that trains
+    // One entry per model: how to build it and what the rest of Pai needs to know without building
+    // it (tests check BatchNorm and PiecewiseLinear against the built models).
+    // Training defaults train each model from its initialization (checked by a test that trains
     // every model 20 steps): without batch norm, SGD at 0.1 diverges on LeNets within a dozen
     // batches; the deeper BN networks' loss climbs over their first 20 steps at 0.1 (no LR warm-up)
     // and falls at 0.05; the ViT trains with AdamW as ViTs usually do.
-    static readonly Dictionary<string, (string Optimizer, double LearningRate)> TrainingDefaultsByModel = new()
-    {
-        ["lenet300"] = ("sgd", 0.005),
-        ["lenet5"] = ("sgd", 0.005),
-        ["vit-tiny"] = ("adamw", 0.001),
-        ["vgg16"] = ("sgd", 0.05),
-        ["vgg19"] = ("sgd", 0.05),
-        ["resnet56"] = ("sgd", 0.05),
-        ["resnet18"] = ("sgd", 0.05),
-    };
+    sealed record Entry(string Name, string Description, Func<ModelOptions, Model> Create,
+        string Optimizer = "sgd", double LearningRate = 0.1, bool BatchNorm = true, bool PiecewiseLinear = true);
+
+    static readonly Entry[] Entries =
+    [
+        new("lenet300", "LeNet-300-100: FC (C·H·W)-300-100-classes, ReLU", o => new LeNet300(o), LearningRate: 0.005, BatchNorm: false),
+        new("lenet5", "LeNet-5-Caffe: conv 20@5x5, pool, conv 50@5x5, pool, FC 500, FC classes", o => new LeNet5(o), LearningRate: 0.005, BatchNorm: false),
+        new("vgg11", "VGG-11 (cfg A) with BN, global pool, Linear 512-classes", o => new Vgg(11, o)),
+        new("vgg16", "VGG-16 (cfg D) with BN, global pool, Linear 512-classes", o => new Vgg(16, o), LearningRate: 0.05),
+        new("vgg19", "VGG-19 (cfg E) with BN, global pool, Linear 512-classes", o => new Vgg(19, o), LearningRate: 0.05),
+        new("resnet20", "CIFAR ResNet-20: 16/32/64 channels, 3 blocks per stage", o => ResNet.Cifar(20, o)),
+        new("resnet32", "CIFAR ResNet-32: 16/32/64 channels, 5 blocks per stage", o => ResNet.Cifar(32, o)),
+        new("resnet56", "CIFAR ResNet-56: 16/32/64 channels, 9 blocks per stage", o => ResNet.Cifar(56, o), LearningRate: 0.05),
+        new("resnet18", "ResNet-18, 64/128/256/512 x 2 blocks; 3x3 stride-1 stem (inputs under 128, e.g. CIFAR, Tiny ImageNet) or the ImageNet 7x7 stride-2 stem + max-pool (224)", o => ResNet.ResNet18(o), LearningRate: 0.05),
+        new("vit-tiny", "ViT: patch 4, width 192, depth 6, 3 heads, MLP 384, class token", o => VisionTransformer.Tiny(o),
+            Optimizer: "adamw", LearningRate: 0.001, BatchNorm: false, PiecewiseLinear: false),
+    ];
 
     /// <summary>The optimizer and learning rate a model trains with unless told otherwise (SGD at 0.1 for BN networks).</summary>
-    public static (string Optimizer, double LearningRate) TrainingDefaults(string name) =>
-        TrainingDefaultsByModel.TryGetValue(Find(name).Name, out var d) ? d : ("sgd", 0.1);
-
-    // The models without batch norm, for which BN warm-up does nothing (a test checks this against
-    // the built models).
-    static readonly HashSet<string> WithoutBatchNorm = ["lenet300", "lenet5", "vit-tiny"];
+    public static (string Optimizer, double LearningRate) TrainingDefaults(string name) { var e = Find(name); return (e.Optimizer, e.LearningRate); }
 
     /// <summary>Whether the model has batch norm, so that BN warm-up before scoring changes it (true for a name Pai does not know).</summary>
-    public static bool HasBatchNorm(string name) => !WithoutBatchNorm.Contains(name.Trim().ToLowerInvariant());
-
-    // The models whose logits are linear in each weight tensor taken alone in eval mode (their
-    // Model.IsPiecewiseLinear; a test checks the two agree), known without building the model.
-    static readonly HashSet<string> PiecewiseLinearModels =
-        ["lenet300", "lenet5", "vgg11", "vgg16", "vgg19", "resnet20", "resnet32", "resnet56", "resnet18"];
+    public static bool HasBatchNorm(string name) => !Contains(name) || Find(name).BatchNorm;
 
     /// <summary>
     /// Whether the model called <paramref name="name"/> is piecewise linear in each layer's weights
-    /// (so the exact Hessian diagonal applies), without building it; see Model.IsPiecewiseLinear.
+    /// (its logits are linear in each weight tensor taken alone in eval mode, so the exact Hessian
+    /// diagonal applies), without building it; see Model.IsPiecewiseLinear.
     /// </summary>
-    public static bool IsPiecewiseLinear(string name) => PiecewiseLinearModels.Contains(Find(name).Name);
+    public static bool IsPiecewiseLinear(string name) => Find(name).PiecewiseLinear;
 
     /// <summary>Every model name, in a fixed order.</summary>
     public static IReadOnlyList<string> Names { get; } = Entries.Select(e => e.Name).ToArray();
@@ -70,7 +56,7 @@ public static class ModelZoo
     /// </summary>
     public static Model Create(string name, ModelOptions? options = null) => Find(name).Create(options ?? new ModelOptions());
 
-    static (string Name, string Description, Func<ModelOptions, Model> Create) Find(string name)
+    static Entry Find(string name)
     {
         foreach (var e in Entries)
             if (string.Equals(e.Name, name?.Trim(), StringComparison.OrdinalIgnoreCase))

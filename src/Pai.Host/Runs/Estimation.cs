@@ -10,8 +10,9 @@ namespace Pai.Host.Runs;
 /// <param name="Sparsities">Sparsities of the compared masks.</param>
 /// <param name="ProbeSeeds">The two probe seeds.</param>
 /// <param name="ReferenceSize">Exact reference diagonal by unit-vector HVPs for layers with at most this many weights.</param>
+/// <param name="ClassPasses">Class passes K of the approximations (top K classes, K sampled classes) compared with the exact diagonal (piecewise-linear models).</param>
 public sealed record EstimateOptions(IReadOnlyList<string> Criteria, IReadOnlyList<int> Budgets, IReadOnlyList<string> Scopes,
-    IReadOnlyList<double> Sparsities, IReadOnlyList<ulong> ProbeSeeds, int ReferenceSize);
+    IReadOnlyList<double> Sparsities, IReadOnlyList<ulong> ProbeSeeds, int ReferenceSize, IReadOnlyList<int>? ClassPasses = null);
 
 /// <summary>Mask overlap of one criterion at one probe setting: Jaccard per sparsity.</summary>
 public sealed record StabilityRow(string Criterion, string Scope, int Budget, int Hvps, IReadOnlyList<double> Jaccard);
@@ -26,8 +27,9 @@ public sealed record EstimateReport(string Header, IReadOnlyList<double> Sparsit
 /// How far curvature-based masks and diagonals can be trusted: for every probe scope and HVP
 /// budget the model is scored twice with independent probe seeds (same weights, same scoring data);
 /// reports the Jaccard overlap of the top-k masks per criterion and sparsity, each layer's median
-/// relative SE, and, where an exact diagonal is cheap (the classifier's closed form, small layers by
-/// unit-vector HVPs), the error and Spearman correlation against it, with the empirical and true
+/// relative SE, and the error and Spearman correlation against the exact diagonal (every layer of a
+/// piecewise-linear model; otherwise the classifier's closed form and small layers by unit-vector
+/// HVPs), with the empirical and true
 /// Fisher diagonals for comparison. Criteria scored on one probe seed share one Hessian diagonal
 /// through their statistics.
 /// </summary>
@@ -52,12 +54,19 @@ public static class Estimation
         var t = config.HutchinsonTemperature;
         var scope = config.Scope == "layer" ? Scope.PerLayer : Scope.Global;
 
-        // Exact references: the classifier's closed form, small layers by unit vectors. At the
-        // Hessian temperature for Ĥ, and at T = 1 for the Fisher diagonals (which use T = 1).
+        // Exact references: every layer's by the Gauss–Newton identity on a piecewise-linear model;
+        // otherwise the classifier's closed form and small layers by unit vectors. At the Hessian
+        // temperature for Ĥ, and at T = 1 for the Fisher diagonals (which use T = 1).
         Dictionary<int, double[]> ExactAt(double temperature)
         {
             using var _ = new DisposeScope();
             var exact = new Dictionary<int, double[]>();
+            if (model.IsPiecewiseLinear)
+            {
+                var all = PerSample.exactHessianDiagonal(model, temperature, Estimators.mergeBatches(batches)).ToArray();
+                for (var i = 0; i < names.Count; i++) exact[i] = Tensors.toFloats(all[i]);
+                return exact;
+            }
             var classifier = names.IndexOf(model.ClassifierWeightName);
             if (classifier >= 0) exact[classifier] = Tensors.toFloats(Estimators.classifierDiagonal(model, temperature, batches).Item1);
             for (var i = 0; i < names.Count; i++)
@@ -84,12 +93,46 @@ public static class Estimation
 
         var stability = new List<StabilityRow>();
         var hdiag = Statistic.NewHessianDiagonal(t);
+        var shape = ListModule.OfSeq(train.InputShape.Dimensions);
+        var classPasses = o.ClassPasses ?? [];
+        if (classPasses.Count > 0)
+        {
+            if (!model.IsPiecewiseLinear)
+                throw new ArgumentException($"--class-passes compares approximations with the exact Hessian diagonal, which {model.Name} does not have (it is not piecewise linear in each layer's weights): drop --class-passes");
+            var context = new ScoringContext(model, batches, shape, o.ProbeSeeds[0],
+                Experiment.CurvatureOf(config with { Curvature = "exact" }), FSharpOption<Mask>.None);
+            using var exactCache = new StatisticCache(context);
+            foreach (var k in classPasses)
+                foreach (var (label, approximation) in new (string, Func<FSharpList<Batch>, FSharpList<Tensor>>)[]
+                {
+                    ($"top-classes K={k}", b => PerSample.topClassesHessianDiagonal(model, t, k, b)),
+                    ($"sampled-classes K={k}", b => PerSample.sampledClassesHessianDiagonal(model, t, k, o.ProbeSeeds[0], b)),
+                })
+                {
+                    FSharpList<Tensor> approx;
+                    using (var _ = new DisposeScope())
+                        approx = ListModule.OfSeq(approximation(Estimators.mergeBatches(batches)).Select(x => x.DetachFromScope()));
+                    using var cache = new StatisticCache(context, [Tuple.Create(hdiag.Name, new StatisticValue(approx, FSharpList<CurvatureDiagnostics>.Empty))]);
+                    var layers = approx.ToArray();
+                    for (var i = 0; i < names.Count; i++)
+                    {
+                        var est = Tensors.toFloats(layers[i]);
+                        errors.Add(new DiagonalErrorRow(label, names[i], "-", double.NaN, Stability.relativeError(est, exact[i]), Stability.spearman(est, exact[i])));
+                    }
+                    foreach (var criterion in criteria)
+                    {
+                        var a = MasksOf(criterion, cache, scope, config.KeepOnePerLayer, o.Sparsities);
+                        var b = MasksOf(criterion, exactCache, scope, config.KeepOnePerLayer, o.Sparsities);
+                        stability.Add(new StabilityRow(criterion.Name, $"{label} vs exact", 0, 0, o.Sparsities.Select((_, j) => Stability.jaccard(a[j], b[j])).ToList()));
+                    }
+                }
+        }
         foreach (var probeScope in scopes)
             foreach (var budget in o.Budgets)
             {
                 var curvature = Experiment.CurvatureOf(config with { Curvature = "hutchinson", ProbeScope = ProbeScopeModule.format(probeScope), HvpBudget = budget });
                 var label = $"{ProbeScopeModule.format(probeScope)} B={budget}";
-                var contexts = o.ProbeSeeds.Select(seed => new ScoringContext(model, batches, ListModule.OfSeq(train.InputShape.Dimensions), seed, curvature, FSharpOption<Mask>.None)).ToList();
+                var contexts = o.ProbeSeeds.Select(seed => new ScoringContext(model, batches, shape, seed, curvature, FSharpOption<Mask>.None)).ToList();
                 var caches = contexts.Select(ctx => new StatisticCache(ctx)).ToList();
                 try
                 {

@@ -120,6 +120,8 @@ public static class Experiment
         else if (criterion.Equals(Registry.learnedName, StringComparison.OrdinalIgnoreCase)) c = c with { Criterion = Registry.learnedName };
         else c = c with { Criterion = PaiPruning.ResolveCriterion(criterion, TemperaturesOf(c)).Name };
         c = c with { Curvature = CurvatureSetting(c) };
+        // --curvature-classes configures the exact method only: elsewhere it must not change keys.
+        if (c.Curvature != "exact") c = c with { CurvatureClasses = 0 };
         if (c.Criterion != Registry.learnedName) return c with { Predictor = null, PredictorHash = null };
         if (c.Predictor is null) throw new ArgumentException("the criterion 'autos' needs a predictor file: --predictor FILE (train one with `pai autos fit`)");
         var path = Path.GetFullPath(c.Predictor);
@@ -154,6 +156,9 @@ public static class Experiment
                 throw new ArgumentException($"--curvature exact: {c.Model} is not piecewise linear in each layer's weights (attention, GELU or LayerNorm), so the Gauss–Newton identity does not give its Hessian diagonal; use --curvature hutchinson (block-local probes: --probe-scope layer)");
             case "exact" when hutchinsonOptions.Count > 0:
                 throw new ArgumentException($"{string.Join(", ", hutchinsonOptions)} configure Hutchinson's estimator, which --curvature exact does not use: drop them, or use --curvature hutchinson");
+            case "hutchinson" when c.CurvatureClasses > 0:
+            case "auto" when c.CurvatureClasses > 0 && (!piecewiseLinear || hutchinsonOptions.Count > 0 || c.Criterion == Registry.learnedName):
+                throw new ArgumentException($"--curvature-classes configures the exact Hessian diagonal, which this run does not use ({(piecewiseLinear ? "it estimates hdiag with Hutchinson" : $"{c.Model} is not piecewise linear")}): drop --curvature-classes{(piecewiseLinear ? " or the Hutchinson options" : "")}");
             case "auto" when c.Criterion == Registry.learnedName:
                 return "hutchinson";
             case "auto":
@@ -172,7 +177,7 @@ public static class Experiment
     /// </summary>
     public static CurvatureOptions CurvatureOf(RunConfig c) => new(
         c.Curvature == "exact" ? HessianEstimator.Exact : HessianEstimator.Hutchinson, c.Probes, ProbeScopeModule.parse(c.ProbeScope).ResultValue,
-        c.HvpBudget ?? 0, c.AdaptiveTarget ?? 0, c.ExactLastLayer, c.ExactLayerSize);
+        c.HvpBudget ?? 0, c.AdaptiveTarget ?? 0, c.ExactLastLayer, c.ExactLayerSize, c.CurvatureClasses);
 
     /// <summary>Training options from a run configuration.</summary>
     public static TrainOptions TrainOptionsOf(RunConfig c) => new()
@@ -213,9 +218,10 @@ public static class Experiment
     /// <summary>
     /// Bumped whenever a statistic's values or what a stored statistic file holds change, so that
     /// a results store written by an older Pai recomputes instead of reading stale values
-    /// (version 3: statistics instead of criterion scores, keyed by the data and scoring settings).
+    /// (version 3: statistics instead of criterion scores, keyed by the data and scoring settings;
+    /// version 4: batch-independent statistics read merged scoring batches, equal to float rounding).
     /// </summary>
-    public const int StatisticsCacheVersion = 3;
+    public const int StatisticsCacheVersion = 4;
 
     /// <summary>The cache key of one statistic of a run: its data and scoring settings and the statistic's name.</summary>
     public static string StatisticCacheKey(RunConfig c, string statistic) =>

@@ -26,7 +26,7 @@ public sealed record LayerDensityRecord(string Name, long Kept, long Total, long
 
 /// <summary>How one layer's curvature diagonal was obtained and its achieved error.</summary>
 /// <param name="Name">Layer (weight) name.</param>
-/// <param name="Method">"hutchinson", "closed-form", "unit-hvp" or "exact" (CurvatureMethod.name).</param>
+/// <param name="Method">"hutchinson", "closed-form", "unit-hvp", "exact" or "sampled-classes" (CurvatureMethod.name).</param>
 /// <param name="MedianRelativeSe">Median over the layer of SE/|estimate| (0 when exact; null when infinite).</param>
 /// <param name="Probes">Probes per scoring batch that reached the layer (0 when exact).</param>
 public sealed record LayerCurvatureRecord(string Name, string Method, double? MedianRelativeSe, int Probes);
