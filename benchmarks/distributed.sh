@@ -5,6 +5,7 @@
 #   bash benchmarks/distributed.sh [REPEATS=3] [BATCHES=40] [BATCH=128]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/ab.sh
 repeats=${1:-3}; batches=${2:-40}; batch=${3:-128}
 pai=(dotnet src/Pai.Cli/bin/Release/net10.0/pai.dll)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -14,13 +15,6 @@ run() { # $1 = label, rest = extra options; prints images/s
         --threads 2 --results "$work/$1-$RANDOM" "${@:2}" 2>&1) || { echo "$out" >&2; exit 1; }
   grep -oE '[0-9]+ img/s' <<<"$out" | tail -1 | cut -d' ' -f1
 }
-one=(); two=()
-for r in $(seq "$repeats"); do
-  if (( r % 2 )); then one+=("$(run one)"); two+=("$(run two --nproc 2)")
-  else two+=("$(run two --nproc 2)"); one+=("$(run one)"); fi
-  echo "repeat $r: 1 process x 2 threads ${one[-1]} img/s, 2 ranks x 1 thread ${two[-1]} img/s"
-done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-m1=$(median "${one[@]}"); m2=$(median "${two[@]}")
-echo "median: 1 process x 2 threads $m1 img/s, 2 ranks x 1 thread $m2 img/s, ratio (2 ranks / 1 process) $(awk -v a="$m2" -v b="$m1" 'BEGIN {printf "%.2f", a / b}')"
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+one() { run one; }
+two() { run two --nproc 2; }
+ab_repeats "$repeats" img/s "1 process x 2 threads" "2 ranks x 1 thread" one two

@@ -5,24 +5,19 @@
 #   bash benchmarks/workers.sh [REPEATS=3] [extra `pai sweep` options, e.g. --max-batches 50]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/ab.sh
 repeats=${1:-3}; shift || true
+extra=("$@")
 pai=(dotnet src/Pai.Cli/bin/Release/net10.0/pai.dll)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 run() { # $1 = label, rest = options; prints wall seconds
   local dir="$work/$1-$RANDOM" start end
   start=$(date +%s.%N)
-  "${pai[@]}" sweep --results "$dir" "${@:2}" >"$dir.log" 2>&1 || { tail -20 "$dir.log" >&2; exit 1; }
+  "${pai[@]}" sweep --results "$dir" "${@:2}" "${extra[@]}" >"$dir.log" 2>&1 || { tail -20 "$dir.log" >&2; exit 1; }
   end=$(date +%s.%N)
   if grep -q ' failed: ' "$dir.log"; then grep ' failed: ' "$dir.log" >&2; exit 1; fi
   awk -v a="$start" -v b="$end" 'BEGIN {printf "%.1f", b - a}'
 }
-one=(); two=()
-for r in $(seq "$repeats"); do
-  if (( r % 2 )); then one+=("$(run one --threads 2 "$@")"); two+=("$(run two --workers 2 "$@")")
-  else two+=("$(run two --workers 2 "$@")"); one+=("$(run one --threads 2 "$@")"); fi
-  echo "repeat $r: 1 process x 2 threads ${one[-1]} s, 2 workers x 1 thread ${two[-1]} s (load $(cut -d' ' -f1 /proc/loadavg))"
-done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-m1=$(median "${one[@]}"); m2=$(median "${two[@]}")
-echo "median: 1 process x 2 threads $m1 s, 2 workers x 1 thread $m2 s, ratio (2 workers / 1 process) $(awk -v a="$m2" -v b="$m1" 'BEGIN {printf "%.2f", a / b}')"
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+one() { run one --threads 2; }
+two() { run two --workers 2; }
+ab_repeats "$repeats" s "1 process x 2 threads" "2 workers x 1 thread" one two

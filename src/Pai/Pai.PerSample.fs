@@ -231,6 +231,42 @@ module PerSample =
         if not (temperature > 0.0) then
             invalidArg "temperature" $"the temperature must be positive, got %g{temperature}"
 
+    // The Gauss–Newton diagonal from the columns of Sᵢ/T of `classes` classes per sample: the
+    // first `classes` of the order `rank` gives each sample's classes ([N, C] → [N, C] class
+    // indices), column c scaled by `scale` C k: (s)_id = √p_ic (δ_dc − p_id) / T · scale.
+    let private classColumnsDiagonal
+        (what: string)
+        (model: IModelView)
+        (temperature: float)
+        (classes: int)
+        (rank: Tensor -> Tensor)
+        (scale: int64 -> int64 -> float)
+        (batches: Batch list)
+        =
+        requirePiecewiseLinear model temperature
+
+        if classes < 1 then
+            invalidArg "classes" $"take at least one class per sample, got %d{classes}"
+
+        let columns (_: Batch) (logits: Tensor) =
+            use _scope = new DisposeScope()
+            let p = Functional.Softmax(logits.Detach() / temperature, 1L)
+            let n, all = p.Size 0, p.Size 1
+            let k = min (int64 classes) all
+            let order = rank p
+            let ones = Libtorch.Ones([| n; 1L |], p.DType, p.Device)
+            let factor = scale all k
+
+            [
+                for j in 0L .. k - 1L ->
+                    let c = order.Narrow(1L, j, 1L)
+                    let unit = Libtorch.Zeros(p.Shape, p.DType, p.Device).Scatter(1L, c, ones)
+                    let column = p.Gather(1L, c).Sqrt() * (unit - p) / temperature
+                    (if factor = 1.0 then column else column * factor).MoveToOuterScope()
+            ]
+
+        meanSquaredGradients what model columns batches
+
     /// The Gauss–Newton diagonal from the columns of Sᵢ = diag(√pᵢ) − pᵢ√pᵢᵀ of each sample's
     /// `classes` most probable classes (pᵢ = softmax(fᵢ/T)): (1/(N T²)) Σᵢ Σ_{c ∈ top(i)} (Jᵢᵀ s_ic)².
     /// With every class it is exactHessianDiagonal; with fewer it is an approximation for many
@@ -239,28 +275,14 @@ module PerSample =
     /// it never exceeds the exact diagonal (every dropped term is a square). Same model
     /// requirement as exactHessianDiagonal.
     let topClassesHessianDiagonal (model: IModelView) (temperature: float) (classes: int) (batches: Batch list) =
-        requirePiecewiseLinear model temperature
-
-        if classes < 1 then
-            invalidArg "classes" $"keep at least one class per sample, got %d{classes}"
-
-        // Column c(i) of Sᵢ/T for the j-th most probable class c(i) of every sample: one [N, C]
-        // tensor per rank j, (s)_id = √p_ic (δ_dc − p_id) / T.
-        let columns (_: Batch) (logits: Tensor) =
-            use _scope = new DisposeScope()
-            let p = Functional.Softmax(logits.Detach() / temperature, 1L)
-            let n, all = p.Size 0, p.Size 1
-            let order = p.ArgSort(1L, descending = true)
-            let ones = Libtorch.Ones([| n; 1L |], p.DType, p.Device)
-
-            [
-                for j in 0L .. min (int64 classes) all - 1L ->
-                    let c = order.Narrow(1L, j, 1L)
-                    let unit = Libtorch.Zeros(p.Shape, p.DType, p.Device).Scatter(1L, c, ones)
-                    (p.Gather(1L, c).Sqrt() * (unit - p) / temperature).MoveToOuterScope()
-            ]
-
-        meanSquaredGradients "Hessian diagonal, class passes" model columns batches
+        classColumnsDiagonal
+            "Hessian diagonal, class passes"
+            model
+            temperature
+            classes
+            (fun p -> p.ArgSort(1L, descending = true))
+            (fun _ _ -> 1.0)
+            batches
 
     /// The Gauss–Newton diagonal from `classes` columns of Sᵢ/T per sample, drawn uniformly
     /// without replacement (seeded; one [N, C] uniform draw per scoring batch, ranked) and scaled by
@@ -275,30 +297,16 @@ module PerSample =
         (seed: uint64)
         (batches: Batch list)
         =
-        requirePiecewiseLinear model temperature
-
-        if classes < 1 then
-            invalidArg "classes" $"draw at least one class per sample, got %d{classes}"
-
         use gen = new Generator(seed)
 
-        let columns (_: Batch) (logits: Tensor) =
-            use _scope = new DisposeScope()
-            let p = Functional.Softmax(logits.Detach() / temperature, 1L)
-            let n, all = p.Size 0, p.Size 1
-            let k = min (int64 classes) all
-            let order = Libtorch.Rand([| n; all |], gen, p.DType, p.Device).ArgSort(1L)
-            let ones = Libtorch.Ones([| n; 1L |], p.DType, p.Device)
-            let scale = sqrt (float all / float k) / temperature
-
-            [
-                for j in 0L .. k - 1L ->
-                    let c = order.Narrow(1L, j, 1L)
-                    let unit = Libtorch.Zeros(p.Shape, p.DType, p.Device).Scatter(1L, c, ones)
-                    (p.Gather(1L, c).Sqrt() * (unit - p) * scale).MoveToOuterScope()
-            ]
-
-        meanSquaredGradients "Hessian diagonal, sampled class passes" model columns batches
+        classColumnsDiagonal
+            "Hessian diagonal, sampled class passes"
+            model
+            temperature
+            classes
+            (fun p -> Libtorch.Rand(p.Shape, gen, p.DType, p.Device).ArgSort(1L))
+            (fun all k -> sqrt (float all / float k))
+            batches
 
     /// The exact Hessian diagonal of the mean scoring loss at temperature T, for models that are
     /// piecewise linear in each layer's weights (IModelView.IsPiecewiseLinear): their logits are
