@@ -26,8 +26,12 @@ import os
 import sys
 import time
 
-import numpy as np
-import torch
+# Debian's torch (and numpy) run matrix products on OpenBLAS's own pool, one thread per core
+# unless OPENBLAS_NUM_THREADS is set before either loads; --threads sizes it, as Pai's --threads does.
+if '--threads' in sys.argv[:-1]:
+    os.environ.setdefault('OPENBLAS_NUM_THREADS', sys.argv[sys.argv.index('--threads') + 1])
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 

@@ -5,6 +5,7 @@ open System
 open System.Diagnostics
 open System.Globalization
 open System.IO
+open System.Runtime.InteropServices
 open System.Text.Json
 open Pai.Torch
 open Pai.Host.Data
@@ -98,6 +99,20 @@ let peakRssMb () =
     |> Seq.tryFind (fun l -> l.StartsWith "VmHWM:")
     |> Option.map (fun l -> float (l.Split(' ', StringSplitOptions.RemoveEmptyEntries).[1]) / 1024.0)
     |> Option.defaultValue nan
+
+[<DllImport("libc", EntryPoint = "malloc_trim")>]
+extern int private mallocTrim(unativeint pad)
+
+/// Starts a new peak-RSS measurement (VmHWM) from what this process holds now: managed garbage
+/// collected, native heap pages that earlier work freed returned to the system (malloc_trim), then
+/// the kernel's high-water mark reset to the current RSS. For comparisons with a worker process
+/// that starts fresh for the same work.
+let resetPeakRss () =
+    GC.Collect()
+    GC.WaitForPendingFinalizers()
+    GC.Collect()
+    mallocTrim 0un |> ignore
+    File.WriteAllText("/proc/self/clear_refs", "5")
 
 /// How to start this benchmark executable again (apphost or `dotnet Pai.Benchmarks.dll`).
 let selfCommand () =

@@ -522,11 +522,13 @@ let runExact (args: Args) =
     let accuracy = ResizeArray()
 
     for m in models do
-        let data, net, shape = dataAndNet m
-        use data = data
+        let data, net, _ = dataAndNet m
         use net = net
-        use subset = ScoringSubset.Create(data, perClass, 0UL, 1)
+        // The data set is freed once the scoring samples are taken: the PyTorch worker, a fresh
+        // process per model, holds only those samples, and so does each side's peak RSS below.
+        use subset = (use data = data in ScoringSubset.Create(data, perClass, 0UL, 1))
         let all = List.ofSeq subset
+        resetPeakRss ()
 
         let samplesOf name =
             sampleLimits

@@ -23,6 +23,37 @@ PAI_API Tensor pai_unfold(Tensor x, const int64_t* kernel, const int64_t* dilati
   });
 }
 
+// Σᵢ Gᵢ∘Gᵢ over the samples of a 2-d convolution, Gᵢ the weight gradient of sample i alone from
+// its input aᵢ and output gradient δᵢ: one batch-1 weight-gradient convolution per sample (libtorch's
+// own backward kernel, so every stride, padding, dilation and group count it supports), squared and
+// accumulated in sample order. Scratch: one weight-sized gradient.
+PAI_API Tensor pai_conv2d_squared_sample_grads(Tensor input, Tensor grad_output, const int64_t* weight_shape,
+                                               const int64_t* stride, const int64_t* padding, const int64_t* dilation,
+                                               int64_t groups) {
+  return tensor_result([&] {
+    at::NoGradGuard no_grad;
+    const at::Tensor a = input->detach().contiguous();
+    const at::Tensor d = grad_output->detach().contiguous();
+    TORCH_CHECK(a.dim() == 4 && d.dim() == 4 && a.size(0) == d.size(0),
+                "per-sample conv gradients need an input [N, C, H, W] and an output gradient [N, out, H', W'] with the "
+                "same N, got ",
+                a.sizes(), " and ", d.sizes());
+    const auto shape = pai::ints(weight_shape, 4);
+    // The weight gradient reads only the weight's shape; zeros keep its values defined regardless.
+    const at::Tensor weight = at::zeros(shape, a.options());
+    at::Tensor sum = at::zeros(shape, a.options());
+    const std::vector<int64_t> no_output_padding{0, 0};
+    for (int64_t i = 0; i < a.size(0); ++i) {
+      auto grads = at::convolution_backward(d.narrow(0, i, 1), a.narrow(0, i, 1), weight, c10::nullopt,
+                                            pai::ints(stride, 2), pai::ints(padding, 2), pai::ints(dilation, 2), false,
+                                            no_output_padding, groups, {false, true, false});
+      const at::Tensor& g = std::get<1>(grads);
+      sum.addcmul_(g, g);
+    }
+    return sum;
+  });
+}
+
 namespace {
 // libtorch 1.13 accepts a max-pooling window that lies entirely in the padding (possible with
 // dilation > 1): its output is -inf and its backward writes outside the gradient buffer,

@@ -3,11 +3,24 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <torch/version.h>
 
 namespace {
 thread_local std::string last_error;
 thread_local bool has_error = false;
+
+// A libtorch built on OpenBLAS (Debian's, through libblas.so.3) runs its matrix products on
+// OpenBLAS's own thread pool, sized by the core count whatever at::set_num_threads says: with two
+// one-thread workers on two cores that is four busy threads. Size that pool too, when this process
+// has OpenBLAS loaded (PyTorch's wheels use MKL, which at::set_num_threads already sizes).
+void set_blas_threads(int32_t n) {
+  void* lib = dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD);
+  if (!lib) return;
+  using setter = void (*)(int);
+  if (auto set = reinterpret_cast<setter>(dlsym(lib, "openblas_set_num_threads"))) set(n);
+  dlclose(lib);
+}
 }  // namespace
 
 namespace pai {
@@ -33,7 +46,10 @@ PAI_API const char* pai_torch_version() { return TORCH_VERSION; }
 
 PAI_API int32_t pai_get_num_threads() { return pai::guarded([] { return (int32_t)at::get_num_threads(); }, -1); }
 PAI_API int32_t pai_set_num_threads(int32_t n) {
-  return pai::status_result([&] { at::set_num_threads(n); });
+  return pai::status_result([&] {
+    at::set_num_threads(n);
+    set_blas_threads(n);
+  });
 }
 PAI_API int32_t pai_get_num_interop_threads() {
   return pai::guarded([] { return (int32_t)at::get_num_interop_threads(); }, -1);

@@ -54,6 +54,24 @@ public static unsafe class Functional
         return Tensor.Wrap(pai_unfold(x.Handle, k, d, p, s));
     }
 
+    /// <summary>
+    /// Σᵢ Gᵢ∘Gᵢ over the samples of a 2-d convolution with weight shape <paramref name="weightShape"/>:
+    /// Gᵢ is the weight gradient of sample i alone, from its input (row i of <paramref name="input"/>)
+    /// and its output gradient (row i of <paramref name="gradOutput"/>). One batch-1 weight-gradient
+    /// convolution per sample, squared and summed natively, so no per-sample tensor larger than the
+    /// weight exists. No gradient flows through the result.
+    /// </summary>
+    public static Tensor Conv2dSquaredSampleGradients(Tensor input, Tensor gradOutput, long[] weightShape, (int H, int W) stride, (int H, int W) padding, (int H, int W) dilation, int groups)
+    {
+        if (weightShape.Length != 4)
+            throw new ArgumentException($"a conv2d weight shape has 4 dimensions [out, in/groups, kh, kw], got {weightShape.Length}", nameof(weightShape));
+        long* s = stackalloc long[] { stride.H, stride.W };
+        long* p = stackalloc long[] { padding.H, padding.W };
+        long* d = stackalloc long[] { dilation.H, dilation.W };
+        fixed (long* w = weightShape)
+            return Tensor.Wrap(pai_conv2d_squared_sample_grads(input.Handle, gradOutput.Handle, w, s, p, d, groups));
+    }
+
     /// <summary>2-d max pooling (stride defaults to the kernel size).</summary>
     public static Tensor MaxPool2d(Tensor x, int kernel, int? stride = null, int padding = 0, int dilation = 1, bool ceilMode = false)
     {

@@ -5,6 +5,7 @@ module Pai.Tests.BindingTests
 open Expecto
 
 open System
+open System.Runtime.InteropServices
 open FsCheck.FSharp
 open Pai.Torch
 open Pai.Tests.Support
@@ -78,6 +79,10 @@ let private genTied =
 
 // ---- devices ---------------------------------------------------------------------------------
 
+// OpenBLAS's own thread count, read from the library libtorch loaded (Debian's libblas.so.3).
+[<DllImport("libopenblas.so.0", EntryPoint = "openblas_get_num_threads")>]
+extern int private openBlasThreads()
+
 [<Tests>]
 let tests =
     testSequenced
@@ -93,6 +98,18 @@ let tests =
                     Expect.equal Libtorch.NumThreads 1 "Libtorch.NumThreads"
                     Libtorch.SetNumThreads 2
                     Expect.equal Libtorch.NumThreads 2 "Libtorch.NumThreads"
+                finally
+                    Libtorch.SetNumThreads before
+            testCase "threads: the count also sizes OpenBLAS's pool, which runs libtorch's matrix products"
+            <| fun () ->
+                let before = Libtorch.NumThreads
+
+                try
+                    // Without this, OpenBLAS keeps one thread per core whatever --threads says.
+                    Libtorch.SetNumThreads 1
+                    Expect.equal (openBlasThreads ()) 1 "OpenBLAS threads after SetNumThreads 1"
+                    Libtorch.SetNumThreads 2
+                    Expect.equal (openBlasThreads ()) 2 "OpenBLAS threads after SetNumThreads 2"
                 finally
                     Libtorch.SetNumThreads before
             testCase "threads: a count below one is rejected before libtorch sees it"

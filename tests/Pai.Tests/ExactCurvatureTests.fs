@@ -219,12 +219,18 @@ let tests =
                 Expect.isTrue
                     (List.exists2 (fun (a: Tensor) (b: Tensor) -> not (a.AllClose(b, 1e-6, 0.0))) batched other)
                     "List.exists2 (fun (a: Tensor) (b: Tensor) -> not (a.AllClose(b, 1e-..."
-            testCase "batched conv per-sample squares equal explicit per-sample gradients"
+            testCase "batched conv per-sample squares equal explicit per-sample gradients, on either path"
             <| fun () ->
                 use _scope = new DisposeScope()
                 use gen = new Generator(13UL)
 
-                for stride, padding, dilation, groups in [ 1, 0, 1, 1; 2, 1, 1, 2; 1, 2, 2, 1; 3, 1, 2, 4 ] do
+                // One thread: the per-sample kernel loop; two: the batched products over unfolded inputs.
+                for threads, stride, padding, dilation, groups in
+                    [
+                        for threads in [ 1; 2 ] do
+                            for stride, padding, dilation, groups in [ 1, 0, 1, 1; 2, 1, 1, 2; 1, 2, 2, 1; 3, 1, 2, 4 ] ->
+                                threads, stride, padding, dilation, groups
+                    ] do
                     use _case = new DisposeScope()
                     let x = Libtorch.Randn([| 5L; 4L; 9L; 10L |], gen, DType.Float64)
 
@@ -242,7 +248,9 @@ let tests =
                             Output = y
                         }
 
-                    let batched = PerSample.squaredSampleGradients w.Shape capture delta
+                    let batched =
+                        withThreads threads (fun () -> PerSample.squaredSampleGradients w.Shape capture delta)
+
                     let explicitSum = Libtorch.Zeros(w.Shape, DType.Float64)
 
                     for i in 0L .. 4L do
@@ -256,7 +264,7 @@ let tests =
 
                     Expect.isTrue
                         (err <= 1e-12)
-                        ($"stride %d{stride} padding %d{padding} dilation %d{dilation} groups %d{groups}: relative error %g{err}")
+                        ($"%d{threads} threads, stride %d{stride} padding %d{padding} dilation %d{dilation} groups %d{groups}: relative error %g{err}")
             testCase "Hutchinson's mean converges to the exact diagonal as one over root probes"
             <| fun () ->
                 use _scope = new DisposeScope()
@@ -298,36 +306,39 @@ let tests =
                 Expect.stringContains e.Message "vit-small" "e.Message"
                 Expect.stringContains e.Message "piecewise linear" "e.Message"
                 Expect.stringContains e.Message "Hutchinson" "e.Message"
-            testCase "batched statistics stay within their chunk bound on resnet18"
+            testCase "batched statistics keep their memory bounded on resnet18, on either path"
             <| fun () ->
                 // resnet18 on 8×8 images, 80 samples: the last stage's conv weights (512·512·9) have 9.4 MB of
                 // per-sample gradient per sample, 755 MB for the batch at once. Chunking bounds the scratch
-                // memory at PerSample.ChunkBytes (64 MiB); the peak RSS growth (scratch, activations and the
-                // 45 MB weight-sized sums) must stay below half the unchunked size.
+                // memory at PerSample.ChunkBytes (64 MiB) on the batched path (2 threads); the per-sample
+                // kernel loop (1 thread) holds one sample's gradient at a time. On both, the peak RSS growth
+                // (scratch, activations and the 45 MB weight-sized sums) must stay below half the unchunked size.
                 use model = ModelZoo.Create("resnet18", options (InputShape(3, 8, 8)) DType.Float32)
                 let view = model :> IModelView
                 let batches = randomBatches 16UL (InputShape(3, 8, 8)) DType.Float32 [ 80 ]
                 let largest = view.Prunable |> Seq.map (fun kv -> kv.Value.NumEl) |> Seq.max
                 let unchunked = 80L * largest * 4L
-                GC.Collect()
-                // Resets VmHWM (the peak RSS) to the current RSS.
-                IO.File.WriteAllText("/proc/self/clear_refs", "5")
-                let before = residentBytes ()
 
-                do
-                    use _scope = new DisposeScope()
-                    PerSample.fisherDiagonal view batches |> ignore
+                for threads in [ 1; 2 ] do
+                    GC.Collect()
+                    // Resets VmHWM (the peak RSS) to the current RSS.
+                    IO.File.WriteAllText("/proc/self/clear_refs", "5")
+                    let before = residentBytes ()
 
-                let peak =
-                    IO.File.ReadAllLines "/proc/self/status"
-                    |> Array.find (fun l -> l.StartsWith "VmHWM:")
-                    |> fun l -> l.Substring(6).Trim().Split(' ').[0] |> int64 |> (*) 1024L
+                    withThreads threads (fun () ->
+                        use _scope = new DisposeScope()
+                        PerSample.fisherDiagonal view batches |> ignore)
 
-                let growth = peak - before
+                    let peak =
+                        IO.File.ReadAllLines "/proc/self/status"
+                        |> Array.find (fun l -> l.StartsWith "VmHWM:")
+                        |> fun l -> l.Substring(6).Trim().Split(' ').[0] |> int64 |> (*) 1024L
 
-                Expect.isTrue
-                    (growth < unchunked / 2L)
-                    ($"peak RSS grew by %d{growth / 1_048_576L} MiB; the unchunked per-sample gradients alone take %d{unchunked / 1_048_576L} MiB")
+                    let growth = peak - before
+
+                    Expect.isTrue
+                        (growth < unchunked / 2L)
+                        ($"%d{threads} threads: peak RSS grew by %d{growth / 1_048_576L} MiB; the unchunked per-sample gradients alone take %d{unchunked / 1_048_576L} MiB")
             testCase
                 "the top-classes approximation stays below the exact diagonal and its error shrinks with more classes"
             <| fun () ->

@@ -9,6 +9,7 @@ internal static unsafe partial class NativeMethods
     [DllImport(Lib)] internal static extern IntPtr pai_conv2d(TensorHandle x, TensorHandle w, IntPtr b, long* stride, long* padding, long* dilation, long groups);
     [DllImport(Lib)] internal static extern IntPtr pai_max_pool2d(TensorHandle x, long* kernel, long* stride, long* padding, long* dilation, byte ceilMode);
     [DllImport(Lib)] internal static extern IntPtr pai_unfold(TensorHandle x, long* kernel, long* dilation, long* padding, long* stride);
+    [DllImport(Lib)] internal static extern IntPtr pai_conv2d_squared_sample_grads(TensorHandle input, TensorHandle gradOutput, long* weightShape, long* stride, long* padding, long* dilation, long groups);
     [DllImport(Lib)] internal static extern IntPtr pai_avg_pool2d(TensorHandle x, long* kernel, long* stride, long* padding, byte ceilMode, byte countIncludePad);
     [DllImport(Lib)] internal static extern IntPtr pai_adaptive_avg_pool2d(TensorHandle x, long* outputSize);
     [DllImport(Lib)] internal static extern IntPtr pai_batch_norm(TensorHandle x, IntPtr weight, IntPtr bias, IntPtr runningMean, IntPtr runningVar, byte training, double momentum, double eps);
