@@ -93,12 +93,18 @@ let cpuSeconds () =
     use p = Process.GetCurrentProcess()
     p.TotalProcessorTime.TotalSeconds
 
-/// Peak resident set size of this process in MB (VmHWM).
-let peakRssMb () =
+// A /proc/self/status field in MB.
+let private statusMb (field: string) =
     File.ReadLines "/proc/self/status"
-    |> Seq.tryFind (fun l -> l.StartsWith "VmHWM:")
+    |> Seq.tryFind (fun l -> l.StartsWith(field + ":"))
     |> Option.map (fun l -> float (l.Split(' ', StringSplitOptions.RemoveEmptyEntries).[1]) / 1024.0)
     |> Option.defaultValue nan
+
+/// Peak resident set size of this process in MB (VmHWM).
+let peakRssMb () = statusMb "VmHWM"
+
+/// Resident set size of this process now, in MB (VmRSS).
+let rssMb () = statusMb "VmRSS"
 
 [<DllImport("libc", EntryPoint = "malloc_trim")>]
 extern int private mallocTrim(unativeint pad)

@@ -504,7 +504,7 @@ let runExact (args: Args) =
 
     let paiBatching =
         if merge then
-            $"merged as a run merges them (up to %d{Estimators.MergedSamples} samples)"
+            $"merged as a run merges them (up to %d{Estimators.MergedSamples} samples and %d{Estimators.MergedInputElements} input elements)"
         else
             $"at batch %d{paiBatch}"
 
@@ -529,6 +529,7 @@ let runExact (args: Args) =
         use subset = (use data = data in ScoringSubset.Create(data, perClass, 0UL, 1))
         let all = List.ofSeq subset
         resetPeakRss ()
+        let paiStartRss = rssMb ()
 
         let samplesOf name =
             sampleLimits
@@ -546,6 +547,7 @@ let runExact (args: Args) =
             export dir net singles 1
 
             use worker = torchWorker args dir threads probes []
+            let torchStartRss = worker.Ask("rss").GetProperty("max_rss_mb").GetDouble()
 
             printfn
                 "%s: %d scoring samples (PyTorch: batches of 1; Pai: %s), %d prunable weights"
@@ -636,6 +638,19 @@ let runExact (args: Args) =
             let torchRss = worker.Ask("rss").GetProperty("max_rss_mb").GetDouble()
             let paiRss = peakRssMb ()
             rows.Add [ "peak RSS MB"; f1 paiRss; f1 torchRss; f3 (paiRss / torchRss); ""; ""; "" ]
+            // What each process held before scoring (runtime, libtorch, model, samples): the
+            // peak less this is the scoring's own working set.
+            rows.Add
+                [
+                    "RSS before scoring MB"
+                    f1 paiStartRss
+                    f1 torchStartRss
+                    f3 (paiStartRss / torchStartRss)
+                    ""
+                    ""
+                    ""
+                ]
+
             tables.Add((m, List.ofSeq rows)))
 
     printTables

@@ -23,34 +23,51 @@ PAI_API Tensor pai_unfold(Tensor x, const int64_t* kernel, const int64_t* dilati
   });
 }
 
-// Σᵢ Gᵢ∘Gᵢ over the samples of a 2-d convolution, Gᵢ the weight gradient of sample i alone from
-// its input aᵢ and output gradient δᵢ: one batch-1 weight-gradient convolution per sample (libtorch's
-// own backward kernel, so every stride, padding, dilation and group count it supports), squared and
-// accumulated in sample order. Scratch: one weight-sized gradient.
+// Σᵢ Σₖ Gᵢₖ∘Gᵢₖ over the samples of a 2-d convolution and K output-gradient vectors stacked along
+// the channels (grad_output [N, K·out, H', W'], vector-major), Gᵢₖ the weight gradient of sample i
+// alone for vector k, from its input aᵢ: one batch-1 weight-gradient convolution per sample for all
+// K vectors at once (libtorch's own backward kernel, so every stride, padding, dilation and group
+// count it supports; the input's columns are formed once per sample, not once per vector), squared
+// and accumulated in sample order, summed over the vectors at the end. Scratch: K weight-sized
+// gradients.
 PAI_API Tensor pai_conv2d_squared_sample_grads(Tensor input, Tensor grad_output, const int64_t* weight_shape,
                                                const int64_t* stride, const int64_t* padding, const int64_t* dilation,
                                                int64_t groups) {
   return tensor_result([&] {
     at::NoGradGuard no_grad;
     const at::Tensor a = input->detach().contiguous();
-    const at::Tensor d = grad_output->detach().contiguous();
+    at::Tensor d = grad_output->detach();
     TORCH_CHECK(a.dim() == 4 && d.dim() == 4 && a.size(0) == d.size(0),
                 "per-sample conv gradients need an input [N, C, H, W] and an output gradient [N, out, H', W'] with the "
                 "same N, got ",
                 a.sizes(), " and ", d.sizes());
     const auto shape = pai::ints(weight_shape, 4);
+    const int64_t out = shape[0];
+    TORCH_CHECK(groups >= 1 && out % groups == 0 && d.size(1) % out == 0,
+                "per-sample conv gradients: the output gradient's ", d.size(1),
+                " channels are not a whole number of vectors of ", out, " output channels in ", groups, " groups");
+    const int64_t vectors = d.size(1) / out;
+    const int64_t n = d.size(0), h = d.size(2), w = d.size(3);
+    // A grouped convolution takes its output channels group-major: [vectors, groups, out/groups]
+    // becomes [groups, vectors, out/groups], so each group's channels stay together.
+    if (vectors > 1 && groups > 1)
+      d = d.view({n, vectors, groups, out / groups, h, w}).transpose(1, 2).reshape({n, vectors * out, h, w});
+    d = d.contiguous();
+    std::vector<int64_t> stacked(shape.begin(), shape.end());
+    stacked[0] = vectors * out;
     // The weight gradient reads only the weight's shape; zeros keep its values defined regardless.
-    const at::Tensor weight = at::zeros(shape, a.options());
-    at::Tensor sum = at::zeros(shape, a.options());
+    const at::Tensor weight = at::zeros(stacked, a.options());
+    at::Tensor sum = at::zeros(stacked, a.options());
     const std::vector<int64_t> no_output_padding{0, 0};
-    for (int64_t i = 0; i < a.size(0); ++i) {
+    for (int64_t i = 0; i < n; ++i) {
       auto grads = at::convolution_backward(d.narrow(0, i, 1), a.narrow(0, i, 1), weight, c10::nullopt,
                                             pai::ints(stride, 2), pai::ints(padding, 2), pai::ints(dilation, 2), false,
                                             no_output_padding, groups, {false, true, false});
       const at::Tensor& g = std::get<1>(grads);
       sum.addcmul_(g, g);
     }
-    return sum;
+    if (vectors == 1) return sum;
+    return sum.view({groups, vectors, out / groups, shape[1], shape[2], shape[3]}).sum(1).reshape(shape);
   });
 }
 

@@ -225,11 +225,13 @@ let tests =
                 use gen = new Generator(13UL)
 
                 // One thread: the per-sample kernel loop; two: the batched products over unfolded inputs.
-                for threads, stride, padding, dilation, groups in
+                // Three vectors' output gradients stacked along the channels sum their squares.
+                for threads, vectors, (stride, padding, dilation, groups) in
                     [
                         for threads in [ 1; 2 ] do
-                            for stride, padding, dilation, groups in [ 1, 0, 1, 1; 2, 1, 1, 2; 1, 2, 2, 1; 3, 1, 2, 4 ] ->
-                                threads, stride, padding, dilation, groups
+                            for vectors in [ 1L; 3L ] do
+                                for setting in [ 1, 0, 1, 1; 2, 1, 1, 2; 1, 2, 2, 1; 3, 1, 2, 4 ] ->
+                                    threads, vectors, setting
                     ] do
                     use _case = new DisposeScope()
                     let x = Libtorch.Randn([| 5L; 4L; 9L; 10L |], gen, DType.Float64)
@@ -238,7 +240,9 @@ let tests =
                         Libtorch.Randn([| 8L; 4L / int64 groups; 3L; 3L |], gen, DType.Float64).RequiresGrad_()
 
                     let y = Functional.Conv2d(x, w, null, stride, padding, dilation, groups)
-                    let delta = Libtorch.Randn(y.Shape, gen, DType.Float64)
+
+                    let delta =
+                        Libtorch.Randn([| y.Size 0; vectors * y.Size 1; y.Size 2; y.Size 3 |], gen, DType.Float64)
 
                     let capture =
                         {
@@ -257,14 +261,16 @@ let tests =
                         let yi =
                             Functional.Conv2d(x.Narrow(0L, i, 1L), w, null, stride, padding, dilation, groups)
 
-                        let gi = Autograd.Grad((yi * delta.Narrow(0L, i, 1L)).Sum(), [| w |]).[0]
-                        explicitSum.AddCMul_(gi, gi) |> ignore
+                        for k in 0L .. vectors - 1L do
+                            let dk = delta.Narrow(0L, i, 1L).Narrow(1L, k * 8L, 8L)
+                            let gi = Autograd.Grad((yi * dk).Sum(), [| w |], retainGraph = true).[0]
+                            explicitSum.AddCMul_(gi, gi) |> ignore
 
                     let err = relativeError (Tensors.toFloats explicitSum) (Tensors.toFloats batched)
 
                     Expect.isTrue
                         (err <= 1e-12)
-                        ($"%d{threads} threads, stride %d{stride} padding %d{padding} dilation %d{dilation} groups %d{groups}: relative error %g{err}")
+                        ($"%d{threads} threads, %d{vectors} vectors, stride %d{stride} padding %d{padding} dilation %d{dilation} groups %d{groups}: relative error %g{err}")
             testCase "Hutchinson's mean converges to the exact diagonal as one over root probes"
             <| fun () ->
                 use _scope = new DisposeScope()
@@ -366,7 +372,16 @@ let tests =
 
                         relativeError exact approx
 
-                    // (With every class it is exactHessianDiagonal itself: that calls it with all classes.)
+                    // Every class's column of diag(√p) − p√pᵀ: the same matrix as the exact diagonal's C − 1
+                    // Householder columns, factored differently.
+                    let all =
+                        PerSample.topClassesHessianDiagonal view t System.Int32.MaxValue batches
+                        |> List.map Tensors.toFloats
+                        |> Array.concat
+
+                    let allError = relativeError exact all
+                    Expect.isTrue (allError <= 1e-12) ($"T=%g{t}: every class vs exact, relative error %g{allError}")
+
                     let errors = [ for k in [ 1; 4 ] -> errorWith k ]
 
                     Expect.isTrue
@@ -435,11 +450,19 @@ let tests =
                 let mixed = randomBatches 31UL (InputShape(1, 16, 16)) DType.Float32 [ 1; 1; 40; 1 ]
                 Expect.equal (sizesOf (Estimators.mergeBatches mixed)) [ 2; 40; 1 ] "a batch of 40 is not split"
 
-                // 3×64×64 inputs: 262,144 / 12,288 elements give 21 samples per batch.
-                let tiny =
-                    randomBatches 32UL (InputShape(3, 64, 64)) DType.Float32 (List.replicate 25 1)
+                // 3×32×32 inputs: 49,152 / 3,072 elements give 16 samples per batch; 3×64×64 give 4.
+                let cifar =
+                    randomBatches 32UL (InputShape(3, 32, 32)) DType.Float32 (List.replicate 20 1)
 
-                Expect.equal (sizesOf (Estimators.mergeBatches tiny)) [ 21; 4 ] "the input-element bound"
+                Expect.equal (sizesOf (Estimators.mergeBatches cifar)) [ 16; 4 ] "the input-element bound"
+
+                let tiny =
+                    randomBatches 33UL (InputShape(3, 64, 64)) DType.Float32 (List.replicate 9 1)
+
+                Expect.equal
+                    (sizesOf (Estimators.mergeBatches tiny))
+                    [ 4; 4; 1 ]
+                    "the input-element bound, larger inputs"
             testCase
                 "statistics on batch-1 scoring data equal the batch-1 loops to float32 tolerance; Hutchinson keeps its batches"
             <| fun () ->
