@@ -265,7 +265,7 @@ type CurvatureOptions =
         ExactLayerSize: int
         /// The exact method's classes per sample: 0 takes every class (exact); K > 0 draws K at
         /// random per sample, scaled to stay unbiased (PerSample.sampledClassesHessianDiagonal: K
-        /// backward passes per batch instead of one per class, for CIFAR-100 or TinyImageNet).
+        /// backward passes per batch instead of C − 1, for CIFAR-100 or TinyImageNet).
         /// Unused by Hutchinson.
         Classes: int
     }

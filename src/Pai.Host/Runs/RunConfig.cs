@@ -117,10 +117,10 @@ public sealed record RunConfig
     public string Curvature { get; init; } = "auto";
     /// <summary>
     /// The exact Hessian diagonal over K classes per sample drawn at random (seeded) and scaled by
-    /// C/K, so unbiased (0: every class, exact): K backward passes per scoring batch instead of one
-    /// per class, an approximation for many classes (CIFAR-100, TinyImageNet). Exact method only.
+    /// C/K, so unbiased (0: every class, exact): K backward passes per scoring batch instead of
+    /// C − 1, an approximation for many classes (CIFAR-100, TinyImageNet). Exact method only.
     /// </summary>
-    [Setting(SettingGroup.Scoring, "--curvature-classes", "exact Hessian diagonal over K classes per sample drawn at random and scaled, unbiased (0 = every class): K backward passes per scoring batch instead of one per class, an approximation for many classes (its error: pai estimate --class-passes K)", Min = 0)]
+    [Setting(SettingGroup.Scoring, "--curvature-classes", "exact Hessian diagonal over K classes per sample drawn at random and scaled, unbiased (0 = every class): K backward passes per scoring batch instead of C-1 for C classes, an approximation for many classes (its error: pai estimate --class-passes K)", Min = 0)]
     public int CurvatureClasses { get; init; }
     /// <summary>Hutchinson probes per scoring batch.</summary>
     [Setting(SettingGroup.Scoring, "--probes", "Hutchinson probes per scoring batch", Min = 2)]
