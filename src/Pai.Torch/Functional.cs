@@ -55,11 +55,12 @@ public static unsafe class Functional
     }
 
     /// <summary>
-    /// Σᵢ Gᵢ∘Gᵢ over the samples of a 2-d convolution with weight shape <paramref name="weightShape"/>:
-    /// Gᵢ is the weight gradient of sample i alone, from its input (row i of <paramref name="input"/>)
-    /// and its output gradient (row i of <paramref name="gradOutput"/>). One batch-1 weight-gradient
-    /// convolution per sample, squared and summed natively, so no per-sample tensor larger than the
-    /// weight exists. No gradient flows through the result.
+    /// Σᵢ Σₖ Gᵢₖ∘Gᵢₖ over the samples of a 2-d convolution with weight shape <paramref name="weightShape"/>
+    /// and K output-gradient vectors stacked along the channels of <paramref name="gradOutput"/>
+    /// ([N, K·out, H', W'], vector-major): Gᵢₖ is the weight gradient of sample i alone for vector k,
+    /// from its input (row i of <paramref name="input"/>). One batch-1 weight-gradient convolution per
+    /// sample for all K vectors, squared and summed natively, so no per-sample tensor larger than K
+    /// weights exists. No gradient flows through the result.
     /// </summary>
     public static Tensor Conv2dSquaredSampleGradients(Tensor input, Tensor gradOutput, long[] weightShape, (int H, int W) stride, (int H, int W) padding, (int H, int W) dilation, int groups)
     {

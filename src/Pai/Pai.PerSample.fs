@@ -44,57 +44,51 @@ module PerSample =
         acc.Value
 
     /// Σᵢ Σₖ Gᵢₖ ∘ Gᵢₖ over the samples of one captured layer and K output-gradient vectors, Gᵢₖ the
-    /// per-sample gradient of the weight (shape `weightShape`) given the output gradients δₖ,
-    /// stacked along the output features (Linear: the last dimension; Conv2d: the channels) in
-    /// vector order, so `delta` is shaped like capture.Output with K times its features:
+    /// per-sample gradient of the weight (shape `weightShape`) given δₖ = deltas.[k], each shaped
+    /// like capture.Output:
     /// - Linear on [N, in]: Gᵢₖ = δᵢₖ aᵢᵀ, so the sum is (Σₖ δₖ∘δₖ)ᵀ(a∘a) with no per-sample tensor.
     /// - Linear over positions [N, P…, in] (the ViT's tokens): Gᵢₖ = Σ_p δᵢₖₚ aᵢₚᵀ, summed over
     ///   positions before squaring, formed in chunks of samples, one vector at a time.
     /// - Conv2d, one CPU thread: libtorch's weight-gradient convolution of each sample alone for
-    ///   all K vectors at once, squared and summed natively (Functional.Conv2dSquaredSampleGradients):
-    ///   about 2× faster than the batched product below with one vector, and half the time per
-    ///   vector again when stacked (the input's columns are formed once per sample, not per
-    ///   vector; resnet20's exact diagonal: 3.2 s for 10 columns one by one, 1.6 s for 9 stacked),
-    ///   with no scratch beyond K gradients.
+    ///   all K vectors at once, stacked as output channels, squared and summed natively
+    ///   (Functional.Conv2dSquaredSampleGradients): about 2× faster than the batched product below
+    ///   with one vector, and half the time per vector again when stacked (the input's columns are
+    ///   formed once per sample, not per vector; resnet20's exact diagonal: 3.2 s for 10 columns
+    ///   one by one, 1.6 s for 9 stacked), with no scratch beyond K gradients.
     /// - Conv2d otherwise (several threads, an accelerator): Gᵢₖ = δᵢₖ Uᵢᵀ per group with
     ///   Uᵢ = unfold(aᵢ) [C·kh·kw, L], as batched products over chunks of samples (ChunkBytes
     ///   bounds a chunk's unfolded inputs and gradients), one vector at a time. Batch-1 kernels do
     ///   not scale with intra-op threads (resnet20's Fisher on 2 cores: the loop 0.62 s at 1 thread
     ///   and 2.24 s at 2, the batched products 1.41 s at 2; PyTorch's batch-1 loops slow down
     ///   alike); large batched products do, and suit a GPU.
-    let squaredSampleGradients (weightShape: int64[]) (capture: LayerCapture) (delta: Tensor) : Tensor =
+    let squaredSampleGradients (weightShape: int64[]) (capture: LayerCapture) (deltas: Tensor[]) : Tensor =
         use _scope = new DisposeScope()
+
+        if deltas.Length = 0 then
+            invalidArg "deltas" $"layer '%s{capture.WeightName}': give at least one output gradient"
+
         let a = capture.Input.Detach()
-        let d = delta.Detach()
+        let ds = deltas |> Array.map (fun d -> d.Detach())
         let n = a.Size 0
         let outFeatures = weightShape.[0]
-        let featureDim = if capture.Kind.IsConv2d then 1L else -1L
-        let features = d.Size(int featureDim)
-        let vectors = features / outFeatures
-
-        if vectors < 1L || vectors * outFeatures <> features then
-            invalidOp
-                $"layer '%s{capture.WeightName}': its output gradient has %d{features} features, not a whole number of vectors of %d{outFeatures}"
 
         // The sum over vectors of f applied to each vector's output gradient.
         let perVector (f: Tensor -> Tensor) =
-            let acc = f (d.Narrow(featureDim, 0L, outFeatures))
+            let acc = f ds.[0]
 
-            for k in 1L .. vectors - 1L do
-                acc.Add_(f (d.Narrow(featureDim, k * outFeatures, outFeatures))) |> ignore
+            for d in Array.skip 1 ds do
+                acc.Add_(f d) |> ignore
 
             acc
 
         let result =
             match capture.Kind with
             | LayerKind.Linear when a.Dim = 2 ->
-                let d2 = d.Square()
-
                 let summed =
-                    if vectors = 1L then
-                        d2
+                    if ds.Length = 1 then
+                        ds.[0].Square()
                     else
-                        d2.Reshape(n, vectors, outFeatures).Sum(1L)
+                        Libtorch.Stack(ds, 1L).Square().Sum(1L)
 
                 summed.Transpose(0L, 1L).MatMul(a.Square())
             | LayerKind.Linear ->
@@ -112,7 +106,7 @@ module PerSample =
                 ->
                 Functional.Conv2dSquaredSampleGradients(
                     a,
-                    d,
+                    (if ds.Length = 1 then ds.[0] else Libtorch.Cat(ds, 1L)),
                     weightShape,
                     struct (stride, stride),
                     struct (padding, padding),
@@ -123,7 +117,7 @@ module PerSample =
                 let outC, kh, kw = weightShape.[0], weightShape.[2], weightShape.[3]
                 let g = int64 groups
                 let rows = a.Size 1 * kh * kw
-                let positions = d.Size 2 * d.Size 3
+                let positions = ds.[0].Size 2 * ds.[0].Size 3
                 let perGroup = rows / g
                 let perSample = rows * positions + outC * perGroup + outC * positions
 
@@ -239,16 +233,9 @@ module PerSample =
                                     | t -> Some t)
 
                             if present.Length > 0 then
+                                // Frees the layer's squared sums (weight-sized) before the next layer.
                                 use _layer = new DisposeScope()
-                                let dim = if c.Kind.IsConv2d then 1L else -1L
-
-                                let stacked =
-                                    if present.Length = 1 then
-                                        present.[0]
-                                    else
-                                        Libtorch.Cat(present, dim)
-
-                                a.Add_(squaredSampleGradients shape c stacked) |> ignore
+                                a.Add_(squaredSampleGradients shape c present) |> ignore
 
                             j <- j + 1
                         | None -> ()

@@ -253,7 +253,11 @@ let tests =
                         }
 
                     let batched =
-                        withThreads threads (fun () -> PerSample.squaredSampleGradients w.Shape capture delta)
+                        withThreads threads (fun () ->
+                            PerSample.squaredSampleGradients
+                                w.Shape
+                                capture
+                                [| for k in 0L .. vectors - 1L -> delta.Narrow(1L, k * 8L, 8L) |])
 
                     let explicitSum = Libtorch.Zeros(w.Shape, DType.Float64)
 
