@@ -26,10 +26,9 @@ import os
 import sys
 import time
 
-# Debian's torch (and numpy) run matrix products on OpenBLAS's own pool, one thread per core
-# unless OPENBLAS_NUM_THREADS is set before either loads; --threads sizes it, as Pai's --threads does.
-if '--threads' in sys.argv[:-1]:
-    os.environ.setdefault('OPENBLAS_NUM_THREADS', sys.argv[sys.argv.index('--threads') + 1])
+from torch_side import peak_rss_mb, pin_openblas_threads
+
+pin_openblas_threads(sys.argv)  # before numpy and torch load
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F
@@ -274,8 +273,7 @@ def main():
         if parts[0] == 'quit':
             break
         if parts[0] == 'rss':
-            import resource
-            print(json.dumps({'max_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}), flush=True)
+            print(json.dumps({'max_rss_mb': peak_rss_mb()}), flush=True)
             continue
         f = crit.get(parts[1])
         crit.use_batches(int(parts[3]) if len(parts) > 3 else None)

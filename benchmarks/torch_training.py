@@ -7,21 +7,19 @@ drops gradients the same way), forward in train mode, mean cross-entropy, backwa
 torch.optim.SGD(momentum 0.9, weight decay 5e-4), and the running loss and accuracy that Pai's
 trainer also keeps (loss.item(), argmax == target). With --sparsity the mask is applied to the
 gradients before and to the weights after every step, as Pai does.
-Prints one JSON line: images/s over the timed steps and the peak RSS (ru_maxrss).
+Prints one JSON line: images/s over the timed steps and the peak RSS (VmHWM).
 """
 import argparse
 import gzip
 import json
 import os
-import resource
 import sys
 import time
 import warnings
 
-# Debian's torch (and numpy) run matrix products on OpenBLAS's own pool, one thread per core
-# unless OPENBLAS_NUM_THREADS is set before either loads; --threads sizes it, as Pai's --threads does.
-if '--threads' in sys.argv[:-1]:
-    os.environ.setdefault('OPENBLAS_NUM_THREADS', sys.argv[sys.argv.index('--threads') + 1])
+from torch_side import peak_rss_mb, pin_openblas_threads
+
+pin_openblas_threads(sys.argv)  # before numpy and torch load
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F
@@ -141,7 +139,7 @@ def main():
     seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - c0
 
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss_mb = peak_rss_mb()
     print(json.dumps({'side': 'pytorch', 'model': a.model, 'img_s': a.steps * a.batch / seconds, 'seconds': seconds,
                       'cpu_seconds': cpu_seconds,
                       'peak_rss_mb': rss_mb, 'threads': torch.get_num_threads(), 'train_loss': loss_sum / seen}))

@@ -110,13 +110,14 @@ let rssMb () = statusMb "VmRSS"
 extern int private mallocTrim(unativeint pad)
 
 /// Starts a new peak-RSS measurement (VmHWM) from what this process holds now: managed garbage
-/// collected, native heap pages that earlier work freed returned to the system (malloc_trim), then
+/// collected and its free pages decommitted, native heap pages that earlier work freed returned to the system (malloc_trim), then
 /// the kernel's high-water mark reset to the current RSS. For comparisons with a worker process
 /// that starts fresh for the same work.
 let resetPeakRss () =
     GC.Collect()
     GC.WaitForPendingFinalizers()
-    GC.Collect()
+    // Aggressive: also returns the managed heap's free pages to the system.
+    GC.Collect(2, GCCollectionMode.Aggressive, true, true)
     mallocTrim 0un |> ignore
     File.WriteAllText("/proc/self/clear_refs", "5")
 

@@ -49,7 +49,7 @@ let generate (root: string) (count: int) (side: int) (classes: int) =
 let private trainLoader (folder: ImageFolder) (batch: int) (size: int) (threads: int) (seed: uint64) =
     let info = DatasetRegistry.Info "imagenet"
 
-    ImageFolderLoader(
+    new ImageFolderLoader(
         folder,
         batch,
         ImagePipeline.Train,

@@ -474,12 +474,14 @@ let private exactScores (merge: bool) (model: IModelView) (batches: Batch list) 
 
     result |> List.map (fun t -> t.MoveToOuterScope())
 
-let private flatFloats (ts: Tensor list) =
-    use _scope = new DisposeScope()
+// The tensors' values as float32, concatenated in order, to a file (readFloats reads it back):
+// one layer's array at a time, so the measured process holds no copy of the whole score.
+let private writeFloats (path: string) (ts: Tensor list) =
+    use out = File.Create path
 
-    ts
-    |> List.map (fun t -> t.To(DType.Float64).Flatten().ToArray<float>())
-    |> Array.concat
+    for t in ts do
+        use _scope = new DisposeScope()
+        out.Write(MemoryMarshal.AsBytes(ReadOnlySpan(t.Detach().To(DType.Float32).Flatten().ToArray<float32>())))
 
 /// Pai's batched/exact estimators against the second-order paper's algorithm in PyTorch (per
 /// sample, `probes` Hutchinson probes, T = 200; its per-sample Fisher loop; SNIP and GraSP at
@@ -487,96 +489,170 @@ let private flatFloats (ts: Tensor list) =
 /// relative error and Spearman against the exact diagonal, and peak RSS.
 let runExact (args: Args) =
     let models = args.List("models", [ "lenet5"; "resnet20" ])
-    let criteria = args.List("criteria", List.map fst exactCriteria)
-    let repeats = args.Int("repeats", 3)
-    let threads = args.Int("threads", Environment.ProcessorCount)
-    let perClass = args.Int("per-class", 10)
-    // 0: the scoring batches of 1 a run has, merged as its statistics merge them; N: batches of N.
-    let paiBatch = args.Int("pai-batch", 0)
-    let merge = paiBatch = 0
-    let probes = args.Int("probes", 10)
-    Libtorch.SetNumThreads threads
 
-    // --samples hutch_obd=10,hts=10: score those criteria on the first K samples (both sides),
-    // for the paper's per-sample Hutchinson, which costs minutes per call on resnet20. The
-    // accuracy table uses hutch_obd's samples.
-    let sampleLimits = counts args "samples"
+    // Each model in a fresh process, as the PyTorch worker is, so that one model's leftovers
+    // (lenet5's data set, the heap it grew) do not raise the next one's RSS (by 24 MB on resnet20).
+    if models.Length > 1 then
+        let exe, exeArgs = selfCommand ()
 
-    let paiBatching =
-        if merge then
-            $"merged as a run merges them (up to %d{Estimators.MergedSamples} samples and %d{Estimators.MergedInputElements} input elements)"
-        else
-            $"at batch %d{paiBatch}"
+        let options =
+            [
+                for kv in args.Raw do
+                    if kv.Key <> "models" then
+                        yield! [ "--" + kv.Key; kv.Value ]
+            ]
 
-    printfn
-        "exact-scoring benchmark: models %s, %d samples per class; PyTorch: the paper's algorithm at batch 1, %d probes, T=200; Pai: batched/exact, %s; threads %d, %d repeats (A/B interleaved)"
-        (String.Join(",", models))
-        perClass
-        probes
-        paiBatching
-        threads
-        repeats
+        models
+        |> List.map (fun m ->
+            let psi =
+                ProcessStartInfo(exe, exeArgs @ [ "exact-scoring"; "--models"; m ] @ options)
 
-    printfn "load average at start: %s (%d cores)" (loadAverage ()) Environment.ProcessorCount
-    let tables = ResizeArray()
-    let accuracy = ResizeArray()
+            psi.UseShellExecute <- false
 
-    for m in models do
-        let data, net, _ = dataAndNet m
-        use net = net
-        // The data set is freed once the scoring samples are taken: the PyTorch worker, a fresh
-        // process per model, holds only those samples, and so does each side's peak RSS below.
-        use subset = (use data = data in ScoringSubset.Create(data, perClass, 0UL, 1))
-        let all = List.ofSeq subset
-        resetPeakRss ()
-        let paiStartRss = rssMb ()
+            use child =
+                match Process.Start psi with
+                | null -> failwithf "could not start %s" exe
+                | p -> p
 
-        let samplesOf name =
-            sampleLimits
-            |> Map.tryFind name
-            |> Option.defaultValue all.Length
-            |> min all.Length
+            child.WaitForExit()
+            child.ExitCode)
+        |> List.fold max 0
+    else
+        let criteria = args.List("criteria", List.map fst exactCriteria)
+        let repeats = args.Int("repeats", 3)
+        let threads = args.Int("threads", Environment.ProcessorCount)
+        let perClass = args.Int("per-class", 10)
+        // 0: the scoring batches of 1 a run has, merged as its statistics merge them; N: batches of N.
+        let paiBatch = args.Int("pai-batch", 0)
+        let merge = paiBatch = 0
+        let probes = args.Int("probes", 10)
+        Libtorch.SetNumThreads threads
 
-        let singles = all
+        // --samples hutch_obd=10,hts=10: score those criteria on the first K samples (both sides),
+        // for the paper's per-sample Hutchinson, which costs minutes per call on resnet20. The
+        // accuracy table uses hutch_obd's samples.
+        let sampleLimits = counts args "samples"
 
-        let batchesOf name =
-            let chosen = List.truncate (samplesOf name) all
-            if merge then chosen else rebatch paiBatch chosen
+        let paiBatching =
+            if merge then
+                $"merged as a run merges them (up to %d{Estimators.MergedSamples} samples and %d{Estimators.MergedInputElements} input elements)"
+            else
+                $"at batch %d{paiBatch}"
 
-        inTempDirectory "pai-bench-exact-" (fun dir ->
-            export dir net singles 1
+        printfn
+            "exact-scoring benchmark: models %s, %d samples per class; PyTorch: the paper's algorithm at batch 1, %d probes, T=200; Pai: batched/exact, %s; threads %d, %d repeats (A/B interleaved)"
+            (String.Join(",", models))
+            perClass
+            probes
+            paiBatching
+            threads
+            repeats
 
-            use worker = torchWorker args dir threads probes []
-            let torchStartRss = worker.Ask("rss").GetProperty("max_rss_mb").GetDouble()
+        printfn "load average at start: %s (%d cores)" (loadAverage ()) Environment.ProcessorCount
+        let tables = ResizeArray()
+        let accuracy = ResizeArray()
 
-            printfn
-                "%s: %d scoring samples (PyTorch: batches of 1; Pai: %s), %d prunable weights"
-                m
-                singles.Length
-                paiBatching
-                net.PrunableCount
+        for m in models do
+            let data, net, _ = dataAndNet m
+            use net = net
+            // The data set is freed once the scoring samples are taken: the PyTorch worker, a fresh
+            // process per model, holds only those samples, and so does each side's peak RSS below.
+            use subset = (use data = data in ScoringSubset.Create(data, perClass, 0UL, 1))
+            let all = List.ofSeq subset
 
-            // Accuracy of the curvature estimators against the exact diagonal at T = 200 (the
-            // Hutchinson criteria's) and T = 1, all on the same samples.
-            do
-                use _scope = new DisposeScope()
-                let k = samplesOf "hutch_obd"
-                let paiBatches = batchesOf "hutch_obd"
+            let samplesOf name =
+                sampleLimits
+                |> Map.tryFind name
+                |> Option.defaultValue all.Length
+                |> min all.Length
 
-                let paiBatches =
-                    if merge then
-                        Estimators.mergeBatches paiBatches
-                    else
-                        paiBatches
+            let singles = all
 
-                let exact200 = flatFloats (PerSample.exactHessianDiagonal net 200.0 paiBatches)
-                let exact1 = flatFloats (PerSample.exactHessianDiagonal net 1.0 paiBatches)
-                let fisher = flatFloats (PerSample.fisherDiagonal net paiBatches)
-                let path = Path.Combine(dir, "hdiag.bin")
-                worker.Ask($"dump hutch_diag %s{path} %d{k}") |> ignore
-                let hutch = readFloats path |> Array.map float
+            let batchesOf name =
+                let chosen = List.truncate (samplesOf name) all
+                if merge then chosen else rebatch paiBatch chosen
 
-                let row what (estimate: float[]) (exact: float[]) =
+            inTempDirectory "pai-bench-exact-" (fun dir ->
+                export dir net singles 1
+
+                use worker = torchWorker args dir threads probes []
+
+                printfn
+                    "%s: %d scoring samples (PyTorch: batches of 1; Pai: %s), %d prunable weights"
+                    m
+                    singles.Length
+                    paiBatching
+                    net.PrunableCount
+
+                // Peak RSS counts the scoring alone: the export above and the comparisons below are
+                // this harness's work (the comparisons' arrays grew Pai's managed heap by 44-57 MB on
+                // resnet20), so both sides write their scores to files while it is measured, and the
+                // files are compared after.
+                resetPeakRss ()
+                let paiStartRss = rssMb ()
+                let torchStartRss = worker.Ask("rss").GetProperty("max_rss_mb").GetDouble()
+                let file name = Path.Combine(dir, name)
+
+                // Accuracy of the curvature estimators against the exact diagonal at T = 200 (the
+                // Hutchinson criteria's) and T = 1, all on the same samples.
+                let accuracySamples = samplesOf "hutch_obd"
+
+                do
+                    use _scope = new DisposeScope()
+                    let paiBatches = batchesOf "hutch_obd"
+
+                    let paiBatches =
+                        if merge then
+                            Estimators.mergeBatches paiBatches
+                        else
+                            paiBatches
+
+                    writeFloats (file "exact200.bin") (PerSample.exactHessianDiagonal net 200.0 paiBatches)
+                    writeFloats (file "exact1.bin") (PerSample.exactHessianDiagonal net 1.0 paiBatches)
+                    writeFloats (file "fisher.bin") (PerSample.fisherDiagonal net paiBatches)
+                    let hdiag = file "hdiag.bin"
+                    worker.Ask($"dump hutch_diag %s{hdiag} %d{accuracySamples}") |> ignore
+
+                let timings = ResizeArray()
+
+                for name in criteria do
+                    let torchName = exactCriteria |> List.find (fst >> (=) name) |> snd
+                    let k = samplesOf name
+                    let paiBatches = batchesOf name
+                    let label = $"%s{name} (%d{k})"
+
+                    let run () =
+                        exactScores merge net paiBatches name |> List.iter (fun t -> t.Dispose())
+
+                    do
+                        use _s = new DisposeScope()
+                        writeFloats (file $"pai-%s{name}.bin") (exactScores merge net paiBatches name)
+
+                    let theirs = file $"torch-%s{name}.bin"
+                    worker.Ask($"dump %s{torchName} %s{theirs} %d{k}") |> ignore
+
+                    let p, t, cpuRatio =
+                        interleaved repeats (fun () -> measure run 1) (fun () ->
+                            torchSeconds (worker.Ask($"run %s{torchName} 1 %d{k}")))
+
+                    printfn
+                        "  %-16s Pai %s s  PyTorch %s s  ratio %s  CPU-time ratio %s  (load %s)"
+                        label
+                        (secs p)
+                        (secs t)
+                        (f3 (p / t))
+                        (f3 cpuRatio)
+                        (loadAverage ())
+
+                    timings.Add((name, label, p, t, cpuRatio))
+
+                let torchRss = worker.Ask("rss").GetProperty("max_rss_mb").GetDouble()
+                let paiRss = peakRssMb ()
+
+                let floats name =
+                    readFloats (file name) |> Array.map float
+
+                let estimator what (estimate: float[]) (exact: float[]) =
                     [
                         m
                         what
@@ -584,90 +660,69 @@ let runExact (args: Args) =
                         f3 (Stability.spearman estimate exact)
                     ]
 
-                accuracy.Add(row $"paper's Hutchinson (%d{probes} probes/sample, %d{k} samples), T=200" hutch exact200)
-                accuracy.Add(row "Pai exact (Gauss-Newton identity), T=200" exact200 exact200)
-                accuracy.Add(row "empirical Fisher vs exact H at T=1" fisher exact1)
+                let exact200 = floats "exact200.bin"
 
-            let rows = ResizeArray()
+                accuracy.Add(
+                    estimator
+                        $"paper's Hutchinson (%d{probes} probes/sample, %d{accuracySamples} samples), T=200"
+                        (floats "hdiag.bin")
+                        exact200
+                )
 
-            for name in criteria do
-                let torchName = exactCriteria |> List.find (fst >> (=) name) |> snd
-                let k = samplesOf name
-                let paiBatches = batchesOf name
+                accuracy.Add(estimator "Pai exact (Gauss-Newton identity), T=200" exact200 exact200)
 
-                let run () =
-                    exactScores merge net paiBatches name |> List.iter (fun t -> t.Dispose())
+                accuracy.Add(
+                    estimator "empirical Fisher vs exact H at T=1" (floats "fisher.bin") (floats "exact1.bin")
+                )
 
-                let mine =
-                    (use _s = new DisposeScope() in flatFloats (exactScores merge net paiBatches name))
+                let rows = ResizeArray()
 
-                let path = Path.Combine(dir, $"scores-%s{name}.bin")
-                worker.Ask($"dump %s{torchName} %s{path} %d{k}") |> ignore
-                let theirs = readFloats path |> Array.map float
-                let diff = relativeDifference (Array.map float32 mine) (Array.map float32 theirs)
-                let rho = Stability.spearman theirs mine
+                for name, label, p, t, cpuRatio in timings do
+                    let mine = readFloats (file $"pai-%s{name}.bin")
+                    let theirs = readFloats (file $"torch-%s{name}.bin")
 
-                let p, t, cpuRatio =
-                    interleaved repeats (fun () -> measure run 1) (fun () ->
-                        torchSeconds (worker.Ask($"run %s{torchName} 1 %d{k}")))
+                    rows.Add
+                        [
+                            label
+                            secs p
+                            secs t
+                            f3 (p / t)
+                            f3 cpuRatio
+                            (relativeDifference mine theirs).ToString("0.0e0", inv)
+                            f3 (Stability.spearman (Array.map float theirs) (Array.map float mine))
+                        ]
 
-                let label = $"%s{name} (%d{k})"
-
-                printfn
-                    "  %-16s Pai %s s  PyTorch %s s  ratio %s  CPU-time ratio %s  max rel. diff %.1e  Spearman %.3f  (load %s)"
-                    label
-                    (secs p)
-                    (secs t)
-                    (f3 (p / t))
-                    (f3 cpuRatio)
-                    diff
-                    rho
-                    (loadAverage ())
-
+                rows.Add [ "peak RSS MB"; f1 paiRss; f1 torchRss; f3 (paiRss / torchRss); ""; ""; "" ]
+                // What each process held before scoring (runtime, libtorch, model, samples): the
+                // peak less this is the scoring's own working set.
                 rows.Add
                     [
-                        label
-                        secs p
-                        secs t
-                        f3 (p / t)
-                        f3 cpuRatio
-                        diff.ToString("0.0e0", inv)
-                        f3 rho
+                        "RSS before scoring MB"
+                        f1 paiStartRss
+                        f1 torchStartRss
+                        f3 (paiStartRss / torchStartRss)
+                        ""
+                        ""
+                        ""
                     ]
 
-            let torchRss = worker.Ask("rss").GetProperty("max_rss_mb").GetDouble()
-            let paiRss = peakRssMb ()
-            rows.Add [ "peak RSS MB"; f1 paiRss; f1 torchRss; f3 (paiRss / torchRss); ""; ""; "" ]
-            // What each process held before scoring (runtime, libtorch, model, samples): the
-            // peak less this is the scoring's own working set.
-            rows.Add
-                [
-                    "RSS before scoring MB"
-                    f1 paiStartRss
-                    f1 torchStartRss
-                    f3 (paiStartRss / torchStartRss)
-                    ""
-                    ""
-                    ""
-                ]
+                tables.Add((m, List.ofSeq rows)))
 
-            tables.Add((m, List.ofSeq rows)))
+        printTables
+            repeats
+            (sprintf "%s (criterion (samples scored))")
+            [
+                "criterion"
+                "Pai s"
+                "PyTorch s"
+                "time ratio"
+                "CPU-time ratio"
+                "max rel. diff"
+                "Spearman"
+            ]
+            tables
 
-    printTables
-        repeats
-        (sprintf "%s (criterion (samples scored))")
-        [
-            "criterion"
-            "Pai s"
-            "PyTorch s"
-            "time ratio"
-            "CPU-time ratio"
-            "max rel. diff"
-            "Spearman"
-        ]
-        tables
-
-    printfn ""
-    printfn "curvature estimators against the exact diagonal"
-    printTable [ "model"; "estimator"; "relative error"; "Spearman" ] (List.ofSeq accuracy)
-    0
+        printfn ""
+        printfn "curvature estimators against the exact diagonal"
+        printTable [ "model"; "estimator"; "relative error"; "Spearman" ] (List.ofSeq accuracy)
+        0

@@ -35,14 +35,15 @@ module Estimators =
     [<Literal>]
     let MergedSamples = 32L
 
-    /// The most input elements mergeBatches puts in one batch (192 KiB of float32), a proxy for
-    /// the activations a batch holds: 28×28 inputs stay at 32 samples, 32×32×3 get 16, 64×64×3
-    /// get 4, ImageNet's 224×224×3 are left one by one. On resnet20, 16 rather than 32 samples
-    /// took the exact diagonal's peak RSS growth from 175 to 131 MB and its time from 4.8 to
-    /// 3.3 s (medians of 3; PerSample.StackBytes then holds 5 class columns' output gradients,
-    /// not 2), and snip, GraSP and the Fisher diagonal ran no slower.
+    /// The most input elements mergeBatches puts in one batch (48 KiB of float32), a proxy for
+    /// the activations a batch holds: 28×28 inputs get 15 samples, 32×32×3 get 4, 64×64×3 and
+    /// larger are left one by one. Small batches keep the batched statistics' working set near a
+    /// batch-1 loop's: on resnet20 the exact diagonal's peak RSS growth went from 154 MB at 16
+    /// samples to 72 MB at 4, in the same time (PerSample.StackBytes); snip took 0.55–0.59 s
+    /// against 0.50–0.57, the Fisher diagonal 0.68–0.74 against 0.65–0.72 and GraSP 2.7–3.0
+    /// against 2.5–2.9 (100 samples, one thread, runs one after the other).
     [<Literal>]
-    let MergedInputElements = 49_152L
+    let MergedInputElements = 12_288L
 
     /// Consecutive scoring batches concatenated (in order) into batches of at most MergedSamples
     /// samples and MergedInputElements input elements; a batch is never split, so a user's larger

@@ -162,10 +162,13 @@ module PerSample =
     /// The most bytes of output gradients held at once for one scoring batch: the gradients of
     /// that many vectors' worth (at least one) are stacked and squared together, so the conv
     /// layers form each sample's input columns once per group of vectors instead of once per
-    /// vector. 64 MiB: resnet20's outputs take 0.8 MB per sample and vector, so its merged batches
-    /// of 16 samples stack 5 of the exact diagonal's 9 class columns, then the other 4.
+    /// vector. 32 MiB: resnet20's outputs take 0.8 MB per sample and vector, so its merged batches
+    /// of 4 samples stack all 9 of the exact diagonal's class columns (CIFAR-100's 99 in groups of
+    /// 10). Measured there (100 samples, one thread, four interleaved runs): 3.4–3.6 s and 72 MB
+    /// of peak RSS growth, against 3.5–4.5 s and 53 MB at 16 MiB (5 + 4 columns) and 3.3–3.6 s
+    /// and 154 MB for batches of 16 at 64 MiB (5 + 4 columns).
     [<Literal>]
-    let StackBytes = 67_108_864L
+    let StackBytes = 33_554_432L
 
     // The engine behind every statistic here: for each scoring batch, vectorsOf returns vectors
     // v on the logits [N, classes] (detached); for each v, δ = ∂(Σᵢ vᵢ·fᵢ)/∂z for every captured

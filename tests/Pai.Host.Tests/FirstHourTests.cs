@@ -119,8 +119,8 @@ public sealed class FirstHourTests
     [Fact]
     public void Long_scoring_reports_progress()
     {
-        // 7 samples per class at scoring batch 1: 70 batches, merged into 3 (32 + 32 + 6) for these
-        // batch-independent statistics; the exact Hessian diagonal takes C − 1 = 9 class passes per
+        // 7 samples per class at scoring batch 1: 70 batches of 1×28×28, merged into 5 (4 × 15 + 10)
+        // for these batch-independent statistics; the exact Hessian diagonal takes C − 1 = 9 class passes per
         // batch, reported as they finish (in groups that share their per-sample squares).
         foreach (var (criterion, expected) in new[] { ("fisher_obd", "scoring: per-sample squared gradients "), ("hutch_obd", "scoring: Hessian diagonal, class passes ") })
         {
@@ -139,7 +139,7 @@ public sealed class FirstHourTests
             {
                 Experiment.ScoringProgressInterval = before;
             }
-            var total = criterion == "hutch_obd" ? "/27 (" : "/3 (";
+            var total = criterion == "hutch_obd" ? "/45 (" : "/5 (";
             Assert.Contains(lines, l => l.StartsWith(expected) && l.Contains(total) && l.Contains("s left"));
         }
     }

@@ -454,18 +454,18 @@ let tests =
                 let mixed = randomBatches 31UL (InputShape(1, 16, 16)) DType.Float32 [ 1; 1; 40; 1 ]
                 Expect.equal (sizesOf (Estimators.mergeBatches mixed)) [ 2; 40; 1 ] "a batch of 40 is not split"
 
-                // 3×32×32 inputs: 49,152 / 3,072 elements give 16 samples per batch; 3×64×64 give 4.
+                // 3×32×32 inputs: 12,288 / 3,072 elements give 4 samples per batch; 1×48×48 give 5.
                 let cifar =
-                    randomBatches 32UL (InputShape(3, 32, 32)) DType.Float32 (List.replicate 20 1)
+                    randomBatches 32UL (InputShape(3, 32, 32)) DType.Float32 (List.replicate 10 1)
 
-                Expect.equal (sizesOf (Estimators.mergeBatches cifar)) [ 16; 4 ] "the input-element bound"
+                Expect.equal (sizesOf (Estimators.mergeBatches cifar)) [ 4; 4; 2 ] "the input-element bound"
 
-                let tiny =
-                    randomBatches 33UL (InputShape(3, 64, 64)) DType.Float32 (List.replicate 9 1)
+                let larger =
+                    randomBatches 33UL (InputShape(1, 48, 48)) DType.Float32 (List.replicate 9 1)
 
                 Expect.equal
-                    (sizesOf (Estimators.mergeBatches tiny))
-                    [ 4; 4; 1 ]
+                    (sizesOf (Estimators.mergeBatches larger))
+                    [ 5; 4 ]
                     "the input-element bound, larger inputs"
             testCase
                 "statistics on batch-1 scoring data equal the batch-1 loops to float32 tolerance; Hutchinson keeps its batches"
