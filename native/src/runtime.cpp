@@ -51,6 +51,17 @@ PAI_API int32_t pai_set_num_threads(int32_t n) {
     set_blas_threads(n);
   });
 }
+// OpenBLAS's pool size (what pai_set_num_threads set, or OPENBLAS_NUM_THREADS, or the core count),
+// when this process has OpenBLAS loaded; 0 otherwise.
+PAI_API int32_t pai_blas_num_threads() {
+  void* lib = dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD);
+  if (!lib) return 0;
+  using getter = int (*)();
+  int32_t n = 0;
+  if (auto get = reinterpret_cast<getter>(dlsym(lib, "openblas_get_num_threads"))) n = get();
+  dlclose(lib);
+  return n;
+}
 PAI_API int32_t pai_get_num_interop_threads() {
   return pai::guarded([] { return (int32_t)at::get_num_interop_threads(); }, -1);
 }

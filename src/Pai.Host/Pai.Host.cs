@@ -15,7 +15,7 @@ public sealed record DatasetLocation(string Name, string Location, bool Found, s
 /// <param name="PaiVersion">Version of the Pai assemblies.</param>
 /// <param name="LibtorchVersion">libtorch version the shim was compiled against.</param>
 /// <param name="Threads">Intra-op threads libtorch uses.</param>
-/// <param name="Blas">The BLAS library actually mapped into the process.</param>
+/// <param name="Blas">The BLAS library actually mapped into the process, with its own thread pool's size where it has one (OpenBLAS).</param>
 /// <param name="NativeLibrary">Where libpai_torch.so was loaded from.</param>
 /// <param name="CudaDevices">Visible CUDA devices (0 with Debian's CPU-only libtorch).</param>
 /// <param name="Parallel">libtorch's description of its parallel backend.</param>
@@ -256,6 +256,7 @@ public static class PaiHost
             var a = Libtorch.Ones([8, 8]);
             _ = a.MatMul(a);
         }
-        return Libtorch.ActiveBlas;
+        var threads = Libtorch.BlasThreads;
+        return threads > 0 ? $"{Libtorch.ActiveBlas}, {threads} threads" : Libtorch.ActiveBlas;
     }
 }

@@ -46,6 +46,20 @@ public static unsafe class Libtorch
         Check(pai_set_num_threads(n));
     }
 
+    /// <summary>
+    /// Threads of OpenBLAS's own pool, which Debian's libtorch runs its matrix products on and
+    /// <see cref="SetNumThreads"/> sizes too; 0 when this process has no OpenBLAS loaded (it loads
+    /// with the first matrix product).
+    /// </summary>
+    public static int BlasThreads
+    {
+        get
+        {
+            _ = Version; // forces the load
+            return pai_blas_num_threads();
+        }
+    }
+
     /// <summary>Inter-op threads libtorch uses.</summary>
     public static int NumInteropThreads => pai_get_num_interop_threads();
 

@@ -13,6 +13,24 @@ public class HostInfoTests
         Assert.EndsWith("libpai_torch.so", info.NativeLibrary);
         Assert.True(File.Exists(info.NativeLibrary));
         Assert.Equal(Environment.ProcessorCount, info.Threads);
+        Assert.EndsWith($", {Environment.ProcessorCount} threads", info.Blas);
+    }
+
+    [Fact]
+    public void SetNumThreads_sizes_openblas_pool_too()
+    {
+        var before = Libtorch.NumThreads;
+        try
+        {
+            Libtorch.SetNumThreads(1);
+            Assert.Equal(1, Libtorch.BlasThreads);
+            Libtorch.SetNumThreads(2);
+            Assert.Equal(2, Libtorch.BlasThreads);
+        }
+        finally
+        {
+            Libtorch.SetNumThreads(before);
+        }
     }
 
     [Fact]
