@@ -592,6 +592,8 @@ let runExact (args: Args) =
                 let paiStartRss = rssMb ()
                 let torchStartRss = worker.Ask("rss").GetProperty("max_rss_mb").GetDouble()
                 let file name = Path.Combine(dir, name)
+                // Each side's scores of a criterion, written while measured and compared after.
+                let scores side name = file $"%s{side}-%s{name}.bin"
 
                 // Accuracy of the curvature estimators against the exact diagonal at T = 200 (the
                 // Hutchinson criteria's) and T = 1, all on the same samples.
@@ -626,9 +628,9 @@ let runExact (args: Args) =
 
                     do
                         use _s = new DisposeScope()
-                        writeFloats (file $"pai-%s{name}.bin") (exactScores merge net paiBatches name)
+                        writeFloats (scores "pai" name) (exactScores merge net paiBatches name)
 
-                    let theirs = file $"torch-%s{name}.bin"
+                    let theirs = scores "torch" name
                     worker.Ask($"dump %s{torchName} %s{theirs} %d{k}") |> ignore
 
                     let p, t, cpuRatio =
@@ -678,8 +680,8 @@ let runExact (args: Args) =
                 let rows = ResizeArray()
 
                 for name, label, p, t, cpuRatio in timings do
-                    let mine = readFloats (file $"pai-%s{name}.bin")
-                    let theirs = readFloats (file $"torch-%s{name}.bin")
+                    let mine = readFloats (scores "pai" name)
+                    let theirs = readFloats (scores "torch" name)
 
                     rows.Add
                         [

@@ -14,12 +14,21 @@ thread_local bool has_error = false;
 // OpenBLAS's own thread pool, sized by the core count whatever at::set_num_threads says: with two
 // one-thread workers on two cores that is four busy threads. Size that pool too, when this process
 // has OpenBLAS loaded (PyTorch's wheels use MKL, which at::set_num_threads already sizes).
-void set_blas_threads(int32_t n) {
+//
+// Calls use(fn) with OpenBLAS's function `symbol` of type Fn when this process has OpenBLAS loaded
+// and it has that function; returns whether it did.
+template <typename Fn, typename Use>
+bool with_openblas(const char* symbol, Use use) {
   void* lib = dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD);
-  if (!lib) return;
-  using setter = void (*)(int);
-  if (auto set = reinterpret_cast<setter>(dlsym(lib, "openblas_set_num_threads"))) set(n);
+  if (!lib) return false;
+  auto fn = reinterpret_cast<Fn>(dlsym(lib, symbol));
+  if (fn) use(fn);
   dlclose(lib);
+  return fn != nullptr;
+}
+
+void set_blas_threads(int32_t n) {
+  with_openblas<void (*)(int)>("openblas_set_num_threads", [&](auto set) { set(n); });
 }
 }  // namespace
 
@@ -54,12 +63,8 @@ PAI_API int32_t pai_set_num_threads(int32_t n) {
 // OpenBLAS's pool size (what pai_set_num_threads set, or OPENBLAS_NUM_THREADS, or the core count),
 // when this process has OpenBLAS loaded; 0 otherwise.
 PAI_API int32_t pai_blas_num_threads() {
-  void* lib = dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD);
-  if (!lib) return 0;
-  using getter = int (*)();
   int32_t n = 0;
-  if (auto get = reinterpret_cast<getter>(dlsym(lib, "openblas_get_num_threads"))) n = get();
-  dlclose(lib);
+  with_openblas<int (*)()>("openblas_get_num_threads", [&](auto get) { n = get(); });
   return n;
 }
 PAI_API int32_t pai_get_num_interop_threads() {

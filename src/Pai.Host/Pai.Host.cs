@@ -257,6 +257,6 @@ public static class PaiHost
             _ = a.MatMul(a);
         }
         var threads = Libtorch.BlasThreads;
-        return threads > 0 ? $"{Libtorch.ActiveBlas}, {threads} threads" : Libtorch.ActiveBlas;
+        return threads > 0 ? $"{Libtorch.ActiveBlas}, {threads} thread{(threads == 1 ? "" : "s")}" : Libtorch.ActiveBlas;
     }
 }

@@ -48,8 +48,8 @@ public static unsafe class Libtorch
 
     /// <summary>
     /// Threads of OpenBLAS's own pool, which Debian's libtorch runs its matrix products on and
-    /// <see cref="SetNumThreads"/> sizes too; 0 when this process has no OpenBLAS loaded (it loads
-    /// with the first matrix product).
+    /// <see cref="SetNumThreads"/> sizes too; 0 when this process has no OpenBLAS loaded (another
+    /// BLAS behind libblas.so.3).
     /// </summary>
     public static int BlasThreads
     {

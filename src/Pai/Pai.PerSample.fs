@@ -200,10 +200,10 @@ module PerSample =
                 let outputs = used |> Array.map (fun c -> c.Output)
                 let vectors = vectorsOf b logits |> List.toArray
 
-                let perVector =
+                let bytesPerVector =
                     outputs |> Array.sumBy (fun z -> z.NumEl * int64 (z.DType.ElementSize()))
 
-                let group = int (max 1L (StackBytes / max 1L perVector))
+                let group = int (max 1L (StackBytes / max 1L bytesPerVector))
                 let mutable start = 0
 
                 while start < vectors.Length do

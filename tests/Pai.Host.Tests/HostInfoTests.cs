@@ -13,7 +13,7 @@ public class HostInfoTests
         Assert.EndsWith("libpai_torch.so", info.NativeLibrary);
         Assert.True(File.Exists(info.NativeLibrary));
         Assert.Equal(Environment.ProcessorCount, info.Threads);
-        Assert.EndsWith($", {Environment.ProcessorCount} threads", info.Blas);
+        Assert.EndsWith(Environment.ProcessorCount == 1 ? ", 1 thread" : $", {Environment.ProcessorCount} threads", info.Blas);
     }
 
     [Fact]
