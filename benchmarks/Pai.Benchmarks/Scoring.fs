@@ -566,21 +566,19 @@ let runExact (args: Args) =
                 |> Option.defaultValue all.Length
                 |> min all.Length
 
-            let singles = all
-
             let batchesOf name =
                 let chosen = List.truncate (samplesOf name) all
                 if merge then chosen else rebatch paiBatch chosen
 
             inTempDirectory "pai-bench-exact-" (fun dir ->
-                export dir net singles 1
+                export dir net all 1
 
                 use worker = torchWorker args dir threads probes []
 
                 printfn
                     "%s: %d scoring samples (PyTorch: batches of 1; Pai: %s), %d prunable weights"
                     m
-                    singles.Length
+                    all.Length
                     paiBatching
                     net.PrunableCount
 
