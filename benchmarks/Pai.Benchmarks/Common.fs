@@ -135,24 +135,31 @@ let selfCommand () =
     else
         path, []
 
-let private startInfo (file: string) (args: string seq) =
+// Starts a process; `redirect` gives this one its standard streams, otherwise it shares the console.
+let private start (file: string) (args: string seq) (redirect: bool) =
     let psi = ProcessStartInfo(file)
 
     for a in args do
         psi.ArgumentList.Add a
 
-    psi.RedirectStandardOutput <- true
-    psi.RedirectStandardError <- true
-    psi.RedirectStandardInput <- true
+    psi.RedirectStandardOutput <- redirect
+    psi.RedirectStandardError <- redirect
+    psi.RedirectStandardInput <- redirect
     psi.UseShellExecute <- false
 
     match Process.Start psi with
     | null -> failwithf "could not start %s" file
     | p -> p
 
+/// Runs a process to completion on this console (its output shows as it comes); returns its exit code.
+let runToExit (file: string) (args: string seq) : int =
+    use p = start file args false
+    p.WaitForExit()
+    p.ExitCode
+
 /// Runs a process to completion and returns its last stdout line that is a JSON object.
 let runForJson (file: string) (args: string seq) : JsonElement =
-    use p = startInfo file args
+    use p = start file args true
     let err = p.StandardError.ReadToEndAsync()
     let out = p.StandardOutput.ReadToEnd()
     p.WaitForExit()
@@ -172,7 +179,7 @@ let runForJson (file: string) (args: string seq) : JsonElement =
 
 /// A long-lived worker answering one JSON line per command line written to its stdin.
 type LineWorker(file: string, args: string seq) =
-    let p = startInfo file args
+    let p = start file args true
     let err = Text.StringBuilder()
 
     do

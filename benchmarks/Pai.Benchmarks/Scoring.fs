@@ -503,19 +503,7 @@ let runExact (args: Args) =
             ]
 
         models
-        |> List.map (fun m ->
-            let psi =
-                ProcessStartInfo(exe, exeArgs @ [ "exact-scoring"; "--models"; m ] @ options)
-
-            psi.UseShellExecute <- false
-
-            use child =
-                match Process.Start psi with
-                | null -> failwithf "could not start %s" exe
-                | p -> p
-
-            child.WaitForExit()
-            child.ExitCode)
+        |> List.map (fun m -> runToExit exe (exeArgs @ [ "exact-scoring"; "--models"; m ] @ options))
         |> List.fold max 0
     else
         let criteria = args.List("criteria", List.map fst exactCriteria)
