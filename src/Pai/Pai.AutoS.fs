@@ -68,7 +68,9 @@ module Features =
                 match all |> List.tryFind (fun f -> name f = n) with
                 | Some f when List.contains f acc -> Error $"feature '%s{n}' is given twice"
                 | Some f -> go (f :: acc) tail
-                | None -> Error $"unknown feature '%s{n}'; valid features: %s{valid}"
+                | None ->
+                    let hint = Suggestion.didYouMean (List.map name all) n
+                    Error $"unknown feature '%s{n}'%s{hint}; valid features: %s{valid}"
 
         go [] names
 

@@ -6,6 +6,55 @@ open System
 open System.Globalization
 open Pai.Torch
 
+/// "Did you mean" hints for mistyped names: criteria, statistics, functions, features.
+module Suggestion =
+    /// Edit distance: insertions, deletions, substitutions and swaps of adjacent letters
+    /// ("snpi" is one swap from "snip").
+    let distance (a: string) (b: string) =
+        let d = Array2D.zeroCreate (a.Length + 1) (b.Length + 1)
+
+        for i in 0 .. a.Length do
+            d.[i, 0] <- i
+
+        for j in 0 .. b.Length do
+            d.[0, j] <- j
+
+        for i in 1 .. a.Length do
+            for j in 1 .. b.Length do
+                let cost = if a.[i - 1] = b.[j - 1] then 0 else 1
+                let best = min (min (d.[i - 1, j] + 1) (d.[i, j - 1] + 1)) (d.[i - 1, j - 1] + cost)
+
+                d.[i, j] <-
+                    if i > 1 && j > 1 && a.[i - 1] = b.[j - 2] && a.[i - 2] = b.[j - 1] then
+                        min best (d.[i - 2, j - 2] + 1)
+                    else
+                        best
+
+        d.[a.Length, b.Length]
+
+    /// " (did you mean 'snip'?)" naming the candidates nearest to what was typed (ignoring case)
+    /// when one is within an edit per three letters (at least one edit), else "": written
+    /// right after the unknown name.
+    let didYouMean (candidates: string seq) (typed: string) : string =
+        let near =
+            candidates
+            |> Seq.distinct
+            |> Seq.map (fun c -> c, distance (typed.ToLowerInvariant()) (c.ToLowerInvariant()))
+            |> Seq.filter (fun (_, d) -> d > 0 && d <= max 1 (typed.Length / 3))
+            |> List.ofSeq
+
+        match near with
+        | [] -> ""
+        | _ ->
+            let nearest = near |> List.minBy snd |> snd
+
+            let names =
+                near
+                |> List.filter (fun (_, d) -> d = nearest)
+                |> List.map (fun (c, _) -> $"'%s{c}'")
+
+            $""" (did you mean %s{String.Join(" or ", names)}?)"""
+
 /// A criterion's formula: an expression over per-weight statistics (higher score = keep). In F#
 /// the operators + − * / ** (a float exponent), unary −, abs, and the functions of the Formula
 /// module build it; users write the same as text (Formula.parse).
@@ -100,6 +149,23 @@ module Formula =
         | Expr.GlobalNormalized a
         | Expr.Rank a -> [ a ]
 
+    /// The nesting depth: the most operators and functions on one path from the top to a
+    /// statistic or number (theta: 0, abs(theta * grad): 2). Measured with an explicit stack, so
+    /// an expression of any depth can be measured before a recursive walk meets it.
+    let depth (e: Expr) : int =
+        let pending = Collections.Generic.Stack<Expr * int>()
+        pending.Push(e, 0)
+        let mutable deepest = 0
+
+        while pending.Count > 0 do
+            let e, d = pending.Pop()
+            deepest <- max deepest d
+
+            for c in children e do
+                pending.Push(c, d + 1)
+
+        deepest
+
     /// The distinct statistics a formula reads, in order of first appearance.
     let statistics (e: Expr) : Statistic list =
         let rec go e =
@@ -187,15 +253,30 @@ module Formula =
     /// The functions formulas may use, with what they do (for help and errors).
     let functionsDescribed = functions |> List.map (fun (n, _, d) -> n, d)
 
+    /// The names of the statistics a formula may read (temperatures are their parameters).
+    let statisticNames =
+        Statistic.described |> List.map (fun (n, _) -> n.Split('(').[0])
+
+    /// The longest formula text parse accepts, in characters.
+    [<Literal>]
+    let MaxLength = 10000
+
+    /// The deepest nesting parse accepts. Parentheses, functions, unary minus, ^ and each operator
+    /// of a chain (a + b + c) add a level; the bound keeps the parser and every recursive walk
+    /// over an expression (evaluation, the canonical text) far from the end of the stack.
+    [<Literal>]
+    let MaxDepth = 256
+
     /// What a formula may contain, for error messages.
     let help () =
         let stats = Statistic.described |> List.map fst |> String.concat ", "
         let fns = functions |> List.map (fun (n, _, _) -> n + "(…)") |> String.concat ", "
 
-        $"statistics: %s{stats}; functions: %s{fns}; operators: + - * / ^ (a number exponent), unary -, numbers, parentheses; temperatures are written into the statistic, e.g. grad(T=200)"
+        $"statistics: %s{stats}; functions: %s{fns}; operators: + - * / ^ (a number exponent), unary -, numbers, parentheses; temperatures are written into the statistic, e.g. grad(T=200); at most %d{MaxDepth} levels of nesting and %d{MaxLength} characters"
 
     type private Token =
-        | Number of float
+        /// The value and the text typed for it.
+        | Number of float * string
         | Name of string
         | Symbol of char
         | End
@@ -223,11 +304,12 @@ module Formula =
                           || ((text.[i] = '-' || text.[i] = '+') && (text.[i - 1] = 'e' || text.[i - 1] = 'E'))) do
                     i <- i + 1
 
-                match
-                    Double.TryParse(text.Substring(start, i - start), NumberStyles.Float, CultureInfo.InvariantCulture)
-                with
-                | true, v -> tokens.Add(Number v, start)
-                | _ -> raise (ParseError(start, $"'%s{text.Substring(start, i - start)}' is not a number"))
+                let typed = text.Substring(start, i - start)
+
+                match Double.TryParse(typed, NumberStyles.Float, CultureInfo.InvariantCulture) with
+                | true, v when Double.IsFinite v -> tokens.Add(Number(v, typed), start)
+                | true, _ -> raise (ParseError(start, $"'%s{typed}' is too large: numbers must be finite"))
+                | _ -> raise (ParseError(start, $"'%s{typed}' is not a number"))
             elif Char.IsLetter c || c = '_' then
                 let start = i
 
@@ -248,6 +330,11 @@ module Formula =
     /// token (a caret under the text) and list what a formula may contain.
     let parse (text: string) : Result<Expr, string> =
         try
+            if text.Length > MaxLength then
+                raise (
+                    ParseError(0, $"the formula is %d{text.Length} characters long; at most %d{MaxLength} are allowed")
+                )
+
             let tokens = tokenize text
             let mutable pos = 0
             let peek () = fst tokens.[pos]
@@ -255,12 +342,28 @@ module Formula =
 
             let describe t =
                 match t with
-                | Number v -> $"number %s{number v}"
+                | Number(_, typed) -> $"number %s{typed}"
                 | Name n -> $"'%s{n}'"
                 | Symbol c -> $"'%c{c}'"
                 | End -> "the end of the formula"
 
             let fail (message: string) = raise (ParseError(at (), message))
+
+            let tooDeep (found: string) =
+                $"the formula nests %s{found} levels deep; at most %d{MaxDepth} are allowed (parentheses, functions, unary minus, ^ and each operator of a chain such as a + b + c add a level)"
+
+            // The levels the parser is inside (parentheses, functions, unary minus): each is a
+            // recursion, so the bound is checked before descending, at the token that opens it.
+            let mutable nesting = 0
+
+            let nested (parse: unit -> Expr) =
+                if nesting = MaxDepth then
+                    fail (tooDeep $"more than %d{MaxDepth}")
+
+                nesting <- nesting + 1
+                let e = parse ()
+                nesting <- nesting - 1
+                e
 
             let expect (c: char) =
                 match peek () with
@@ -275,9 +378,9 @@ module Formula =
                     true
                 | _ -> false
 
-            // Named parameters of a statistic: only the temperature T, a positive number.
+            // Named parameters of a statistic: only the temperature T, a positive number, once.
             let parameters (name: string) =
-                let mutable t = 1.0
+                let mutable t = None
 
                 match peek () with
                 | Symbol '(' ->
@@ -285,6 +388,7 @@ module Formula =
 
                     let rec loop () =
                         match peek () with
+                        | Name "t" when t.IsSome -> fail $"%s{name} is given the temperature T twice; give it once"
                         | Name "t" ->
                             pos <- pos + 1
                             expect '='
@@ -292,12 +396,12 @@ module Formula =
                             let negative = minus ()
 
                             match peek () with
-                            | Number v when not negative && v > 0.0 && Double.IsFinite v ->
-                                t <- v
+                            | Number(v, _) when not negative && v > 0.0 ->
+                                t <- Some v
                                 pos <- pos + 1
-                            | Number v ->
-                                let v = if negative then -v else v
-                                fail $"the temperature of %s{name} must be a positive number, got %s{number v}"
+                            | Number(_, typed) ->
+                                let typed = if negative then "-" + typed else typed
+                                fail $"the temperature of %s{name} must be a positive number, got %s{typed}"
                             | tok -> fail $"expected a temperature after T= but found %s{describe tok}"
 
                             match peek () with
@@ -311,7 +415,7 @@ module Formula =
                     loop ()
                 | _ -> ()
 
-                t
+                defaultArg t 1.0
 
             let statistic (name: string) : Expr option =
                 let withT make =
@@ -357,11 +461,12 @@ module Formula =
             and unary () =
                 match peek () with
                 | Symbol '-' ->
-                    pos <- pos + 1
+                    nested (fun () ->
+                        pos <- pos + 1
 
-                    match unary () with
-                    | Expr.Constant k -> Expr.Constant -k
-                    | e -> Expr.Negation e
+                        match unary () with
+                        | Expr.Constant k -> Expr.Constant -k
+                        | e -> Expr.Negation e)
                 | _ -> power ()
 
             and power () =
@@ -375,7 +480,7 @@ module Formula =
                         let negative = minus ()
 
                         match peek () with
-                        | Number v ->
+                        | Number(v, _) ->
                             pos <- pos + 1
                             if negative then -v else v
                         | tok -> fail $"expected a number exponent after '^' but found %s{describe tok}"
@@ -395,29 +500,32 @@ module Formula =
             and atom () =
                 let tok = peek ()
 
+                // A parenthesized formula: expr () then the closing ')'.
+                let group () =
+                    nested (fun () ->
+                        expect '('
+                        let e = expr ()
+                        expect ')'
+                        e)
+
                 match tok with
-                | Number v ->
+                | Number(v, _) ->
                     pos <- pos + 1
                     Expr.Constant v
-                | Symbol '(' ->
-                    pos <- pos + 1
-                    let e = expr ()
-                    expect ')'
-                    e
+                | Symbol '(' -> group ()
                 | Name n ->
                     let start = at ()
                     pos <- pos + 1
 
                     match functions |> List.tryFind (fun (f, _, _) -> f = n) with
-                    | Some(_, make, _) ->
-                        expect '('
-                        let e = expr ()
-                        expect ')'
-                        make e
+                    | Some(_, make, _) -> make (group ())
                     | None ->
                         match statistic n with
                         | Some e -> e
-                        | None -> raise (ParseError(start, $"unknown statistic or function '%s{n}'"))
+                        | None ->
+                            let names = statisticNames @ (functions |> List.map (fun (f, _, _) -> f))
+                            let hint = Suggestion.didYouMean names n
+                            raise (ParseError(start, $"unknown statistic or function '%s{n}'%s{hint}"))
                 | _ -> fail $"expected a statistic, a number, a function or '(' but found %s{describe tok}"
 
             if String.IsNullOrWhiteSpace text then
@@ -428,6 +536,12 @@ module Formula =
             match peek () with
             | End -> ()
             | tok -> fail $"unexpected %s{describe tok} (an operator is missing?)"
+
+            // Chains and powers nest the expression without nesting the parser: measured here,
+            // before the first recursive walk (statistics, render).
+            match depth e with
+            | d when d > MaxDepth -> raise (ParseError(0, tooDeep (string d)))
+            | _ -> ()
 
             if statistics e |> List.isEmpty then
                 raise (ParseError(0, "the formula reads no statistic: it would give every weight the same score"))
@@ -444,8 +558,21 @@ module Formula =
 
             Ok e
         with ParseError(position, message) ->
-            let caret = String(' ', position) + "^"
-            Error $"bad criterion formula: %s{message}\n  %s{text}\n  %s{caret}\n%s{help ()}"
+            // A long formula is shown as the stretch around the caret.
+            let width = 100
+
+            let start =
+                if text.Length <= width then
+                    0
+                else
+                    max 0 (position - width / 2)
+
+            let stop = min text.Length (start + width)
+            let before = if start > 0 then "…" else ""
+            let after = if stop < text.Length then "…" else ""
+            let shown = before + text.Substring(start, stop - start) + after
+            let caret = String(' ', before.Length + position - start) + "^"
+            Error $"bad criterion formula: %s{message}\n  %s{shown}\n  %s{caret}\n%s{help ()}"
 
 /// Evaluating formulas and criteria.
 module Criteria =

@@ -113,12 +113,17 @@ module Registry =
             && name |> Seq.forall (fun ch -> Char.IsLetterOrDigit ch || ch = '_')
             && (Formula.parse name |> Result.isError)
             ->
+            // A bare word may be a mistyped criterion or a mistyped statistic.
+            let hint = Suggestion.didYouMean (names @ Formula.statisticNames) name
+
             Error
-                $"""unknown criterion '%s{name}'; valid criteria: %s{String.Join(", ", names)}; or write a formula over statistics, e.g. "abs(theta * grad)" (see `pai list criteria`)"""
+                $"""unknown criterion '%s{name}'%s{hint}; valid criteria: %s{String.Join(", ", names)}; or write a formula over statistics, e.g. "abs(theta * grad)" (see `pai list criteria`)"""
         | None -> Criteria.parse name
 
     /// The built-in called name at the default temperatures (throws on unknown names).
     let find (name: string) : Criterion =
         match builtIns |> List.tryFind (fun c -> c.Name = name) with
         | Some b -> instantiate Temperatures.Default b
-        | None -> invalidArg "name" $"""unknown built-in criterion '%s{name}'; valid: %s{String.Join(", ", names)}"""
+        | None ->
+            let hint = Suggestion.didYouMean names name
+            invalidArg "name" $"""unknown built-in criterion '%s{name}'%s{hint}; valid: %s{String.Join(", ", names)}"""

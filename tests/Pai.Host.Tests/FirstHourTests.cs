@@ -76,7 +76,8 @@ public sealed class FirstHourTests
     [InlineData("run --lr 0", "--lr must be above 0")]
     [InlineData("prune -c snip -s abc", "--sparsity: 'abc' is not a number")]
     [InlineData("prune -c snip -s 1", "--sparsity must be at least 0 and below 1")]
-    [InlineData("prune -c \"abs(theta*grod)\" -s 0.9", "unknown statistic or function 'grod'")]
+    [InlineData("prune -c \"abs(theta*grod)\" -s 0.9", "unknown statistic or function 'grod' (did you mean 'grad'?)")]
+    [InlineData("prune -c snpi -s 0.9", "unknown criterion 'snpi' (did you mean 'snip'?)")]
     [InlineData("train --threads 100000", "--threads 100000 is more than")]
     [InlineData("prune -c snip -s 0.9 --device cuda", "--device cuda: this libtorch has no CUDA")]
     [InlineData("train --device gpu", "unknown device 'gpu': use cpu, cuda or cuda:N")]
@@ -92,6 +93,17 @@ public sealed class FirstHourTests
         Assert.DoesNotContain("   at ", err); // no stack trace
         Assert.False(File.Exists(Path.Combine(dir.Path, SqliteRunStore.DatabaseFileName)), "a refused command left a store behind");
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(60), $"refusing took {watch.Elapsed}");
+    }
+
+    // A formula the parser could not nest through without overflowing the stack (which no handler
+    // can catch) is refused by its length or depth; the formulas have no spaces, so Split keeps them whole.
+    [Fact]
+    public void A_formula_nested_too_deep_is_refused_at_the_door()
+    {
+        var deep = new string('(', 10000) + "theta" + new string(')', 10000);
+        Bad_input_is_refused_at_the_door_naming_the_option($"prune -c {deep} -s 0.9", "the formula is 20005 characters long; at most 10000 are allowed");
+        var nested = string.Concat(Enumerable.Repeat("abs(", 300)) + "theta" + new string(')', 300);
+        Bad_input_is_refused_at_the_door_naming_the_option($"prune -c {nested} -s 0.9", "the formula nests more than 256 levels deep; at most 256 are allowed");
     }
 
     static IEnumerable<string> Split(string command) =>

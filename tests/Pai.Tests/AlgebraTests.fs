@@ -91,7 +91,33 @@ let private badFormulas =
         "2 * 3", 0, "reads no statistic"
         "", 0, "the formula is empty"
         "theta + layernorm(2)", 0, "'layernorm(2)' normalizes or ranks a constant"
+        // The number as typed, not as parsed (1e999 parses to infinity).
+        "abs(theta)^1e999", 11, "'1e999' is too large: numbers must be finite"
+        "grad(T=1e999)", 7, "'1e999' is too large"
+        "grad(T=1, T=2)", 10, "grad is given the temperature T twice"
+        "theta * fishr", 8, "unknown statistic or function 'fishr' (did you mean 'fisher'?)"
+        "abss(theta)", 0, "unknown statistic or function 'abss' (did you mean 'abs'?)"
     ]
+
+let private repeat (n: int) (s: string) = String.replicate n s
+
+/// Formulas nested `levels` deep in each way that nests, with the formula each equals on the
+/// weights (a statistic, so scoring checks evaluation end to end).
+let private nestedShapes (levels: int) =
+    [
+        "parentheses", repeat levels "(" + "theta" + repeat levels ")", theta
+        "functions", repeat levels "abs(" + "theta" + repeat levels ")", abs theta
+        "unary minus", repeat levels "-" + "theta", (if levels % 2 = 0 then theta else -theta)
+        // Each ^ nests the expression; levels − 1 parentheses around it.
+        "powers", repeat (levels - 1) "(" + "theta^1" + repeat (levels - 1) ")^1", theta
+        "an operator chain", "theta" + repeat levels " - 0", theta
+    ]
+
+/// The first line of the error parse gives for text (failing if it parses).
+let private refusal (text: string) =
+    match Formula.parse text with
+    | Ok e -> failwith $"parsed a formula of %d{text.Length} characters, %d{Formula.depth e} deep"
+    | Error message -> message.Split('\n').[0]
 
 /// The checks of one bad formula.
 let private badFormula (text: string, column: int, problem: string) =
@@ -117,6 +143,104 @@ let tests =
                         let text, _, _ = case
                         testCase (sprintf "%A" text) (fun () -> badFormula case)
                 ]
+            testCase "the deepest formula allowed parses, renders and scores; one level deeper is refused"
+            <| fun () ->
+                let model, batches = setup ()
+                use _ = model
+                let ctx = context model batches 5UL
+
+                for shape, text, equal in nestedShapes Formula.MaxDepth do
+                    // On a thread of its own: the default stack of a secondary thread, smaller
+                    // than the main thread's.
+                    onOtherThread (fun () ->
+                        match Formula.parse text with
+                        | Error message -> failwith $"%s{shape}: %s{message}"
+                        | Ok e ->
+                            let rendered = Formula.render e
+
+                            match Formula.parse rendered with
+                            | Ok back -> Expect.equal (Formula.render back) rendered $"%s{shape}: render parses back"
+                            | Error message -> failwith $"%s{shape}: %s{message}"
+
+                            Expect.equal (Formula.statistics e) [ Statistic.Theta ] $"%s{shape}: statistics"
+                            Expect.isLessThanOrEqual (Formula.depth e) Formula.MaxDepth $"%s{shape}: depth"
+
+                            Expect.equal
+                                (scoresOf ctx (criterionOf e))
+                                (scoresOf ctx (criterionOf equal))
+                                $"%s{shape}: scores")
+
+                for shape, text, _ in nestedShapes (Formula.MaxDepth + 1) do
+                    let line = refusal text
+                    Expect.stringContains line "levels deep; at most 256 are allowed" shape
+                    // The expression's depth is known exactly; the parser's nesting as "more than".
+                    let found =
+                        if shape = "an operator chain" || shape = "powers" then
+                            "257"
+                        else
+                            "more than 256"
+
+                    Expect.stringContains line $"the formula nests %s{found} levels deep" shape
+            testCase "formulas nested far too deep or too long are refused with the limit, not a crash"
+            <| fun () ->
+                let tooLong n =
+                    $"the formula is %d{n} characters long; at most %d{Formula.MaxLength} are allowed"
+
+                for text in
+                    [
+                        repeat 10000 "(" + "theta" + repeat 10000 ")"
+                        repeat 10000 "abs(" + "theta" + repeat 10000 ")"
+                        repeat 10000 "(" + "theta"
+                        repeat 60000 "("
+                        repeat 10000 "-" + "theta"
+                        "theta" + repeat 5000 "+1"
+                    ] do
+                    Expect.equal (refusal text) ("bad criterion formula: " + tooLong text.Length) "refusal text"
+
+                // Within the length, unclosed parentheses meet the depth bound before the missing ')'.
+                Expect.stringContains (refusal (repeat 5000 "(" + "theta")) "nests more than 256 levels deep" "unclosed"
+                // Long input is shown as the stretch around the caret, not whole.
+                match Formula.parse (repeat 5000 "(" + "theta") with
+                | Error message -> Expect.isLessThan (message.Split('\n').[1].Length) 110 "the echoed formula"
+                | Ok _ -> failwith "parsed"
+                // The longest formula allowed parses.
+                let longest = "theta" + String(' ', Formula.MaxLength - 5)
+                Expect.isOk (Formula.parse longest) "a formula of MaxLength characters"
+                Expect.stringContains (refusal (longest + " ")) (tooLong (Formula.MaxLength + 1)) "one character more"
+            testCase "a mistyped name gets the nearest names as a suggestion"
+            <| fun () ->
+                Expect.equal (Suggestion.distance "snpi" "snip") 1 "a swap is one edit"
+                Expect.equal (Suggestion.distance "grod" "grad") 1 "a substitution is one edit"
+                Expect.equal (Suggestion.distance "hts" "hutch_obd") 7 "distance"
+                Expect.equal (Suggestion.didYouMean Registry.names "snpi") " (did you mean 'snip'?)" "snpi"
+                Expect.equal (Suggestion.didYouMean Registry.names "SNPI") " (did you mean 'snip'?)" "case"
+
+                Expect.equal
+                    (Suggestion.didYouMean [ "grad"; "grid" ] "grud")
+                    " (did you mean 'grad' or 'grid'?)"
+                    "ties"
+
+                Expect.equal (Suggestion.didYouMean Registry.names "bogus") "" "nothing near"
+
+                let error text =
+                    match Registry.resolve Temperatures.Default text with
+                    | Ok _ -> failwith $"resolved '%s{text}'"
+                    | Error message -> message
+
+                Expect.stringContains
+                    (error "snpi")
+                    "unknown criterion 'snpi' (did you mean 'snip'?); valid criteria"
+                    "snpi"
+                // A bare word may be a mistyped statistic.
+                Expect.stringContains (error "fishr") "unknown criterion 'fishr' (did you mean 'fisher'?)" "fishr"
+                Expect.stringContains (error "hutch_ob") "(did you mean 'hutch_obd'?)" "hutch_ob"
+
+                match Features.parse "theta,gard" with
+                | Ok _ -> failwith "parsed an unknown feature"
+                | Error message -> Expect.stringContains message "unknown feature 'gard' (did you mean 'grad'?)" "gard"
+
+                let e = throws<ArgumentException>(fun () -> Registry.find "magnitud" |> ignore)
+                Expect.stringContains e.Message "(did you mean 'magnitude'?)" "find"
             (property "the canonical text parses back to the same formula" 200 genExpr (fun e ->
                 match Formula.parse (Formula.render e) with
                 | Ok back -> Expect.equal (Formula.render back) (Formula.render e) "Formula.render back"
