@@ -74,6 +74,17 @@ public class ImageFolderTests
 
     static void Truncate(string path) => File.WriteAllBytes(path, File.ReadAllBytes(path)[..300]);
 
+    // Patches a valid JPEG's frame header (SOF0: FFC0, length (2), precision (1), height (2), width (2))
+    // to claim width × height; the scan still holds the small image.
+    static void ClaimSize(string path, int width, int height)
+    {
+        var bytes = File.ReadAllBytes(path);
+        var i = 2; // after SOI
+        while (!(bytes[i] == 0xFF && bytes[i + 1] == 0xC0)) i += 2 + (bytes[i + 2] << 8 | bytes[i + 3]);
+        (bytes[i + 5], bytes[i + 6], bytes[i + 7], bytes[i + 8]) = ((byte)(height >> 8), (byte)height, (byte)(width >> 8), (byte)width);
+        File.WriteAllBytes(path, bytes);
+    }
+
     [Fact]
     public void Jpeg_round_trip_is_within_jpeg_tolerance()
     {
@@ -260,6 +271,121 @@ public class ImageFolderTests
         var batches = Run(lenient, 0);
         Assert.Equal(8 * 3 * 16 * 16, batches.Sum(b => b.Length));
         Assert.Equal([bad], lenient.SkippedFiles.Keys);
+    }
+
+    [Fact]
+    public void A_jpeg_whose_header_claims_65000_by_65000_pixels_is_a_bad_image_in_memory_and_streamed()
+    {
+        const string claim = "its header claims 65000×65000 pixels";
+        using var tiny = new TempDirectory();
+        WriteTiny(tiny.Path);
+        var bad = Path.Combine(tiny.Path, "train", Sorted[1], "images", $"{Sorted[1]}_0.JPEG");
+        ClaimSize(bad, 65000, 65000);
+        var decode = Assert.Throws<DatasetException>(() => Jpeg.Decode(File.ReadAllBytes(bad), bad, minSide: 256));
+        Assert.Equal(bad, decode.File);
+        Assert.Contains(claim, decode.Message);
+        // The bound is on pixels, not sides: a 20000×1000 panorama is believed, and its short scan is what fails.
+        ClaimSize(bad, 20000, 1000);
+        Assert.DoesNotContain("header claims", Assert.Throws<DatasetException>(() => Jpeg.Decode(File.ReadAllBytes(bad), bad)).Message);
+        ClaimSize(bad, 65000, 65000);
+
+        var strict = Assert.Throws<DatasetException>(() => DatasetRegistry.Load("tinyimagenet", DatasetSplit.Train, tiny.Path));
+        Assert.Equal(bad, strict.File);
+        Assert.Contains(claim, strict.Message);
+        Assert.Contains("--skip-bad-images", strict.Message);
+        using (var skipped = DatasetRegistry.Load("tinyimagenet", DatasetSplit.Train, tiny.Path, skipBadImages: true))
+        {
+            Assert.Equal([bad], skipped.SkippedFiles);
+            Assert.Equal([0L, 0, 0, 1, 1, 2, 2, 2], skipped.LabelArray());
+        }
+
+        using var net = new TempDirectory();
+        WriteImageNet(net.Path);
+        var big = Path.Combine(net.Path, "train", Sorted[0], $"{Sorted[0]}_2.JPEG");
+        ClaimSize(big, 65000, 65000);
+        var folder = DatasetRegistry.OpenImageFolder("imagenet", DatasetSplit.Train, net.Path);
+        var info = DatasetRegistry.Info("imagenet");
+        foreach (var pipeline in new[] { ImagePipeline.Train, ImagePipeline.Eval }) // full size, and DCT-scaled
+        {
+            var e = Assert.Throws<DatasetException>(() => Run(new ImageFolderLoader(folder, 4, pipeline, info.Mean, info.Std, size: 16, threads: 2), 0));
+            Assert.Equal(big, e.File);
+            Assert.Contains(claim, e.Message);
+            var lenient = new ImageFolderLoader(folder, 4, pipeline, info.Mean, info.Std, size: 16, threads: 2, skipBadImages: true);
+            Assert.Equal(8 * 3 * 16 * 16, Run(lenient, 0).Sum(b => b.Length));
+            Assert.Equal([big], lenient.SkippedFiles.Keys);
+            Assert.Contains(claim, lenient.SkippedFiles[big]);
+        }
+
+        // The command line: a one-line error naming the file, exit code 2, and nothing written.
+        using var work = new TempDirectory();
+        var (code, stdout, stderr) = CliEndToEndTests.RunIn(work.Path, "train", "-m", "lenet5", "-d", "tinyimagenet", "--data", tiny.Path, "-e", "1", "--max-batches", "1");
+        Assert.True(code == 2, $"exit {code}\n{stdout}\n{stderr}");
+        Assert.Contains($"{bad}: cannot decode the image: {claim}", stderr);
+        Assert.DoesNotContain("Exception", stderr);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(work.Path));
+    }
+
+    [Fact]
+    public void A_tiny_imagenet_split_too_large_for_one_array_is_refused_before_decoding()
+    {
+        using var dir = new TempDirectory();
+        WriteTiny(dir.Path);
+        // 174763 images of 64×64×3 bytes are one more than an array holds.
+        File.WriteAllLines(Path.Combine(dir.Path, "val", "val_annotations.txt"), Enumerable.Repeat($"val_0.JPEG\t{Wnids[0]}\t0\t0\t63\t63", 174_763));
+        var e = Assert.Throws<DatasetException>(() => DatasetRegistry.Load("tinyimagenet", DatasetSplit.Test, dir.Path));
+        Assert.StartsWith("tinyimagenet: the val split lists 174763 images, 2147487744 bytes decoded at 64×64, more than one in-memory array holds", e.Message);
+        Assert.Equal(Path.Combine(dir.Path, "val"), e.File);
+    }
+
+    [Fact]
+    public void A_split_whose_every_image_is_skipped_is_refused_with_one_message_in_memory_and_streamed()
+    {
+        using var tiny = new TempDirectory();
+        WriteTiny(tiny.Path);
+        foreach (var f in Directory.GetFiles(Path.Combine(tiny.Path, "val", "images"))) Truncate(f);
+        var memory = Assert.Throws<DatasetException>(() => DatasetRegistry.Load("tinyimagenet", DatasetSplit.Test, tiny.Path, skipBadImages: true));
+        Assert.StartsWith("tinyimagenet: none of the 6 images read from the val split could be decoded (--skip-bad-images skipped every one); first: ", memory.Message);
+        Assert.Equal(ImageFolder.TinyImageNet(tiny.Path, DatasetSplit.Test, "").Samples[0].File, memory.File); // the first in sample order
+
+        using var net = new TempDirectory();
+        WriteImageNet(net.Path);
+        foreach (var f in Directory.GetFiles(Path.Combine(net.Path, "train"), "*.JPEG", SearchOption.AllDirectories)) Truncate(f);
+        var folder = DatasetRegistry.OpenImageFolder("imagenet", DatasetSplit.Train, net.Path);
+        var info = DatasetRegistry.Info("imagenet");
+        var loader = new ImageFolderLoader(folder, 4, ImagePipeline.Train, info.Mean, info.Std, size: 16, seed: 1, threads: 2, skipBadImages: true);
+        var streamed = Assert.Throws<DatasetException>(() => Run(loader, 0));
+        Assert.StartsWith("imagenet: none of the 9 images read from the train split could be decoded (--skip-bad-images skipped every one); first: ", streamed.Message);
+        Assert.Equal(folder.Samples[0].File, streamed.File);
+        Assert.Contains($"; first: {folder.Samples[0].File}: cannot decode the image: ", streamed.Message);
+
+        // A run says so before any training step, instead of a NaN loss blamed on the learning rate.
+        using var work = new TempDirectory();
+        var (code, stdout, stderr) = CliEndToEndTests.RunIn(work.Path, "train", "-m", "resnet20", "-d", "imagenet", "--data", net.Path, "--skip-bad-images",
+            "-e", "1", "--max-batches", "2", "--batch-size", "4", "--threads", "2");
+        Assert.True(code == 2, $"exit {code}\n{stdout}\n{stderr}");
+        Assert.Contains("imagenet: none of the 9 images read from the train split could be decoded", stderr);
+        Assert.DoesNotContain("diverged", stderr);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(work.Path));
+    }
+
+    [Fact]
+    public void A_streamed_batch_whose_every_image_is_skipped_is_left_out_and_refused_in_a_data_parallel_run()
+    {
+        using var dir = new TempDirectory();
+        WriteImageNet(dir.Path);
+        foreach (var f in Directory.GetFiles(Path.Combine(dir.Path, "train", Sorted[1]))) Truncate(f); // samples 3..5: the second batch of 3
+        var folder = DatasetRegistry.OpenImageFolder("imagenet", DatasetSplit.Train, dir.Path);
+        var info = DatasetRegistry.Info("imagenet");
+        var loader = new ImageFolderLoader(folder, 3, ImagePipeline.Eval, info.Mean, info.Std, size: 16, shuffle: false, threads: 2, skipBadImages: true);
+        var batches = Run(loader, 0);
+        Assert.Equal(2, batches.Count); // not a batch of nothing, whose loss is NaN
+        Assert.All(batches, b => Assert.Equal(3 * 3 * 16 * 16, b.Length));
+        Assert.Equal(3, loader.SkippedFiles.Count);
+        // Ranks step together, so none can leave a batch out: rank 0 of 2 reads samples 0, 2, 4, 6; its third batch of 1 is bad.
+        var rank = new ImageFolderLoader(folder, 1, ImagePipeline.Eval, info.Mean, info.Std, size: 16, shuffle: false, threads: 1, skipBadImages: true, rank: 0, worldSize: 2);
+        var e = Assert.Throws<DatasetException>(() => Run(rank, 0));
+        Assert.Contains("every image of batch 3 of epoch 1 on rank 0 was skipped", e.Message);
+        Assert.Throws<ArgumentException>(() => new ImageFolderLoader(folder, 20000, ImagePipeline.Eval, info.Mean, info.Std));
     }
 
     [Fact]

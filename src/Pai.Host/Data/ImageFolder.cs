@@ -170,7 +170,13 @@ public sealed class ImageFolder
     public Dataset LoadInMemory(int side, IReadOnlyList<double> mean, IReadOnlyList<double> std, bool skipBadImages = false, int threads = 0)
     {
         var plane = 3 * side * side;
-        var pixels = new byte[(long)Samples.Count * plane];
+        // The count comes from the folder (Tiny ImageNet's val split: from val_annotations.txt's
+        // lines); past one array the cache cannot be allocated, and sample offsets would overflow.
+        if ((long)Samples.Count * plane > Array.MaxLength)
+            throw new DatasetException(
+                $"{Name}: the {SplitFolder(Split)} split lists {Samples.Count} images, {(long)Samples.Count * plane} bytes decoded at {side}×{side}, " +
+                $"more than one in-memory array holds ({Array.MaxLength} bytes); check that {Root} holds the data set and nothing else", Path.Combine(Root, SplitFolder(Split)));
+        var pixels = new byte[Samples.Count * plane];
         var bad = new ConcurrentDictionary<int, string>();
         var options = new ParallelOptions { MaxDegreeOfParallelism = threads > 0 ? threads : Environment.ProcessorCount };
         try
@@ -209,7 +215,7 @@ public sealed class ImageFolder
         }
         var keep = Enumerable.Range(0, Samples.Count).Where(i => !bad.ContainsKey(i)).ToArray();
         if (keep.Length == 0)
-            throw new DatasetException($"{Name}: none of the {Samples.Count} images of the {SplitFolder(Split)} split could be decoded; first: {bad.OrderBy(p => p.Key).First().Value}", Samples[0].File);
+            throw NoneDecoded(Samples.Count, bad.Keys.Min(), bad[bad.Keys.Min()]);
         var labels = keep.Select(i => (long)Samples[i].Label).ToArray();
         if (keep.Length < Samples.Count)
         {
@@ -224,6 +230,16 @@ public sealed class ImageFolder
             SkippedFiles = bad.OrderBy(p => p.Key).Select(p => Samples[p.Key].File).ToArray(),
         };
     }
+
+    /// <summary>
+    /// The error for a split of which every image read was skipped as undecodable (--skip-bad-images):
+    /// training or scoring on nothing would only fail later, with a misleading cause (a NaN loss).
+    /// </summary>
+    /// <param name="read">How many images were read.</param>
+    /// <param name="first">The first of them, in sample order.</param>
+    /// <param name="reason">Why it could not be decoded (its skip message).</param>
+    internal DatasetException NoneDecoded(long read, int first, string reason) =>
+        new($"{Name}: none of the {read} images read from the {SplitFolder(Split)} split could be decoded (--skip-bad-images skipped every one); first: {reason}", Samples[first].File);
 
     static readonly double[] Raw = [1 / 255.0, 1 / 255.0, 1 / 255.0]; // std that leaves pixels at 0..255
 

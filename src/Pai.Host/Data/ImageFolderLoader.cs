@@ -52,6 +52,10 @@ public sealed class ImageFolderLoader : IBatchSource
         if (size < 1) throw new ArgumentOutOfRangeException(nameof(size), size, "the output size must be at least 1");
         if (mean.Count != 3 || std.Count != 3 || std.Any(s => !(s > 0)))
             throw new ArgumentException("image folders are RGB: give 3 means and 3 positive standard deviations");
+        // A batch's pixels are one float array.
+        if ((long)batchSize * 3 * size * size > Array.MaxLength)
+            throw new ArgumentException(
+                $"a batch of {batchSize} images of {size}×{size} takes more floats than one array holds ({Array.MaxLength}); lower the batch size", nameof(batchSize));
         Sampler = new Sampler(folder.Samples.Count, batchSize, shuffle, seed, dropLast, rank, worldSize);
         Folder = folder;
         Pipeline = pipeline;
@@ -112,6 +116,7 @@ public sealed class ImageFolderLoader : IBatchSource
         using var slots = new SemaphoreSlim(Prefetch);
         using var stop = new CancellationTokenSource();
         var next = -1;
+        long decoded = 0; // images of this epoch that decoded
         var workers = new Thread[Math.Min(Threads, Math.Max(batches, 1))];
         for (var t = 0; t < workers.Length; t++)
         {
@@ -154,9 +159,25 @@ public sealed class ImageFolderLoader : IBatchSource
                 {
                     slots.Release();
                 }
+                if (p.Labels.Length == 0)
+                {
+                    // Every image of the batch was skipped: a batch of nothing would make a NaN loss.
+                    buffers.Add(p.Pixels);
+                    if (Sampler.WorldSize == 1) continue;
+                    // The ranks of a data-parallel run step together: one cannot leave a batch out.
+                    throw new DatasetException(
+                        $"{Folder.Name}: every image of batch {k + 1} of epoch {epoch + 1} on rank {Sampler.Rank} was skipped as undecodable, and in a data-parallel run " +
+                        $"every rank must train on every batch; replace or delete the bad files (first: {skipped[Folder.Samples[(int)order[(long)k * BatchSize]].File]})", Folder.Root);
+                }
+                decoded += p.Labels.Length;
                 var batch = ToBatch(p);
                 buffers.Add(p.Pixels);
                 yield return batch;
+            }
+            if (decoded == 0 && Sampler.SampleCount > 0)
+            {
+                var first = order.Take((int)Sampler.SampleCount).Min();
+                throw Folder.NoneDecoded(Sampler.SampleCount, (int)first, skipped[Folder.Samples[(int)first].File]);
             }
         }
         finally

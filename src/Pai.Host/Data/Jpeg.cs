@@ -22,6 +22,12 @@ public sealed record RgbImage(int Width, int Height, byte[] Pixels)
 public static class Jpeg
 {
     const string Library = "libturbojpeg.so.0";
+    /// <summary>
+    /// The most pixels a decoded image may have: PIL's decompression-bomb limit (2 × 89478485),
+    /// so every JPEG torchvision reads is read here too; at 4 bytes a pixel (CMYK) it still fits one array.
+    /// </summary>
+    public const long MaxPixels = 2 * 89_478_485;
+
     const int PixelFormatRgb = 0, PixelFormatCmyk = 11, ColorspaceCmyk = 3, ColorspaceYcck = 4, ErrorWarning = 0;
 
     [DllImport(Library)] static extern IntPtr tjInitDecompress();
@@ -80,10 +86,14 @@ public static class Jpeg
         if (tjDecompressHeader3(h, jpeg, (nuint)jpeg.Length, out var width, out var height, out _, out var colorspace) != 0)
             throw Bad(file, Error(h));
         if (width <= 0 || height <= 0) throw Bad(file, $"invalid size {width}x{height}");
+        // The header's size is the file's claim, not its content: a few corrupt bytes can claim
+        // 65000×65000, which would overflow the pixel count or allocate gigabytes per thread.
+        if ((long)width * height > MaxPixels)
+            throw Bad(file, $"its header claims {width}×{height} pixels, more than the {MaxPixels} an image may have (PIL's limit)");
         var (w, hh) = ScaledSize(width, height, minSide);
         var cmyk = colorspace is ColorspaceCmyk or ColorspaceYcck;
         var channels = cmyk ? 4 : 3;
-        var pixels = new byte[checked(w * hh * channels)];
+        var pixels = new byte[checked(w * hh * channels)]; // at most 4·MaxPixels
         if (tjDecompress2(h, jpeg, (nuint)jpeg.Length, pixels, w, 0, hh, cmyk ? PixelFormatCmyk : PixelFormatRgb, 0) != 0)
         {
             var message = Error(h);
@@ -143,8 +153,8 @@ public static class Jpeg
     public static byte[] Encode(RgbImage image, int quality = 95)
     {
         if (quality is < 1 or > 100) throw new ArgumentOutOfRangeException(nameof(quality), quality, "JPEG quality is 1..100");
-        if (image.Pixels.Length != image.Width * image.Height * 3)
-            throw new ArgumentException($"{image.Width}x{image.Height} RGB needs {image.Width * image.Height * 3} bytes, got {image.Pixels.Length}", nameof(image));
+        if (image.Pixels.Length != 3L * image.Width * image.Height)
+            throw new ArgumentException($"{image.Width}x{image.Height} RGB needs {3L * image.Width * image.Height} bytes, got {image.Pixels.Length}", nameof(image));
         var h = Compressor();
         IntPtr buffer = IntPtr.Zero;
         nuint size = 0;
