@@ -2,7 +2,7 @@
 criteria of src/Pai/Pai.Registry.fs with the same semantics, on the weights and scoring batches
 Pai exported (so the results can be compared, not only timed).
 
-Semantics (DESIGN.md §5, as Pai computes them): eval mode; g = ∇θ Σᵢ CE(f(xᵢ)/T, yᵢ)/N over the
+Semantics (docs/architecture.md §5, as Pai computes them): eval mode; g = ∇θ Σᵢ CE(f(xᵢ)/T, yᵢ)/N over the
 scoring batches (prunable weights only); snip = |θ⊙g|; grasp = θ⊙(H g) with g and H of the T=200
 loss, g detached; fisher_obd = ½θ²⊙mean(gᵢ²) sample by sample; hutch_obd = ½θ²⊙Ĥ where, per
 scoring batch, the create_graph gradient of the T=200 loss is contracted with `probes` Rademacher
@@ -241,7 +241,7 @@ class Criteria:
         return self.hutchinson(200.0)
 
     def hts_t200(self):
-        """hts with both terms from the T=200 loss (DESIGN.md section 5), as the paper's code."""
+        """hts with both terms from the T=200 loss (docs/architecture.md §5), as the paper's code."""
         g = self.mean_gradient(200.0)
         h = self.hutchinson(200.0)
         return [(w * gi + w.square() * hi * 0.5).abs() for w, gi, hi in zip(self.detached(), g, h)]

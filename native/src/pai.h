@@ -1,4 +1,4 @@
-// Shared conventions of the C ABI (DESIGN.md §3):
+// Shared conventions of the C ABI (docs/architecture.md §3):
 //  * every exported function catches all exceptions, stores the message in a thread-local
 //    and returns null/default; .NET reads it with pai_last_error() and throws;
 //  * tensors are opaque heap handles (at::Tensor*); every call returns a NEW handle that the

@@ -2,7 +2,7 @@ namespace Pai.Torch;
 
 /// <summary>
 /// A thread-static scope that owns every tensor created on this thread while it is the innermost
-/// open scope, and frees them when it closes (DESIGN.md §3.5). Native memory is invisible to the
+/// open scope, and frees them when it closes (docs/architecture.md §3). Native memory is invisible to the
 /// GC, so loops must run inside scopes; a result that should outlive the scope is moved out with
 /// <see cref="Tensor.MoveToOuterScope"/> or <see cref="Tensor.DetachFromScope"/>.
 /// Scopes nest and must be closed innermost first (use <c>using</c>).

@@ -1,4 +1,4 @@
-/// AutoS (DESIGN.md §6): the per-weight features a learned criterion reads at initialization,
+/// AutoS (Liu et al. 2024; docs/architecture.md §6): the per-weight features a learned criterion reads at initialization,
 /// and the criterion that turns a trained predictor of those features into scores.
 namespace Pai
 

@@ -1,5 +1,5 @@
 /// Criteria as algebra over statistics: an expression type with F# operators, its canonical
-/// text, a parser for user formulas, and evaluation on a scoring context. DESIGN.md §2, §5.
+/// text, a parser for user formulas, and evaluation on a scoring context. See docs/architecture.md §1.
 namespace Pai
 
 open System

@@ -1,6 +1,6 @@
 /// The gradient and curvature estimators behind the statistics, public for research use. All
 /// read the model in eval mode, leave its weights unchanged and return tensors owned by the
-/// caller (or the enclosing scope). Formulas: DESIGN.md §5.
+/// caller (or the enclosing scope). Formulas: docs/architecture.md §5.
 namespace Pai
 
 open System

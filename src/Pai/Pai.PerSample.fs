@@ -3,7 +3,7 @@
 /// output gradients δ = ∂(Σᵢ vᵢ·fᵢ)/∂z for a vector vᵢ per sample on the logits fᵢ, and the sum
 /// over samples of the squared per-sample weight gradients Σᵢ (δᵢ aᵢᵀ)² follows from δ and a
 /// without a per-sample backward pass. On it: the empirical and true Fisher diagonals, and the
-/// exact Hessian diagonal of piecewise-linear networks by the Gauss–Newton identity (DESIGN.md §5).
+/// exact Hessian diagonal of piecewise-linear networks by the Gauss–Newton identity (docs/architecture.md §5).
 /// Every statistic is a mean over the scoring samples with the model in eval mode (samples are
 /// then independent, so δᵢ depends on sample i alone), as Estimators.batchLoss's mean loss.
 namespace Pai

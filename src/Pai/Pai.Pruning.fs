@@ -121,7 +121,7 @@ module Selection =
             Layers = layers |> List.map (fun (name, t) -> name, t.DetachFromScope())
         }
 
-/// BN warm-up (DESIGN.md §4): train-mode forward passes with no gradients and no optimizer step,
+/// BN warm-up (docs/architecture.md §4): train-mode forward passes with no gradients and no optimizer step,
 /// so that batch-norm running statistics describe the data before scoring.
 module BnWarmup =
     /// Runs up to `count` batches through the model in train mode, then returns it to eval mode.

@@ -1,5 +1,5 @@
 /// The one registry of criteria: every built-in is one line, its formula as the paper's code
-/// computes it (DESIGN.md §5). CLI help and validation, reports and charts (order, colours),
+/// computes it (docs/architecture.md §5). CLI help and validation, reports and charts (order, colours),
 /// sweeps and pipelines read it; no criterion name is written anywhere else in src/.
 namespace Pai
 

@@ -1,6 +1,6 @@
 /// Statistics: named per-weight quantities computed from the model and the scoring data. A
 /// criterion (Pai.Criteria.fs) is an expression over them; a scoring context computes each
-/// statistic once (StatisticCache), however many criteria read it. DESIGN.md §2, §5.
+/// statistic once (StatisticCache), however many criteria read it. See docs/architecture.md §1.
 namespace Pai
 
 open System

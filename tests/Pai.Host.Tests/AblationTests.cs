@@ -1,7 +1,7 @@
 
 namespace Pai.Host.Tests;
 
-/// <summary>The sanity checks (DESIGN.md §5b): shuffle, reinit and invert do exactly what they say.</summary>
+/// <summary>The sanity checks (docs/architecture.md §5b): shuffle, reinit and invert do exactly what they say.</summary>
 public sealed class AblationTests
 {
     static readonly DataCache Data = new();

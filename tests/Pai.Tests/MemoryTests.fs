@@ -1,5 +1,5 @@
 /// Native memory stays flat over thousands of steps run inside dispose scopes, and the
-/// SafeHandle finalizer frees what no scope owns once the GC collects it (DESIGN.md §3.5).
+/// SafeHandle finalizer frees what no scope owns once the GC collects it (docs/architecture.md §3).
 module Pai.Tests.MemoryTests
 
 open Expecto

@@ -1,4 +1,4 @@
-/// Dispose scopes (DESIGN.md §3.5): tensors made inside a scope are freed when it closes,
+/// Dispose scopes (docs/architecture.md §3): tensors made inside a scope are freed when it closes,
 /// results moved out survive, scopes nest per thread and must close innermost first.
 module Pai.Tests.ScopeTests
 

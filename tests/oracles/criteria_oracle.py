@@ -1,4 +1,4 @@
-"""PyTorch oracle for Pai's criteria (DESIGN.md §5), written from the formulas, not from Pai's code.
+"""PyTorch oracle for Pai's criteria (docs/architecture.md §5), written from the formulas, not from Pai's code.
 Usage: criteria_oracle.py DIR ORACLE_DIR
 DIR holds spec.json, weights.safetensors (Pai's parameters and buffers), batches.safetensors
 (input/i, target/i: the scoring batches) and probes.safetensors (b/j/layer: Hutchinson's probe

@@ -46,7 +46,7 @@ public sealed class BatchSet : IReadOnlyList<Batch>, IDisposable
 
 /// <summary>
 /// The seeded per-class subset that pruning criteria score on: exactly N samples of every class,
-/// the same for the same seed (DESIGN.md §4: the reference code sampled it unseeded).
+/// the same for the same seed (the reference code sampled it unseeded).
 /// </summary>
 public static class ScoringSubset
 {

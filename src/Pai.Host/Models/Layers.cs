@@ -2,7 +2,7 @@
 namespace Pai.Host.Models;
 
 // Layers as modules over Functional ops. Conv and linear weights are prunable; biases and
-// normalization parameters are not (DESIGN.md §4). Forward never disposes its input or
+// normalization parameters are not (docs/architecture.md §4). Forward never disposes its input or
 // intermediates: callers run forward passes inside a DisposeScope.
 
 /// <summary>Fully connected layer y = x·Wᵀ + b over the last dimension. Weight [out, in] is prunable.</summary>

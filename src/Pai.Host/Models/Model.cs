@@ -165,7 +165,7 @@ public abstract class Model : Module, IModelView
     /// <summary>
     /// True when, in eval mode, the logits are linear in each prunable weight taken alone (ReLU,
     /// pooling, eval-mode batch norm, residual sums, every weight used once), so the exact Hessian
-    /// diagonal from the Gauss–Newton identity applies (DESIGN.md §5). Models declare it; false by default.
+    /// diagonal from the Gauss–Newton identity applies (docs/architecture.md §5). Models declare it; false by default.
     /// </summary>
     public virtual bool IsPiecewiseLinear => false;
 

@@ -3,7 +3,7 @@ using Microsoft.FSharp.Collections;
 namespace Pai.Host.Runs;
 
 /// <summary>
-/// The sanity checks of Frankle et al. (2021) and Su et al. (2020), DESIGN.md §5b. "invert" keeps
+/// The sanity checks of Frankle et al. (2021) and Su et al. (2020), docs/architecture.md §5b. "invert" keeps
 /// the lowest scores by negating the criterion's formula (ties as usual; never 1/s) and lives in
 /// <see cref="Experiment.Prune"/>; shuffle and reinit change a mask or the weights it is applied to.
 /// </summary>

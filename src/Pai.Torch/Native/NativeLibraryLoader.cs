@@ -5,7 +5,7 @@ using System.Runtime.InteropServices;
 namespace Pai.Torch.Native;
 
 /// <summary>
-/// Resolves libpai_torch.so explicitly and loudly (DESIGN.md §3.6): next to this assembly, then
+/// Resolves libpai_torch.so explicitly and loudly (docs/architecture.md §3): next to this assembly, then
 /// next to the application, then PAI_NATIVE_LIB, then the system search path. A failure names
 /// what is missing and how to get it instead of a bare DllNotFoundException.
 /// </summary>
