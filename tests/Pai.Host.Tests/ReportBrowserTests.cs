@@ -14,9 +14,9 @@ public class ReportBrowserTests
 {
     const string Chromium = "/usr/bin/chromium";
 
-    static RunRecord Run(string criterion, double sparsity, ulong seed, double top1)
+    static RunRecord Run(string criterion, double sparsity, ulong seed, double top1, string ablation = "none", RunStatus status = RunStatus.Finished)
     {
-        var config = new RunConfig { Criterion = criterion, Sparsity = sparsity, Seed = seed, WarmupBatches = 0 };
+        var config = new RunConfig { Criterion = criterion, Sparsity = sparsity, Seed = seed, WarmupBatches = 0, Ablation = ablation };
         PruneSummary? prune = null;
         if (criterion != "dense")
         {
@@ -24,7 +24,11 @@ public class ReportBrowserTests
                 .Select(l => new LayerDensityRecord(l.Item1, (long)Math.Round(Math.Min(1, (1 - sparsity) * l.Item3) * l.Item2), l.Item2)).ToList();
             prune = new PruneSummary(criterion, layers, [], 1, layers.Sum(l => (double)l.Kept) / layers.Sum(l => (double)l.Total));
         }
-        return new RunRecord { Key = config.Key, Config = config, Status = RunStatus.Finished, FinalTop1 = top1, Prune = prune };
+        return new RunRecord
+        {
+            Key = config.Key, Config = config, Status = status, FinalTop1 = status == RunStatus.Finished ? top1 : null,
+            FinalTop5 = status == RunStatus.Finished ? Math.Min(1, top1 + 0.05) : null, Prune = prune, Error = status == RunStatus.Failed ? "boom" : null,
+        };
     }
 
     static (int ExitCode, string Stdout, string Stderr) Browse(string profile, params string[] args)
@@ -71,7 +75,12 @@ public class ReportBrowserTests
             foreach (var (criterion, drop) in new[] { ("random", 0.05), ("snip", 0.02), ("synflow", 0.015) })
                 foreach (var sparsity in new[] { 0.9, 0.98 })
                     runs.Add(Run(criterion, sparsity, seed, 0.91 - drop * (sparsity == 0.9 ? 1 : 3) + 0.003 * seed));
+            // Every optional column of the results table: ablations, failed and unfinished runs.
+            runs.Add(Run("snip", 0.98, seed, 0.85 + 0.004 * seed, ablation: "shuffle"));
+            runs.Add(Run("snip", 0.98, seed, 0.60 + 0.004 * seed, ablation: "invert"));
         }
+        runs.Add(Run("synflow", 0.98, 7, 0, status: RunStatus.Failed));
+        runs.Add(Run("synflow", 0.98, 8, 0, status: RunStatus.Running));
         var files = ReportWriter.Write(runs, dir.File("report"), new ReportOptions { RequireCharts = true });
         var charts = ReportCharts.Accuracy(ReportTables.Aggregate(runs)).Concat(ReportCharts.Layers(ReportCharts.LayerPanels(ReportCharts.DefaultLayerRuns(runs)))).ToList();
         Assert.Equal(2, charts.Count);
@@ -85,16 +94,28 @@ public class ReportBrowserTests
               pre.id = 'pai-images';
               pre.textContent = [...document.images].map(i => `${i.complete}:${i.naturalWidth}x${i.naturalHeight}`).join(' ');
               document.body.appendChild(pre);
+              const tables = document.createElement('pre');
+              tables.id = 'pai-tables';
+              tables.textContent = [...document.querySelectorAll('div.table')].map(d => `${d.scrollWidth}/${d.clientWidth}`).join(' ');
+              document.body.appendChild(tables);
             });
             </script>
             """;
         var probed = dir.File("report", "probe.html");
         File.WriteAllText(probed, html.Replace("</body>", probe + "</body>"));
-        var dom = Browse(dir.File("profile-dom"), "--virtual-time-budget=5000", "--dump-dom", new Uri(probed).AbsoluteUri);
+        var dom = Browse(dir.File("profile-dom"), "--window-size=1400,2400", "--virtual-time-budget=5000", "--dump-dom", new Uri(probed).AbsoluteUri);
         Assert.True(dom.ExitCode == 0, $"chromium --dump-dom failed ({dom.ExitCode}):\n{dom.Stderr}");
         var images = Regex.Match(dom.Stdout, "<pre id=\"pai-images\">([^<]*)</pre>");
         Assert.True(images.Success, "the page's load event did not run the probe:\n" + dom.Stdout[..Math.Min(2000, dom.Stdout.Length)]);
         Assert.Equal(charts.Select(c => $"true:{c.Width}x{c.Height}"), images.Groups[1].Value.Split(' '));
+        // Every table fits the page's width (1400 px wide window) by wrapping: nothing to scroll sideways.
+        var tables = Regex.Match(dom.Stdout, "<pre id=\"pai-tables\">([^<]*)</pre>").Groups[1].Value.Split(' ');
+        Assert.True(tables.Length >= 2, $"expected the results and the layer tables, got '{string.Join(' ', tables)}'");
+        foreach (var t in tables)
+        {
+            var widths = t.Split('/').Select(int.Parse).ToArray();
+            Assert.True(widths[0] <= widths[1], $"a table is {widths[0]} px wide in a {widths[1]} px page: {string.Join(' ', tables)}");
+        }
 
         // 2. A screenshot of the page is not blank, and the charts' colours are on it (the tables have none).
         var shot = dir.File("shot.png");

@@ -45,7 +45,7 @@ public class ReportStatisticsTests
         ((long)((seed * 37 + 5) % 13) - 6) * 0.0015 + ((long)((seed * seed * 7 + seed * 3 + (ulong)(cell * cell * 5) + (ulong)cell * seed * 11) % 9) - 4) * 0.0012;
 
     /// <summary>Dense, random, snip (with its shuffle and invert ablations) and synflow at 90% and 98% with <paramref name="seeds"/> seeds.</summary>
-    static List<RunRecord> Grid(int seeds)
+    internal static List<RunRecord> Grid(int seeds)
     {
         var runs = new List<RunRecord>();
         var cells = new (string Criterion, string Ablation, double At90, double At98)[]

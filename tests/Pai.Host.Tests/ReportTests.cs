@@ -257,8 +257,10 @@ public class ReportTests
         var svg = XDocument.Parse(chart.Svg);
         Assert.Equal(XName.Get("svg", "http://www.w3.org/2000/svg"), svg.Root!.Name);
         var texts = SvgTexts(chart.Svg);
-        foreach (var label in new[] { "snip", "snip + warm-up", "synflow", "hutch_obd", "90%", "98%", "99.5%" })
+        // lenet5 has no batch norm: its warm-up runs are told apart without claiming that warm-up did anything.
+        foreach (var label in new[] { "snip", "snip (warm-up 100, no BN)", "synflow", "hutch_obd", "90%", "98%", "99.5%" })
             Assert.Contains(label, texts);
+        Assert.DoesNotContain(texts, t => t.Contains("+ warm-up", StringComparison.Ordinal));
         Assert.Contains(texts, t => t.StartsWith("dense 91.70% ± ", StringComparison.Ordinal) && t.EndsWith("(n=3)", StringComparison.Ordinal));
         Assert.Contains(texts, t => t.StartsWith("Sparsity", StringComparison.Ordinal));
         // Each criterion is drawn in its own fixed colour, read from the registry's order.
@@ -302,7 +304,7 @@ public class ReportTests
         var panel = Assert.Single(ReportCharts.LayerPanels(chosen));
         Assert.Equal("lenet5 · fashion-mnist · 90% sparsity", panel.Title);
         Assert.Equal(Layers, panel.Layers);
-        Assert.Contains(panel.Runs, r => r.Label == "snip + warm-up");
+        Assert.Contains(panel.Runs, r => r.Label == "snip (warm-up 100, no BN)");
         Assert.Equal(panel.Runs.Count, panel.Runs.Select(r => r.Label).Distinct().Count());
 
         // Without grasp, 0.9, 0.98 and 0.995 tie at four settings: the highest sparsity wins.
@@ -318,7 +320,7 @@ public class ReportTests
 
         var chart = Assert.Single(ReportCharts.Layers(ReportCharts.LayerPanels(chosen)));
         var texts = SvgTexts(chart.Svg);
-        foreach (var label in Layers.Concat(["snip", "snip + warm-up", "synflow", "hutch_obd", "grasp", "10%", "20%", "100%"]))
+        foreach (var label in Layers.Concat(["snip", "snip (warm-up 100, no BN)", "synflow", "hutch_obd", "grasp", "10%", "20%", "100%"]))
             Assert.True(texts.Contains(label), $"'{label}' is not among the chart's texts: {string.Join(" | ", texts)}");
         // The collapsed layer of hutch_obd at 99.5% gets a red ×.
         var collapsed = Assert.Single(ReportCharts.Layers(ReportCharts.LayerPanels(tied)));
@@ -435,5 +437,201 @@ public class ReportTests
             Directory.CreateDirectory(keep);
             foreach (var f in Directory.GetFiles(dir.Path)) File.Copy(f, Path.Combine(keep, Path.GetFileName(f)), overwrite: true);
         }
+    }
+    [Fact]
+    public void Accuracy_chart_keeps_its_y_axis_within_0_and_100_and_marks_an_interval_that_leaves_it()
+    {
+        // Two seeds 85 points apart: the 95% interval is ± 540 points.
+        var wild = ReportTables.Aggregate([Run("snip", 0.9, 0, 0.10), Run("snip", 0.9, 1, 0.95), Run("random", 0.9, 0, 0.50), Run("random", 0.9, 1, 0.52)]);
+        Assert.True(wild.Single(g => g.Criterion == "snip").Ci95Top1 > 5);
+        var chart = Assert.Single(ReportCharts.Accuracy(wild));
+        Assert.Equal((0.0, 100.0), chart.YLimits);
+        Assert.Contains("A triangle at the top or bottom edge", chart.Caption);
+
+        // Ordinary intervals: the axis follows the data with a margin, inside [0, 100], and nothing is marked.
+        var groups = ReportTables.Aggregate(Sweep());
+        var ordinary = Assert.Single(ReportCharts.Accuracy(groups));
+        var lowest = groups.Where(g => g.Seeds > 0).Min(g => (g.MeanTop1!.Value - (g.Ci95Top1 ?? 0)) * 100);
+        var highest = groups.Where(g => g.Seeds > 0).Max(g => (g.MeanTop1!.Value + (g.Ci95Top1 ?? 0)) * 100);
+        Assert.InRange(ordinary.YLimits.Bottom, 0, lowest);
+        Assert.InRange(ordinary.YLimits.Top, highest, 100);
+        Assert.True(ordinary.YLimits.Bottom > 50, $"the axis starts at {ordinary.YLimits.Bottom}: it should follow the data");
+        Assert.DoesNotContain("triangle at the top", ordinary.Caption);
+        Assert.Equal((0.0, 100.0), ReportCharts.AccuracyLimits([-500, 50, 640]));
+        Assert.Equal((49.0, 53.0), ReportCharts.AccuracyLimits([50, 52]));
+    }
+
+    [Fact]
+    public void Warm_up_is_named_in_chart_labels_only_for_models_with_batch_norm()
+    {
+        var lenet = Assert.Single(ReportCharts.LayerPanels([Run("snip", 0.9, 0, 0.8, warmup: 100), Run("synflow", 0.9, 0, 0.8, warmup: 100)]));
+        Assert.Equal(["snip", "synflow"], lenet.Runs.Select(r => r.Label));
+        Assert.DoesNotContain(SvgTexts(Assert.Single(ReportCharts.Layers([lenet])).Svg), t => t.Contains("warm-up", StringComparison.Ordinal));
+        var resnet = Assert.Single(ReportCharts.LayerPanels([Run("snip", 0.9, 0, 0.8, warmup: 100, model: "resnet20", dataset: "cifar10"),
+            Run("synflow", 0.9, 0, 0.8, model: "resnet20", dataset: "cifar10")]));
+        Assert.Equal(["snip + warm-up", "synflow"], resnet.Runs.Select(r => r.Label));
+        Assert.Contains("snip + warm-up", SvgTexts(Assert.Single(ReportCharts.Layers([resnet])).Svg));
+        // Both settings of one criterion on a model without batch norm: told apart, saying warm-up had nothing to change.
+        var both = Assert.Single(ReportCharts.LayerPanels([Run("snip", 0.9, 0, 0.8, warmup: 100), Run("snip", 0.9, 0, 0.8)]));
+        Assert.Equal(["snip", "snip (warm-up 100, no BN)"], both.Runs.Select(r => r.Label));
+        // The accuracy chart the same way.
+        var accuracy = SvgTexts(Assert.Single(ReportCharts.Accuracy(ReportTables.Aggregate([Run("snip", 0.9, 0, 0.8, warmup: 100), Run("synflow", 0.9, 0, 0.8, warmup: 100)]))).Svg);
+        Assert.Contains("snip", accuracy);
+        Assert.DoesNotContain(accuracy, t => t.Contains("warm-up", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Curvature_table_collapses_an_estimator_whose_layers_all_came_out_alike()
+    {
+        var layers = Enumerable.Range(0, 32).Select(i => $"layer{i}.weight").ToList();
+        var exact = new CurvatureRecord("exact", 0, 0, [.. layers.Select(l => new LayerCurvatureRecord(l, "exact", 0, 0))]);
+        RunRecord With(RunRecord r, params CurvatureRecord[] c) => r with { Prune = r.Prune! with { Curvature = c } };
+        var runs = new List<RunRecord> { With(Run("obd", 0.9, 0, 0.8), exact), With(Run("obd", 0.9, 1, 0.8), exact) };
+        var table = ReportTables.CurvatureTable(runs)!;
+        var row = Assert.Single(table.Rows);
+        Assert.Equal(["2 runs", "exact", "0", "all 32 layers", "exact", "0", "0"], row);
+
+        // Hutchinson: one run whose layers agree (one row), one whose errors differ (a row per layer).
+        var alike = new CurvatureRecord("hutchinson T=8", 80, 0, [new LayerCurvatureRecord("a", "hutchinson", 0.2, 8), new LayerCurvatureRecord("b", "hutchinson", 0.2, 8)]);
+        var mixed = new CurvatureRecord("hutchinson T=8", 80, 0, [new LayerCurvatureRecord("a", "hutchinson", 0.2, 8), new LayerCurvatureRecord("b", "closed-form", 0, 0),
+            new LayerCurvatureRecord("c", "hutchinson", null, 8)]);
+        var hutchinson = ReportTables.CurvatureTable([With(Run("hutch_obd", 0.9, 0, 0.8), alike), With(Run("hutch_obd", 0.9, 1, 0.8), mixed), runs[0]])!;
+        Assert.Equal(5, hutchinson.Rows.Count);
+        Assert.Single(hutchinson.Rows, r => r[1] == "exact" && r[0] == runs[0].Config.Label && r[3] == "all 32 layers");
+        Assert.Single(hutchinson.Rows, r => r[1] == "hutchinson T=8" && r[3] == "all 2 layers" && r[6] == "0.2");
+        Assert.Equal(["a", "b", "c"], hutchinson.Rows.Where(r => r[1] == "hutchinson T=8" && r[3] != "all 2 layers").Select(r => r[3]));
+        Assert.Contains(hutchinson.Rows, r => r[3] == "c" && r[6] == "∞");
+    }
+
+    /// <summary>A store with many cells: ablations, warm-up on a batch-norm model, a failure, a run whose loss blew up.</summary>
+    static List<RunRecord> WideSweep()
+    {
+        var runs = Sweep();
+        for (ulong seed = 0; seed < 3; seed++)
+        {
+            runs.Add(Run("hutch_obd", 0.98, seed, 0.8284 + 0.004 * ((int)seed - 1) + new[] { 0.002, -0.001, 0.0 }[seed], ablation: "shuffle"));
+            runs.Add(Run("hutch_obd", 0.98, seed, 0.60 + 0.01 * seed, ablation: "invert"));
+            foreach (var warmup in new[] { 0, 100 })
+            {
+                runs.Add(Run("snip", 0.9, seed, 0.88 + 0.002 * seed + warmup * 1e-4, warmup: warmup, model: "resnet20", dataset: "cifar10"));
+                runs.Add(Run("random", 0.9, seed, 0.85 + 0.003 * seed, warmup: warmup, model: "resnet20", dataset: "cifar10"));
+            }
+        }
+        runs.Add(Run("snip", 0.995, 9, null, status: RunStatus.Failed, model: "resnet20", dataset: "cifar10",
+            error: "training diverged: the loss became NaN at epoch 1, batch 17; lower the learning rate"));
+        var blown = Run("synflow", 0.995, 5, 0.1);
+        runs.Add(blown with
+        {
+            Epochs = [new EpochMetrics(1, 2.1, 0.3, 0.1, 2.0, 0.3, 0.6, 1), new EpochMetrics(2, 9.75, 0.1, 0.1, 14, 0.1, 0.5, 1), new EpochMetrics(3, 2.4, 0.1, 0.1, 2.3, 0.1, 0.5, 1)],
+        });
+        return runs;
+    }
+
+    [Fact]
+    public void Terminal_tables_fit_the_width_one_per_model_with_the_comparisons_kept()
+    {
+        var groups = ReportTables.Aggregate(WideSweep());
+        Assert.True(ReportTables.BorderedWidth(ReportTables.ResultsTable(groups)) > 200, "the full table should not fit: the test would show nothing");
+        var tables = ReportTables.TerminalTables(groups);
+        Assert.Equal(["lenet5 · fashion-mnist", "resnet20 · cifar10"], tables.Select(t => t.Title));
+        foreach (var t in tables)
+        {
+            Assert.InRange(ReportTables.BorderedWidth(t.Table), 40, ReportTables.TerminalWidth);
+            var headers = t.Table.Columns.Select(c => c.Header).ToList();
+            Assert.Contains("vs random", headers);
+            Assert.Contains("vs best", headers);
+            Assert.DoesNotContain("Model", headers);
+            Assert.DoesNotContain(t.Table.Rows.SelectMany(r => r), c => c.Contains("p=", StringComparison.Ordinal)); // p-values are in report.md
+        }
+        Assert.Contains("Warm-up", tables[1].Table.Columns.Select(c => c.Header)); // resnet20 has batch norm and both settings
+        Assert.Contains("vs criterion", tables[0].Table.Columns.Select(c => c.Header));
+        Assert.Contains(tables[0].Table.Rows, r => r[0] == "hutch_obd (shuffle)");
+        // A narrow terminal: columns are left out, and named.
+        var narrow = ReportTables.TerminalTables(groups, 90)[0];
+        Assert.True(ReportTables.BorderedWidth(narrow.Table) <= 90, $"{ReportTables.BorderedWidth(narrow.Table)} columns");
+        // hutch_obd (shuffle) is as good as hutch_obd: flagged by the mark alone.
+        var shuffle = narrow.Table.Rows.Single(r => r[0] == "hutch_obd (shuffle)");
+        Assert.Equal("+0.03 ⚠", shuffle[narrow.Table.Columns.Select(c => c.Header).ToList().IndexOf("vs criterion")]);
+        Assert.Contains("Δ dense (pp)", narrow.LeftOut);
+    }
+
+    [Fact]
+    public void Findings_name_the_best_criterion_per_sparsity_those_not_significantly_worse_and_runs_that_blew_up()
+    {
+        var groups = ReportTables.Aggregate(ReportStatisticsTests.Grid(5));
+        var findings = ReportFindings.Comparisons(groups);
+        Assert.Equal(["lenet5 · fashion-mnist · 90%", "lenet5 · fashion-mnist · 98%"], findings.Select(f => f.Setting));
+        var (at90, at98) = (findings[0], findings[1]);
+        Assert.Equal("snip", at90.Best.Criterion);
+        Assert.Equal(["synflow"], at90.NotWorse.Select(g => g.Criterion)); // 0.03 pp behind
+        Assert.Equal(["random"], at90.Worse.Select(g => g.Criterion));
+        Assert.Equal(["shuffle"], at90.AblationsNotWorse.Select(g => g.Ablation));
+        Assert.Empty(at98.NotWorse);
+        Assert.Equal(["random", "synflow"], at98.Worse.Select(g => g.Criterion));
+
+        var runs = WideSweep();
+        var blowUps = ReportFindings.BlowUps(runs);
+        Assert.Equal(2, blowUps.Count);
+        var peak = blowUps.Single(b => b.PeakLoss is not null);
+        Assert.Equal((9.75, 2), (peak.PeakLoss!.Value, peak.PeakEpoch!.Value));
+        Assert.Equal(Math.Log(10), peak.ChanceLoss, 14);
+        Assert.Contains("batch 17", blowUps.Single(b => b.Error is not null).Error);
+        // A loss at chance is not a blow-up; a data set Pai does not know has no chance level to compare with.
+        var healthy = Run("snip", 0.9, 0, 0.8) with { Epochs = [new EpochMetrics(1, 1.5 * Math.Log(10), 0.3, 0.1, 2.0, 0.3, 0.6, 1)] };
+        var unknown = Run("snip", 0.9, 0, 0.8, dataset: "my-data") with { Epochs = [new EpochMetrics(1, 50, 0.3, 0.1, 2.0, 0.3, 0.6, 1)] };
+        Assert.Empty(ReportFindings.BlowUps([healthy, unknown]));
+
+        using var dir = new TempDirectory();
+        var files = ReportWriter.Write(runs, dir.Path, new ReportOptions { RenderCharts = false });
+        var markdown = File.ReadAllText(files.Markdown);
+        Assert.Contains("## Findings", markdown);
+        Assert.Contains($"Training blew up: {ReportTables.RunLabel(peak.Run)} (run {peak.Run.Key}): mean training loss 9.75 in epoch 2, 4.2 × chance ln 10 = 2.30.", markdown);
+        Assert.Contains("not significantly worse:", File.ReadAllText(files.Html));
+    }
+
+    [Fact]
+    public void Pai_report_fits_120_columns_unless_wide_and_the_chart_renderer_prints_nothing()
+    {
+        using var dir = new TempDirectory();
+        var runs = WideSweep();
+        using (var store = new SqliteRunStore(dir.Path))
+            foreach (var r in runs)
+            {
+                var key = store.Register(r.Config);
+                Assert.Equal(r.Key, key);
+                Assert.True(store.TryClaim(key));
+                if (r.Status == RunStatus.Failed) store.Fail(key, r.Error!);
+                else if (r.Status == RunStatus.Finished) store.Finish(key, r);
+            }
+
+        var (code, output, err) = CliEndToEndTests.Run("report", "--results", dir.Path);
+        Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
+        // SkiaSharp's SVG backend used to print "Unsupported path effect in addPaint." for every dashed line.
+        Assert.Equal("", err);
+        Assert.DoesNotContain("Unsupported", output);
+        if (Environment.GetEnvironmentVariable("PAI_REPORT_SAMPLE_DIR") is { Length: > 0 } keep) // a copy to look at
+        {
+            var copy = Directory.CreateDirectory(Path.Combine(keep, "cli")).FullName;
+            File.WriteAllText(Path.Combine(copy, "terminal.txt"), output);
+            foreach (var f in Directory.GetFiles(Path.Combine(dir.Path, "report"))) File.Copy(f, Path.Combine(copy, Path.GetFileName(f)), overwrite: true);
+        }
+        // Everything before the closing line that names the files (paths are as long as they are).
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r')).TakeWhile(l => !l.StartsWith("report: ", StringComparison.Ordinal)).ToList();
+        var tooLong = lines.Where(l => l.Length > ReportTables.TerminalWidth).ToList();
+        Assert.True(tooLong.Count == 0, "lines over 120 characters:\n" + string.Join("\n", tooLong));
+        Assert.Contains(lines, l => l.StartsWith('│') && l.Contains("vs random", StringComparison.Ordinal));
+        Assert.Contains("Findings", output);
+        Assert.Contains("Training blew up", output);
+        Assert.DoesNotContain("FLOPs", output);
+
+        var wide = CliEndToEndTests.Run("report", "--results", dir.Path, "--wide");
+        if (Environment.GetEnvironmentVariable("PAI_REPORT_SAMPLE_DIR") is { Length: > 0 } again)
+            File.WriteAllText(Path.Combine(again, "cli", "terminal-wide.txt"), wide.Out);
+        Assert.True(wide.Code == 0, $"exit {wide.Code}\n{wide.Out}\n{wide.Err}");
+        Assert.Equal("", wide.Err);
+        foreach (var header in ReportTables.ResultsTable(ReportTables.Aggregate(runs)).Columns.Select(c => c.Header.Split(' ')[0]))
+            Assert.Contains(header, wide.Out);
+        Assert.Contains("FLOPs", wide.Out);
+        Assert.Contains("(Holm p", wide.Out);
     }
 }

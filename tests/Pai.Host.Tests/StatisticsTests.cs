@@ -77,6 +77,66 @@ public class StatisticsTests
         Assert.Throws<ArgumentException>(() => SeedStatistics.Paired([1.0, 2], [1.0]));
     }
 
+    [Fact]
+    public void Holm_multiplies_the_sorted_p_values_by_the_tests_left_keeps_them_ordered_and_caps_them_at_one()
+    {
+        // Sorted: 0.005 × 4 = 0.02, 0.01 × 3 = 0.03, 0.03 × 2 = 0.06, 0.04 × 1 = 0.04 → 0.06 (running maximum).
+        Assert.Equal([0.03, 0.06, 0.06, 0.02], SeedStatistics.Holm([0.01, 0.04, 0.03, 0.005]), new ToleranceComparer(1e-15));
+        Assert.Equal([1.0, 1.0], SeedStatistics.Holm([0.6, 0.7])); // 1.2 and 0.7 → capped, then the running maximum
+        Assert.Equal([0.3, 0.3, 0.3], SeedStatistics.Holm([0.1, 0.1, 0.2]), new ToleranceComparer(1e-15)); // 0.3, then 0.2 and 0.2 lifted by the running maximum
+        Assert.Equal([0.04], SeedStatistics.Holm([0.04])); // a family of one is not corrected
+        Assert.Empty(SeedStatistics.Holm([]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SeedStatistics.Holm([0.1, double.NaN]));
+    }
+
+    sealed class ToleranceComparer(double tolerance) : IEqualityComparer<double>
+    {
+        public bool Equals(double x, double y) => Math.Abs(x - y) <= tolerance;
+        public int GetHashCode(double obj) => 0;
+    }
+
+    [Fact]
+    public void Holm_adjusted_p_values_of_the_report_match_the_oracle()
+    {
+        // The definition on fixed inputs, computed independently in Python.
+        double[][] families = [[0.01, 0.04, 0.03, 0.005], [0.2, 0.001, 0.049, 0.5, 0.0125, 0.9], [0.3], [0.02, 0.02, 0.5]];
+        // The report's families: SciPy's paired t-tests of the cells' top-1 over the same seeds, adjusted together.
+        var groups = ReportTables.Aggregate(ReportStatisticsTests.Grid(5));
+        var vsRandom = groups.Where(g => g.VsRandom?.Test is not null).ToList();
+        var vsBest98 = groups.Where(g => g.Sparsity == 0.98 && g.VsBest?.Test is not null).ToList();
+        var ablations = groups.Where(g => g.VsCriterion?.Test is not null).ToList();
+        Assert.True(vsRandom.Count >= 6 && vsBest98.Count == 2 && ablations.Count == 4);
+        double[] Top1(ResultGroup g) => [.. g.Runs.OrderBy(r => r.Config.Seed).Select(r => r.FinalTop1!.Value)];
+        JsonNode Family(IEnumerable<(ResultGroup A, ResultGroup B)> pairs, string alternative) => new JsonObject
+        {
+            ["pairs"] = new JsonArray([.. pairs.Select(p => (JsonNode?)Rows([Top1(p.A), Top1(p.B)]))]),
+            ["alternative"] = alternative,
+        };
+        var scipy = Scipy(new JsonObject
+        {
+            ["holm"] = Rows(families),
+            ["holm_paired"] = new JsonArray(
+                Family(vsRandom.Select(g => (g, g.VsRandom!.Reference)), "two-sided"),
+                Family(vsBest98.Select(g => (g, g.VsBest!.Reference)), "two-sided"),
+                Family(ablations.Select(g => (g, g.VsCriterion!.Reference)), "less")),
+        });
+        for (var f = 0; f < families.Length; f++)
+        {
+            var ours = SeedStatistics.Holm(families[f]);
+            for (var i = 0; i < ours.Length; i++) Close((double)scipy["holm"]![f]![i]!, ours[i], 1e-14, $"Holm family {f} p {i}");
+        }
+        var reported = new[]
+        {
+            vsRandom.Select(g => g.VsRandom!).ToList(), vsBest98.Select(g => g.VsBest!).ToList(), ablations.Select(g => g.VsCriterion!).ToList(),
+        };
+        for (var f = 0; f < reported.Length; f++)
+            for (var i = 0; i < reported[f].Count; i++)
+            {
+                Assert.Equal(reported[f].Count, reported[f][i].FamilySize);
+                Close((double)scipy["holm_paired"]![f]![i]!, reported[f][i].HolmP!.Value, 1e-9, $"report family {f} comparison {i}");
+            }
+    }
+
     static JsonNode Scipy(JsonObject query)
     {
         var script = Path.Combine(TorchOracle.OracleDirectory, "stats_oracle.py");

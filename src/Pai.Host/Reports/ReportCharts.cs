@@ -27,6 +27,12 @@ public sealed record LayerPanel(string Title, IReadOnlyList<string> Layers, IRea
 /// <param name="Height">Height in pixels.</param>
 public sealed record ReportChart(string FileStem, string Title, string Caption, string Svg, byte[] Png, int Width, int Height)
 {
+    /// <summary>
+    /// The vertical axis's limits as drawn, in the plotted unit (accuracy charts: percent; per-layer
+    /// charts: log₁₀ of the density).
+    /// </summary>
+    public (double Bottom, double Top) YLimits { get; init; }
+
     /// <summary>The SVG's file name.</summary>
     public string SvgFile => FileStem + ".svg";
 
@@ -69,7 +75,9 @@ public static class ReportCharts
     {
         try
         {
-            return new ReportChart(stem, title, caption, plot.GetSvgXml(width, height), plot.GetImageBytes(width, height, ImageFormat.Png), width, height);
+            var chart = new ReportChart(stem, title, caption, plot.GetSvgXml(width, height), plot.GetImageBytes(width, height, ImageFormat.Png), width, height);
+            var limits = plot.Axes.GetLimits();
+            return chart with { YLimits = (limits.Bottom, limits.Top) };
         }
         catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or EntryPointNotFoundException or BadImageFormatException)
         {
@@ -81,14 +89,19 @@ public static class ReportCharts
         }
     }
 
-    /// <summary>Marker and line of an ablation's accuracy series: each ablation its own, the criterion's colour.</summary>
-    static (MarkerShape Marker, LinePattern Line) AblationStyle(string ablation) => ablation switch
+    // Lines are solid throughout: a dotted or dashed series line is a Skia path effect, which
+    // Skia's SVG backend does not support (it printed "Unsupported path effect in addPaint." on
+    // standard error for each). Ablations and warm-up settings are told apart by markers, line
+    // width and opacity instead, the same in the SVG and the PNG.
+
+    /// <summary>Marker of an ablation's accuracy series: each ablation its own, in the criterion's colour.</summary>
+    static MarkerShape AblationMarker(string ablation) => ablation switch
     {
-        ReportTables.NoAblation => (MarkerShape.FilledCircle, LinePattern.Solid),
-        "shuffle" => (MarkerShape.FilledSquare, LinePattern.Dotted),
-        "reinit" => (MarkerShape.FilledDiamond, LinePattern.DenselyDashed),
-        "invert" => (MarkerShape.FilledTriangleDown, LinePattern.Dotted),
-        _ => (MarkerShape.FilledTriangleUp, LinePattern.Dotted),
+        ReportTables.NoAblation => MarkerShape.FilledCircle,
+        "shuffle" => MarkerShape.FilledSquare,
+        "reinit" => MarkerShape.FilledDiamond,
+        "invert" => MarkerShape.FilledTriangleDown,
+        _ => MarkerShape.FilledTriangleUp,
     };
 
     /// <summary>The hatch of an ablation's bars in the per-layer chart (null: none, for plain runs).</summary>
@@ -101,20 +114,44 @@ public static class ReportCharts
         _ => new ScottPlot.Hatches.Grid(),
     };
 
-    /// <summary>"snip", "snip + warm-up", "snip (shuffle)": the label of a criterion's series.</summary>
-    static string SeriesLabel(string criterion, string ablation, int warmup, bool showWarmup, bool warmupCounts) =>
-        criterion + (ablation == ReportTables.NoAblation ? "" : $" ({ablation})")
-        + (!showWarmup || warmup == 0 ? "" : warmupCounts ? $" + warm-up ({warmup})" : " + warm-up");
+    /// <summary>
+    /// The warm-up part of a series or run label: " + warm-up" for a model with batch norm (with the
+    /// batches when settings differ), nothing without warm-up; a model without batch norm is not
+    /// changed by warm-up, so its label says so only when it must tell two settings apart.
+    /// </summary>
+    static string WarmupLabel(string model, int warmup, bool severalWarmups, bool warmupCounts) =>
+        warmup == 0 ? ""
+        : !ModelZoo.HasBatchNorm(model) ? (severalWarmups ? $" (warm-up {warmup}, no BN)" : "")
+        : warmupCounts ? $" + warm-up ({warmup})" : " + warm-up";
+
+    /// <summary>An interval clipped to [0, 100]: the drawn ends and whether each end was cut.</summary>
+    static (double Low, double High, bool CutLow, bool CutHigh) Clip(double mean, double halfWidth) =>
+        (Math.Max(0, mean - halfWidth), Math.Min(100, mean + halfWidth), mean - halfWidth < 0, mean + halfWidth > 100);
+
+    /// <summary>
+    /// The accuracy axis: the drawn data (means, single seeds, clipped intervals, the dense band)
+    /// with a margin, kept within [0, 100] so that a wide interval cannot stretch it.
+    /// </summary>
+    public static (double Bottom, double Top) AccuracyLimits(IReadOnlyCollection<double> drawn)
+    {
+        ArgumentNullException.ThrowIfNull(drawn);
+        if (drawn.Count == 0) return (0, 100);
+        var (lo, hi) = (drawn.Min(), drawn.Max());
+        var pad = Math.Max(1, 0.06 * (hi - lo));
+        return (Math.Max(0, lo - pad), Math.Min(100, hi + pad));
+    }
 
     /// <summary>
     /// Accuracy versus sparsity, one chart per model and data set: per criterion, ablation and
     /// warm-up setting a line through the mean final top-1 across seeds with 95% Student t
     /// confidence intervals as error bars (none for a single seed), the single seeds as open
-    /// circles, and the dense baseline as a dashed line with its interval shaded. The x axis is
+    /// circles, and the dense baseline as a black line with its interval shaded. The x axis is
     /// log(1 / density), labelled as sparsity at each configured sparsity, so that 90%, 98% and
     /// 99.5% are spread out; series are nudged apart sideways so their error bars do not overlap.
-    /// Ablations have their own markers and dotted lines, warm-up off is dashed when both settings appear. Empty when no
-    /// finished run has a final top-1.
+    /// The y axis stays within [0, 100] (<see cref="AccuracyLimits"/>): an interval that leaves it is
+    /// drawn to the edge and marked there with a triangle pointing out. Ablations have their own
+    /// markers and thinner, paler lines; for a model with batch norm, warm-up off has pale lines and
+    /// open markers when both settings appear. Empty when no finished run has a final top-1.
     /// </summary>
     public static IReadOnlyList<ReportChart> Accuracy(IReadOnlyList<ResultGroup> groups)
     {
@@ -126,8 +163,10 @@ public static class ReportCharts
             var dense = panel.Where(g => g.IsDense).SelectMany(g => g.Runs)
                 .Where(r => r.Status == RunStatus.Finished && r.FinalTop1 is not null).Select(r => r.FinalTop1!.Value * 100).ToList();
             var warmups = pruned.Select(g => g.WarmupBatches).Distinct().ToList();
-            var showWarmup = warmups.Count > 1;
+            var showWarmup = warmups.Count > 1 && ModelZoo.HasBatchNorm(panel.Key.Model);
             var warmupCounts = warmups.Count(w => w > 0) > 1;
+            var drawn = new List<double>(); // every y drawn, for the axis limits
+            var cut = new List<(double X, bool Up, Color Colour)>(); // interval ends beyond 0 (down) or 100 (up)
             var series = pruned.GroupBy(g => (g.Criterion, g.Ablation, g.WarmupBatches)).ToList();
             var sparsities = pruned.Select(g => g.Sparsity).Distinct().Order().ToList();
             static double X(double sparsity) => Math.Log10(1 / (1 - sparsity));
@@ -140,12 +179,15 @@ public static class ReportCharts
             {
                 var mean = dense.Average();
                 var ci = SeedStatistics.ConfidenceHalfWidth(dense);
+                drawn.Add(mean);
                 if (ci is { } h)
                 {
-                    var band = plot.Add.VerticalSpan(mean - h, mean + h, Color.FromHex(CriterionColours.DenseColour).WithOpacity(0.10));
+                    var (low, high, _, _) = Clip(mean, h);
+                    var band = plot.Add.VerticalSpan(low, high, Color.FromHex(CriterionColours.DenseColour).WithOpacity(0.10));
                     band.LineWidth = 0;
+                    drawn.AddRange([low, high]);
                 }
-                var line = plot.Add.HorizontalLine(mean, 1.6f, Color.FromHex(CriterionColours.DenseColour), LinePattern.Dashed);
+                var line = plot.Add.HorizontalLine(mean, 1.6f, Color.FromHex(CriterionColours.DenseColour), LinePattern.Solid);
                 line.LegendText = $"dense {mean.ToString("F2", Inv)}%" + (ci is { } c ? $" ± {c.ToString("F2", Inv)}" : "") + $" (n={dense.Count})";
             }
             for (var i = 0; i < series.Count; i++)
@@ -158,6 +200,8 @@ public static class ReportCharts
                 var sy = cells.Select(g => g.MeanTop1!.Value * 100).ToArray();
                 var seeds = cells.SelectMany(g => g.Runs.Where(r => r.Status == RunStatus.Finished && r.FinalTop1 is not null)
                     .Select(r => (X: X(g.Sparsity) + offset, Y: r.FinalTop1!.Value * 100))).ToList();
+                drawn.AddRange(sy);
+                drawn.AddRange(seeds.Select(p => p.Y));
                 if (seeds.Count > cells.Count)
                 {
                     var points = plot.Add.Scatter(seeds.Select(p => p.X).ToArray(), seeds.Select(p => p.Y).ToArray(), colour.WithOpacity(0.7));
@@ -165,24 +209,39 @@ public static class ReportCharts
                     points.MarkerShape = MarkerShape.OpenCircle;
                     points.MarkerSize = 6;
                 }
+                var pale = showWarmup && warmup == 0;
+                var isAblation = ablation != ReportTables.NoAblation;
+                var lineColour = isAblation || pale ? colour.WithOpacity(pale ? 0.45 : 0.7) : colour;
                 var withCi = cells.Select((g, j) => (g, j)).Where(p => p.g.Ci95Top1 is not null).ToList();
                 if (withCi.Count > 0)
                 {
-                    var bars = plot.Add.ErrorBar(withCi.Select(p => sx[p.j]).ToArray(), withCi.Select(p => sy[p.j]).ToArray(),
-                        withCi.Select(p => p.g.Ci95Top1!.Value * 100).ToArray());
-                    bars.Color = colour;
-                    bars.LineWidth = 1.6f;
-                    bars.CapSize = 6;
+                    var clipped = withCi.Select(p => (p.j, Clip(sy[p.j], p.g.Ci95Top1!.Value * 100))).ToList();
+                    var bars = new ScottPlot.Plottables.ErrorBar(clipped.Select(c => sx[c.j]).ToArray(), clipped.Select(c => sy[c.j]).ToArray(), null, null,
+                        clipped.Select(c => c.Item2.High - sy[c.j]).ToArray(), clipped.Select(c => sy[c.j] - c.Item2.Low).ToArray())
+                    {
+                        Color = lineColour, LineWidth = 1.6f, CapSize = 6,
+                    };
+                    plot.Add.Plottable(bars);
+                    foreach (var (j, (low, high, cutLow, cutHigh)) in clipped)
+                    {
+                        drawn.AddRange([low, high]);
+                        if (cutLow) cut.Add((sx[j], false, colour));
+                        if (cutHigh) cut.Add((sx[j], true, colour));
+                    }
                 }
-                var means = plot.Add.Scatter(sx, sy, colour);
-                means.LineWidth = 2.2f;
+                var means = plot.Add.Scatter(sx, sy, lineColour);
+                means.LineWidth = isAblation ? 1.4f : 2.2f;
                 means.MarkerSize = 8;
-                var (marker, pattern) = AblationStyle(ablation);
-                means.MarkerShape = marker;
-                means.LinePattern = ablation != ReportTables.NoAblation ? pattern
-                    : showWarmup && warmup == 0 ? LinePattern.Dashed : LinePattern.Solid;
-                means.LegendText = SeriesLabel(criterion, ablation, warmup, showWarmup, warmupCounts);
+                means.MarkerShape = pale && !isAblation ? MarkerShape.OpenCircle : AblationMarker(ablation);
+                means.MarkerColor = colour;
+                means.LegendText = criterion + (isAblation ? $" ({ablation})" : "") + WarmupLabel(panel.Key.Model, warmup, warmups.Count > 1, warmupCounts);
             }
+
+            var (bottom, top) = AccuracyLimits(drawn);
+            plot.Axes.SetLimitsY(bottom, top);
+            var inset = 0.025 * (top - bottom); // a marker centred on the edge would be cut in half
+            foreach (var (x, up, colour) in cut)
+                plot.Add.Marker(x, up ? top - inset : bottom + inset, up ? MarkerShape.FilledTriangleUp : MarkerShape.FilledTriangleDown, 11, colour);
 
             if (xs.Count > 0)
             {
@@ -197,9 +256,10 @@ public static class ReportCharts
             charts.Add(Render(plot, Stem("accuracy", panel.Key.Model, panel.Key.Dataset),
                 $"Top-1 test accuracy versus sparsity, {Panel(panel.Key.Model, panel.Key.Dataset)}",
                 "Line: mean over seeds; error bars: 95% Student t confidence interval of the mean (none for a single seed); " +
-                "open circles: single seeds; dashed black: dense baseline, its interval shaded. Ablations in their criterion's colour: " +
+                "open circles: single seeds; black line: dense baseline, its interval shaded. Ablations in their criterion's colour, thinner lines: " +
                 "shuffle squares, reinit diamonds, invert triangles." +
-                (showWarmup ? " Dashed: BN warm-up off." : ""),
+                (showWarmup ? " Pale lines with open circles: BN warm-up off." : "") +
+                (cut.Count > 0 ? " A triangle at the top or bottom edge: the interval reaches beyond 100% or 0% and is drawn to the edge." : ""),
                 1000, 560));
         }
         return charts;
@@ -234,7 +294,7 @@ public static class ReportCharts
             var floor = Math.Min(0.1, Math.Pow(10, Math.Floor(Math.Log10(minPositive))));
             if (floor >= minPositive) floor /= 10;
             var logFloor = Math.Log10(floor);
-            var bothWarmups = panel.Runs.Select(r => r.Run.Config.WarmupBatches > 0).Distinct().Count() > 1;
+            var bothWarmups = ModelZoo.HasBatchNorm(panel.Runs[0].Run.Config.Model) && panel.Runs.Select(r => r.Run.Config.WarmupBatches > 0).Distinct().Count() > 1;
 
             var plot = NewPlot();
             var n = panel.Runs.Count;
@@ -342,10 +402,11 @@ public static class ReportCharts
                 .ThenBy(r => r.Config.WarmupBatches).ThenBy(r => ReportTables.AblationRank(r.Config.Ablation))
                 .ThenBy(r => r.Config.Ablation, StringComparer.Ordinal).ThenBy(r => r.Config.Sparsity).ThenBy(r => r.Config.Seed).ToList();
             var multipleWarmups = members.Select(r => r.Config.WarmupBatches).Where(w => w > 0).Distinct().Count() > 1;
+            var severalWarmups = members.Select(r => r.Config.WarmupBatches).Distinct().Count() > 1;
             Func<RunRecord, string>[] parts =
             [
                 r => r.Config.Criterion + (r.Config.Ablation == ReportTables.NoAblation ? "" : $" ({r.Config.Ablation})")
-                     + (r.Config.WarmupBatches == 0 ? "" : multipleWarmups ? $" + warm-up ({r.Config.WarmupBatches})" : " + warm-up"),
+                     + WarmupLabel(r.Config.Model, r.Config.WarmupBatches, severalWarmups, multipleWarmups),
                 r => " " + Format.Sparsity(r.Config.Sparsity),
                 r => " seed " + r.Config.Seed.ToString(Inv),
                 r => " " + r.Key,

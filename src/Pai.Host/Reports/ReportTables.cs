@@ -93,7 +93,19 @@ public sealed record ResultGroup(
 /// differences over the seeds both cells finished.
 /// </param>
 /// <param name="Test">The t-test of the difference; null when a side has a single seed.</param>
-public sealed record Comparison(ResultGroup Reference, double Difference, TTestResult? Test);
+public sealed record Comparison(ResultGroup Reference, double Difference, TTestResult? Test)
+{
+    /// <summary>
+    /// The p-value the cell is judged by (two-sided, or one-sided for an ablation against its
+    /// criterion) after Holm's correction over its family of comparisons (see
+    /// <see cref="ReportTables.Aggregate"/>); null when there is no test, or the comparison was
+    /// made alone (<see cref="ReportTables.Compare"/>), when it equals the raw p-value.
+    /// </summary>
+    public double? HolmP { get; init; }
+
+    /// <summary>How many tests the Holm correction was taken over (0 when it was not applied).</summary>
+    public int FamilySize { get; init; }
+}
 
 /// <summary>One column of a <see cref="ReportTable"/>.</summary>
 /// <param name="Header">Column title.</param>
@@ -107,6 +119,12 @@ public sealed record ReportColumn(string Header, bool RightAligned);
 /// <param name="Columns">Column definitions.</param>
 /// <param name="Rows">Cells, one list per row, as many as <paramref name="Columns"/>.</param>
 public sealed record ReportTable(IReadOnlyList<ReportColumn> Columns, IReadOnlyList<IReadOnlyList<string>> Rows);
+
+/// <summary>One of the default terminal tables (<see cref="ReportTables.TerminalTables"/>).</summary>
+/// <param name="Title">The model and data set it shows.</param>
+/// <param name="Table">Its columns and cells.</param>
+/// <param name="LeftOut">Headers of the columns left out to fit the width (empty when none was).</param>
+public sealed record TerminalTable(string Title, ReportTable Table, IReadOnlyList<string> LeftOut);
 
 /// <summary>Aggregation of run records and the tables built from them (results table, CSV, Markdown).</summary>
 public static class ReportTables
@@ -140,7 +158,11 @@ public static class ReportTables
     /// <summary>
     /// Groups runs by (model, data set, criterion, ablation, sparsity, warm-up batches), computes the
     /// statistics across seeds and compares each cell with random, with the best criterion and (for
-    /// ablations) with its own criterion at the same sparsity and warm-up. Order: model, data set,
+    /// ablations) with its own criterion at the same sparsity and warm-up. The p-values are
+    /// Holm-corrected (<see cref="Comparison.HolmP"/>) within each family: the comparisons with
+    /// random of one model and data set; the comparisons with the best at one sparsity and warm-up
+    /// of one model and data set (the criteria competing there); the ablation checks of one model
+    /// and data set. Order: model, data set,
     /// dense first, then the criteria in the registry's order (<see cref="CriterionColours.Rank"/>,
     /// others by name after them), sparsity ascending, warm-up ascending, then the criterion's
     /// ablations beside it (none, shuffle, reinit, invert).
@@ -190,8 +212,27 @@ public static class ReportTables
                 VsCriterion = g.IsAblation && own is not null ? Compare(g, own) : null,
             });
         }
+        AdjustFamilies(result, g => g.VsRandom, (g, c) => g with { VsRandom = c }, g => (g.Model, g.Dataset), oneSided: false);
+        AdjustFamilies(result, g => g.VsBest, (g, c) => g with { VsBest = c }, g => (g.Model, g.Dataset, g.Sparsity, g.WarmupBatches), oneSided: false);
+        AdjustFamilies(result, g => g.VsCriterion, (g, c) => g with { VsCriterion = c }, g => (g.Model, g.Dataset), oneSided: true);
         return result;
     }
+
+    /// <summary>Holm-corrects the tested comparisons that <paramref name="get"/> picks, family by family (<paramref name="family"/>: the key).</summary>
+    static void AdjustFamilies(List<ResultGroup> groups, Func<ResultGroup, Comparison?> get, Func<ResultGroup, Comparison, ResultGroup> set,
+        Func<ResultGroup, object> family, bool oneSided)
+    {
+        var tested = groups.Select((g, i) => (Group: g, Index: i)).Where(x => get(x.Group)?.Test is not null);
+        foreach (var members in tested.GroupBy(x => family(x.Group)).Select(f => f.ToList()))
+        {
+            var adjusted = SeedStatistics.Holm(members.Select(x => TestedP(get(x.Group)!.Test!, oneSided)).ToList());
+            for (var k = 0; k < members.Count; k++)
+                groups[members[k].Index] = set(members[k].Group, get(members[k].Group)! with { HolmP = adjusted[k], FamilySize = members.Count });
+        }
+    }
+
+    /// <summary>The p-value a comparison is judged by: two-sided, or one-sided ("A is worse") for an ablation against its criterion.</summary>
+    static double TestedP(TTestResult test, bool oneSided) => oneSided ? test.PLess : test.P;
 
     /// <summary>
     /// Compares cell <paramref name="a"/> with <paramref name="b"/>. A run's seed fixes its initial
@@ -331,18 +372,16 @@ public static class ReportTables
             row.AddRange(
             [
                 g.IsDense ? "0%" : Format.Sparsity(g.Sparsity),
-                !ModelZoo.HasBatchNorm(g.Model) ? "– (no BN)" : g.WarmupBatches > 0 ? $"on ({g.WarmupBatches})" : "off",
+                WarmupCell(g),
                 g.Seeds.ToString(CultureInfo.InvariantCulture),
-                g.MeanTop1 is null ? "–"
-                    : g.Ci95Top1 is null ? Format.Points(g.MeanTop1.Value) + " (1 seed)"
-                    : Format.Points(g.MeanTop1.Value) + " ± " + Format.Points(g.Ci95Top1.Value),
+                Top1Cell(g),
                 g.MinTop1 is null ? "–" : $"{Format.Points(g.MinTop1.Value)}–{Format.Points(g.MaxTop1!.Value)}",
             ]);
             if (withTop5) row.Add(g.MeanTop5 is null ? "–" : Format.Points(g.MeanTop5.Value));
             row.Add(g.VsRandom is null ? "–" : ComparisonCell(g.VsRandom, oneSided: false));
             row.Add(g.IsBest ? "best" : g.VsBest is null ? "–" : ComparisonCell(g.VsBest, oneSided: false));
             if (withAblation) row.Add(g.VsCriterion is null ? "–" : ComparisonCell(g.VsCriterion, oneSided: true));
-            row.Add(g.IsDense || g.MeanTop1 is null || baseline is null ? "–" : Format.SignedPoints(g.MeanTop1.Value - baseline.Value));
+            row.Add(DenseDeltaCell(g, baseline));
             row.Add(g.MeanDensity is null ? "–" : Format.Points(g.MeanDensity.Value));
             row.Add(g.MeanFlops is null ? "–" : Format.Points(g.MeanFlops.Value));
             row.Add(g.IsDense ? "–" : $"{g.RunsWithCollapse}/{g.Runs.Count(r => r.Status == RunStatus.Finished)}");
@@ -353,9 +392,102 @@ public static class ReportTables
         return new ReportTable(columns, rows);
     }
 
-    /// <summary>Mark of a significantly higher mean (two-sided p &lt; <see cref="Alpha"/>).</summary>
+    static string WarmupCell(ResultGroup g) => !ModelZoo.HasBatchNorm(g.Model) ? "– (no BN)" : g.WarmupBatches > 0 ? $"on ({g.WarmupBatches})" : "off";
+
+    static string Top1Cell(ResultGroup g) =>
+        g.MeanTop1 is null ? "–"
+        : g.Ci95Top1 is null ? Format.Points(g.MeanTop1.Value) + " (1 seed)"
+        : Format.Points(g.MeanTop1.Value) + " ± " + Format.Points(g.Ci95Top1.Value);
+
+    static string DenseDeltaCell(ResultGroup g, double? baseline) =>
+        g.IsDense || g.MeanTop1 is null || baseline is null ? "–" : Format.SignedPoints(g.MeanTop1.Value - baseline.Value);
+
+    /// <summary>The table without the columns headed <paramref name="headers"/> (those it lacks are ignored).</summary>
+    public static ReportTable WithoutColumns(ReportTable table, IReadOnlyCollection<string> headers)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        ArgumentNullException.ThrowIfNull(headers);
+        var keep = table.Columns.Select((c, i) => (c, i)).Where(x => !headers.Contains(x.c.Header)).Select(x => x.i).ToList();
+        return new ReportTable(keep.Select(i => table.Columns[i]).ToList(), table.Rows.Select(r => (IReadOnlyList<string>)keep.Select(i => r[i]).ToList()).ToList());
+    }
+
+    /// <summary>The widest the default terminal tables get, in characters, however wide the terminal.</summary>
+    public const int TerminalWidth = 120;
+
+    /// <summary>
+    /// Characters a table takes when drawn with a border and one space either side of each cell
+    /// (Spectre.Console's bordered tables): the widest cell of each column, plus three per column
+    /// and one for the closing border.
+    /// </summary>
+    public static int BorderedWidth(ReportTable table)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        var widths = table.Columns.Select((c, i) => table.Rows.Select(r => r[i].Length).Append(c.Header.Length).Max());
+        return widths.Sum() + 3 * table.Columns.Count + 1;
+    }
+
+    /// <summary>
+    /// The default terminal tables: one per model and data set (named in its title), fewer columns
+    /// than <see cref="ResultsTable"/> so that it fits <paramref name="width"/> characters when drawn
+    /// with a border (<see cref="BorderedWidth"/>). Columns: criterion (with its ablation), sparsity,
+    /// warm-up (only when some run of the model warmed up or the settings differ), seeds, top-1 mean ±
+    /// 95% CI, vs random, vs best, vs criterion (when there are ablations) as difference and mark
+    /// (<see cref="ComparisonCell"/> without p-values: they are in report.md), Δ dense, failed and
+    /// unfinished counts when any. When that is still too wide, Δ dense, seeds, unfinished, failed
+    /// and (for a model without batch norm) warm-up are left out in that order and named in
+    /// <see cref="TerminalTable.LeftOut"/>.
+    /// </summary>
+    public static IReadOnlyList<TerminalTable> TerminalTables(IReadOnlyList<ResultGroup> groups, int width = TerminalWidth)
+    {
+        ArgumentNullException.ThrowIfNull(groups);
+        var tables = new List<TerminalTable>();
+        foreach (var panel in groups.GroupBy(g => (g.Model, g.Dataset)))
+        {
+            var cells = panel.ToList();
+            var baseline = DenseBaseline(groups, panel.Key.Model, panel.Key.Dataset);
+            var warmups = cells.Where(g => !g.IsDense).Select(g => g.WarmupBatches).Distinct().ToList();
+            var columns = new List<(ReportColumn Column, Func<ResultGroup, string> Cell)>
+            {
+                (new("Criterion", false), g => g.Criterion + (g.IsAblation ? $" ({g.Ablation})" : "")),
+                (new("Sparsity", true), g => g.IsDense ? "0%" : Format.Sparsity(g.Sparsity)),
+            };
+            if (warmups.Count > 1 || warmups.Any(w => w > 0)) columns.Add((new("Warm-up", false), WarmupCell));
+            columns.AddRange(
+            [
+                (new("Seeds", true), g => g.Seeds.ToString(CultureInfo.InvariantCulture)),
+                (new("Top-1 % ± CI", true), Top1Cell),
+                (new("vs random", true), g => g.VsRandom is null ? "–" : ComparisonCell(g.VsRandom, oneSided: false, withP: false)),
+                (new("vs best", true), g => g.IsBest ? "best" : g.VsBest is null ? "–" : ComparisonCell(g.VsBest, oneSided: false, withP: false)),
+            ]);
+            if (cells.Any(g => g.IsAblation))
+                columns.Add((new("vs criterion", true), g => g.VsCriterion is null ? "–" : ComparisonCell(g.VsCriterion, oneSided: true, withP: false)));
+            columns.Add((new("Δ dense (pp)", true), g => DenseDeltaCell(g, g.IsDense ? null : baseline)));
+            if (cells.Any(g => g.Failed > 0)) columns.Add((new("Failed", true), g => g.Failed.ToString(CultureInfo.InvariantCulture)));
+            if (cells.Any(g => g.Unfinished > 0)) columns.Add((new("Unfinished", true), g => g.Unfinished.ToString(CultureInfo.InvariantCulture)));
+
+            ReportTable Build() => new(columns.Select(c => c.Column).ToList(), cells.Select(g => (IReadOnlyList<string>)columns.Select(c => c.Cell(g)).ToList()).ToList());
+            var table = Build();
+            var leftOut = new List<string>();
+            // Warm-up last, and only for a model without batch norm, where it changed nothing.
+            var droppables = ModelZoo.HasBatchNorm(panel.Key.Model) ? ["Δ dense (pp)", "Seeds", "Unfinished", "Failed"]
+                : new[] { "Δ dense (pp)", "Seeds", "Unfinished", "Failed", "Warm-up" };
+            foreach (var droppable in droppables)
+            {
+                if (BorderedWidth(table) <= width) break;
+                var at = columns.FindIndex(c => c.Column.Header == droppable);
+                if (at < 0) continue;
+                columns.RemoveAt(at);
+                leftOut.Add(droppable);
+                table = Build();
+            }
+            tables.Add(new TerminalTable($"{panel.Key.Model} · {panel.Key.Dataset}", table, leftOut));
+        }
+        return tables;
+    }
+
+    /// <summary>Mark of a significantly higher mean (two-sided, Holm-corrected p &lt; <see cref="Alpha"/>).</summary>
     public const string HigherMark = "▲";
-    /// <summary>Mark of a significantly lower mean (two-sided p &lt; <see cref="Alpha"/>; for an ablation, one-sided).</summary>
+    /// <summary>Mark of a significantly lower mean (two-sided, Holm-corrected p &lt; <see cref="Alpha"/>; for an ablation, one-sided).</summary>
     public const string LowerMark = "▼";
     /// <summary>Mark of a difference that is not significant.</summary>
     public const string NotSignificantMark = "≈";
@@ -363,43 +495,86 @@ public static class ReportTables
     public const string NotWorseMark = "⚠ not worse";
 
     /// <summary>
-    /// A comparison as a table cell: the difference in percentage points, a mark and the p-value,
-    /// e.g. "+1.23 ▲ p=0.004", "-0.31 ≈ p=0.41 Welch", "+0.80 (1 seed)" when no test was possible.
-    /// Two-sided: ▲ / ▼ significantly higher / lower, ≈ not significant. One-sided (an ablation
-    /// against its criterion; the alternative is "the ablation is worse"): ▼ significantly worse,
-    /// "⚠ not worse" otherwise.
+    /// A comparison as a table cell: the difference in percentage points, a mark, the raw p-value
+    /// and the Holm-corrected one, e.g. "+1.23 ▲ p=0.004 (Holm p=0.012)", "-0.31 ≈ p=0.41
+    /// (Holm p=1.00) Welch", "+0.80 (1 seed)" when no test was possible; without
+    /// <paramref name="withP"/> the difference and mark alone ("+1.23 ▲"). The mark follows the
+    /// corrected p. Two-sided: ▲ / ▼ significantly higher / lower, ≈ not significant. One-sided (an
+    /// ablation against its criterion; the alternative is "the ablation is worse"): ▼ significantly
+    /// worse, "⚠ not worse" otherwise ("⚠" alone without <paramref name="withP"/>).
     /// </summary>
-    public static string ComparisonCell(Comparison comparison, bool oneSided)
+    public static string ComparisonCell(Comparison comparison, bool oneSided, bool withP = true)
     {
         ArgumentNullException.ThrowIfNull(comparison);
         var diff = Format.SignedPoints(comparison.Difference);
         if (comparison.Test is not { } t) return diff + " (1 seed)";
-        var p = oneSided ? t.PLess : t.P;
-        var mark = oneSided ? (p < Alpha ? LowerMark : NotWorseMark)
-            : p < Alpha ? (t.Difference > 0 ? HigherMark : LowerMark) : NotSignificantMark;
-        return $"{diff} {mark} {Format.PValue(p)}" + (t.Kind == TTestKind.Welch ? " Welch" : "");
+        var p = TestedP(t, oneSided);
+        var mark = Mark(comparison, oneSided);
+        if (!withP) return $"{diff} {(mark == NotWorseMark ? NotWorseMark[..1] : mark)}";
+        return $"{diff} {mark} {Format.PValue(p)} (Holm {Format.PValue(comparison.HolmP ?? p)})" + (t.Kind == TTestKind.Welch ? " Welch" : "");
     }
 
     /// <summary>
-    /// The curvature estimates behind the runs that have them: one row per run, estimator and
-    /// layer with its method, probes and achieved median relative SE (null when no run has any).
+    /// True when the comparison is significant after Holm's correction: the corrected p (the raw p
+    /// for a comparison made alone) is below <see cref="Alpha"/>. False without a test.
+    /// </summary>
+    public static bool Significant(Comparison comparison, bool oneSided)
+    {
+        ArgumentNullException.ThrowIfNull(comparison);
+        return comparison.Test is { } t && (comparison.HolmP ?? TestedP(t, oneSided)) < Alpha;
+    }
+
+    static string Mark(Comparison c, bool oneSided) =>
+        oneSided ? (Significant(c, oneSided) ? LowerMark : NotWorseMark)
+        : Significant(c, oneSided) ? (c.Test!.Difference > 0 ? HigherMark : LowerMark) : NotSignificantMark;
+
+    /// <summary>
+    /// The curvature estimates behind the runs that have them (null when no run has any), as short
+    /// as what varies allows: an estimator whose layers all came out alike (same HVPs, method,
+    /// probes and error in every run, e.g. an exact diagonal: 0 probes, 0 error) is one row for all
+    /// its runs and layers; otherwise one row per run whose layers came out alike, else one row
+    /// per run and layer.
     /// </summary>
     public static ReportTable? CurvatureTable(IReadOnlyList<RunRecord> runs)
     {
         ArgumentNullException.ThrowIfNull(runs);
-        var rows = (from r in runs.OrderBy(r => r.Config.Criterion, StringComparer.Ordinal).ThenBy(r => r.Config.Sparsity).ThenBy(r => r.Key, StringComparer.Ordinal)
-                    from d in r.Prune?.Curvature ?? []
-                    from l in d.Layers
-                    select (IReadOnlyList<string>)[r.Config.Label, d.Estimator, d.Hvps.ToString("N0", CultureInfo.InvariantCulture), l.Name, l.Method,
-                        l.Probes.ToString(CultureInfo.InvariantCulture), l.MedianRelativeSe is { } se ? se.ToString("G3", CultureInfo.InvariantCulture) : "∞"]).ToList();
-        if (rows.Count == 0) return null;
+        var entries = (from r in runs.OrderBy(r => r.Config.Criterion, StringComparer.Ordinal).ThenBy(r => r.Config.Sparsity).ThenBy(r => r.Key, StringComparer.Ordinal)
+                       from d in r.Prune?.Curvature ?? []
+                       from l in d.Layers
+                       select (Run: r, Record: d, Layer: l)).ToList();
+        if (entries.Count == 0) return null;
+        static string Se(LayerCurvatureRecord l) => l.MedianRelativeSe is { } se ? se.ToString("G3", CultureInfo.InvariantCulture) : "∞";
+        static (int, string, int, string) Outcome((RunRecord Run, CurvatureRecord Record, LayerCurvatureRecord Layer) e) =>
+            (e.Record.Hvps, e.Layer.Method, e.Layer.Probes, Se(e.Layer));
+        static string Layers(int n) => n == 1 ? "1 layer" : $"all {n} layers";
+        IReadOnlyList<string> Row(string run, IReadOnlyList<(RunRecord Run, CurvatureRecord Record, LayerCurvatureRecord Layer)> alike, string layer)
+        {
+            var (hvps, method, probes, se) = Outcome(alike[0]);
+            return [run, alike[0].Record.Estimator, hvps.ToString("N0", CultureInfo.InvariantCulture), layer, method,
+                probes.ToString(CultureInfo.InvariantCulture), se];
+        }
+        var rows = new List<IReadOnlyList<string>>();
+        foreach (var estimator in entries.GroupBy(e => e.Record.Estimator, StringComparer.Ordinal))
+        {
+            var all = estimator.ToList();
+            var byRun = all.GroupBy(e => e.Run.Key, StringComparer.Ordinal).ToList();
+            if (all.Select(Outcome).Distinct().Count() == 1)
+            {
+                var run = byRun.Count == 1 ? all[0].Run.Config.Label : $"{byRun.Count} runs";
+                rows.Add(Row(run, all, Layers(all.Select(e => e.Layer.Name).Distinct(StringComparer.Ordinal).Count())));
+                continue;
+            }
+            foreach (var run in byRun.Select(g => g.ToList()))
+            {
+                if (run.Select(Outcome).Distinct().Count() == 1)
+                    rows.Add(Row(run[0].Run.Config.Label, run, Layers(run.Select(e => e.Layer.Name).Distinct(StringComparer.Ordinal).Count())));
+                else rows.AddRange(run.Select(e => Row(e.Run.Config.Label, [e], e.Layer.Name)));
+            }
+        }
         ReportColumn[] columns = [new("run", false), new("estimator", false), new("HVPs", true), new("layer", false), new("method", false),
             new("probes", true), new("median rel. SE", true)];
         return new ReportTable(columns, rows);
     }
-
-    /// <summary>The terminal table: the same columns and cells as <see cref="ResultsTable"/>, for the CLI to draw.</summary>
-    public static ReportTable TerminalTable(IReadOnlyList<RunRecord> runs) => ResultsTable(Aggregate(runs));
 
     /// <summary>
     /// The CSV of results, one row per run (RFC 4180: comma separated, fields with a comma, quote
@@ -495,6 +670,13 @@ public static class ReportTables
         }
         return new ReportTable(columns, rows);
     }
+
+    /// <summary>"lenet5 fashion-mnist snip 98% + warm-up (100) seed 1".</summary>
+    internal static string RunLabel(RunRecord r) =>
+        $"{r.Config.Model} {r.Config.Dataset} {r.Config.Criterion}" +
+        (r.Config.Ablation == NoAblation ? "" : $" ({r.Config.Ablation})") +
+        (IsDense(r.Config.Criterion) ? "" : " " + Format.Sparsity(r.Config.Sparsity)) +
+        (r.Config.WarmupBatches > 0 ? $" + warm-up ({r.Config.WarmupBatches})" : "") + $" seed {r.Config.Seed}";
 
     /// <summary>Escapes a Markdown table cell.</summary>
     public static string MarkdownCell(string text) =>

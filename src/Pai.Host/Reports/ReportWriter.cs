@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using System.Text.RegularExpressions;
 
 namespace Pai.Host.Reports;
 
@@ -12,7 +13,7 @@ namespace Pai.Host.Reports;
 /// one does not draw are removed. When a chart cannot be drawn, the tables and HTML are still
 /// written and say why.
 /// </summary>
-public static class ReportWriter
+public static partial class ReportWriter
 {
     /// <summary>File name of the Markdown report.</summary>
     public const string MarkdownFile = "report.md";
@@ -62,7 +63,7 @@ public static class ReportWriter
         var chartFiles = charts.SelectMany(c => new[] { Path.Combine(dir, c.SvgFile), Path.Combine(dir, c.PngFile) }).ToList();
         var paths = new ReportFiles(dir, Path.Combine(dir, MarkdownFile), Path.Combine(dir, CsvFile), Path.Combine(dir, HtmlFile),
             chartFiles, hasData || panels.Count > 0 ? problem : null);
-        var content = new ReportContent(options.Title, runs, groups, results, panels, hasData, accuracy, layers, paths.ChartProblem);
+        var content = new ReportContent(options.Title, runs, groups, results, ReportFindings.Lines(groups, runs), panels, hasData, accuracy, layers, paths.ChartProblem);
 
         // Pictures first, the documents that point at them last.
         foreach (var c in charts)
@@ -105,6 +106,7 @@ public static class ReportWriter
         IReadOnlyList<RunRecord> Runs,
         IReadOnlyList<ResultGroup> Groups,
         ReportTable Results,
+        IReadOnlyList<string> Findings,
         IReadOnlyList<LayerPanel> Panels,
         bool HasAccuracyData,
         IReadOnlyList<ReportChart> AccuracyCharts,
@@ -135,18 +137,21 @@ public static class ReportWriter
                              "a Student t-interval (mean ± t₀.₉₇₅,ₙ₋₁ · s / √n, s the sample standard deviation, n the seeds); " +
                              "a cell with a single seed has no interval and says \"(1 seed)\".";
                 yield return "vs random and vs best: the difference of mean top-1 to the random criterion and to the best criterion " +
-                             "(highest mean, no ablation) at the same sparsity and warm-up, in percentage points, with the two-sided p-value of a t-test: " +
-                             $"{ReportTables.HigherMark} significantly higher, {ReportTables.LowerMark} significantly lower (p < {ReportTables.Alpha:0.00}), " +
-                             $"{ReportTables.NotSignificantMark} not significant. A run's seed fixes its initial weights, scoring batches and data order, " +
+                             "(highest mean, no ablation) at the same sparsity and warm-up, in percentage points, with the two-sided p-value of a t-test " +
+                             "and, in brackets, the same p after Holm's correction for multiple comparisons: " +
+                             $"{ReportTables.HigherMark} significantly higher, {ReportTables.LowerMark} significantly lower (Holm-corrected p < {ReportTables.Alpha:0.00}), " +
+                             $"{ReportTables.NotSignificantMark} not significant. The families corrected together: for vs random, every comparison with random " +
+                             "of the model and data set (all criteria, sparsities and warm-up settings); for vs best, the criteria compared with the best " +
+                             "at one sparsity and warm-up. A run's seed fixes its initial weights, scoring batches and data order, " +
                              "so runs with the same seed are paired: the test is a paired t-test over the seeds both cells finished " +
                              "(the difference is then the mean of the paired differences), Welch's t-test (marked Welch) when fewer than two seeds are shared, " +
-                             "and none when a side has a single seed (marked \"(1 seed)\"). No correction for multiple comparisons: " +
-                             "among many cells some p < 0.05 are expected by chance.";
+                             "and none when a side has a single seed (marked \"(1 seed)\").";
                 if (Groups.Any(g => g.IsAblation))
                     yield return "Ablations (sanity checks of the criterion's choice of weights within each layer): shuffle permutes the mask within each layer, " +
                                  "reinit keeps the mask and draws fresh initial weights, invert keeps the lowest-scoring weights. " +
                                  "vs criterion: the ablation against its criterion at the same sparsity and warm-up, with the one-sided p-value of " +
-                                 $"\"the ablation is worse\" (paired or Welch as above): {ReportTables.LowerMark} significantly worse, " +
+                                 "\"the ablation is worse\" (paired or Welch as above) and, in brackets, the same p Holm-corrected over every ablation check " +
+                                 $"of the model and data set: {ReportTables.LowerMark} significantly worse, " +
                                  $"{ReportTables.NotWorseMark}: not significantly worse, so these runs do not show that the criterion's choice of weights matters.";
                 yield return "Δ dense is the difference to the mean of the dense runs of the same model and data set, in percentage points; " +
                              "Density is the achieved fraction of prunable weights kept; FLOPs is the remaining multiply-adds of the conv and linear layers " +
@@ -161,13 +166,6 @@ public static class ReportWriter
         public IEnumerable<RunRecord> FailedRuns => Runs.Where(r => r.Status == RunStatus.Failed);
     }
 
-    /// <summary>"lenet5 fashion-mnist snip 98% + warm-up (100) seed 1".</summary>
-    static string RunLabel(RunRecord r) =>
-        $"{r.Config.Model} {r.Config.Dataset} {r.Config.Criterion}" +
-        (r.Config.Ablation == ReportTables.NoAblation ? "" : $" ({r.Config.Ablation})") +
-        (ReportTables.IsDense(r.Config.Criterion) ? "" : " " + Format.Sparsity(r.Config.Sparsity)) +
-        (r.Config.WarmupBatches > 0 ? $" + warm-up ({r.Config.WarmupBatches})" : "") + $" seed {r.Config.Seed}";
-
     static string FirstLine(string? text, int max = 300)
     {
         var line = (text ?? "").Split('\n', 2)[0].Trim();
@@ -179,9 +177,14 @@ public static class ReportWriter
     {
         page.Title(c.Title);
         page.Summary(c.Summary);
+        if (c.Findings.Count > 0)
+        {
+            page.Heading(2, "Findings");
+            page.Findings(c.Findings, ReportFindings.Explanation);
+        }
         page.Heading(2, "Results");
         if (c.Results.Rows.Count == 0) page.Text("No runs.");
-        else page.Table(c.Results);
+        else page.ResultsTable(c.Results);
         page.Notes(c.Notes);
 
         page.Heading(2, "Accuracy versus sparsity");
@@ -205,7 +208,7 @@ public static class ReportWriter
         if (failed.Count > 0)
         {
             page.Heading(2, "Failed runs");
-            page.Failed(failed.Select(r => (r.Key, RunLabel(r), FirstLine(r.Error))));
+            page.Failed(failed.Select(r => (r.Key, ReportTables.RunLabel(r), FirstLine(r.Error))));
         }
         return page.Finish();
     }
@@ -219,7 +222,9 @@ public static class ReportWriter
         public abstract void Heading(int level, string text);
         public abstract void Text(string text);
         public abstract void Table(ReportTable table);
+        public virtual void ResultsTable(ReportTable table) => Table(table);
         public abstract void Notes(IEnumerable<string> notes);
+        public abstract void Findings(IEnumerable<string> findings, string explanation);
         public abstract void Charts(bool hasData, IReadOnlyList<ReportChart> charts, string? problem);
         public abstract void PanelRuns(IEnumerable<(string Label, string Key)> runs);
         public abstract void Failed(IEnumerable<(string Key, string Label, string Error)> runs);
@@ -240,6 +245,12 @@ public static class ReportWriter
         {
             foreach (var note in notes) sb.Append("- ").Append(note).Append('\n');
             sb.Append('\n');
+        }
+
+        public override void Findings(IEnumerable<string> findings, string explanation)
+        {
+            foreach (var finding in findings) sb.Append("- ").Append(Cell(finding)).Append('\n');
+            sb.Append('\n').Append(explanation).Append("\n\n");
         }
 
         public override void Charts(bool hasData, IReadOnlyList<ReportChart> charts, string? problem)
@@ -274,11 +285,32 @@ public static class ReportWriter
         public override void Text(string text) => sb.Append("<p>").Append(H(text)).Append("</p>\n");
         public override void Table(ReportTable table) => AppendHtmlTable(sb, table);
 
+        /// <summary>
+        /// The results without the columns that are summaries of results.csv (top-1 min–max, top-5),
+        /// so that the table fits the page; report.md keeps every column.
+        /// </summary>
+        public override void ResultsTable(ReportTable table)
+        {
+            var narrower = ReportTables.WithoutColumns(table, HtmlLeavesOut);
+            Table(narrower);
+            var left = HtmlLeavesOut.Where(h => table.Columns.Any(c => c.Header == h)).ToList();
+            if (left.Count > 0)
+                sb.Append("<p class=\"notes\">Not shown here: ").Append(H(string.Join(", ", left))).Append(" (in ").Append(MarkdownFile)
+                  .Append("; every run in <a href=\"").Append(CsvFile).Append("\">").Append(CsvFile).Append("</a>).</p>\n");
+        }
+
         public override void Notes(IEnumerable<string> notes)
         {
             sb.Append("<ul class=\"notes\">\n");
             foreach (var note in notes) sb.Append("<li>").Append(H(note)).Append("</li>\n");
             sb.Append("</ul>\n");
+        }
+
+        public override void Findings(IEnumerable<string> findings, string explanation)
+        {
+            sb.Append("<ul class=\"findings\">\n");
+            foreach (var finding in findings) sb.Append("<li>").Append(H(finding)).Append("</li>\n");
+            sb.Append("</ul>\n<p class=\"notes\">").Append(H(explanation)).Append("</p>\n");
         }
 
         /// <summary>Each chart as an &lt;img&gt; whose source is its SVG as a data URI (the page stays one self-contained file).</summary>
@@ -310,6 +342,19 @@ public static class ReportWriter
 
     static string H(string text) => WebUtility.HtmlEncode(text);
 
+    /// <summary>Results columns the HTML page leaves out to fit its width (report.md has them, results.csv has every run).</summary>
+    static readonly string[] HtmlLeavesOut = ["Top-1 % min–max", "Top-5 % mean"];
+
+    /// <summary>
+    /// A number cell that may wrap only between its parts, "+1.23 ▲" | "p=0.004" | "(Holm" |
+    /// "p=0.012)" | "Welch" ("+0.21" | "⚠ not worse"), so that a wide table fits the page by
+    /// wrapping: other spaces, as in "88.50 ± 0.99", become no-break spaces.
+    /// </summary>
+    static string KeepTogether(string cell) => UnbreakableSpace().Replace(cell, "\u00a0");
+
+    [GeneratedRegex(" (?!p[=<]|\\(Holm|Welch|⚠)")]
+    private static partial Regex UnbreakableSpace();
+
     static void AppendHtmlTable(StringBuilder sb, ReportTable table)
     {
         sb.Append("<div class=\"table\"><table>\n<thead><tr>");
@@ -319,7 +364,7 @@ public static class ReportWriter
         {
             sb.Append("<tr>");
             for (var i = 0; i < row.Count; i++)
-                sb.Append(table.Columns[i].RightAligned ? "<td class=\"num\">" : "<td>").Append(H(row[i])).Append("</td>");
+                sb.Append(table.Columns[i].RightAligned ? "<td class=\"num\">" : "<td>").Append(H(table.Columns[i].RightAligned ? KeepTogether(row[i]) : row[i])).Append("</td>");
             sb.Append("</tr>\n");
         }
         sb.Append("</tbody>\n</table></div>\n");
@@ -328,10 +373,10 @@ public static class ReportWriter
     const string Style = """
         body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1400px; padding: 0 1rem; color: #222; }
         h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; } h3 { font-size: 1.05rem; }
-        table { border-collapse: collapse; font-size: .88rem; margin: .6rem 0; }
-        th, td { border: 1px solid #d6d6d6; padding: .25rem .55rem; white-space: nowrap; }
+        table { border-collapse: collapse; font-size: .8rem; margin: .6rem 0; }
+        th, td { border: 1px solid #d6d6d6; padding: .2rem .3rem; vertical-align: top; }
         .table { overflow-x: auto; } th { background: #f3f3f3; text-align: left; }
-        .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+        .num { text-align: right; font-variant-numeric: tabular-nums; }
         tbody tr:nth-child(even) { background: #fafafa; }
         figure { margin: 1rem 0; overflow-x: auto; } figure img.chart { max-width: 100%; height: auto; }
         figcaption { color: #555; font-size: .85rem; margin-top: .3rem; }

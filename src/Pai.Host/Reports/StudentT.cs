@@ -182,6 +182,28 @@ public static class SeedStatistics
         return StudentT.Quantile((1 + level) / 2, values.Count - 1) * std / Math.Sqrt(values.Count);
     }
 
+    /// <summary>
+    /// Holm's step-down adjustment of a family of p-values, returned in the order given: sorted
+    /// ascending, the i-th smallest (i from 0) is multiplied by m − i, a running maximum keeps the
+    /// adjusted values in the same order as the raw ones, and each is capped at 1. Rejecting where
+    /// the adjusted p is below α keeps the chance of any false rejection in the family at most α,
+    /// whatever the dependence between the tests.
+    /// </summary>
+    public static double[] Holm(IReadOnlyList<double> p)
+    {
+        ArgumentNullException.ThrowIfNull(p);
+        if (p.Any(v => !(v >= 0 && v <= 1))) throw new ArgumentOutOfRangeException(nameof(p), "p-values must lie in [0, 1]");
+        var order = Enumerable.Range(0, p.Count).OrderBy(i => p[i]).ToArray(); // stable: ties keep their order
+        var adjusted = new double[p.Count];
+        var running = 0.0;
+        for (var rank = 0; rank < order.Length; rank++)
+        {
+            running = Math.Max(running, Math.Min(1, (order.Length - rank) * p[order[rank]]));
+            adjusted[order[rank]] = running;
+        }
+        return adjusted;
+    }
+
     /// <summary>From t and df: ±∞ for a zero spread with a non-zero difference, 0 when both are zero.</summary>
     static TTestResult Result(TTestKind kind, double difference, double se, double df, int n)
     {
