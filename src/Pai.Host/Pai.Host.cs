@@ -259,7 +259,7 @@ public static class PaiHost
     }
 
     /// <summary>The Debian package that installed a file and its version, from dpkg-query; null without dpkg or package.</summary>
-    internal static (string Name, string Version)? PackageOf(string? path)
+    static (string Name, string Version)? PackageOf(string? path)
     {
         if (path is null) return null;
         // "libtorch1.13:amd64: /usr/lib/…/libtorch_cpu.so.1.13.0"

@@ -15,25 +15,31 @@ namespace Pai.Progress;
 public sealed class ProgressLogger : ITestLogger
 {
     static readonly TimeSpan Quiet = TimeSpan.FromMinutes(1);
+    // Checked this often, so a quiet minute is reported within a few seconds of its end.
+    static readonly TimeSpan Tick = TimeSpan.FromSeconds(5);
 
     readonly Lock gate = new();
     readonly Stopwatch run = Stopwatch.StartNew();
     readonly Stopwatch sinceLine = Stopwatch.StartNew();
     Timer? heartbeat;
     string? assembly, testClass;
-    TimeSpan classStarted;
+    TimeSpan classStarted, classEnded;
     int classTests, classFailed, done, failed;
 
     /// <inheritdoc/>
     public void Initialize(TestLoggerEvents events, string testRunDirectory)
     {
+        events.TestRunStart += (_, e) =>
+        {
+            lock (gate) assembly ??= string.Join(", ", e.TestRunCriteria.Sources?.Select(s => Path.GetFileNameWithoutExtension(s)) ?? []);
+        };
         events.TestResult += (_, e) => Result(e.Result);
         events.TestRunComplete += (_, _) =>
         {
             heartbeat?.Dispose();
             lock (gate) FinishClass();
         };
-        heartbeat = new Timer(_ => Heartbeat(), null, Quiet, Quiet);
+        heartbeat = new Timer(_ => Heartbeat(), null, Tick, Tick);
     }
 
     void Result(TestResult result)
@@ -48,6 +54,7 @@ public sealed class ProgressLogger : ITestLogger
                 (assembly, testClass, classStarted, classTests, classFailed) = (source, name, run.Elapsed - result.Duration, 0, 0);
             }
             classTests++;
+            classEnded = run.Elapsed;
             done++;
             if (result.Outcome == TestOutcome.Failed)
             {
@@ -75,9 +82,10 @@ public sealed class ProgressLogger : ITestLogger
 
     void FinishClass()
     {
+        // VSTest tells of no class's end: a class is done when a test of the next one (or the run) ends.
         if (testClass is null) return;
         Write($"{assembly}: {testClass} done, {classTests} test{(classTests == 1 ? "" : "s")}{(classFailed > 0 ? $" ({classFailed} failed)" : "")} " +
-              $"in {Duration(run.Elapsed - classStarted)}; {done} done after {Duration(run.Elapsed)}");
+              $"in {Duration(classEnded - classStarted)}; {done} done, {Duration(classEnded)} into the run");
         testClass = null;
     }
 
