@@ -39,13 +39,17 @@ let args =
 let arg name fallback =
     args |> Map.tryFind name |> Option.defaultValue fallback
 
-/// Runs the configs in the store (every core), printing one line per run; returns every run of the store.
+/// What runs are doing, as lines (`pai` prints the same ones into logs): each phase, each finished
+/// epoch, a line every 30 s within a long epoch, and what scoring says on the way.
+let progress = LineProgress(Action<string>(printfn "%s"))
+
+/// Runs the configs in the store (every core), printing one line per run and its progress; returns every run of the store.
 let sweep (resultsDir: string) (configs: RunConfig list) =
     PaiHost.ConfigureThreads(Nullable())
     use store = new SqliteRunStore(IO.Path.GetFullPath resultsDir)
 
     let summary =
-        Sweep.Execute(store, "pipeline", List.toArray configs, null, Action<string>(printfn "%s"))
+        Sweep.Execute(store, "pipeline", List.toArray configs, progress, Action<string>(printfn "%s"))
 
     printfn "%d run, %d skipped, %d failed; results in %s" summary.Ran summary.Skipped summary.Failed store.Directory
     store.All()
@@ -71,6 +75,8 @@ module Pipeline =
     let score (criterion: Pai.Criterion) (stage: Pai.Host.ModelStage) = stage.Score(criterion)
     /// The dense baseline: no pruning.
     let dense (stage: Pai.Host.ModelStage) = stage.Dense()
-    let prune (sparsity: float) (stage: Pai.Host.ScoreStage) = stage.Prune(sparsity)
-    let train (budget: Pai.Host.Budget) (stage: Pai.Host.PrunedStage) = stage.Train(budget)
+    /// Scores and prunes, printing the run's progress.
+    let prune (sparsity: float) (stage: Pai.Host.ScoreStage) = stage.Prune(sparsity, null, progress)
+    /// Trains, printing the run's progress.
+    let train (budget: Pai.Host.Budget) (stage: Pai.Host.PrunedStage) = stage.Train(budget, progress)
     let record (store: IRunStore) (stage: Pai.Host.TrainedStage) = stage.Record(store)

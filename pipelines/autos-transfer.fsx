@@ -163,7 +163,7 @@ let runs =
     use store = new SqliteRunStore(results)
 
     let summary =
-        Sweep.Execute(store, "pipeline", List.toArray configs, null, Action<string>(printfn "%s"))
+        Sweep.Execute(store, "pipeline", List.toArray configs, progress, Action<string>(printfn "%s"))
 
     printfn "%d run, %d skipped, %d failed; results in %s" summary.Ran summary.Skipped summary.Failed store.Directory
     store.All()

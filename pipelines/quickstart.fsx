@@ -26,9 +26,10 @@ for criterion in [ snip; mine ] do
     let pruned = lenet5 |> Pipeline.score criterion |> Pipeline.prune sparsity
     let run = pruned |> Pipeline.train budget |> Pipeline.record store
 
+    // A run is named as the store names it: a built-in by its registry name, a formula by its text.
     printfn
         "%-32s density %.4f  test top-1 %.2f%%  (run %s)"
-        (Formula.render criterion.Formula)
+        run.Config.Criterion
         pruned.Density
         (100.0 * run.FinalTop1.Value)
         run.Key
@@ -37,5 +38,5 @@ let dense =
     lenet5 |> Pipeline.dense |> Pipeline.train budget |> Pipeline.record store
 
 printfn "%-32s density 1.0000  test top-1 %.2f%%  (run %s)" "dense" (100.0 * dense.FinalTop1.Value) dense.Key
-printfn "results in %s (pai report --results %s)" store.Directory store.Directory
+printfn "results in %s (see them with: ./pai report --results %s)" store.Directory store.Directory
 store.Dispose()

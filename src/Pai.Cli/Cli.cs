@@ -39,11 +39,11 @@ internal static class Cli
         var sparsity = o.Given(p, nameof(c.Sparsity));
         var dense = c.Criterion.Trim().Equals(Pai.Host.Runs.Experiment.DenseCriterion, StringComparison.OrdinalIgnoreCase);
         if (required && (!criterion || !sparsity || dense))
-            throw new ArgumentException("pruning needs a criterion and a sparsity, e.g. -c snip -s 0.9 (see `pai list criteria`)");
+            throw new ArgumentException("pruning needs a criterion and a sparsity, e.g. -c snip -s 0.9 (see `./pai list criteria`)");
         if (criterion && !dense && !sparsity)
             throw new ArgumentException($"the criterion '{c.Criterion}' needs a sparsity: add -s 0.9 (the fraction of weights removed), or leave out -c to train densely");
         if (sparsity && (!criterion || dense))
-            throw new ArgumentException("a sparsity needs a criterion to choose the weights: add -c snip (see `pai list criteria`), or leave out -s to train densely");
+            throw new ArgumentException("a sparsity needs a criterion to choose the weights: add -c snip (see `./pai list criteria`), or leave out -s to train densely");
         return c;
     }
 

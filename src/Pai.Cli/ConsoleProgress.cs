@@ -8,53 +8,41 @@ namespace Pai.Cli;
 /// </summary>
 internal sealed class ConsoleProgress(ProgressContext? live) : IRunProgress
 {
-    /// <summary>Replaces the runs' labels (e.g. "lenet5 with mask.safetensors" for `pai train --mask`).</summary>
-    public string? Label { get; set; }
+    readonly LineProgress lines = new(Console.WriteLine, line => AnsiConsole.MarkupLine($"[yellow]{Markup.Escape(line)}[/]"));
 
-    string LabelOf(RunConfig config) => Label ?? config.Label;
+    /// <summary>Replaces the runs' labels (e.g. "lenet5 with mask.safetensors" for `pai train --mask`).</summary>
+    public string? Label { get => lines.Label; set => lines.Label = value; }
 
     ProgressTask? epochTask;
-    DateTime lastLine = DateTime.MinValue;
 
     public void Phase(RunConfig config, string phase)
     {
-        if (live is null) Console.WriteLine($"  {LabelOf(config)}: {phase}");
+        if (live is null) lines.Phase(config, phase);
         else if (phase == "training") epochTask = null;
     }
 
     public void Training(RunConfig config, TrainProgress p)
     {
-        if (live is not null)
+        if (live is null)
         {
-            if (epochTask is null || p.Batch == 1)
-            {
-                epochTask?.StopTask();
-                epochTask = live.AddTask(Markup.Escape($"{LabelOf(config)} epoch {p.Epoch}/{p.Epochs}"), maxValue: p.BatchesPerEpoch ?? 1);
-            }
-            epochTask.Value = p.Batch;
-            if (p.Finished is { } f)
-            {
-                epochTask.Description = Markup.Escape($"{LabelOf(config)} epoch {f.Epoch}/{p.Epochs}: test top-1 {f.Test?.Top1:P2}");
-                epochTask.StopTask();
-                epochTask = null;
-            }
+            lines.Training(config, p);
             return;
         }
-        if (p.Finished is { } e)
-            Console.WriteLine($"  {LabelOf(config)}: epoch {e.Epoch}/{p.Epochs} loss {e.TrainLoss:F4} test top-1 {e.Test?.Top1:P2} ({e.Seconds:F1} s, {e.ImagesPerSecond:F0} img/s)");
-        else if (DateTime.UtcNow - lastLine > TimeSpan.FromSeconds(30))
+        if (epochTask is null || p.Batch == 1)
         {
-            lastLine = DateTime.UtcNow;
-            Console.WriteLine($"  {LabelOf(config)}: epoch {p.Epoch} batch {p.Batch}/{p.BatchesPerEpoch} loss {p.Loss:F4}");
+            epochTask?.StopTask();
+            epochTask = live.AddTask(Markup.Escape($"{lines.LabelOf(config)} epoch {p.Epoch}/{p.Epochs}"), maxValue: p.BatchesPerEpoch ?? 1);
+        }
+        epochTask.Value = p.Batch;
+        if (p.Finished is { } f)
+        {
+            epochTask.Description = Markup.Escape($"{lines.LabelOf(config)} epoch {f.Epoch}/{p.Epochs}: test top-1 {f.Test?.Top1:P2}");
+            epochTask.StopTask();
+            epochTask = null;
         }
     }
 
-    public void Log(RunConfig config, string message)
-    {
-        var line = $"  {LabelOf(config)}: {message}";
-        if (message.StartsWith("warning")) AnsiConsole.MarkupLine($"[yellow]{Markup.Escape(line)}[/]");
-        else Console.WriteLine(line);
-    }
+    public void Log(RunConfig config, string message) => lines.Log(config, message);
 
     /// <summary>Runs work with live bars on an interactive terminal, plain lines otherwise.</summary>
     public static T Show<T>(Func<IRunProgress, T> work, string? label = null)

@@ -95,7 +95,7 @@ internal static class PaiCommand
             var d = PaiHost.Describe();
             var table = new Table().AddColumns("", "").HideHeaders().Border(TableBorder.Rounded);
             table.AddRow("Pai", d.PaiVersion);
-            table.AddRow("libtorch", d.LibtorchVersion);
+            table.AddRow("libtorch", Markup.Escape(d.Libtorch));
             table.AddRow("threads", d.Threads.ToString());
             table.AddRow("BLAS", Markup.Escape(d.Blas));
             table.AddRow("native library", Markup.Escape(d.NativeLibrary));

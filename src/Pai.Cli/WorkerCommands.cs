@@ -74,7 +74,7 @@ internal static class WorkerCommands
         {
             var dir = Path.GetFullPath(p.GetValue(RunCommands.Results)!);
             if (!File.Exists(Path.Combine(dir, SqliteRunStore.DatabaseFileName)))
-                throw new ArgumentException($"no results store in {dir}; run `pai sweep` or `pai run` first, or point --results (or --store) at an existing store");
+                throw new ArgumentException($"no results store in {dir}; run `./pai sweep` or `./pai run` first, or point --results (or --store) at an existing store");
         }
         return OpenStore(p, migrate);
     }
@@ -107,7 +107,7 @@ internal static class WorkerCommands
             Console.WriteLine($"sweep {name}: {after.Total - before} runs added ({after.Pending} pending, {after.Running} running, {after.Finished} finished, {after.Failed} failed)");
             if (p.GetValue(Enqueue))
             {
-                Console.WriteLine($"start workers with: pai worker {store.Location} --sweep {name}{(store is PostgresRunStore ? $" --artifacts {store.Directory}" : "")}");
+                Console.WriteLine($"start workers with: ./pai worker {store.Location} --sweep {name}{(store is PostgresRunStore ? $" --artifacts {store.Directory}" : "")}");
                 return 0;
             }
             failed = RunLocalWorkers(p, store, name, workers);

@@ -22,10 +22,20 @@ public sealed record DatasetLocation(string Name, string Location, bool Found, s
 /// <param name="Datasets">Known data sets and where they are looked for.</param>
 /// <param name="CudaVersion">CUDA runtime version of libtorch, e.g. "12.4" (null: built without CUDA).</param>
 /// <param name="CudnnVersion">cuDNN version, e.g. "9.1.0" (null: none).</param>
+/// <param name="LibtorchPackage">The Debian package of the loaded libtorch and its version, e.g. ("libtorch1.13", "1.13.1+dfsg-4") (null: not from a package, or no dpkg).</param>
 public sealed record InstallationInfo(
     string PaiVersion, string LibtorchVersion, int Threads, string Blas, string NativeLibrary,
-    int CudaDevices, string Parallel, IReadOnlyList<DatasetLocation> Datasets, string? CudaVersion = null, string? CudnnVersion = null)
+    int CudaDevices, string Parallel, IReadOnlyList<DatasetLocation> Datasets, string? CudaVersion = null, string? CudnnVersion = null,
+    (string Name, string Version)? LibtorchPackage = null)
 {
+    /// <summary>
+    /// The installed libtorch: its package's version where a package installed it, with the
+    /// compiled-in version beside it (Debian's 1.13.1 says 1.13.0 in its headers); else the compiled-in version.
+    /// </summary>
+    public string Libtorch => LibtorchPackage is { } package
+        ? $"{package.Version} (Debian package {package.Name}; compiled-in TORCH_VERSION {LibtorchVersion})"
+        : LibtorchVersion;
+
     /// <summary>One line on CUDA: versions and devices, or why there is none.</summary>
     public string Cuda => CudaVersion is null
         ? "none: this libtorch is CPU-only (README, \"GPUs\": build against PyTorch's CUDA libtorch)"
@@ -174,7 +184,7 @@ public static class PaiHost
             Dictionary<string, Tensor>? keep = null;
             if (maskPath is not null)
             {
-                if (!File.Exists(maskPath)) throw new ArgumentException($"mask file '{maskPath}' does not exist; write one with `pai prune … --out {maskPath}`");
+                if (!File.Exists(maskPath)) throw new ArgumentException($"mask file '{maskPath}' does not exist; write one with `./pai prune … --out {maskPath}`");
                 var specs = model.Prunable.Select(w => new TensorSpec(w.Key, DType.Bool, w.Value.Shape));
                 using (var file = Safetensors.Load(maskPath, specs, strict: true))
                     keep = model.Prunable.ToDictionary(w => w.Key, w => file.Take(w.Key));
@@ -244,7 +254,33 @@ public static class PaiHost
             Libtorch.ParallelInfo.Trim(),
             Data.DatasetRegistry.Names.Select(name => Data.DatasetRegistry.Locate(name)).ToList(),
             Libtorch.CudaVersion,
-            Libtorch.CudnnVersion);
+            Libtorch.CudnnVersion,
+            PackageOf(Libtorch.LoadedLibrary));
+    }
+
+    /// <summary>The Debian package that installed a file and its version, from dpkg-query; null without dpkg or package.</summary>
+    static (string Name, string Version)? PackageOf(string? path)
+    {
+        if (path is null) return null;
+        // "libtorch1.13:amd64: /usr/lib/…/libtorch_cpu.so.1.13.0"
+        var owner = DpkgQuery("-S", path);
+        var name = owner?.Split(": ", 2)[0].Split(':')[0];
+        return name is { Length: > 0 } && DpkgQuery("-W", "-f=${Version}", name) is { Length: > 0 } version ? (name, version) : null;
+    }
+
+    static string? DpkgQuery(params string[] args)
+    {
+        try
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo("dpkg-query") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            foreach (var a in args) psi.ArgumentList.Add(a);
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            var output = p.StandardOutput.ReadToEndAsync();
+            p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            return p.ExitCode == 0 ? output.Result.Trim() : null;
+        }
+        catch (System.ComponentModel.Win32Exception) { return null; } // no dpkg-query: not a Debian system
     }
 
     // libblas.so.3 is loaded lazily by libtorch on the first matrix product, so run one first.

@@ -83,14 +83,17 @@ public sealed record ScoreStage(RunConfig Config)
     /// <summary>
     /// Initializes the model from the run's seed, warms up batch norm, scores and keeps the top
     /// 1 − <paramref name="sparsity"/> of the prunable weights. Statistics come from and go to
-    /// <paramref name="store"/> when one is given (as in <c>pai run</c>).
+    /// <paramref name="store"/> when one is given (as in <c>pai run</c>); <paramref name="progress"/>
+    /// hears of each phase and what scoring says on the way, as <c>pai run</c> shows it.
     /// </summary>
-    public PrunedStage Prune(double sparsity, IRunStore? store = null, Action<string>? log = null)
+    public PrunedStage Prune(double sparsity, IRunStore? store = null, IRunProgress? progress = null)
     {
         var c = PaiHost.Configure(Config with { Sparsity = sparsity });
+        progress?.Phase(c, "data");
         var data = Pipeline.Load(c);
         using var model = Experiment.CreateModel(c, data);
-        var pruned = Experiment.PruneForRun(c, model, data, store, log ?? (_ => { }));
+        progress?.Phase(c, "warmup+scoring");
+        var pruned = Experiment.PruneForRun(c, model, data, store, m => progress?.Log(c, m));
         try
         {
             return new PrunedStage(c, pruned.Summary, TensorSnapshot.Of(pruned.Mask.Layers.Select(l => (l.Item1, l.Item2))),
@@ -115,8 +118,11 @@ public sealed record PrunedStage(RunConfig Config, PruneSummary? Summary, Tensor
     /// <summary>Fraction of prunable weights kept (1 for the dense baseline).</summary>
     public double Density => Summary?.Density ?? 1.0;
 
-    /// <summary>Trains the network (masked weights stay zero) for <paramref name="budget"/> and returns the finished, not yet recorded, run.</summary>
-    public TrainedStage Train(Budget budget, Action<TrainProgress>? progress = null)
+    /// <summary>
+    /// Trains the network (masked weights stay zero) for <paramref name="budget"/> and returns the
+    /// finished, not yet recorded, run; <paramref name="progress"/> hears of every batch and epoch.
+    /// </summary>
+    public TrainedStage Train(Budget budget, IRunProgress? progress = null)
     {
         var c = PaiHost.Configure(Config with { Epochs = budget.Epochs, MaxBatchesPerEpoch = budget.MaxBatchesPerEpoch });
         var data = Pipeline.Load(c);
@@ -126,8 +132,7 @@ public sealed record PrunedStage(RunConfig Config, PruneSummary? Summary, Tensor
         var maskTensors = Mask?.ToTensors(model.Device);
         var mask = maskTensors is null ? null : new Mask(ListModule.OfSeq(maskTensors.Select(t => Tuple.Create(t.Name, t.Tensor))));
         var pruned = mask is null ? null : new PrunedModel(mask, Summary, Phases ?? new Dictionary<string, double>());
-        var record = Experiment.TrainForRun(c, model, pruned, data, DateTimeOffset.UtcNow,
-            epoch: progress is null ? null : (p, _) => progress(p));
+        var record = Experiment.TrainForRun(c, model, pruned, data, DateTimeOffset.UtcNow, progress);
         return new TrainedStage(record, Mask, TensorSnapshot.Of(model.State()));
     }
 }

@@ -96,26 +96,33 @@ public static unsafe class Libtorch
     {
         get
         {
-            _ = Version;
-            try
+            foreach (var path in MappedLibraries())
             {
-                foreach (var line in File.ReadLines("/proc/self/maps"))
+                var name = Path.GetFileName(path);
+                if (name.StartsWith("libblas.so") || name.StartsWith("libopenblas") || name.StartsWith("libmkl_rt") || name.StartsWith("libblis"))
                 {
-                    var i = line.IndexOf('/');
-                    if (i < 0) continue;
-                    var path = line[i..];
-                    var name = Path.GetFileName(path);
-                    if (name.StartsWith("libblas.so") || name.StartsWith("libopenblas") || name.StartsWith("libmkl_rt") || name.StartsWith("libblis"))
-                    {
-                        var kind = path.Contains("openblas") ? "OpenBLAS" : path.Contains("blis") ? "BLIS" : path.Contains("mkl") ? "MKL"
-                            : path.Contains("/blas/") ? "reference BLAS (slow: apt-get install libopenblas0-pthread)" : "unknown BLAS";
-                        return $"{kind} ({path})";
-                    }
+                    var kind = path.Contains("openblas") ? "OpenBLAS" : path.Contains("blis") ? "BLIS" : path.Contains("mkl") ? "MKL"
+                        : path.Contains("/blas/") ? "reference BLAS (slow: apt-get install libopenblas0-pthread)" : "unknown BLAS";
+                    return $"{kind} ({path})";
                 }
             }
-            catch (IOException) { }
             return "no BLAS library mapped";
         }
+    }
+
+    /// <summary>The file of libtorch's own library (libtorch_cpu) this process loaded; null when it cannot be read.</summary>
+    public static string? LoadedLibrary => MappedLibraries().FirstOrDefault(p => Path.GetFileName(p).StartsWith("libtorch_cpu.so"));
+
+    // The files mapped into this process (libtorch loaded first), from /proc/self/maps; none where it is unreadable.
+    static List<string> MappedLibraries()
+    {
+        _ = Version;
+        try
+        {
+            return File.ReadLines("/proc/self/maps").Select(line => line.IndexOf('/') is var i and >= 0 ? line[i..] : null)
+                .OfType<string>().Distinct().ToList();
+        }
+        catch (IOException) { return []; }
     }
 
     // ---- factories -------------------------------------------------------------------------

@@ -107,7 +107,7 @@ module Registry =
         | Some b -> Ok(instantiate temperatures b)
         | None when name.ToLowerInvariant() = learnedName ->
             Error
-                "the criterion 'autos' is learned: it needs a predictor file (train one with `pai autos fit`, then pass --predictor FILE)"
+                "the criterion 'autos' is learned: it needs a predictor file (train one with `./pai autos fit`, then pass --predictor FILE)"
         | None when
             name.Length > 0
             && name |> Seq.forall (fun ch -> Char.IsLetterOrDigit ch || ch = '_')
@@ -117,7 +117,7 @@ module Registry =
             let hint = Suggestion.didYouMean (names @ Formula.statisticNames) name
 
             Error
-                $"""unknown criterion '%s{name}'%s{hint}; valid criteria: %s{String.Join(", ", names)}; or write a formula over statistics, e.g. "abs(theta * grad)" (see `pai list criteria`)"""
+                $"""unknown criterion '%s{name}'%s{hint}; valid criteria: %s{String.Join(", ", names)}; or write a formula over statistics, e.g. "abs(theta * grad)" (see `./pai list criteria`)"""
         | None -> Criteria.parse name
 
     /// The built-in called name at the default temperatures (throws on unknown names).

@@ -12,10 +12,16 @@ public class CliEndToEndTests
 
     static Process Start(params string[] args) => StartIn(null, args);
 
-    static Process StartIn(string? workingDirectory, params string[] args)
+    static Process StartIn(string? workingDirectory, params string[] args) => StartWith(workingDirectory, null, args);
+
+    // Environment entries set to null are removed from the child's environment.
+    static Process StartWith(string? workingDirectory, IReadOnlyDictionary<string, string?>? environment, string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         if (workingDirectory is not null) psi.WorkingDirectory = workingDirectory;
+        foreach (var (name, value) in environment ?? new Dictionary<string, string?>())
+            if (value is null) psi.Environment.Remove(name);
+            else psi.Environment[name] = value;
         psi.ArgumentList.Add(Pai);
         foreach (var a in args) psi.ArgumentList.Add(a);
         return Process.Start(psi)!;
@@ -24,9 +30,12 @@ public class CliEndToEndTests
     internal static (int Code, string Out, string Err) Run(params string[] args) => RunIn(null, args);
 
     /// <summary>Runs `pai` with the arguments in a working directory; returns its exit code and output.</summary>
-    internal static (int Code, string Out, string Err) RunIn(string? workingDirectory, params string[] args)
+    internal static (int Code, string Out, string Err) RunIn(string? workingDirectory, params string[] args) => RunWith(workingDirectory, null, args);
+
+    /// <summary>Runs `pai` with the arguments in a working directory and environment; returns its exit code and output.</summary>
+    internal static (int Code, string Out, string Err) RunWith(string? workingDirectory, IReadOnlyDictionary<string, string?>? environment, params string[] args)
     {
-        using var p = StartIn(workingDirectory, args);
+        using var p = StartWith(workingDirectory, environment, args);
         var err = p.StandardError.ReadToEndAsync();
         var output = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
@@ -40,6 +49,8 @@ public class CliEndToEndTests
         var (code, output, err) = Run(["sweep", .. Tiny, "--seeds", "0", "--criteria", "magnitude,snip", "--sparsities", "0.5,0.9", "--epochs", "1", "--results", dir.Path]);
         Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
         Assert.Contains("report:", output);
+        // lenet5 has no batch norm to warm up: said once for the sweep, not once per pruned run.
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(output, "has no batch norm"));
 
         using var store = new SqliteRunStore(dir.Path);
         var runs = store.All();
@@ -161,6 +172,28 @@ public class CliEndToEndTests
             if (was.Status == RunStatus.Running) Assert.Equal(2, r.Attempts); // restarted once
         }
         Assert.Contains("finished earlier", output);
+    }
+
+    // TERM says a colour terminal, but the output goes to a pipe (these helpers redirect it):
+    // plain text, no ANSI code, tables at 120 columns or at COLUMNS; NO_COLOR changes nothing there.
+    [Theory]
+    [InlineData(null, null)]
+    [InlineData("1", null)]
+    [InlineData(null, "90")]
+    public void Redirected_output_is_plain_text_at_a_readable_width(string? noColor, string? columns)
+    {
+        var environment = new Dictionary<string, string?> { ["TERM"] = "xterm-256color", ["NO_COLOR"] = noColor, ["COLUMNS"] = columns };
+        foreach (var command in new[] { "list criteria", "info", "sweep --dry-run" })
+        {
+            var (code, output, err) = RunWith(null, environment, command.Split(' '));
+            Assert.True(code == 0, $"pai {command}: exit {code}\n{output}\n{err}");
+            Assert.DoesNotContain('\u001b', output + err);
+        }
+        // The data sets' long hints wrap: the info table takes the whole width, and no line is wider.
+        var width = int.Parse(columns ?? "120");
+        var lines = RunWith(null, environment, "info").Out.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
+        Assert.All(lines, l => Assert.True(l.Length <= width, $"{l.Length} columns: {l}"));
+        Assert.Equal(width, lines.Max(l => l.Length));
     }
 
     [Theory]

@@ -16,6 +16,26 @@ public class HostInfoTests
         Assert.EndsWith(Environment.ProcessorCount == 1 ? ", 1 thread" : $", {Environment.ProcessorCount} threads", info.Blas);
     }
 
+    // Debian's libtorch-dev 1.13.1 says 1.13.0 in its headers: `pai info` names what is installed.
+    [Fact]
+    public void Info_names_the_libtorch_version_its_package_installed()
+    {
+        string? installed = null;
+        try
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo("dpkg-query", ["-W", "-f=${Version}", "libtorch-dev"]) { RedirectStandardOutput = true, RedirectStandardError = true };
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            var version = p.StandardOutput.ReadToEnd().Trim();
+            p.WaitForExit();
+            if (p.ExitCode == 0) installed = version;
+        }
+        catch (System.ComponentModel.Win32Exception) { } // no dpkg: the compiled-in version is all there is
+        var (code, output, err) = CliEndToEndTests.Run("info");
+        Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
+        Assert.Matches($@"libtorch\s+│ {System.Text.RegularExpressions.Regex.Escape(installed ?? Libtorch.Version)}", output);
+        if (installed is not null) Assert.Contains($"compiled-in TORCH_VERSION {Libtorch.Version}", output);
+    }
+
     [Fact]
     public void SetNumThreads_sizes_openblas_pool_too()
     {

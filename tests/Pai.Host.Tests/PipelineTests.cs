@@ -101,11 +101,17 @@ public sealed class PipelineTests(ITestOutputHelper output)
         output.WriteLine(stdout);
         Assert.True(p.ExitCode == 0, $"dotnet fsi pipelines/quickstart.fsx exited {p.ExitCode}\n{stdout}\n{stderr.Result}");
         Assert.Contains("abs(theta * grad) + 0.1 * fisher", stdout);
+        // SNIP's run is named as the store names it, and each run shows its phases and epochs as it goes.
+        Assert.Matches(@"(?m)^snip\s+density 0\.0200", stdout);
+        Assert.Matches(@"lenet5 snip 98\.0 ?% seed 0: warmup\+scoring", stdout);
+        Assert.Contains("lenet5 dense seed 0: training", stdout);
+        Assert.Matches(@"lenet5 snip 98\.0 ?% seed 0: epoch 1/1 loss", stdout);
+        Assert.Contains("./pai report --results", stdout);
         using var store = new SqliteRunStore(dir.Path);
         Assert.Equal(3, store.All().Count(r => r.Status == RunStatus.Finished));
     }
 
-    static string RepositoryRoot()
+    internal static string RepositoryRoot()
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
             if (File.Exists(Path.Combine(d.FullName, "Hybrid.sln"))) return d.FullName;

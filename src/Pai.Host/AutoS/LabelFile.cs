@@ -39,7 +39,7 @@ public sealed class LabelFile : IDisposable
     {
         var header = Safetensors.ReadHeader(path);
         if (header.Metadata.GetValueOrDefault("format") != IterativePruning.LabelsFormat || !header.Metadata.ContainsKey("config"))
-            throw new CheckpointException(path, $"is not an AutoS labels file (format '{IterativePruning.LabelsFormat}'); make one with `pai autos label`");
+            throw new CheckpointException(path, $"is not an AutoS labels file (format '{IterativePruning.LabelsFormat}'); make one with `./pai autos label`");
         var file = Safetensors.Load(path);
         var layers = file.Names.Where(n => n.StartsWith("label/")).Select(n => n["label/".Length..]).ToList();
         return new LabelFile(path, file, RunConfig.FromJson(header.Metadata["config"]), layers);
@@ -61,7 +61,7 @@ public sealed class LabelFile : IDisposable
             if (!Layers.Contains(name))
                 throw new CheckpointException(Path, $"has no labels for layer '{name}' of {c.Model}");
             if (!w.Equal(Theta0(name)))
-                throw new CheckpointException(Path, $"θ₀ of layer '{name}' differs from {c.Model} initialized with seed {c.Seed}: the labels come from another model or Pai version; label again with `pai autos label`");
+                throw new CheckpointException(Path, $"θ₀ of layer '{name}' differs from {c.Model} initialized with seed {c.Seed}: the labels come from another model or Pai version; label again with `./pai autos label`");
         }
         using var scoring = ScoringSubset.Create(train, c.SamplesPerClass, c.Seed, c.ScoringBatchSize, device: model.Device);
         if (model.BatchNorms.Any() && c.WarmupBatches > 0)

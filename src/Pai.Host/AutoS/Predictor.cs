@@ -17,7 +17,7 @@ public sealed class Predictor : IDisposable
     /// <summary>The format version this Pai writes and reads.</summary>
     public const int FormatVersion = 1;
 
-    const string Refit = "train a predictor with `pai autos fit --labels LABELS --out FILE` and pass that file";
+    const string Refit = "train a predictor with `./pai autos fit --labels LABELS --out FILE` and pass that file";
 
     /// <summary>Wraps a network with its features and normalization; the predictor owns all three.</summary>
     public Predictor(string architecture, IReadOnlyList<Feature> features, Tensor mean, Tensor std, PredictorNetwork network,

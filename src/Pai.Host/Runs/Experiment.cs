@@ -123,7 +123,7 @@ public static class Experiment
         // --curvature-classes configures the exact method only: elsewhere it must not change keys.
         if (c.Curvature != "exact") c = c with { CurvatureClasses = 0 };
         if (c.Criterion != Registry.learnedName) return c with { Predictor = null, PredictorHash = null };
-        if (c.Predictor is null) throw new ArgumentException("the criterion 'autos' needs a predictor file: --predictor FILE (train one with `pai autos fit`)");
+        if (c.Predictor is null) throw new ArgumentException("the criterion 'autos' needs a predictor file: --predictor FILE (train one with `./pai autos fit`)");
         var path = Path.GetFullPath(c.Predictor);
         return c with { Predictor = path, PredictorHash = Predictor.ContentHash(path) };
     }
@@ -258,6 +258,9 @@ public static class Experiment
             ? (predictor ?? throw new ArgumentException("the criterion 'autos' needs its predictor")).Criterion(c.HutchinsonTemperature)
             : PaiPruning.ResolveCriterion(c.Criterion, TemperaturesOf(c));
 
+    /// <summary>What a run logs when it asks for BN warm-up on a model without batch norm (a sweep says it once).</summary>
+    public static string NoBatchNormNote(string model) => $"{model} has no batch norm: BN warm-up does nothing and is skipped";
+
     /// <summary>
     /// Prunes a freshly initialized model as the config says. Returns the mask (owned by the
     /// caller) and report. With a store, the statistics of the first round are read from it when
@@ -271,7 +274,7 @@ public static class Experiment
         if (c.Ablation == "invert")
             criterion = new Criterion($"-({criterion.Name})", Expr.NewNegation(criterion.Formula), criterion.DefaultRounds);
         if (c.WarmupBatches > 0 && !model.BatchNorms.Any())
-            log($"{model.Name} has no batch norm: BN warm-up does nothing and is skipped");
+            log(NoBatchNormNote(model.Name));
         var known = store is null ? [] : LoadStatistics(store, c, criterion, model, log);
         using var scoring = data.Scoring(c.SamplesPerClass, c.Seed, c.ScoringBatchSize, model.Device);
         using var warmupLoader = data.Train(c.BatchSize, c.Seed, augment: false, model.Device);

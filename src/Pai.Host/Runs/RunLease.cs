@@ -48,7 +48,7 @@ static class RunLease
         if (found < expected && !migrate)
             throw new RunStoreException(
                 $"The run store {where} has schema version {found}, older than this Pai's schema version {expected}. " +
-                $"Upgrade it in place with `pai status {location} --migrate` (stop workers running an older Pai first), " +
+                $"Upgrade it in place with `./pai status {location} --migrate` (stop workers running an older Pai first), " +
                 "or choose another store.");
     }
 }

@@ -78,6 +78,7 @@ public static class Sweep
         WorkerOptions? options = null, IReadOnlyCollection<string>? among = null)
     {
         options ??= new WorkerOptions();
+        if (progress is not null) progress = new NotesOnce(progress);
         var lease = store.Options.StaleAfter;
         var poll = options.PollInterval ?? TimeSpan.FromTicks(Math.Min(TimeSpan.FromSeconds(2).Ticks, Math.Max(lease.Ticks / 4, TimeSpan.TicksPerMillisecond * 100)));
         int ran = 0, failed = 0, lost = 0;
@@ -119,6 +120,18 @@ public static class Sweep
             }
         }
         return new SweepSummary(ran, 0, failed, lost);
+    }
+
+    // A note true of every run of a model (it has no batch norm to warm up) is said once, not once per run.
+    sealed class NotesOnce(IRunProgress inner) : IRunProgress
+    {
+        readonly HashSet<string> said = [];
+        public void Phase(RunConfig config, string phase) => inner.Phase(config, phase);
+        public void Training(RunConfig config, TrainProgress progress) => inner.Training(config, progress);
+        public void Log(RunConfig config, string message)
+        {
+            if (message != Experiment.NoBatchNormNote(config.Model) || said.Add(message)) inner.Log(config, message);
+        }
     }
 
     static bool OthersHoldRuns(IRunStore store, string? sweep, IReadOnlyCollection<string>? among) =>
