@@ -4,7 +4,7 @@ namespace Pai.Cli;
 
 /// <summary>
 /// The defaults a command runs with: <see cref="RunConfig"/>'s, then the model's training defaults
-/// (<see cref="ModelZoo.TrainingDefaults"/>), then the command's own (the sweep's short budget).
+/// (<see cref="ModelZoo.WithTrainingDefaults"/>), then the command's own (the sweep's short budget).
 /// Help prints these values, and giving one explicitly does not change the run.
 /// </summary>
 internal sealed record CommandDefaults(Func<RunConfig, RunConfig> Overrides)
@@ -15,8 +15,8 @@ internal sealed record CommandDefaults(Func<RunConfig, RunConfig> Overrides)
     /// <summary>The defaults for a model.</summary>
     public RunConfig For(string model)
     {
-        var (optimizer, lr) = ModelZoo.Contains(model) ? ModelZoo.TrainingDefaults(model) : ("sgd", new RunConfig().LearningRate);
-        return Overrides(new RunConfig { Model = model, Optimizer = optimizer, LearningRate = lr });
+        var c = new RunConfig { Model = model };
+        return Overrides(ModelZoo.Contains(model) ? ModelZoo.WithTrainingDefaults(c) : c);
     }
 
     /// <summary>The default of a setting as help shows it; per model when models differ.</summary>

@@ -32,18 +32,14 @@ public static class Pipeline
 
 /// <summary>A pipeline that has chosen its data.</summary>
 /// <param name="Config">The run so far.</param>
-/// <param name="ModelDefaults">Whether the model brings its optimizer and learning rate (<see cref="ModelZoo.TrainingDefaults"/>).</param>
+/// <param name="ModelDefaults">Whether the model brings its optimizer, learning rate and warm-up (<see cref="ModelZoo.WithTrainingDefaults"/>).</param>
 public sealed record DataStage(RunConfig Config, bool ModelDefaults)
 {
     /// <summary>Chooses the model (see <c>pai list models</c>).</summary>
     public ModelStage Model(string name)
     {
         var c = Config with { Model = name };
-        if (ModelDefaults)
-        {
-            var (optimizer, lr) = ModelZoo.TrainingDefaults(name);
-            c = c with { Optimizer = optimizer, LearningRate = lr };
-        }
+        if (ModelDefaults) c = ModelZoo.WithTrainingDefaults(c);
         return new ModelStage(PaiHost.Configure(c));
     }
 }

@@ -16,23 +16,29 @@ public sealed class FirstHourTests
         return data;
     }
 
-    // Each model's default configuration (optimizer, learning rate, momentum, weight decay) trains
-    // on the default data: 20 steps of 32 without divergence, and the loss falls.
+    // Each model's default configuration (optimizer, learning rate and its warm-up, momentum,
+    // weight decay) trains on the default data: 20 steps of 32 without divergence, and the loss
+    // falls. The mean loss of the last 5 batches must be at least 10% below that of the first 5:
+    // means of 5 batches, not single batches, and defaults whose first steps are not chaotic, so
+    // that the margin (measured 0.67–0.74 for resnet32 over three loader seeds) does not hang on a
+    // CPU's rounding.
     [Theory]
     [MemberData(nameof(Models))]
     public void Every_model_trains_with_its_default_configuration(string model)
     {
-        var (optimizer, lr) = ModelZoo.TrainingDefaults(model);
-        var c = Experiment.Configure(new RunConfig { Model = model, Optimizer = optimizer, LearningRate = lr, BatchSize = 32, Epochs = 1, MaxBatchesPerEpoch = 20 });
+        var c = Experiment.Configure(ModelZoo.WithTrainingDefaults(new RunConfig { Model = model }) with { BatchSize = 32, Epochs = 1, MaxBatchesPerEpoch = 20 });
         var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
         using var m = Experiment.CreateModel(c, train);
         using var loader = new DataLoader(train, c.BatchSize, shuffle: true, seed: 0);
-        var losses = new List<double>();
+        var running = new List<double>(); // running mean of the epoch's batch losses after each batch
         var options = Experiment.TrainOptionsOf(c);
-        Trainer.Train(m, null, loader.Epoch, null, options, p => { if (p.Finished is null) losses.Add(p.Loss); }, options.BatchesPerEpoch(loader.BatchCount));
-        Assert.All(losses, l => Assert.True(double.IsFinite(l), $"{model}: the loss diverged ({string.Join(", ", losses)})"));
-        // Loss is the running mean of the epoch: it falls below the first batch's when training works.
-        Assert.True(losses[^1] < losses[0], $"{model} at lr {lr}: running loss {losses[^1]:F4} after 20 steps, first batch {losses[0]:F4}");
+        Trainer.Train(m, null, loader.Epoch, null, options, p => { if (p.Finished is null) running.Add(p.Loss); }, options.BatchesPerEpoch(loader.BatchCount));
+        Assert.Equal(20, running.Count);
+        Assert.All(running, l => Assert.True(double.IsFinite(l), $"{model}: the loss diverged ({string.Join(", ", running)})"));
+        var first5 = running[4];
+        var last5 = (20 * running[19] - 15 * running[14]) / 5;
+        Assert.True(last5 < 0.9 * first5,
+            $"{model} at lr {c.LearningRate} (warm-up {c.LrWarmup}): mean loss of batches 16-20 {last5:F4}, of batches 1-5 {first5:F4} (ratio {last5 / first5:F3}, needs < 0.9)");
     }
 
     [Fact]
@@ -42,6 +48,7 @@ public sealed class FirstHourTests
         Assert.Matches(@"--epochs[^\n]*\[default: 1\]", sweep);
         Assert.Matches(@"--max-batches[^\n]*\[default: 200\]", sweep);
         Assert.Matches(@"--lr[^\n]*default: 0\.05; 0\.1 for vgg11, resnet20, resnet32; 0\.005 for lenet300, lenet5; 0\.001 for vit-tiny", sweep);
+        Assert.Matches(@"--lr-warmup[^\n]*default: 100; 0 for lenet300, lenet5\]", sweep);
         // The model keys the per-model defaults; its own default is one model, not one per model.
         Assert.Matches(@"--model[^\n]*\[default: lenet5\]\n", sweep);
         var train = Pai("train", "--help").Out;

@@ -124,4 +124,26 @@ public class TrainingTests
         Assert.Contains("diverged", e.Message);
         Assert.Contains("learning rate", e.Message);
     }
+
+    // Warm-up scales each step's rate: with momentum 0 and no weight decay, k warm-up steps at
+    // rate r take the same steps as rates r/k, 2r/k, … given one at a time; after them, the full rate.
+    [Fact]
+    public void Learning_rate_warm_up_rises_linearly_over_its_batches_then_holds()
+    {
+        var data = Data(5, 6);
+        float[] Weights(Module m) => m.NamedParameters().SelectMany(p => p.Tensor.Flatten().ToArray<float>()).ToArray();
+        var plain = new TrainOptions { Epochs = 1, LearningRate = 0.5, Momentum = 0, WeightDecay = 0, Schedule = LrSchedule.Constant };
+        using var warmed = new Mlp(4);
+        Trainer.Train(warmed, null, _ => data, null, plain with { LrWarmup = 4 });
+        using var stepped = new Mlp(4);
+        double[] rates = [0.125, 0.25, 0.375, 0.5, 0.5, 0.5];
+        for (var i = 0; i < rates.Length; i++)
+            Trainer.Train(stepped, null, _ => data.Skip(i).Take(1), null, plain with { LearningRate = rates[i] });
+        Assert.Equal(Weights(stepped), Weights(warmed));
+        using var full = new Mlp(4);
+        Trainer.Train(full, null, _ => data, null, plain);
+        Assert.NotEqual(Weights(full), Weights(warmed));
+        Assert.Equal(0.5 * 3 / 4, (plain with { LrWarmup = 4 }).WarmedUp(0.5, 2));
+        Assert.Equal(0.5, (plain with { LrWarmup = 4 }).WarmedUp(0.5, 4));
+    }
 }

@@ -185,6 +185,7 @@ public static class Experiment
         Epochs = c.Epochs,
         Optimizer = ChoiceOf<OptimizerKind>(c.Optimizer, "--optimizer"),
         LearningRate = c.LearningRate,
+        LrWarmup = c.LrWarmup,
         Momentum = c.Momentum,
         Nesterov = c.Nesterov,
         WeightDecay = c.WeightDecay,

@@ -178,6 +178,9 @@ public sealed record RunConfig
     /// <summary>Base learning rate.</summary>
     [Setting(SettingGroup.Training, "--lr", "base learning rate", Min = 0, MinExclusive = true, Max = 10)]
     public double LearningRate { get; init; } = 0.1;
+    /// <summary>Batches over which the learning rate rises linearly to its base value (0: none).</summary>
+    [Setting(SettingGroup.Training, "--lr-warmup", "batches over which the learning rate rises linearly from 0 to --lr (0: no warm-up)", Min = 0, Max = 1_000_000)]
+    public int LrWarmup { get; init; }
     /// <summary>SGD momentum.</summary>
     [Setting(SettingGroup.Training, "--momentum", "SGD momentum", Min = 0, Max = 1, MaxExclusive = true)]
     public double Momentum { get; init; } = 0.9;
@@ -205,7 +208,7 @@ public sealed record RunConfig
     /// <summary>CIFAR augmentation (random crop + flip).</summary>
     [Setting(SettingGroup.Training, "--augment", "CIFAR augmentation: random crop (padding 4) and horizontal flip")]
     public bool Augment { get; init; }
-    /// <summary>Sanity-check ablation of the mask: none, shuffle, reinit or invert (DESIGN.md §5b).</summary>
+    /// <summary>Sanity-check ablation of the mask: none, shuffle, reinit or invert (docs/architecture.md §5b).</summary>
     [Setting(SettingGroup.Pruning, "--ablation", "sanity check: none, shuffle (permute each layer's mask), reinit (fresh initial weights), invert (keep the lowest scores)", Choices = ["none", "shuffle", "reinit", "invert"])]
     public string Ablation { get; init; } = "none";
     /// <summary>Image-folder data sets: leave undecodable images out (counted) instead of failing.</summary>

@@ -29,6 +29,8 @@ public sealed record TrainOptions
     public OptimizerKind Optimizer { get; init; } = OptimizerKind.Sgd;
     /// <summary>Base learning rate.</summary>
     public double LearningRate { get; init; } = 0.1;
+    /// <summary>Batches over which the rate rises linearly to the schedule's (0: none).</summary>
+    public int LrWarmup { get; init; }
     /// <summary>SGD momentum.</summary>
     public double Momentum { get; init; } = 0.9;
     /// <summary>Nesterov momentum for SGD.</summary>
@@ -63,8 +65,17 @@ public sealed record TrainOptions
         if (Momentum < 0 || Momentum >= 1) throw new ArgumentException($"momentum must lie in [0, 1), got {Momentum}");
         if (WeightDecay < 0) throw new ArgumentException($"weight decay must be non-negative, got {WeightDecay}");
         if (LabelSmoothing < 0 || LabelSmoothing >= 1) throw new ArgumentException($"label smoothing must lie in [0, 1), got {LabelSmoothing}");
+        if (LrWarmup < 0) throw new ArgumentException($"the learning-rate warm-up must be at least 0 batches, got {LrWarmup}");
         if (MaxBatchesPerEpoch is < 1) throw new ArgumentException($"max batches per epoch must be at least 1, got {MaxBatchesPerEpoch}");
     }
+
+    /// <summary>
+    /// The rate of training step <paramref name="step"/> (0-based, counted over all epochs) when
+    /// the schedule gives <paramref name="scheduled"/>: linear warm-up from <c>scheduled / LrWarmup</c>
+    /// over the first <see cref="LrWarmup"/> steps (Goyal et al. 2017), the schedule's rate after.
+    /// </summary>
+    public double WarmedUp(double scheduled, long step) =>
+        step < LrWarmup ? scheduled * (step + 1) / LrWarmup : scheduled;
 
     /// <summary>The learning rate used during epoch <paramref name="epoch"/> (0-based).</summary>
     public double LearningRateAt(int epoch) => Schedule switch

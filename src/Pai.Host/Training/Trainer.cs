@@ -44,6 +44,7 @@ public static class Trainer
 
         using var optimizer = CreateOptimizer(parameters, options);
         var results = new List<EpochResult>();
+        long steps = 0; // over all epochs, for the warm-up
         for (var epoch = 0; epoch < options.Epochs; epoch++)
         {
             var lr = options.LearningRateAt(epoch);
@@ -81,7 +82,7 @@ public static class Trainer
                     loss.Backward();
                     masks.ApplyToGradients();
                     buckets?.Average();
-                    optimizer.Step(lr);
+                    optimizer.Step(options.WarmedUp(lr, steps++));
                     masks.ApplyToWeights();
 
                     var n = b.Targets.NumEl;
