@@ -49,6 +49,21 @@ internal sealed class ConsoleProgress(ProgressContext? live) : IRunProgress
         }
     }
 
+    ProgressTask? sweepTask;
+
+    public void Sweep(SweepProgress p)
+    {
+        if (live is null)
+        {
+            Console.WriteLine($"sweep: {p}");
+            return;
+        }
+        sweepTask ??= live.AddTask("sweep", maxValue: Math.Max(1, p.Done + p.Left));
+        sweepTask.MaxValue = Math.Max(1, p.Done + p.Left);
+        sweepTask.Value = p.Done;
+        sweepTask.Description = Markup.Escape($"sweep: {p}");
+    }
+
     public void Log(RunConfig config, string message)
     {
         var line = $"  {LabelOf(config)}: {message}";
