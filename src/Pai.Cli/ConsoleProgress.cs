@@ -42,6 +42,21 @@ internal sealed class ConsoleProgress(ProgressContext? live) : IRunProgress
         }
     }
 
+    ProgressTask? sweepTask;
+
+    public void Sweep(SweepProgress p)
+    {
+        if (live is null)
+        {
+            lines.Sweep(p);
+            return;
+        }
+        sweepTask ??= live.AddTask("sweep", maxValue: Math.Max(1, p.Done + p.Left));
+        sweepTask.MaxValue = Math.Max(1, p.Done + p.Left);
+        sweepTask.Value = p.Done;
+        sweepTask.Description = Markup.Escape($"sweep: {p}");
+    }
+
     public void Log(RunConfig config, string message) => lines.Log(config, message);
 
     /// <summary>Runs work with live bars on an interactive terminal, plain lines otherwise.</summary>

@@ -27,7 +27,7 @@ internal static class ReportCommand
     }
 
     /// <summary>Draws the results table and the findings, and writes the report files.</summary>
-    internal static void WriteReport(IRunStore store, string? outputDirectory, IReadOnlyList<string>? layerRuns = null, bool wide = false)
+    internal static void WriteReport(IRunStore store, string? outputDirectory, IReadOnlyList<string>? layerRuns = null, bool wide = false, SeedTarget? seeds = null)
     {
         var runs = store.All();
         if (runs.Count == 0)
@@ -52,7 +52,7 @@ internal static class ReportCommand
               $"{ReportTables.NotSignificantMark} not significant (t-test over the seeds, Holm-corrected p < {ReportTables.Alpha:0.00}); " +
               $"{ReportTables.NotWorseMark[..1]}: an ablation not significantly worse than its criterion. p-values and every column: report.md, or --wide.", width);
 
-        var findings = ReportFindings.Lines(groups, runs);
+        var findings = ReportFindings.Lines(groups, runs, seeds);
         if (findings.Count > 0)
         {
             AnsiConsole.MarkupLine("[bold]Findings[/]");
@@ -60,7 +60,7 @@ internal static class ReportCommand
         }
 
         var files = ReportWriter.Write(runs, outputDirectory ?? Path.Combine(store.Directory, "report"),
-            new ReportOptions { LayerRunKeys = layerRuns });
+            new ReportOptions { LayerRunKeys = layerRuns, Seeds = seeds });
         if (files.ChartProblem is { } problem) AnsiConsole.MarkupLine($"[yellow]charts not drawn: {Markup.Escape(problem)}[/]");
         var others = new[] { files.Markdown, files.Csv }.Concat(files.Charts).Select(Path.GetFileName);
         AnsiConsole.MarkupLine($"report: [bold]{Markup.Escape(files.Html)}[/] (also {Markup.Escape(string.Join(", ", others))} in {Markup.Escape(files.Directory)})");

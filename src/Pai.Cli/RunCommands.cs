@@ -64,11 +64,16 @@ internal static class RunCommands
         var noDense = new Option<bool>("--no-dense") { Description = "skip the dense baseline" };
         var noReport = new Option<bool>("--no-report") { Description = "do not write the report at the end" };
         var dryRun = new Option<bool>("--dry-run") { Description = "print the runs (key and label) the grid describes, then stop" };
+        var targetCi = new Option<double?>("--target-ci")
+        {
+            Description = "add seeds (the numbers after --seeds, the same for every cell) to the cells whose 95% interval of the mean top-1 is wider than ± this many accuracy points, until it is narrower or --max-seeds is reached",
+        };
+        var maxSeeds = new Option<int?>("--max-seeds") { Description = $"with --target-ci: the most seeds a cell gets, the given ones included (default: {SeedTarget.DefaultMaxSeeds})" };
         var cmd = new Command("sweep",
             "A grid of criteria × sparsities × seeds × warm-up × ablations, plus a dense baseline, recorded in the store and resumable: " +
             "finished runs are skipped, an interrupted one restarts. With no options it is the main job: lenet5 on Fashion-MNIST, " +
             $"{Registry.mainJob.Length} criteria at 90% and 99.5% sparsity, seeds {string.Join(" and ", MainSeeds)}, on the short budget shown below (--epochs, --max-batches, --lr change it).");
-        foreach (var opt in new Option[] { criteria, sparsities, seeds, warmups, ablations, noDense, noReport, dryRun }) cmd.Options.Add(opt);
+        foreach (var opt in new Option[] { criteria, sparsities, seeds, warmups, ablations, noDense, noReport, dryRun, targetCi, maxSeeds }) cmd.Options.Add(opt);
         var o = new ConfigOptions(cmd, AllGroups, MainBudget, nameof(RunConfig.Criterion), nameof(RunConfig.Sparsity), nameof(RunConfig.Ablation));
         WorkerCommands.AddSweepOptions(cmd);
         cmd.SetAction(p => Cli.Guard(p, () =>
@@ -96,15 +101,31 @@ internal static class RunCommands
             }
             // Every configuration is checked before the store is touched: a bad grid leaves nothing behind.
             configs = configs.Select(PaiHost.Configure).DistinctBy(c => c.Key).ToList();
+            var target = SeedTargetOf(p.GetValue(targetCi), p.GetValue(maxSeeds), seedList.Distinct().Count());
+            var extra = target is null ? [] : SeedRounds.ExtraSeeds(configs, target);
             if (p.GetValue(dryRun))
             {
                 foreach (var c in configs) Console.WriteLine($"{c.Key}  {c.Label}  {c.CanonicalJson()}");
-                Console.WriteLine($"{configs.Count} runs");
+                Console.WriteLine($"{configs.Count} runs" + (target is null ? "" : extra.Count == 0
+                    ? $" (--max-seeds {target.MaxSeeds}: no seeds may be added)"
+                    : $" in the first round; seeds {extra[0]}–{extra[^1]} may be added to the cells whose 95% interval is wider than ±{target.Points} pp, " +
+                      $"up to {target.MaxSeeds} seeds a cell (at most {configs.Count / seedList.Distinct().Count() * extra.Count} more runs)"));
                 return 0;
             }
-            return WorkerCommands.RunSweep(p, configs, report: !p.GetValue(noReport));
+            return WorkerCommands.RunSweep(p, configs, report: !p.GetValue(noReport), target);
         }));
         return cmd;
+    }
+
+    // --target-ci W [--max-seeds K]: --max-seeds alone has nothing to stop at; a target alone stops at the default limit
+    // (or at the seeds given, when they are more).
+    static SeedTarget? SeedTargetOf(double? halfWidth, int? maxSeeds, int givenSeeds)
+    {
+        if (halfWidth is null)
+            return maxSeeds is null ? null
+                : throw new ArgumentException("--max-seeds needs --target-ci W: seeds are added to the cells whose 95% interval is wider than ±W accuracy points");
+        if (maxSeeds is < 1) throw new ArgumentException($"--max-seeds must be at least 1, got {maxSeeds}");
+        return new SeedTarget(halfWidth.Value, maxSeeds ?? Math.Max(SeedTarget.DefaultMaxSeeds, givenSeeds));
     }
 
     // Criteria separated by ',' — or by ';' when any formula contains a comma (grad(T=200, …)).
@@ -112,13 +133,13 @@ internal static class RunCommands
         text.Contains(';') ? Split(text.Replace(';', '\n'), "--criteria", '\n') : Split(text, "--criteria");
 
     /// <summary>Runs the configs with progress display; returns how many failed.</summary>
-    internal static int Execute(IRunStore store, IReadOnlyList<RunConfig> configs, string sweep)
+    internal static int Execute(IRunStore store, IReadOnlyList<RunConfig> configs, string sweep, SeedTarget? seeds = null)
     {
         var summary = ConsoleProgress.Show(progress => Pai.Host.Runs.Sweep.Execute(store, sweep, configs, progress, line =>
         {
             if (line.Contains(" failed: ")) AnsiConsole.MarkupLine($"[red]{Markup.Escape(line)}[/]");
             else Console.WriteLine(line);
-        }));
+        }, seeds: seeds));
         Console.WriteLine($"{summary.Ran} run, {summary.Skipped} skipped, {summary.Failed} failed");
         return summary.Failed;
     }

@@ -90,30 +90,32 @@ internal static class WorkerCommands
     /// `pai sweep` after its grid is built: define it in the store and return (--enqueue), run it in
     /// N local worker processes (--workers N), or work on it in this process; then the report.
     /// </summary>
-    internal static int RunSweep(ParseResult p, IReadOnlyList<RunConfig> configs, bool report)
+    internal static int RunSweep(ParseResult p, IReadOnlyList<RunConfig> configs, bool report, SeedTarget? seeds = null)
     {
         var name = p.GetValue(SweepName)!;
         var workers = p.GetValue(Workers);
         if (workers < 1) throw new ArgumentException($"--workers must be at least 1, got {workers}");
+        if (seeds is not null && p.GetValue(Enqueue))
+            throw new ArgumentException("--target-ci adds seeds as runs finish, so this process must run the sweep: drop --enqueue (--workers N runs it in N local workers)");
         using var store = OpenStore(p);
-        AnsiConsole.MarkupLine($"sweep {Markup.Escape(name)}: {configs.Count} runs ({Markup.Escape(configs[0].Model)} on {Markup.Escape(configs[0].Dataset)}), " +
+        AnsiConsole.MarkupLine($"sweep {Markup.Escape(name)}: {configs.Count} runs{(seeds is null ? "" : $" and seeds where needed (95% interval within ±{seeds.Points} pp, up to {seeds.MaxSeeds} a cell)")} " +
+                               $"({Markup.Escape(configs[0].Model)} on {Markup.Escape(configs[0].Dataset)}), " +
                                $"store {Markup.Escape(store.Location)}, artifacts in [bold]{Markup.Escape(store.Directory)}[/]");
-        int failed;
+        var failed = 0;
         if (p.GetValue(Enqueue) || workers > 1)
-        {
-            var before = store.Status().FirstOrDefault(s => s.Sweep == name)?.Total ?? 0;
-            Sweep.Define(store, name, configs);
-            var after = store.Status().First(s => s.Sweep == name);
-            Console.WriteLine($"sweep {name}: {after.Total - before} runs added ({after.Pending} pending, {after.Running} running, {after.Finished} finished, {after.Failed} failed)");
-            if (p.GetValue(Enqueue))
+            Sweep.InRounds(store, configs, seeds, round =>
             {
-                Console.WriteLine($"start workers with: ./pai worker {store.Location} --sweep {name}{(store is PostgresRunStore ? $" --artifacts {store.Directory}" : "")}");
-                return 0;
-            }
-            failed = RunLocalWorkers(p, store, name, workers);
-        }
-        else failed = RunCommands.Execute(store, configs, name);
-        if (report) ReportCommand.WriteReport(store, null);
+                var before = store.Status().FirstOrDefault(s => s.Sweep == name)?.Total ?? 0;
+                Sweep.Define(store, name, round);
+                var after = store.Status().First(s => s.Sweep == name);
+                Console.WriteLine($"sweep {name}: {after.Total - before} runs added ({after.Pending} pending, {after.Running} running, {after.Finished} finished, {after.Failed} failed)");
+                if (p.GetValue(Enqueue))
+                    Console.WriteLine($"start workers with: ./pai worker {store.Location} --sweep {name}{(store is PostgresRunStore ? $" --artifacts {store.Directory}" : "")}");
+                else failed += RunLocalWorkers(p, store, name, workers);
+            }, Console.WriteLine);
+        else failed = RunCommands.Execute(store, configs, name, seeds);
+        if (p.GetValue(Enqueue)) return 0;
+        if (report) ReportCommand.WriteReport(store, null, seeds: seeds);
         return failed == 0 ? 0 : 1;
     }
 

@@ -88,6 +88,12 @@ public sealed class FirstHourTests
     [InlineData("train --threads 100000", "--threads 100000 is more than")]
     [InlineData("prune -c snip -s 0.9 --device cuda", "--device cuda: this libtorch has no CUDA")]
     [InlineData("train --device gpu", "unknown device 'gpu': use cpu, cuda or cuda:N")]
+    [InlineData("sweep --target-ci 0", "--target-ci must be a positive number of accuracy points")]
+    [InlineData("sweep --target-ci NaN", "--target-ci must be a positive number of accuracy points")]
+    [InlineData("sweep --max-seeds 4", "--max-seeds needs --target-ci W")]
+    [InlineData("sweep --target-ci 1 --max-seeds 1", "--max-seeds 1 is fewer than the 2 seeds given by --seeds")]
+    [InlineData("sweep --target-ci 1 --enqueue", "drop --enqueue")]
+    [InlineData("sweep --seeds 18446744073709551615 --target-ci 1", "leaves no room for the 9 seeds")]
     public void Bad_input_is_refused_at_the_door_naming_the_option(string command, string message)
     {
         using var dir = new TempDirectory();

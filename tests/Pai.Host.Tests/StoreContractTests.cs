@@ -322,6 +322,80 @@ public abstract class StoreContractTests : IDisposable
         Assert.Contains($"schema version {current}", older.Message);
         Assert.Contains("--migrate", older.Message);
     }
+
+    // Top-1 by cell and seed: dense is the same every seed (narrow at once), snip swings between
+    // 20% and 80% (wide at every seed count), magnitude settles at 55% (within ±5 pp from 5 seeds).
+    static double SeededTop1(RunConfig c) => c.Criterion switch
+    {
+        "dense" => 0.5,
+        "snip" => c.Seed % 2 == 0 ? 0.2 : 0.8,
+        _ => c.Seed switch { 0 => 0.5, 1 => 0.6, _ => 0.55 },
+    };
+
+    [Fact]
+    public void Sweep_with_a_seed_target_adds_seeds_in_rounds_to_wide_cells_resumes_and_then_adds_nothing()
+    {
+        var grid = new List<RunConfig>();
+        foreach (var seed in new ulong[] { 0, 1 })
+        {
+            grid.Add(Experiment.Configure(new RunConfig { Dataset = "synthetic", Seed = seed }));
+            foreach (var criterion in new[] { "snip", "magnitude" })
+                grid.Add(Experiment.Configure(new RunConfig { Dataset = "synthetic", Criterion = criterion, Sparsity = 0.5, Seed = seed }));
+        }
+        var target = new SeedTarget(5, 6);
+        var rounds = new List<List<string>>();
+        // A round as workers run it: another handle claims each run of the sweep and records its top-1.
+        void RunRound(IReadOnlyList<RunConfig> round)
+        {
+            rounds.Add(round.Select(c => $"{c.Criterion} {c.Seed}").ToList());
+            var worker = Open();
+            Sweep.Define(worker, "s", round);
+            while (worker.ClaimNext("s") is { } key)
+            {
+                var c = worker.Get(key)!.Config;
+                worker.Finish(key, new RunRecord { Key = key, Config = c, FinalTop1 = SeededTop1(c) });
+            }
+        }
+        var store = Open();
+        Assert.Throws<OperationCanceledException>(() => Sweep.InRounds(store, grid, target, round =>
+        {
+            if (rounds.Count == 2) // killed after defining the third round, before running it
+            {
+                rounds.Add(["killed"]);
+                Sweep.Define(store, "s", round);
+                throw new OperationCanceledException();
+            }
+            RunRound(round);
+        }));
+        Assert.Equal(8, store.All().Count(r => r.Status == RunStatus.Finished));
+        Assert.Equal(2, store.All().Count(r => r.Status == RunStatus.Pending));
+
+        var log = new List<string>();
+        Sweep.InRounds(Open(), grid, target, RunRound, log.Add);
+        Assert.Equal<IEnumerable<string>>([
+            "dense 0", "snip 0", "magnitude 0", "dense 1", "snip 1", "magnitude 1", "snip 2", "magnitude 2", // given, then the first added round
+            "killed",
+            "dense 0", "snip 0", "magnitude 0", "dense 1", "snip 1", "magnitude 1", "snip 2", "magnitude 2", "snip 3", "magnitude 3", // the rerun finishes the pending seed 3
+            "snip 4", "magnitude 4",
+            "snip 5", // magnitude is within ±5 pp at 5 seeds
+        ], rounds.SelectMany(r => r));
+        Assert.Equal(["dense", "snip", "magnitude"], store.All().GroupBy(r => r.Config.Criterion).Select(g => g.Key));
+        Assert.Equal([2, 6, 5], store.All().GroupBy(r => r.Config.Criterion).Select(g => g.Count()));
+        Assert.All(store.All(), r => Assert.Equal(RunStatus.Finished, r.Status));
+        Assert.Contains(log, l => l.StartsWith("seed 5 for 1 cell whose 95% interval is wider than ±5 pp", StringComparison.Ordinal));
+        Assert.Equal("seeds: 2 of 3 cells within ±5 pp, 1 still wider at the limit of 6 seeds", log[^1]);
+
+        // The report names the cell that reached the limit still wide.
+        var groups = Pai.Host.Reports.ReportTables.Aggregate(store.All());
+        Assert.Equal(["snip"], Pai.Host.Reports.ReportFindings.AtSeedLimit(groups, target).Select(g => g.Criterion));
+
+        // The same sweep again: one round of what it holds, nothing added.
+        rounds.Clear();
+        Sweep.InRounds(Open(), grid, target, RunRound);
+        Assert.Single(rounds);
+        Assert.Equal(6 + 7, rounds[0].Count);
+        Assert.Equal(13, store.All().Count);
+    }
 }
 
 /// <summary>The contract on the SQLite store. Each handle has its own host name, so claims are judged by their lease as on a cluster.</summary>

@@ -108,10 +108,27 @@ public static class ReportFindings
         catch (DatasetException) { return null; } // a data set Pai does not know: no chance level to compare with
     }
 
-    /// <summary>The findings as lines of text, the same in Markdown, HTML and the terminal (empty when there is nothing to say).</summary>
-    public static IReadOnlyList<string> Lines(IReadOnlyList<ResultGroup> groups, IReadOnlyList<RunRecord> runs)
+    /// <summary>
+    /// The cells that reached the seed limit of <paramref name="seeds"/> (as many seeds as it allows,
+    /// whatever their runs' status) with their 95% interval still wider than its target.
+    /// </summary>
+    public static IReadOnlyList<ResultGroup> AtSeedLimit(IReadOnlyList<ResultGroup> groups, SeedTarget seeds)
+    {
+        ArgumentNullException.ThrowIfNull(groups);
+        ArgumentNullException.ThrowIfNull(seeds);
+        return groups.Where(g => g.Runs.Select(r => r.Config.Seed).Distinct().Count() >= seeds.MaxSeeds && seeds.IsWide(g.Ci95Top1)).ToList();
+    }
+
+    /// <summary>
+    /// The findings as lines of text, the same in Markdown, HTML and the terminal (empty when there is
+    /// nothing to say); with the sweep's <paramref name="seeds"/>, the cells still wide at its seed limit.
+    /// </summary>
+    public static IReadOnlyList<string> Lines(IReadOnlyList<ResultGroup> groups, IReadOnlyList<RunRecord> runs, SeedTarget? seeds = null)
     {
         var lines = Comparisons(groups).Select(Line).ToList();
+        if (seeds is not null && AtSeedLimit(groups, seeds) is { Count: > 0 } wide)
+            lines.Add($"Seed limit reached: 95% interval still wider than ±{seeds.Points} pp at {seeds.MaxSeeds} seeds (--max-seeds): " +
+                      string.Join(", ", wide.Select(g => $"{CellName(g)} ({(g.Ci95Top1 is { } ci ? "±" + Format.Points(ci) + " pp" : $"{g.Seeds} finished")})")) + ".");
         foreach (var b in BlowUps(runs))
         {
             var chance = $"chance ln {ClassCount(b.Run.Config.Dataset)} = {b.ChanceLoss.ToString("F2", CultureInfo.InvariantCulture)}";
@@ -122,6 +139,9 @@ public static class ReportFindings
         }
         return lines;
     }
+
+    static string CellName(ResultGroup g) =>
+        $"{g.Model} {g.Dataset} {Name(g)}" + (g.IsDense ? "" : " " + Format.Sparsity(g.Sparsity)) + (g.WarmupBatches > 0 ? $" + warm-up ({g.WarmupBatches})" : "");
 
     static string Name(ResultGroup g) => g.Criterion + (g.IsAblation ? $" ({g.Ablation})" : "");
 

@@ -21,6 +21,9 @@ public sealed record ReportOptions
     /// and says why).
     /// </summary>
     public bool RequireCharts { get; init; }
+
+    /// <summary>The seed target the sweep ran with (null: none): the findings name the cells still wider than it at its seed limit.</summary>
+    public SeedTarget? Seeds { get; init; }
 }
 
 /// <summary>Paths of the files a report wrote.</summary>

@@ -63,7 +63,7 @@ public static partial class ReportWriter
         var chartFiles = charts.SelectMany(c => new[] { Path.Combine(dir, c.SvgFile), Path.Combine(dir, c.PngFile) }).ToList();
         var paths = new ReportFiles(dir, Path.Combine(dir, MarkdownFile), Path.Combine(dir, CsvFile), Path.Combine(dir, HtmlFile),
             chartFiles, hasData || panels.Count > 0 ? problem : null);
-        var content = new ReportContent(options.Title, runs, groups, results, ReportFindings.Lines(groups, runs), panels, hasData, accuracy, layers, paths.ChartProblem);
+        var content = new ReportContent(options.Title, runs, groups, results, ReportFindings.Lines(groups, runs, options.Seeds), panels, hasData, accuracy, layers, paths.ChartProblem);
 
         // Pictures first, the documents that point at them last.
         foreach (var c in charts)

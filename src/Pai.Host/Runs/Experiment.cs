@@ -16,6 +16,8 @@ public interface IRunProgress
     void Training(RunConfig config, TrainProgress progress);
     /// <summary>A line worth showing (warnings such as layer collapse).</summary>
     void Log(RunConfig config, string message);
+    /// <summary>Where the sweep stands, before each of its runs starts.</summary>
+    void Sweep(SweepProgress progress) { }
 }
 
 /// <summary>Loaded data sets shared by the runs of one process (a sweep loads each once).</summary>

@@ -34,6 +34,9 @@ public sealed class LineProgress(Action<string> write, Action<string>? warn = nu
     }
 
     /// <inheritdoc/>
+    public void Sweep(SweepProgress progress) => write($"sweep: {progress}");
+
+    /// <inheritdoc/>
     public void Log(RunConfig config, string message) =>
         (message.StartsWith("warning") ? warn ?? write : write)($"  {LabelOf(config)}: {message}");
 }

@@ -7,6 +7,39 @@ namespace Pai.Host.Runs;
 /// <param name="Lost">Runs this worker started but lost to another worker after its lease expired (its late writes were refused).</param>
 public sealed record SweepSummary(int Ran, int Skipped, int Failed, int Lost = 0);
 
+/// <summary>Where a sweep stands, as a worker shows it before each run.</summary>
+/// <param name="Done">Runs finished or failed.</param>
+/// <param name="Left">Runs pending or running (the one about to start among them).</param>
+/// <param name="EstimatedLeft">Time until the runs left are done (null until a run finished in this process).</param>
+public sealed record SweepProgress(int Done, int Left, TimeSpan? EstimatedLeft)
+{
+    /// <summary>E.g. "3 of 8 runs done, 5 left, about 4 min left".</summary>
+    public override string ToString() =>
+        $"{Done} of {Done + Left} runs done, {Left} left, " + (EstimatedLeft is { } t ? $"about {Duration(t)} left" : "time left known after the first run");
+
+    static string Duration(TimeSpan t) =>
+        t.TotalSeconds < 90 ? FormattableString.Invariant($"{Math.Ceiling(t.TotalSeconds):0} s")
+        : t.TotalMinutes < 90 ? FormattableString.Invariant($"{Math.Ceiling(t.TotalMinutes):0} min")
+        : FormattableString.Invariant($"{t.TotalHours:0.0} h");
+}
+
+/// <summary>The wall times of the runs finished in this process (the basis of <see cref="SweepProgress.EstimatedLeft"/>).</summary>
+public sealed class RunTimer
+{
+    TimeSpan total;
+    int count;
+
+    /// <summary>Records one finished run's wall time.</summary>
+    public void Add(TimeSpan elapsed)
+    {
+        total += elapsed;
+        count++;
+    }
+
+    /// <summary>The mean wall time of a run; null before any finished.</summary>
+    public TimeSpan? Mean => count == 0 ? null : total / count;
+}
+
 /// <summary>How a worker behaves.</summary>
 public sealed record WorkerOptions
 {
@@ -52,31 +85,72 @@ public static class Sweep
     /// <summary>
     /// Defines the sweep, then works on its runs among <paramref name="configs"/> in this process
     /// until each is finished or failed (here or by other workers); log receives one line per run.
+    /// With <paramref name="seeds"/>, seeds are then added in rounds where they are needed (<see cref="InRounds"/>).
     /// </summary>
     public static SweepSummary Execute(IRunStore store, string sweep, IReadOnlyList<RunConfig> configs, IRunProgress? progress = null,
-        Action<string>? log = null, WorkerOptions? options = null)
+        Action<string>? log = null, WorkerOptions? options = null, SeedTarget? seeds = null)
     {
-        Define(store, sweep, configs);
-        var finishedEarlier = 0;
-        foreach (var c in configs)
-            if (store.Get(c.Key) is { Status: RunStatus.Finished } done)
-            {
-                finishedEarlier++;
-                log?.Invoke($"{c.Label}: finished earlier, test top-1 {done.FinalTop1:P2}");
-            }
-        var worked = Work(store, sweep, progress, log, options, among: configs.Select(c => c.Key).ToHashSet());
-        return worked with { Skipped = configs.Count - worked.Ran - worked.Failed };
+        var total = new SweepSummary(0, 0, 0);
+        var timer = new RunTimer();
+        var counted = new HashSet<string>(); // progress counts every round so far
+        InRounds(store, configs, seeds, round =>
+        {
+            counted.UnionWith(round.Select(c => c.Key));
+            Define(store, sweep, round);
+            foreach (var c in round)
+                if (store.Get(c.Key) is { Status: RunStatus.Finished } done)
+                    log?.Invoke($"{c.Label}: finished earlier, test top-1 {done.FinalTop1:P2}");
+            var worked = Work(store, sweep, progress, log, options, among: round.Select(c => c.Key).ToHashSet(), timer, counted);
+            total = new SweepSummary(total.Ran + worked.Ran, total.Skipped + round.Count - worked.Ran - worked.Failed,
+                total.Failed + worked.Failed, total.Lost + worked.Lost);
+        }, log);
+        return total;
+    }
+
+    /// <summary>
+    /// Runs a sweep in rounds: <paramref name="runRound"/> defines and runs the configs it is given
+    /// (in this process or by workers) and returns once they are finished or failed. Without
+    /// <paramref name="seeds"/> there is one round, <paramref name="configs"/>. With it, the first
+    /// round is <paramref name="configs"/> and the added seeds the store already holds (a sweep run
+    /// again finishes them); then, from the store's finished runs, each further round adds the next
+    /// seed to the cells still wider than the target (<see cref="SeedRounds.NextRound"/>), until none is.
+    /// </summary>
+    public static void InRounds(IRunStore store, IReadOnlyList<RunConfig> configs, SeedTarget? seeds, Action<IReadOnlyList<RunConfig>> runRound,
+        Action<string>? log = null)
+    {
+        ArgumentNullException.ThrowIfNull(runRound);
+        if (seeds is null)
+        {
+            runRound(configs);
+            return;
+        }
+        var round = SeedRounds.Known(configs, seeds, store.Get);
+        while (round.Count > 0)
+        {
+            runRound(round);
+            round = SeedRounds.NextRound(configs, seeds, store.Get);
+            if (round.Count > 0)
+                log?.Invoke($"seed {round[0].Seed} for {round.Count} cell{(round.Count == 1 ? "" : "s")} whose 95% interval is wider than ±{seeds.Points} pp: " +
+                            string.Join(", ", round.Select(c => c.Label)));
+        }
+        var cells = SeedRounds.Cells(configs, seeds, store.Get);
+        var atLimit = cells.Count(c => c.NextSeed is null && seeds.IsWide(c.HalfWidth));
+        log?.Invoke($"seeds: {cells.Count - atLimit} of {cells.Count} cells within ±{seeds.Points} pp" +
+                    (atLimit > 0 ? $", {atLimit} still wider at the limit of {seeds.MaxSeeds} seeds" : ""));
     }
 
     /// <summary>
     /// One worker: claims the next run of <paramref name="sweep"/> (of the whole store when null;
     /// only runs among <paramref name="among"/> when given), runs it with its lease renewed in the
-    /// background, records it, and goes on until nothing is left. A run lost to another worker (this worker's lease expired) is abandoned and counted;
+    /// background, records it, and goes on until nothing is left. Before each run it shows where the
+    /// sweep stands (<see cref="Progress"/>, over <paramref name="counted"/> when given, else
+    /// <paramref name="among"/>), its time left from the runs <paramref name="timer"/> saw finish. A run lost to another worker (this worker's lease expired) is abandoned and counted;
     /// an unreachable database ends the worker with <see cref="RunStoreUnavailableException"/>.
     /// </summary>
     public static SweepSummary Work(IRunStore store, string? sweep, IRunProgress? progress = null, Action<string>? log = null,
-        WorkerOptions? options = null, IReadOnlyCollection<string>? among = null)
+        WorkerOptions? options = null, IReadOnlyCollection<string>? among = null, RunTimer? timer = null, IReadOnlyCollection<string>? counted = null)
     {
+        timer ??= new RunTimer();
         options ??= new WorkerOptions();
         if (progress is not null) progress = new NotesOnce(progress);
         var lease = store.Options.StaleAfter;
@@ -95,11 +169,14 @@ public static class Sweep
             var record = store.Get(key) ?? throw new RunStoreException($"run {key} vanished from the store {store.Location}");
             var label = $"{record.Config.Label} (run {key}{(record.Attempts > 1 ? $", attempt {record.Attempts}" : "")})";
             log?.Invoke($"{label}: claimed");
+            progress?.Sweep(Progress(store, sweep, counted ?? among, timer));
             try
             {
                 using (store.KeepAlive(key))
                 {
+                    var watch = System.Diagnostics.Stopwatch.StartNew();
                     var result = Experiment.Run(record.Config, store, data, progress);
+                    timer.Add(watch.Elapsed);
                     ran++;
                     log?.Invoke($"{label}: test top-1 {result.FinalTop1:P2}");
                 }
@@ -132,6 +209,26 @@ public static class Sweep
         {
             if (message != Experiment.NoBatchNormNote(config.Model) || said.Add(message)) inner.Log(config, message);
         }
+    }
+
+    /// <summary>
+    /// Where the sweep stands (only the runs among <paramref name="among"/> when given; every sweep's
+    /// when <paramref name="sweep"/> is null): runs ended and left, and the time left at the mean wall
+    /// time of the runs <paramref name="timer"/> saw finish, shared among the workers holding runs now.
+    /// </summary>
+    public static SweepProgress Progress(IRunStore store, string? sweep, IReadOnlyCollection<string>? among, RunTimer timer)
+    {
+        ArgumentNullException.ThrowIfNull(timer);
+        var status = store.Status().Where(s => sweep is null || s.Sweep == sweep).ToList();
+        int done, left;
+        if (among is null) (done, left) = (status.Sum(s => s.Finished + s.Failed), status.Sum(s => s.Pending + s.Running));
+        else
+        {
+            var states = among.Select(k => store.Get(k)?.Status).ToList();
+            (done, left) = (states.Count(s => s is RunStatus.Finished or RunStatus.Failed), states.Count(s => s is RunStatus.Pending or RunStatus.Running));
+        }
+        var workers = Math.Max(1, status.SelectMany(s => s.Held).Where(r => among is null || among.Contains(r.Key)).Select(r => r.Owner).DistinctBy(o => (o.ProcessId, o.Host)).Count());
+        return new SweepProgress(done, left, timer.Mean is { } mean ? mean * left / workers : null);
     }
 
     static bool OthersHoldRuns(IRunStore store, string? sweep, IReadOnlyCollection<string>? among) =>
