@@ -21,12 +21,13 @@ internal static class PruneTrainCommands
         {
             var config = Cli.CriterionAndSparsity(p, o, o.Read(p), required: true);
             var path = Path.GetFullPath(p.GetValue(output)!);
-            Cli.CheckWritable(path, "--out");
-            if (p.GetValue(scores) is { } s) Cli.CheckWritable(Path.GetFullPath(s), "--save-scores");
-            if (p.GetValue(init) is { } i) Cli.CheckWritable(Path.GetFullPath(i), "--save-init");
-            using var pruned = PaiHost.Prune(config, Console.WriteLine, p.GetValue(scores), p.GetValue(init));
-            pruned.SaveMask(path);
-            Cli.DensityTable(pruned.Report);
+            var outputs = Cli.Outputs(("--out", path), ("--save-scores", p.GetValue(scores)), ("--save-init", p.GetValue(init)));
+            outputs.Write(() =>
+            {
+                using var pruned = PaiHost.Prune(config, Console.WriteLine, outputs.Staged(p.GetValue(scores)), outputs.Staged(p.GetValue(init)));
+                pruned.SaveMask(outputs.Staged(path)!);
+                Cli.DensityTable(pruned.Report);
+            });
             AnsiConsole.MarkupLine($"mask written to [bold]{Markup.Escape(path)}[/]");
             return 0;
         }));
