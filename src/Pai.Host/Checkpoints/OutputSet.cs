@@ -75,9 +75,6 @@ public sealed class OutputSet
         }
     }
 
-    /// <summary>The targets, as full paths, in the order given.</summary>
-    public IReadOnlyList<string> Targets => files.Select(f => f.Target).ToList();
-
     /// <summary>Where the work writes <paramref name="path"/> (one of the outputs) until it is moved into place; null stays null.</summary>
     public string? Staged(string? path) => path is null ? null
         : files.FirstOrDefault(f => f.Target == Path.GetFullPath(path)).Temp
