@@ -41,10 +41,11 @@ internal static class AutoSCommands
             var run = Experiment.Configure(o.Read(p) with { Criterion = p.GetValue(by)! });
             var spec = new IterativePruningSpec(run, p.GetValue(rounds), p.GetValue(fraction), rewind);
             spec.Validate();
+            var directory = Path.GetFullPath(p.GetValue(output)!);
+            Cli.CheckWritable(directory, "--out", folder: true);
             using var data = new DataCache();
             var train = data.Get(run.Dataset, run.DataDirectory, DatasetSplit.Train, run.SkipBadImages);
             var test = data.Get(run.Dataset, run.DataDirectory, DatasetSplit.Test, run.SkipBadImages);
-            var directory = Path.GetFullPath(p.GetValue(output)!);
             var last = DateTime.UtcNow;
             var result = IterativePruning.Run(spec, train, test, directory, Console.WriteLine, t =>
             {
@@ -93,6 +94,8 @@ internal static class AutoSCommands
                 MaxWeights = p.GetValue(maxWeights),
             };
             options.Validate();
+            var path = Path.GetFullPath(p.GetValue(output)!);
+            Cli.CheckWritable(path, "--out");
             var features = p.GetValue(extra) ? Features.extended : Features.standard;
             using var file = LabelFile.Load(Path.GetFullPath(p.GetValue(labels)!));
             using var data = new DataCache();
@@ -112,7 +115,6 @@ internal static class AutoSCommands
                     metadata["epochs"] = options.Epochs.ToString(CultureInfo.InvariantCulture);
                     metadata["learning_rate"] = options.LearningRate.ToString("R", CultureInfo.InvariantCulture);
                     metadata["seed"] = options.Seed.ToString(CultureInfo.InvariantCulture);
-                    var path = Path.GetFullPath(p.GetValue(output)!);
                     predictor.Save(path, metadata);
                     AnsiConsole.MarkupLine($"predictor written to [bold]{Markup.Escape(path)}[/] (use: --criterion autos --predictor {Markup.Escape(path)})");
                 }

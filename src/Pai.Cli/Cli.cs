@@ -47,12 +47,48 @@ internal static class Cli
         return c;
     }
 
-    /// <summary>Fails before any work when the output file's folder does not exist.</summary>
-    internal static void CheckWritable(string path, string option)
+    /// <summary>
+    /// Fails before any work when the output cannot be written where asked: its folder is missing or
+    /// is a file, or takes no new file (read-only, /proc: tried by creating and deleting one), or the
+    /// output is itself a folder. With <paramref name="folder"/> the output is a folder, created when
+    /// missing: its nearest existing ancestor must take it.
+    /// </summary>
+    internal static void CheckWritable(string path, string option, bool folder = false)
     {
-        var directory = Path.GetDirectoryName(path);
-        if (directory is not null && !Directory.Exists(directory))
+        var full = Path.GetFullPath(path);
+        if (!folder && Directory.Exists(full))
+            throw new ArgumentException($"{option}: '{full}' is a folder; name a file, e.g. {Path.Combine(full, "out.safetensors")}");
+        if (folder && File.Exists(full))
+            throw new ArgumentException($"{option}: '{full}' is a file, not a folder; name a folder or remove the file");
+        var directory = folder ? full : Path.GetDirectoryName(full);
+        if (folder)
+            while (directory is not null && !Directory.Exists(directory) && !File.Exists(directory))
+                directory = Path.GetDirectoryName(directory);
+        if (directory is null) return;
+        if (File.Exists(directory))
+            throw new ArgumentException($"{option}: '{directory}' is a file, not a folder; write elsewhere");
+        if (!Directory.Exists(directory))
             throw new ArgumentException($"{option}: the folder '{directory}' does not exist; create it first or write elsewhere");
+        try
+        {
+            new FileStream(Path.Combine(directory, $".pai-write-test.{Guid.NewGuid():N}"), FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.DeleteOnClose).Dispose();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ArgumentException($"{option}: cannot create files in the folder '{directory}' (read-only or not a real folder); write elsewhere");
+        }
+    }
+
+    /// <summary>
+    /// A command's output files, checked before any work (writable, and no two naming the same file)
+    /// and written all or none (<see cref="OutputSet"/>). Outputs not asked for are null.
+    /// </summary>
+    internal static OutputSet Outputs(params (string Option, string? Path)[] outputs)
+    {
+        var set = new OutputSet(outputs);
+        foreach (var (option, path) in outputs)
+            if (path is not null) CheckWritable(path, option);
+        return set;
     }
 
     /// <summary>Per-layer kept/total/density, with collapsed layers marked.</summary>

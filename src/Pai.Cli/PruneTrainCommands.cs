@@ -13,7 +13,7 @@ internal static class PruneTrainCommands
         var scores = new Option<string?>("--save-scores") { Description = "also write the per-weight scores (safetensors, one tensor per layer)" };
         var init = new Option<string?>("--save-init") { Description = "also write θ₀ (PyTorch state_dict names) and the scoring data in scoring order (tensors inputs, targets), to recompute the scores with other code" };
         var cmd = new Command("prune", "Score a freshly initialized model with a criterion (a name or a formula over statistics) and write the mask (safetensors); prints per-layer density.");
-        var o = new ConfigOptions(cmd, SettingGroup.Data | SettingGroup.Scoring | SettingGroup.Pruning, except: nameof(RunConfig.Ablation));
+        var o = new ConfigOptions(cmd, SettingGroup.Data | SettingGroup.Scoring | SettingGroup.Pruning);
         cmd.Options.Add(output);
         cmd.Options.Add(scores);
         cmd.Options.Add(init);
@@ -21,12 +21,14 @@ internal static class PruneTrainCommands
         {
             var config = Cli.CriterionAndSparsity(p, o, o.Read(p), required: true);
             var path = Path.GetFullPath(p.GetValue(output)!);
-            Cli.CheckWritable(path, "--out");
-            if (p.GetValue(scores) is { } s) Cli.CheckWritable(Path.GetFullPath(s), "--save-scores");
-            if (p.GetValue(init) is { } i) Cli.CheckWritable(Path.GetFullPath(i), "--save-init");
-            using var pruned = PaiHost.Prune(config, Console.WriteLine, p.GetValue(scores), p.GetValue(init));
-            pruned.SaveMask(path);
-            Cli.DensityTable(pruned.Report);
+            var outputs = Cli.Outputs(("--out", path), ("--save-scores", p.GetValue(scores)), ("--save-init", p.GetValue(init)));
+            outputs.Write(() =>
+            {
+                using var pruned = PaiHost.Prune(config, Console.WriteLine, outputs.Staged(p.GetValue(scores)), outputs.Staged(p.GetValue(init)));
+                pruned.SaveMask(outputs.Staged(path)!);
+                Cli.DensityTable(pruned.Report);
+                if (Ablations.Describe(pruned.Config) is { } ablation) Console.WriteLine(ablation);
+            });
             AnsiConsole.MarkupLine($"mask written to [bold]{Markup.Escape(path)}[/]");
             return 0;
         }));
@@ -35,7 +37,7 @@ internal static class PruneTrainCommands
 
     internal static Command Train()
     {
-        var mask = new Option<string?>("--mask") { Description = "mask file from `pai prune` (omit to train densely)" };
+        var mask = new Option<string?>("--mask") { Description = "mask file from `pai prune` (omit to train densely); one made with --ablation reinit trains from fresh initial weights" };
         var output = new Option<string?>("--out", "-o") { Description = "checkpoint to write (safetensors): weights, buffers and mask" };
         var cmd = new Command("train", "Train a model, densely or with a mask from `pai prune` (the same model and seed the mask was made for).");
         var o = new ConfigOptions(cmd, SettingGroup.Data | SettingGroup.Training);

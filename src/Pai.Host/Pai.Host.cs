@@ -170,7 +170,10 @@ public static class PaiHost
         });
     }
 
-    /// <summary>Trains a freshly initialized model, densely or with a mask file from <see cref="PruneOutcome.SaveMask"/>.</summary>
+    /// <summary>
+    /// Trains a freshly initialized model, densely or with a mask file from <see cref="PruneOutcome.SaveMask"/>;
+    /// a mask made for the reinit check (<c>pai prune --ablation reinit</c>) trains from fresh initial weights.
+    /// </summary>
     public static TrainOutcome Train(RunConfig config, string? maskPath = null, Action<TrainProgress>? progress = null, Action<string>? log = null)
     {
         var c = Configure(config);
@@ -187,7 +190,14 @@ public static class PaiHost
                 if (!File.Exists(maskPath)) throw new ArgumentException($"mask file '{maskPath}' does not exist; write one with `./pai prune … --out {maskPath}`");
                 var specs = model.Prunable.Select(w => new TensorSpec(w.Key, DType.Bool, w.Value.Shape));
                 using (var file = Safetensors.Load(maskPath, specs, strict: true))
+                {
                     keep = model.Prunable.ToDictionary(w => w.Key, w => file.Take(w.Key));
+                    if (Ablations.IsReinitMask(file.Metadata))
+                    {
+                        Ablations.Reinitialize(model, c.Seed);
+                        log?.Invoke($"mask {maskPath} was made for the reinit check: training from fresh initial weights (seed {Ablations.ReinitSeed(c.Seed)})");
+                    }
+                }
                 var kept = keep.Values.Sum(t => t.CountNonZero());
                 log?.Invoke($"mask {maskPath}: {kept:N0} of {model.PrunableCount:N0} prunable weights kept ({(double)kept / model.PrunableCount:P2})");
                 if (kept == 0) throw new ArgumentException($"mask file '{maskPath}' keeps no weight: the network is disconnected and cannot learn; prune at a lower sparsity");

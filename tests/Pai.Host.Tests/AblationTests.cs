@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 
 namespace Pai.Host.Tests;
 
@@ -61,6 +62,40 @@ public sealed class AblationTests
         Assert.Equal(Ablations.ReinitSeed(c.Seed), Experiment.SeedsOf(c)["reinit"]);
         // The mask is the criterion's: reinit changes the weights it is applied to, not the mask.
         Assert.Equal(MaskOf(Magnitude), MaskOf(Magnitude with { Ablation = "reinit" }));
+    }
+
+    [Fact]
+    public void Prune_on_the_command_line_applies_each_ablation_and_a_reinit_mask_trains_from_fresh_weights()
+    {
+        using var dir = new TempDirectory();
+        var masks = new Dictionary<string, Dictionary<string, bool[]>>();
+        foreach (var ablation in Ablations.Names)
+        {
+            var (code, stdout, err) = CliEndToEndTests.Run("prune", "-c", "magnitude", "-s", "0.9", "-d", "synthetic", "--samples-per-class", "1",
+                "--ablation", ablation, "-o", dir.File($"{ablation}.safetensors"), "--threads", "1");
+            Assert.True(code == 0, $"--ablation {ablation}: exit {code}\n{stdout}\n{err}");
+            using var scope = new DisposeScope();
+            using var file = Safetensors.Load(dir.File($"{ablation}.safetensors"));
+            masks[ablation] = file.Tensors.ToDictionary(t => t.Name, t => t.Tensor.Flatten().ToArray<bool>());
+            Assert.Equal(ablation, RunConfig.FromJson(file.Metadata["config"]).Ablation);
+            // The per-layer density table is the ablated mask's: each layer's kept count is printed.
+            foreach (var (layer, keep) in masks[ablation])
+                Assert.Matches($@"{Regex.Escape(layer)}\s*│\s*{keep.Count(k => k):N0}\s*│", stdout);
+            if (ablation != "none") Assert.Contains($"ablation {ablation}: ", stdout);
+        }
+        Assert.Equal(MaskOf(Magnitude with { SamplesPerClass = 1 }), masks["none"]);
+        Assert.Equal(MaskOf(Magnitude with { SamplesPerClass = 1, Ablation = "shuffle" }), masks["shuffle"]);
+        Assert.Equal(MaskOf(Magnitude with { SamplesPerClass = 1, Ablation = "invert" }), masks["invert"]);
+        Assert.Equal(masks["none"], masks["reinit"]); // reinit changes the weights the mask is applied to
+        Assert.NotEqual(masks["none"], masks["shuffle"]);
+
+        // Training the reinit mask starts from fresh weights; training the criterion's own does not.
+        foreach (var ablation in new[] { "reinit", "none" })
+        {
+            var (code, stdout, err) = CliEndToEndTests.Run("train", "-d", "synthetic", "--mask", dir.File($"{ablation}.safetensors"), "-e", "1", "--max-batches", "1", "--threads", "1");
+            Assert.True(code == 0, $"train {ablation}: exit {code}\n{stdout}\n{err}");
+            Assert.Equal(ablation == "reinit", stdout.Contains($"made for the reinit check: training from fresh initial weights (seed {Ablations.ReinitSeed(0)})"));
+        }
     }
 
     [Fact]

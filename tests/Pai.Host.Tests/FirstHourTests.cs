@@ -141,6 +141,62 @@ public sealed class FirstHourTests
         Assert.DoesNotContain(".tmp", err);
     }
 
+    // Root cannot be kept out of a folder by its permissions, so the unwritable places are ones no
+    // one can write to: a folder under a regular file, a folder that takes no new file (/proc), a
+    // folder where a file is asked for.
+    [Theory]
+    [InlineData("{file}/m.safetensors", "--out: '{file}' is a file, not a folder")]
+    [InlineData("/proc/m.safetensors", "--out: cannot create files in the folder '/proc'")]
+    [InlineData("{dir}", "--out: '{dir}' is a folder; name a file")]
+    public void An_unwritable_output_is_refused_before_any_work_and_nothing_is_written(string output, string message)
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllText(dir.File("file"), "");
+        string Place(string s) => s.Replace("{file}", dir.File("file")).Replace("{dir}", dir.Path);
+        var (code, stdout, err) = Pai("prune", "-c", "magnitude", "-s", "0.9", "-d", "synthetic", "-o", Place(output),
+            "--save-scores", dir.File("scores.safetensors"), "--save-init", dir.File("init.safetensors"));
+        Assert.Equal(2, code);
+        Assert.Contains(Place(message), err);
+        Assert.DoesNotContain(".tmp", err);
+        Assert.DoesNotContain("warm-up", stdout); // refused before the model was built
+        Assert.Equal(["file"], Directory.GetFiles(dir.Path).Select(Path.GetFileName));
+    }
+
+    [Theory]
+    [InlineData("-o m.safetensors --save-scores ./m.safetensors", "--out and --save-scores both name")]
+    [InlineData("--save-scores s.safetensors --save-init sub/../s.safetensors", "--save-scores and --save-init both name")]
+    [InlineData("--save-init mask.safetensors", "--out and --save-init both name")] // -o's default
+    public void Two_outputs_naming_one_file_are_refused_before_any_work(string outputs, string message)
+    {
+        using var dir = new TempDirectory();
+        Directory.CreateDirectory(dir.File("sub"));
+        var (code, _, err) = CliEndToEndTests.RunIn(dir.Path, ["prune", "-c", "magnitude", "-s", "0.9", "-d", "synthetic", .. Split(outputs)]);
+        Assert.Equal(2, code);
+        Assert.Contains(message, err);
+        Assert.Empty(Directory.GetFiles(dir.Path, "*", SearchOption.AllDirectories));
+    }
+
+    [Fact]
+    public void Every_command_that_writes_checks_where_before_any_work()
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllText(dir.File("file"), "");
+        foreach (var args in new[]
+        {
+            new[] { "imp", "-d", "synthetic", "-o", dir.File("file", "imp") },
+            ["autos", "label", "-d", "synthetic", "-o", dir.File("file")],
+            ["autos", "fit", "-l", dir.File("no-labels.safetensors"), "-o", "/proc/predictor.safetensors"],
+            ["train", "-d", "synthetic", "-o", dir.File("file", "checkpoint.safetensors")],
+        })
+        {
+            var (code, stdout, err) = Pai(args);
+            Assert.True(code == 2, $"{string.Join(" ", args)}: exit {code}\n{stdout}\n{err}");
+            Assert.Contains("error: --out: ", err);
+            Assert.DoesNotContain("round", stdout);
+        }
+        Assert.Equal(["file"], Directory.GetFileSystemEntries(dir.Path).Select(Path.GetFileName));
+    }
+
     [Fact]
     public void Long_scoring_reports_progress()
     {

@@ -211,21 +211,25 @@ public static class IterativePruning
             ["config"] = c.CanonicalJson(),
         };
         var maskPath = Path.Combine(directory, "mask.safetensors");
-        Safetensors.Save(maskPath, mask.Select(k => (k.Key, k.Value)), metadata);
-        string? labelsPath = null;
-        if (spec.Rewind)
-        {
-            labelsPath = Path.Combine(directory, "labels.safetensors");
-            using var scope = new DisposeScope();
-            var (min, max) = (counts.Values.Min(t => t.Min().Item()), counts.Values.Max(t => t.Max().Item()));
-            var labels = counts.Select(k => ("label/" + k.Key, (k.Value - min) / Math.Max(max - min, 1))).ToList();
-            var theta0 = initial.Prunable.Select(p => ("theta0/" + p.Key, p.Value));
-            Safetensors.Save(labelsPath, labels.Concat(counts.Select(k => ("count/" + k.Key, k.Value))).Concat(theta0),
-                new Dictionary<string, string>(metadata) { ["format"] = LabelsFormat, ["format_version"] = "1" });
-        }
+        var labelsPath = spec.Rewind ? Path.Combine(directory, "labels.safetensors") : null;
         var recordPath = Path.Combine(directory, "record.json");
-        var record = new { kind = spec.Rewind ? "irp" : "imp", metadata, rounds = history };
-        AtomicFile.WriteAllText(recordPath, JsonSerializer.Serialize(record, new JsonSerializerOptions { WriteIndented = true }));
+        // Mask, labels and record describe one run: all of them are written, or none.
+        var outputs = new OutputSet([("mask", maskPath), ("labels", labelsPath), ("record", recordPath)]);
+        outputs.Write(() =>
+        {
+            Safetensors.Save(outputs.Staged(maskPath)!, mask.Select(k => (k.Key, k.Value)), metadata);
+            if (labelsPath is not null)
+            {
+                using var scope = new DisposeScope();
+                var (min, max) = (counts.Values.Min(t => t.Min().Item()), counts.Values.Max(t => t.Max().Item()));
+                var labels = counts.Select(k => ("label/" + k.Key, (k.Value - min) / Math.Max(max - min, 1))).ToList();
+                var theta0 = initial.Prunable.Select(p => ("theta0/" + p.Key, p.Value));
+                Safetensors.Save(outputs.Staged(labelsPath)!, labels.Concat(counts.Select(k => ("count/" + k.Key, k.Value))).Concat(theta0),
+                    new Dictionary<string, string>(metadata) { ["format"] = LabelsFormat, ["format_version"] = "1" });
+            }
+            var record = new { kind = spec.Rewind ? "irp" : "imp", metadata, rounds = history };
+            AtomicFile.WriteAllText(outputs.Staged(recordPath)!, JsonSerializer.Serialize(record, new JsonSerializerOptions { WriteIndented = true }));
+        });
         return new IterativePruningResult(history, labelsPath, maskPath, recordPath);
     }
 }

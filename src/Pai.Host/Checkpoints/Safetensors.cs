@@ -104,8 +104,8 @@ public sealed class TensorFile : IDisposable
 /// PyTorch users read without Pai: an 8-byte little-endian header length N, N bytes of JSON
 /// (<c>{"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}</c>,
 /// padded with spaces to a multiple of 8), then the little-endian data. Supported dtypes: F32, F64,
-/// I64, I32, U8, BOOL. Writes are atomic: a temporary file in the same directory is written, flushed
-/// to disk, then renamed over the destination, so a crash leaves either the old or the new file.
+/// I64, I32, U8, BOOL. Writes are atomic (<see cref="OutputFile.WriteAtomically"/>), so a crash leaves
+/// either the old or the new file.
 /// </summary>
 public static class Safetensors
 {
@@ -199,32 +199,19 @@ public static class Safetensors
         }
         while (header.Length % 8 != 0) header.WriteByte((byte)' ');
 
-        var full = Path.GetFullPath(path);
-        var dir = Path.GetDirectoryName(full)!;
-        var temp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
+        OutputFile.WriteAtomically(path, f =>
         {
-            using (var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            Span<byte> len = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
+            f.Write(len);
+            header.Position = 0;
+            header.CopyTo(f);
+            foreach (var p in ordered)
             {
-                Span<byte> len = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
-                f.Write(len);
-                header.Position = 0;
-                header.CopyTo(f);
-                foreach (var p in ordered)
-                {
-                    WriteData(f, p.Tensor, p.DType);
-                    AfterTensorWritten?.Invoke(p.Name);
-                }
-                f.Flush(flushToDisk: true);
+                WriteData(f, p.Tensor, p.DType);
+                AfterTensorWritten?.Invoke(p.Name);
             }
-            File.Move(temp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        });
     }
 
     static void WriteData(Stream f, Tensor t, DType dtype)

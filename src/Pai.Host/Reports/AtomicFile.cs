@@ -3,9 +3,8 @@ using System.Text;
 namespace Pai.Host.Reports;
 
 /// <summary>
-/// Writes a file so that readers see either the old content or the new, never half of it: the content
-/// goes to a temporary file in the same directory (same file system, so the rename is atomic),
-/// is flushed to disk, then renamed over the target.
+/// Writes a text or byte file so that readers see either the old content or the new, never half of it
+/// (<see cref="OutputFile.WriteAtomically"/>), creating its folder first.
 /// </summary>
 static class AtomicFile
 {
@@ -18,20 +17,6 @@ static class AtomicFile
         var full = Path.GetFullPath(path);
         var dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
-        var temp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                f.Write(bytes);
-                f.Flush(flushToDisk: true);
-            }
-            File.Move(temp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        OutputFile.WriteAtomically(full, f => f.Write(bytes));
     }
 }

@@ -38,6 +38,28 @@ public static class Ablations
         return new PruneResult(new Mask(ListModule.OfSeq(layers)), result.Report, result.Scores, result.Statistics);
     }
 
+    /// <summary>What the run's ablation did to its mask, one line for `pai prune` to print under the densities (null: none).</summary>
+    public static string? Describe(RunConfig c) => c.Ablation switch
+    {
+        "shuffle" => $"ablation shuffle: each layer's kept positions permuted (seed {c.Seed}); each layer keeps its count, so the densities above are the criterion's",
+        "invert" => "ablation invert: the lowest scores kept (the criterion's formula negated)",
+        "reinit" => $"ablation reinit: the mask is the criterion's; `pai train --mask` trains it from fresh initial weights (seed {ReinitSeed(c.Seed)})",
+        _ => null,
+    };
+
+    /// <summary>
+    /// Whether a mask file was made for the reinit check (its "config" metadata says so): training it
+    /// then starts from fresh weights, as the run that made it would have.
+    /// </summary>
+    public static bool IsReinitMask(IReadOnlyDictionary<string, string> metadata) =>
+        metadata.TryGetValue("config", out var json) && TryAblation(json) == "reinit";
+
+    static string? TryAblation(string json)
+    {
+        try { return System.Text.Json.Nodes.JsonNode.Parse(json)?[RunConfig.JsonName(nameof(RunConfig.Ablation))]?.GetValue<string>(); }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or FormatException) { return null; } // not Pai's metadata
+    }
+
     /// <summary>The seed of a reinit run's fresh initial weights.</summary>
     public static ulong ReinitSeed(ulong seed) => seed ^ ReinitStream;
 
