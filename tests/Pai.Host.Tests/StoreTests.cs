@@ -208,6 +208,48 @@ public sealed class StoreTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void An_existing_store_is_only_opened_never_created()
+    {
+        using var dir = new TempDirectory();
+        var existing = new RunStoreOptions { Existing = true };
+        // No database: refused, and no folder or file is created.
+        var missing = Assert.Throws<RunStoreException>(() => new SqliteRunStore(dir.File("results"), existing));
+        Assert.Contains("no results store in", missing.Message);
+        Assert.False(Directory.Exists(dir.File("results")));
+        // An empty file (as `touch pai.db` leaves) is refused byte for byte as it was, with no WAL beside it.
+        var empty = dir.File("pai.db");
+        File.WriteAllBytes(empty, []);
+        var e = Assert.Throws<RunStoreException>(() => new SqliteRunStore(dir.Path, existing));
+        Assert.Contains($"{empty} holds no Pai results store (it is empty)", e.Message);
+        Assert.Equal(0, new FileInfo(empty).Length);
+        Assert.Equal(["pai.db"], Directory.GetFileSystemEntries(dir.Path).Select(Path.GetFileName));
+        // A store that exists opens as always.
+        File.Delete(empty);
+        using (var created = new SqliteRunStore(dir.Path)) created.Register(Snip90);
+        using var store = new SqliteRunStore(dir.Path, existing);
+        Assert.Single(store.All());
+    }
+
+    [Theory]
+    [InlineData("connect_timeout=abc", "connect_timeout=abc in the --store URL is not a whole number from 0 to 1024 seconds")]
+    [InlineData("connect_timeout=99999999999", "connect_timeout=99999999999 in the --store URL is not a whole number from 0 to 1024 seconds")]
+    [InlineData("connect_timeout=-1", "connect_timeout=-1 in the --store URL is not a whole number from 0 to 1024 seconds")]
+    [InlineData("connect_timeout=1025", "connect_timeout=1025 in the --store URL is not a whole number from 0 to 1024 seconds")]
+    [InlineData("port=0", "port=0 in the --store URL is not a whole number from 1 to 65535")]
+    [InlineData("port=http", "port=http in the --store URL is not a whole number from 1 to 65535")]
+    [InlineData("sslmode=always", "sslmode=always in the --store URL is not one of disable")]
+    [InlineData("colour=blue", "the --store URL parameter 'colour' is not supported")]
+    [InlineData("verbose", "'verbose' in the --store URL is not name=value")]
+    public void A_malformed_store_url_is_bad_input_naming_the_parameter_and_its_range(string parameter, string message)
+    {
+        var e = Assert.Throws<ArgumentException>(() => PostgresUrl.Parse($"postgresql://ann:secret@db.example/x?{parameter}"));
+        Assert.Contains(message, e.Message);
+        Assert.DoesNotContain("secret", e.Message);
+        Assert.Equal(3, PostgresUrl.Parse("postgresql://db.example/x?connect_timeout=3").Settings.Timeout);
+        Assert.Equal(10, PostgresUrl.Parse("postgresql://db.example/x").Settings.Timeout);
+    }
+
+    [Fact]
     public void A_database_of_another_program_is_refused()
     {
         using var foreign = new TempDirectory();

@@ -108,17 +108,16 @@ public sealed class PostgresRunStore : IRunStore
     /// Opens the store at <paramref name="url"/> (<c>postgresql://[user[:password]@]host[:port]/database</c>,
     /// or a Unix socket as <c>postgresql:///database?host=/socket/dir</c>) with artifacts in
     /// <paramref name="artifactDirectory"/>, creating the schema in an empty database. Throws
-    /// <see cref="RunStoreUnavailableException"/> when the server cannot be reached and
-    /// <see cref="RunStoreException"/> for a malformed URL or a schema of another version.
+    /// <see cref="RunStoreUnavailableException"/> when the server cannot be reached,
+    /// <see cref="ArgumentException"/> for a malformed URL and <see cref="RunStoreException"/> for a
+    /// schema of another version.
     /// </summary>
     public PostgresRunStore(string url, string artifactDirectory, RunStoreOptions? options = null)
     {
         this.options = options ?? new RunStoreOptions();
         var (builder, shown) = PostgresUrl.Parse(url);
         Url = shown;
-        Directory = RunRows.CreateArtifactDirectory(artifactDirectory, "--artifacts");
         builder.Pooling = false; // a fresh connection per operation: nothing stale after a server restart
-        builder.Timeout = 10;
         builder.CommandTimeout = (int)Math.Ceiling(this.options.BusyTimeout.TotalSeconds);
         source = NpgsqlDataSource.Create(builder);
         try
@@ -131,6 +130,8 @@ public sealed class PostgresRunStore : IRunStore
                     ? Convert.ToInt32(s.Scalar("SELECT schema_version FROM pai_meta"), CultureInfo.InvariantCulture)
                     : null;
                 RunLease.CheckSchema(Url, Location, found, SchemaVersion, this.options.Migrate);
+                if (found is null && this.options.Existing)
+                    throw new RunStoreException($"The database {Url} holds no Pai store yet. Choose the --store of an existing store, or run `pai sweep --store URL` to create one there.");
                 var version = found ?? 0;
                 if (found is null && s.Scalar("SELECT to_regclass('pai_runs') IS NOT NULL") is true)
                     throw new RunStoreException($"The database {Url} holds a pai_runs table but no pai_meta: it is not a Pai store. Choose another --store database.");
@@ -138,6 +139,8 @@ public sealed class PostgresRunStore : IRunStore
                 if (version < SchemaVersion) s.Execute("UPDATE pai_meta SET schema_version = @v", ("v", SchemaVersion));
                 return 0;
             });
+            // Only once the database proved to hold (or now holds) a store: a refused URL leaves no folder behind.
+            Directory = RunRows.CreateArtifactDirectory(artifactDirectory, "--artifacts");
         }
         catch
         {

@@ -37,15 +37,17 @@ public static class PostgresUrl
     /// Parses <c>postgresql://[user[:password]@][host][:port][/database][?name=value&amp;…]</c>. The host
     /// may be a percent-encoded socket directory, or given as <c>?host=/dir</c>; the query also takes
     /// port, user, password, dbname, sslmode, application_name and connect_timeout. Returns the settings and
-    /// the URL without its password (for messages).
+    /// the URL without its password (for messages). A malformed URL is bad input: ArgumentException
+    /// naming the part and what it takes (never the password).
     /// </summary>
     public static (NpgsqlConnectionStringBuilder Settings, string Shown) Parse(string url)
     {
         var scheme = url.IndexOf("://", StringComparison.Ordinal);
         if (scheme < 0 || !RunStores.IsPostgres(url))
-            throw new RunStoreException($"'{url}' is not a PostgreSQL URL: write postgresql://user@host:port/database");
+            throw new ArgumentException($"'{url}' is not a PostgreSQL URL: write postgresql://user@host:port/database");
         var rest = url[(scheme + 3)..];
-        var b = new NpgsqlConnectionStringBuilder();
+        // An unreachable server is reported after 10 s unless the URL's connect_timeout says otherwise.
+        var b = new NpgsqlConnectionStringBuilder { Timeout = 10 };
         string? query = null;
         var q = rest.IndexOf('?');
         if (q >= 0) (rest, query) = (rest[..q], rest[(q + 1)..]);
@@ -71,7 +73,7 @@ public static class PostgresUrl
             var portAt = authority.StartsWith('[') ? authority.IndexOf("]:", StringComparison.Ordinal) + 1 : authority.LastIndexOf(':');
             if (portAt > 0)
             {
-                b.Port = ParsePort(authority[(portAt + 1)..], url);
+                b.Port = Integer("port", authority[(portAt + 1)..], 1, 65535);
                 authority = authority[..portAt];
             }
             b.Host = Uri.UnescapeDataString(authority.Trim('[', ']'));
@@ -80,23 +82,23 @@ public static class PostgresUrl
         foreach (var pair in (query ?? "").Split('&', StringSplitOptions.RemoveEmptyEntries))
         {
             var eq = pair.IndexOf('=');
-            if (eq <= 0) throw new RunStoreException($"'{pair}' in {url} is not name=value");
+            if (eq <= 0) throw new ArgumentException($"'{pair}' in the --store URL is not name=value");
             var (name, value) = (pair[..eq], Uri.UnescapeDataString(pair[(eq + 1)..]));
             switch (name)
             {
                 case "host": b.Host = value; break;
-                case "port": b.Port = ParsePort(value, url); break;
+                case "port": b.Port = Integer("port", value, 1, 65535); break;
                 case "user": b.Username = value; break;
                 case "password": b.Password = value; break;
                 case "dbname": b.Database = value; break;
                 case "application_name": b.ApplicationName = value; break;
-                case "connect_timeout": b.Timeout = int.Parse(value, CultureInfo.InvariantCulture); break;
+                case "connect_timeout": b.Timeout = Integer("connect_timeout", value, 0, MaxTimeout, " seconds (0 waits without limit)"); break;
                 case "sslmode":
                     b.SslMode = Enum.TryParse<SslMode>(value.Replace("-", ""), ignoreCase: true, out var mode)
-                        ? mode : throw new RunStoreException($"sslmode={value} in the --store URL is not one of disable, allow, prefer, require, verify-ca, verify-full");
+                        ? mode : throw new ArgumentException($"sslmode={value} in the --store URL is not one of disable, allow, prefer, require, verify-ca, verify-full");
                     break;
                 default:
-                    throw new RunStoreException($"the --store URL parameter '{name}' is not supported (use host, port, user, password, dbname, sslmode, application_name, connect_timeout)");
+                    throw new ArgumentException($"the --store URL parameter '{name}' is not supported (use host, port, user, password, dbname, sslmode, application_name, connect_timeout)");
             }
             shownQuery.Add(name == "password" ? "password=***" : pair);
         }
@@ -105,7 +107,11 @@ public static class PostgresUrl
         return (b, shown);
     }
 
-    static int ParsePort(string text, string url) =>
-        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var port) && port is > 0 and < 65536
-            ? port : throw new RunStoreException($"'{text}' in {url} is not a port number");
+    // Npgsql's limit on the connection timeout.
+    const int MaxTimeout = 1024;
+
+    // A whole-number part of the URL in [min, max], or an error naming it and its range.
+    static int Integer(string name, string text, int min, int max, string unit = "") =>
+        int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n >= min && n <= max
+            ? n : throw new ArgumentException($"{name}={text} in the --store URL is not a whole number from {min} to {max}{unit}");
 }

@@ -25,6 +25,13 @@ public sealed record RunStoreOptions
     /// </summary>
     public bool Migrate { get; init; }
 
+    /// <summary>
+    /// Open only a store that exists already (for status, reports and workers): no directory,
+    /// database or schema is created, and a missing database, or one that holds no Pai store (an
+    /// empty file, say), is refused and left as it is (default false: a missing store is created).
+    /// </summary>
+    public bool Existing { get; init; }
+
     /// <summary>How long a statement waits for another process's write to finish (default 60 s).</summary>
     public TimeSpan BusyTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
@@ -131,9 +138,9 @@ public sealed class SqliteRunStore : IRunStore
 
     /// <summary>
     /// Opens the store in <paramref name="directory"/> (default <see cref="DefaultDirectory"/>),
-    /// creating the directory, its subfolders and the schema when they are missing.
-    /// Throws <see cref="RunStoreException"/> naming the path and the fix when the database is
-    /// damaged, not a Pai store, or from a newer Pai.
+    /// creating the directory, its subfolders and the schema when they are missing (unless
+    /// <see cref="RunStoreOptions.Existing"/>). Throws <see cref="RunStoreException"/> naming the
+    /// path and the fix when the database is damaged, not a Pai store, or from a newer Pai.
     /// </summary>
     public SqliteRunStore(string? directory = null, RunStoreOptions? options = null)
     {
@@ -142,12 +149,14 @@ public sealed class SqliteRunStore : IRunStore
         DatabasePath = Path.Combine(Directory, DatabaseFileName);
         processStart = ProcessIdentity.StartStamp(processId)
             ?? throw new RunStoreException($"cannot read this process's start time (process {processId})");
-        RunRows.CreateArtifactDirectory(Directory, "--results");
+        if (this.options.Existing && !File.Exists(DatabasePath))
+            throw new RunStoreException($"no results store in {Directory} (no {DatabaseFileName}). Choose the --results directory of an existing store.");
+        if (!this.options.Existing) RunRows.CreateArtifactDirectory(Directory, "--results");
 
         db = new SqliteConnection(new SqliteConnectionStringBuilder
         {
             DataSource = DatabasePath,
-            Mode = SqliteOpenMode.ReadWriteCreate,
+            Mode = this.options.Existing ? SqliteOpenMode.ReadWrite : SqliteOpenMode.ReadWriteCreate,
             Pooling = false, // a pooled connection would keep the file open after Dispose
             DefaultTimeout = (int)Math.Ceiling(this.options.BusyTimeout.TotalSeconds),
         }.ToString());
@@ -158,7 +167,15 @@ public sealed class SqliteRunStore : IRunStore
                 db.Open();
                 Execute($"PRAGMA busy_timeout = {(long)this.options.BusyTimeout.TotalMilliseconds}");
                 // Reading the header first: a file that is not a database fails here, before any change.
-                CheckVersion(Convert.ToInt32(Scalar("PRAGMA user_version"), CultureInfo.InvariantCulture));
+                var found = Convert.ToInt32(Scalar("PRAGMA user_version"), CultureInfo.InvariantCulture);
+                CheckVersion(found);
+                if (found == 0 && this.options.Existing)
+                {
+                    RequireEmpty(); // a database of something else is named as such
+                    throw new RunStoreException(
+                        $"{DatabasePath} holds no Pai results store (it is empty). Choose the --results directory of an existing store, " +
+                        "or move the file away and run `pai sweep` or `pai run` to create a store there.");
+                }
                 Scalar("PRAGMA journal_mode = WAL");
                 Execute("PRAGMA foreign_keys = ON");
                 Execute("PRAGMA synchronous = NORMAL");
@@ -173,6 +190,8 @@ public sealed class SqliteRunStore : IRunStore
                 });
                 return 0;
             });
+            // An existing store gets back an artifact folder someone removed, once it proved to be a store.
+            if (this.options.Existing) RunRows.CreateArtifactDirectory(Directory, "--results");
         }
         catch
         {
