@@ -80,7 +80,10 @@ public static class Experiment
         if (RunSettings.Problems(c).FirstOrDefault() is { } problem) throw new ArgumentException(problem);
         if (!ModelZoo.Contains(c.Model))
             throw new ArgumentException($"unknown model '{c.Model}'; valid models: {string.Join(", ", ModelZoo.Names)}");
-        DatasetRegistry.Canonical(c.Dataset); // throws listing the valid names
+        var dataset = DatasetRegistry.Info(c.Dataset); // throws listing the valid names
+        // More classes than the data set has would silently take them all: say so instead.
+        if (c.CurvatureClasses > dataset.Classes)
+            throw new ArgumentException($"--curvature-classes {c.CurvatureClasses} is more than the {dataset.Classes} classes of {dataset.Name}: take at most {dataset.Classes}, or 0 for the exact diagonal over every class");
         if (c.Criterion != DenseCriterion)
         {
             if (c.Criterion == Registry.learnedName && c.Predictor is null)
