@@ -1,3 +1,7 @@
+using System.CommandLine;
+using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
+using System.Globalization;
 using Spectre.Console;
 
 namespace Pai.Cli;
@@ -13,6 +17,7 @@ internal static class Cli
     {
         try
         {
+            // Every command runs with the requested thread count (Debian's libtorch starts with one).
             Pai.Host.PaiHost.ConfigureThreads(parse.GetValue(PaiCommand.Threads));
             return body();
         }
@@ -27,6 +32,78 @@ internal static class Cli
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;
         }
+    }
+
+    /// <summary>
+    /// Runs the parsed command. A command line that does not parse (an unknown option, a value of
+    /// the wrong type, a missing argument) gets one line naming its first problem, with a
+    /// suggestion for a mistyped name and where to find the options, and exit code 2, like any
+    /// other bad input; the library's default would print every error and the whole usage.
+    /// </summary>
+    internal static int Invoke(ParseResult parse)
+    {
+        if (parse.Action is not ParseErrorAction) return parse.Invoke();
+        var path = new List<string>();
+        for (var c = parse.CommandResult; c is not null; c = c.Parent as CommandResult) path.Insert(0, c.Command.Name);
+        // A mistyped name is the likelier cause of the other errors ("trian" leaves the command missing).
+        var first = parse.Errors.FirstOrDefault(e => parse.UnmatchedTokens.Count > 0 && e.Message.Contains($"'{parse.UnmatchedTokens[0]}'")) ?? parse.Errors[0];
+        var message = string.Join(' ', Describe(parse, first).Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Console.Error.WriteLine($"error: {message} (see `{string.Join(' ', path)} --help`)");
+        return 2;
+    }
+
+    // The library's messages, in the project's words where they name a .NET type or an unmatched token.
+    static string Describe(ParseResult parse, ParseError error)
+    {
+        if (error.SymbolResult is OptionResult { Tokens: [var token] } o && NotA(o.Option.ValueType, token.Value) is { } what)
+            return $"{o.Option.Name}: '{token.Value}' is not {what}";
+        if (parse.UnmatchedTokens.FirstOrDefault() is { } unmatched && error.Message.Contains($"'{unmatched}'"))
+        {
+            var known = OptionsOf(parse.CommandResult).SelectMany(o => o.Aliases.Prepend(o.Name))
+                .Concat(parse.CommandResult.Command.Subcommands.Where(c => !c.Hidden).Select(c => c.Name));
+            var close = known.Select(n => (Name: n, Distance: EditDistance(unmatched, n)))
+                .Where(n => n.Distance <= Math.Max(1, unmatched.Length / 3)).OrderBy(n => n.Distance).Select(n => n.Name).Distinct().Take(3).ToList();
+            var kind = unmatched.StartsWith('-') ? "unknown option" : "unexpected argument";
+            return $"{kind} '{unmatched}'{(close.Count > 0 ? $"; did you mean {string.Join(" or ", close)}?" : "")}";
+        }
+        return error.Message;
+    }
+
+    // What a token that does not convert to a numeric option's type is not (null when it converts, or the type is not numeric).
+    static string? NotA(Type type, string text)
+    {
+        type = Nullable.GetUnderlyingType(type) ?? type;
+        var inv = CultureInfo.InvariantCulture;
+        if (type == typeof(int))
+            return int.TryParse(text, NumberStyles.Integer, inv, out _) ? null
+                : System.Numerics.BigInteger.TryParse(text, NumberStyles.Integer, inv, out _) ? $"a whole number from {int.MinValue} to {int.MaxValue}" : "a whole number";
+        if (type == typeof(double))
+            return double.TryParse(text, NumberStyles.Float, inv, out _) ? null : "a number";
+        return null;
+    }
+
+    // The options a command takes: its own and the recursive ones of the commands above it, hidden ones left out.
+    static IEnumerable<Option> OptionsOf(CommandResult command)
+    {
+        for (var (c, own) = (command, true); c is not null; (c, own) = (c.Parent as CommandResult, false))
+            foreach (var o in c.Command.Options)
+                if (!o.Hidden && (own || o.Recursive)) yield return o;
+    }
+
+    // Edits (insertions, deletions, substitutions, swaps of neighbours) from a to b, for suggesting
+    // the name a mistyped one was meant to be.
+    static int EditDistance(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (var i = 0; i <= a.Length; i++) d[i, 0] = i;
+        for (var j = 0; j <= b.Length; j++) d[0, j] = j;
+        for (var i = 1; i <= a.Length; i++)
+            for (var j = 1; j <= b.Length; j++)
+            {
+                d[i, j] = Math.Min(Math.Min(d[i - 1, j], d[i, j - 1]) + 1, d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+                if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i, j] = Math.Min(d[i, j], d[i - 2, j - 2] + 1);
+            }
+        return d[a.Length, b.Length];
     }
 
     /// <summary>
@@ -45,6 +122,16 @@ internal static class Cli
         if (sparsity && (!criterion || dense))
             throw new ArgumentException("a sparsity needs a criterion to choose the weights: add -c snip (see `./pai list criteria`), or leave out -s to train densely");
         return c;
+    }
+
+    /// <summary>
+    /// Checks a count of local processes (--nproc ranks, --workers): at least 1, and no more than
+    /// the cores allow threads, since each process runs at least one.
+    /// </summary>
+    internal static void CheckProcesses(int count, string option)
+    {
+        if (count < 1) throw new ArgumentException($"{option} must be at least 1, got {count}");
+        Pai.Host.PaiHost.CheckCores(count, option, "each process runs at least one thread, and more than the cores only slow each other down");
     }
 
     /// <summary>

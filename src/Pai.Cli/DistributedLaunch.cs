@@ -23,11 +23,12 @@ internal static class DistributedLaunch
     internal static int? Run(ParseResult p, RunConfig config)
     {
         var nproc = p.GetValue(NProc);
-        if (nproc < 1) throw new ArgumentException($"--nproc must be at least 1, got {nproc}");
+        Cli.CheckProcesses(nproc, "--nproc");
         var env = DistributedEnvironment.FromEnvironment();
         if (env is null && nproc == 1) return null;
         if (env is not null && nproc > 1)
             throw new ArgumentException($"this process is already rank {env.Rank} of {env.WorldSize} ({DistributedEnvironment.WorldSizeVariable} is set): leave out --nproc");
+        WorkerCommands.CheckStoreFolders(p); // before any rank starts
         if (env is null) return Launch(p, nproc);
 
         using var parallel = DataParallel.Join(env);

@@ -30,14 +30,6 @@ internal static class PaiCommand
         root.Subcommands.Add(AutoSCommands.Imp());
         root.Subcommands.Add(ReportCommand.Create());
         WorkerCommands.Register(root, RunCommands.Results);
-        // Every command runs with the requested thread count (Debian's libtorch starts with one).
-        foreach (var c in root.Subcommands)
-            c.Validators.Add(r =>
-            {
-                var threads = r.GetValue(Threads);
-                if (threads < 0) r.AddError($"--threads must be 0 (every core) or positive, got {threads}");
-
-            });
         return root;
     }
 

@@ -15,4 +15,4 @@ AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings
 });
 if (redirected)
     AnsiConsole.Profile.Width = int.TryParse(Environment.GetEnvironmentVariable("COLUMNS"), out var columns) && columns > 0 ? columns : 120;
-return PaiCommand.Build().Parse(args).Invoke();
+return Cli.Invoke(PaiCommand.Build().Parse(args));

@@ -46,6 +46,8 @@ internal static class WorkerCommands
         DefaultValueFactory = _ => new RunStoreOptions().StaleAfter.TotalSeconds,
     };
 
+    const double MaxLeaseSeconds = 7 * 24 * 3600;
+
     static readonly Option<bool> Migrate = new("--migrate") { Description = "upgrade a store written by an older Pai to this Pai's schema" };
 
     /// <summary>Registers the global options and the `worker` and `status` commands.</summary>
@@ -63,26 +65,55 @@ internal static class WorkerCommands
         foreach (var option in new Option[] { SweepName, Enqueue, Workers, Lease }) sweep.Options.Add(option);
     }
 
-    /// <summary>The store named by --store (or --results), opened for writing.</summary>
-    internal static IRunStore OpenStore(ParseResult p, bool migrate = false) =>
-        RunStores.Open(p.GetValue(Store), p.GetValue(RunCommands.Results)!, p.GetValue(Artifacts), Options(p, migrate));
-
-    /// <summary>The store named by --store or --results, which must exist already (for `report` and `status`).</summary>
-    internal static IRunStore OpenExistingStore(ParseResult p, bool migrate = false)
+    /// <summary>The store named by --store (or --results), opened for writing (created when missing).</summary>
+    internal static IRunStore OpenStore(ParseResult p, bool migrate = false)
     {
+        CheckStoreFolders(p);
+        return RunStores.Open(p.GetValue(Store), p.GetValue(RunCommands.Results)!, p.GetValue(Artifacts), Options(p, migrate));
+    }
+
+    /// <summary>
+    /// Fails before any work when the folder that would hold a new --results (or --artifacts)
+    /// directory does not exist: a mistyped path is named, not created along with the store.
+    /// </summary>
+    internal static void CheckStoreFolders(ParseResult p)
+    {
+        foreach (var (option, path) in new[] { ("--results", p.GetValue(RunCommands.Results)), ("--artifacts", p.GetValue(Artifacts)) })
+        {
+            if (path is null) continue;
+            Cli.CheckWritable(path, option, folder: true);
+            // Stricter than other output folders: a store is long-lived, so only its own folder is made.
+            var full = Path.GetFullPath(path);
+            if (!Directory.Exists(full) && Path.GetDirectoryName(full) is { } parent && !Directory.Exists(parent))
+                throw new ArgumentException($"{option}: the folder '{parent}' does not exist; create it first or write elsewhere");
+        }
+    }
+
+    /// <summary>
+    /// The store named by --store or --results, which must exist already (for `report`, `status` and
+    /// `worker`): nothing is created, and a missing store is bad input named with <paramref name="what"/>
+    /// and <paramref name="fix"/>.
+    /// </summary>
+    internal static IRunStore OpenExistingStore(ParseResult p, bool migrate = false, string what = "",
+        string fix = "run `./pai sweep` or `./pai run` first")
+    {
+        var options = Options(p, migrate) with { Existing = true };
         if (p.GetValue(Store) is null)
         {
             var dir = Path.GetFullPath(p.GetValue(RunCommands.Results)!);
             if (!File.Exists(Path.Combine(dir, SqliteRunStore.DatabaseFileName)))
-                throw new ArgumentException($"no results store in {dir}; run `./pai sweep` or `./pai run` first, or point --results (or --store) at an existing store");
+                throw new ArgumentException($"{what}no results store in {dir}; {fix}, or point --results (or --store) at an existing store");
         }
-        return OpenStore(p, migrate);
+        return RunStores.Open(p.GetValue(Store), p.GetValue(RunCommands.Results)!, p.GetValue(Artifacts), options);
     }
 
     static RunStoreOptions Options(ParseResult p, bool migrate)
     {
         var lease = p.GetResult(Lease) is null ? new RunStoreOptions().StaleAfter.TotalSeconds : p.GetValue(Lease);
-        if (!(lease > 0)) throw new ArgumentException($"--lease must be a positive number of seconds, got {lease}");
+        // Below a second the renewals (every quarter lease) would flood the store; beyond a week a dead
+        // worker's run would wait that long to be taken over (and 1e300 s overflows a TimeSpan).
+        if (!(lease is >= 1 and <= MaxLeaseSeconds))
+            throw new ArgumentException($"--lease must be from 1 to {MaxLeaseSeconds} seconds (a week), got {lease.ToString(CultureInfo.InvariantCulture)}");
         return new RunStoreOptions { StaleAfter = TimeSpan.FromSeconds(lease), Migrate = migrate };
     }
 
@@ -94,7 +125,7 @@ internal static class WorkerCommands
     {
         var name = p.GetValue(SweepName)!;
         var workers = p.GetValue(Workers);
-        if (workers < 1) throw new ArgumentException($"--workers must be at least 1, got {workers}");
+        Cli.CheckProcesses(workers, "--workers");
         if (seeds is not null && p.GetValue(Enqueue))
             throw new ArgumentException("--target-ci adds seeds as runs finish, so this process must run the sweep: drop --enqueue (--workers N runs it in N local workers)");
         using var store = OpenStore(p);
@@ -128,8 +159,9 @@ internal static class WorkerCommands
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
             var workers = p.GetValue(Workers);
-            if (workers < 1) throw new ArgumentException($"--workers must be at least 1, got {workers}");
-            using var store = OpenStore(p);
+            Cli.CheckProcesses(workers, "--workers");
+            // A worker only works on runs a sweep defined: it never starts an empty store of its own.
+            using var store = OpenExistingStore(p, what: "no store to work on: ", fix: "define a sweep there first (`./pai sweep --enqueue`)");
             var sweep = p.GetValue(WorkerSweep);
             if (workers > 1) return RunLocalWorkers(p, store, sweep, workers) == 0 ? 0 : 1;
             Console.WriteLine($"worker {Environment.ProcessId} on {store.Options.HostName}: {(sweep is null ? "every sweep" : $"sweep {sweep}")} of {store.Location}, " +

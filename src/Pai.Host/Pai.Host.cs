@@ -243,11 +243,22 @@ public static class PaiHost
     /// <summary>The most intra-op threads accepted: 4 × the cores (more only slows libtorch down; 100,000 hangs creating threads).</summary>
     public static int MaxThreads => 4 * Environment.ProcessorCount;
 
-    /// <summary>Sets libtorch's thread count; null or 0 means every core. More than <see cref="MaxThreads"/> is refused.</summary>
+    /// <summary>
+    /// Refuses a count of threads or local processes (<paramref name="option"/>: --threads, --nproc,
+    /// --workers) above <see cref="MaxThreads"/>, naming the cores it is judged by and why.
+    /// </summary>
+    public static void CheckCores(int count, string option, string why)
+    {
+        if (count > MaxThreads)
+            throw new ArgumentException($"{option} {count} is more than {MaxThreads} ({Environment.ProcessorCount} cores × 4): {why}");
+    }
+
+    /// <summary>Sets libtorch's thread count; null or 0 means every core. Below 0 or more than <see cref="MaxThreads"/> is refused.</summary>
     public static void ConfigureThreads(int? threads)
     {
-        if (threads > MaxThreads)
-            throw new ArgumentException($"--threads {threads} is more than {MaxThreads} ({Environment.ProcessorCount} cores × 4): more threads than cores only slow libtorch down; 0 uses every core");
+        if (threads < 0)
+            throw new ArgumentException($"--threads must be 0 (every core) or positive, got {threads}");
+        if (threads is { } n) CheckCores(n, "--threads", "more threads than cores only slow libtorch down; 0 uses every core");
         Libtorch.SetNumThreads(threads is null or 0 ? Environment.ProcessorCount : threads.Value);
     }
 

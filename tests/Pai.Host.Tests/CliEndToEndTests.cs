@@ -197,6 +197,22 @@ public class CliEndToEndTests
     }
 
     [Theory]
+    [InlineData("status")]
+    [InlineData("report")]
+    [InlineData("worker")]
+    public void Reading_an_empty_database_file_leaves_it_empty(string command)
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.File("pai.db"), []);
+        var (code, output, err) = Run(command, "--results", dir.Path, "--threads", "1");
+        Assert.True(code == 1, $"exit {code}\n{output}\n{err}");
+        Assert.Contains("holds no Pai results store (it is empty)", err);
+        Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(0, new FileInfo(dir.File("pai.db")).Length);
+        Assert.Equal(["pai.db"], Directory.GetFileSystemEntries(dir.Path).Select(Path.GetFileName));
+    }
+
+    [Theory]
     [InlineData("prune -m lenet9 -c snip -s 0.9", "valid models")]
     [InlineData("prune -m lenet5 -c snipp -s 0.9", "valid criteria")]
     [InlineData("prune -m lenet5 -c snip -s 1.5", "--sparsity must be at least 0 and below 1")]

@@ -94,17 +94,45 @@ public sealed class FirstHourTests
     [InlineData("sweep --target-ci 1 --max-seeds 1", "--max-seeds 1 is fewer than the 2 seeds given by --seeds")]
     [InlineData("sweep --target-ci 1 --enqueue", "drop --enqueue")]
     [InlineData("sweep --seeds 18446744073709551615 --target-ci 1", "leaves no room for the 9 seeds")]
+    // Values the command-line parser cannot convert: one line, like every other bad value.
+    [InlineData("train --threads abc", "--threads: 'abc' is not a whole number (see `pai train --help`)")]
+    [InlineData("train --threads 99999999999", "--threads: '99999999999' is not a whole number from -2147483648 to 2147483647")]
+    [InlineData("info --threads -1", "--threads must be 0 (every core) or positive, got -1")]
+    [InlineData("sweep --workers abc", "--workers: 'abc' is not a whole number")]
+    [InlineData("run --nproc 99999999999", "--nproc: '99999999999' is not a whole number")]
+    [InlineData("worker --lease abc", "--lease: 'abc' is not a number")]
+    [InlineData("estimate --reference-size 1.5", "--reference-size: '1.5' is not a whole number")]
+    [InlineData("autos fit --max-weights x -l labels.safetensors -o p.safetensors", "--max-weights: 'x' is not a whole number")]
+    [InlineData("train --thraeds 2", "unknown option '--thraeds'; did you mean --threads?")]
+    [InlineData("trian -e 1", "unexpected argument 'trian'; did you mean train?")]
+    [InlineData("list everything", "Argument 'everything' not recognized. Must be one of: 'models' 'datasets' 'criteria'")]
+    // Ranges of the typed options.
+    [InlineData("worker --lease 1e300", "--lease must be from 1 to 604800 seconds (a week), got 1E+300")]
+    [InlineData("sweep --lease Infinity", "--lease must be from 1 to 604800 seconds (a week), got Infinity")]
+    [InlineData("run --nproc 1000", "--nproc 1000 is more than")]
+    [InlineData("sweep --workers 1000", "--workers 1000 is more than")]
+    [InlineData("run -c hutch_obd -s 0.9 --curvature-classes 1000", "--curvature-classes 1000 is more than the 10 classes of fashion-mnist")]
+    // A --store URL's parameters, named with their ranges.
+    [InlineData("run --store postgresql://localhost/x?connect_timeout=abc", "connect_timeout=abc in the --store URL is not a whole number from 0 to 1024 seconds")]
+    [InlineData("run --store postgresql://localhost/x?connect_timeout=99999999999", "connect_timeout=99999999999 in the --store URL is not a whole number from 0 to 1024")]
+    [InlineData("status --store postgresql://localhost/x?connect_timeout=-1", "connect_timeout=-1 in the --store URL is not a whole number from 0 to 1024")]
+    [InlineData("sweep --store postgresql://localhost:99999/x", "port=99999 in the --store URL is not a whole number from 1 to 65535")]
+    // A worker works on a store a sweep defined; it creates none of its own.
+    [InlineData("worker", "no store to work on: no results store in")]
     public void Bad_input_is_refused_at_the_door_naming_the_option(string command, string message)
     {
         using var dir = new TempDirectory();
         var args = Split(command).Concat(["--results", dir.Path]).ToArray();
         var watch = Stopwatch.StartNew();
         var (code, output, err) = Pai(args);
-        Assert.True(code != 0, $"exit 0 for {command}\n{output}");
+        Assert.True(code == 2, $"exit {code} for {command}\n{output}\n{err}");
         Assert.Contains(message, err);
         Assert.DoesNotContain("Usage:", err + output); // one line, not the whole help
         Assert.DoesNotContain("   at ", err); // no stack trace
-        Assert.False(File.Exists(Path.Combine(dir.Path, SqliteRunStore.DatabaseFileName)), "a refused command left a store behind");
+        // One error, first (a formula's error points at the place with a caret on the lines below it).
+        Assert.StartsWith("error: ", err);
+        Assert.Single(err.Split('\n'), line => line.StartsWith("error: "));
+        Assert.Empty(Directory.GetFileSystemEntries(dir.Path)); // a refused command leaves no store, folder or file behind
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(60), $"refusing took {watch.Elapsed}");
     }
 
@@ -130,6 +158,16 @@ public sealed class FirstHourTests
         Assert.Equal(2, code);
         Assert.Contains("unknown criterion 'bogus'", err);
         Assert.False(File.Exists(Path.Combine(dir.Path, SqliteRunStore.DatabaseFileName)));
+    }
+
+    [Fact]
+    public void A_mistyped_results_path_is_named_not_created()
+    {
+        using var dir = new TempDirectory();
+        var (code, _, err) = Pai("run", "-d", "cifar10", "--data", "/nonexistent", "-c", "snip", "-s", "0.9", "--threads", "1", "-r", dir.File("a", "b"));
+        Assert.Equal(2, code);
+        Assert.Contains($"--results: the folder '{dir.File("a")}' does not exist", err);
+        Assert.False(Directory.Exists(dir.File("a")), "a refused command created its --results path");
     }
 
     [Fact]
