@@ -48,7 +48,7 @@ internal static class Cli
         // A mistyped name is the likelier cause of the other errors ("trian" leaves the command missing).
         var first = parse.Errors.FirstOrDefault(e => parse.UnmatchedTokens.Count > 0 && e.Message.Contains($"'{parse.UnmatchedTokens[0]}'")) ?? parse.Errors[0];
         var message = string.Join(' ', Describe(parse, first).Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
-        Console.Error.WriteLine($"error: {message} (see `{string.Join(' ', path)} --help`)");
+        Console.Error.WriteLine($"error: {message.TrimEnd('.')}; see `{string.Join(' ', path)} --help`");
         return 2;
     }
 
@@ -61,10 +61,8 @@ internal static class Cli
         {
             var known = OptionsOf(parse.CommandResult).SelectMany(o => o.Aliases.Prepend(o.Name))
                 .Concat(parse.CommandResult.Command.Subcommands.Where(c => !c.Hidden).Select(c => c.Name));
-            var close = known.Select(n => (Name: n, Distance: EditDistance(unmatched, n)))
-                .Where(n => n.Distance <= Math.Max(1, unmatched.Length / 3)).OrderBy(n => n.Distance).Select(n => n.Name).Distinct().Take(3).ToList();
             var kind = unmatched.StartsWith('-') ? "unknown option" : "unexpected argument";
-            return $"{kind} '{unmatched}'{(close.Count > 0 ? $"; did you mean {string.Join(" or ", close)}?" : "")}";
+            return $"{kind} '{unmatched}'{Suggestion.didYouMean(known, unmatched)}";
         }
         return error.Message;
     }
@@ -88,22 +86,6 @@ internal static class Cli
         for (var (c, own) = (command, true); c is not null; (c, own) = (c.Parent as CommandResult, false))
             foreach (var o in c.Command.Options)
                 if (!o.Hidden && (own || o.Recursive)) yield return o;
-    }
-
-    // Edits (insertions, deletions, substitutions, swaps of neighbours) from a to b, for suggesting
-    // the name a mistyped one was meant to be.
-    static int EditDistance(string a, string b)
-    {
-        var d = new int[a.Length + 1, b.Length + 1];
-        for (var i = 0; i <= a.Length; i++) d[i, 0] = i;
-        for (var j = 0; j <= b.Length; j++) d[0, j] = j;
-        for (var i = 1; i <= a.Length; i++)
-            for (var j = 1; j <= b.Length; j++)
-            {
-                d[i, j] = Math.Min(Math.Min(d[i - 1, j], d[i, j - 1]) + 1, d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
-                if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i, j] = Math.Min(d[i, j], d[i - 2, j - 2] + 1);
-            }
-        return d[a.Length, b.Length];
     }
 
     /// <summary>
