@@ -48,7 +48,7 @@ internal static class Cli
         // A mistyped name is the likelier cause of the other errors ("trian" leaves the command missing).
         var first = parse.Errors.FirstOrDefault(e => parse.UnmatchedTokens.Count > 0 && e.Message.Contains($"'{parse.UnmatchedTokens[0]}'")) ?? parse.Errors[0];
         var message = string.Join(' ', Describe(parse, first).Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
-        Console.Error.WriteLine($"error: {message.TrimEnd('.')}; see `{string.Join(' ', path)} --help`");
+        Console.Error.WriteLine($"error: {message.TrimEnd('.')}; see `./{string.Join(' ', path)} --help`"); // as run through ./pai, the launcher
         return 2;
     }
 

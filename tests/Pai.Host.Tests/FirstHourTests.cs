@@ -95,7 +95,7 @@ public sealed class FirstHourTests
     [InlineData("sweep --target-ci 1 --enqueue", "drop --enqueue")]
     [InlineData("sweep --seeds 18446744073709551615 --target-ci 1", "leaves no room for the 9 seeds")]
     // Values the command-line parser cannot convert: one line, like every other bad value.
-    [InlineData("train --threads abc", "--threads: 'abc' is not a whole number; see `pai train --help`")]
+    [InlineData("train --threads abc", "--threads: 'abc' is not a whole number; see `./pai train --help`")]
     [InlineData("train --threads 99999999999", "--threads: '99999999999' is not a whole number from -2147483648 to 2147483647")]
     [InlineData("info --threads -1", "--threads must be 0 (every core) or positive, got -1")]
     [InlineData("sweep --workers abc", "--workers: 'abc' is not a whole number")]

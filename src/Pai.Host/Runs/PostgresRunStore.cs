@@ -131,7 +131,7 @@ public sealed class PostgresRunStore : IRunStore
                     : null;
                 RunLease.CheckSchema(Url, Location, found, SchemaVersion, this.options.Migrate);
                 if (found is null && this.options.Existing)
-                    throw new RunStoreException($"The database {Url} holds no Pai store yet. Choose the --store of an existing store, or run `pai sweep --store URL` to create one there.");
+                    throw new RunStoreException($"The database {Url} holds no Pai store yet. Choose the --store of an existing store, or run `./pai sweep --store URL` to create one there.");
                 var version = found ?? 0;
                 if (found is null && s.Scalar("SELECT to_regclass('pai_runs') IS NOT NULL") is true)
                     throw new RunStoreException($"The database {Url} holds a pai_runs table but no pai_meta: it is not a Pai store. Choose another --store database.");

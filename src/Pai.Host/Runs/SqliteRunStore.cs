@@ -174,7 +174,7 @@ public sealed class SqliteRunStore : IRunStore
                     RequireEmpty(); // a database of something else is named as such
                     throw new RunStoreException(
                         $"{DatabasePath} holds no Pai results store (it is empty). Choose the --results directory of an existing store, " +
-                        "or move the file away and run `pai sweep` or `pai run` to create a store there.");
+                        "or move the file away and run `./pai sweep` or `./pai run` to create a store there.");
                 }
                 Scalar("PRAGMA journal_mode = WAL");
                 Execute("PRAGMA foreign_keys = ON");
