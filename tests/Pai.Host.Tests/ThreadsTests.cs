@@ -47,12 +47,12 @@ public sealed class ThreadsTests
     [Fact]
     public void Idle_openmp_threads_wait_passively_unless_the_user_says_otherwise()
     {
-        var (code, output, err) = Pai(new() { ["OMP_WAIT_POLICY"] = null, ["OPENBLAS_THREAD_TIMEOUT"] = null, ["OMP_DISPLAY_ENV"] = "VERBOSE" }, "info");
+        var (code, output, err) = Pai(new() { ["COLUMNS"] = "200", ["OMP_WAIT_POLICY"] = null, ["OPENBLAS_THREAD_TIMEOUT"] = null, ["OMP_DISPLAY_ENV"] = "VERBOSE" }, "info");
         Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
         Assert.Contains("OMP_WAIT_POLICY=PASSIVE (Pai's default), OPENBLAS_THREAD_TIMEOUT=4 (Pai's default)", output);
         Assert.Contains("GOMP_SPINCOUNT = '0'", err);
 
-        (code, output, err) = Pai(new() { ["OMP_WAIT_POLICY"] = "active", ["OPENBLAS_THREAD_TIMEOUT"] = "10", ["OMP_DISPLAY_ENV"] = "VERBOSE" }, "info");
+        (code, output, err) = Pai(new() { ["COLUMNS"] = "200", ["OMP_WAIT_POLICY"] = "active", ["OPENBLAS_THREAD_TIMEOUT"] = "10", ["OMP_DISPLAY_ENV"] = "VERBOSE" }, "info");
         Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
         Assert.Contains("OMP_WAIT_POLICY=active (yours), OPENBLAS_THREAD_TIMEOUT=10 (yours)", output);
         Assert.Contains("OMP_WAIT_POLICY = 'ACTIVE'", err);
