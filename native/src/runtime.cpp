@@ -4,6 +4,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+
+#include <cstdlib>
 #include <torch/version.h>
 
 namespace {
@@ -67,6 +69,10 @@ PAI_API int32_t pai_blas_num_threads() {
   with_openblas<int (*)()>("openblas_get_num_threads", [&](auto get) { n = get(); });
   return n;
 }
+// The C environment as this process's libraries read it: libgomp and OpenBLAS read their wait
+// settings (OMP_WAIT_POLICY, OPENBLAS_THREAD_TIMEOUT) from it once, when loaded with this shim, so
+// this shows what they run with. The pointer is the environment's own: copy it before any setenv.
+PAI_API const char* pai_getenv(const char* name) { return name ? std::getenv(name) : nullptr; }
 PAI_API int32_t pai_get_num_interop_threads() {
   return pai::guarded([] { return (int32_t)at::get_num_interop_threads(); }, -1);
 }

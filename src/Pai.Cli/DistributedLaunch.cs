@@ -56,7 +56,7 @@ internal static class DistributedLaunch
             if (all[i].StartsWith("--nproc=", StringComparison.Ordinal) || all[i].StartsWith("--threads=", StringComparison.Ordinal)) continue;
             arguments.Add(all[i]);
         }
-        var threads = p.GetValue(PaiCommand.Threads) is > 0 and var t ? t : Environment.ProcessorCount;
+        var threads = p.GetValue(PaiCommand.Threads) is > 0 and var t ? t : Host.PaiHost.DefaultThreads.Threads;
         arguments.Add("--threads");
         arguments.Add(Math.Max(1, threads / nproc).ToString(CultureInfo.InvariantCulture));
         Console.WriteLine($"pai: starting {nproc} ranks on this machine, {Math.Max(1, threads / nproc)} threads each");

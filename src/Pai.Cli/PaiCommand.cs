@@ -9,7 +9,7 @@ internal static class PaiCommand
 {
     internal static readonly Option<int> Threads = new("--threads")
     {
-        Description = "libtorch intra-op threads (0 = every core)",
+        Description = "libtorch intra-op threads: 0 = the cores other processes leave free (the cores less the load at start, rounded, at least 1; `pai info` shows the choice), a number is used as given",
         DefaultValueFactory = _ => 0,
         Recursive = true,
     };
@@ -88,7 +88,8 @@ internal static class PaiCommand
             var table = new Table().AddColumns("", "").HideHeaders().Border(TableBorder.Rounded);
             table.AddRow("Pai", d.PaiVersion);
             table.AddRow("libtorch", Markup.Escape(d.Libtorch));
-            table.AddRow("threads", d.Threads.ToString());
+            table.AddRow("threads", Markup.Escape(d.ThreadsLine));
+            table.AddRow("idle threads", Markup.Escape(d.WaitPolicy));
             table.AddRow("BLAS", Markup.Escape(d.Blas));
             table.AddRow("native library", Markup.Escape(d.NativeLibrary));
             table.AddRow("CUDA", Markup.Escape(d.Cuda));

@@ -216,11 +216,11 @@ internal static class WorkerCommands
 
     /// <summary>
     /// Starts <paramref name="count"/> `pai worker` processes on this machine, each with its share
-    /// of the cores (or --threads each), relays their output, and waits. Returns how many failed.
+    /// of the cores other processes leave free (or --threads each), relays their output, and waits. Returns how many failed.
     /// </summary>
     static int RunLocalWorkers(ParseResult p, IRunStore store, string? sweep, int count)
     {
-        var threads = p.GetResult(PaiCommand.Threads) is { Implicit: false } ? p.GetValue(PaiCommand.Threads) : Math.Max(1, Environment.ProcessorCount / count);
+        var threads = p.GetResult(PaiCommand.Threads) is { Implicit: false } ? p.GetValue(PaiCommand.Threads) : Math.Max(1, Host.PaiHost.DefaultThreads.Threads / count);
         Console.WriteLine($"starting {count} worker processes with {threads} thread{(threads == 1 ? "" : "s")} each");
         var args = new List<string> { "worker", "--threads", threads.ToString(CultureInfo.InvariantCulture),
             "--lease", store.Options.StaleAfter.TotalSeconds.ToString(CultureInfo.InvariantCulture) };

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Reflection;
 using Microsoft.FSharp.Collections;
 using Pai.Host.Reports;
@@ -23,11 +24,16 @@ public sealed record DatasetLocation(string Name, string Location, bool Found, s
 /// <param name="CudaVersion">CUDA runtime version of libtorch, e.g. "12.4" (null: built without CUDA).</param>
 /// <param name="CudnnVersion">cuDNN version, e.g. "9.1.0" (null: none).</param>
 /// <param name="LibtorchPackage">The Debian package of the loaded libtorch and its version, e.g. ("libtorch1.13", "1.13.1+dfsg-4") (null: not from a package, or no dpkg).</param>
+/// <param name="ThreadsChosen">Why <paramref name="Threads"/>, e.g. "2 cores, load 8.9: 1 available" (null: not configured by <see cref="PaiHost.ConfigureThreads"/>).</param>
+/// <param name="WaitPolicy">How idle OpenMP and OpenBLAS threads wait (see <see cref="Libtorch.WaitPolicy"/>).</param>
 public sealed record InstallationInfo(
     string PaiVersion, string LibtorchVersion, int Threads, string Blas, string NativeLibrary,
     int CudaDevices, string Parallel, IReadOnlyList<DatasetLocation> Datasets, string? CudaVersion = null, string? CudnnVersion = null,
-    (string Name, string Version)? LibtorchPackage = null)
+    (string Name, string Version)? LibtorchPackage = null, string? ThreadsChosen = null, string WaitPolicy = "")
 {
+    /// <summary>The thread count with why, as `pai info` prints it: "1 (2 cores, load 8.9: 1 available)".</summary>
+    public string ThreadsLine => ThreadsChosen is null ? Threads.ToString(CultureInfo.InvariantCulture) : $"{Threads} ({ThreadsChosen})";
+
     /// <summary>
     /// The installed libtorch: its package's version where a package installed it, with the
     /// compiled-in version beside it (Debian's 1.13.1 says 1.13.0 in its headers); else the compiled-in version.
@@ -253,13 +259,70 @@ public static class PaiHost
             throw new ArgumentException($"{option} {count} is more than {MaxThreads} ({Environment.ProcessorCount} cores × 4): {why}");
     }
 
-    /// <summary>Sets libtorch's thread count; null or 0 means every core. Below 0 or more than <see cref="MaxThreads"/> is refused.</summary>
+    /// <summary>
+    /// Sets libtorch's thread count: as given, or for null or 0 <see cref="DefaultThreads"/> (the
+    /// cores other processes leave free). Below 0 or more than <see cref="MaxThreads"/> is refused.
+    /// </summary>
     public static void ConfigureThreads(int? threads)
     {
         if (threads < 0)
-            throw new ArgumentException($"--threads must be 0 (every core) or positive, got {threads}");
-        if (threads is { } n) CheckCores(n, "--threads", "more threads than cores only slow libtorch down; 0 uses every core");
-        Libtorch.SetNumThreads(threads is null or 0 ? Environment.ProcessorCount : threads.Value);
+            throw new ArgumentException($"--threads must be 0 (the cores other processes leave free) or positive, got {threads}");
+        if (threads is { } given) CheckCores(given, "--threads", "more threads than cores only slow libtorch down; 0 uses the cores other processes leave free");
+        var (n, why) = threads is null or 0 ? DefaultThreads : (threads.Value, $"--threads {threads}, as given");
+        Libtorch.SetNumThreads(n);
+        ThreadsChosen = why;
+    }
+
+    /// <summary>Why libtorch runs with the threads it does, once <see cref="ConfigureThreads"/> has run: "2 cores, load 8.9: 1 available" or "--threads 2, as given".</summary>
+    public static string? ThreadsChosen { get; private set; }
+
+    /// <summary>
+    /// The threads `--threads 0` means, decided once per process on first use (before Pai starts
+    /// working, so its own threads are not counted): <see cref="AvailableThreads"/> of this process's
+    /// cores and the load other processes put on them, with why.
+    /// </summary>
+    public static (int Threads, string Why) DefaultThreads => defaultThreads.Value;
+    static readonly Lazy<(int, string)> defaultThreads = new(() =>
+    {
+        var cores = Environment.ProcessorCount;
+        if (OtherLoad() is not { } measured) return (cores, $"{cores} cores");
+        var load = Math.Round(measured, 1); // as printed, so the line can be checked by hand
+        var available = AvailableThreads(cores, load);
+        return (available, $"{cores} cores, load {load.ToString("0.0", CultureInfo.InvariantCulture)}: {available} available");
+    });
+
+    /// <summary>
+    /// The cores left to Pai: <paramref name="cores"/> less the <paramref name="load"/> of other
+    /// processes rounded to whole cores, at least 1. Two threads on cores that other work already
+    /// fills run slower than one (they wait for each other), so a busy machine gets fewer.
+    /// </summary>
+    public static int AvailableThreads(int cores, double load)
+    {
+        var busy = double.IsFinite(load) && load > 0 ? (int)Math.Round(Math.Min(load, cores), MidpointRounding.AwayFromZero) : 0;
+        return Math.Max(1, cores - busy);
+    }
+
+    /// <summary>
+    /// The load other processes put on this process's cores, from /proc/loadavg: the smaller of the
+    /// 1-minute average (which lags a load that just began and still counts a run that just ended)
+    /// and the tasks runnable right now less this one (a snapshot), scaled to this process's share of
+    /// the machine's CPUs (a container's quota, taskset). Null where /proc cannot be read.
+    /// </summary>
+    static double? OtherLoad()
+    {
+        try
+        {
+            var fields = File.ReadAllText("/proc/loadavg").Split(' ');
+            var average = double.Parse(fields[0], CultureInfo.InvariantCulture);
+            var runnable = int.Parse(fields[3].Split('/')[0], CultureInfo.InvariantCulture) - 1;
+            var machine = File.ReadLines("/proc/stat").Count(l => l.Length > 3 && l.StartsWith("cpu", StringComparison.Ordinal) && char.IsAsciiDigit(l[3]));
+            var load = Math.Max(0, Math.Min(average, runnable));
+            return machine > Environment.ProcessorCount ? load * Environment.ProcessorCount / machine : load;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException or OverflowException)
+        {
+            return null;
+        }
     }
 
     /// <summary>Collects versions, threads, native library, BLAS and data set locations.</summary>
@@ -276,7 +339,9 @@ public static class PaiHost
             Data.DatasetRegistry.Names.Select(name => Data.DatasetRegistry.Locate(name)).ToList(),
             Libtorch.CudaVersion,
             Libtorch.CudnnVersion,
-            PackageOf(Libtorch.LoadedLibrary));
+            PackageOf(Libtorch.LoadedLibrary),
+            ThreadsChosen,
+            Libtorch.WaitPolicy);
     }
 
     /// <summary>The Debian package that installed a file and its version, from dpkg-query; null without dpkg or package.</summary>

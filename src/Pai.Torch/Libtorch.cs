@@ -60,6 +60,23 @@ public static unsafe class Libtorch
         }
     }
 
+    /// <summary>
+    /// How idle pool threads wait, as the native side reads its environment: each of OpenMP's and
+    /// OpenBLAS's settings with its value and whose it is, e.g. "OMP_WAIT_POLICY=PASSIVE (Pai's
+    /// default), OPENBLAS_THREAD_TIMEOUT=4 (Pai's default)"; a value the user set is theirs ("yours").
+    /// </summary>
+    public static string WaitPolicy
+    {
+        get
+        {
+            _ = Version; // forces the load, which sets Pai's defaults
+            return string.Join(", ", NativeLibraryLoader.WaitDefaults.Select(d =>
+                Marshal.PtrToStringUTF8(pai_getenv(d.Name)) is { } value
+                    ? $"{d.Name}={value} ({(NativeLibraryLoader.WaitSetByPai.Contains(d.Name) ? "Pai's default" : "yours")})"
+                    : $"{d.Name} unset"));
+        }
+    }
+
     /// <summary>Inter-op threads libtorch uses.</summary>
     public static int NumInteropThreads => pai_get_num_interop_threads();
 

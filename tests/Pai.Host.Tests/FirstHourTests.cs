@@ -97,7 +97,7 @@ public sealed class FirstHourTests
     // Values the command-line parser cannot convert: one line, like every other bad value.
     [InlineData("train --threads abc", "--threads: 'abc' is not a whole number; see `./pai train --help`")]
     [InlineData("train --threads 99999999999", "--threads: '99999999999' is not a whole number from -2147483648 to 2147483647")]
-    [InlineData("info --threads -1", "--threads must be 0 (every core) or positive, got -1")]
+    [InlineData("info --threads -1", "--threads must be 0 (the cores other processes leave free) or positive, got -1")]
     [InlineData("sweep --workers abc", "--workers: 'abc' is not a whole number")]
     [InlineData("run --nproc 99999999999", "--nproc: '99999999999' is not a whole number")]
     [InlineData("worker --lease abc", "--lease: 'abc' is not a number")]

@@ -23,9 +23,41 @@ internal static class NativeLibraryLoader
         NativeLibrary.SetDllImportResolver(typeof(NativeLibraryLoader).Assembly, Resolve);
 #pragma warning restore CA2255
 
+    /// <summary>
+    /// The wait settings Pai gives libtorch's thread pools unless the user set them: idle OpenMP
+    /// (libgomp) threads sleep instead of spinning, and OpenBLAS's sleep after 2⁴ cycles instead of
+    /// yielding in a loop for 2²⁸ (about 0.1 s). On a machine whose cores other processes already
+    /// take, spinning threads compete with the ones doing the work (two threads ran 4× slower than
+    /// one at load 9 on 2 cores); on an idle machine waking a sleeping thread costs microseconds.
+    /// </summary>
+    internal static readonly (string Name, string Value)[] WaitDefaults = [("OMP_WAIT_POLICY", "PASSIVE"), ("OPENBLAS_THREAD_TIMEOUT", "4")];
+
+    /// <summary>Which of <see cref="WaitDefaults"/> Pai set (the others were the user's, or unset).</summary>
+    internal static IReadOnlySet<string> WaitSetByPai => waitSetByPai;
+    static readonly HashSet<string> waitSetByPai = [];
+    static bool waitPrepared;
+
+    [DllImport("libc", EntryPoint = "getenv")] static extern IntPtr CGetenv([MarshalAs(UnmanagedType.LPUTF8Str)] string name);
+    [DllImport("libc", EntryPoint = "setenv")] static extern int CSetenv([MarshalAs(UnmanagedType.LPUTF8Str)] string name, [MarshalAs(UnmanagedType.LPUTF8Str)] string value, int overwrite);
+
+    // libgomp and OpenBLAS read these from the C environment once, when the shim loads them, and on
+    // Linux Environment.SetEnvironmentVariable changes only .NET's copy: so libc's setenv, now.
+    static void PreferPassiveWaiting()
+    {
+        lock (waitSetByPai)
+        {
+            if (waitPrepared || !OperatingSystem.IsLinux()) return;
+            waitPrepared = true;
+            foreach (var (name, value) in WaitDefaults)
+                if (CGetenv(name) == IntPtr.Zero && CSetenv(name, value, 0) == 0)
+                    waitSetByPai.Add(name);
+        }
+    }
+
     static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath)
     {
         if (name != LibraryName) return IntPtr.Zero;
+        PreferPassiveWaiting();
         var tried = new List<string>();
         foreach (var candidate in Candidates())
         {
