@@ -8,7 +8,8 @@
 // Every output element (an output row, an input-gradient row, one kept weight's gradient) is
 // computed by one thread in a fixed order, so results do not depend on the thread count.
 // Scratch per call: the input, output and output-gradient transposed to that layout, each the
-// size of the tensor it copies; no im2col buffer.
+// size of the tensor it copies (the transposed input is kept until the backward pass); no im2col
+// buffer. Convolutions also run in the input's own layout, vectorized over image rows.
 //
 // The pattern is five int64 tensors built once from a mask (pai_sparse_pattern): row_ptr [rows+1],
 // cols [nnz] (ascending within a row: row-major order, the order of masked_select), and its
@@ -240,6 +241,120 @@ PAI_INLINE void conv_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t en
   }
 }
 
+// ---- conv2d in the input's own layout [N, C, H, W], vectorized over the output width -----------
+// No transposes: each kept weight multiplies a stretch of an input row (contiguous at stride 1).
+// Suits large images, where a row is long and the transposes of the batch-innermost layout cost
+// as much as the products.
+
+// y[q] += w·x[q·s] for q in [0, n).
+template <class T>
+PAI_INLINE void axpy_strided(T* __restrict y, T w, const T* __restrict x, int64_t s, int64_t n) {
+#pragma omp simd
+  for (int64_t q = 0; q < n; ++q) y[q] += w * x[q * s];
+}
+// y[q·s] += w·x[q] for q in [0, n).
+template <class T>
+PAI_INLINE void axpy_scatter(T* __restrict y, T w, const T* __restrict x, int64_t s, int64_t n) {
+#pragma omp simd
+  for (int64_t q = 0; q < n; ++q) y[q * s] += w * x[q];
+}
+template <class T>
+PAI_INLINE T dot_strided(const T* __restrict a, const T* __restrict b, int64_t s, int64_t n) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t q = 0; q < n; ++q) acc += a[q] * b[q * s];
+  return acc;
+}
+
+// Output planes r = n·O + o in [begin, end): out[n, o] = Σ over kept (c, i, j) of w·x[n, c] shifted.
+// Here a.xt is the input [N, C, H, W] and a.out the output [N, O, Ho, Wo].
+template <class T>
+PAI_INLINE void conv_nchw_forward(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t plane = a.ho * a.wo, kk = a.kh * a.kw;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / a.o, o = r % a.o;
+    T* out = a.out + r * plane;
+    zero(out, plane);
+    for (int64_t k = a.row_ptr[o]; k < a.row_ptr[o + 1]; ++k) {
+      const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
+      int64_t lo, hi;
+      valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
+      if (lo > hi) continue;
+      const T wgt = a.values[k];
+      const T* in = a.xt + (n * a.c + c) * a.h * a.w;
+      for (int64_t y = 0; y < a.ho; ++y) {
+        const int64_t yy = y * a.stride + i - a.pad_h;
+        if (yy < 0 || yy >= a.h) continue;
+        const T* x = in + yy * a.w + lo * a.stride + j - a.pad_w;
+        T* dst = out + y * a.wo + lo;
+        if (a.stride == 1)
+          axpy(dst, wgt, x, hi - lo + 1);
+        else
+          axpy_strided(dst, wgt, x, a.stride, hi - lo + 1);
+      }
+    }
+  }
+}
+
+// Input-gradient planes r = n·C + c in [begin, end), from a.got = dO [N, O, Ho, Wo] into a.out = dX.
+template <class T>
+PAI_INLINE void conv_nchw_input_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t plane = a.h * a.w, kk = a.kh * a.kw;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / a.c, c = r % a.c;
+    T* dx = a.out + r * plane;
+    zero(dx, plane);
+    for (int64_t col = c * kk; col < (c + 1) * kk; ++col) {
+      const int64_t i = (col % kk) / a.kw, j = col % a.kw;
+      int64_t lo, hi;
+      valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
+      if (lo > hi) continue;
+      for (int64_t e = a.col_ptr[col]; e < a.col_ptr[col + 1]; ++e) {
+        const T wgt = a.values[a.col_perm[e]];
+        const T* go = a.got + (n * a.o + a.col_rows[e]) * a.ho * a.wo;
+        for (int64_t y = 0; y < a.ho; ++y) {
+          const int64_t yy = y * a.stride + i - a.pad_h;
+          if (yy < 0 || yy >= a.h) continue;
+          T* dst = dx + yy * a.w + lo * a.stride + j - a.pad_w;
+          const T* src = go + y * a.wo + lo;
+          if (a.stride == 1)
+            axpy(dst, wgt, src, hi - lo + 1);
+          else
+            axpy_scatter(dst, wgt, src, a.stride, hi - lo + 1);
+        }
+      }
+    }
+  }
+}
+
+// dvalues[k] = Σ_n Σ_y Σ_x dO[n, o, y, x]·x[n, c, y·s + i − p, x·s + j − p] for k in [begin, end).
+template <class T>
+PAI_INLINE void conv_nchw_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t kk = a.kh * a.kw;
+  int64_t o = std::upper_bound(a.row_ptr, a.row_ptr + a.o + 1, begin) - a.row_ptr - 1;
+  for (int64_t k = begin; k < end; ++k) {
+    while (a.row_ptr[o + 1] <= k) ++o;
+    const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
+    int64_t lo, hi;
+    valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
+    T s = 0;
+    if (lo <= hi) {
+      for (int64_t n = 0; n < a.n; ++n) {
+        const T* go = a.got + (n * a.o + o) * a.ho * a.wo;
+        const T* in = a.xt + (n * a.c + c) * a.h * a.w;
+        for (int64_t y = 0; y < a.ho; ++y) {
+          const int64_t yy = y * a.stride + i - a.pad_h;
+          if (yy < 0 || yy >= a.h) continue;
+          const T* g = go + y * a.wo + lo;
+          const T* x = in + yy * a.w + lo * a.stride + j - a.pad_w;
+          s += a.stride == 1 ? dot(g, x, hi - lo + 1) : dot_strided(g, x, a.stride, hi - lo + 1);
+        }
+      }
+    }
+    a.out[k] = s;
+  }
+}
+
 // ---- dispatch: an AVX2/FMA build of each kernel when the CPU has it, the portable one otherwise ---
 
 bool cpu_has_avx2_fma() {
@@ -275,6 +390,9 @@ PAI_DISPATCH(linear_input_grad, LinearArgs)
 PAI_DISPATCH(conv_forward, ConvArgs)
 PAI_DISPATCH(conv_input_grad, ConvArgs)
 PAI_DISPATCH(conv_weight_grad, ConvArgs)
+PAI_DISPATCH(conv_nchw_forward, ConvArgs)
+PAI_DISPATCH(conv_nchw_input_grad, ConvArgs)
+PAI_DISPATCH(conv_nchw_weight_grad, ConvArgs)
 
 // The linear weight gradient needs the row count as well.
 template <class T>
@@ -361,6 +479,8 @@ void refuse_double_backward(const char* what) {
 
 // ---- linear autograd function -----------------------------------------------------------------
 
+// The transposed input is saved for the weight gradient instead of the input itself: a copy of
+// the input kept until the backward pass, in exchange for one transpose less per step.
 struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& values,
                             const at::Tensor& row_ptr, const at::Tensor& cols, const at::Tensor& col_ptr,
@@ -381,33 +501,34 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
       const int64_t avg = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, rows)) * batch;
       linear_forward_run(a, rows, grain_for(avg));
     });
-    ctx->save_for_backward({x, values, row_ptr, cols, col_ptr, col_rows, col_perm});
+    ctx->save_for_backward({values.requires_grad() ? xt : at::Tensor(), values, row_ptr, cols, col_ptr, col_rows,
+                            col_perm});
+    ctx->saved_data["batch"] = batch;
     return ot.t().contiguous();
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     refuse_double_backward("sparse linear");
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor& x = saved[0];
+    const at::Tensor& xt = saved[0];
     const at::Tensor& values = saved[1];
     const Pattern p = saved_pattern(saved, 2);
-    const int64_t batch = x.size(0), rows = p.rows(), width = p.width();
+    const int64_t batch = ctx->saved_data["batch"].toInt(), rows = p.rows(), width = p.width();
     const at::Tensor got = grads[0].t().contiguous();
     at::Tensor dx, dvalues;
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_linear_backward", [&] {
+    AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "sparse_linear_backward", [&] {
       LinearArgs<scalar_t> a{};
       fill_pattern<scalar_t>(a, p, values);
       a.batch = batch;
       a.got = got.data_ptr<scalar_t>();
       if (ctx->needs_input_grad(0)) {
-        at::Tensor dxt = at::empty({width, batch}, x.options());
+        at::Tensor dxt = at::empty({width, batch}, values.options());
         a.out = dxt.data_ptr<scalar_t>();
         const int64_t avg = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, width)) * batch;
         linear_input_grad_run(a, width, grain_for(avg));
         dx = dxt.t().contiguous();
       }
       if (ctx->needs_input_grad(1)) {
-        const at::Tensor xt = x.t().contiguous();
         dvalues = at::empty({p.nnz()}, values.options());
         a.xt = xt.data_ptr<scalar_t>();
         a.out = dvalues.data_ptr<scalar_t>();
@@ -440,13 +561,20 @@ ConvArgs<T> conv_args(const Pattern& p, const at::Tensor& values, at::IntArrayRe
   return a;
 }
 
+// Two layouts, chosen by the caller (by measurement: neither wins everywhere):
+//   0 (batch-innermost): input and gradients transposed to [C, H, W, N], one kept weight times a
+//     batch vector (times the output row at stride 1); best for small images and large batches.
+//   1 (rows): the tensors as they are, [N, C, H, W], one kept weight times an image row; no
+//     transposes, best for large images.
+// Layout 0 saves the transposed input (a copy of the input until backward), layout 1 the input.
 struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& values,
                             const at::Tensor& row_ptr, const at::Tensor& cols, const at::Tensor& col_ptr,
                             const at::Tensor& col_rows, const at::Tensor& col_perm, int64_t kh, int64_t kw,
-                            int64_t stride, int64_t pad_h, int64_t pad_w) {
+                            int64_t stride, int64_t pad_h, int64_t pad_w, int64_t layout) {
     const Pattern p = pattern_of(row_ptr, cols, col_ptr, col_rows, col_perm);
     check_operands(x, values, p, "sparse conv2d");
+    TORCH_CHECK(layout == 0 || layout == 1, "sparse conv2d: layout is 0 (batch-innermost) or 1 (rows), got ", layout);
     TORCH_CHECK(kh >= 1 && kw >= 1 && stride >= 1 && pad_h >= 0 && pad_w >= 0,
                 "sparse conv2d: kernel and stride must be positive and padding non-negative");
     TORCH_CHECK(x.dim() == 4 && x.size(1) * kh * kw == p.width(), "sparse conv2d: expected an input [N, ",
@@ -454,57 +582,75 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
     TORCH_CHECK(x.size(2) + 2 * pad_h >= kh && x.size(3) + 2 * pad_w >= kw, "sparse conv2d: the padded input ",
                 x.sizes(), " is smaller than the ", kh, "x", kw, " kernel");
     const std::vector<int64_t> kernel{kh, kw};
-    const at::Tensor xt = x.permute({1, 2, 3, 0}).contiguous();
+    const at::Tensor xin = layout == 0 ? x.permute({1, 2, 3, 0}).contiguous() : x.contiguous();
     at::Tensor out;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv2d_forward", [&] {
       auto a = conv_args<scalar_t>(p, values, x.sizes(), kernel, stride, pad_h, pad_w);
-      at::Tensor ot = at::empty({a.o, a.ho, a.wo, a.n}, x.options());
-      a.xt = xt.data_ptr<scalar_t>();
-      a.out = ot.data_ptr<scalar_t>();
-      const int64_t avg = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, a.o)) * a.wo * a.n;
-      conv_forward_run(a, a.o * a.ho, grain_for(avg));
-      out = ot.permute({3, 0, 1, 2}).contiguous();
+      a.xt = xin.data_ptr<scalar_t>();
+      const int64_t per_row = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, a.o));
+      if (layout == 0) {
+        at::Tensor ot = at::empty({a.o, a.ho, a.wo, a.n}, x.options());
+        a.out = ot.data_ptr<scalar_t>();
+        conv_forward_run(a, a.o * a.ho, grain_for(per_row * a.wo * a.n));
+        out = ot.permute({3, 0, 1, 2}).contiguous();
+      } else {
+        out = at::empty({a.n, a.o, a.ho, a.wo}, x.options());
+        a.out = out.data_ptr<scalar_t>();
+        conv_nchw_forward_run(a, a.n * a.o, grain_for(per_row * a.ho * a.wo));
+      }
     });
-    ctx->save_for_backward({x, values, row_ptr, cols, col_ptr, col_rows, col_perm});
-    ctx->saved_data["kh"] = kh;
-    ctx->saved_data["kw"] = kw;
+    ctx->save_for_backward({values.requires_grad() ? xin : at::Tensor(), values, row_ptr, cols, col_ptr, col_rows,
+                            col_perm});
+    ctx->saved_data["shape"] = x.sizes().vec();
+    ctx->saved_data["kernel"] = kernel;
     ctx->saved_data["stride"] = stride;
-    ctx->saved_data["pad_h"] = pad_h;
-    ctx->saved_data["pad_w"] = pad_w;
+    ctx->saved_data["padding"] = std::vector<int64_t>{pad_h, pad_w};
+    ctx->saved_data["layout"] = layout;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     refuse_double_backward("sparse conv2d");
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor& x = saved[0];
+    const at::Tensor& xin = saved[0];
     const at::Tensor& values = saved[1];
     const Pattern p = saved_pattern(saved, 2);
-    const std::vector<int64_t> kernel{ctx->saved_data["kh"].toInt(), ctx->saved_data["kw"].toInt()};
-    const int64_t stride = ctx->saved_data["stride"].toInt();
-    const int64_t pad_h = ctx->saved_data["pad_h"].toInt(), pad_w = ctx->saved_data["pad_w"].toInt();
-    const at::Tensor got = grads[0].permute({1, 2, 3, 0}).contiguous();
+    const auto shape = ctx->saved_data["shape"].toIntVector();
+    const auto kernel = ctx->saved_data["kernel"].toIntVector();
+    const auto padding = ctx->saved_data["padding"].toIntVector();
+    const int64_t stride = ctx->saved_data["stride"].toInt(), layout = ctx->saved_data["layout"].toInt();
+    const at::Tensor got = layout == 0 ? grads[0].permute({1, 2, 3, 0}).contiguous() : grads[0].contiguous();
     at::Tensor dx, dvalues;
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv2d_backward", [&] {
-      auto a = conv_args<scalar_t>(p, values, x.sizes(), kernel, stride, pad_h, pad_w);
+    AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "sparse_conv2d_backward", [&] {
+      auto a = conv_args<scalar_t>(p, values, shape, kernel, stride, padding[0], padding[1]);
       a.got = got.data_ptr<scalar_t>();
       if (ctx->needs_input_grad(0)) {
-        at::Tensor dxt = at::empty({a.c, a.h, a.w, a.n}, x.options());
-        a.out = dxt.data_ptr<scalar_t>();
-        const int64_t avg = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, a.c * a.h)) * a.wo * a.n;
-        conv_input_grad_run(a, a.c * a.h, grain_for(avg));
-        dx = dxt.permute({3, 0, 1, 2}).contiguous();
+        const int64_t per_plane = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, a.c)) * a.ho * a.wo;
+        if (layout == 0) {
+          at::Tensor dxt = at::empty({a.c, a.h, a.w, a.n}, values.options());
+          a.out = dxt.data_ptr<scalar_t>();
+          conv_input_grad_run(a, a.c * a.h, grain_for(per_plane * a.n / std::max<int64_t>(1, a.h)));
+          dx = dxt.permute({3, 0, 1, 2}).contiguous();
+        } else {
+          dx = at::empty({a.n, a.c, a.h, a.w}, values.options());
+          a.out = dx.data_ptr<scalar_t>();
+          conv_nchw_input_grad_run(a, a.n * a.c, grain_for(per_plane));
+        }
       }
       if (ctx->needs_input_grad(1)) {
-        const at::Tensor xt = x.permute({1, 2, 3, 0}).contiguous();
         dvalues = at::empty({p.nnz()}, values.options());
-        a.xt = xt.data_ptr<scalar_t>();
+        a.xt = xin.data_ptr<scalar_t>();
         a.out = dvalues.data_ptr<scalar_t>();
-        conv_weight_grad_run(a, p.nnz(), grain_for(a.ho * a.wo * a.n));
+        if (layout == 0)
+          conv_weight_grad_run(a, p.nnz(), grain_for(a.ho * a.wo * a.n));
+        else
+          conv_nchw_weight_grad_run(a, p.nnz(), grain_for(a.ho * a.wo * a.n));
       }
     });
-    return {dx,           dvalues,      at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    std::vector<at::Tensor> result(14);
+    result[0] = dx;
+    result[1] = dvalues;
+    return result;
   }
 };
 
@@ -570,15 +716,16 @@ PAI_API Tensor pai_sparse_linear(Tensor x, Tensor values, Tensor row_ptr, Tensor
   });
 }
 
-// 2-d convolution of x [N, C, H, W] with the sparse weight [out, C, kh, kw] (dilation 1, one group).
+// 2-d convolution of x [N, C, H, W] with the sparse weight [out, C, kh, kw] (dilation 1, one group);
+// layout 0: batch-innermost, 1: rows (see SparseConv2dFunction).
 PAI_API Tensor pai_sparse_conv2d(Tensor x, Tensor values, Tensor row_ptr, Tensor cols, Tensor col_ptr, Tensor col_rows,
                                  Tensor col_perm, const int64_t* kernel, const int64_t* stride, const int64_t* padding,
-                                 Tensor bias) {
+                                 int32_t layout, Tensor bias) {
   return tensor_result([&] {
     TORCH_CHECK(stride[0] == stride[1], "sparse conv2d: only equal strides along height and width are supported, got ",
                 stride[0], " and ", stride[1]);
     at::Tensor y = SparseConv2dFunction::apply(*x, *values, *row_ptr, *cols, *col_ptr, *col_rows, *col_perm, kernel[0],
-                                               kernel[1], stride[0], padding[0], padding[1]);
+                                               kernel[1], stride[0], padding[0], padding[1], layout);
     return bias ? y + bias->view({1, -1, 1, 1}) : y;
   });
 }

@@ -88,6 +88,18 @@ public sealed unsafe class SparsePattern : IDisposable
     }
 }
 
+/// <summary>How the sparse convolution lays out its operands; neither is faster everywhere, so measure.</summary>
+public enum SparseConvLayout
+{
+    /// <summary>
+    /// Input and gradients transposed to [C, H, W, N]: each kept weight multiplies a batch vector
+    /// (a whole output row of them at stride 1). Best for small images and large batches.
+    /// </summary>
+    BatchInnermost = 0,
+    /// <summary>The tensors as they are, [N, C, H, W]: each kept weight multiplies an image row; no transposes. Best for large images.</summary>
+    Rows = 1,
+}
+
 public static unsafe partial class Functional
 {
     /// <summary>
@@ -111,7 +123,8 @@ public static unsafe partial class Functional
     /// <c>Conv2d(x, pattern.Scatter(values), bias, stride, padding)</c>, computed by the sparse kernels
     /// on the CPU; gradients flow to x and to the values (at kept positions only). No second derivative.
     /// </summary>
-    public static Tensor SparseConv2d(Tensor x, Tensor values, SparsePattern pattern, Tensor? bias = null, int stride = 1, int padding = 0)
+    public static Tensor SparseConv2d(Tensor x, Tensor values, SparsePattern pattern, Tensor? bias = null, int stride = 1, int padding = 0,
+        SparseConvLayout layout = SparseConvLayout.BatchInnermost)
     {
         var shape = pattern.WeightShape;
         if (shape.Length != 4)
@@ -119,7 +132,7 @@ public static unsafe partial class Functional
         long* k = stackalloc long[] { shape[2], shape[3] };
         long* s = stackalloc long[] { stride, stride };
         long* p = stackalloc long[] { padding, padding };
-        var r = pai_sparse_conv2d(x.Handle, values.Handle, pattern.RowPtr, pattern.Cols, pattern.ColPtr, pattern.ColRows, pattern.ColPerm, k, s, p, Tensor.RawOrZero(bias));
+        var r = pai_sparse_conv2d(x.Handle, values.Handle, pattern.RowPtr, pattern.Cols, pattern.ColPtr, pattern.ColRows, pattern.ColPerm, k, s, p, (int)layout, Tensor.RawOrZero(bias));
         GC.KeepAlive(bias);
         GC.KeepAlive(pattern);
         return Tensor.Wrap(r);

@@ -134,6 +134,7 @@ type private ConvCase =
         Padding: int
         Density: float
         Transposed: bool
+        Layout: SparseConvLayout
         Seed: uint64
     }
 
@@ -151,7 +152,7 @@ let private convCase (c: ConvCase) =
         c.Density
         c.Seed
         makeInput
-        (fun x v p b -> F.SparseConv2d(x, v, p, b, c.Stride, c.Padding))
+        (fun x v p b -> F.SparseConv2d(x, v, p, b, c.Stride, c.Padding, c.Layout))
         (fun x w b -> F.Conv2d(x, w, b, c.Stride, c.Padding))
 
 let private genConv =
@@ -167,6 +168,7 @@ let private genConv =
         let! w = Gen.choose (max 1 (int kernel - 2 * padding), 13)
         let! density = Gen.elements [ 0.0; 0.05; 0.2; 0.6; 1.0 ]
         let! transposed = Gen.elements [ true; false ]
+        let! layout = Gen.elements [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ]
         let! seed = Gen.choose (0, 1_000_000)
 
         return
@@ -182,6 +184,7 @@ let private genConv =
                 Padding = padding
                 Density = density
                 Transposed = transposed
+                Layout = layout
                 Seed = uint64 seed
             }
     }
@@ -199,6 +202,7 @@ let private lenet5Conv =
         Padding = 0
         Density = 0.65
         Transposed = false
+        Layout = SparseConvLayout.BatchInnermost
         Seed = 5UL
     }
 
@@ -348,32 +352,36 @@ let tests =
                         Padding = 1
                         Density = 0.3
                         Transposed = false
+                        Layout = SparseConvLayout.BatchInnermost
                         Seed = 2UL
                     }
 
-                for dtype in [ DType.Float64; DType.Float32 ] do
-                    for kernel, stride, padding in [ 3L, 1, 1; 3L, 2, 1; 5L, 1, 0; 5L, 1, 2; 5L, 2, 2; 3L, 1, 0 ] do
-                        for density in [ 0.0; 1.0; 0.3 ] do
-                            for batch in [ 1L; 3L ] do
-                                convCase
-                                    { basic with
-                                        DType = dtype
-                                        Kernel = kernel
-                                        Stride = stride
-                                        Padding = padding
-                                        Density = density
-                                        Batch = batch
-                                    }
+                for layout in [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ] do
+                    for dtype in [ DType.Float64; DType.Float32 ] do
+                        for kernel, stride, padding in [ 3L, 1, 1; 3L, 2, 1; 5L, 1, 0; 5L, 1, 2; 5L, 2, 2; 3L, 1, 0 ] do
+                            for density in [ 0.0; 1.0; 0.3 ] do
+                                for batch in [ 1L; 3L ] do
+                                    convCase
+                                        { basic with
+                                            DType = dtype
+                                            Kernel = kernel
+                                            Stride = stride
+                                            Padding = padding
+                                            Density = density
+                                            Batch = batch
+                                            Layout = layout
+                                        }
 
-                // lenet5's first layer at its size, and a non-contiguous input
-                convCase lenet5Conv
+                    // lenet5's first layer at its size, and a non-contiguous input
+                    convCase { lenet5Conv with Layout = layout }
 
-                convCase
-                    { lenet5Conv with
-                        Transposed = true
-                        Batch = 3L
-                        Density = 0.1
-                    }
+                    convCase
+                        { lenet5Conv with
+                            Transposed = true
+                            Batch = 3L
+                            Density = 0.1
+                            Layout = layout
+                        }
 
             testCase "results are bit-identical on 1 and 2 threads"
             <| fun () ->
@@ -389,6 +397,11 @@ let tests =
                     let both () =
                         sparseBits (fun x v -> F.SparseLinear(x, v, lin)) xl vl
                         @ sparseBits (fun x v -> F.SparseConv2d(x, v, conv, stride = 2, padding = 1)) xc vc
+                        @ sparseBits
+                            (fun x v ->
+                                F.SparseConv2d(x, v, conv, stride = 1, padding = 1, layout = SparseConvLayout.Rows))
+                            xc
+                            vc
 
                     let one = withThreads 1 both
                     let two = withThreads 2 both

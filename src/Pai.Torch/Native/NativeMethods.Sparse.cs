@@ -7,6 +7,6 @@ internal static unsafe partial class NativeMethods
 {
     [DllImport(Lib)] internal static extern int pai_sparse_pattern(TensorHandle mask, IntPtr* results);
     [DllImport(Lib)] internal static extern IntPtr pai_sparse_linear(TensorHandle x, TensorHandle values, TensorHandle rowPtr, TensorHandle cols, TensorHandle colPtr, TensorHandle colRows, TensorHandle colPerm, IntPtr bias);
-    [DllImport(Lib)] internal static extern IntPtr pai_sparse_conv2d(TensorHandle x, TensorHandle values, TensorHandle rowPtr, TensorHandle cols, TensorHandle colPtr, TensorHandle colRows, TensorHandle colPerm, long* kernel, long* stride, long* padding, IntPtr bias);
+    [DllImport(Lib)] internal static extern IntPtr pai_sparse_conv2d(TensorHandle x, TensorHandle values, TensorHandle rowPtr, TensorHandle cols, TensorHandle colPtr, TensorHandle colRows, TensorHandle colPerm, long* kernel, long* stride, long* padding, int layout, IntPtr bias);
     [DllImport(Lib)] internal static extern byte pai_sparse_vectorized();
 }
