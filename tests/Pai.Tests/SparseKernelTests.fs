@@ -8,6 +8,8 @@ open System
 open Expecto
 open FsCheck.FSharp
 open Pai.Torch
+open Pai.Host.Models
+open Pai.Host.Training
 open Pai.Tests.Support
 
 /// max|a − b| / max|b|: the difference relative to the reference's scale (0 when both are zero).
@@ -217,6 +219,86 @@ let private sparseBits (layer: Tensor -> Tensor -> Tensor) (x: Tensor) (v: Tenso
         [ y; grads.[0]; grads.[1] ]
         |> List.map (fun t -> values t |> Array.map BitConverter.DoubleToInt64Bits))
 
+
+// ---- training --------------------------------------------------------------------------------
+
+/// Trains lenet5 on fixed random batches under a 98% random mask with the given kernel mode and
+/// optimizer: the loss of every step, the layers that ran sparse, the weights and the mask.
+let private trainLenet5 (mode: SparseKernelMode) (optimizer: OptimizerKind) (nesterov: bool) (steps: int) =
+    use g = new Generator(3UL)
+
+    // Five batches over and over, so that the loss can go down.
+    let pool =
+        [|
+            for _ in 1..5 ->
+                {
+                    Pai.Batch.Inputs = Libtorch.Randn([| 16L; 1L; 28L; 28L |], g).DetachFromScope()
+                    Pai.Batch.Targets = Libtorch.RandInt(0L, 10L, [| 16L |], g).DetachFromScope()
+                }
+        |]
+
+    let batches = [ for k in 0 .. steps - 1 -> pool.[k % pool.Length] ]
+
+    let options = ModelOptions(InputShape = InputShape.Mnist, Seed = 4UL)
+    use model = ModelZoo.Create("lenet5", options)
+
+    let mask =
+        model.NamedPrunable()
+        |> Seq.map (fun struct (name, w) -> name, Libtorch.Rand(w.Shape, g).Lt(0.02).DetachFromScope())
+        |> readOnlyDict
+
+    let train =
+        TrainOptions(
+            Epochs = 1,
+            Optimizer = optimizer,
+            Nesterov = nesterov,
+            LearningRate = (if optimizer = OptimizerKind.Sgd then 0.05 else 0.002),
+            Momentum = 0.9,
+            WeightDecay = 5e-4,
+            Schedule = LrSchedule.Constant,
+            SparseKernels = mode
+        )
+
+    let means = ResizeArray<float>()
+    let mutable sparseLayers = []
+
+    Trainer.Train(
+        model,
+        mask,
+        (fun _ -> batches),
+        null,
+        train,
+        (fun p ->
+            if isNull (box p.Finished) then
+                means.Add p.Loss
+                sparseLayers <- List.ofSeq p.SparseLayers)
+    )
+    |> ignore
+
+    // The progress reports the running mean; every batch has 16 samples, so step k's own loss is
+    // k·mean_k − (k − 1)·mean_(k−1).
+    let losses =
+        means
+        |> Seq.mapi (fun k m -> float (k + 1) * m - (if k = 0 then 0.0 else float k * means.[k - 1]))
+        |> Array.ofSeq
+
+    let weights =
+        model.NamedPrunable()
+        |> Seq.map (fun struct (name, w) -> name, values w)
+        |> Map.ofSeq
+
+    let keeps =
+        mask |> Seq.map (fun kv -> kv.Key, kv.Value.ToArray<bool>()) |> Map.ofSeq
+
+    for b in pool do
+        b.Inputs.Dispose()
+        b.Targets.Dispose()
+
+    for kv in mask do
+        kv.Value.Dispose()
+
+    losses, sparseLayers, weights, keeps
+
 [<Tests>]
 let tests =
     testSequenced
@@ -406,6 +488,80 @@ let tests =
                     let one = withThreads 1 both
                     let two = withThreads 2 both
                     Expect.isTrue (one = two) "1-thread and 2-thread results differ")
+
+            testCase "training: 50 SGD steps on lenet5 at 98% follow the dense masked loss trajectory"
+            <| fun () ->
+                let dense, noneSparse, _, _ =
+                    trainLenet5 SparseKernelMode.Off OptimizerKind.Sgd false 50
+
+                let sparse, layers, weights, keeps =
+                    trainLenet5 SparseKernelMode.On OptimizerKind.Sgd false 50
+
+                Expect.isEmpty noneSparse "off: no layer runs sparse"
+                Expect.equal layers [ "conv1"; "conv2"; "fc1"; "fc2" ] "on: every masked layer runs sparse"
+                Expect.equal sparse.Length 50 "steps"
+
+                for k in 0 .. dense.Length - 1 do
+                    let rel = abs (sparse.[k] - dense.[k]) / abs dense.[k]
+
+                    Expect.isLessThanOrEqual
+                        rel
+                        1e-4
+                        $"loss of step %d{k + 1}: sparse %g{sparse.[k]}, dense %g{dense.[k]}"
+
+                Expect.isLessThan (Array.average dense.[45..]) (Array.average dense.[..4]) "the loss went down"
+
+                // The weights got the trained values back: pruned entries exactly zero, kept ones trained.
+                for KeyValue(name, w) in weights do
+                    let keep = keeps.[name]
+
+                    for i in 0 .. w.Length - 1 do
+                        if not keep.[i] then
+                            Expect.equal w.[i] 0.0 $"{name}[{i}] is pruned"
+
+                    Expect.isTrue (Array.exists2 (fun v k -> k && v <> 0.0) w keep) $"{name} has trained kept weights"
+
+            testCase "training: Nesterov and AdamW see only the kept values and follow the dense masked run"
+            <| fun () ->
+                for optimizer, nesterov in [ OptimizerKind.Sgd, true; OptimizerKind.AdamW, false ] do
+                    let dense, _, denseWeights, keeps =
+                        trainLenet5 SparseKernelMode.Off optimizer nesterov 10
+
+                    let sparse, _, sparseWeights, _ =
+                        trainLenet5 SparseKernelMode.On optimizer nesterov 10
+
+                    for k in 0 .. dense.Length - 1 do
+                        Expect.isLessThanOrEqual
+                            (abs (sparse.[k] - dense.[k]) / abs dense.[k])
+                            1e-4
+                            $"%A{optimizer} nesterov {nesterov}: loss of step %d{k + 1}"
+
+                    for KeyValue(name, w) in sparseWeights do
+                        Expect.isLessThanOrEqual
+                            (relDiff denseWeights.[name] w)
+                            1e-4
+                            $"%A{optimizer}: {name} after training"
+
+                        Array.iter2
+                            (fun v k ->
+                                if not k then
+                                    Expect.equal v 0.0 $"{name}: a pruned weight")
+                            w
+                            keeps.[name]
+
+            testCase
+                "training: auto keeps a layer dense unless the sparse kernels measured faster, and trains either way"
+            <| fun () ->
+                let dense, _, _, _ = trainLenet5 SparseKernelMode.Off OptimizerKind.Sgd false 5
+                let auto, layers, _, _ = trainLenet5 SparseKernelMode.Auto OptimizerKind.Sgd false 5
+                // Which layers win depends on this machine's timing; the results must not.
+                Expect.isTrue
+                    (layers
+                     |> List.forall (fun l -> List.contains l [ "conv1"; "conv2"; "fc1"; "fc2" ]))
+                    $"auto chose %A{layers}"
+
+                for k in 0 .. dense.Length - 1 do
+                    Expect.isLessThanOrEqual (abs (auto.[k] - dense.[k]) / abs dense.[k]) 1e-4 $"loss of step %d{k + 1}"
 
             testCase "conv2d: unsupported settings are refused with the reason"
             <| fun () ->

@@ -193,6 +193,7 @@ public static class Experiment
         Gamma = c.Gamma,
         LabelSmoothing = c.LabelSmoothing,
         MaxBatchesPerEpoch = c.MaxBatchesPerEpoch,
+        SparseKernels = ChoiceOf<SparseKernelMode>(c.SparseKernels, "--sparse-kernels"),
     };
 
     // A setting's text as its enum case ("adamw" is AdamW, "multistep" MultiStep).
