@@ -144,6 +144,12 @@ public static class Trainer
         return results;
     }
 
+    /// <summary>The line a run log shows about the sparse kernels, e.g. "sparse kernels (auto): conv2, fc1".</summary>
+    public static string DescribeSparseLayers(SparseKernelMode mode, IReadOnlyList<string> layers) =>
+        $"sparse kernels ({mode.ToString().ToLowerInvariant()}): " + (layers.Count > 0
+            ? string.Join(", ", layers)
+            : mode == SparseKernelMode.Auto ? "no masked layer measured faster sparse; all run dense" : "no masked layer they support; all run dense");
+
     /// <summary>Loss, top-1 and top-5 accuracy in eval mode without gradients.</summary>
     public static EvalResult Evaluate(Module model, IEnumerable<Pai.Batch> batches)
     {
