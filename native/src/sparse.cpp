@@ -22,6 +22,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <atomic>
 
 using pai::status_result;
 using pai::tensor_result;
@@ -365,6 +366,11 @@ bool cpu_has_avx2_fma() {
   return has;
 }
 
+// Set to run the portable build on a CPU that has AVX2/FMA (so that tests cover it).
+std::atomic<bool> portable_forced{false};
+
+bool use_avx2_fma() { return cpu_has_avx2_fma() && !portable_forced.load(); }
+
 #define PAI_DISPATCH(kernel, Args)                                                                     \
   template <class T>                                                                                   \
   __attribute__((target("avx2,fma"))) void kernel##_avx2(const Args<T>& a, int64_t b, int64_t e) {     \
@@ -376,7 +382,7 @@ bool cpu_has_avx2_fma() {
   }                                                                                                    \
   template <class T>                                                                                   \
   void kernel##_run(const Args<T>& a, int64_t total, int64_t grain) {                                  \
-    const bool avx2 = cpu_has_avx2_fma();                                                              \
+    const bool avx2 = use_avx2_fma();                                                              \
     at::parallel_for(0, total, grain, [&](int64_t b, int64_t e) {                                      \
       if (avx2)                                                                                        \
         kernel##_avx2(a, b, e);                                                                        \
@@ -406,7 +412,7 @@ void linear_weight_grad_portable(const LinearArgs<T>& a, int64_t rows, int64_t b
 }
 template <class T>
 void linear_weight_grad_run(const LinearArgs<T>& a, int64_t rows, int64_t total, int64_t grain) {
-  const bool avx2 = cpu_has_avx2_fma();
+  const bool avx2 = use_avx2_fma();
   at::parallel_for(0, total, grain, [&](int64_t b, int64_t e) {
     if (avx2)
       linear_weight_grad_avx2(a, rows, b, e);
@@ -731,4 +737,12 @@ PAI_API Tensor pai_sparse_conv2d(Tensor x, Tensor values, Tensor row_ptr, Tensor
 }
 
 // 1 when the kernels run their AVX2/FMA build (the CPU has both), 0 for the portable build.
-PAI_API uint8_t pai_sparse_vectorized() { return pai::guarded([] { return (uint8_t)cpu_has_avx2_fma(); }, (uint8_t)0); }
+PAI_API uint8_t pai_sparse_vectorized() { return pai::guarded([] { return (uint8_t)use_avx2_fma(); }, (uint8_t)0); }
+
+// Chooses the AVX2/FMA build (1, refused on a CPU without them) or the portable one (0), process-wide.
+PAI_API int32_t pai_sparse_set_vectorized(uint8_t on) {
+  return status_result([&] {
+    TORCH_CHECK(on == 0 || cpu_has_avx2_fma(), "this CPU lacks AVX2/FMA: the sparse kernels can only run their portable build");
+    portable_forced.store(on == 0);
+  });
+}

@@ -67,8 +67,15 @@ public sealed unsafe class SparsePattern : IDisposable
         return zeros.Scatter(0, flatIndex, values).Reshape(WeightShape).MoveToOuterScope();
     }
 
-    /// <summary>True when the kernels run their AVX2/FMA build; false for the portable build.</summary>
-    public static bool Vectorized => pai_sparse_vectorized() != 0;
+    /// <summary>
+    /// True when the kernels run their AVX2/FMA build (the default where the CPU has both); false
+    /// for the portable build. Setting it is process-wide; true is refused on a CPU without AVX2/FMA.
+    /// </summary>
+    public static bool Vectorized
+    {
+        get => pai_sparse_vectorized() != 0;
+        set => Check(pai_sparse_set_vectorized(value ? (byte)1 : (byte)0));
+    }
 
     internal TensorHandle RowPtr => rowPtr.Handle;
     internal TensorHandle Cols => cols.Handle;
