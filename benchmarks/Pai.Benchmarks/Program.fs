@@ -34,6 +34,12 @@ let usage =
       sample, T=200), on the same weights and samples: time ratios, the estimators' relative error
       and Spearman against the exact diagonal, peak RSS. --samples limits a model's samples.
 
+  sparse-kernels [--models lenet5,lenet300] [--patterns uniform-90,uniform-98,uniform-99.5,snip-98]
+           [--batch 128] [--threads 1] [--repeats 5]
+      Per-layer forward + backward time of the sparse kernels against the dense masked layer
+      (dense product, gradient times the mask) at random-uniform and SNIP-like densities, median
+      of interleaved repeats, with each mask's multiply-add limit. Threads default to 1 here.
+
 Threads default to every core for both sides (loader: 2)."""
 
 [<EntryPoint>]
@@ -43,6 +49,7 @@ let main argv =
     | "training-worker" :: rest -> Training.worker (Args.Parse rest)
     | "scoring" :: rest -> Scoring.run (Args.Parse rest)
     | "loader" :: rest -> Loader.run (Args.Parse rest)
+    | "sparse-kernels" :: rest -> SparseKernels.run (Args.Parse rest)
     | "exact-scoring" :: rest -> Scoring.runExact (Args.Parse rest)
     | _ ->
         eprintfn "%s" usage

@@ -211,7 +211,13 @@ public static class PaiHost
             using var trainLoader = runData.Train(c.BatchSize, c.Seed, c.Augment, model.Device);
             using var testLoader = runData.Test(Experiment.EvalBatchSize(runData), model.Device);
             var options = Experiment.TrainOptionsOf(c);
-            var epochs = Trainer.Train(model, keep, trainLoader.Epoch, () => testLoader.Epoch(0), options, p => progress?.Invoke(p),
+            var announced = keep is null || options.SparseKernels == SparseKernelMode.Off;
+            var epochs = Trainer.Train(model, keep, trainLoader.Epoch, () => testLoader.Epoch(0), options, p =>
+                {
+                    if (!announced) log?.Invoke(Trainer.DescribeSparseLayers(options.SparseKernels, p.SparseLayers));
+                    announced = true;
+                    progress?.Invoke(p);
+                },
                 options.BatchesPerEpoch(trainLoader.BatchCount));
             return new TrainOutcome(data, scope, model, keep, epochs);
         }

@@ -14,7 +14,7 @@ public enum Reduction
 }
 
 /// <summary>Layers as pure functions (torch.nn.functional): models are managed code over these.</summary>
-public static unsafe class Functional
+public static unsafe partial class Functional
 {
     /// <summary>x·wᵀ + b.</summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)

@@ -34,10 +34,13 @@ public sealed class Linear : Module, IInitializable
     /// <summary>The bias [out], or null.</summary>
     public Tensor? Bias { get; }
 
+    /// <summary>The kept weights while this layer runs the sparse kernels (training chose them), else null.</summary>
+    public SparseWeight? Sparse { get; internal set; }
+
     /// <inheritdoc/>
     public override Tensor Forward(Tensor x)
     {
-        var y = Functional.Linear(x, Weight, Bias);
+        var y = Sparse is { } s ? Functional.SparseLinear(x, s.Values, s.Pattern, Bias) : Functional.Linear(x, Weight, Bias);
         LayerRecorder.Record(this, LayerKind.Linear, x, y);
         if (FlopCounter.IsActive)
             FlopCounter.Record(this, y.NumEl / y.Size(0) * InFeatures);
@@ -49,6 +52,14 @@ public sealed class Linear : Module, IInitializable
     {
         Initialization.FillWeight(Weight, scheme, generator);
         if (Bias is not null) Initialization.FillConstant(Bias, 0);
+    }
+
+    /// <inheritdoc/>
+    public override void Dispose()
+    {
+        Sparse?.Dispose();
+        Sparse = null;
+        base.Dispose();
     }
 }
 
@@ -105,10 +116,18 @@ public sealed class Conv2d : Module, IInitializable
     /// <summary>The bias [out], or null.</summary>
     public Tensor? Bias { get; }
 
+    /// <summary>The kept weights while this layer runs the sparse kernels (training chose them), else null.</summary>
+    public SparseWeight? Sparse { get; internal set; }
+
+    /// <summary>Whether the sparse kernels can run this convolution (one group, no dilation).</summary>
+    public bool SparseCapable => Groups == 1 && Dilation == 1;
+
     /// <inheritdoc/>
     public override Tensor Forward(Tensor x)
     {
-        var y = Functional.Conv2d(x, Weight, Bias, Stride, Padding, Dilation, Groups);
+        var y = Sparse is { } s
+            ? Functional.SparseConv2d(x, s.Values, s.Pattern, Bias, Stride, Padding, s.Layout)
+            : Functional.Conv2d(x, Weight, Bias, Stride, Padding, Dilation, Groups);
         if (LayerRecorder.IsActive)
             LayerRecorder.Record(this, LayerKind.NewConv2d(Stride, Padding, Dilation, Groups), x, y);
         if (FlopCounter.IsActive)
@@ -121,6 +140,14 @@ public sealed class Conv2d : Module, IInitializable
     {
         Initialization.FillWeight(Weight, scheme, generator);
         if (Bias is not null) Initialization.FillConstant(Bias, 0);
+    }
+
+    /// <inheritdoc/>
+    public override void Dispose()
+    {
+        Sparse?.Dispose();
+        Sparse = null;
+        base.Dispose();
     }
 }
 

@@ -199,6 +199,7 @@ public static class Experiment
         Gamma = c.Gamma,
         LabelSmoothing = c.LabelSmoothing,
         MaxBatchesPerEpoch = c.MaxBatchesPerEpoch,
+        SparseKernels = ChoiceOf<SparseKernelMode>(c.SparseKernels, "--sparse-kernels"),
     };
 
     // A setting's text as its enum case ("adamw" is AdamW, "multistep" MultiStep).
@@ -484,9 +485,12 @@ public static class Experiment
         using var trainLoader = data.Train(DistributedRun.BatchPerRank(c, parallel), c.Seed, c.Augment, model.Device, parallel?.Rank ?? 0, parallel?.Size ?? 1);
         using var testLoader = data.Test(EvalBatchSize(data), model.Device, parallel?.Rank ?? 0, parallel?.Size ?? 1);
         var options = TrainOptionsOf(c);
+        var announced = pruned is null || parallel is not null || options.SparseKernels == SparseKernelMode.Off;
         var epochs = Trainer.Train(model, pruned is null ? null : MaskDictionary(pruned.Mask), trainLoader.Epoch, () => testLoader.Epoch(0),
             options, p =>
             {
+                if (!announced) progress?.Log(c, Trainer.DescribeSparseLayers(options.SparseKernels, p.SparseLayers));
+                announced = true;
                 epoch?.Invoke(p, p.Finished is { } e ? MetricsOf(e) : null);
                 progress?.Training(c, p);
             }, batchesPerEpoch: options.BatchesPerEpoch(trainLoader.BatchCount), parallel: parallel);

@@ -217,6 +217,9 @@ public sealed record RunConfig
     /// <summary>"cpu", "cuda" or "cuda:N"; null: CUDA when a GPU is visible, else the CPU.</summary>
     [Setting(SettingGroup.Execution, "--device", "where to compute: cpu, cuda or cuda:N (default: cuda when this libtorch sees a GPU, else cpu)")]
     public string? Device { get; init; }
+    /// <summary>"auto", "on" or "off": whether masked layers train with the sparse kernels (CPU; results agree to float rounding).</summary>
+    [Setting(SettingGroup.Execution, "--sparse-kernels", "masked layers on sparse kernels (CPU): auto (where a short calibration measures them faster), on, off", Choices = ["auto", "on", "off"])]
+    public string SparseKernels { get; init; } = "off";
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
     static readonly JsonObject Defaults = (JsonObject)JsonSerializer.SerializeToNode(new RunConfig(), Json)!;

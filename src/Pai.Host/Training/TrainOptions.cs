@@ -53,6 +53,8 @@ public sealed record TrainOptions
     public double LabelSmoothing { get; init; }
     /// <summary>Stop an epoch after this many batches (null = the whole epoch): for short budgets.</summary>
     public int? MaxBatchesPerEpoch { get; init; }
+    /// <summary>Whether masked layers train with the sparse kernels (CPU only; results agree to float rounding).</summary>
+    public SparseKernelMode SparseKernels { get; init; } = SparseKernelMode.Off;
 
     /// <summary>Batches one epoch runs when the loader has <paramref name="available"/>: <see cref="MaxBatchesPerEpoch"/> caps them.</summary>
     public int BatchesPerEpoch(int available) => MaxBatchesPerEpoch is { } m ? Math.Min(m, available) : available;
@@ -102,7 +104,11 @@ public sealed record EvalResult(double Loss, double Top1, double Top5, long Samp
 /// <param name="Test">Test metrics, when a test set was given.</param>
 /// <param name="Seconds">Wall time of the epoch (training and evaluation).</param>
 /// <param name="ImagesPerSecond">Training throughput.</param>
-public sealed record EpochResult(int Epoch, double TrainLoss, double TrainTop1, double LearningRate, EvalResult? Test, double Seconds, double ImagesPerSecond);
+public sealed record EpochResult(int Epoch, double TrainLoss, double TrainTop1, double LearningRate, EvalResult? Test, double Seconds, double ImagesPerSecond)
+{
+    /// <summary>The masked layers that ran the sparse kernels (e.g. "fc1"); empty when all ran dense.</summary>
+    public IReadOnlyList<string> SparseLayers { get; init; } = [];
+}
 
 /// <summary>Progress of training, reported per batch and per epoch.</summary>
 /// <param name="Epoch">1-based epoch.</param>
@@ -111,4 +117,8 @@ public sealed record EpochResult(int Epoch, double TrainLoss, double TrainTop1, 
 /// <param name="BatchesPerEpoch">Batches in an epoch, when known.</param>
 /// <param name="Loss">Running mean training loss of the epoch.</param>
 /// <param name="Finished">Set on the epoch's last report.</param>
-public sealed record TrainProgress(int Epoch, int Epochs, int Batch, int? BatchesPerEpoch, double Loss, EpochResult? Finished);
+public sealed record TrainProgress(int Epoch, int Epochs, int Batch, int? BatchesPerEpoch, double Loss, EpochResult? Finished)
+{
+    /// <summary>The masked layers running the sparse kernels (e.g. "fc1"); empty when all run dense.</summary>
+    public IReadOnlyList<string> SparseLayers { get; init; } = [];
+}

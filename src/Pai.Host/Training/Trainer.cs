@@ -42,9 +42,16 @@ public static class Trainer
         }
         using var buckets = parallel?.Buckets(parameters.Select(p => (p, masks.KeepOf(p))).ToList());
 
-        using var optimizer = CreateOptimizer(parameters, options);
+        // Which masked layers run the sparse kernels is chosen at the first batch (auto measures on
+        // its shapes), so the optimizer, which trains their value vectors instead of their dense
+        // weights, starts there too. Data-parallel runs stay dense (their buckets hold dense weights).
+        SparseLayers? sparse = null;
+        IOptimizer? optimizer = null;
+        var trainable = parameters;
         var results = new List<EpochResult>();
         long steps = 0; // over all epochs, for the warm-up
+        try
+        {
         for (var epoch = 0; epoch < options.Epochs; epoch++)
         {
             var lr = options.LearningRateAt(epoch);
@@ -63,7 +70,17 @@ public static class Trainer
                 {
                     if (!batches.MoveNext()) break;
                     var b = batches.Current;
-                    foreach (var p in parameters) p.ClearGrad();
+                    if (optimizer is null)
+                    {
+                        if (mask is not null && parallel is null && options.SparseKernels != SparseKernelMode.Off)
+                        {
+                            sparse = SparseLayers.Choose(model, masks.KeepOf, b.Inputs, options.SparseKernels);
+                            masks.Release(sparse.Weights);
+                            trainable = sparse.Trainable(parameters);
+                        }
+                        optimizer = CreateOptimizer(trainable, options);
+                    }
+                    foreach (var p in trainable) p.ClearGrad();
                     Tensor logits, loss;
                     using (new DisposeScope())
                     {
@@ -82,7 +99,7 @@ public static class Trainer
                     loss.Backward();
                     masks.ApplyToGradients();
                     buckets?.Average();
-                    optimizer.Step(options.WarmedUp(lr, steps++));
+                    optimizer!.Step(options.WarmedUp(lr, steps++));
                     masks.ApplyToWeights();
 
                     var n = b.Targets.NumEl;
@@ -92,9 +109,10 @@ public static class Trainer
                     seen += n;
                 }
                 batch++;
-                progress?.Invoke(new TrainProgress(epoch + 1, options.Epochs, batch, batchesPerEpoch, lossSum / seen, null));
+                progress?.Invoke(new TrainProgress(epoch + 1, options.Epochs, batch, batchesPerEpoch, lossSum / seen, null)
+                    { SparseLayers = sparse?.Names ?? [] });
             }
-            foreach (var p in parameters) p.ClearGrad();
+            foreach (var p in trainable) p.ClearGrad();
             if (parallel is not null)
             {
                 var totals = parallel.Sum(lossSum, correct, seen);
@@ -111,13 +129,27 @@ public static class Trainer
                 evaluation = new EvalResult(t[0] / t[3], t[1] / t[3], t[2] / t[3], (long)t[3]);
             }
             var result = new EpochResult(epoch + 1, lossSum / seen, (double)correct / seen, lr, evaluation,
-                watch.Elapsed.TotalSeconds, seen / trainSeconds);
+                watch.Elapsed.TotalSeconds, seen / trainSeconds) { SparseLayers = sparse?.Names ?? [] };
             results.Add(result);
-            progress?.Invoke(new TrainProgress(epoch + 1, options.Epochs, batch, batchesPerEpoch, result.TrainLoss, result));
+            progress?.Invoke(new TrainProgress(epoch + 1, options.Epochs, batch, batchesPerEpoch, result.TrainLoss, result)
+                { SparseLayers = result.SparseLayers });
+        }
+        }
+        finally
+        {
+            optimizer?.Dispose();
+            // The dense weights get the trained values back (zeros elsewhere), whatever happened.
+            sparse?.Dispose();
         }
         model.Training = false;
         return results;
     }
+
+    /// <summary>The line a run log shows about the sparse kernels, e.g. "sparse kernels (auto): conv2, fc1".</summary>
+    public static string DescribeSparseLayers(SparseKernelMode mode, IReadOnlyList<string> layers) =>
+        $"sparse kernels ({mode.ToString().ToLowerInvariant()}): " + (layers.Count > 0
+            ? string.Join(", ", layers)
+            : mode == SparseKernelMode.Auto ? "no masked layer measured faster sparse; all run dense" : "no masked layer they support; all run dense");
 
     /// <summary>Loss, top-1 and top-5 accuracy in eval mode without gradients.</summary>
     public static EvalResult Evaluate(Module model, IEnumerable<Pai.Batch> batches)
@@ -166,6 +198,7 @@ public static class Trainer
     sealed class MaskSet : IDisposable
     {
         readonly List<(Tensor Param, Tensor Keep)> pairs = new();
+        readonly HashSet<Tensor> released = new(ReferenceEqualityComparer.Instance);
 
         public MaskSet(List<(string Name, Tensor Tensor)> named, IReadOnlyDictionary<string, Tensor>? mask)
         {
@@ -187,16 +220,21 @@ public static class Trainer
         /// <summary>The masks with their parameters' positions as names (for hashing).</summary>
         public IEnumerable<(string Name, Tensor Tensor)> Named => pairs.Select((x, i) => (i.ToString(System.Globalization.CultureInfo.InvariantCulture), x.Keep));
 
+        /// <summary>Stops masking these weights: sparse layers train their kept values instead, zero elsewhere by construction.</summary>
+        public void Release(IEnumerable<Tensor> weights) => released.UnionWith(weights);
+
         public void ApplyToWeights()
         {
             using var _ = Libtorch.NoGrad();
-            foreach (var (p, k) in pairs) p.Mul_(k);
+            foreach (var (p, k) in pairs)
+                if (!released.Contains(p)) p.Mul_(k);
         }
 
         public void ApplyToGradients()
         {
             using var scope = new DisposeScope();
-            foreach (var (p, k) in pairs) p.Grad?.Mul_(k);
+            foreach (var (p, k) in pairs)
+                if (!released.Contains(p)) p.Grad?.Mul_(k);
         }
 
         public void Dispose()

@@ -1,0 +1,203 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+
+namespace Pai.Host.Training;
+
+/// <summary>Whether masked layers train with the sparse kernels (an execution setting: results agree to float rounding).</summary>
+public enum SparseKernelMode
+{
+    /// <summary>Dense layers with masked weights and gradients.</summary>
+    Off,
+    /// <summary>Every masked Linear and Conv2d the kernels support (CPU, float32/float64, one group, no dilation).</summary>
+    On,
+    /// <summary>Those of them where a short calibration on the layer's shapes measured the sparse kernels faster.</summary>
+    Auto,
+}
+
+/// <summary>
+/// The masked layers of one training run that hold their weights sparse: each trains its value
+/// vector instead of its dense weight, and the dense weight gets the values back (zeros
+/// elsewhere) when the run ends, so checkpoints stay dense weights plus a mask.
+/// </summary>
+internal sealed class SparseLayers : IDisposable
+{
+    readonly List<(string Name, Module Layer, Tensor Weight, SparseWeight Sparse)> layers = new();
+
+    SparseLayers() { }
+
+    /// <summary>The layers that run sparse, by name (e.g. "fc1"), in model order.</summary>
+    public IReadOnlyList<string> Names => layers.Select(l => l.Name).ToList();
+
+    /// <summary>The dense weights the sparse layers stand in for (the trainer no longer masks them).</summary>
+    public IEnumerable<Tensor> Weights => layers.Select(l => l.Weight);
+
+    /// <summary>The parameters to train: <paramref name="parameters"/> with each sparse layer's weight replaced by its values.</summary>
+    public List<Tensor> Trainable(IEnumerable<Tensor> parameters)
+    {
+        var swap = layers.ToDictionary(l => l.Weight, l => l.Sparse.Values, ReferenceEqualityComparer.Instance);
+        return parameters.Select(p => swap.TryGetValue(p, out var v) ? (Tensor)v! : p).ToList();
+    }
+
+    /// <summary>
+    /// Chooses which masked layers of <paramref name="model"/> run sparse for a batch like
+    /// <paramref name="inputs"/> and switches them over. <paramref name="keepOf"/> gives a weight's
+    /// mask (null: not masked); pruned weights must already be zero. CUDA stays dense.
+    /// </summary>
+    public static SparseLayers Choose(Module model, Func<Tensor, Tensor?> keepOf, Tensor inputs, SparseKernelMode mode)
+    {
+        var chosen = new SparseLayers();
+        if (mode == SparseKernelMode.Off || inputs.Device.Type != DeviceType.Cpu) return chosen;
+        var candidates = Walk(model, "")
+            .Select(m => (m.Name, m.Layer, Weight: WeightOf(m.Layer)))
+            .Where(c => c.Weight is { } w && keepOf(w) is not null && w.DType is DType.Float32 or DType.Float64)
+            .ToList();
+        if (candidates.Count == 0) return chosen;
+        var inputShapes = InputShapes(model, inputs);
+        foreach (var (name, layer, weight) in candidates)
+        {
+            if (!inputShapes.TryGetValue(layer, out var seen)) continue;
+            var keep = keepOf(weight!)!;
+            var choice = Calibration.Choose(layer, weight!, keep, seen.Shape, seen.First, includeDense: mode == SparseKernelMode.Auto);
+            if (choice is not { } layout) continue;
+            var sparse = new SparseWeight(weight!, keep, layout);
+            switch (layer)
+            {
+                case Linear l: l.Sparse = sparse; break;
+                case Conv2d c: c.Sparse = sparse; break;
+            }
+            chosen.layers.Add((name, layer, weight!, sparse));
+        }
+        return chosen;
+    }
+
+    static Tensor? WeightOf(Module m) => m switch
+    {
+        Linear l => l.Weight,
+        Conv2d c when c.SparseCapable => c.Weight,
+        _ => null,
+    };
+
+    static IEnumerable<(string Name, Module Layer)> Walk(Module m, string prefix)
+    {
+        foreach (var (n, child) in m.Children)
+        {
+            var name = prefix.Length == 0 ? n : $"{prefix}.{n}";
+            yield return (name, child);
+            foreach (var x in Walk(child, name)) yield return x;
+        }
+    }
+
+    /// <summary>
+    /// The input shape of every conv and linear layer in one forward pass (eval mode, no gradients:
+    /// nothing changes, not even batch-norm statistics), and whether it is the first such layer (its
+    /// input is the data, which needs no gradient).
+    /// </summary>
+    static Dictionary<Module, (long[] Shape, bool First)> InputShapes(Module model, Tensor inputs)
+    {
+        var was = model.Training;
+        model.Training = false;
+        try
+        {
+            using var scope = new DisposeScope();
+            using var _ = Libtorch.NoGrad();
+            var (_, records) = LayerRecorder.Collect(() => model.Forward(inputs));
+            var shapes = new Dictionary<Module, (long[], bool)>(ReferenceEqualityComparer.Instance);
+            for (var i = 0; i < records.Count; i++)
+                shapes.TryAdd(records[i].Layer, (records[i].Input.Shape, i == 0));
+            return shapes;
+        }
+        finally
+        {
+            model.Training = was;
+        }
+    }
+
+    /// <summary>Writes every sparse layer's values back into its dense weight and switches it back to dense.</summary>
+    public void Dispose()
+    {
+        foreach (var (_, layer, weight, sparse) in layers)
+        {
+            sparse.WriteBack(weight);
+            switch (layer)
+            {
+                case Linear l: l.Sparse = null; break;
+                case Conv2d c: c.Sparse = null; break;
+            }
+            sparse.Dispose();
+        }
+        layers.Clear();
+    }
+
+    /// <summary>
+    /// Times one training step of a layer (forward and backward) dense and in each sparse variant
+    /// on random data of the layer's shapes, and remembers the fastest per shape, kept count,
+    /// dtype and thread count for the rest of the process.
+    /// </summary>
+    static class Calibration
+    {
+        static readonly ConcurrentDictionary<string, SparseConvLayout?> Cache = new();
+
+        /// <summary>The sparse layout to run, or null for dense (only when <paramref name="includeDense"/>).</summary>
+        public static SparseConvLayout? Choose(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense)
+        {
+            long kept;
+            using (var scope = new DisposeScope()) kept = keep.CountNonZero();
+            var geometry = layer is Conv2d c ? $"conv s{c.Stride} p{c.Padding}" : "linear";
+            var key = string.Join('|', geometry, string.Join('x', weight.Shape), string.Join('x', inputShape), kept, first,
+                weight.DType, Libtorch.NumThreads, includeDense);
+            return Cache.GetOrAdd(key, _ => Measure(layer, weight, keep, inputShape, first, includeDense));
+        }
+
+        static SparseConvLayout? Measure(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense)
+        {
+            var variants = new List<SparseConvLayout?>();
+            if (includeDense) variants.Add(null);
+            variants.Add(SparseConvLayout.BatchInnermost);
+            if (layer is Conv2d) variants.Add(SparseConvLayout.Rows);
+            if (variants.Count == 1) return variants[0];
+
+            using var scope = new DisposeScope();
+            using var g = new Generator(0);
+            using var pattern = SparsePattern.FromMask(keep);
+            var x = Libtorch.Randn(inputShape, g, weight.DType);
+            Tensor w;
+            using (Libtorch.NoGrad()) w = weight.Detach().Clone();
+            var values = pattern.Gather(w);
+            var conv = layer as Conv2d;
+            Tensor? gradOutput = null;
+
+            double Step(SparseConvLayout? variant)
+            {
+                var watch = Stopwatch.StartNew();
+                using var step = new DisposeScope();
+                var xi = first ? x : x.Detach().RequiresGrad_();
+                var wi = (variant is null ? w : values).Detach().RequiresGrad_();
+                var y = (conv, variant) switch
+                {
+                    (null, null) => Functional.Linear(xi, wi),
+                    (null, _) => Functional.SparseLinear(xi, wi, pattern),
+                    (_, null) => Functional.Conv2d(xi, wi, null, conv.Stride, conv.Padding),
+                    (_, { } layout) => Functional.SparseConv2d(xi, wi, pattern, null, conv.Stride, conv.Padding, layout),
+                };
+                gradOutput ??= Libtorch.RandnLike(y, g).MoveToOuterScope();
+                var grads = Autograd.Grad([y], first ? [wi] : [xi, wi], [gradOutput]);
+                // A dense masked layer also masks its gradient every step.
+                if (variant is null) grads[^1]!.Mul_(keep);
+                return watch.Elapsed.TotalSeconds;
+            }
+
+            foreach (var v in variants) Step(v); // warm-up (allocations, first-touch)
+            var times = variants.ToDictionary(v => v?.ToString() ?? "dense", _ => new List<double>());
+            for (var round = 0; round < 3; round++)
+                foreach (var v in variants)
+                    times[v?.ToString() ?? "dense"].Add(Step(v));
+            return variants.MinBy(v => Median(times[v?.ToString() ?? "dense"]));
+        }
+
+        static double Median(List<double> xs)
+        {
+            var s = xs.Order().ToList();
+            return s[s.Count / 2];
+        }
+    }
+}

@@ -1,0 +1,147 @@
+using static Pai.Torch.Native.NativeMethods;
+
+namespace Pai.Torch;
+
+/// <summary>
+/// Which weights of a masked layer are kept, in the compressed-row layout the sparse kernels read:
+/// the kept weights of a weight [out, in, ...] taken row by row (row-major order, as
+/// <c>weight.MaskedSelect(mask)</c> lists them), their row pointers and column indices within the
+/// flattened row, and the transpose of that layout for the input gradient. Built once per mask;
+/// a layer then trains only its value vector of <see cref="Kept"/> weights.
+/// </summary>
+public sealed unsafe class SparsePattern : IDisposable
+{
+    readonly Tensor rowPtr, cols, colPtr, colRows, colPerm, flatIndex;
+
+    SparsePattern(long[] weightShape, Tensor[] parts)
+    {
+        WeightShape = weightShape;
+        (rowPtr, cols, colPtr, colRows, colPerm) = (parts[0], parts[1], parts[2], parts[3], parts[4]);
+        Kept = cols.NumEl;
+        var width = colPtr.NumEl - 1;
+        var starts = rowPtr.ToArray<long>();
+        var columns = cols.ToArray<long>();
+        var flat = new long[columns.Length];
+        for (var o = 0; o + 1 < starts.Length; o++)
+            for (var k = starts[o]; k < starts[o + 1]; k++)
+                flat[k] = o * width + columns[k];
+        flatIndex = Libtorch.FromArray(flat).DetachFromScope();
+    }
+
+    /// <summary>The pattern of <paramref name="mask"/> (nonzero = kept), a CPU tensor shaped like the weight.</summary>
+    public static SparsePattern FromMask(Tensor mask)
+    {
+        var raw = stackalloc IntPtr[5];
+        Check(pai_sparse_pattern(mask.Handle, raw));
+        // The five index tensors belong to the pattern, not to any open scope.
+        var parts = new Tensor[5];
+        for (var q = 0; q < 5; q++) parts[q] = new Tensor(raw[q]).DetachFromScope();
+        return new SparsePattern(mask.Shape, parts);
+    }
+
+    /// <summary>The shape of the dense weight, e.g. [out, in] or [out, in, kh, kw].</summary>
+    public long[] WeightShape { get; }
+
+    /// <summary>How many weights are kept (the length of the value vector).</summary>
+    public long Kept { get; }
+
+    /// <summary>The fraction of the dense weight that is kept.</summary>
+    public double Density
+    {
+        get
+        {
+            long total = 1;
+            foreach (var d in WeightShape) total *= d;
+            return total == 0 ? 0.0 : (double)Kept / total;
+        }
+    }
+
+    /// <summary>The kept entries of a dense weight, in the pattern's order (gradients flow back to the weight).</summary>
+    public Tensor Gather(Tensor weight) => weight.Reshape(-1).IndexSelect(0, flatIndex);
+
+    /// <summary>The dense weight holding <paramref name="values"/> at kept positions and exact zeros elsewhere.</summary>
+    public Tensor Scatter(Tensor values)
+    {
+        using var scope = new DisposeScope();
+        var zeros = Libtorch.Zeros(WeightShape, values.DType, values.Device).Reshape(-1);
+        return zeros.Scatter(0, flatIndex, values).Reshape(WeightShape).MoveToOuterScope();
+    }
+
+    /// <summary>
+    /// True when the kernels run their AVX2/FMA build (the default where the CPU has both); false
+    /// for the portable build. Setting it is process-wide; true is refused on a CPU without AVX2/FMA.
+    /// </summary>
+    public static bool Vectorized
+    {
+        get => pai_sparse_vectorized() != 0;
+        set => Check(pai_sparse_set_vectorized(value ? (byte)1 : (byte)0));
+    }
+
+    internal TensorHandle RowPtr => rowPtr.Handle;
+    internal TensorHandle Cols => cols.Handle;
+    internal TensorHandle ColPtr => colPtr.Handle;
+    internal TensorHandle ColRows => colRows.Handle;
+    internal TensorHandle ColPerm => colPerm.Handle;
+
+    /// <summary>Frees the index tensors.</summary>
+    public void Dispose()
+    {
+        rowPtr.Dispose();
+        cols.Dispose();
+        colPtr.Dispose();
+        colRows.Dispose();
+        colPerm.Dispose();
+        flatIndex.Dispose();
+    }
+}
+
+/// <summary>How the sparse convolution lays out its operands; neither is faster everywhere, so measure.</summary>
+public enum SparseConvLayout
+{
+    /// <summary>
+    /// Input and gradients transposed to [C, H, W, N]: each kept weight multiplies a batch vector
+    /// (a whole output row of them at stride 1). Best for small images and large batches.
+    /// </summary>
+    BatchInnermost = 0,
+    /// <summary>The tensors as they are, [N, C, H, W]: each kept weight multiplies an image row; no transposes. Best for large images.</summary>
+    Rows = 1,
+}
+
+public static unsafe partial class Functional
+{
+    /// <summary>
+    /// x·Wᵀ + b with W sparse: the weight of <paramref name="pattern"/> holding <paramref name="values"/>
+    /// (1-d, <see cref="SparsePattern.Kept"/> long) at its kept positions. The same result as
+    /// <c>Linear(x, pattern.Scatter(values), bias)</c>, computed by the sparse kernels on the CPU;
+    /// gradients flow to x and to the values (at kept positions only). No second derivative.
+    /// </summary>
+    public static Tensor SparseLinear(Tensor x, Tensor values, SparsePattern pattern, Tensor? bias = null)
+    {
+        if (pattern.WeightShape.Length != 2)
+            throw new ArgumentException($"a sparse linear weight is [out, in], the pattern's is [{string.Join(", ", pattern.WeightShape)}]", nameof(pattern));
+        var r = pai_sparse_linear(x.Handle, values.Handle, pattern.RowPtr, pattern.Cols, pattern.ColPtr, pattern.ColRows, pattern.ColPerm, Tensor.RawOrZero(bias));
+        GC.KeepAlive(bias);
+        GC.KeepAlive(pattern);
+        return Tensor.Wrap(r);
+    }
+
+    /// <summary>
+    /// 2-d convolution (dilation 1, one group) with a sparse weight [out, in, kh, kw]: the same result as
+    /// <c>Conv2d(x, pattern.Scatter(values), bias, stride, padding)</c>, computed by the sparse kernels
+    /// on the CPU; gradients flow to x and to the values (at kept positions only). No second derivative.
+    /// </summary>
+    public static Tensor SparseConv2d(Tensor x, Tensor values, SparsePattern pattern, Tensor? bias = null, int stride = 1, int padding = 0,
+        SparseConvLayout layout = SparseConvLayout.BatchInnermost)
+    {
+        var shape = pattern.WeightShape;
+        if (shape.Length != 4)
+            throw new ArgumentException($"a sparse conv2d weight is [out, in, kh, kw], the pattern's is [{string.Join(", ", shape)}]", nameof(pattern));
+        long* k = stackalloc long[] { shape[2], shape[3] };
+        long* s = stackalloc long[] { stride, stride };
+        long* p = stackalloc long[] { padding, padding };
+        var r = pai_sparse_conv2d(x.Handle, values.Handle, pattern.RowPtr, pattern.Cols, pattern.ColPtr, pattern.ColRows, pattern.ColPerm, k, s, p, (int)layout, Tensor.RawOrZero(bias));
+        GC.KeepAlive(bias);
+        GC.KeepAlive(pattern);
+        return Tensor.Wrap(r);
+    }
+}

@@ -1,0 +1,650 @@
+/// The sparse kernels (compressed-row weights) against the dense masked layer they replace: the
+/// same output, input gradient and kept-weight gradients, in float64 and float32, over random
+/// shapes and densities and the edge cases (nothing kept, everything kept, batch 1, widths that
+/// are not multiples of a vector, non-contiguous inputs).
+module Pai.Tests.SparseKernelTests
+
+open System
+open Expecto
+open FsCheck.FSharp
+open Pai.Torch
+open Pai.Host.Models
+open Pai.Host.Training
+open Pai.Tests.Support
+
+/// max|a − b| / max|b|: the difference relative to the reference's scale (0 when both are zero).
+let private relDiff (expected: float[]) (actual: float[]) =
+    Expect.equal actual.Length expected.Length "number of values"
+
+    if expected.Length = 0 then
+        0.0
+    else
+        let scale = expected |> Array.map abs |> Array.max
+        let diff = Array.map2 (fun (a: float) b -> abs (a - b)) actual expected |> Array.max
+        if scale = 0.0 then diff else diff / scale
+
+/// max|a − b| over the largest sum of term magnitudes Σ|xᵢ·wᵢ| behind any element: the scale at
+/// which float rounding acts on a sum, so a result that cancels to near zero is not held to a
+/// precision its terms cannot give (the dense reference rounds there as much as the kernel).
+let private errorOverMagnitude (magnitude: float[]) (expected: float[]) (actual: float[]) =
+    Expect.equal actual.Length expected.Length "number of values"
+
+    if expected.Length = 0 then
+        0.0
+    else
+        let scale = Array.max magnitude
+        let diff = Array.map2 (fun (a: float) b -> abs (a - b)) actual expected |> Array.max
+        if scale = 0.0 then diff else diff / scale
+
+/// float64 to 1e-12, float32 to 1e-5 (relative to the magnitude of the summed terms).
+let private tolerance dtype =
+    if dtype = DType.Float64 then 1e-12 else 1e-5
+
+/// A random mask of the given density (0 and 1 are exact: nothing or everything kept).
+let private randomMask (shape: int64[]) (density: float) (g: Generator) =
+    Libtorch.Rand(shape, g, DType.Float64).Lt(density)
+
+/// Runs one layer both ways from the same weight, mask, input, bias and output weights, and checks
+/// the output, the input gradient and the gradient of the kept values against the dense masked
+/// layer (weight = pattern.Scatter(values), so its gradient at kept positions is the reference).
+let private compareWithDense
+    (dtype: DType)
+    (weightShape: int64[])
+    (density: float)
+    (seed: uint64)
+    (makeInput: Generator -> Tensor)
+    (sparse: Tensor -> Tensor -> SparsePattern -> Tensor -> Tensor)
+    (dense: Tensor -> Tensor -> Tensor -> Tensor)
+    =
+    inScope (fun () ->
+        use g = new Generator(seed)
+        let weight = Libtorch.Randn(weightShape, g, dtype)
+        use pattern = SparsePattern.FromMask(randomMask weightShape density g)
+        let kept = pattern.Gather(weight)
+        let input = makeInput g
+        let bias = Libtorch.Randn([| weightShape.[0] |], g, dtype)
+
+        // absolute: every operand by its magnitude in float64, so each result is its Σ|terms|.
+        let run (absolute: bool) (layer: Tensor -> Tensor -> Tensor -> Tensor) =
+            let operand (t: Tensor) =
+                if absolute then t.Abs().To(DType.Float64) else t
+
+            let x = (operand input).Detach().RequiresGrad_()
+            let v = (operand kept).Detach().RequiresGrad_()
+            let y = layer x v (operand bias)
+            use g2 = new Generator(seed + 1UL)
+            let weights = operand (Libtorch.Randn(y.Shape, g2, dtype))
+            let grads = Autograd.Grad((y * weights).Sum(), [| x; v |])
+            values y, values grads.[0], values grads.[1]
+
+        let ys, dxs, dvs = run false (fun x v b -> sparse x v pattern b)
+        let yd, dxd, dvd = run false (fun x v b -> dense x (pattern.Scatter v) b)
+        let ym, dxm, dvm = run true (fun x v b -> dense x (pattern.Scatter v) b)
+        let tol = tolerance dtype
+        let where = $"%A{dtype} weight %A{weightShape} density %g{density} seed %d{seed}"
+        Expect.isLessThanOrEqual (errorOverMagnitude ym yd ys) tol $"output, {where}"
+        Expect.isLessThanOrEqual (errorOverMagnitude dxm dxd dxs) tol $"input gradient, {where}"
+        Expect.isLessThanOrEqual (errorOverMagnitude dvm dvd dvs) tol $"kept-weight gradient, {where}"
+        Expect.equal dvs.Length (int pattern.Kept) "one gradient per kept weight")
+
+// ---- linear ----------------------------------------------------------------------------------
+
+type private LinearCase =
+    {
+        DType: DType
+        Batch: int64
+        In: int64
+        Out: int64
+        Density: float
+        Transposed: bool
+        Seed: uint64
+    }
+
+let private linearCase (c: LinearCase) =
+    let makeInput (g: Generator) =
+        if c.Transposed then
+            // [in, batch] read as its transpose: a non-contiguous [batch, in]
+            Libtorch.Randn([| c.In; c.Batch |], g, c.DType).Transpose(0L, 1L)
+        else
+            Libtorch.Randn([| c.Batch; c.In |], g, c.DType)
+
+    compareWithDense
+        c.DType
+        [| c.Out; c.In |]
+        c.Density
+        c.Seed
+        makeInput
+        (fun x v p b -> F.SparseLinear(x, v, p, b))
+        (fun x w b -> F.Linear(x, w, b))
+
+let private genLinear =
+    gen {
+        let! dtype = Gen.elements [ DType.Float64; DType.Float32 ]
+        let! batch = Gen.choose (1, 37)
+        let! inF = Gen.choose (1, 70)
+        let! outF = Gen.choose (1, 40)
+        let! density = Gen.elements [ 0.0; 0.02; 0.1; 0.5; 1.0 ]
+        let! transposed = Gen.elements [ true; false ]
+        let! seed = Gen.choose (0, 1_000_000)
+
+        return
+            {
+                DType = dtype
+                Batch = int64 batch
+                In = int64 inF
+                Out = int64 outF
+                Density = density
+                Transposed = transposed
+                Seed = uint64 seed
+            }
+    }
+
+// ---- conv2d ----------------------------------------------------------------------------------
+
+type private ConvCase =
+    {
+        DType: DType
+        Batch: int64
+        InC: int64
+        OutC: int64
+        H: int64
+        W: int64
+        Kernel: int64
+        Stride: int
+        Padding: int
+        Density: float
+        Transposed: bool
+        Layout: SparseConvLayout
+        Seed: uint64
+    }
+
+let private convCase (c: ConvCase) =
+    let makeInput (g: Generator) =
+        if c.Transposed then
+            // [N, C, W, H] read with its last two dimensions swapped: a non-contiguous [N, C, H, W]
+            Libtorch.Randn([| c.Batch; c.InC; c.W; c.H |], g, c.DType).Transpose(2L, 3L)
+        else
+            Libtorch.Randn([| c.Batch; c.InC; c.H; c.W |], g, c.DType)
+
+    compareWithDense
+        c.DType
+        [| c.OutC; c.InC; c.Kernel; c.Kernel |]
+        c.Density
+        c.Seed
+        makeInput
+        (fun x v p b -> F.SparseConv2d(x, v, p, b, c.Stride, c.Padding, c.Layout))
+        (fun x w b -> F.Conv2d(x, w, b, c.Stride, c.Padding))
+
+let private genConv =
+    gen {
+        let! dtype = Gen.elements [ DType.Float64; DType.Float32 ]
+        let! batch = Gen.choose (1, 9)
+        let! inC = Gen.choose (1, 5)
+        let! outC = Gen.choose (1, 6)
+        let! kernel = Gen.elements [ 3L; 5L ]
+        let! stride = Gen.elements [ 1; 2 ]
+        let! padding = Gen.choose (0, int kernel / 2)
+        let! h = Gen.choose (max 1 (int kernel - 2 * padding), 13)
+        let! w = Gen.choose (max 1 (int kernel - 2 * padding), 13)
+        let! density = Gen.elements [ 0.0; 0.05; 0.2; 0.6; 1.0 ]
+        let! transposed = Gen.elements [ true; false ]
+        let! layout = Gen.elements [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ]
+        let! seed = Gen.choose (0, 1_000_000)
+
+        return
+            {
+                DType = dtype
+                Batch = int64 batch
+                InC = int64 inC
+                OutC = int64 outC
+                H = int64 h
+                W = int64 w
+                Kernel = kernel
+                Stride = stride
+                Padding = padding
+                Density = density
+                Transposed = transposed
+                Layout = layout
+                Seed = uint64 seed
+            }
+    }
+
+let private lenet5Conv =
+    {
+        DType = DType.Float32
+        Batch = 16L
+        InC = 1L
+        OutC = 20L
+        H = 28L
+        W = 28L
+        Kernel = 5L
+        Stride = 1
+        Padding = 0
+        Density = 0.65
+        Transposed = false
+        Layout = SparseConvLayout.BatchInnermost
+        Seed = 5UL
+    }
+
+/// The outputs and gradients of one sparse layer call, as bit patterns.
+let private sparseBits (layer: Tensor -> Tensor -> Tensor) (x: Tensor) (v: Tensor) =
+    inScope (fun () ->
+        let x = x.Detach().RequiresGrad_()
+        let v = v.Detach().RequiresGrad_()
+        let y = layer x v
+        let grads = Autograd.Grad((y * y).Sum(), [| x; v |])
+
+        [ y; grads.[0]; grads.[1] ]
+        |> List.map (fun t -> values t |> Array.map BitConverter.DoubleToInt64Bits))
+
+
+// ---- training --------------------------------------------------------------------------------
+
+/// Trains lenet5 on fixed random batches under a 98% random mask with the given kernel mode and
+/// optimizer: the loss of every step, the layers that ran sparse, the weights and the mask.
+let private trainLenet5 (mode: SparseKernelMode) (optimizer: OptimizerKind) (nesterov: bool) (steps: int) =
+    use g = new Generator(3UL)
+
+    // Five batches over and over, so that the loss can go down.
+    let pool =
+        [|
+            for _ in 1..5 ->
+                {
+                    Pai.Batch.Inputs = Libtorch.Randn([| 16L; 1L; 28L; 28L |], g).DetachFromScope()
+                    Pai.Batch.Targets = Libtorch.RandInt(0L, 10L, [| 16L |], g).DetachFromScope()
+                }
+        |]
+
+    let batches = [ for k in 0 .. steps - 1 -> pool.[k % pool.Length] ]
+
+    let options = ModelOptions(InputShape = InputShape.Mnist, Seed = 4UL)
+    use model = ModelZoo.Create("lenet5", options)
+
+    let mask =
+        model.NamedPrunable()
+        |> Seq.map (fun struct (name, w) -> name, Libtorch.Rand(w.Shape, g).Lt(0.02).DetachFromScope())
+        |> readOnlyDict
+
+    let train =
+        TrainOptions(
+            Epochs = 1,
+            Optimizer = optimizer,
+            Nesterov = nesterov,
+            LearningRate = (if optimizer = OptimizerKind.Sgd then 0.05 else 0.002),
+            Momentum = 0.9,
+            WeightDecay = 5e-4,
+            Schedule = LrSchedule.Constant,
+            SparseKernels = mode
+        )
+
+    let means = ResizeArray<float>()
+    let mutable sparseLayers = []
+
+    Trainer.Train(
+        model,
+        mask,
+        (fun _ -> batches),
+        null,
+        train,
+        (fun p ->
+            if isNull (box p.Finished) then
+                means.Add p.Loss
+                sparseLayers <- List.ofSeq p.SparseLayers)
+    )
+    |> ignore
+
+    // The progress reports the running mean; every batch has 16 samples, so step k's own loss is
+    // k·mean_k − (k − 1)·mean_(k−1).
+    let losses =
+        means
+        |> Seq.mapi (fun k m -> float (k + 1) * m - (if k = 0 then 0.0 else float k * means.[k - 1]))
+        |> Array.ofSeq
+
+    let weights =
+        model.NamedPrunable()
+        |> Seq.map (fun struct (name, w) -> name, values w)
+        |> Map.ofSeq
+
+    let keeps =
+        mask |> Seq.map (fun kv -> kv.Key, kv.Value.ToArray<bool>()) |> Map.ofSeq
+
+    for b in pool do
+        b.Inputs.Dispose()
+        b.Targets.Dispose()
+
+    for kv in mask do
+        kv.Value.Dispose()
+
+    losses, sparseLayers, weights, keeps
+
+[<Tests>]
+let tests =
+    testSequenced
+    <| testList
+        "SparseKernelTests"
+        [
+            property "linear: output and gradients match the dense masked layer" 150 genLinear linearCase
+
+            testCase "linear: nothing kept, everything kept, batch 1, odd widths, 3-d input"
+            <| fun () ->
+                let basic =
+                    {
+                        DType = DType.Float64
+                        Batch = 8L
+                        In = 33L
+                        Out = 17L
+                        Density = 0.3
+                        Transposed = false
+                        Seed = 1UL
+                    }
+
+                for dtype in [ DType.Float64; DType.Float32 ] do
+                    for density in [ 0.0; 1.0; 0.3 ] do
+                        for batch, inF, outF in [ 1L, 33L, 17L; 8L, 33L, 17L; 13L, 7L, 5L; 64L, 784L, 300L ] do
+                            linearCase
+                                { basic with
+                                    DType = dtype
+                                    Density = density
+                                    Batch = batch
+                                    In = inF
+                                    Out = outF
+                                }
+
+                // leading dimensions are flattened into the batch, as Linear does
+                compareWithDense
+                    DType.Float64
+                    [| 6L; 10L |]
+                    0.4
+                    3UL
+                    (fun g -> Libtorch.Randn([| 2L; 3L; 10L |], g, DType.Float64))
+                    (fun x v p b -> F.SparseLinear(x, v, p, b))
+                    (fun x w b -> F.Linear(x, w, b))
+
+            testCase "linear: no kept weight gives the bias and zero input gradient"
+            <| fun () ->
+                inScope (fun () ->
+                    use pattern = SparsePattern.FromMask(Libtorch.Zeros([| 4L; 3L |]))
+                    Expect.equal pattern.Kept 0L "pattern.Kept"
+                    let x = Libtorch.Randn([| 5L; 3L |]).RequiresGrad_()
+                    let v = Libtorch.Zeros([| 0L |]).RequiresGrad_()
+                    let b = f32 [| 4L |] [| 1.0f; 2.0f; 3.0f; 4.0f |]
+                    let y = F.SparseLinear(x, v, pattern, b)
+                    Expect.equal (values y) (Array.concat (Array.replicate 5 [| 1.0; 2.0; 3.0; 4.0 |])) "y"
+                    let grads = Autograd.Grad(y.Sum(), [| x; v |])
+                    Expect.isTrue (values grads.[0] |> Array.forall ((=) 0.0)) "dx is zero"
+                    Expect.equal grads.[1].NumEl 0L "no value gradient")
+
+            testCase "linear: values and pattern are checked with messages that say what to pass"
+            <| fun () ->
+                inScope (fun () ->
+                    use pattern = SparsePattern.FromMask(Libtorch.Ones([| 4L; 3L |]))
+                    let x = Libtorch.Randn([| 5L; 3L |])
+
+                    let wrongCount =
+                        throws<TorchException>(fun () ->
+                            F.SparseLinear(x, Libtorch.Zeros([| 5L |]), pattern) |> ignore)
+
+                    Expect.stringContains wrongCount.Message "expected 12 kept values" "wrong value count"
+
+                    let wrongWidth =
+                        throws<TorchException>(fun () ->
+                            F.SparseLinear(Libtorch.Randn([| 5L; 4L |]), Libtorch.Zeros([| 12L |]), pattern)
+                            |> ignore)
+
+                    Expect.stringContains wrongWidth.Message "expected an input [batch, 3]" "wrong width"
+
+                    let mixed =
+                        throws<TorchException>(fun () ->
+                            F.SparseLinear(x, Libtorch.Zeros([| 12L |], DType.Float64), pattern) |> ignore)
+
+                    Expect.stringContains mixed.Message "float32 or both float64" "mixed dtypes"
+
+                    throws<ArgumentException>(fun () ->
+                        use conv = SparsePattern.FromMask(Libtorch.Ones([| 2L; 1L; 3L; 3L |]))
+                        F.SparseLinear(x, Libtorch.Zeros([| 18L |]), conv) |> ignore)
+                    |> ignore)
+
+            testCase "linear: a second derivative is refused, not silently wrong"
+            <| fun () ->
+                inScope (fun () ->
+                    use pattern = SparsePattern.FromMask(Libtorch.Ones([| 2L; 3L |]))
+                    let x = Libtorch.Randn([| 4L; 3L |], dtype = DType.Float64).RequiresGrad_()
+                    let v = Libtorch.Randn([| 6L |], dtype = DType.Float64).RequiresGrad_()
+                    let y = F.SparseLinear(x, v, pattern).Pow(2.0).Sum()
+
+                    let e =
+                        throws<TorchException>(fun () ->
+                            let g = Autograd.Grad(y, [| v |], createGraph = true)
+                            Autograd.Grad(g.[0].Sum(), [| v |]) |> ignore)
+
+                    Expect.stringContains e.Message "no second derivative" "message")
+
+            testCase "pattern: gather and scatter round-trip, pruned entries exactly zero"
+            <| fun () ->
+                inScope (fun () ->
+                    use g = new Generator(11UL)
+                    let w = Libtorch.Randn([| 5L; 2L; 3L; 3L |], g)
+                    let mask = randomMask [| 5L; 2L; 3L; 3L |] 0.3 g
+                    use pattern = SparsePattern.FromMask(mask)
+                    Expect.equal pattern.Kept (mask.CountNonZero()) "kept count"
+                    Expect.equal (values (pattern.Gather w)) (values (w.MaskedSelect mask)) "row-major order"
+                    let back = values (pattern.Scatter(pattern.Gather w))
+
+                    let expected =
+                        Array.map2 (fun a m -> if m then a else 0.0) (values w) (mask.ToArray<bool>())
+
+                    Expect.equal back expected "scatter puts the values back and zeros elsewhere")
+
+            property "conv2d: output and gradients match the dense masked layer" 120 genConv convCase
+
+            testCase "conv2d: the zoo's kernels, strides and paddings, nothing and everything kept, batch 1"
+            <| fun () ->
+                let basic =
+                    {
+                        DType = DType.Float64
+                        Batch = 3L
+                        InC = 3L
+                        OutC = 4L
+                        H = 9L
+                        W = 11L
+                        Kernel = 3L
+                        Stride = 1
+                        Padding = 1
+                        Density = 0.3
+                        Transposed = false
+                        Layout = SparseConvLayout.BatchInnermost
+                        Seed = 2UL
+                    }
+
+                for layout in [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ] do
+                    for dtype in [ DType.Float64; DType.Float32 ] do
+                        for kernel, stride, padding in [ 3L, 1, 1; 3L, 2, 1; 5L, 1, 0; 5L, 1, 2; 5L, 2, 2; 3L, 1, 0 ] do
+                            for density in [ 0.0; 1.0; 0.3 ] do
+                                for batch in [ 1L; 3L ] do
+                                    convCase
+                                        { basic with
+                                            DType = dtype
+                                            Kernel = kernel
+                                            Stride = stride
+                                            Padding = padding
+                                            Density = density
+                                            Batch = batch
+                                            Layout = layout
+                                        }
+
+                    // lenet5's first layer at its size, and a non-contiguous input
+                    convCase { lenet5Conv with Layout = layout }
+
+                    convCase
+                        { lenet5Conv with
+                            Transposed = true
+                            Batch = 3L
+                            Density = 0.1
+                            Layout = layout
+                        }
+
+            testCase "results are bit-identical on 1 and 2 threads"
+            <| fun () ->
+                inScope (fun () ->
+                    use g = new Generator(21UL)
+                    use lin = SparsePattern.FromMask(randomMask [| 120L; 300L |] 0.1 g)
+                    let xl = Libtorch.Randn([| 33L; 300L |], g)
+                    let vl = Libtorch.Randn([| lin.Kept |], g)
+                    use conv = SparsePattern.FromMask(randomMask [| 12L; 6L; 3L; 3L |] 0.2 g)
+                    let xc = Libtorch.Randn([| 5L; 6L; 14L; 14L |], g)
+                    let vc = Libtorch.Randn([| conv.Kept |], g)
+
+                    let both () =
+                        sparseBits (fun x v -> F.SparseLinear(x, v, lin)) xl vl
+                        @ sparseBits (fun x v -> F.SparseConv2d(x, v, conv, stride = 2, padding = 1)) xc vc
+                        @ sparseBits
+                            (fun x v ->
+                                F.SparseConv2d(x, v, conv, stride = 1, padding = 1, layout = SparseConvLayout.Rows))
+                            xc
+                            vc
+
+                    let one = withThreads 1 both
+                    let two = withThreads 2 both
+                    Expect.isTrue (one = two) "1-thread and 2-thread results differ")
+
+            testCase "training: 50 SGD steps on lenet5 at 98% follow the dense masked loss trajectory"
+            <| fun () ->
+                let dense, noneSparse, _, _ =
+                    trainLenet5 SparseKernelMode.Off OptimizerKind.Sgd false 50
+
+                let sparse, layers, weights, keeps =
+                    trainLenet5 SparseKernelMode.On OptimizerKind.Sgd false 50
+
+                Expect.isEmpty noneSparse "off: no layer runs sparse"
+                Expect.equal layers [ "conv1"; "conv2"; "fc1"; "fc2" ] "on: every masked layer runs sparse"
+                Expect.equal sparse.Length 50 "steps"
+
+                for k in 0 .. dense.Length - 1 do
+                    let rel = abs (sparse.[k] - dense.[k]) / abs dense.[k]
+
+                    Expect.isLessThanOrEqual
+                        rel
+                        1e-4
+                        $"loss of step %d{k + 1}: sparse %g{sparse.[k]}, dense %g{dense.[k]}"
+
+                Expect.isLessThan (Array.average dense.[45..]) (Array.average dense.[..4]) "the loss went down"
+
+                // The weights got the trained values back: pruned entries exactly zero, kept ones trained.
+                for KeyValue(name, w) in weights do
+                    let keep = keeps.[name]
+
+                    for i in 0 .. w.Length - 1 do
+                        if not keep.[i] then
+                            Expect.equal w.[i] 0.0 $"{name}[{i}] is pruned"
+
+                    Expect.isTrue (Array.exists2 (fun v k -> k && v <> 0.0) w keep) $"{name} has trained kept weights"
+
+            testCase "training: Nesterov and AdamW see only the kept values and follow the dense masked run"
+            <| fun () ->
+                for optimizer, nesterov in [ OptimizerKind.Sgd, true; OptimizerKind.AdamW, false ] do
+                    let dense, _, denseWeights, keeps =
+                        trainLenet5 SparseKernelMode.Off optimizer nesterov 10
+
+                    let sparse, _, sparseWeights, _ =
+                        trainLenet5 SparseKernelMode.On optimizer nesterov 10
+
+                    for k in 0 .. dense.Length - 1 do
+                        Expect.isLessThanOrEqual
+                            (abs (sparse.[k] - dense.[k]) / abs dense.[k])
+                            1e-4
+                            $"%A{optimizer} nesterov {nesterov}: loss of step %d{k + 1}"
+
+                    for KeyValue(name, w) in sparseWeights do
+                        Expect.isLessThanOrEqual
+                            (relDiff denseWeights.[name] w)
+                            1e-4
+                            $"%A{optimizer}: {name} after training"
+
+                        Array.iter2
+                            (fun v k ->
+                                if not k then
+                                    Expect.equal v 0.0 $"{name}: a pruned weight")
+                            w
+                            keeps.[name]
+
+            testCase
+                "training: auto keeps a layer dense unless the sparse kernels measured faster, and trains either way"
+            <| fun () ->
+                let dense, _, _, _ = trainLenet5 SparseKernelMode.Off OptimizerKind.Sgd false 5
+                let auto, layers, _, _ = trainLenet5 SparseKernelMode.Auto OptimizerKind.Sgd false 5
+                // Which layers win depends on this machine's timing; the results must not.
+                Expect.isTrue
+                    (layers
+                     |> List.forall (fun l -> List.contains l [ "conv1"; "conv2"; "fc1"; "fc2" ]))
+                    $"auto chose %A{layers}"
+
+                for k in 0 .. dense.Length - 1 do
+                    Expect.isLessThanOrEqual (abs (auto.[k] - dense.[k]) / abs dense.[k]) 1e-4 $"loss of step %d{k + 1}"
+
+            testCase "the portable build (no AVX2/FMA) matches the dense masked layer as well"
+            <| fun () ->
+                let before = SparsePattern.Vectorized
+
+                try
+                    SparsePattern.Vectorized <- false
+                    Expect.isFalse SparsePattern.Vectorized "the portable build is selected"
+
+                    for seed in 1UL .. 6UL do
+                        for dtype in [ DType.Float64; DType.Float32 ] do
+                            linearCase
+                                {
+                                    DType = dtype
+                                    Batch = 13L
+                                    In = 37L
+                                    Out = 11L
+                                    Density = 0.3
+                                    Transposed = seed % 2UL = 0UL
+                                    Seed = seed
+                                }
+
+                            for layout in [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ] do
+                                convCase
+                                    {
+                                        DType = dtype
+                                        Batch = 3L
+                                        InC = 2L
+                                        OutC = 3L
+                                        H = 9L
+                                        W = 10L
+                                        Kernel = (if seed % 2UL = 0UL then 3L else 5L)
+                                        Stride = int (seed % 3UL) % 2 + 1
+                                        Padding = int (seed % 3UL)
+                                        Density = 0.4
+                                        Transposed = false
+                                        Layout = layout
+                                        Seed = seed
+                                    }
+                finally
+                    SparsePattern.Vectorized <- before
+
+            testCase "--sparse-kernels is an execution setting: recorded with the run, outside the run key"
+            <| fun () ->
+                let plain = Pai.Host.Runs.RunConfig()
+                let sparse = Pai.Host.Runs.RunConfig(SparseKernels = "auto")
+                Expect.equal sparse.Key plain.Key "run key"
+                Expect.stringContains (sparse.CanonicalJson()) "\"sparse_kernels\":\"auto\"" "canonical JSON"
+                Expect.equal (plain.CanonicalJson()) "{}" "the default leaves the canonical JSON as it was"
+
+            testCase "conv2d: unsupported settings are refused with the reason"
+            <| fun () ->
+                inScope (fun () ->
+                    use pattern = SparsePattern.FromMask(Libtorch.Ones([| 2L; 3L; 3L; 3L |]))
+                    let v = Libtorch.Zeros([| 54L |])
+
+                    let wrongChannels =
+                        throws<TorchException>(fun () ->
+                            F.SparseConv2d(Libtorch.Randn([| 1L; 2L; 5L; 5L |]), v, pattern) |> ignore)
+
+                    Expect.stringContains wrongChannels.Message "expected an input [N, 3, H, W]" "channels"
+
+                    let tooSmall =
+                        throws<TorchException>(fun () ->
+                            F.SparseConv2d(Libtorch.Randn([| 1L; 3L; 2L; 2L |]), v, pattern) |> ignore)
+
+                    Expect.stringContains tooSmall.Message "smaller than the 3x3 kernel" "too small")
+        ]
