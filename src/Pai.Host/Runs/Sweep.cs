@@ -205,6 +205,7 @@ public static class Sweep
         readonly HashSet<string> said = [];
         public void Phase(RunConfig config, string phase) => inner.Phase(config, phase);
         public void Training(RunConfig config, TrainProgress progress) => inner.Training(config, progress);
+        public void Sweep(SweepProgress progress) => inner.Sweep(progress);
         public void Log(RunConfig config, string message)
         {
             if (message != Experiment.NoBatchNormNote(config.Model) || said.Add(message)) inner.Log(config, message);
