@@ -59,10 +59,12 @@ public sealed class ThreadsTests
         Assert.DoesNotContain("GOMP_SPINCOUNT = '0'", err);
     }
 
-    // `pai` as a child process with some environment variables set (a value) or removed (null).
+    // `pai` as a child process with some environment variables set (a value) or removed (null),
+    // its tables 200 columns wide so that no line the tests read wraps.
     static (int Code, string Out, string Err) Pai(Dictionary<string, string?>? environment, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.Environment["COLUMNS"] = "200";
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "pai.dll"));
         foreach (var a in args) psi.ArgumentList.Add(a);
         foreach (var (name, value) in environment ?? [])
