@@ -89,6 +89,16 @@ internal static class Cli
     }
 
     /// <summary>
+    /// One line in a colour on a terminal; redirected (logs, CI), the plain line as it is, since
+    /// Spectre would wrap it at the table width and split a message a reader or a test greps for.
+    /// </summary>
+    internal static void ColourLine(string colour, string line)
+    {
+        if (Console.IsOutputRedirected) Console.WriteLine(line);
+        else AnsiConsole.MarkupLine($"[{colour}]{Markup.Escape(line)}[/]");
+    }
+
+    /// <summary>
     /// Checks that a criterion comes with a sparsity and a sparsity with a criterion (a run
     /// without either trains densely unless <paramref name="required"/>).
     /// </summary>
@@ -174,7 +184,7 @@ internal static class Cli
         table.AddRow("[bold]all[/]", report.Kept.ToString("N0"), report.Total.ToString("N0"), report.Density.ToString("P2"));
         AnsiConsole.Write(table);
         if (!report.Collapsed.IsEmpty)
-            AnsiConsole.MarkupLine($"[yellow]warning: layer collapse in {Markup.Escape(string.Join(", ", report.Collapsed))}: no weight left, the network is disconnected there (--keep-one-per-layer prevents it)[/]");
+            ColourLine("yellow", $"warning: layer collapse in {string.Join(", ", report.Collapsed)}: no weight left, the network is disconnected there (--keep-one-per-layer prevents it)");
         CurvatureTable(report.Curvature);
         var seconds = string.Join(", ", report.Seconds.Select(s => $"{s.Item1} {s.Item2:F1} s"));
         Console.WriteLine($"time: {seconds}");

@@ -8,7 +8,7 @@ namespace Pai.Cli;
 /// </summary>
 internal sealed class ConsoleProgress(ProgressContext? live) : IRunProgress
 {
-    readonly LineProgress lines = new(Console.WriteLine, line => AnsiConsole.MarkupLine($"[yellow]{Markup.Escape(line)}[/]"));
+    readonly LineProgress lines = new(Console.WriteLine, line => Cli.ColourLine("yellow", line));
 
     /// <summary>Replaces the runs' labels (e.g. "lenet5 with mask.safetensors" for `pai train --mask`).</summary>
     public string? Label { get => lines.Label; set => lines.Label = value; }

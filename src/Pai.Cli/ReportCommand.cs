@@ -61,7 +61,7 @@ internal static class ReportCommand
 
         var files = ReportWriter.Write(runs, outputDirectory ?? Path.Combine(store.Directory, "report"),
             new ReportOptions { LayerRunKeys = layerRuns, Seeds = seeds });
-        if (files.ChartProblem is { } problem) AnsiConsole.MarkupLine($"[yellow]charts not drawn: {Markup.Escape(problem)}[/]");
+        if (files.ChartProblem is { } problem) Cli.ColourLine("yellow", $"charts not drawn: {problem}");
         var others = new[] { files.Markdown, files.Csv }.Concat(files.Charts).Select(Path.GetFileName);
         AnsiConsole.MarkupLine($"report: [bold]{Markup.Escape(files.Html)}[/] (also {Markup.Escape(string.Join(", ", others))} in {Markup.Escape(files.Directory)})");
     }

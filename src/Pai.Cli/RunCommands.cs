@@ -137,7 +137,7 @@ internal static class RunCommands
     {
         var summary = ConsoleProgress.Show(progress => Pai.Host.Runs.Sweep.Execute(store, sweep, configs, progress, line =>
         {
-            if (line.Contains(" failed: ")) AnsiConsole.MarkupLine($"[red]{Markup.Escape(line)}[/]");
+            if (line.Contains(" failed: ")) Cli.ColourLine("red", line);
             else Console.WriteLine(line);
         }, seeds: seeds));
         Console.WriteLine($"{summary.Ran} run, {summary.Skipped} skipped, {summary.Failed} failed");

@@ -209,8 +209,8 @@ internal static class WorkerCommands
 
     static void Log(string line)
     {
-        if (line.Contains(" failed: ")) AnsiConsole.MarkupLine($"[red]{Markup.Escape(line)}[/]");
-        else if (line.Contains(" lost: ")) AnsiConsole.MarkupLine($"[yellow]{Markup.Escape(line)}[/]");
+        if (line.Contains(" failed: ")) Cli.ColourLine("red", line);
+        else if (line.Contains(" lost: ")) Cli.ColourLine("yellow", line);
         else Console.WriteLine(line);
     }
 
