@@ -39,7 +39,7 @@ internal static class PaiCommand
         what.AcceptOnlyFromAmong("models", "datasets", "criteria");
         var list = new Command("list", "List the models, data sets or criteria (with their formulas).");
         list.Arguments.Add(what);
-        list.SetAction(parse =>
+        list.SetAction(parse => Cli.Guard(parse, () =>
         {
             var table = new Table().Border(TableBorder.Rounded);
             switch (parse.GetValue(what))
@@ -75,7 +75,7 @@ internal static class PaiCommand
             }
             AnsiConsole.Write(table);
             return 0;
-        });
+        }));
         return list;
     }
 

@@ -112,6 +112,8 @@ public sealed class FirstHourTests
     [InlineData("run --nproc 1000", "--nproc 1000 is more than")]
     [InlineData("sweep --workers 1000", "--workers 1000 is more than")]
     [InlineData("run -c hutch_obd -s 0.9 --curvature-classes 1000", "--curvature-classes 1000 is more than the 10 classes of fashion-mnist")]
+    [InlineData("estimate --class-passes 2,11", "--class-passes 11 is more than the 10 classes of fashion-mnist")]
+    [InlineData("list models --threads 100000", "--threads 100000 is more than")]
     // A --store URL's parameters, named with their ranges.
     [InlineData("run --store postgresql://localhost/x?connect_timeout=abc", "connect_timeout=abc in the --store URL is not a whole number from 0 to 1024 seconds")]
     [InlineData("run --store postgresql://localhost/x?connect_timeout=99999999999", "connect_timeout=99999999999 in the --store URL is not a whole number from 0 to 1024")]

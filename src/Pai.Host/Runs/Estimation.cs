@@ -47,6 +47,8 @@ public static class Estimation
 
         using var data = new DataCache();
         var train = data.For(config);
+        if (o.ClassPasses?.FirstOrDefault(k => k > train.Classes) is > 0 and var tooMany)
+            throw new ArgumentException($"--class-passes {tooMany} is more than the {train.Classes} classes of {config.Dataset}: take at most {train.Classes}");
         using var model = Experiment.CreateModel(config, train);
         using var scoring = train.Scoring(config.SamplesPerClass, config.Seed, config.ScoringBatchSize, model.Device);
         var batches = ListModule.OfSeq(scoring);
