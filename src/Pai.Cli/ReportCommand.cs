@@ -12,15 +12,19 @@ internal static class ReportCommand
         var output = new Option<string?>("--out", "-o") { Description = "report directory (default: RESULTS/report)" };
         var layers = new Option<string[]>("--layers") { Description = "run keys whose per-layer density to chart (default: one run per criterion at the highest sparsity)", AllowMultipleArgumentsPerToken = true };
         var wide = new Option<bool>("--wide") { Description = "show every column of the results table in the terminal, with p-values (default: the columns that fit 120 characters)" };
+        var (targetCi, maxSeeds) = RunCommands.SeedTargetOptions("the sweep's --target-ci W: the findings name the cells still wider than ±W accuracy points at --max-seeds seeds");
         var cmd = new Command("report", "Results of the store: a terminal table, report.md, results.csv, accuracy-vs-sparsity and per-layer density charts (SVG and PNG), report.html.");
         cmd.Options.Add(output);
         cmd.Options.Add(layers);
         cmd.Options.Add(wide);
+        cmd.Options.Add(targetCi);
+        cmd.Options.Add(maxSeeds);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
             using var store = WorkerCommands.OpenExistingStore(p);
             var keys = p.GetValue(layers);
-            WriteReport(store, p.GetValue(output), keys is { Length: > 0 } ? keys : null, p.GetValue(wide));
+            var seeds = RunCommands.SeedTargetOf(p.GetValue(targetCi), p.GetValue(maxSeeds), givenSeeds: 1);
+            WriteReport(store, p.GetValue(output), keys is { Length: > 0 } ? keys : null, p.GetValue(wide), seeds);
             return 0;
         }));
         return cmd;

@@ -64,11 +64,7 @@ internal static class RunCommands
         var noDense = new Option<bool>("--no-dense") { Description = "skip the dense baseline" };
         var noReport = new Option<bool>("--no-report") { Description = "do not write the report at the end" };
         var dryRun = new Option<bool>("--dry-run") { Description = "print the runs (key and label) the grid describes, then stop" };
-        var targetCi = new Option<double?>("--target-ci")
-        {
-            Description = "add seeds (the numbers after --seeds, the same for every cell) to the cells whose 95% interval of the mean top-1 is wider than ± this many accuracy points, until it is narrower or --max-seeds is reached",
-        };
-        var maxSeeds = new Option<int?>("--max-seeds") { Description = $"with --target-ci: the most seeds a cell gets, the given ones included (default: {SeedTarget.DefaultMaxSeeds})" };
+        var (targetCi, maxSeeds) = SeedTargetOptions("add seeds (the numbers after --seeds, the same for every cell) to the cells whose 95% interval of the mean top-1 is wider than ± this many accuracy points, until it is narrower or --max-seeds is reached");
         var cmd = new Command("sweep",
             "A grid of criteria × sparsities × seeds × warm-up × ablations, plus a dense baseline, recorded in the store and resumable: " +
             "finished runs are skipped, an interrupted one restarts. With no options it is the main job: lenet5 on Fashion-MNIST, " +
@@ -117,9 +113,14 @@ internal static class RunCommands
         return cmd;
     }
 
+    /// <summary>The options of a seed target (sweep: the target to reach; report: the one the sweep had).</summary>
+    internal static (Option<double?> TargetCi, Option<int?> MaxSeeds) SeedTargetOptions(string targetDescription) =>
+        (new Option<double?>("--target-ci") { Description = targetDescription },
+         new Option<int?>("--max-seeds") { Description = $"with --target-ci: the most seeds a cell gets, the given ones included (default: {SeedTarget.DefaultMaxSeeds})" });
+
     // --target-ci W [--max-seeds K]: --max-seeds alone has nothing to stop at; a target alone stops at the default limit
     // (or at the seeds given, when they are more).
-    static SeedTarget? SeedTargetOf(double? halfWidth, int? maxSeeds, int givenSeeds)
+    internal static SeedTarget? SeedTargetOf(double? halfWidth, int? maxSeeds, int givenSeeds)
     {
         if (halfWidth is null)
             return maxSeeds is null ? null

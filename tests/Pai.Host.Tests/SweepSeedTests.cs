@@ -175,6 +175,15 @@ public sealed class SweepSeedTests
         var markdown = File.ReadAllText(Path.Combine(dir.Path, "report", "report.md"));
         Assert.Equal(atLimitWide > 0, markdown.Contains("Seed limit reached", StringComparison.Ordinal));
 
+        // `pai report` told a target names the cells at its limit (every cell with a spread is wider than ±0.0001 pp at
+        // 2 seeds); told none, it names none.
+        var told = CliEndToEndTests.Run(["report", "--results", dir.Path, "--target-ci", "0.0001", "--max-seeds", "2"]);
+        Assert.True(told.Code == 0, $"exit {told.Code}\n{told.Out}\n{told.Err}");
+        Assert.Contains("Seed limit reached", File.ReadAllText(Path.Combine(dir.Path, "report", "report.md")));
+        Assert.Contains("Seed limit reached", told.Out);
+        var untold = CliEndToEndTests.Run(["report", "--results", dir.Path]);
+        Assert.DoesNotContain("Seed limit reached", untold.Out + File.ReadAllText(Path.Combine(dir.Path, "report", "report.md")));
+
         // The same command again adds nothing, in this process or in local workers.
         var again = CliEndToEndTests.Run([.. adaptive, "--no-report"]);
         Assert.True(again.Code == 0, $"exit {again.Code}\n{again.Out}\n{again.Err}");
