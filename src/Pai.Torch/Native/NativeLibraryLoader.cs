@@ -27,8 +27,8 @@ internal static class NativeLibraryLoader
     /// The wait settings Pai gives libtorch's thread pools unless the user set them: idle OpenMP
     /// (libgomp) threads sleep instead of spinning, and OpenBLAS's sleep after 2⁴ cycles instead of
     /// yielding in a loop for 2²⁸ (about 0.1 s). On a machine whose cores other processes already
-    /// take, spinning threads compete with the ones doing the work (two threads ran 4× slower than
-    /// one at load 9 on 2 cores); on an idle machine waking a sleeping thread costs microseconds.
+    /// take, spinning threads compete with the ones doing the work (measured in benchmarks/README.md,
+    /// "threads under load"); on an idle machine waking a sleeping thread costs microseconds.
     /// </summary>
     internal static readonly (string Name, string Value)[] WaitDefaults = [("OMP_WAIT_POLICY", "PASSIVE"), ("OPENBLAS_THREAD_TIMEOUT", "4")];
 
