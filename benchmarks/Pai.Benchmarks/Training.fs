@@ -76,7 +76,9 @@ let worker (args: Args) =
             LearningRate = 0.01,
             Momentum = 0.9,
             WeightDecay = 5e-4,
-            Schedule = LrSchedule.Constant
+            Schedule = LrSchedule.Constant,
+            // Dense masked, as the PyTorch side trains (the sparse kernels have their own benchmark).
+            SparseKernels = SparseKernelMode.Off
         )
 
     let watch = Stopwatch.StartNew()

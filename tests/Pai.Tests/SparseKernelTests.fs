@@ -625,9 +625,11 @@ let tests =
             testCase "--sparse-kernels is an execution setting: recorded with the run, outside the run key"
             <| fun () ->
                 let plain = Pai.Host.Runs.RunConfig()
-                let sparse = Pai.Host.Runs.RunConfig(SparseKernels = "auto")
-                Expect.equal sparse.Key plain.Key "run key"
-                Expect.stringContains (sparse.CanonicalJson()) "\"sparse_kernels\":\"auto\"" "canonical JSON"
+                let dense = Pai.Host.Runs.RunConfig(SparseKernels = "off")
+                Expect.equal plain.SparseKernels "auto" "auto is the default"
+                Expect.equal (TrainOptions().SparseKernels) SparseKernelMode.Auto "auto is the trainer's default too"
+                Expect.equal dense.Key plain.Key "run key"
+                Expect.stringContains (dense.CanonicalJson()) "\"sparse_kernels\":\"off\"" "canonical JSON"
                 Expect.equal (plain.CanonicalJson()) "{}" "the default leaves the canonical JSON as it was"
 
             testCase "conv2d: unsupported settings are refused with the reason"
