@@ -5,9 +5,12 @@ Per step: gather a shuffled batch from the in-memory uint8 images, convert to fl
 normalize (x * scale - shift per channel, as Pai's loader), zero_grad(set_to_none=True) (Pai
 drops gradients the same way), forward in train mode, mean cross-entropy, backward,
 torch.optim.SGD(momentum 0.9, weight decay 5e-4), and the running loss and accuracy that Pai's
-trainer also keeps (loss.item(), argmax == target). With --sparsity the mask is applied to the
-gradients before and to the weights after every step, as Pai does.
-Prints one JSON line: images/s over the timed steps and the peak RSS (VmHWM).
+trainer also keeps (loss.item(), argmax == target). With --sparsity (a random mask) or
+--mask-file (a safetensors mask by parameter name, e.g. SNIP's from `sparse-training`) the mask is
+applied to the gradients before and to the weights after every step, as Pai does. --eval-batches E
+then times E evaluation batches (eval mode, no gradients, summed loss and top-5 as Pai's Evaluate).
+Prints one JSON line: images/s and ms per step over the timed steps, ms per evaluation batch and
+the peak RSS (VmHWM).
 """
 import argparse
 import gzip
@@ -66,6 +69,9 @@ def main():
     ap.add_argument('--steps', type=int, default=200)
     ap.add_argument('--warmup', type=int, default=20)
     ap.add_argument('--sparsity', type=float, default=0.0)
+    ap.add_argument('--mask-file', default='')
+    ap.add_argument('--eval-batches', type=int, default=0)
+    ap.add_argument('--kernels', default='off', help='ignored: PyTorch trains dense masked')
     ap.add_argument('--cifar-count', type=int, default=50000)
     ap.add_argument('--oracles', required=True)
     ap.add_argument('--fashion-mnist', default='/usr/share/datasets/fashion-mnist')
@@ -92,7 +98,16 @@ def main():
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     masks = []
-    if a.sparsity > 0:
+    if a.mask_file:
+        from safetensors_io import load
+        named = dict(model.named_parameters())
+        for name, keep in load(a.mask_file).items():
+            p = named[name]
+            masks.append((p, keep.to(dtype=p.dtype, device=dev)))
+        with torch.no_grad():
+            for p, m in masks:
+                p.mul_(m)
+    elif a.sparsity > 0:
         g = torch.Generator().manual_seed(1)
         for name, p in model.named_parameters():
             if name.endswith('weight') and p.dim() in (2, 4):
@@ -139,9 +154,24 @@ def main():
     seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - c0
 
+    eval_ms = 0.0
+    if a.eval_batches > 0:
+        model.eval()
+        t2 = time.perf_counter()
+        with torch.no_grad():
+            for i in range(a.eval_batches):
+                x = images[i * a.batch:(i + 1) * a.batch].to(dev).float() * scale - shift
+                y = labels[i * a.batch:(i + 1) * a.batch].to(dev)
+                logits = model(x)
+                F.cross_entropy(logits, y, reduction='sum').item()
+                int((logits.topk(min(5, logits.shape[1]), 1).indices == y.unsqueeze(1)).count_nonzero().item())
+        if dev.type == 'cuda':
+            torch.cuda.synchronize(dev)
+        eval_ms = (time.perf_counter() - t2) * 1000 / a.eval_batches
+
     rss_mb = peak_rss_mb()
     print(json.dumps({'side': 'pytorch', 'model': a.model, 'img_s': a.steps * a.batch / seconds, 'seconds': seconds,
-                      'cpu_seconds': cpu_seconds,
+                      'step_ms': seconds * 1000 / a.steps, 'eval_ms': eval_ms, 'cpu_seconds': cpu_seconds,
                       'peak_rss_mb': rss_mb, 'threads': torch.get_num_threads(), 'train_loss': loss_sum / seen}))
 
 

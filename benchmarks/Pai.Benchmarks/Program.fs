@@ -40,6 +40,13 @@ let usage =
       (dense product, gradient times the mask) at random-uniform and SNIP-like densities, median
       of interleaved repeats, with each mask's multiply-add limit. Threads default to 1 here.
 
+  sparse-training [--models lenet300,lenet5,resnet20,vgg11] [--sparsities 0.9,0.98,0.995]
+           [--threads 1,2] [--batch 128] [--repeats 5] [--steps S] [--warmup W] [--eval-batches 5]
+      Whole training steps (forward, backward, optimizer) and evaluation batches on SNIP masks:
+      Pai with the sparse kernels on and auto against Pai dense masked and PyTorch dense masked on
+      the same masks, every configuration in a fresh process, interleaved; medians as speedups
+      beside the mask's multiply-add limit, the layers auto ran sparse, and peak RSS.
+
 Threads default to every core for both sides (loader: 2)."""
 
 [<EntryPoint>]
@@ -50,6 +57,7 @@ let main argv =
     | "scoring" :: rest -> Scoring.run (Args.Parse rest)
     | "loader" :: rest -> Loader.run (Args.Parse rest)
     | "sparse-kernels" :: rest -> SparseKernels.run (Args.Parse rest)
+    | "sparse-training" :: rest -> Training.runSparse (Args.Parse rest)
     | "exact-scoring" :: rest -> Scoring.runExact (Args.Parse rest)
     | _ ->
         eprintfn "%s" usage

@@ -267,65 +267,70 @@ PAI_INLINE T dot_strided(const T* __restrict a, const T* __restrict b, int64_t s
   return acc;
 }
 
-// Output planes r = n·O + o in [begin, end): out[n, o] = Σ over kept (c, i, j) of w·x[n, c] shifted.
-// Here a.xt is the input [N, C, H, W] and a.out the output [N, O, Ho, Wo].
-template <class T>
-PAI_INLINE void conv_nchw_forward(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  const int64_t plane = a.ho * a.wo, kk = a.kh * a.kw;
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t n = r / a.o, o = r % a.o;
-    T* out = a.out + r * plane;
-    zero(out, plane);
-    for (int64_t k = a.row_ptr[o]; k < a.row_ptr[o + 1]; ++k) {
-      const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
-      int64_t lo, hi;
-      valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
-      if (lo > hi) continue;
-      const T wgt = a.values[k];
-      const T* in = a.xt + (n * a.c + c) * a.h * a.w;
-      for (int64_t y = 0; y < a.ho; ++y) {
-        const int64_t yy = y * a.stride + i - a.pad_h;
-        if (yy < 0 || yy >= a.h) continue;
-        const T* x = in + yy * a.w + lo * a.stride + j - a.pad_w;
-        T* dst = out + y * a.wo + lo;
-        if (a.stride == 1)
-          axpy(dst, wgt, x, hi - lo + 1);
-        else
-          axpy_strided(dst, wgt, x, a.stride, hi - lo + 1);
-      }
+// One kept weight at kernel offset (i, j) between an output plane [Ho, Wo] (small) and an input
+// plane [H, W] (big), over the output columns [lo, hi] whose input column is inside the image:
+// forward adds w·(every s-th input column) into the output, the input gradient scatters w·output
+// back into every s-th input column.
+template <bool ToInput, class T, class Small, class Big>
+PAI_INLINE void nchw_tap(const ConvArgs<T>& a, T wgt, int64_t i, int64_t j, int64_t lo, int64_t hi, Small small, Big big) {
+  const int64_t len = hi - lo + 1;
+  for (int64_t y = 0; y < a.ho; ++y) {
+    const int64_t yy = y * a.stride + i - a.pad_h;
+    if (yy < 0 || yy >= a.h) continue;
+    const auto out = small + y * a.wo + lo;
+    const auto in = big + yy * a.w + lo * a.stride + j - a.pad_w;
+    if constexpr (ToInput) {
+      if (a.stride == 1)
+        axpy(in, wgt, out, len);
+      else
+        axpy_scatter(in, wgt, out, a.stride, len);
+    } else {
+      if (a.stride == 1)
+        axpy(out, wgt, in, len);
+      else
+        axpy_strided(out, wgt, in, a.stride, len);
     }
   }
 }
 
-// Input-gradient planes r = n·C + c in [begin, end), from a.got = dO [N, O, Ho, Wo] into a.out = dX.
-template <class T>
-PAI_INLINE void conv_nchw_input_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  const int64_t plane = a.h * a.w, kk = a.kh * a.kw;
+// The forward and the input gradient, planes r in [begin, end) of a.out: each plane is zeroed, then
+// every kept weight that touches it adds its tap. Forward: r = n·O + o, from the input a.xt
+// [N, C, H, W] into the output [N, O, Ho, Wo], over row o of the weight (kept weights in row order).
+// Input gradient: r = n·C + c, from a.got = dO [N, O, Ho, Wo] into dX, over the transposed layout's
+// columns of input channel c (kernel offset, then output channel): the order of the sums is fixed.
+template <bool ToInput, class T>
+PAI_INLINE void conv_nchw_planes(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t kk = a.kh * a.kw, channels = ToInput ? a.c : a.o;
+  const int64_t plane = ToInput ? a.h * a.w : a.ho * a.wo;
   for (int64_t r = begin; r < end; ++r) {
-    const int64_t n = r / a.c, c = r % a.c;
-    T* dx = a.out + r * plane;
-    zero(dx, plane);
-    for (int64_t col = c * kk; col < (c + 1) * kk; ++col) {
-      const int64_t i = (col % kk) / a.kw, j = col % a.kw;
+    const int64_t n = r / channels, p = r % channels;
+    T* dst = a.out + r * plane;
+    zero(dst, plane);
+    const int64_t first = ToInput ? a.col_ptr[p * kk] : a.row_ptr[p];
+    const int64_t last = ToInput ? a.col_ptr[(p + 1) * kk] : a.row_ptr[p + 1];
+    for (int64_t e = first; e < last; ++e) {
+      const int64_t k = ToInput ? a.col_perm[e] : e;
+      const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
+      const int64_t o = ToInput ? a.col_rows[e] : p;
       int64_t lo, hi;
       valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
       if (lo > hi) continue;
-      for (int64_t e = a.col_ptr[col]; e < a.col_ptr[col + 1]; ++e) {
-        const T wgt = a.values[a.col_perm[e]];
-        const T* go = a.got + (n * a.o + a.col_rows[e]) * a.ho * a.wo;
-        for (int64_t y = 0; y < a.ho; ++y) {
-          const int64_t yy = y * a.stride + i - a.pad_h;
-          if (yy < 0 || yy >= a.h) continue;
-          T* dst = dx + yy * a.w + lo * a.stride + j - a.pad_w;
-          const T* src = go + y * a.wo + lo;
-          if (a.stride == 1)
-            axpy(dst, wgt, src, hi - lo + 1);
-          else
-            axpy_scatter(dst, wgt, src, a.stride, hi - lo + 1);
-        }
-      }
+      if constexpr (ToInput)
+        nchw_tap<true>(a, a.values[k], i, j, lo, hi, a.got + (n * a.o + o) * a.ho * a.wo, dst);
+      else
+        nchw_tap<false>(a, a.values[k], i, j, lo, hi, dst, a.xt + (n * a.c + c) * a.h * a.w);
     }
   }
+}
+
+template <class T>
+PAI_INLINE void conv_nchw_forward(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  conv_nchw_planes<false>(a, begin, end);
+}
+
+template <class T>
+PAI_INLINE void conv_nchw_input_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  conv_nchw_planes<true>(a, begin, end);
 }
 
 // dvalues[k] = Σ_n Σ_y Σ_x dO[n, o, y, x]·x[n, c, y·s + i − p, x·s + j − p] for k in [begin, end).

@@ -97,12 +97,20 @@ public sealed class TrainOutcome : IDisposable
     /// <summary>Every epoch's results; the last one's test metrics are the run's.</summary>
     public IReadOnlyList<EpochResult> Epochs { get; }
 
-    /// <summary>Writes weights, buffers and the mask (as "mask/NAME") to a safetensors checkpoint.</summary>
+    /// <summary>
+    /// Writes weights, buffers and the mask (as "mask/NAME") to a safetensors checkpoint; a masked
+    /// one says in its metadata which layers trained on the sparse kernels ("sparse_layers", e.g. "conv2,fc1").
+    /// </summary>
     public void SaveCheckpoint(string path, RunConfig config)
     {
         var tensors = Model.State();
-        if (Mask is not null) tensors = tensors.Concat(Mask.Select(k => ("mask/" + k.Key, k.Value)));
-        Safetensors.Save(Path.GetFullPath(path), tensors, new Dictionary<string, string> { ["config"] = config.CanonicalJson() });
+        var metadata = new Dictionary<string, string> { ["config"] = config.CanonicalJson() };
+        if (Mask is not null)
+        {
+            tensors = tensors.Concat(Mask.Select(k => ("mask/" + k.Key, k.Value)));
+            metadata["sparse_layers"] = string.Join(",", Epochs[^1].SparseLayers);
+        }
+        Safetensors.Save(Path.GetFullPath(path), tensors, metadata);
     }
 
     /// <summary>Frees the model, the mask and the data.</summary>

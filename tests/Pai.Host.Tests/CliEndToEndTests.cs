@@ -174,6 +174,59 @@ public class CliEndToEndTests
         Assert.Contains("finished earlier", output);
     }
 
+    // --sparse-kernels auto (the default) chooses each layer's kernel by timing, and the two round
+    // differently: the choices are kept in the cache folder, so a rerun on this machine chooses
+    // alike and writes bit-identical weights. The file decides (edited, the run follows it), the run
+    // record says how each layer trained, and a corrupt file is measured anew and replaced.
+    [Fact]
+    public void Auto_sparse_kernels_keep_their_choices_so_a_rerun_gives_bit_identical_weights()
+    {
+        using var dir = new TempDirectory();
+        var cacheFile = dir.File("cache", "sparse-kernels.json");
+        var environment = new Dictionary<string, string?> { [CalibrationCache.DirectoryVariable] = dir.File("cache") };
+        (RunRecord Run, byte[] Checkpoint, string Mask) RunOnce(string name, params string[] extra)
+        {
+            var results = dir.File(name);
+            var (code, output, err) = RunWith(null, environment, ["run", .. Tiny, "-c", "snip", "-s", "0.98", "--epochs", "1", "--results", results, .. extra]);
+            Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
+            Assert.Contains("sparse kernels (", output);
+            using var store = new SqliteRunStore(results);
+            var run = Assert.Single(store.All());
+            return (run, File.ReadAllBytes(store.CheckpointPath(run.Key)), store.MaskPath(run.Key));
+        }
+        static List<string?> Kernels(RunRecord r) => r.Prune!.Layers.Select(l => l.Kernel).ToList();
+
+        var first = RunOnce("first");
+        Assert.True(File.Exists(cacheFile), "the calibration's choices are kept");
+        Assert.All(Kernels(first.Run), k => Assert.Contains(k, new[] { "sparse", "dense" }));
+        var second = RunOnce("second");
+        Assert.Equal(Kernels(first.Run), Kernels(second.Run));
+        Assert.True(first.Checkpoint.SequenceEqual(second.Checkpoint), "the rerun's checkpoint differs");
+
+        // Every choice made dense, then every one sparse: the runs follow the file, not a new measurement.
+        foreach (var (choice, kernel) in new[] { ("dense", "dense"), ("BatchInnermost", "sparse") })
+        {
+            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(cacheFile))!;
+            var choices = json["choices"]!.AsObject();
+            Assert.Equal(4, choices.Count); // lenet5's four masked layers
+            foreach (var key in choices.Select(c => c.Key).ToList()) choices[key] = choice;
+            File.WriteAllText(cacheFile, json.ToJsonString());
+            Assert.All(Kernels(RunOnce(choice).Run), k => Assert.Equal(kernel, k));
+        }
+
+        File.WriteAllText(cacheFile, "{\"version\": 1, \"choices\": {\"linear|");
+        RunOnce("corrupt");
+        Assert.Equal(4, System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(cacheFile))!["choices"]!.AsObject().Count);
+
+        // `pai train --mask` says in its checkpoint which layers trained sparse (on: all of them).
+        var checkpoint = dir.File("trained.safetensors");
+        var trained = RunWith(null, environment, ["train", "-m", "lenet5", "-d", "synthetic", "--mask", first.Mask, "-e", "1", "--max-batches", "1",
+            "--threads", "1", "--sparse-kernels", "on", "-o", checkpoint]);
+        Assert.True(trained.Code == 0, $"exit {trained.Code}\n{trained.Out}\n{trained.Err}");
+        Assert.Contains("sparse kernels (on): conv1, conv2, fc1, fc2", trained.Out);
+        Assert.Equal("conv1,conv2,fc1,fc2", Safetensors.ReadHeader(checkpoint).Metadata["sparse_layers"]);
+    }
+
     // TERM says a colour terminal, but the output goes to a pipe (these helpers redirect it):
     // plain text, no ANSI code, tables at 120 columns or at COLUMNS; NO_COLOR changes nothing there.
     [Theory]

@@ -53,6 +53,9 @@ public sealed class FirstHourTests
         Assert.Matches(@"--model[^\n]*\[default: lenet5\]\n", sweep);
         var train = Pai("train", "--help").Out;
         Assert.Matches(@"--epochs[^\n]*\[default: 10\]", train);
+        // Masked layers run sparse wherever that measured faster, everywhere training happens.
+        foreach (var help in new[] { sweep, train, Pai("run", "--help").Out })
+            Assert.Matches(@"--sparse-kernels[^\n]*auto \(where a short calibration measures them faster[^\n]*\[default: auto\]", help);
         foreach (var pruningOnly in new[] { "--probes", "--probe-scope", "--hvp-budget", "--criterion", "--warmup", "--keep-one-per-layer" })
             Assert.DoesNotContain(pruningOnly, train);
     }

@@ -506,7 +506,7 @@ public static class Experiment
             FinalTop5 = last.Test?.Top5,
             FinalLoss = last.Test?.Loss,
             PhaseSeconds = phases,
-            Prune = pruned?.Summary,
+            Prune = pruned?.Summary?.WithKernels(last.SparseLayers),
             Seeds = SeedsOf(c),
             PaiVersion = PaiHost.Version,
             LibtorchVersion = Libtorch.Version,

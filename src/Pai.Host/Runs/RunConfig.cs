@@ -218,8 +218,8 @@ public sealed record RunConfig
     [Setting(SettingGroup.Execution, "--device", "where to compute: cpu, cuda or cuda:N (default: cuda when this libtorch sees a GPU, else cpu)")]
     public string? Device { get; init; }
     /// <summary>"auto", "on" or "off": whether masked layers train with the sparse kernels (CPU; results agree to float rounding).</summary>
-    [Setting(SettingGroup.Execution, "--sparse-kernels", "masked layers on sparse kernels (CPU): auto (where a short calibration measures them faster), on, off", Choices = ["auto", "on", "off"])]
-    public string SparseKernels { get; init; } = "off";
+    [Setting(SettingGroup.Execution, "--sparse-kernels", "masked layers on sparse kernels (CPU): auto (where a short calibration measures them faster; kept in ~/.cache/pai, or $PAI_CACHE_DIR, so a rerun on this machine chooses alike), on, off", Choices = ["auto", "on", "off"])]
+    public string SparseKernels { get; init; } = "auto";
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
     static readonly JsonObject Defaults = (JsonObject)JsonSerializer.SerializeToNode(new RunConfig(), Json)!;

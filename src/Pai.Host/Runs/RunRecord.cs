@@ -22,7 +22,12 @@ public sealed record EpochMetrics(int Epoch, double TrainLoss, double TrainTop1,
 /// <param name="Kept">Weights kept.</param>
 /// <param name="Total">Prunable weights of the layer.</param>
 /// <param name="Flops">Dense multiply-adds of the layer for one image (null: not recorded, runs before it was).</param>
-public sealed record LayerDensityRecord(string Name, long Kept, long Total, long? Flops = null);
+/// <param name="Kernel">
+/// How the layer trained: "sparse" (the sparse kernels, --sparse-kernels) or "dense" (masked dense
+/// weights); null before training or in runs from before it was recorded. An execution detail,
+/// outside the run key.
+/// </param>
+public sealed record LayerDensityRecord(string Name, long Kept, long Total, long? Flops = null, string? Kernel = null);
 
 /// <summary>How one layer's curvature diagonal was obtained and its achieved error.</summary>
 /// <param name="Name">Layer (weight) name.</param>
@@ -79,6 +84,16 @@ public sealed record PruneSummary(string Criterion, IReadOnlyList<LayerDensityRe
             Layers = Layers.Select(l => l with { Flops = byName.TryGetValue(l.Name, out var f) ? f : null }).ToList(),
             DenseFlops = flops.Sum(f => f.MultiplyAdds),
         };
+    }
+
+    /// <summary>
+    /// The summary with each layer's kernel: "sparse" for the weights of <paramref name="sparseLayers"/>
+    /// (the layers' names, e.g. "fc1", whose weight is "fc1.weight"), "dense" for the others.
+    /// </summary>
+    public PruneSummary WithKernels(IReadOnlyList<string> sparseLayers)
+    {
+        var sparse = sparseLayers.Select(l => l + ".weight").ToHashSet(StringComparer.Ordinal);
+        return this with { Layers = Layers.Select(l => l with { Kernel = sparse.Contains(l.Name) ? "sparse" : "dense" }).ToList() };
     }
 
     /// <summary>

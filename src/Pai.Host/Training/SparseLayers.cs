@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 
 namespace Pai.Host.Training;
@@ -130,12 +129,16 @@ internal sealed class SparseLayers : IDisposable
 
     /// <summary>
     /// Times one training step of a layer (forward and backward) dense and in each sparse variant
-    /// on random data of the layer's shapes, and remembers the fastest per shape, kept count,
-    /// dtype and thread count for the rest of the process.
+    /// on random data of the layer's shapes, and keeps the fastest per layer kind, shapes, kept
+    /// count, dtype, thread count and vector path: for the rest of the process and in a file under
+    /// the user's cache folder (<see cref="CalibrationCache"/>). The variants round differently, so
+    /// a timing-based choice made anew could differ between two runs; reading it back makes a
+    /// rerun on the same machine choose alike and give bit-identical weights.
     /// </summary>
     static class Calibration
     {
-        static readonly ConcurrentDictionary<string, SparseConvLayout?> Cache = new();
+        static readonly Dictionary<string, SparseConvLayout?> Chosen = new();
+        static readonly object Gate = new();
 
         /// <summary>The sparse layout to run, or null for dense (only when <paramref name="includeDense"/>).</summary>
         public static SparseConvLayout? Choose(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense)
@@ -144,9 +147,33 @@ internal sealed class SparseLayers : IDisposable
             using (var scope = new DisposeScope()) kept = keep.CountNonZero();
             var geometry = layer is Conv2d c ? $"conv s{c.Stride} p{c.Padding}" : "linear";
             var key = string.Join('|', geometry, string.Join('x', weight.Shape), string.Join('x', inputShape), kept, first,
-                weight.DType, Libtorch.NumThreads, includeDense);
-            return Cache.GetOrAdd(key, _ => Measure(layer, weight, keep, inputShape, first, includeDense));
+                weight.DType, Libtorch.NumThreads, SparsePattern.Vectorized ? "avx2" : "portable", includeDense ? "auto" : "on");
+            // One calibration at a time: two measuring side by side would time each other.
+            lock (Gate)
+            {
+                if (Chosen.TryGetValue(key, out var known)) return known;
+                SparseConvLayout? choice;
+                if (CalibrationCache.Read(key) is { } stored && Valid(stored, layer, includeDense))
+                    choice = Parse(stored);
+                else
+                {
+                    choice = Measure(layer, weight, keep, inputShape, first, includeDense);
+                    CalibrationCache.Write(key, choice?.ToString() ?? Dense);
+                }
+                Chosen[key] = choice;
+                return choice;
+            }
         }
+
+        const string Dense = "dense";
+
+        // A stored choice this layer can run in this mode (a hand-edited or foreign entry is measured anew).
+        static bool Valid(string stored, Module layer, bool includeDense) =>
+            stored == Dense ? includeDense
+            : Enum.TryParse<SparseConvLayout>(stored, out var layout) && Enum.IsDefined(layout)
+              && (layout == SparseConvLayout.BatchInnermost || layer is Conv2d);
+
+        static SparseConvLayout? Parse(string stored) => stored == Dense ? null : Enum.Parse<SparseConvLayout>(stored);
 
         static SparseConvLayout? Measure(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense)
         {

@@ -54,7 +54,7 @@ public sealed record TrainOptions
     /// <summary>Stop an epoch after this many batches (null = the whole epoch): for short budgets.</summary>
     public int? MaxBatchesPerEpoch { get; init; }
     /// <summary>Whether masked layers train with the sparse kernels (CPU only; results agree to float rounding).</summary>
-    public SparseKernelMode SparseKernels { get; init; } = SparseKernelMode.Off;
+    public SparseKernelMode SparseKernels { get; init; } = SparseKernelMode.Auto;
 
     /// <summary>Batches one epoch runs when the loader has <paramref name="available"/>: <see cref="MaxBatchesPerEpoch"/> caps them.</summary>
     public int BatchesPerEpoch(int available) => MaxBatchesPerEpoch is { } m ? Math.Min(m, available) : available;
