@@ -389,7 +389,6 @@ type ScoringContext =
 /// The full specification of one pruning run.
 type PruneSpec =
     {
-        Criterion: string
         /// Fraction of prunable weights removed, in [0, 1).
         Sparsity: float
         Scope: Scope
@@ -398,15 +397,25 @@ type PruneSpec =
         Schedule: Schedule
         /// BN warm-up batches before scoring (0 = off).
         WarmupBatches: int
-        /// Scoring samples per class.
-        SamplesPerClass: int
-        /// Scoring batch size.
-        ScoringBatchSize: int
         Curvature: CurvatureOptions
         /// Keep at least one weight in every layer (off by default: collapse is reported instead).
         KeepOnePerLayer: bool
         Seed: uint64
     }
+
+    /// One-shot global pruning to 90% sparsity, no BN warm-up, the default curvature options,
+    /// seed 0: change what differs with `{ PruneSpec.Default with … }`.
+    static member Default =
+        {
+            Sparsity = 0.9
+            Scope = Scope.Global
+            Rounds = 1
+            Schedule = Schedule.Exponential
+            WarmupBatches = 0
+            Curvature = CurvatureOptions.Default
+            KeepOnePerLayer = false
+            Seed = 0UL
+        }
 
 /// Kept and total weights of one layer.
 type LayerDensity =

@@ -52,18 +52,9 @@ let private setup () =
     let batches = singles (batch 5UL 6 6 3 DType.Float64)
     model, batches
 
-let private spec (criterion: Criterion) =
-    {
-        Criterion = criterion.Name
+let private spec =
+    { PruneSpec.Default with
         Sparsity = 0.7
-        Scope = Scope.Global
-        Rounds = 1
-        Schedule = Schedule.Exponential
-        WarmupBatches = 0
-        SamplesPerClass = 1
-        ScoringBatchSize = 1
-        Curvature = CurvatureOptions.Default
-        KeepOnePerLayer = false
         Seed = 3UL
     }
 
@@ -99,7 +90,7 @@ let tests =
                     "stored statistics"
 
                 let prune (c: Criterion) =
-                    Pruning.prune (spec c) c model [ 6L ] batches Seq.empty [] ignore
+                    Pruning.prune spec c model [ 6L ] batches Seq.empty [] ignore
 
                 let a = prune custom
                 let b = prune reference

@@ -194,14 +194,11 @@ public static class Experiment
 
     /// <summary>The F# prune specification of a run.</summary>
     public static PruneSpec PruneSpecOf(RunConfig c, Criterion criterion) => new(
-        c.Criterion,
         c.Sparsity,
         c.Scope == "layer" ? Scope.PerLayer : Scope.Global,
         c.Rounds ?? criterion.DefaultRounds,
         Schedule.Exponential,
         c.WarmupBatches,
-        c.SamplesPerClass,
-        c.ScoringBatchSize,
         CurvatureOf(c),
         c.KeepOnePerLayer,
         c.Seed);
@@ -282,7 +279,7 @@ public static class Experiment
                         new Dictionary<string, string> { ["config"] = c.CanonicalJson(), ["criterion"] = criterion.Name, ["formula"] = Formula.render(criterion.Formula) });
             if (store is not null)
                 foreach (var (name, value) in result.Statistics)
-                    SaveStatistic(store.ScoreCachePath(StatisticCacheKey(c, name)), name, value, model.Prunable.Select(p => p.Key));
+                    SaveStatistic(store.StatisticPath(StatisticCacheKey(c, name)), name, value, model.Prunable.Select(p => p.Key));
         }
         finally
         {
@@ -330,7 +327,7 @@ public static class Experiment
         var known = new List<Tuple<string, StatisticValue>>();
         foreach (var statistic in Criteria.storedStatistics(criterion))
         {
-            var path = store.ScoreCachePath(StatisticCacheKey(c, statistic.Name));
+            var path = store.StatisticPath(StatisticCacheKey(c, statistic.Name));
             if (!File.Exists(path)) continue;
             try
             {
