@@ -308,13 +308,6 @@ module HessianEstimator =
             | "auto" -> Ok(Some HessianEstimator.Hutchinson)
             | other -> Error $"--curvature: unknown value '%s{other}'; valid: auto, exact, hutchinson"
 
-    /// Reads a name back ("exact" or "hutchinson"); anything else is an error naming both.
-    let parse (text: string) =
-        match text with
-        | "exact" -> HessianEstimator.Exact
-        | "hutchinson" -> HessianEstimator.Hutchinson
-        | other -> invalidArg "estimator" $"unknown Hessian-diagonal estimator '%s{other}': use exact or hutchinson"
-
 /// How the Hessian-diagonal statistic is computed (its temperature is part of the statistic).
 /// Every field but Estimator configures Hutchinson and is unused by the exact method.
 type CurvatureOptions =
