@@ -76,7 +76,7 @@ module Pipeline =
     /// The dense baseline: no pruning.
     let dense (stage: Pai.Host.ModelStage) = stage.Dense()
     /// Scores and prunes, printing the run's progress.
-    let prune (sparsity: float) (stage: Pai.Host.ScoreStage) = stage.Prune(sparsity, null, progress)
+    let prune (sparsity: float) (stage: Pai.Host.CriterionStage) = stage.Prune(sparsity, null, progress)
     /// Trains, printing the run's progress.
     let train (budget: Pai.Host.Budget) (stage: Pai.Host.PrunedStage) = stage.Train(budget, progress)
     let record (store: IRunStore) (stage: Pai.Host.TrainedStage) = stage.Record(store)

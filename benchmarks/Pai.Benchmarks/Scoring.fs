@@ -46,17 +46,10 @@ let private criterionJob (name: string) (c: Criterion) (ctx: ScoringContext) =
 
 let private synflowPruneJob (rounds: int) (sparsity: float) (ctx: ScoringContext) =
     let spec =
-        {
-            Criterion = "synflow"
+        { PruneSpec.Default with
             Sparsity = sparsity
-            Scope = Scope.Global
             Rounds = rounds
-            Schedule = Schedule.Exponential
-            WarmupBatches = 0
-            SamplesPerClass = 10
-            ScoringBatchSize = 1
             Curvature = ctx.Curvature
-            KeepOnePerLayer = false
             Seed = ctx.Seed
         }
 

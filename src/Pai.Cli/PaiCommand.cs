@@ -66,7 +66,7 @@ internal static class PaiCommand
                     AnsiConsole.Write(table);
                     var stats = new Table().Border(TableBorder.Rounded).Title("write your own: -c \"FORMULA\" over these statistics");
                     stats.AddColumns("statistic", "what");
-                    foreach (var (name, what) in StatisticModule.described) stats.AddRow(Markup.Escape(name), Markup.Escape(what));
+                    foreach (var (name, what) in Statistics.described) stats.AddRow(Markup.Escape(name), Markup.Escape(what));
                     foreach (var (name, what) in Formula.functionsDescribed) stats.AddRow(Markup.Escape(name + "(…)"), Markup.Escape(what));
                     stats.AddRow("+ - * / ^", "arithmetic (^ takes a number exponent); temperatures go into the statistic: grad(T=200)");
                     table = stats;

@@ -53,19 +53,19 @@ public sealed record ModelStage(RunConfig Config)
     /// A built-in is recorded by its name, any other criterion by its canonical formula text, so
     /// the run key equals that of <c>pai run -c NAME</c> or <c>-c "FORMULA"</c>.
     /// </summary>
-    public ScoreStage Score(Criterion criterion) =>
+    public CriterionStage Score(Criterion criterion) =>
         Score(Registry.names.Contains(criterion.Name) && criterion.Name != Registry.learnedName &&
               Formula.render(Registry.resolve(Experiment.TemperaturesOf(Config), criterion.Name).ResultValue.Formula) == Formula.render(criterion.Formula)
             ? criterion.Name
             : Formula.render(criterion.Formula));
 
     /// <summary>Chooses the criterion by name (<c>pai list criteria</c>) or formula text, e.g. "abs(theta * grad)".</summary>
-    public ScoreStage Score(string criterion)
+    public CriterionStage Score(string criterion)
     {
         // A criterion needs a sparsity to validate; 0.5 stands in until prune sets the real one.
         var c = Config with { Criterion = criterion, Sparsity = 0.5 };
         PaiHost.Configure(c);
-        return new ScoreStage(Config with { Criterion = criterion });
+        return new CriterionStage(Config with { Criterion = criterion });
     }
 
     /// <summary>Skips pruning: the dense baseline.</summary>
@@ -74,7 +74,7 @@ public sealed record ModelStage(RunConfig Config)
 
 /// <summary>A pipeline that has chosen its criterion; scoring runs in <see cref="Prune"/>, since iterative criteria (SynFlow's 100 rounds) rescore the masked model at each round towards the sparsity.</summary>
 /// <param name="Config">The run so far.</param>
-public sealed record ScoreStage(RunConfig Config)
+public sealed record CriterionStage(RunConfig Config)
 {
     /// <summary>
     /// Initializes the model from the run's seed, warms up batch norm, scores and keeps the top

@@ -215,7 +215,9 @@ module ProbeScope =
 
             groups
 
-/// Which method the Hessian-diagonal statistic (hdiag) takes.
+/// Which method the Hessian-diagonal statistic (hdiag) takes: the run's curvature choice, settled
+/// by HessianEstimator.settle. How each layer's diagonal came out is its CurvatureMethod (the
+/// Hutchinson estimator computes some layers exactly).
 [<RequireQualifiedAccess>]
 type HessianEstimator =
     /// The Gauss–Newton identity (PerSample.exactHessianDiagonal): exact, C backward passes per
@@ -226,6 +228,27 @@ type HessianEstimator =
     /// second-order paper's estimator).
     | Hutchinson
 
+/// What settles a run's Hessian-diagonal estimator (HessianEstimator.settle).
+type CurvatureRequest =
+    {
+        /// The curvature setting: "auto", "exact" or "hutchinson" (--curvature).
+        Setting: string
+        /// Whether the criterion reads the Hessian diagonal (a learned criterion does).
+        ReadsHessianDiagonal: bool
+        /// Whether the criterion is learned (AutoS), whose features were fitted with Hutchinson's hdiag.
+        Learned: bool
+        /// The model's name, for messages.
+        Model: string
+        /// Whether the model is piecewise linear in each layer's weights; None for a model Pai
+        /// does not know (refused elsewhere, naming the valid ones).
+        PiecewiseLinear: bool option
+        /// The options configuring Hutchinson that were given (away from their defaults), as the
+        /// command line writes them: --probes, --probe-scope, ….
+        HutchinsonOptions: string list
+        /// The exact method's classes per sample (--curvature-classes; 0: every class).
+        Classes: int
+    }
+
 [<RequireQualifiedAccess>]
 module HessianEstimator =
     /// The name runs and stored statistics record: "exact" or "hutchinson".
@@ -234,12 +257,56 @@ module HessianEstimator =
         | HessianEstimator.Exact -> "exact"
         | HessianEstimator.Hutchinson -> "hutchinson"
 
-    /// Reads a name back ("exact" or "hutchinson"); anything else is an error naming both.
-    let parse (text: string) =
-        match text with
-        | "exact" -> HessianEstimator.Exact
-        | "hutchinson" -> HessianEstimator.Hutchinson
-        | other -> invalidArg "estimator" $"unknown Hessian-diagonal estimator '%s{other}': use exact or hutchinson"
+    /// The curvature setting a choice is recorded as: "auto" where no Hessian diagonal is read
+    /// (so that such runs keep their keys), else the estimator's name.
+    let setting (e: HessianEstimator option) =
+        e |> Option.map name |> Option.defaultValue "auto"
+
+    /// The estimator of a settled curvature setting: exact for "exact", Hutchinson otherwise (a
+    /// settled "auto" only remains where no Hessian diagonal is read).
+    let ofSetting (setting: string) =
+        if setting = "exact" then
+            HessianEstimator.Exact
+        else
+            HessianEstimator.Hutchinson
+
+    /// The one curvature decision: None where the criterion reads no Hessian diagonal, else the
+    /// estimator. Auto is exact where the model is piecewise linear and no Hutchinson option is
+    /// given; a learned criterion keeps Hutchinson, whose hdiag its features were fitted with.
+    /// Exact with Hutchinson options or on a model it does not fit, and classes per sample
+    /// without the exact method, are an error naming the fix.
+    let settle (r: CurvatureRequest) : Result<HessianEstimator option, string> =
+        let piecewiseLinear = r.PiecewiseLinear = Some true
+        let hutchinsonGiven = not r.HutchinsonOptions.IsEmpty
+
+        let classesUnused () =
+            let why, fix =
+                if piecewiseLinear then
+                    "it estimates hdiag with Hutchinson", " or the Hutchinson options"
+                else
+                    $"%s{r.Model} is not piecewise linear", ""
+
+            Error
+                $"--curvature-classes configures the exact Hessian diagonal, which this run does not use (%s{why}): drop --curvature-classes%s{fix}"
+
+        if not r.ReadsHessianDiagonal then
+            Ok None
+        else
+            match r.Setting with
+            | "exact" when r.PiecewiseLinear = Some false ->
+                Error
+                    $"--curvature exact: %s{r.Model} is not piecewise linear in each layer's weights (attention, GELU or LayerNorm), so the Gauss–Newton identity does not give its Hessian diagonal; use --curvature hutchinson (block-local probes: --probe-scope layer)"
+            | "exact" when hutchinsonGiven ->
+                Error
+                    $"""%s{String.Join(", ", r.HutchinsonOptions)} configure Hutchinson's estimator, which --curvature exact does not use: drop them, or use --curvature hutchinson"""
+            | "exact" -> Ok(Some HessianEstimator.Exact)
+            | "hutchinson" when r.Classes > 0 -> classesUnused ()
+            | "hutchinson" -> Ok(Some HessianEstimator.Hutchinson)
+            | "auto" when r.Classes > 0 && (not piecewiseLinear || hutchinsonGiven || r.Learned) -> classesUnused ()
+            | "auto" when r.Learned -> Ok(Some HessianEstimator.Hutchinson)
+            | "auto" when piecewiseLinear && not hutchinsonGiven -> Ok(Some HessianEstimator.Exact)
+            | "auto" -> Ok(Some HessianEstimator.Hutchinson)
+            | other -> Error $"--curvature: unknown value '%s{other}'; valid: auto, exact, hutchinson"
 
 /// How the Hessian-diagonal statistic is computed (its temperature is part of the statistic).
 /// Every field but Estimator configures Hutchinson and is unused by the exact method.
@@ -315,7 +382,6 @@ type ScoringContext =
 /// The full specification of one pruning run.
 type PruneSpec =
     {
-        Criterion: string
         /// Fraction of prunable weights removed, in [0, 1).
         Sparsity: float
         Scope: Scope
@@ -324,15 +390,25 @@ type PruneSpec =
         Schedule: Schedule
         /// BN warm-up batches before scoring (0 = off).
         WarmupBatches: int
-        /// Scoring samples per class.
-        SamplesPerClass: int
-        /// Scoring batch size.
-        ScoringBatchSize: int
         Curvature: CurvatureOptions
         /// Keep at least one weight in every layer (off by default: collapse is reported instead).
         KeepOnePerLayer: bool
         Seed: uint64
     }
+
+    /// One-shot global pruning to 90% sparsity, no BN warm-up, the default curvature options,
+    /// seed 0: change what differs with `{ PruneSpec.Default with … }`.
+    static member Default =
+        {
+            Sparsity = 0.9
+            Scope = Scope.Global
+            Rounds = 1
+            Schedule = Schedule.Exponential
+            WarmupBatches = 0
+            Curvature = CurvatureOptions.Default
+            KeepOnePerLayer = false
+            Seed = 0UL
+        }
 
 /// Kept and total weights of one layer.
 type LayerDensity =

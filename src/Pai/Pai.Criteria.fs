@@ -253,9 +253,8 @@ module Formula =
     /// The functions formulas may use, with what they do (for help and errors).
     let functionsDescribed = functions |> List.map (fun (n, _, d) -> n, d)
 
-    /// The names of the statistics a formula may read (temperatures are their parameters).
-    let statisticNames =
-        Statistic.described |> List.map (fun (n, _) -> n.Split('(').[0])
+    /// The names of the built-in statistics a formula may read (temperatures are their parameters).
+    let statisticNames = Statistics.builtIns |> List.map (fun d -> d.Name)
 
     /// The longest formula text parse accepts, in characters.
     [<Literal>]
@@ -267,12 +266,15 @@ module Formula =
     [<Literal>]
     let MaxDepth = 256
 
-    /// What a formula may contain, for error messages.
-    let help () =
-        let stats = Statistic.described |> List.map fst |> String.concat ", "
+    // What a formula over these statistics may contain, for error messages.
+    let private helpWith (definitions: StatisticDefinition list) =
+        let stats = Statistics.describe definitions |> List.map fst |> String.concat ", "
         let fns = functions |> List.map (fun (n, _, _) -> n + "(…)") |> String.concat ", "
 
         $"statistics: %s{stats}; functions: %s{fns}; operators: + - * / ^ (a number exponent), unary -, numbers, parentheses; temperatures are written into the statistic, e.g. grad(T=200); at most %d{MaxDepth} levels of nesting and %d{MaxLength} characters"
+
+    /// What a formula may contain, for error messages.
+    let help () = helpWith Statistics.builtIns
 
     type private Token =
         /// The value and the text typed for it.
@@ -326,9 +328,13 @@ module Formula =
         tokens.Add(End, text.Length)
         tokens.ToArray()
 
-    /// Parses a formula such as "abs(theta * grad) + 0.1 * fisher". Errors point at the offending
-    /// token (a caret under the text) and list what a formula may contain.
-    let parse (text: string) : Result<Expr, string> =
+    /// Parses a formula such as "abs(theta * grad) + 0.1 * fisher" over the given statistics
+    /// (Statistics.builtIns and any a user defines). Errors point at the offending token (a caret
+    /// under the text) and list what a formula may contain. Definitions the parser could not tell
+    /// apart are an ArgumentException (Statistics.check).
+    let parseWith (definitions: StatisticDefinition list) (text: string) : Result<Expr, string> =
+        Statistics.check definitions
+
         try
             if text.Length > MaxLength then
                 raise (
@@ -378,9 +384,21 @@ module Formula =
                     true
                 | _ -> false
 
-            // Named parameters of a statistic: only the temperature T, a positive number, once.
-            let parameters (name: string) =
-                let mutable t = None
+            // A statistic's named parameters, each a positive number given at most once; the
+            // others keep their defaults.
+            let parameters (d: StatisticDefinition) : (string * float) list =
+                let name = d.Name
+                let given = Collections.Generic.List<string * float>()
+
+                let only () =
+                    d.Parameters
+                    |> List.map (fun p -> $"the %s{p.Meaning} %s{p.Name}")
+                    |> String.concat " or "
+
+                let example =
+                    d.Parameters
+                    |> List.map (fun p -> $"""%s{p.Name}=%s{p.Example.ToString("R", CultureInfo.InvariantCulture)}""")
+                    |> String.concat ","
 
                 match peek () with
                 | Symbol '(' ->
@@ -388,8 +406,12 @@ module Formula =
 
                     let rec loop () =
                         match peek () with
-                        | Name "t" when t.IsSome -> fail $"%s{name} is given the temperature T twice; give it once"
-                        | Name "t" ->
+                        | Name n when d.Parameters |> List.exists (fun p -> p.Name.ToLowerInvariant() = n) ->
+                            let p = d.Parameters |> List.find (fun p -> p.Name.ToLowerInvariant() = n)
+
+                            if given |> Seq.exists (fun (g, _) -> g = p.Name) then
+                                fail $"%s{name} is given the %s{p.Meaning} %s{p.Name} twice; give it once"
+
                             pos <- pos + 1
                             expect '='
 
@@ -397,12 +419,12 @@ module Formula =
 
                             match peek () with
                             | Number(v, _) when not negative && v > 0.0 ->
-                                t <- Some v
+                                given.Add(p.Name, v)
                                 pos <- pos + 1
                             | Number(_, typed) ->
                                 let typed = if negative then "-" + typed else typed
-                                fail $"the temperature of %s{name} must be a positive number, got %s{typed}"
-                            | tok -> fail $"expected a temperature after T= but found %s{describe tok}"
+                                fail $"the %s{p.Meaning} of %s{name} must be a positive number, got %s{typed}"
+                            | tok -> fail $"expected a %s{p.Meaning} after %s{p.Name}= but found %s{describe tok}"
 
                             match peek () with
                             | Symbol ',' ->
@@ -410,32 +432,21 @@ module Formula =
                                 loop ()
                             | _ -> expect ')'
                         | tok ->
-                            fail $"%s{name} takes only the temperature T, e.g. %s{name}(T=200); found %s{describe tok}"
+                            fail $"%s{name} takes only %s{only ()}, e.g. %s{name}(%s{example}); found %s{describe tok}"
 
                     loop ()
                 | _ -> ()
 
-                defaultArg t 1.0
+                List.ofSeq given
 
             let statistic (name: string) : Expr option =
-                let withT make =
-                    Some(Expr.Statistic(make (parameters name)))
-
-                let plain s =
+                match definitions |> List.tryFind (fun d -> d.Name = name) with
+                | Some d when d.Parameters.IsEmpty ->
                     match peek () with
                     | Symbol '(' -> fail $"%s{name} takes no parameters"
-                    | _ -> Some(Expr.Statistic s)
-
-                match name with
-                | "theta" -> plain Statistic.Theta
-                | "grad" -> withT Statistic.Grad
-                | "hg" -> withT Statistic.HessianGradient
-                | "fisher" -> plain Statistic.Fisher
-                | "true_fisher" -> plain Statistic.TrueFisher
-                | "hdiag" -> withT Statistic.HessianDiagonal
-                | "synflow" -> plain Statistic.SynapticSaliency
-                | "random" -> plain Statistic.Random
-                | _ -> None
+                    | _ -> Some(Expr.Statistic(Statistic.ofDefinition d))
+                | Some d -> Some(Expr.Statistic(Statistic.at d (parameters d)))
+                | None -> None
 
             // One left-associative level: operand (op operand)*, op one of the given symbols.
             let level (operand: unit -> Expr) (ops: (char * (Expr * Expr -> Expr)) list) () =
@@ -523,7 +534,10 @@ module Formula =
                         match statistic n with
                         | Some e -> e
                         | None ->
-                            let names = statisticNames @ (functions |> List.map (fun (f, _, _) -> f))
+                            let names =
+                                (definitions |> List.map (fun d -> d.Name))
+                                @ (functions |> List.map (fun (f, _, _) -> f))
+
                             let hint = Suggestion.didYouMean names n
                             raise (ParseError(start, $"unknown statistic or function '%s{n}'%s{hint}"))
                 | _ -> fail $"expected a statistic, a number, a function or '(' but found %s{describe tok}"
@@ -572,7 +586,10 @@ module Formula =
             let after = if stop < text.Length then "…" else ""
             let shown = before + text.Substring(start, stop - start) + after
             let caret = String(' ', before.Length + position - start) + "^"
-            Error $"bad criterion formula: %s{message}\n  %s{shown}\n  %s{caret}\n%s{help ()}"
+            Error $"bad criterion formula: %s{message}\n  %s{shown}\n  %s{caret}\n%s{helpWith definitions}"
+
+    /// Parses a formula over the built-in statistics (see parseWith).
+    let parse (text: string) : Result<Expr, string> = parseWith Statistics.builtIns text
 
 /// Evaluating formulas and criteria.
 module Criteria =
@@ -699,9 +716,24 @@ module Criteria =
         use cache = new StatisticCache(ctx)
         scoreWith cache c
 
+    /// Every statistic scoring reads, directly or through another statistic, each once.
+    let statisticsRead (c: Criterion) =
+        Formula.statistics c.Formula
+        |> List.collect Statistic.closure
+        |> List.distinctBy (fun s -> s.Name)
+
     /// Whether scoring reads the data (so BN warm-up applies before it).
     let needsData (c: Criterion) =
-        Formula.statistics c.Formula |> List.exists Statistic.needsData
+        statisticsRead c |> List.exists (fun s -> s.Definition.NeedsData)
+
+    /// The statistics of the criterion a results store keeps across runs (StatisticDefinition.WorthCaching).
+    let storedStatistics (c: Criterion) =
+        statisticsRead c |> List.filter Statistic.worthCaching
+
+    /// Whether scoring reads the Hessian diagonal (directly or through another statistic), so
+    /// that the curvature setting matters.
+    let readsHessianDiagonal (c: Criterion) =
+        statisticsRead c |> List.exists (fun s -> s.IsHessianDiagonal)
 
     /// A criterion from a user formula: named by its canonical text, one round by default.
     let ofFormula (e: Expr) =
@@ -710,6 +742,10 @@ module Criteria =
             Formula = e
             DefaultRounds = 1
         }
+
+    /// Parses a user formula over the given statistics into a criterion (see Formula.parseWith).
+    let parseWith (definitions: StatisticDefinition list) (text: string) : Result<Criterion, string> =
+        Formula.parseWith definitions text |> Result.map ofFormula
 
     /// Parses a user formula into a criterion (see Formula.parse).
     let parse (text: string) : Result<Criterion, string> =

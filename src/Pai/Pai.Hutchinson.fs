@@ -223,6 +223,27 @@ module Hutchinson =
         estimateWith (fun _ _ _ w -> Libtorch.RademacherLike(w, gen)) model temperature budget blocks batches
 
 
+    // The layers whose diagonal is cheap to get exactly on a model that is not piecewise linear:
+    // the classifier's (closed form, when asked) and, by unit-vector HVPs, the other layers of at
+    // most maxSize weights.
+    let private cheapExactLayers (model: IModelView) (classifier: bool) (maxSize: int) =
+        let names = [ for kv in model.Prunable -> kv.Key ]
+
+        let classifier =
+            if classifier then
+                names |> List.tryFindIndex ((=) model.ClassifierWeightName)
+            else
+                None
+
+        let unitLayers =
+            [
+                for i, kv in List.indexed (List.ofSeq model.Prunable) do
+                    if Some i <> classifier && kv.Value.NumEl <= int64 maxSize then
+                        i
+            ]
+
+        classifier, unitLayers
+
     // The Hutchinson side of `curvature`.
     let private hutchinsonCurvature
         (model: IModelView)
@@ -236,18 +257,8 @@ module Hutchinson =
         let names = [ for kv in model.Prunable -> kv.Key ]
         let layers = names.Length
 
-        let classifier =
-            if options.ExactClassifier then
-                names |> List.tryFindIndex ((=) model.ClassifierWeightName)
-            else
-                None
-
-        let unitLayers =
-            [
-                for i, kv in List.indexed (List.ofSeq model.Prunable) do
-                    if Some i <> classifier && kv.Value.NumEl <= int64 options.ExactLayerSize then
-                        i
-            ]
+        let classifier, unitLayers =
+            cheapExactLayers model options.ExactClassifier options.ExactLayerSize
 
         let exact = Option.toList classifier @ unitLayers
 
@@ -387,11 +398,13 @@ module Hutchinson =
             Target = 0.0
         }
 
-    /// The Hessian diagonal the hdiag statistic uses at temperature T, with its diagnostics (whose
-    /// Estimator text starts with the method's name). options.Estimator picks the method:
-    /// - Exact: PerSample.exactHessianDiagonal with every class (C backward passes per scoring
-    ///   batch), or with options.Classes classes per sample drawn at random (seeded) when set;
-    ///   models that are not piecewise linear in each layer's weights are refused.
+    /// The Hessian diagonal the hdiag statistic uses at temperature T on the scoring batches, with
+    /// its diagnostics (whose Estimator text starts with the method's name). options.Estimator
+    /// picks the method:
+    /// - Exact: PerSample.exactHessianDiagonal with every class (C backward passes per merged
+    ///   scoring batch: a mean over samples, batch-1 semantics at batched cost), or with
+    ///   options.Classes classes per sample drawn at random (seeded) when set; models that are
+    ///   not piecewise linear in each layer's weights are refused.
     /// - Hutchinson: the classifier's closed form (options.ExactClassifier), unit-vector HVPs for
     ///   layers of at most options.ExactLayerSize weights, and Hutchinson for the rest, its probe
     ///   blocks restricted to the remaining layers. The HVP budget covers the Hutchinson probes
@@ -405,8 +418,27 @@ module Hutchinson =
         : Tensor list * CurvatureDiagnostics =
         match options.Estimator with
         | HessianEstimator.Exact when options.Classes > 0 ->
-            PerSample.sampledClassesHessianDiagonal model temperature options.Classes seed batches,
+            PerSample.sampledClassesHessianDiagonal model temperature options.Classes seed (mergeBatches batches),
             exactDiagnostics model temperature options.Classes
         | HessianEstimator.Exact ->
-            PerSample.exactHessianDiagonal model temperature batches, exactDiagnostics model temperature 0
+            PerSample.exactHessianDiagonal model temperature (mergeBatches batches),
+            exactDiagnostics model temperature 0
         | HessianEstimator.Hutchinson -> hutchinsonCurvature model temperature options seed batches
+
+    /// The exact Hessian diagonal of L(f/T) where it can be had, by layer index, as a reference
+    /// for estimates (`pai estimate`): every layer of a piecewise-linear model by the Gauss–Newton
+    /// identity; otherwise the classifier's closed form and, by unit-vector HVPs, the layers of at
+    /// most maxSize weights. The tensors belong to the enclosing dispose scope.
+    let exactReference (model: IModelView) (temperature: float) (maxSize: int) (batches: Batch list) =
+        if model.IsPiecewiseLinear then
+            PerSample.exactHessianDiagonal model temperature (mergeBatches batches)
+            |> List.indexed
+        else
+            let classifier, unitLayers = cheapExactLayers model true maxSize
+
+            [
+                for i in Option.toList classifier do
+                    yield i, fst (classifierDiagonal model temperature batches)
+                for i in unitLayers do
+                    yield i, fst (unitVectorDiagonal model temperature i batches)
+            ]

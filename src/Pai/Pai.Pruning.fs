@@ -235,10 +235,7 @@ module Pruning =
                         let scores = Criteria.scoreWith cache criterion
 
                         if round = 1 then
-                            computed <-
-                                cache.TakeComputed(
-                                    Formula.statistics criterion.Formula |> List.filter Statistic.worthCaching
-                                )
+                            computed <- cache.TakeComputed(Criteria.storedStatistics criterion)
 
                         scores
 

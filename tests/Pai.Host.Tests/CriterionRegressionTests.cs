@@ -110,7 +110,7 @@ public sealed class CriterionRegressionTests
         var exact = new ScoringContext(model, batches, ListModule.OfSeq(shape.Dimensions), 0, Experiment.CurvatureOf(config), FSharpOption<Mask>.None);
         var t = config.HutchinsonTemperature;
         var oracle = Enumerable.Range(0, model.Prunable.Count).Select(i => Estimators.unitVectorDiagonal(model, t, i, batches).Item1.DetachFromScope()).ToList();
-        var hdiag = Statistic.NewHessianDiagonal(t).Name;
+        var hdiag = Statistic.HessianDiagonal(t).Name;
         using var exactCache = new StatisticCache(exact);
         using var oracleCache = new StatisticCache(exact, [Tuple.Create(hdiag, new StatisticValue(ListModule.OfSeq(oracle), FSharpList<CurvatureDiagnostics>.Empty))]);
         foreach (var name in new[] { "hutch_diag", "hutch_obd", "hts" })

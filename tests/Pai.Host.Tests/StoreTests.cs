@@ -184,9 +184,9 @@ public sealed class StoreTests(ITestOutputHelper output)
             Assert.Equal(Path.Combine(results, "pai.db"), store.DatabasePath);
             Assert.Equal(Path.Combine(results, "masks", "05abc347bce7a912.safetensors"), store.MaskPath(Snip90.Key));
             Assert.Equal(Path.Combine(results, "checkpoints", "05abc347bce7a912.safetensors"), store.CheckpointPath(Snip90.Key));
-            Assert.Equal(Path.Combine(results, "scores", "snip-abc.safetensors"), store.ScoreCachePath("snip-abc"));
+            Assert.Equal(Path.Combine(results, "scores", "snip-abc.safetensors"), store.StatisticPath("snip-abc"));
             Assert.Throws<ArgumentException>(() => store.MaskPath("../escape"));
-            Assert.Throws<ArgumentException>(() => store.ScoreCachePath(""));
+            Assert.Throws<ArgumentException>(() => store.StatisticPath(""));
             foreach (var sub in new[] { "masks", "checkpoints", "scores" })
                 Assert.True(Directory.Exists(Path.Combine(results, sub)), sub);
         }

@@ -52,18 +52,10 @@ let private layerGen =
         return List.zip sizes values, sparsity
     }
 
-let private spec criterion sparsity rounds =
-    {
-        Criterion = criterion
+let private spec sparsity rounds =
+    { PruneSpec.Default with
         Sparsity = sparsity
-        Scope = Scope.Global
         Rounds = rounds
-        Schedule = Schedule.Exponential
-        WarmupBatches = 0
-        SamplesPerClass = 1
-        ScoringBatchSize = 1
-        Curvature = CurvatureOptions.Default
-        KeepOnePerLayer = false
         Seed = 3UL
     }
 
@@ -370,7 +362,7 @@ let tests =
                     }
 
                 let result =
-                    Pruning.prune (spec "synflow" 0.95 20) recording model [ 6L ] batches Seq.empty [] logs.Add
+                    Pruning.prune (spec 0.95 20) recording model [ 6L ] batches Seq.empty [] logs.Add
 
                 let report = result.Report
                 seen.Add(keptFlat result.Mask)

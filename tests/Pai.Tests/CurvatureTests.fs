@@ -485,21 +485,13 @@ let tests =
                 let batches = data ()
 
                 let spec =
-                    {
-                        Criterion = "hts"
+                    { PruneSpec.Default with
                         Sparsity = 0.5
-                        Scope = Scope.Global
-                        Rounds = 1
-                        Schedule = Schedule.Exponential
-                        WarmupBatches = 0
-                        SamplesPerClass = 1
-                        ScoringBatchSize = 1
                         Curvature =
                             { CurvatureOptions.Default with
                                 ProbeScope = ProbeScope.PerLayer
                                 HvpBudget = 6 * 3 * 4
                             }
-                        KeepOnePerLayer = false
                         Seed = 1UL
                     }
 
@@ -516,15 +508,7 @@ let tests =
                     Expect.isTrue (l.Probes = 4 && l.MedianRelativeSe > 0.0) "l.Probes = 4 && l.MedianRelativeSe > 0.0")
 
                 let plain =
-                    Pruning.prune
-                        { spec with Criterion = "snip" }
-                        (Registry.find "snip")
-                        model
-                        [ 4L ]
-                        batches
-                        Seq.empty
-                        []
-                        ignore
+                    Pruning.prune spec (Registry.find "snip") model [ 4L ] batches Seq.empty [] ignore
 
                 disposeResult plain
                 Expect.isEmpty plain.Report.Curvature "plain.Report.Curvature"

@@ -533,4 +533,128 @@ let tests =
                 use resnet = smallResNet DType.Float32
                 warmUp resnet (randomBatches 34UL (InputShape(3, 8, 8)) DType.Float32 [ 8 ])
                 check resnet (randomBatches 35UL (InputShape(3, 8, 8)) DType.Float32 (List.replicate 12 1))
+
+            testCase "the exact reference: every layer of a piecewise-linear model, the cheap layers of the others"
+            <| fun () ->
+                use _scope = new DisposeScope()
+                use lenet = ModelZoo.Create("lenet300", options (InputShape(1, 4, 4)) DType.Float64)
+                let batches = randomBatches 41UL (InputShape(1, 4, 4)) DType.Float64 [ 3; 3 ]
+                let reference = Hutchinson.exactReference lenet 200.0 0 batches
+
+                let expected =
+                    PerSample.exactHessianDiagonal lenet 200.0 (Estimators.mergeBatches batches)
+
+                Expect.equal (List.map fst reference) [ 0..2 ] "every layer"
+
+                for (_, r), e in List.zip reference expected do
+                    Expect.isTrue (r.Equal e) "the Gauss–Newton identity"
+
+                use vit = smallVit DType.Float64
+                let view = vit :> IModelView
+                let vitBatches = randomBatches 42UL (InputShape(3, 8, 8)) DType.Float64 [ 2; 2 ]
+
+                let classifier =
+                    [ for kv in view.Prunable -> kv.Key ]
+                    |> List.findIndex ((=) view.ClassifierWeightName)
+
+                let smallest, size =
+                    view.Prunable
+                    |> Seq.indexed
+                    |> Seq.filter (fun (i, _) -> i <> classifier)
+                    |> Seq.map (fun (i, kv) -> i, kv.Value.NumEl)
+                    |> Seq.minBy snd
+
+                let vitReference = Hutchinson.exactReference view 200.0 (int size) vitBatches
+
+                Expect.equal
+                    (List.map fst vitReference |> List.take 2)
+                    [ classifier; smallest ]
+                    "the classifier, then small layers"
+
+                Expect.isTrue
+                    ((snd vitReference.[0]).Equal(fst (Estimators.classifierDiagonal view 200.0 vitBatches)))
+                    "the classifier's closed form"
+
+                Expect.isTrue
+                    ((snd vitReference.[1]).Equal(fst (Estimators.unitVectorDiagonal view 200.0 smallest vitBatches)))
+                    "unit-vector HVPs"
+            testCase
+                "the curvature decision: auto is exact where it fits, and what cannot work is refused naming the fix"
+            <| fun () ->
+                let request =
+                    {
+                        Setting = "auto"
+                        ReadsHessianDiagonal = true
+                        Learned = false
+                        Model = "lenet5"
+                        PiecewiseLinear = Some true
+                        HutchinsonOptions = []
+                        Classes = 0
+                    }
+
+                let settled r =
+                    match HessianEstimator.settle r with
+                    | Ok e -> HessianEstimator.setting e
+                    | Error e -> "error: " + e
+
+                Expect.equal (settled request) "exact" "auto, piecewise linear"
+
+                Expect.equal
+                    (settled
+                        { request with
+                            ReadsHessianDiagonal = false
+                            Setting = "exact"
+                        })
+                    "auto"
+                    "no hdiag read"
+
+                Expect.equal
+                    (settled
+                        { request with
+                            PiecewiseLinear = Some false
+                        })
+                    "hutchinson"
+                    "auto, not piecewise linear"
+
+                Expect.equal
+                    (settled
+                        { request with
+                            HutchinsonOptions = [ "--probes" ]
+                        })
+                    "hutchinson"
+                    "auto, probes given"
+
+                Expect.equal (settled { request with Learned = true }) "hutchinson" "auto, learned"
+                Expect.equal (settled { request with Setting = "hutchinson" }) "hutchinson" "hutchinson"
+                Expect.equal (settled { request with Classes = 3 }) "exact" "auto, classes"
+
+                for r, problem in
+                    [
+                        { request with
+                            Setting = "exact"
+                            Model = "vit-tiny"
+                            PiecewiseLinear = Some false
+                        },
+                        "--curvature exact: vit-tiny is not piecewise linear"
+                        { request with
+                            Setting = "exact"
+                            HutchinsonOptions = [ "--probes"; "--probe-scope" ]
+                        },
+                        "--probes, --probe-scope configure Hutchinson's estimator"
+                        { request with
+                            Setting = "hutchinson"
+                            Classes = 3
+                        },
+                        "drop --curvature-classes or the Hutchinson options"
+                        { request with
+                            Learned = true
+                            Classes = 3
+                        },
+                        "drop --curvature-classes"
+                        { request with Setting = "newton" },
+                        "--curvature: unknown value 'newton'; valid: auto, exact, hutchinson"
+                    ] do
+                    let answer = settled r
+                    Expect.isTrue (answer.StartsWith "error: ") answer
+                    Expect.stringContains answer problem problem
         ]

@@ -56,25 +56,12 @@ public static class Estimation
         var t = config.HutchinsonTemperature;
         var scope = config.Scope == "layer" ? Scope.PerLayer : Scope.Global;
 
-        // Exact references: every layer's by the Gauss–Newton identity on a piecewise-linear model;
-        // otherwise the classifier's closed form and small layers by unit vectors. At the Hessian
-        // temperature for Ĥ, and at T = 1 for the Fisher diagonals (which use T = 1).
+        // Exact references (Hutchinson.exactReference) at the Hessian temperature for Ĥ, and at
+        // T = 1 for the Fisher diagonals (which use T = 1).
         Dictionary<int, double[]> ExactAt(double temperature)
         {
             using var _ = new DisposeScope();
-            var exact = new Dictionary<int, double[]>();
-            if (model.IsPiecewiseLinear)
-            {
-                var all = PerSample.exactHessianDiagonal(model, temperature, Estimators.mergeBatches(batches)).ToArray();
-                for (var i = 0; i < names.Count; i++) exact[i] = Tensors.toFloats(all[i]);
-                return exact;
-            }
-            var classifier = names.IndexOf(model.ClassifierWeightName);
-            if (classifier >= 0) exact[classifier] = Tensors.toFloats(Estimators.classifierDiagonal(model, temperature, batches).Item1);
-            for (var i = 0; i < names.Count; i++)
-                if (i != classifier && model.Prunable[i].Value.NumEl <= o.ReferenceSize)
-                    exact[i] = Tensors.toFloats(Estimators.unitVectorDiagonal(model, temperature, i, batches).Item1);
-            return exact;
+            return Hutchinson.exactReference(model, temperature, o.ReferenceSize, batches).ToDictionary(r => r.Item1, r => Tensors.toFloats(r.Item2));
         }
         var exact = ExactAt(t);
         var exactT1 = t == 1 ? exact : ExactAt(1);
@@ -94,7 +81,7 @@ public static class Estimation
         }
 
         var stability = new List<StabilityRow>();
-        var hdiag = Statistic.NewHessianDiagonal(t);
+        var hdiag = Statistic.HessianDiagonal(t);
         var shape = ListModule.OfSeq(train.InputShape.Dimensions);
         var classPasses = o.ClassPasses ?? [];
         if (classPasses.Count > 0)

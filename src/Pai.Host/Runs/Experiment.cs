@@ -143,34 +143,18 @@ public static class Experiment
     /// <summary>Whether the configured criterion reads the Hessian diagonal (hdiag), so that --curvature matters.</summary>
     public static bool ReadsHessianDiagonal(RunConfig c) =>
         c.Criterion == Registry.learnedName
-        || (c.Criterion != DenseCriterion && Formula.statistics(PaiPruning.ResolveCriterion(c.Criterion, TemperaturesOf(c)).Formula).Any(s => s.IsHessianDiagonal));
+        || (c.Criterion != DenseCriterion && Criteria.readsHessianDiagonal(PaiPruning.ResolveCriterion(c.Criterion, TemperaturesOf(c))));
 
-    // The settled --curvature: "auto" for a criterion without hdiag (no run key changes), and for
-    // one with it "exact" or "hutchinson". Auto is exact where the model is piecewise linear and no
-    // Hutchinson option is given; the AutoS predictor keeps Hutchinson, whose hdiag its features
-    // were fitted with. Exact with Hutchinson options, or on a model it does not fit, is refused.
+    // The settled --curvature (HessianEstimator.settle decides): "auto" for a criterion without
+    // hdiag (no run key changes), and for one with it "exact" or "hutchinson".
     static string CurvatureSetting(RunConfig c)
     {
-        if (!ReadsHessianDiagonal(c)) return "auto";
         var hutchinsonOptions = HutchinsonSettings.Select(RunSettings.Of)
-            .Where(s => !Equals(s.Get(c), s.Get(DefaultConfig))).Select(s => s.Option).ToList();
-        var piecewiseLinear = ModelZoo.Contains(c.Model) && ModelZoo.IsPiecewiseLinear(c.Model);
-        switch (c.Curvature)
-        {
-            case "exact" when ModelZoo.Contains(c.Model) && !piecewiseLinear:
-                throw new ArgumentException($"--curvature exact: {c.Model} is not piecewise linear in each layer's weights (attention, GELU or LayerNorm), so the Gauss–Newton identity does not give its Hessian diagonal; use --curvature hutchinson (block-local probes: --probe-scope layer)");
-            case "exact" when hutchinsonOptions.Count > 0:
-                throw new ArgumentException($"{string.Join(", ", hutchinsonOptions)} configure Hutchinson's estimator, which --curvature exact does not use: drop them, or use --curvature hutchinson");
-            case "hutchinson" when c.CurvatureClasses > 0:
-            case "auto" when c.CurvatureClasses > 0 && (!piecewiseLinear || hutchinsonOptions.Count > 0 || c.Criterion == Registry.learnedName):
-                throw new ArgumentException($"--curvature-classes configures the exact Hessian diagonal, which this run does not use ({(piecewiseLinear ? "it estimates hdiag with Hutchinson" : $"{c.Model} is not piecewise linear")}): drop --curvature-classes{(piecewiseLinear ? " or the Hutchinson options" : "")}");
-            case "auto" when c.Criterion == Registry.learnedName:
-                return "hutchinson";
-            case "auto":
-                return piecewiseLinear && hutchinsonOptions.Count == 0 ? "exact" : "hutchinson";
-            default:
-                return c.Curvature;
-        }
+            .Where(s => !Equals(s.Get(c), s.Get(DefaultConfig))).Select(s => s.Option);
+        var settled = HessianEstimatorModule.settle(new CurvatureRequest(c.Curvature, ReadsHessianDiagonal(c), c.Criterion == Registry.learnedName,
+            c.Model, ModelZoo.Contains(c.Model) ? FSharpOption<bool>.Some(ModelZoo.IsPiecewiseLinear(c.Model)) : FSharpOption<bool>.None, ListModule.OfSeq(hutchinsonOptions),
+            c.CurvatureClasses));
+        return settled.IsOk ? HessianEstimatorModule.setting(settled.ResultValue) : throw new ArgumentException(settled.ErrorValue);
     }
 
     /// <summary>The temperatures the built-in criteria's formulas take.</summary>
@@ -181,7 +165,7 @@ public static class Experiment
     /// otherwise (a configured run's "auto" only remains where no hdiag is read).
     /// </summary>
     public static CurvatureOptions CurvatureOf(RunConfig c) => new(
-        c.Curvature == "exact" ? HessianEstimator.Exact : HessianEstimator.Hutchinson, c.Probes, ProbeScopeModule.parse(c.ProbeScope).ResultValue,
+        HessianEstimatorModule.ofSetting(c.Curvature), c.Probes, ProbeScopeModule.parse(c.ProbeScope).ResultValue,
         c.HvpBudget ?? 0, c.AdaptiveTarget ?? 0, c.ExactLastLayer, c.ExactLayerSize, c.CurvatureClasses);
 
     /// <summary>Training options from a run configuration.</summary>
@@ -210,14 +194,11 @@ public static class Experiment
 
     /// <summary>The F# prune specification of a run.</summary>
     public static PruneSpec PruneSpecOf(RunConfig c, Criterion criterion) => new(
-        c.Criterion,
         c.Sparsity,
         c.Scope == "layer" ? Scope.PerLayer : Scope.Global,
         c.Rounds ?? criterion.DefaultRounds,
         Schedule.Exponential,
         c.WarmupBatches,
-        c.SamplesPerClass,
-        c.ScoringBatchSize,
         CurvatureOf(c),
         c.KeepOnePerLayer,
         c.Seed);
@@ -298,7 +279,7 @@ public static class Experiment
                         new Dictionary<string, string> { ["config"] = c.CanonicalJson(), ["criterion"] = criterion.Name, ["formula"] = Formula.render(criterion.Formula) });
             if (store is not null)
                 foreach (var (name, value) in result.Statistics)
-                    SaveStatistic(store.ScoreCachePath(StatisticCacheKey(c, name)), name, value, model.Prunable.Select(p => p.Key));
+                    SaveStatistic(store.StatisticPath(StatisticCacheKey(c, name)), name, value, model.Prunable.Select(p => p.Key));
         }
         finally
         {
@@ -344,9 +325,9 @@ public static class Experiment
     static List<Tuple<string, StatisticValue>> LoadStatistics(IRunStore store, RunConfig c, Criterion criterion, Model model, Action<string> log)
     {
         var known = new List<Tuple<string, StatisticValue>>();
-        foreach (var statistic in Formula.statistics(criterion.Formula).Where(StatisticModule.worthCaching))
+        foreach (var statistic in Criteria.storedStatistics(criterion))
         {
-            var path = store.ScoreCachePath(StatisticCacheKey(c, statistic.Name));
+            var path = store.StatisticPath(StatisticCacheKey(c, statistic.Name));
             if (!File.Exists(path)) continue;
             try
             {

@@ -69,8 +69,13 @@ public interface IRunStore : IDisposable
     /// <summary>Where the trained checkpoint of a run is kept.</summary>
     string CheckpointPath(string key);
 
-    /// <summary>Where cached criterion scores are kept, by a cache key of the caller's choosing.</summary>
-    string ScoreCachePath(string cacheKey);
+    /// <summary>
+    /// Where a stored statistic (a gradient, a Hessian diagonal, …, shared by the runs of one
+    /// initialization and scoring settings) is kept, by a cache key of the caller's choosing
+    /// (<see cref="Experiment.StatisticCacheKey"/>). The files lie in the store's "scores" folder, as
+    /// older stores wrote them.
+    /// </summary>
+    string StatisticPath(string cacheKey);
 
     /// <summary>Appends one epoch's metrics to a held run.</summary>
     void RecordEpoch(string key, EpochMetrics metrics);

@@ -168,7 +168,7 @@ public sealed class PostgresRunStore : IRunStore
     public string CheckpointPath(string key) => RunRows.ArtifactPath(Directory, "checkpoints", key, ".safetensors");
 
     /// <inheritdoc/>
-    public string ScoreCachePath(string cacheKey) => RunRows.ArtifactPath(Directory, "scores", cacheKey, ".safetensors");
+    public string StatisticPath(string cacheKey) => RunRows.ArtifactPath(Directory, "scores", cacheKey, ".safetensors");
 
     /// <inheritdoc/>
     public string Register(RunConfig config) => RegisterAll([config])[0];

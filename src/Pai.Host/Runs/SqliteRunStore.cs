@@ -219,7 +219,7 @@ public sealed class SqliteRunStore : IRunStore
     public string CheckpointPath(string key) => FileBeside("checkpoints", key, ".safetensors");
 
     /// <inheritdoc/>
-    public string ScoreCachePath(string cacheKey) => FileBeside("scores", cacheKey, ".safetensors");
+    public string StatisticPath(string cacheKey) => FileBeside("scores", cacheKey, ".safetensors");
 
     /// <inheritdoc/>
     public string Register(RunConfig config) => RegisterAll([config])[0];
