@@ -29,13 +29,13 @@ internal static class AutoSCommands
         var cmd = rewind
             ? new Command("label", "Iterative rewind pruning (IRP): train, prune 20% of the remaining weights, rewind to θ₀, R rounds; " +
                 "writes labels.safetensors (rounds each weight survived, round 0 counted, min-max scaled). Resumable per round. " +
-                "Training budget per round: the main job's short one shown below, unless --epochs, --max-batches or --lr say otherwise.")
+                "Training budget per round: the short one shown below (1 epoch of at most 200 batches), unless --epochs, --max-batches or --lr say otherwise.")
             : new Command("imp", "Iterative magnitude pruning (IMP): train, prune 20% of the remaining weights, keep training, R rounds; " +
-                "prints the accuracy at every density (what PaI tries to reach without the cost) and writes the final mask. Resumable per round; the main job's budget per round unless told otherwise.");
+                "prints the accuracy at every density (what PaI tries to reach without the cost) and writes the final mask. Resumable per round; a short budget per round (1 epoch of at most 200 batches) unless told otherwise.");
         foreach (var opt in new Option[] { rounds, fraction, by, output }) cmd.Options.Add(opt);
         // Data and training, and the scoring subset (SNIP ranking and the AutoS features read it).
         var o = new ConfigOptions(cmd, s => (s.Declaration.Group & (SettingGroup.Data | SettingGroup.Training)) != 0
-            || s.Property.Name is nameof(RunConfig.SamplesPerClass) or nameof(RunConfig.ScoringBatchSize), RunCommands.MainBudget);
+            || s.Property.Name is nameof(RunConfig.SamplesPerClass) or nameof(RunConfig.ScoringBatchSize), RunCommands.RoundBudget);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
             var run = Experiment.Configure(o.Read(p) with { Criterion = p.GetValue(by)! });

@@ -34,10 +34,10 @@ internal static class WorkerCommands
 
     static readonly Option<bool> Enqueue = new("--enqueue") { Description = "define the sweep in the store and return; `pai worker` runs it" };
 
-    static readonly Option<int> Workers = new("--workers")
+    static readonly Option<int?> Workers = new("--workers")
     {
-        Description = "local worker processes, each with its share of the cores (--threads sets each one's threads)",
-        DefaultValueFactory = _ => 1,
+        Description = "local worker processes, each with its share of the cores (--threads sets each one's threads); " +
+                      "sweep default: one per core on a CPU, 1 (this process) with --threads or a GPU; worker default: 1",
     };
 
     static readonly Option<double> Lease = new("--lease")
@@ -124,7 +124,7 @@ internal static class WorkerCommands
     internal static int RunSweep(ParseResult p, IReadOnlyList<RunConfig> configs, bool report, SeedTarget? seeds = null)
     {
         var name = p.GetValue(SweepName)!;
-        var workers = p.GetValue(Workers);
+        var workers = p.GetValue(Workers) ?? DefaultWorkers(p, configs);
         Cli.CheckProcesses(workers, "--workers");
         if (seeds is not null && p.GetValue(Enqueue))
             throw new ArgumentException("--target-ci adds seeds as runs finish, so this process must run the sweep: drop --enqueue (--workers N runs it in N local workers)");
@@ -158,7 +158,7 @@ internal static class WorkerCommands
         foreach (var option in new Option[] { WorkerSweep, Workers, Lease }) cmd.Options.Add(option);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
-            var workers = p.GetValue(Workers);
+            var workers = p.GetValue(Workers) ?? 1;
             Cli.CheckProcesses(workers, "--workers");
             // A worker only works on runs a sweep defined: it never starts an empty store of its own.
             using var store = OpenExistingStore(p, what: "no store to work on: ", fix: "define a sweep there first (`./pai sweep --enqueue`)");
@@ -213,6 +213,19 @@ internal static class WorkerCommands
         else if (line.Contains(" lost: ")) Cli.ColourLine("yellow", line);
         else Console.WriteLine(line);
     }
+
+    /// <summary>
+    /// A sweep's workers when --workers is not given: on a CPU, one single-threaded process per core
+    /// (at most one per run), since runs side by side use the cores better than threads within one
+    /// small run (measured in docs/main-job.md); with --threads given, or on a GPU, this process
+    /// alone. Not fewer on a busy machine: single-threaded processes share busy cores fairly, unlike
+    /// the threads of one process, which wait for each other.
+    /// </summary>
+    static int DefaultWorkers(ParseResult p, IReadOnlyList<RunConfig> configs) =>
+        p.GetResult(PaiCommand.Threads) is { Implicit: false } || p.GetValue(Enqueue) || configs.Count == 0
+        || configs.Any(c => Experiment.DeviceOf(c).Type != Pai.Torch.DeviceType.Cpu)
+            ? 1
+            : Math.Clamp(Environment.ProcessorCount, 1, configs.Count);
 
     /// <summary>
     /// Starts <paramref name="count"/> `pai worker` processes on this machine, each with its share

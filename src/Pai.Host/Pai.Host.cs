@@ -317,26 +317,49 @@ public static class PaiHost
     }
 
     /// <summary>
-    /// The load other processes put on this process's cores, from /proc/loadavg: the smaller of the
-    /// 1-minute average (which lags a load that just began and still counts a run that just ended)
-    /// and the tasks runnable right now less this one (a snapshot), scaled to this process's share of
-    /// the machine's CPUs (a container's quota, taskset). Null where /proc cannot be read.
+    /// The load other processes put on this process's cores: the smaller of /proc/loadavg's 1-minute
+    /// average (which lags a load that just began and still counts a build that just ended) and the
+    /// CPU time other processes took over a short window of /proc/stat (what is busy now; the
+    /// runnable-task count is no measure, since it counts this process's own start-up threads),
+    /// scaled to this process's share of the machine's CPUs (a container's quota, taskset). Null
+    /// where /proc cannot be read.
     /// </summary>
     static double? OtherLoad()
     {
         try
         {
-            var fields = File.ReadAllText("/proc/loadavg").Split(' ');
-            var average = double.Parse(fields[0], CultureInfo.InvariantCulture);
-            var runnable = int.Parse(fields[3].Split('/')[0], CultureInfo.InvariantCulture) - 1;
+            var average = double.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[0], CultureInfo.InvariantCulture);
             var machine = File.ReadLines("/proc/stat").Count(l => l.Length > 3 && l.StartsWith("cpu", StringComparison.Ordinal) && char.IsAsciiDigit(l[3]));
-            var load = Math.Max(0, Math.Min(average, runnable));
+            var before = CpuTicks();
+            Thread.Sleep(LoadWindow);
+            var after = CpuTicks();
+            var elapsed = after.Total - before.Total;
+            var others = elapsed > 0
+                ? Math.Max(0, elapsed - (after.Idle - before.Idle) - (after.Own - before.Own)) * (double)machine / elapsed
+                : average;
+            var load = Math.Max(0, Math.Min(average, others));
             return machine > Environment.ProcessorCount ? load * Environment.ProcessorCount / machine : load;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException or OverflowException)
         {
             return null;
         }
+    }
+
+    static readonly TimeSpan LoadWindow = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>
+    /// Clock ticks so far, summed over the machine's CPUs (/proc/stat's first line): all of them, the
+    /// idle ones (idle and waiting for I/O), and this process's own (/proc/self/stat's utime + stime).
+    /// </summary>
+    static (long Total, long Idle, long Own) CpuTicks()
+    {
+        var cpu = File.ReadLines("/proc/stat").First().Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Take(8)
+            .Select(f => long.Parse(f, CultureInfo.InvariantCulture)).ToArray(); // user nice system idle iowait irq softirq steal
+        var self = File.ReadAllText("/proc/self/stat");
+        var fields = self[(self.LastIndexOf(')') + 2)..].Split(' '); // after "pid (comm) ": state is field 3
+        var own = long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture); // utime, stime: fields 14, 15
+        return (cpu.Sum(), cpu[3] + cpu[4], own);
     }
 
     /// <summary>Collects versions, threads, native library, BLAS and data set locations.</summary>

@@ -46,9 +46,13 @@ public sealed class FirstHourTests
     {
         var sweep = Pai("sweep", "--help").Out;
         Assert.Matches(@"--epochs[^\n]*\[default: 1\]", sweep);
-        Assert.Matches(@"--max-batches[^\n]*\[default: 200\]", sweep);
+        Assert.DoesNotMatch(@"--max-batches[^\n]*\[default", sweep); // whole epochs
+        Assert.Matches(@"--workers[^\n]*sweep default: one per core on a CPU", sweep);
         Assert.Matches(@"--lr[^\n]*default: 0\.05; 0\.1 for vgg11, resnet20, resnet32; 0\.005 for lenet300, lenet5; 0\.001 for vit-tiny", sweep);
         Assert.Matches(@"--lr-warmup[^\n]*default: 100; 0 for lenet300, lenet5\]", sweep);
+        var label = Pai("autos", "label", "--help").Out;
+        Assert.Matches(@"--max-batches[^\n]*\[default: 200\]", label);
+        Assert.Matches(@"--lr[^\n]*0\.005 for lenet300, lenet5", label);
         // The model keys the per-model defaults; its own default is one model, not one per model.
         Assert.Matches(@"--model[^\n]*\[default: lenet5\]\n", sweep);
         var train = Pai("train", "--help").Out;
@@ -65,11 +69,27 @@ public sealed class FirstHourTests
     {
         string[] grid = ["sweep", "--dry-run", "--criteria", "snip", "--sparsities", "0.9", "--seeds", "0"];
         var implicitDefaults = Pai(grid);
-        var explicitDefaults = Pai([.. grid, "--epochs", "1", "--lr", "0.005", "--max-batches", "200", "--model", "lenet5"]);
+        var explicitDefaults = Pai([.. grid, "--epochs", "1", "--lr", "0.005", "--lr-warmup", "0", "--max-batches", "0", "--model", "lenet5"]);
         Assert.Equal(0, implicitDefaults.Code);
         Assert.Equal(implicitDefaults.Out, explicitDefaults.Out);
-        // The main job's keys are those of the runs recorded before the options became declarations.
-        Assert.Contains("\"criterion\":\"snip\",\"epochs\":1,\"learning_rate\":0.005,\"max_batches_per_epoch\":200,\"sparsity\":0.9", implicitDefaults.Out);
+        Assert.Contains("\"criterion\":\"snip\",\"epochs\":1,\"learning_rate\":0.005,\"sparsity\":0.9", implicitDefaults.Out);
+    }
+
+    [Fact]
+    public void The_main_job_is_five_paired_seeds_of_eight_criteria_at_two_sparsities_and_dense_on_one_whole_epoch()
+    {
+        var (code, output, err) = Pai("sweep", "--dry-run");
+        Assert.True(code == 0, err);
+        var runs = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => l.Contains(" lenet5 ", StringComparison.Ordinal)).ToList();
+        Assert.EndsWith("85 runs", output.TrimEnd());
+        Assert.Equal(85, runs.Count);
+        // Every run: one whole epoch at lenet5's 0.005 without warm-up; seeds 0-4 in every cell (paired).
+        Assert.All(runs, r => Assert.Contains("\"epochs\":1,\"learning_rate\":0.005,\"seed\"", r));
+        Assert.All(runs, r => Assert.DoesNotContain("max_batches", r));
+        Assert.All(runs, r => Assert.DoesNotContain("lr_warmup", r));
+        var cells = runs.GroupBy(r => System.Text.RegularExpressions.Regex.Replace(r[r.IndexOf(' ', StringComparison.Ordinal)..], @" seed \d+|""seed"":\d+,?", "")).ToList();
+        Assert.Equal(17, cells.Count); // 8 criteria × {90%, 99.5%} + dense
+        Assert.All(cells, c => Assert.Equal(["0", "1", "2", "3", "4"], c.Select(r => System.Text.RegularExpressions.Regex.Match(r, @" seed (\d+)").Groups[1].Value).Order()));
     }
 
     [Theory]
