@@ -114,7 +114,7 @@ public sealed class FirstHourTests
     [InlineData("sweep --target-ci 0", "--target-ci must be a positive number of accuracy points")]
     [InlineData("sweep --target-ci NaN", "--target-ci must be a positive number of accuracy points")]
     [InlineData("sweep --max-seeds 4", "--max-seeds needs --target-ci W")]
-    [InlineData("sweep --target-ci 1 --max-seeds 1", "--max-seeds 1 is fewer than the 2 seeds given by --seeds")]
+    [InlineData("sweep --target-ci 1 --max-seeds 1", "--max-seeds 1 is fewer than the 5 seeds given by --seeds")]
     [InlineData("sweep --target-ci 1 --enqueue", "drop --enqueue")]
     [InlineData("sweep --seeds 18446744073709551615 --target-ci 1", "leaves no room for the 9 seeds")]
     // Values the command-line parser cannot convert: one line, like every other bad value.
