@@ -38,7 +38,7 @@ internal static class AutoSCommands
             || s.Property.Name is nameof(RunConfig.SamplesPerClass) or nameof(RunConfig.ScoringBatchSize), RunCommands.RoundBudget);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
-            var run = Experiment.Configure(o.Read(p) with { Criterion = p.GetValue(by)! });
+            var run = Pai.Host.PaiHost.Configure(o.Read(p) with { Criterion = p.GetValue(by)! });
             var spec = new IterativePruningSpec(run, p.GetValue(rounds), p.GetValue(fraction), rewind);
             spec.Validate();
             var directory = Path.GetFullPath(p.GetValue(output)!);

@@ -27,7 +27,7 @@ internal static class PruneTrainCommands
                 using var pruned = PaiHost.Prune(config, Console.WriteLine, outputs.Staged(p.GetValue(scores)), outputs.Staged(p.GetValue(init)));
                 pruned.SaveMask(outputs.Staged(path)!);
                 Cli.DensityTable(pruned.Report);
-                if (Ablations.Describe(pruned.Config) is { } ablation) Console.WriteLine(ablation);
+                if (Ablations.Describe(pruned.Plan) is { } ablation) Console.WriteLine(ablation);
             });
             AnsiConsole.MarkupLine($"mask written to [bold]{Markup.Escape(path)}[/]");
             return 0;
