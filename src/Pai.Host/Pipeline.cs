@@ -17,7 +17,10 @@ public static class Pipeline
     static readonly DataCache data = new();
     static readonly Lock dataLock = new();
 
-    /// <summary>Starts a pipeline on a data set (see <c>pai list datasets</c>) with the default settings; the model chosen next brings its optimizer and learning rate, as on the command line.</summary>
+    /// <summary>
+    /// Starts a pipeline on a data set (see <c>pai list datasets</c>) with the default settings; the
+    /// model chosen next brings its optimizer and learning rate, as on the command line.
+    /// </summary>
     public static DataStage Data(string dataset, string? directory = null) =>
         new(new RunConfig { Dataset = DatasetRegistry.Canonical(dataset), DataDirectory = directory }, ModelDefaults: true);
 
@@ -72,7 +75,10 @@ public sealed record ModelStage(RunConfig Config)
     public PrunedStage Dense() => new(PaiHost.Configure(Config with { Criterion = RunConfig.DenseCriterion, Sparsity = 0 }), null, null, null);
 }
 
-/// <summary>A pipeline that has chosen its criterion; scoring runs in <see cref="Prune"/>, since iterative criteria (SynFlow's 100 rounds) rescore the masked model at each round towards the sparsity.</summary>
+/// <summary>
+/// A pipeline that has chosen its criterion; scoring runs in <see cref="Prune"/>, since iterative
+/// criteria (SynFlow's 100 rounds) rescore the masked model at each round towards the sparsity.
+/// </summary>
 /// <param name="Config">The run so far.</param>
 public sealed record CriterionStage(RunConfig Config)
 {

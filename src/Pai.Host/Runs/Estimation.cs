@@ -88,7 +88,8 @@ public static class Estimation
         if (classPasses.Count > 0)
         {
             if (!model.IsPiecewiseLinear)
-                throw new ArgumentException($"--class-passes compares approximations with the exact Hessian diagonal, which {model.Name} does not have (it is not piecewise linear in each layer's weights): drop --class-passes");
+                throw new ArgumentException($"--class-passes compares approximations with the exact Hessian diagonal, which {model.Name} does not have (it is not piecewise " +
+                    "linear in each layer's weights): drop --class-passes");
             var context = new ScoringContext(model, batches, shape, o.ProbeSeeds[0],
                 RunPlan.CurvatureOf(config with { Curvature = "exact" }), FSharpOption<Mask>.None);
             using var exactCache = new StatisticCache(context);

@@ -117,7 +117,8 @@ public sealed record RunConfig
     /// linear and no Hutchinson option is given, Hutchinson otherwise. Runs from before this
     /// setting were Hutchinson's, and keep their keys.
     /// </summary>
-    [Setting(SettingGroup.Scoring, "--curvature", "Hessian diagonal (hdiag) of hutch_diag, hutch_obd, hts: exact (Gauss–Newton identity; piecewise-linear models: all but vit-tiny), hutchinson (--probes, --probe-scope, …, the paper's estimator), or auto: exact where the model allows it and no Hutchinson option is given",
+    [Setting(SettingGroup.Scoring, "--curvature", "Hessian diagonal (hdiag) of hutch_diag, hutch_obd, hts: exact (Gauss–Newton identity; piecewise-linear models: all but " +
+        "vit-tiny), hutchinson (--probes, --probe-scope, …, the paper's estimator), or auto: exact where the model allows it and no Hutchinson option is given",
         Choices = ["auto", "exact", "hutchinson"], Legacy = "hutchinson")]
     public string Curvature { get; init; } = "auto";
     /// <summary>
@@ -125,31 +126,38 @@ public sealed record RunConfig
     /// C/K, so unbiased (0: every class, exact): K backward passes per scoring batch instead of
     /// C − 1, an approximation for many classes (CIFAR-100, TinyImageNet). Exact method only.
     /// </summary>
-    [Setting(SettingGroup.Scoring, "--curvature-classes", "exact Hessian diagonal over K classes per sample drawn at random and scaled, unbiased (0 = every class): K backward passes per scoring batch instead of C-1 for C classes, an approximation for many classes (its error: pai estimate --class-passes K)", Min = 0)]
+    [Setting(SettingGroup.Scoring, "--curvature-classes", "exact Hessian diagonal over K classes per sample drawn at random and scaled, unbiased (0 = every class): K backward " +
+        "passes per scoring batch instead of C-1 for C classes, an approximation for many classes (its error: pai estimate --class-passes K)", Min = 0)]
     public int CurvatureClasses { get; init; }
     /// <summary>Hutchinson probes per scoring batch.</summary>
     [Setting(SettingGroup.Scoring, "--probes", "Hutchinson probes per scoring batch", Min = 2, HutchinsonOnly = true)]
     public int Probes { get; init; } = 10;
     /// <summary>Hutchinson probe scope: "full", "layer", or groups of layer indices such as "0+1,2,3".</summary>
-    [Setting(SettingGroup.Scoring, "--probe-scope", "Hutchinson probe blocks: the whole network (full), one layer at a time (layer), or groups of layer indices such as 0+1,2,3", HutchinsonOnly = true)]
+    [Setting(SettingGroup.Scoring, "--probe-scope", "Hutchinson probe blocks: the whole network (full), one layer at a time (layer), or groups of layer indices such as " +
+        "0+1,2,3", HutchinsonOnly = true)]
     public string ProbeScope { get; init; } = "full";
     /// <summary>
     /// Hutchinson HVPs over all scoring batches (null: <see cref="Probes"/> per batch). Fixed mode
     /// gives every probe block floor(budget / (batches × blocks)) probes; adaptive mode stops at it.
     /// </summary>
-    [Setting(SettingGroup.Scoring, "--hvp-budget", "Hutchinson HVPs over all scoring batches, split evenly: each probe block gets budget / (batches × blocks) probes (default: --probes per batch); the cap of --adaptive-target", Min = 1, HutchinsonOnly = true)]
+    [Setting(SettingGroup.Scoring, "--hvp-budget", "Hutchinson HVPs over all scoring batches, split evenly: each probe block gets budget / (batches × blocks) probes (default: " +
+        "--probes per batch); the cap of --adaptive-target", Min = 1, HutchinsonOnly = true)]
     public int? HvpBudget { get; init; }
     /// <summary>Adaptive Hutchinson: probe until every layer's median relative SE is at most this (null: off; needs <see cref="HvpBudget"/>).</summary>
-    [Setting(SettingGroup.Scoring, "--adaptive-target", "adaptive Hutchinson: probe in chunks until every layer's median relative SE is at most this (needs --hvp-budget)", Min = 0, MinExclusive = true, Example = "0.5", HutchinsonOnly = true)]
+    [Setting(SettingGroup.Scoring, "--adaptive-target", "adaptive Hutchinson: probe in chunks until every layer's median relative SE is at most this (needs " +
+        "--hvp-budget)", Min = 0, MinExclusive = true, Example = "0.5", HutchinsonOnly = true)]
     public double? AdaptiveTarget { get; init; }
     /// <summary>The Hessian diagonal takes the classifier's block from its closed form.</summary>
-    [Setting(SettingGroup.Scoring, "--exact-last-layer", "Hessian diagonal: the classifier's in closed form, p(1−p)·h²/T² (pair it with --probe-scope layer: ranked globally against full-probing noise, the exact classifier loses its weights, see docs/curvature-study.md)", HutchinsonOnly = true)]
+    [Setting(SettingGroup.Scoring, "--exact-last-layer", "Hessian diagonal: the classifier's in closed form, p(1−p)·h²/T² (pair it with --probe-scope layer: ranked globally " +
+        "against full-probing noise, the exact classifier loses its weights, see docs/curvature-study.md)", HutchinsonOnly = true)]
     public bool ExactLastLayer { get; init; }
     /// <summary>Layers with at most this many weights get their exact Hessian diagonal from unit-vector HVPs (0: none).</summary>
-    [Setting(SettingGroup.Scoring, "--exact-layer-size", "Hessian diagonal: layers with at most this many weights get theirs exactly from unit-vector HVPs (0 = off)", Min = 0, HutchinsonOnly = true)]
+    [Setting(SettingGroup.Scoring, "--exact-layer-size", "Hessian diagonal: layers with at most this many weights get theirs exactly from unit-vector HVPs (0 = " +
+        "off)", Min = 0, HutchinsonOnly = true)]
     public int ExactLayerSize { get; init; }
     /// <summary>Temperature of the Hutchinson family's formulas (hdiag and, in hts, grad).</summary>
-    [Setting(SettingGroup.Pruning, "--hutch-temperature", "temperature T of the built-in Hessian-diagonal criteria (hutch_diag, hutch_obd, hts: both of hts's terms)", Min = 0, MinExclusive = true)]
+    [Setting(SettingGroup.Pruning, "--hutch-temperature", "temperature T of the built-in Hessian-diagonal criteria (hutch_diag, hutch_obd, hts: both of hts's " +
+        "terms)", Min = 0, MinExclusive = true)]
     public double HutchinsonTemperature { get; init; } = 200;
     /// <summary>Temperature of GraSP's formula.</summary>
     [Setting(SettingGroup.Pruning, "--grasp-temperature", "temperature T of GraSP's H·g", Min = 0, MinExclusive = true)]
@@ -214,7 +222,8 @@ public sealed record RunConfig
     [Setting(SettingGroup.Training, "--augment", "CIFAR augmentation: random crop (padding 4) and horizontal flip")]
     public bool Augment { get; init; }
     /// <summary>Sanity-check ablation of the mask: none, shuffle, reinit or invert (docs/architecture.md §5b).</summary>
-    [Setting(SettingGroup.Pruning, "--ablation", "sanity check: none, shuffle (permute each layer's mask), reinit (fresh initial weights), invert (keep the lowest scores)", Choices = ["none", "shuffle", "reinit", "invert"])]
+    [Setting(SettingGroup.Pruning, "--ablation", "sanity check: none, shuffle (permute each layer's mask), reinit (fresh initial weights), invert (keep the lowest " +
+        "scores)", Choices = ["none", "shuffle", "reinit", "invert"])]
     public string Ablation { get; init; } = "none";
     /// <summary>Image-folder data sets: leave undecodable images out (counted) instead of failing.</summary>
     [Setting(SettingGroup.Data, "--skip-bad-images", "image-folder data sets: leave undecodable images out (counted) instead of failing")]
@@ -223,7 +232,8 @@ public sealed record RunConfig
     [Setting(SettingGroup.Execution, "--device", "where to compute: cpu, cuda or cuda:N (default: cuda when this libtorch sees a GPU, else cpu)")]
     public string? Device { get; init; }
     /// <summary>"auto", "on" or "off": whether masked layers train with the sparse kernels (CPU; results agree to float rounding).</summary>
-    [Setting(SettingGroup.Execution, "--sparse-kernels", "masked layers on sparse kernels (CPU): auto (where a short calibration measures them faster; kept in ~/.cache/pai, or $PAI_CACHE_DIR, so a rerun on this machine chooses alike), on, off", Choices = ["auto", "on", "off"])]
+    [Setting(SettingGroup.Execution, "--sparse-kernels", "masked layers on sparse kernels (CPU): auto (where a short calibration measures them faster; kept in ~/.cache/pai, or " +
+        "$PAI_CACHE_DIR, so a rerun on this machine chooses alike), on, off", Choices = ["auto", "on", "off"])]
     public string SparseKernels { get; init; } = "auto";
 
     /// <summary>The criterion of a run without pruning.</summary>
