@@ -194,19 +194,12 @@ public sealed record RunPlan
 
     static TrainOptions TrainOptionsOf(RunConfig c) => new()
     {
-        Epochs = c.Epochs,
         Optimizer = ChoiceOf<OptimizerKind>(c.Optimizer, "--optimizer"),
-        LearningRate = c.LearningRate,
-        LrWarmup = c.LrWarmup,
-        Momentum = c.Momentum,
-        Nesterov = c.Nesterov,
-        WeightDecay = c.WeightDecay,
         Schedule = ChoiceOf<LrSchedule>(c.Schedule, "--schedule"),
-        Milestones = c.Milestones,
-        Gamma = c.Gamma,
-        LabelSmoothing = c.LabelSmoothing,
-        MaxBatchesPerEpoch = c.MaxBatchesPerEpoch,
         SparseKernels = ChoiceOf<SparseKernelMode>(c.SparseKernels, "--sparse-kernels"),
+        Epochs = c.Epochs, MaxBatchesPerEpoch = c.MaxBatchesPerEpoch,
+        LearningRate = c.LearningRate, LrWarmup = c.LrWarmup, Milestones = c.Milestones, Gamma = c.Gamma,
+        Momentum = c.Momentum, Nesterov = c.Nesterov, WeightDecay = c.WeightDecay, LabelSmoothing = c.LabelSmoothing,
     };
 
     // A setting's text as its enum case ("adamw" is AdamW, "multistep" MultiStep).
