@@ -51,7 +51,7 @@ let config (model: string) (criterion: string) (sparsity: float) (predictor: str
         MaxBatchesPerEpoch = Nullable(if lenet then maxBatches else maxBatchesBn),
         LearningRate = (if lenet then 0.005 else 0.05)
     )
-    |> Experiment.Configure
+    |> RunPlan.Canonical
 
 let data = new DataCache()
 let train = data.Get("fashion-mnist", null, DatasetSplit.Train)
@@ -97,7 +97,7 @@ printfn
 let agreement (model: string) =
     use scope = new Pai.Torch.DisposeScope()
     let c = config model "autos" 0.98 predictorPath
-    use m = Experiment.CreateModel(c, train)
+    use m = Runner.CreateModel(RunPlan.Of(c), train)
 
     use scoring =
         ScoringSubset.Create(train, c.SamplesPerClass, c.Seed, c.ScoringBatchSize)

@@ -10,7 +10,8 @@ internal static class AutoSCommands
 {
     internal static Command AutoS()
     {
-        var cmd = new Command("autos", "AutoS, a learned PaI criterion: label weights by iterative rewind pruning, fit a predictor, then prune any model with --criterion autos --predictor FILE.");
+        var cmd = new Command("autos", "AutoS, a learned PaI criterion: label weights by iterative rewind pruning, fit a predictor, then prune any model with --criterion autos " +
+            "--predictor FILE.");
         cmd.Subcommands.Add(Iterative(rewind: true));
         cmd.Subcommands.Add(Fit());
         return cmd;
@@ -23,22 +24,25 @@ internal static class AutoSCommands
     {
         var rounds = new Option<int>("--rounds") { Description = "pruning rounds R (R + 1 trainings)", DefaultValueFactory = _ => 5 };
         var fraction = new Option<double>("--prune-fraction") { Description = "fraction of the remaining weights pruned per round", DefaultValueFactory = _ => 0.2 };
-        var by = new Option<string>("--prune-by") { Description = $"rank trained weights by {string.Join(" or ", Registry.trainedRankings)}", DefaultValueFactory = _ => Registry.trainedRankings.Head };
+        var by = new Option<string>("--prune-by") { Description = $"rank trained weights by " +
+            $"{string.Join(" or ", Registry.trainedRankings)}", DefaultValueFactory = _ => Registry.trainedRankings.Head };
         by.AcceptOnlyFromAmong([.. Registry.trainedRankings]);
-        var output = new Option<string>("--out", "-o") { Description = "output directory (state, mask, record; labels for IRP); running again resumes", DefaultValueFactory = _ => rewind ? "autos-labels" : "imp" };
+        var output = new Option<string>("--out", "-o") { Description = "output directory (state, mask, record; labels for IRP); running again " +
+            "resumes", DefaultValueFactory = _ => rewind ? "autos-labels" : "imp" };
         var cmd = rewind
             ? new Command("label", "Iterative rewind pruning (IRP): train, prune 20% of the remaining weights, rewind to θ₀, R rounds; " +
                 "writes labels.safetensors (rounds each weight survived, round 0 counted, min-max scaled). Resumable per round. " +
                 "Training budget per round: the short one shown below (1 epoch of at most 200 batches), unless --epochs, --max-batches or --lr say otherwise.")
             : new Command("imp", "Iterative magnitude pruning (IMP): train, prune 20% of the remaining weights, keep training, R rounds; " +
-                "prints the accuracy at every density (what PaI tries to reach without the cost) and writes the final mask. Resumable per round; a short budget per round (1 epoch of at most 200 batches) unless told otherwise.");
+                "prints the accuracy at every density (what PaI tries to reach without the cost) and writes the final mask. Resumable per round; a short budget per round (1 " +
+                    "epoch of at most 200 batches) unless told otherwise.");
         foreach (var opt in new Option[] { rounds, fraction, by, output }) cmd.Options.Add(opt);
         // Data and training, and the scoring subset (SNIP ranking and the AutoS features read it).
         var o = new ConfigOptions(cmd, s => (s.Declaration.Group & (SettingGroup.Data | SettingGroup.Training)) != 0
             || s.Property.Name is nameof(RunConfig.SamplesPerClass) or nameof(RunConfig.ScoringBatchSize), RunCommands.RoundBudget);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
-            var run = Experiment.Configure(o.Read(p) with { Criterion = p.GetValue(by)! });
+            var run = Pai.Host.PaiHost.Configure(o.Read(p) with { Criterion = p.GetValue(by)! });
             var spec = new IterativePruningSpec(run, p.GetValue(rounds), p.GetValue(fraction), rewind);
             spec.Validate();
             var directory = Path.GetFullPath(p.GetValue(output)!);
@@ -69,7 +73,8 @@ internal static class AutoSCommands
     {
         var labels = new Option<string>("--labels", "-l") { Description = "labels file from `pai autos label`", Required = true };
         var output = new Option<string>("--out", "-o") { Description = "predictor file to write (safetensors)", DefaultValueFactory = _ => "predictor.safetensors" };
-        var architecture = new Option<string>("--architecture") { Description = "mlp (default, cheap) or resnet18 (the paper's: one ResNet-18 forward per weight, for small subsets on a CPU)", DefaultValueFactory = _ => "mlp" };
+        var architecture = new Option<string>("--architecture") { Description = "mlp (default, cheap) or resnet18 (the paper's: one ResNet-18 forward per weight, for small " +
+            "subsets on a CPU)", DefaultValueFactory = _ => "mlp" };
         architecture.AcceptOnlyFromAmong([.. PredictorNetwork.Architectures]);
         var extra = new Option<bool>("--extra-features") { Description = "also read |θ₀·g₀|, the Hutchinson diagonal and ln(fan-in), besides θ₀ and g₀" };
         var epochs = new Option<int>("--epochs", "-e") { Description = "passes over the training weights", DefaultValueFactory = _ => new FitOptions().Epochs };
@@ -79,7 +84,8 @@ internal static class AutoSCommands
         var maxWeights = new Option<int?>("--max-weights") { Description = "train (and validate) on a seeded subset of at most this many weights" };
         var seed = new Option<ulong>("--seed") { Description = "seed of initialization, subset and batch order" };
         var dataDir = new Option<string?>("--data") { Description = "directory of the labels' data set (for g₀), when not its usual location" };
-        var cmd = new Command("fit", "Train a predictor of IRP labels from each weight's features at initialization (θ₀, g₀), MSE and Adam, holding out whole layers for validation.");
+        var cmd = new Command("fit", "Train a predictor of IRP labels from each weight's features at initialization (θ₀, g₀), MSE and Adam, holding out whole layers for " +
+            "validation.");
         foreach (var opt in new Option[] { labels, output, architecture, extra, epochs, batch, lr, heldOut, maxWeights, seed, dataDir }) cmd.Options.Add(opt);
         cmd.SetAction(p => Cli.Guard(p, () =>
         {

@@ -106,7 +106,7 @@ internal static class Cli
     {
         var criterion = o.Given(p, nameof(c.Criterion));
         var sparsity = o.Given(p, nameof(c.Sparsity));
-        var dense = c.Criterion.Trim().Equals(Pai.Host.Runs.Experiment.DenseCriterion, StringComparison.OrdinalIgnoreCase);
+        var dense = c.Criterion.Trim().Equals(RunConfig.DenseCriterion, StringComparison.OrdinalIgnoreCase);
         if (required && (!criterion || !sparsity || dense))
             throw new ArgumentException("pruning needs a criterion and a sparsity, e.g. -c snip -s 0.9 (see `./pai list criteria`)");
         if (criterion && !dense && !sparsity)

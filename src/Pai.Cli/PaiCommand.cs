@@ -9,7 +9,8 @@ internal static class PaiCommand
 {
     internal static readonly Option<int> Threads = new("--threads")
     {
-        Description = "libtorch intra-op threads: 0 = the cores other processes leave free (the cores less the load at start, rounded, at least 1; `pai info` shows the choice), a number is used as given",
+        Description = "libtorch intra-op threads: 0 = the cores other processes leave free (the cores less the load at start, rounded, at least 1; `pai info` shows the " +
+            "choice), a number is used as given",
         DefaultValueFactory = _ => 0,
         Recursive = true,
     };
@@ -70,7 +71,8 @@ internal static class PaiCommand
                     foreach (var (name, what) in Formula.functionsDescribed) stats.AddRow(Markup.Escape(name + "(…)"), Markup.Escape(what));
                     stats.AddRow("+ - * / ^", "arithmetic (^ takes a number exponent); temperatures go into the statistic: grad(T=200)");
                     table = stats;
-                    table.Caption("hdiag (hutch_diag, hutch_obd, hts): exact by the Gauss–Newton identity on piecewise-linear models (all but vit-tiny); Hutchinson on vit-tiny, with --curvature hutchinson, or when a Hutchinson option (--probes, --probe-scope, …) is given");
+                    table.Caption("hdiag (hutch_diag, hutch_obd, hts): exact by the Gauss–Newton identity on piecewise-linear models (all but vit-tiny); Hutchinson on " +
+                        "vit-tiny, with --curvature hutchinson, or when a Hutchinson option (--probes, --probe-scope, …) is given");
                     break;
             }
             AnsiConsole.Write(table);

@@ -11,8 +11,10 @@ internal static class PruneTrainCommands
     {
         var output = new Option<string>("--out", "-o") { Description = "mask file to write (safetensors)", DefaultValueFactory = _ => "mask.safetensors" };
         var scores = new Option<string?>("--save-scores") { Description = "also write the per-weight scores (safetensors, one tensor per layer)" };
-        var init = new Option<string?>("--save-init") { Description = "also write θ₀ (PyTorch state_dict names) and the scoring data in scoring order (tensors inputs, targets), to recompute the scores with other code" };
-        var cmd = new Command("prune", "Score a freshly initialized model with a criterion (a name or a formula over statistics) and write the mask (safetensors); prints per-layer density.");
+        var init = new Option<string?>("--save-init") { Description = "also write θ₀ (PyTorch state_dict names) and the scoring data in scoring order (tensors inputs, " +
+            "targets), to recompute the scores with other code" };
+        var cmd = new Command("prune", "Score a freshly initialized model with a criterion (a name or a formula over statistics) and write the mask (safetensors); prints " +
+            "per-layer density.");
         var o = new ConfigOptions(cmd, SettingGroup.Data | SettingGroup.Scoring | SettingGroup.Pruning);
         cmd.Options.Add(output);
         cmd.Options.Add(scores);
@@ -27,7 +29,7 @@ internal static class PruneTrainCommands
                 using var pruned = PaiHost.Prune(config, Console.WriteLine, outputs.Staged(p.GetValue(scores)), outputs.Staged(p.GetValue(init)));
                 pruned.SaveMask(outputs.Staged(path)!);
                 Cli.DensityTable(pruned.Report);
-                if (Ablations.Describe(pruned.Config) is { } ablation) Console.WriteLine(ablation);
+                if (Ablations.Describe(pruned.Plan) is { } ablation) Console.WriteLine(ablation);
             });
             AnsiConsole.MarkupLine($"mask written to [bold]{Markup.Escape(path)}[/]");
             return 0;
@@ -37,7 +39,8 @@ internal static class PruneTrainCommands
 
     internal static Command Train()
     {
-        var mask = new Option<string?>("--mask") { Description = "mask file from `pai prune` (omit to train densely); one made with --ablation reinit trains from fresh initial weights" };
+        var mask = new Option<string?>("--mask") { Description = "mask file from `pai prune` (omit to train densely); one made with --ablation reinit trains from fresh initial " +
+            "weights" };
         var output = new Option<string?>("--out", "-o") { Description = "checkpoint to write (safetensors): weights, buffers and mask" };
         var cmd = new Command("train", "Train a model, densely or with a mask from `pai prune` (the same model and seed the mask was made for).");
         var o = new ConfigOptions(cmd, SettingGroup.Data | SettingGroup.Training);

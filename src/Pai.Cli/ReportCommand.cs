@@ -10,10 +10,13 @@ internal static class ReportCommand
     internal static Command Create()
     {
         var output = new Option<string?>("--out", "-o") { Description = "report directory (default: RESULTS/report)" };
-        var layers = new Option<string[]>("--layers") { Description = "run keys whose per-layer density to chart (default: one run per criterion at the highest sparsity)", AllowMultipleArgumentsPerToken = true };
-        var wide = new Option<bool>("--wide") { Description = "show every column of the results table in the terminal, with p-values (default: the columns that fit 120 characters)" };
+        var layers = new Option<string[]>("--layers") { Description = "run keys whose per-layer density to chart (default: one run per criterion at the highest " +
+            "sparsity)", AllowMultipleArgumentsPerToken = true };
+        var wide = new Option<bool>("--wide") { Description = "show every column of the results table in the terminal, with p-values (default: the columns that fit 120 " +
+            "characters)" };
         var (targetCi, maxSeeds) = RunCommands.SeedTargetOptions("the sweep's --target-ci W: the findings name the cells still wider than ±W accuracy points at --max-seeds seeds");
-        var cmd = new Command("report", "Results of the store: a terminal table, report.md, results.csv, accuracy-vs-sparsity and per-layer density charts (SVG and PNG), report.html.");
+        var cmd = new Command("report", "Results of the store: a terminal table, report.md, results.csv, accuracy-vs-sparsity and per-layer density charts (SVG and PNG), " +
+            "report.html.");
         cmd.Options.Add(output);
         cmd.Options.Add(layers);
         cmd.Options.Add(wide);
@@ -51,7 +54,8 @@ internal static class ReportCommand
             }
         Say(wide
             ? $"{ReportTables.HigherMark} {ReportTables.LowerMark} significantly higher / lower, {ReportTables.NotSignificantMark} not significant: " +
-              $"t-test over the seeds, Holm-corrected p < {ReportTables.Alpha:0.00} (in brackets). {ReportTables.NotWorseMark}: an ablation not significantly worse than its criterion."
+              $"t-test over the seeds, Holm-corrected p < {ReportTables.Alpha:0.00} (in brackets). {ReportTables.NotWorseMark}: an ablation not significantly worse than its " +
+                  "criterion."
             : $"Top-1: mean ± 95% CI over the seeds. {ReportTables.HigherMark} {ReportTables.LowerMark} significantly higher / lower, " +
               $"{ReportTables.NotSignificantMark} not significant (t-test over the seeds, Holm-corrected p < {ReportTables.Alpha:0.00}); " +
               $"{ReportTables.NotWorseMark[..1]}: an ablation not significantly worse than its criterion. p-values and every column: report.md, or --wide.", width);

@@ -55,7 +55,8 @@ internal static class RunCommands
             var failed = Execute(store, [config], "run");
             var record = store.Get(config.Key)!;
             if (record.Prune is { } prune)
-                AnsiConsole.MarkupLine($"kept {prune.Density:P2} of prunable weights{(prune.Collapsed.Count > 0 ? $", [yellow]collapsed: {Markup.Escape(string.Join(", ", prune.Collapsed))}[/]" : "")}");
+                AnsiConsole.MarkupLine($"kept {prune.Density:P2} of prunable " +
+                    $"weights{(prune.Collapsed.Count > 0 ? $", [yellow]collapsed: {Markup.Escape(string.Join(", ", prune.Collapsed))}[/]" : "")}");
             if (record.FinalTop1 is { } top1)
                 AnsiConsole.MarkupLine($"{Markup.Escape(config.Label)}: test top-1 [bold]{top1:P2}[/] (run {config.Key} in {Markup.Escape(store.Directory)})");
             return failed == 0 ? 0 : 1;
@@ -65,19 +66,27 @@ internal static class RunCommands
 
     internal static Command Sweep()
     {
-        var criteria = new Option<string>("--criteria") { Description = "comma-separated criteria (names or formulas; separate formulas with ';' when they contain commas)", DefaultValueFactory = _ => string.Join(",", Registry.mainJob) };
-        var sparsities = new Option<string>("--sparsities") { Description = "comma-separated sparsities in [0, 1)", DefaultValueFactory = _ => string.Join(",", MainSparsities.Select(s => s.ToString(CultureInfo.InvariantCulture))) };
+        var criteria = new Option<string>("--criteria") { Description = "comma-separated criteria (names or formulas; separate formulas with ';' when they contain " +
+            "commas)", DefaultValueFactory = _ => string.Join(",", Registry.mainJob) };
+        var sparsities = new Option<string>("--sparsities")
+        {
+            Description = "comma-separated sparsities in [0, 1)",
+            DefaultValueFactory = _ => string.Join(",", MainSparsities.Select(s => s.ToString(CultureInfo.InvariantCulture))),
+        };
         var seeds = new Option<string>("--seeds") { Description = "comma-separated seeds", DefaultValueFactory = _ => string.Join(",", MainSeeds) };
         var warmups = new Option<string>("--warmup-modes") { Description = "BN warm-up on, off, or on,off (on uses --warmup batches)", DefaultValueFactory = _ => "on" };
-        var ablations = new Option<string>("--ablations") { Description = $"sanity checks run beside each criterion: {string.Join(",", Ablations.Names)} (comma-separated)", DefaultValueFactory = _ => "none" };
+        var ablations = new Option<string>("--ablations") { Description = $"sanity checks run beside each criterion: {string.Join(",", Ablations.Names)} " +
+            "(comma-separated)", DefaultValueFactory = _ => "none" };
         var noDense = new Option<bool>("--no-dense") { Description = "skip the dense baseline" };
         var noReport = new Option<bool>("--no-report") { Description = "do not write the report at the end" };
         var dryRun = new Option<bool>("--dry-run") { Description = "print the runs (key and label) the grid describes, then stop" };
-        var (targetCi, maxSeeds) = SeedTargetOptions("add seeds (the numbers after --seeds, the same for every cell) to the cells whose 95% interval of the mean top-1 is wider than ± this many accuracy points, until it is narrower or --max-seeds is reached");
+        var (targetCi, maxSeeds) = SeedTargetOptions("add seeds (the numbers after --seeds, the same for every cell) to the cells whose 95% interval of the mean top-1 is wider " +
+            "than ± this many accuracy points, until it is narrower or --max-seeds is reached");
         var cmd = new Command("sweep",
             "A grid of criteria × sparsities × seeds × warm-up × ablations, plus a dense baseline, recorded in the store and resumable: " +
             "finished runs are skipped, an interrupted one restarts. With no options it is the main job: lenet5 on Fashion-MNIST, " +
-            $"{Registry.mainJob.Length} criteria at 90% and 99.5% sparsity, seeds {string.Join(", ", MainSeeds)}, on the budget shown below (--epochs, --max-batches, --lr change it), in one worker process per core.");
+            $"{Registry.mainJob.Length} criteria at 90% and 99.5% sparsity, seeds {string.Join(", ", MainSeeds)}, on the budget shown below (--epochs, --max-batches, --lr " +
+                "change it), in one worker process per core.");
         foreach (var opt in new Option[] { criteria, sparsities, seeds, warmups, ablations, noDense, noReport, dryRun, targetCi, maxSeeds }) cmd.Options.Add(opt);
         var o = new ConfigOptions(cmd, AllGroups, MainBudget, nameof(RunConfig.Criterion), nameof(RunConfig.Sparsity), nameof(RunConfig.Ablation));
         WorkerCommands.AddSweepOptions(cmd);
@@ -90,7 +99,8 @@ internal static class RunCommands
             var modes = Split(p.GetValue(warmups)!, "--warmup-modes");
             if (modes.Any(m => m is not ("on" or "off"))) throw new ArgumentException($"--warmup-modes takes on, off or on,off; got '{p.GetValue(warmups)}'");
             var checks = Split(p.GetValue(ablations)!, "--ablations");
-            if (checks.FirstOrDefault(a => !Ablations.Names.Contains(a)) is { } bad) throw new ArgumentException($"--ablations: unknown ablation '{bad}'; valid: {string.Join(", ", Ablations.Names)}");
+            if (checks.FirstOrDefault(a => !Ablations.Names.Contains(a)) is { } bad) throw new ArgumentException($"--ablations: unknown ablation '{bad}'; valid: " +
+                $"{string.Join(", ", Ablations.Names)}");
             var baseline = o.Read(p);
             var warmupOn = baseline.WarmupBatches > 0 ? baseline.WarmupBatches : new RunConfig().WarmupBatches;
             var configs = new List<RunConfig>();

@@ -48,19 +48,19 @@ public sealed record InstallationInfo(
         : $"CUDA {CudaVersion}, cuDNN {CudnnVersion ?? "none"}, {CudaDevices} device(s){(CudaDevices > 0 ? ": " + string.Join(", ", Enumerable.Range(0, CudaDevices).Select(i => $"cuda:{i}")) : "")}";
 }
 
-/// <summary>A pruned model: the freshly initialized model, its mask and report, and the data it was scored on.</summary>
-public sealed class PruneOutcome(RunConfig config, DataCache data, Model model, PruneResult result) : IDisposable
+/// <summary>A pruned model: the model after pruning (BN warm-up, the reinit ablation), its mask and report, and the data it was scored on.</summary>
+public sealed class PruneOutcome(RunPlan plan, DataCache data, Model model, PrunedModel pruned) : IDisposable
 {
-    /// <summary>The configuration (as <see cref="Experiment.Configure"/> settled it).</summary>
-    public RunConfig Config { get; } = config;
-    /// <summary>The model at its initialization (weights unchanged by pruning).</summary>
+    /// <summary>The run's plan (its configuration as <see cref="RunPlan.Of"/> settled it).</summary>
+    public RunPlan Plan { get; } = plan;
+    /// <summary>The settled configuration.</summary>
+    public RunConfig Config => Plan.Config;
+    /// <summary>The model the mask was made for.</summary>
     public Model Model { get; } = model;
-    /// <summary>Mask, report (and statistics, already stored or freed).</summary>
-    public PruneResult Result { get; } = result;
     /// <summary>The mask.</summary>
-    public Mask Mask => Result.Mask;
+    public Mask Mask => pruned.Mask;
     /// <summary>Per-layer densities, collapse, timings, curvature diagnostics.</summary>
-    public PruneReport Report => Result.Report;
+    public PruneReport Report => pruned.Report!;
 
     /// <summary>Writes the mask (safetensors, readable from PyTorch) with the run's configuration as metadata.</summary>
     public void SaveMask(string path) => Safetensors.Save(Path.GetFullPath(path), Mask.Layers.Select(l => (l.Item1, l.Item2)),
@@ -69,7 +69,7 @@ public sealed class PruneOutcome(RunConfig config, DataCache data, Model model, 
     /// <summary>Frees the mask, the model and the data.</summary>
     public void Dispose()
     {
-        MaskModule.dispose(Result.Mask);
+        MaskModule.dispose(pruned.Mask);
         Model.Dispose();
         data.Dispose();
     }
@@ -129,15 +129,10 @@ public sealed class TrainOutcome : IDisposable
 public static class PaiHost
 {
     /// <summary>
-    /// Settles and checks a configuration (<see cref="Experiment.Configure"/> then
-    /// <see cref="Experiment.Validate"/>); throws ArgumentException naming the problem.
+    /// Settles and checks a configuration (<see cref="RunPlan.Of"/>) and returns it in canonical
+    /// form; throws ArgumentException naming the problem.
     /// </summary>
-    public static RunConfig Configure(RunConfig config)
-    {
-        var c = Experiment.Configure(config);
-        Experiment.Validate(c);
-        return c;
-    }
+    public static RunConfig Configure(RunConfig config) => RunPlan.Of(config).Config;
 
     /// <summary>
     /// Scores a freshly initialized model and selects its mask. With <paramref name="scoresPath"/>
@@ -147,17 +142,16 @@ public static class PaiHost
     /// </summary>
     public static PruneOutcome Prune(RunConfig config, Action<string>? log = null, string? scoresPath = null, string? initPath = null)
     {
-        var c = Configure(config);
-        if (c.Criterion == Experiment.DenseCriterion) throw new ArgumentException("pruning needs a criterion (-c snip, say) and a sparsity (-s 0.9)");
+        var plan = RunPlan.Of(config);
+        if (plan.IsDense) throw new ArgumentException("pruning needs a criterion (-c snip, say) and a sparsity (-s 0.9)");
         var data = new DataCache();
         Model? model = null;
         try
         {
-            var train = data.For(c);
-            model = Experiment.CreateModel(c, train);
-            if (initPath is not null) SaveInit(initPath, c, model, train);
-            var result = Experiment.Prune(c, model, train, null, log ?? (_ => { }), scoresPath);
-            return new PruneOutcome(c, data, model, result);
+            var train = data.For(plan.Config);
+            model = Runner.CreateModel(plan, train);
+            if (initPath is not null) SaveInit(initPath, plan.Config, model, train);
+            return new PruneOutcome(plan, data, model, Runner.Prune(plan, model, train, null, log ?? (_ => { }), scoresPath));
         }
         catch
         {
@@ -190,14 +184,15 @@ public static class PaiHost
     /// </summary>
     public static TrainOutcome Train(RunConfig config, string? maskPath = null, Action<TrainProgress>? progress = null, Action<string>? log = null)
     {
-        var c = Configure(config);
+        var plan = RunPlan.Of(config);
+        var c = plan.Config;
         var data = new DataCache();
         var scope = new DisposeScope();
         Model? model = null;
         try
         {
             var runData = data.For(c);
-            model = Experiment.CreateModel(c, runData);
+            model = Runner.CreateModel(plan, runData);
             Dictionary<string, Tensor>? keep = null;
             if (maskPath is not null)
             {
@@ -216,17 +211,7 @@ public static class PaiHost
                 log?.Invoke($"mask {maskPath}: {kept:N0} of {model.PrunableCount:N0} prunable weights kept ({(double)kept / model.PrunableCount:P2})");
                 if (kept == 0) throw new ArgumentException($"mask file '{maskPath}' keeps no weight: the network is disconnected and cannot learn; prune at a lower sparsity");
             }
-            using var trainLoader = runData.Train(c.BatchSize, c.Seed, c.Augment, model.Device);
-            using var testLoader = runData.Test(Experiment.EvalBatchSize(runData), model.Device);
-            var options = Experiment.TrainOptionsOf(c);
-            var announced = keep is null || options.SparseKernels == SparseKernelMode.Off;
-            var epochs = Trainer.Train(model, keep, trainLoader.Epoch, () => testLoader.Epoch(0), options, p =>
-                {
-                    if (!announced) log?.Invoke(Trainer.DescribeSparseLayers(options.SparseKernels, p.SparseLayers));
-                    announced = true;
-                    progress?.Invoke(p);
-                },
-                options.BatchesPerEpoch(trainLoader.BatchCount));
+            var epochs = Runner.TrainModel(plan, model, keep, runData, log, progress);
             return new TrainOutcome(data, scope, model, keep, epochs);
         }
         catch
@@ -250,7 +235,7 @@ public static class PaiHost
         Runs.Sweep.Execute(store, name, configs.Select(Configure).ToList(), progress, log);
 
     /// <summary>Mask stability and curvature error across probe seeds (see <see cref="Estimation"/>).</summary>
-    public static EstimateReport Estimate(RunConfig config, EstimateOptions options) => Estimation.Run(Configure(config), options);
+    public static EstimateReport Estimate(RunConfig config, EstimateOptions options) => Estimation.Run(RunPlan.Of(config), options);
 
     /// <summary>Writes the store's report (tables, CSV, Markdown, charts, HTML) into <paramref name="directory"/> (default: STORE/report).</summary>
     public static ReportFiles Report(IRunStore store, string? directory = null, ReportOptions? options = null) =>

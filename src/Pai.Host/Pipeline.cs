@@ -6,7 +6,7 @@ namespace Pai.Host;
 /// A run as a pipeline of immutable records, for scripts (<c>pipelines/*.fsx</c>) and programs:
 /// <c>data |&gt; model |&gt; score criterion |&gt; prune 0.98 |&gt; train budget |&gt; record store</c>.
 /// Each stage carries the <see cref="RunConfig"/> built so far; pruning and training run through
-/// the same code as <c>pai run</c> (<see cref="Experiment.PruneForRun"/>, <see cref="Experiment.TrainForRun"/>),
+/// the same code as <c>pai run</c> (<see cref="Runner.Prune"/>, <see cref="Runner.Train"/>),
 /// so a pipeline gives the run key, mask and accuracy of the equivalent command, bit for bit.
 /// Records hold managed copies of weights and masks (<see cref="TensorSnapshot"/>), never native
 /// tensors: a record needs no disposing, and one pruned record can be trained with several budgets.
@@ -17,7 +17,10 @@ public static class Pipeline
     static readonly DataCache data = new();
     static readonly Lock dataLock = new();
 
-    /// <summary>Starts a pipeline on a data set (see <c>pai list datasets</c>) with the default settings; the model chosen next brings its optimizer and learning rate, as on the command line.</summary>
+    /// <summary>
+    /// Starts a pipeline on a data set (see <c>pai list datasets</c>) with the default settings; the
+    /// model chosen next brings its optimizer and learning rate, as on the command line.
+    /// </summary>
     public static DataStage Data(string dataset, string? directory = null) =>
         new(new RunConfig { Dataset = DatasetRegistry.Canonical(dataset), DataDirectory = directory }, ModelDefaults: true);
 
@@ -55,7 +58,7 @@ public sealed record ModelStage(RunConfig Config)
     /// </summary>
     public CriterionStage Score(Criterion criterion) =>
         Score(Registry.names.Contains(criterion.Name) && criterion.Name != Registry.learnedName &&
-              Formula.render(Registry.resolve(Experiment.TemperaturesOf(Config), criterion.Name).ResultValue.Formula) == Formula.render(criterion.Formula)
+              Formula.render(Registry.resolve(RunPlan.TemperaturesOf(Config), criterion.Name).ResultValue.Formula) == Formula.render(criterion.Formula)
             ? criterion.Name
             : Formula.render(criterion.Formula));
 
@@ -69,10 +72,13 @@ public sealed record ModelStage(RunConfig Config)
     }
 
     /// <summary>Skips pruning: the dense baseline.</summary>
-    public PrunedStage Dense() => new(PaiHost.Configure(Config with { Criterion = Experiment.DenseCriterion, Sparsity = 0 }), null, null, null);
+    public PrunedStage Dense() => new(PaiHost.Configure(Config with { Criterion = RunConfig.DenseCriterion, Sparsity = 0 }), null, null, null);
 }
 
-/// <summary>A pipeline that has chosen its criterion; scoring runs in <see cref="Prune"/>, since iterative criteria (SynFlow's 100 rounds) rescore the masked model at each round towards the sparsity.</summary>
+/// <summary>
+/// A pipeline that has chosen its criterion; scoring runs in <see cref="Prune"/>, since iterative
+/// criteria (SynFlow's 100 rounds) rescore the masked model at each round towards the sparsity.
+/// </summary>
 /// <param name="Config">The run so far.</param>
 public sealed record CriterionStage(RunConfig Config)
 {
@@ -84,12 +90,13 @@ public sealed record CriterionStage(RunConfig Config)
     /// </summary>
     public PrunedStage Prune(double sparsity, IRunStore? store = null, IRunProgress? progress = null)
     {
-        var c = PaiHost.Configure(Config with { Sparsity = sparsity });
+        var plan = RunPlan.Of(Config with { Sparsity = sparsity });
+        var c = plan.Config;
         progress?.Phase(c, "data");
         var data = Pipeline.Load(c);
-        using var model = Experiment.CreateModel(c, data);
+        using var model = Runner.CreateModel(plan, data);
         progress?.Phase(c, "warmup+scoring");
-        var pruned = Experiment.PruneForRun(c, model, data, store, m => progress?.Log(c, m));
+        var pruned = Runner.Prune(plan, model, data, store, m => progress?.Log(c, m));
         try
         {
             return new PrunedStage(c, pruned.Summary, TensorSnapshot.Of(pruned.Mask.Layers.Select(l => (l.Item1, l.Item2))),
@@ -120,15 +127,15 @@ public sealed record PrunedStage(RunConfig Config, PruneSummary? Summary, Tensor
     /// </summary>
     public TrainedStage Train(Budget budget, IRunProgress? progress = null)
     {
-        var c = PaiHost.Configure(Config with { Epochs = budget.Epochs, MaxBatchesPerEpoch = budget.MaxBatchesPerEpoch });
-        var data = Pipeline.Load(c);
+        var plan = RunPlan.Of(Config with { Epochs = budget.Epochs, MaxBatchesPerEpoch = budget.MaxBatchesPerEpoch });
+        var data = Pipeline.Load(plan.Config);
         using var scope = new DisposeScope();
-        using var model = Experiment.CreateModel(c, data);
+        using var model = Runner.CreateModel(plan, data);
         Weights?.CopyInto(model.State());
         var maskTensors = Mask?.ToTensors(model.Device);
         var mask = maskTensors is null ? null : new Mask(ListModule.OfSeq(maskTensors.Select(t => Tuple.Create(t.Name, t.Tensor))));
         var pruned = mask is null ? null : new PrunedModel(mask, Summary, Phases ?? new Dictionary<string, double>());
-        var record = Experiment.TrainForRun(c, model, pruned, data, DateTimeOffset.UtcNow, progress);
+        var record = Runner.Train(plan, model, pruned, data, DateTimeOffset.UtcNow, progress);
         return new TrainedStage(record, Mask, TensorSnapshot.Of(model.State()));
     }
 }
@@ -162,10 +169,7 @@ public sealed record TrainedStage(RunRecord Run, TensorSnapshot? Mask, TensorSna
             if (Run.Prune is { } prune) store.RecordPrune(key, prune, Run.PhaseSeconds.Where(p => p.Key != "training").ToDictionary());
             foreach (var e in Run.Epochs) store.RecordEpoch(key, e);
             using var scope = new DisposeScope();
-            var config = new Dictionary<string, string> { ["config"] = c.CanonicalJson() };
-            if (Mask is not null) Safetensors.Save(store.MaskPath(key), Mask.ToTensors().Select(t => (t.Name, t.Tensor)), config);
-            Safetensors.Save(store.CheckpointPath(key), Weights.ToTensors().Select(t => (t.Name, t.Tensor)), config);
-            store.Finish(key, Run);
+            store.Record(Run, Mask?.ToTensors().Select(t => (t.Name, t.Tensor)), Weights.ToTensors().Select(t => (t.Name, t.Tensor)));
             return store.Get(key)!;
         }
         catch (Exception e) when (e is not RunStoreUnavailableException)

@@ -9,10 +9,10 @@ public sealed class AblationTests
 
     static Dictionary<string, bool[]> MaskOf(RunConfig config)
     {
-        var c = Experiment.Configure(config);
+        var c = RunPlan.Canonical(config);
         var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
-        using var m = Experiment.CreateModel(c, train);
-        var result = Experiment.Prune(c, m, train, null, _ => { });
+        using var m = Runner.CreateModel(RunPlan.Of(c), train);
+        var result = Runner.Prune(RunPlan.Of(c), m, train, null, _ => { });
         try { return result.Mask.Layers.ToDictionary(l => l.Item1, l => l.Item2.Flatten().ToArray<bool>()); }
         finally { MaskModule.dispose(result.Mask); }
     }
@@ -48,18 +48,18 @@ public sealed class AblationTests
     [Fact]
     public void Reinit_draws_every_weight_afresh_from_its_own_seed()
     {
-        var c = Experiment.Configure(Magnitude with { Ablation = "reinit" });
+        var c = RunPlan.Canonical(Magnitude with { Ablation = "reinit" });
         var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
         float[] Weights(Pai.Host.Models.Model m) => m.Prunable.SelectMany(p => p.Value.Flatten().ToArray<float>()).ToArray();
-        using var a = Experiment.CreateModel(c, train);
-        using var b = Experiment.CreateModel(c, train);
+        using var a = Runner.CreateModel(RunPlan.Of(c), train);
+        using var b = Runner.CreateModel(RunPlan.Of(c), train);
         var before = Weights(a);
         Ablations.Reinitialize(a, c.Seed);
         Ablations.Reinitialize(b, c.Seed);
         var after = Weights(a);
         Assert.Equal(after, Weights(b)); // reproducible
         Assert.All(before.Zip(after), p => Assert.NotEqual(p.First, p.Second)); // every prunable weight changes
-        Assert.Equal(Ablations.ReinitSeed(c.Seed), Experiment.SeedsOf(c)["reinit"]);
+        Assert.Equal(Ablations.ReinitSeed(c.Seed), RunPlan.Of(c).Seeds()["reinit"]);
         // The mask is the criterion's: reinit changes the weights it is applied to, not the mask.
         Assert.Equal(MaskOf(Magnitude), MaskOf(Magnitude with { Ablation = "reinit" }));
     }
@@ -101,9 +101,9 @@ public sealed class AblationTests
     [Fact]
     public void Ablations_are_part_of_the_run_key()
     {
-        var keys = Ablations.Names.Select(a => Experiment.Configure(Magnitude with { Ablation = a }).Key).ToList();
+        var keys = Ablations.Names.Select(a => RunPlan.Canonical(Magnitude with { Ablation = a }).Key).ToList();
         Assert.Equal(keys.Count, keys.Distinct().Count());
-        Assert.Equal(Experiment.Configure(Magnitude).Key, keys[0]); // "none" leaves existing keys alone
-        Assert.Throws<ArgumentException>(() => Experiment.Validate(new RunConfig { Ablation = "shuffle" })); // needs a criterion
+        Assert.Equal(RunPlan.Canonical(Magnitude).Key, keys[0]); // "none" leaves existing keys alone
+        Assert.Throws<ArgumentException>(() => RunPlan.Validate(new RunConfig { Ablation = "shuffle" })); // needs a criterion
     }
 }

@@ -42,7 +42,7 @@ public class AutoSTests
         const int rounds = 3;
         var result = IterativePruning.Run(new IterativePruningSpec(SmallRun(1e-30), rounds, 0.2), train, test, dir.Path);
         using var labels = LabelFile.Load(result.LabelsPath!);
-        using var model = Experiment.CreateModel(SmallRun(1e-30), train);
+        using var model = Runner.CreateModel(RunPlan.Of(SmallRun(1e-30)), train);
         using var scope = new DisposeScope();
 
         var theta = model.Prunable.SelectMany(p => Floats(p.Value)).ToArray();
@@ -116,7 +116,7 @@ public class AutoSTests
     public void A_predictor_learns_a_known_labeling_and_ranks_the_held_out_layer()
     {
         using var data = new SmallData();
-        using var model = Experiment.CreateModel(SmallRun(0.01), data.Train);
+        using var model = Runner.CreateModel(RunPlan.Of(SmallRun(0.01)), data.Train);
         using var scope = new DisposeScope();
         var samples = RankOfMagnitudeSamples(model, data.Train);
         var (predictor, report) = PredictorFitting.Fit(samples, [.. Features.standard], new FitOptions { Epochs = 5, Seed = 1 });
@@ -138,7 +138,7 @@ public class AutoSTests
     {
         using var dir = new TempDirectory();
         using var data = new SmallData();
-        using var model = Experiment.CreateModel(SmallRun(0.01), data.Train);
+        using var model = Runner.CreateModel(RunPlan.Of(SmallRun(0.01)), data.Train);
         using var scope = new DisposeScope();
         var samples = RankOfMagnitudeSamples(model, data.Train);
         var (predictor, report) = PredictorFitting.Fit(samples, [.. Features.standard], new FitOptions { Epochs = 1, MaxWeights = 2000 });
@@ -240,20 +240,20 @@ public class AutoSTests
         }
         var autos = new RunConfig { Criterion = "autos", Sparsity = 0.9, Predictor = path };
         Write(0);
-        var first = Experiment.Configure(autos);
+        var first = RunPlan.Canonical(autos);
         Write(0);
-        Assert.Equal(first.Key, Experiment.Configure(autos).Key); // same content, same run
+        Assert.Equal(first.Key, RunPlan.Canonical(autos).Key); // same content, same run
         Write(1);
-        var changed = Experiment.Configure(autos);
+        var changed = RunPlan.Canonical(autos);
         Assert.NotEqual(first.Key, changed.Key);
         Assert.NotNull(changed.PredictorHash);
         // A stray --predictor leaves other criteria's keys alone (the pinned keys of StoreTests stay valid).
         var snip = new RunConfig { Criterion = "snip", Sparsity = 0.9 };
-        Assert.Equal(snip.Key, Experiment.Configure(snip with { Predictor = path }).Key);
-        Assert.Equal("44136fa355b3678a", Experiment.Configure(new RunConfig()).Key);
+        Assert.Equal(snip.Key, RunPlan.Canonical(snip with { Predictor = path }).Key);
+        Assert.Equal("44136fa355b3678a", RunPlan.Canonical(new RunConfig()).Key);
         // A run configured without the hash is refused rather than keyed by the path alone.
-        var e = Assert.Throws<ArgumentException>(() => Experiment.Validate(autos));
-        Assert.Contains("Experiment.Configure", e.Message);
+        var e = Assert.Throws<ArgumentException>(() => RunPlan.Validate(autos));
+        Assert.Contains("RunPlan.Of", e.Message);
     }
 }
 

@@ -75,15 +75,15 @@ public sealed class CriterionRegressionTests
         var dataset = model == "lenet5" ? "fashion-mnist" : "synthetic";
         var hashes = Sparsities.Select(s =>
         {
-            var c = Experiment.Configure(new RunConfig
+            var c = RunPlan.Canonical(new RunConfig
             {
                 Model = model, Dataset = dataset, Criterion = criterion, Sparsity = s, Curvature = curvature,
                 SamplesPerClass = model == "lenet5" ? 2 : 1, Probes = hutchinson ? 2 : 10, Rounds = criterion == "synflow" ? 10 : null,
             });
             if (readsHdiag) Assert.Equal(hutchinson ? "hutchinson" : "exact", c.Curvature);
             var train = data.Get(c.Dataset, null, DatasetSplit.Train);
-            using var m = Experiment.CreateModel(c, train);
-            var result = Experiment.Prune(c, m, train, store, _ => { });
+            using var m = Runner.CreateModel(RunPlan.Of(c), train);
+            var result = Runner.Prune(RunPlan.Of(c), m, train, store, _ => { });
             try { return Hash(result.Mask); }
             finally { MaskModule.dispose(result.Mask); }
         }).ToArray();
@@ -105,9 +105,9 @@ public sealed class CriterionRegressionTests
         using var gen = new Generator(11);
         var batches = ListModule.OfSeq([new Batch(Libtorch.Randn(shape.WithBatch(20), gen),
             Libtorch.FromArray(Enumerable.Range(0, 20).Select(i => (long)(i % 10)).ToArray()))]);
-        var config = Experiment.Configure(new RunConfig { Model = "lenet300", Criterion = "hutch_obd", Sparsity = 0.9 });
+        var config = RunPlan.Canonical(new RunConfig { Model = "lenet300", Criterion = "hutch_obd", Sparsity = 0.9 });
         Assert.Equal("exact", config.Curvature);
-        var exact = new ScoringContext(model, batches, ListModule.OfSeq(shape.Dimensions), 0, Experiment.CurvatureOf(config), FSharpOption<Mask>.None);
+        var exact = new ScoringContext(model, batches, ListModule.OfSeq(shape.Dimensions), 0, RunPlan.CurvatureOf(config), FSharpOption<Mask>.None);
         var t = config.HutchinsonTemperature;
         var oracle = Enumerable.Range(0, model.Prunable.Count).Select(i => Estimators.unitVectorDiagonal(model, t, i, batches).Item1.DetachFromScope()).ToList();
         var hdiag = Statistic.HessianDiagonal(t).Name;
@@ -115,7 +115,7 @@ public sealed class CriterionRegressionTests
         using var oracleCache = new StatisticCache(exact, [Tuple.Create(hdiag, new StatisticValue(ListModule.OfSeq(oracle), FSharpList<CurvatureDiagnostics>.Empty))]);
         foreach (var name in new[] { "hutch_diag", "hutch_obd", "hts" })
         {
-            var criterion = PaiPruning.ResolveCriterion(name, Experiment.TemperaturesOf(config));
+            var criterion = PaiPruning.ResolveCriterion(name, RunPlan.TemperaturesOf(config));
             var fromExact = Criteria.scoreWith(exactCache, criterion);
             var fromOracle = Criteria.scoreWith(oracleCache, criterion);
             Assert.Contains(hdiag, exactCache.Computed); // the exact side computed its diagonal, the oracle side was given it

@@ -19,16 +19,16 @@ public sealed class CurvatureSettingTests
     [Fact]
     public void Auto_is_exact_on_piecewise_linear_models_and_a_new_key_while_hutchinson_keeps_the_old_one()
     {
-        var exact = Experiment.Configure(Hts);
+        var exact = RunPlan.Canonical(Hts);
         Assert.Equal("exact", exact.Curvature);
         Assert.Contains("\"curvature\":\"exact\"", exact.CanonicalJson());
         Assert.NotEqual("51038f657a5e02ff", exact.Key);
 
-        var hutchinson = Experiment.Configure(Hts with { Curvature = "hutchinson" });
+        var hutchinson = RunPlan.Canonical(Hts with { Curvature = "hutchinson" });
         Assert.Equal("hutchinson", hutchinson.Curvature);
         Assert.Equal("51038f657a5e02ff", hutchinson.Key);
         Assert.NotEqual(exact.StatisticsKey, hutchinson.StatisticsKey);
-        Assert.NotEqual(Experiment.StatisticCacheKey(exact, "hdiag(T=200)"), Experiment.StatisticCacheKey(hutchinson, "hdiag(T=200)"));
+        Assert.NotEqual(StatisticStore.CacheKey(exact, "hdiag(T=200)"), StatisticStore.CacheKey(hutchinson, "hdiag(T=200)"));
     }
 
     [Fact]
@@ -36,8 +36,8 @@ public sealed class CurvatureSettingTests
     {
         var snip = new RunConfig { Model = "vgg16", Dataset = "cifar10", Criterion = "snip", Sparsity = 0.9, Seed = 1 };
         foreach (var curvature in new[] { "auto", "exact", "hutchinson" })
-            Assert.Equal("05abc347bce7a912", Experiment.Configure(snip with { Curvature = curvature }).Key);
-        Assert.Equal("44136fa355b3678a", Experiment.Configure(new RunConfig()).Key);
+            Assert.Equal("05abc347bce7a912", RunPlan.Canonical(snip with { Curvature = curvature }).Key);
+        Assert.Equal("44136fa355b3678a", RunPlan.Canonical(new RunConfig()).Key);
     }
 
     [Fact]
@@ -45,11 +45,11 @@ public sealed class CurvatureSettingTests
     {
         foreach (var curvature in new[] { "exact", "hutchinson" })
         {
-            var c = Experiment.Configure(Hts with { Curvature = curvature });
+            var c = RunPlan.Canonical(Hts with { Curvature = curvature });
             var back = RunConfig.FromJson(c.CanonicalJson());
             Assert.Equal(curvature, back.Curvature);
             Assert.Equal(c.Key, back.Key);
-            Assert.Equal(c.Key, Experiment.Configure(back).Key);
+            Assert.Equal(c.Key, RunPlan.Canonical(back).Key);
         }
         // A run stored before the setting existed was Hutchinson's.
         Assert.Equal("hutchinson", RunConfig.FromJson("""{"criterion":"hutch_obd","sparsity":0.9}""").Curvature);
@@ -59,10 +59,10 @@ public sealed class CurvatureSettingTests
     public void Hutchinson_options_or_a_model_that_is_not_piecewise_linear_settle_auto_on_hutchinson()
     {
         var obd = new RunConfig { Criterion = "hutch_obd", Sparsity = 0.9 };
-        Assert.Equal("hutchinson", Experiment.Configure(obd with { Model = "vit-tiny", Dataset = "cifar10" }).Curvature);
-        Assert.Equal("hutchinson", Experiment.Configure(obd with { ProbeScope = "layer" }).Curvature);
-        Assert.Equal("hutchinson", Experiment.Configure(obd with { Probes = 2 }).Curvature);
-        Assert.Equal("exact", Experiment.Configure(obd with { Model = "resnet20", Dataset = "cifar10" }).Curvature);
+        Assert.Equal("hutchinson", RunPlan.Canonical(obd with { Model = "vit-tiny", Dataset = "cifar10" }).Curvature);
+        Assert.Equal("hutchinson", RunPlan.Canonical(obd with { ProbeScope = "layer" }).Curvature);
+        Assert.Equal("hutchinson", RunPlan.Canonical(obd with { Probes = 2 }).Curvature);
+        Assert.Equal("exact", RunPlan.Canonical(obd with { Model = "resnet20", Dataset = "cifar10" }).Curvature);
     }
 
     [Fact]
@@ -74,32 +74,32 @@ public sealed class CurvatureSettingTests
         var probes = Assert.Throws<ArgumentException>(() => PaiHost.Configure(obd with { Probes = 20 }));
         Assert.Contains("--probes", probes.Message);
         Assert.Contains("--curvature hutchinson", probes.Message);
-        var unsettled = Assert.Throws<ArgumentException>(() => Experiment.Validate(obd with { Curvature = "auto" }));
+        var unsettled = Assert.Throws<ArgumentException>(() => RunPlan.Validate(obd with { Curvature = "auto" }));
         Assert.Contains("configure", unsettled.Message);
     }
 
     [Fact]
     public void Curvature_classes_are_part_of_an_exact_key_refused_with_hutchinson_and_ignored_without_hdiag()
     {
-        var exact = Experiment.Configure(Hts);
-        var top3 = Experiment.Configure(Hts with { CurvatureClasses = 3 });
+        var exact = RunPlan.Canonical(Hts);
+        var top3 = RunPlan.Canonical(Hts with { CurvatureClasses = 3 });
         Assert.Equal("exact", top3.Curvature);
         Assert.Contains("\"curvature_classes\":3", top3.CanonicalJson());
         Assert.NotEqual(exact.Key, top3.Key);
         Assert.NotEqual(exact.StatisticsKey, top3.StatisticsKey);
-        Assert.Equal(3, Experiment.CurvatureOf(top3).Classes);
+        Assert.Equal(3, RunPlan.CurvatureOf(top3).Classes);
 
         foreach (var hutchinson in new[] { Hts with { Curvature = "hutchinson" }, Hts with { ProbeScope = "layer" } })
         {
-            var e = Assert.Throws<ArgumentException>(() => Experiment.Configure(hutchinson with { CurvatureClasses = 3 }));
+            var e = Assert.Throws<ArgumentException>(() => RunPlan.Canonical(hutchinson with { CurvatureClasses = 3 }));
             Assert.Contains("drop --curvature-classes", e.Message);
         }
-        var vit = Assert.Throws<ArgumentException>(() => Experiment.Configure(Hts with { Model = "vit-tiny", Dataset = "cifar10", CurvatureClasses = 3 }));
+        var vit = Assert.Throws<ArgumentException>(() => RunPlan.Canonical(Hts with { Model = "vit-tiny", Dataset = "cifar10", CurvatureClasses = 3 }));
         Assert.Contains("not piecewise linear", vit.Message);
 
         // A criterion without hdiag: the stray option changes nothing.
         var snip = new RunConfig { Model = "vgg16", Dataset = "cifar10", Criterion = "snip", Sparsity = 0.9, Seed = 1 };
-        Assert.Equal("05abc347bce7a912", Experiment.Configure(snip with { CurvatureClasses = 3 }).Key);
+        Assert.Equal("05abc347bce7a912", RunPlan.Canonical(snip with { CurvatureClasses = 3 }).Key);
     }
 
     [Fact]
@@ -122,15 +122,15 @@ public sealed class CurvatureSettingTests
         using var data = new DataCache();
         foreach (var curvature in new[] { "exact", "hutchinson" })
         {
-            var c = Experiment.Configure(new RunConfig
+            var c = RunPlan.Canonical(new RunConfig
             {
                 Dataset = "synthetic", Criterion = "hutch_obd", Sparsity = 0.9, SamplesPerClass = 1, Curvature = curvature,
             });
             var train = data.Get(c.Dataset, null, DatasetSplit.Train);
-            using var m = Experiment.CreateModel(c, train);
-            var result = Experiment.Prune(c, m, train, store, _ => { });
+            using var m = Runner.CreateModel(RunPlan.Of(c), train);
+            var result = Runner.Prune(RunPlan.Of(c), m, train, store, _ => { });
             MaskModule.dispose(result.Mask);
-            var d = Assert.Single(result.Report.Curvature);
+            var d = Assert.Single(result.Report!.Curvature);
             Assert.StartsWith(curvature == "exact" ? "exact (Gauss–Newton identity) T=200" : "hutchinson (10 probes) T=200", d.Estimator);
             Assert.All(d.Layers, l => Assert.Equal(curvature == "exact" ? CurvatureMethod.Exact : CurvatureMethod.Hutchinson, l.Method));
             Assert.Equal(curvature == "exact" ? 0 : 10 * 10 * 1, d.Hvps); // 10 scoring batches × 10 probes × one block
@@ -143,15 +143,15 @@ public sealed class CurvatureSettingTests
         using var dir = new TempDirectory();
         using var store = new SqliteRunStore(dir.Path);
         using var data = new DataCache();
-        var c = Experiment.Configure(new RunConfig
+        var c = RunPlan.Canonical(new RunConfig
         {
             Dataset = "synthetic", Criterion = "hutch_obd", Sparsity = 0.9, SamplesPerClass = 1, CurvatureClasses = 2,
         });
         var train = data.Get(c.Dataset, null, DatasetSplit.Train);
-        using var m = Experiment.CreateModel(c, train);
-        var result = Experiment.Prune(c, m, train, store, _ => { });
+        using var m = Runner.CreateModel(RunPlan.Of(c), train);
+        var result = Runner.Prune(RunPlan.Of(c), m, train, store, _ => { });
         MaskModule.dispose(result.Mask);
-        var d = Assert.Single(result.Report.Curvature);
+        var d = Assert.Single(result.Report!.Curvature);
         Assert.StartsWith("sampled-classes (Gauss–Newton identity, 2 classes per sample drawn at random, unbiased) T=200", d.Estimator);
         Assert.All(d.Layers, l => Assert.Equal(CurvatureMethod.SampledClasses, l.Method));
         // Stored and read back under its own name.

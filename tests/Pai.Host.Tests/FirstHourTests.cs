@@ -26,12 +26,12 @@ public sealed class FirstHourTests
     [MemberData(nameof(Models))]
     public void Every_model_trains_with_its_default_configuration(string model)
     {
-        var c = Experiment.Configure(ModelZoo.WithTrainingDefaults(new RunConfig { Model = model }) with { BatchSize = 32, Epochs = 1, MaxBatchesPerEpoch = 20 });
+        var c = RunPlan.Canonical(ModelZoo.WithTrainingDefaults(new RunConfig { Model = model }) with { BatchSize = 32, Epochs = 1, MaxBatchesPerEpoch = 20 });
         var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
-        using var m = Experiment.CreateModel(c, train);
+        using var m = Runner.CreateModel(RunPlan.Of(c), train);
         using var loader = new DataLoader(train, c.BatchSize, shuffle: true, seed: 0);
         var running = new List<double>(); // running mean of the epoch's batch losses after each batch
-        var options = Experiment.TrainOptionsOf(c);
+        var options = RunPlan.Of(c).Train;
         Trainer.Train(m, null, loader.Epoch, null, options, p => { if (p.Finished is null) running.Add(p.Loss); }, options.BatchesPerEpoch(loader.BatchCount));
         Assert.Equal(20, running.Count);
         Assert.All(running, l => Assert.True(double.IsFinite(l), $"{model}: the loss diverged ({string.Join(", ", running)})"));
@@ -268,20 +268,20 @@ public sealed class FirstHourTests
         // batch, reported as they finish (in groups that share their per-sample squares).
         foreach (var (criterion, expected) in new[] { ("fisher_obd", "scoring: per-sample squared gradients "), ("hutch_obd", "scoring: Hessian diagonal, class passes ") })
         {
-            var c = Experiment.Configure(new RunConfig { Dataset = "synthetic", Criterion = criterion, Sparsity = 0.9, SamplesPerClass = 7 });
+            var c = RunPlan.Canonical(new RunConfig { Dataset = "synthetic", Criterion = criterion, Sparsity = 0.9, SamplesPerClass = 7 });
             var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
-            using var m = Experiment.CreateModel(c, train);
+            using var m = Runner.CreateModel(RunPlan.Of(c), train);
             var lines = new List<string>();
-            var before = Experiment.ScoringProgressInterval;
-            Experiment.ScoringProgressInterval = TimeSpan.Zero;
+            var before = Runner.ScoringProgressInterval;
+            Runner.ScoringProgressInterval = TimeSpan.Zero;
             try
             {
-                var result = Experiment.Prune(c, m, train, null, lines.Add);
+                var result = Runner.Prune(RunPlan.Of(c), m, train, null, lines.Add);
                 MaskModule.dispose(result.Mask);
             }
             finally
             {
-                Experiment.ScoringProgressInterval = before;
+                Runner.ScoringProgressInterval = before;
             }
             var total = criterion == "hutch_obd" ? "/45 (" : "/5 (";
             Assert.Contains(lines, l => l.StartsWith(expected) && l.Contains(total) && l.Contains("s left"));
@@ -293,12 +293,12 @@ public sealed class FirstHourTests
     {
         using var dir = new TempDirectory();
         using var store = new SqliteRunStore(dir.Path);
-        var c = Experiment.Configure(new RunConfig { Dataset = "synthetic", Criterion = "snip", Sparsity = 0.9, SamplesPerClass = 2 });
+        var c = RunPlan.Canonical(new RunConfig { Dataset = "synthetic", Criterion = "snip", Sparsity = 0.9, SamplesPerClass = 2 });
         var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
         bool[] MaskOnce(List<string> log)
         {
-            using var m = Experiment.CreateModel(c, train);
-            var result = Experiment.Prune(c, m, train, store, log.Add);
+            using var m = Runner.CreateModel(RunPlan.Of(c), train);
+            var result = Runner.Prune(RunPlan.Of(c), m, train, store, log.Add);
             try { return result.Mask.Layers.SelectMany(l => l.Item2.Flatten().ToArray<bool>()).ToArray(); }
             finally { MaskModule.dispose(result.Mask); }
         }
@@ -318,9 +318,9 @@ public sealed class FirstHourTests
     public void A_mask_that_keeps_nothing_is_refused()
     {
         using var dir = new TempDirectory();
-        var c = Experiment.Configure(new RunConfig { Dataset = "synthetic" });
+        var c = RunPlan.Canonical(new RunConfig { Dataset = "synthetic" });
         var train = Data.Get(c.Dataset, null, DatasetSplit.Train);
-        using (var m = Experiment.CreateModel(c, train))
+        using (var m = Runner.CreateModel(RunPlan.Of(c), train))
         using (var scope = new DisposeScope())
             Safetensors.Save(dir.File("empty.safetensors"), m.Prunable.Select(p => (p.Key, Libtorch.Zeros(p.Value.Shape, DType.Bool))));
         var e = Assert.Throws<ArgumentException>(() => PaiHost.Train(c, dir.File("empty.safetensors")));

@@ -338,9 +338,9 @@ public abstract class StoreContractTests : IDisposable
         var grid = new List<RunConfig>();
         foreach (var seed in new ulong[] { 0, 1 })
         {
-            grid.Add(Experiment.Configure(new RunConfig { Dataset = "synthetic", Seed = seed }));
+            grid.Add(RunPlan.Canonical(new RunConfig { Dataset = "synthetic", Seed = seed }));
             foreach (var criterion in new[] { "snip", "magnitude" })
-                grid.Add(Experiment.Configure(new RunConfig { Dataset = "synthetic", Criterion = criterion, Sparsity = 0.5, Seed = seed }));
+                grid.Add(RunPlan.Canonical(new RunConfig { Dataset = "synthetic", Criterion = criterion, Sparsity = 0.5, Seed = seed }));
         }
         var target = new SeedTarget(5, 6);
         var rounds = new List<List<string>>();

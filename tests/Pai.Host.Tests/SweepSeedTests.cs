@@ -78,7 +78,7 @@ public sealed class SweepSeedTests
     public void The_report_names_the_cells_still_wider_than_the_target_at_the_seed_limit()
     {
         static RunRecord Run(RunConfig cell, ulong seed, double top1) =>
-            Record(Experiment.Configure(cell), seed, top1) with { Epochs = [new EpochMetrics(1, 1.0, top1, 0.01, 1.0, top1, null, 1)] };
+            Record(RunPlan.Canonical(cell), seed, top1) with { Epochs = [new EpochMetrics(1, 1.0, top1, 0.01, 1.0, top1, null, 1)] };
         // snip is wide at 3 seeds, magnitude narrow at 3 seeds, dense wide at 2 (below the limit).
         var runs = new[] { Run(Dense, 0, 0.3), Run(Dense, 1, 0.7) }
             .Concat(new ulong[] { 0, 1, 2 }.Select(s => Run(Snip, s, 0.2 + 0.3 * s)))

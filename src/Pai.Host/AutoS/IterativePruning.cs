@@ -25,7 +25,7 @@ public sealed record IterativePruningSpec(RunConfig Run, int Rounds = 5, double 
         if (!(PruneFraction > 0 && PruneFraction < 1)) throw new ArgumentException($"the prune fraction must lie in (0, 1), got {PruneFraction}");
         if (!Registry.trainedRankings.Contains(Run.Criterion))
             throw new ArgumentException($"iterative pruning ranks trained weights by {string.Join(" or ", Registry.trainedRankings)}, not '{Run.Criterion}'");
-        Experiment.Validate(Run with { Sparsity = 0.5 });
+        RunPlan.Validate(Run);
     }
 
     /// <summary>What a resumed run must agree on: everything but the number of rounds (more rounds extend a finished run).</summary>
@@ -73,8 +73,9 @@ public static class IterativePruning
         log ??= _ => { };
         Directory.CreateDirectory(directory);
         var statePath = Path.Combine(directory, "state.safetensors");
-        var c = spec.Run;
-        using var model = Experiment.CreateModel(c, train);
+        var plan = RunPlan.Stored(spec.Run);
+        var c = plan.Config;
+        using var model = Runner.CreateModel(plan, train);
         using var initial = model.Copy();
         var mask = model.Prunable.ToDictionary(p => p.Key, p => Libtorch.Ones(p.Value.Shape, DType.Bool).DetachFromScope());
         var counts = model.Prunable.ToDictionary(p => p.Key, p => Libtorch.Ones(p.Value.Shape, DType.Float32).DetachFromScope());
@@ -94,9 +95,7 @@ public static class IterativePruning
                     SaveState(statePath, spec, model, initial, mask, counts, history, ++prunings);
                 }
             }
-            using var trainLoader = new DataLoader(train, c.BatchSize, shuffle: true, seed: c.Seed, augment: c.Augment, device: model.Device);
-            using var testLoader = new DataLoader(test, 1000, shuffle: false, device: model.Device);
-            var options = Experiment.TrainOptionsOf(c);
+            var data = RunData.InMemory(train, () => test);
             var kind = spec.Rewind ? "IRP" : "IMP";
             for (var round = history.Count; round <= spec.Rounds; round++)
             {
@@ -104,10 +103,8 @@ public static class IterativePruning
                 var density = spec.DensityAt(round);
                 log($"{kind} round {round}/{spec.Rounds}: training at density {density:P2}");
                 if (spec.Rewind) model.LoadStateFrom(initial);
-                var r = round;
                 // Every round sees its own epochs of the same seeded data order.
-                var epochs = Trainer.Train(model, mask, e => trainLoader.Epoch(r * options.Epochs + e), () => testLoader.Epoch(0), options, training,
-                    options.BatchesPerEpoch(trainLoader.BatchCount));
+                var epochs = Runner.TrainModel(plan, model, mask, data, log, training, firstEpoch: round * plan.Train.Epochs);
                 var top1 = epochs[^1].Test!.Top1;
                 if (round < spec.Rounds)
                 {

@@ -55,7 +55,7 @@ public sealed class LabelFile : IDisposable
     {
         var c = Config;
         using var scope = new DisposeScope();
-        using var model = Experiment.CreateModel(c, train);
+        using var model = Runner.CreateModel(RunPlan.Stored(c), train);
         foreach (var (name, w) in model.Prunable)
         {
             if (!Layers.Contains(name))
@@ -71,7 +71,7 @@ public sealed class LabelFile : IDisposable
         }
         model.Training = false;
         var context = new ScoringContext(model, ListModule.OfSeq(scoring), ListModule.OfSeq(model.InputShape.Dimensions),
-            c.Seed, Experiment.CurvatureOf(c), FSharpOption<Mask>.None);
+            c.Seed, RunPlan.CurvatureOf(c), FSharpOption<Mask>.None);
         var columns = PaiAutoS.ComputeFeatures(c.HutchinsonTemperature, features, context);
         return model.Prunable.Select((p, i) => new LayerSamples(p.Key, columns[i].DetachFromScope(), Label(p.Key).Flatten().Clone().DetachFromScope())).ToList();
     }

@@ -20,7 +20,7 @@ public static class DistributedRun
     {
         if (parallel.IsRoot != store is not null)
             throw new ArgumentException(parallel.IsRoot ? "rank 0 needs the results store" : $"rank {parallel.Rank} must not write the results store: pass null");
-        Experiment.Validate(config);
+        var plan = RunPlan.Stored(config);
         var decision = Decision.Run;
         if (store is not null)
         {
@@ -43,7 +43,7 @@ public static class DistributedRun
         }
         log?.Invoke($"{config.Label} (run {config.Key}) on {parallel.Size} ranks");
         using var data = new DataCache();
-        var record = Experiment.Run(config, store, data, progress, parallel);
+        var record = Runner.Run(plan, store, data, progress, parallel);
         parallel.Finish();
         return store is null ? null : record;
     }

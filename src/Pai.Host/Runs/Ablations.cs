@@ -5,7 +5,7 @@ namespace Pai.Host.Runs;
 /// <summary>
 /// The sanity checks of Frankle et al. (2021) and Su et al. (2020), docs/architecture.md §5b. "invert" keeps
 /// the lowest scores by negating the criterion's formula (ties as usual; never 1/s) and lives in
-/// <see cref="Experiment.Prune"/>; shuffle and reinit change a mask or the weights it is applied to.
+/// <see cref="Runner.Prune"/>; shuffle and reinit change a mask or the weights it is applied to.
 /// </summary>
 public static class Ablations
 {
@@ -21,29 +21,29 @@ public static class Ablations
     /// its count and the criterion contributes only its per-layer densities. Equal in distribution
     /// to "random at the criterion's layer densities". Disposes the input mask.
     /// </summary>
-    public static PruneResult Shuffle(PruneResult result, ulong seed)
+    public static Mask Shuffle(Mask mask, ulong seed)
     {
         using var generator = new Generator(seed ^ ShuffleStream);
         var layers = new List<Tuple<string, Tensor>>();
         using (var scope = new DisposeScope())
         {
-            foreach (var (name, keep) in result.Mask.Layers)
+            foreach (var (name, keep) in mask.Layers)
             {
                 var flat = keep.Flatten();
                 var permutation = Libtorch.RandPerm(flat.NumEl, generator, keep.Device);
                 layers.Add(Tuple.Create(name, flat.IndexSelect(0, permutation).Reshape(keep.Shape).DetachFromScope()));
             }
         }
-        MaskModule.dispose(result.Mask);
-        return new PruneResult(new Mask(ListModule.OfSeq(layers)), result.Report, result.Scores, result.Statistics);
+        MaskModule.dispose(mask);
+        return new Mask(ListModule.OfSeq(layers));
     }
 
     /// <summary>What the run's ablation did to its mask, one line for `pai prune` to print under the densities (null: none).</summary>
-    public static string? Describe(RunConfig c) => c.Ablation switch
+    public static string? Describe(RunPlan plan) => plan.Ablation switch
     {
-        "shuffle" => $"ablation shuffle: each layer's kept positions permuted (seed {c.Seed}); each layer keeps its count, so the densities above are the criterion's",
-        "invert" => "ablation invert: the lowest scores kept (the criterion's formula negated)",
-        "reinit" => $"ablation reinit: the mask is the criterion's; `pai train --mask` trains it from fresh initial weights (seed {ReinitSeed(c.Seed)})",
+        Ablation.Shuffle => $"ablation shuffle: each layer's kept positions permuted (seed {plan.Config.Seed}); each layer keeps its count, so the densities above are the criterion's",
+        Ablation.Invert => "ablation invert: the lowest scores kept (the criterion's formula negated)",
+        Ablation.Reinit => $"ablation reinit: the mask is the criterion's; `pai train --mask` trains it from fresh initial weights (seed {ReinitSeed(plan.Config.Seed)})",
         _ => null,
     };
 

@@ -36,25 +36,26 @@ public sealed record EstimateReport(string Header, IReadOnlyList<double> Sparsit
 public static class Estimation
 {
     /// <summary>Runs the comparison.</summary>
-    public static EstimateReport Run(RunConfig config, EstimateOptions o)
+    public static EstimateReport Run(RunPlan plan, EstimateOptions o)
     {
+        var config = plan.Config;
         if (o.ProbeSeeds.Count != 2) throw new ArgumentException($"give exactly two probe seeds to compare, got {o.ProbeSeeds.Count}");
         if (o.ReferenceSize < 0) throw new ArgumentException($"the reference size must be 0 (classifier only) or positive, got {o.ReferenceSize}");
         foreach (var s in o.Sparsities) Selection.validateSparsity(s);
         foreach (var b in o.Budgets) if (b < 1) throw new ArgumentException($"an HVP budget must be positive, got {b}");
         var scopes = o.Scopes.Select(s => ProbeScopeModule.parse(s) is var r && r.IsError ? throw new ArgumentException(r.ErrorValue) : r.ResultValue).ToList();
-        var criteria = o.Criteria.Select(name => PaiPruning.ResolveCriterion(name, Experiment.TemperaturesOf(config))).ToList();
+        var criteria = o.Criteria.Select(name => PaiPruning.ResolveCriterion(name, RunPlan.TemperaturesOf(config))).ToList();
 
         using var data = new DataCache();
         var train = data.For(config);
         if (o.ClassPasses?.FirstOrDefault(k => k > train.Classes) is > 0 and var tooMany)
             throw new ArgumentException($"--class-passes {tooMany} is more than the {train.Classes} classes of {config.Dataset}: take at most {train.Classes}");
-        using var model = Experiment.CreateModel(config, train);
+        using var model = Runner.CreateModel(plan, train);
         using var scoring = train.Scoring(config.SamplesPerClass, config.Seed, config.ScoringBatchSize, model.Device);
         var batches = ListModule.OfSeq(scoring);
         var names = model.Prunable.Select(kv => kv.Key).ToList();
         var t = config.HutchinsonTemperature;
-        var scope = config.Scope == "layer" ? Scope.PerLayer : Scope.Global;
+        var scope = plan.Scope;
 
         // Exact references (Hutchinson.exactReference) at the Hessian temperature for Ĥ, and at
         // T = 1 for the Fisher diagonals (which use T = 1).
@@ -87,9 +88,10 @@ public static class Estimation
         if (classPasses.Count > 0)
         {
             if (!model.IsPiecewiseLinear)
-                throw new ArgumentException($"--class-passes compares approximations with the exact Hessian diagonal, which {model.Name} does not have (it is not piecewise linear in each layer's weights): drop --class-passes");
+                throw new ArgumentException($"--class-passes compares approximations with the exact Hessian diagonal, which {model.Name} does not have (it is not piecewise " +
+                    "linear in each layer's weights): drop --class-passes");
             var context = new ScoringContext(model, batches, shape, o.ProbeSeeds[0],
-                Experiment.CurvatureOf(config with { Curvature = "exact" }), FSharpOption<Mask>.None);
+                RunPlan.CurvatureOf(config with { Curvature = "exact" }), FSharpOption<Mask>.None);
             using var exactCache = new StatisticCache(context);
             foreach (var k in classPasses)
                 foreach (var (label, approximation) in new (string, Func<FSharpList<Batch>, FSharpList<Tensor>>)[]
@@ -119,7 +121,7 @@ public static class Estimation
         foreach (var probeScope in scopes)
             foreach (var budget in o.Budgets)
             {
-                var curvature = Experiment.CurvatureOf(config with { Curvature = "hutchinson", ProbeScope = ProbeScopeModule.format(probeScope), HvpBudget = budget });
+                var curvature = RunPlan.CurvatureOf(config with { Curvature = "hutchinson", ProbeScope = ProbeScopeModule.format(probeScope), HvpBudget = budget });
                 var label = $"{ProbeScopeModule.format(probeScope)} B={budget}";
                 var contexts = o.ProbeSeeds.Select(seed => new ScoringContext(model, batches, shape, seed, curvature, FSharpOption<Mask>.None)).ToList();
                 var caches = contexts.Select(ctx => new StatisticCache(ctx)).ToList();

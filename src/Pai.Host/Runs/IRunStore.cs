@@ -72,7 +72,7 @@ public interface IRunStore : IDisposable
     /// <summary>
     /// Where a stored statistic (a gradient, a Hessian diagonal, …, shared by the runs of one
     /// initialization and scoring settings) is kept, by a cache key of the caller's choosing
-    /// (<see cref="Experiment.StatisticCacheKey"/>). The files lie in the store's "scores" folder, as
+    /// (<see cref="StatisticStore.CacheKey"/>). The files lie in the store's "scores" folder, as
     /// older stores wrote them.
     /// </summary>
     string StatisticPath(string cacheKey);
@@ -97,6 +97,24 @@ public interface IRunStore : IDisposable
 
     /// <summary>Runs per state for each sweep (runs in no sweep under the name ""), with who holds the running ones.</summary>
     IReadOnlyList<SweepStatus> Status();
+}
+
+/// <summary>What every results store does the same way on top of <see cref="IRunStore"/>.</summary>
+public static class RunStoreWrites
+{
+    /// <summary>
+    /// Ends a held run whose prune summary and epochs are recorded: writes its mask (when pruned) and
+    /// trained checkpoint beside the store, both safetensors with the configuration in their
+    /// metadata, then marks it Finished with <paramref name="run"/>'s final fields.
+    /// </summary>
+    public static void Record(this IRunStore store, RunRecord run, IEnumerable<(string Name, Tensor Tensor)>? mask,
+        IEnumerable<(string Name, Tensor Tensor)> weights)
+    {
+        var config = new Dictionary<string, string> { ["config"] = run.Config.CanonicalJson() };
+        if (mask is not null) Safetensors.Save(store.MaskPath(run.Key), mask, config);
+        Safetensors.Save(store.CheckpointPath(run.Key), weights, config);
+        store.Finish(run.Key, run);
+    }
 }
 
 /// <summary>A running run as <see cref="IRunStore.Status"/> shows it.</summary>

@@ -56,10 +56,15 @@ public sealed class SettingAttribute(SettingGroup group, string option, string d
     public bool ZeroMeansNone { get; init; }
     /// <summary>
     /// The value every run had before the setting existed (a string setting whose default is
-    /// resolved by Experiment.Configure): left out of the run key like the default, so those runs
+    /// resolved by RunPlan.Canonical): left out of the run key like the default, so those runs
     /// keep their keys, and what a stored configuration without the field reads back as.
     /// </summary>
     public string? Legacy { get; init; }
+    /// <summary>
+    /// Configures Hutchinson's estimator of the Hessian diagonal alone (the exact method ignores it):
+    /// giving it settles --curvature auto on Hutchinson.
+    /// </summary>
+    public bool HutchinsonOnly { get; init; }
 }
 
 /// <summary>
@@ -108,11 +113,12 @@ public sealed record RunConfig
     /// <summary>
     /// How the Hessian diagonal (hdiag: hutch_diag, hutch_obd, hts) is computed: "exact" (the
     /// Gauss–Newton identity, for piecewise-linear models), "hutchinson" (the options below), or
-    /// "auto", which <see cref="Experiment.Configure"/> settles: exact where the model is piecewise
+    /// "auto", which <see cref="RunPlan.Canonical"/> settles: exact where the model is piecewise
     /// linear and no Hutchinson option is given, Hutchinson otherwise. Runs from before this
     /// setting were Hutchinson's, and keep their keys.
     /// </summary>
-    [Setting(SettingGroup.Scoring, "--curvature", "Hessian diagonal (hdiag) of hutch_diag, hutch_obd, hts: exact (Gauss–Newton identity; piecewise-linear models: all but vit-tiny), hutchinson (--probes, --probe-scope, …, the paper's estimator), or auto: exact where the model allows it and no Hutchinson option is given",
+    [Setting(SettingGroup.Scoring, "--curvature", "Hessian diagonal (hdiag) of hutch_diag, hutch_obd, hts: exact (Gauss–Newton identity; piecewise-linear models: all but " +
+        "vit-tiny), hutchinson (--probes, --probe-scope, …, the paper's estimator), or auto: exact where the model allows it and no Hutchinson option is given",
         Choices = ["auto", "exact", "hutchinson"], Legacy = "hutchinson")]
     public string Curvature { get; init; } = "auto";
     /// <summary>
@@ -120,31 +126,38 @@ public sealed record RunConfig
     /// C/K, so unbiased (0: every class, exact): K backward passes per scoring batch instead of
     /// C − 1, an approximation for many classes (CIFAR-100, TinyImageNet). Exact method only.
     /// </summary>
-    [Setting(SettingGroup.Scoring, "--curvature-classes", "exact Hessian diagonal over K classes per sample drawn at random and scaled, unbiased (0 = every class): K backward passes per scoring batch instead of C-1 for C classes, an approximation for many classes (its error: pai estimate --class-passes K)", Min = 0)]
+    [Setting(SettingGroup.Scoring, "--curvature-classes", "exact Hessian diagonal over K classes per sample drawn at random and scaled, unbiased (0 = every class): K backward " +
+        "passes per scoring batch instead of C-1 for C classes, an approximation for many classes (its error: pai estimate --class-passes K)", Min = 0)]
     public int CurvatureClasses { get; init; }
     /// <summary>Hutchinson probes per scoring batch.</summary>
-    [Setting(SettingGroup.Scoring, "--probes", "Hutchinson probes per scoring batch", Min = 2)]
+    [Setting(SettingGroup.Scoring, "--probes", "Hutchinson probes per scoring batch", Min = 2, HutchinsonOnly = true)]
     public int Probes { get; init; } = 10;
     /// <summary>Hutchinson probe scope: "full", "layer", or groups of layer indices such as "0+1,2,3".</summary>
-    [Setting(SettingGroup.Scoring, "--probe-scope", "Hutchinson probe blocks: the whole network (full), one layer at a time (layer), or groups of layer indices such as 0+1,2,3")]
+    [Setting(SettingGroup.Scoring, "--probe-scope", "Hutchinson probe blocks: the whole network (full), one layer at a time (layer), or groups of layer indices such as " +
+        "0+1,2,3", HutchinsonOnly = true)]
     public string ProbeScope { get; init; } = "full";
     /// <summary>
     /// Hutchinson HVPs over all scoring batches (null: <see cref="Probes"/> per batch). Fixed mode
     /// gives every probe block floor(budget / (batches × blocks)) probes; adaptive mode stops at it.
     /// </summary>
-    [Setting(SettingGroup.Scoring, "--hvp-budget", "Hutchinson HVPs over all scoring batches, split evenly: each probe block gets budget / (batches × blocks) probes (default: --probes per batch); the cap of --adaptive-target", Min = 1)]
+    [Setting(SettingGroup.Scoring, "--hvp-budget", "Hutchinson HVPs over all scoring batches, split evenly: each probe block gets budget / (batches × blocks) probes (default: " +
+        "--probes per batch); the cap of --adaptive-target", Min = 1, HutchinsonOnly = true)]
     public int? HvpBudget { get; init; }
     /// <summary>Adaptive Hutchinson: probe until every layer's median relative SE is at most this (null: off; needs <see cref="HvpBudget"/>).</summary>
-    [Setting(SettingGroup.Scoring, "--adaptive-target", "adaptive Hutchinson: probe in chunks until every layer's median relative SE is at most this (needs --hvp-budget)", Min = 0, MinExclusive = true, Example = "0.5")]
+    [Setting(SettingGroup.Scoring, "--adaptive-target", "adaptive Hutchinson: probe in chunks until every layer's median relative SE is at most this (needs " +
+        "--hvp-budget)", Min = 0, MinExclusive = true, Example = "0.5", HutchinsonOnly = true)]
     public double? AdaptiveTarget { get; init; }
     /// <summary>The Hessian diagonal takes the classifier's block from its closed form.</summary>
-    [Setting(SettingGroup.Scoring, "--exact-last-layer", "Hessian diagonal: the classifier's in closed form, p(1−p)·h²/T² (pair it with --probe-scope layer: ranked globally against full-probing noise, the exact classifier loses its weights, see docs/curvature-study.md)")]
+    [Setting(SettingGroup.Scoring, "--exact-last-layer", "Hessian diagonal: the classifier's in closed form, p(1−p)·h²/T² (pair it with --probe-scope layer: ranked globally " +
+        "against full-probing noise, the exact classifier loses its weights, see docs/curvature-study.md)", HutchinsonOnly = true)]
     public bool ExactLastLayer { get; init; }
     /// <summary>Layers with at most this many weights get their exact Hessian diagonal from unit-vector HVPs (0: none).</summary>
-    [Setting(SettingGroup.Scoring, "--exact-layer-size", "Hessian diagonal: layers with at most this many weights get theirs exactly from unit-vector HVPs (0 = off)", Min = 0)]
+    [Setting(SettingGroup.Scoring, "--exact-layer-size", "Hessian diagonal: layers with at most this many weights get theirs exactly from unit-vector HVPs (0 = " +
+        "off)", Min = 0, HutchinsonOnly = true)]
     public int ExactLayerSize { get; init; }
     /// <summary>Temperature of the Hutchinson family's formulas (hdiag and, in hts, grad).</summary>
-    [Setting(SettingGroup.Pruning, "--hutch-temperature", "temperature T of the built-in Hessian-diagonal criteria (hutch_diag, hutch_obd, hts: both of hts's terms)", Min = 0, MinExclusive = true)]
+    [Setting(SettingGroup.Pruning, "--hutch-temperature", "temperature T of the built-in Hessian-diagonal criteria (hutch_diag, hutch_obd, hts: both of hts's " +
+        "terms)", Min = 0, MinExclusive = true)]
     public double HutchinsonTemperature { get; init; } = 200;
     /// <summary>Temperature of GraSP's formula.</summary>
     [Setting(SettingGroup.Pruning, "--grasp-temperature", "temperature T of GraSP's H·g", Min = 0, MinExclusive = true)]
@@ -159,7 +172,7 @@ public sealed record RunConfig
     [Setting(SettingGroup.Pruning, "--predictor", "AutoS predictor file (criterion autos)")]
     public string? Predictor { get; init; }
     /// <summary>
-    /// Content hash of <see cref="Predictor"/> (see Experiment.ConfigurePredictor), so that a changed
+    /// Content hash of <see cref="Predictor"/> (see <see cref="RunPlan.Canonical"/>), so that a changed
     /// predictor file is a different run. Null unless the criterion is "autos", so other keys are unchanged.
     /// </summary>
     public string? PredictorHash { get; init; }
@@ -209,7 +222,8 @@ public sealed record RunConfig
     [Setting(SettingGroup.Training, "--augment", "CIFAR augmentation: random crop (padding 4) and horizontal flip")]
     public bool Augment { get; init; }
     /// <summary>Sanity-check ablation of the mask: none, shuffle, reinit or invert (docs/architecture.md §5b).</summary>
-    [Setting(SettingGroup.Pruning, "--ablation", "sanity check: none, shuffle (permute each layer's mask), reinit (fresh initial weights), invert (keep the lowest scores)", Choices = ["none", "shuffle", "reinit", "invert"])]
+    [Setting(SettingGroup.Pruning, "--ablation", "sanity check: none, shuffle (permute each layer's mask), reinit (fresh initial weights), invert (keep the lowest " +
+        "scores)", Choices = ["none", "shuffle", "reinit", "invert"])]
     public string Ablation { get; init; } = "none";
     /// <summary>Image-folder data sets: leave undecodable images out (counted) instead of failing.</summary>
     [Setting(SettingGroup.Data, "--skip-bad-images", "image-folder data sets: leave undecodable images out (counted) instead of failing")]
@@ -218,8 +232,12 @@ public sealed record RunConfig
     [Setting(SettingGroup.Execution, "--device", "where to compute: cpu, cuda or cuda:N (default: cuda when this libtorch sees a GPU, else cpu)")]
     public string? Device { get; init; }
     /// <summary>"auto", "on" or "off": whether masked layers train with the sparse kernels (CPU; results agree to float rounding).</summary>
-    [Setting(SettingGroup.Execution, "--sparse-kernels", "masked layers on sparse kernels (CPU): auto (where a short calibration measures them faster; kept in ~/.cache/pai, or $PAI_CACHE_DIR, so a rerun on this machine chooses alike), on, off", Choices = ["auto", "on", "off"])]
+    [Setting(SettingGroup.Execution, "--sparse-kernels", "masked layers on sparse kernels (CPU): auto (where a short calibration measures them faster; kept in ~/.cache/pai, or " +
+        "$PAI_CACHE_DIR, so a rerun on this machine chooses alike), on, off", Choices = ["auto", "on", "off"])]
     public string SparseKernels { get; init; } = "auto";
+
+    /// <summary>The criterion of a run without pruning.</summary>
+    public const string DenseCriterion = "dense";
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
     static readonly JsonObject Defaults = (JsonObject)JsonSerializer.SerializeToNode(new RunConfig(), Json)!;
@@ -285,7 +303,7 @@ public sealed record RunConfig
 
     /// <summary>A short human label, e.g. "lenet5 snip 90% seed 0".</summary>
     [JsonIgnore] // derived, not part of the configuration
-    public string Label => Criterion == "dense"
+    public string Label => Criterion == DenseCriterion
         ? $"{Model} dense seed {Seed}"
         : $"{Model} {Criterion}{(Ablation == "none" ? "" : $" ({Ablation})")} {Sparsity:P1}{(WarmupBatches == 0 ? " no-warmup" : "")} seed {Seed}";
 }

@@ -68,7 +68,7 @@ public static class Sweep
     /// </summary>
     public static IReadOnlyList<RunConfig> ClaimOrder(IEnumerable<RunConfig> configs)
     {
-        var groups = configs.GroupBy(c => c.Criterion == "dense" ? c.Key : $"{c.StatisticsKey}/{c.Criterion}").Select(g => g.ToList()).ToList();
+        var groups = configs.GroupBy(c => c.Criterion == RunConfig.DenseCriterion ? c.Key : $"{c.StatisticsKey}/{c.Criterion}").Select(g => g.ToList()).ToList();
         var ordered = new List<RunConfig>();
         for (var i = 0; groups.Any(g => i < g.Count); i++)
             ordered.AddRange(groups.Where(g => i < g.Count).Select(g => g[i]));
@@ -78,7 +78,7 @@ public static class Sweep
     /// <summary>Validates the configs and defines the sweep: registers them under <paramref name="sweep"/>, failed runs back to pending.</summary>
     public static IReadOnlyList<string> Define(IRunStore store, string sweep, IReadOnlyList<RunConfig> configs)
     {
-        foreach (var c in configs) Experiment.Validate(c);
+        foreach (var c in configs) RunPlan.Validate(c);
         return store.RegisterAll(ClaimOrder(configs), sweep, requeueFailed: true);
     }
 
@@ -175,7 +175,7 @@ public static class Sweep
                 using (store.KeepAlive(key))
                 {
                     var watch = System.Diagnostics.Stopwatch.StartNew();
-                    var result = Experiment.Run(record.Config, store, data, progress);
+                    var result = Runner.Run(PlanOrFail(store, record), store, data, progress);
                     timer.Add(watch.Elapsed);
                     ran++;
                     log?.Invoke($"{label}: test top-1 {result.FinalTop1:P2}");
@@ -208,7 +208,7 @@ public static class Sweep
         public void Sweep(SweepProgress progress) => inner.Sweep(progress);
         public void Log(RunConfig config, string message)
         {
-            if (message != Experiment.NoBatchNormNote(config.Model) || said.Add(message)) inner.Log(config, message);
+            if (message != Runner.NoBatchNormNote(config.Model) || said.Add(message)) inner.Log(config, message);
         }
     }
 
@@ -230,6 +230,20 @@ public static class Sweep
         }
         var workers = Math.Max(1, status.SelectMany(s => s.Held).Where(r => among is null || among.Contains(r.Key)).Select(r => r.Owner).DistinctBy(o => (o.ProcessId, o.Host)).Count());
         return new SweepProgress(done, left, timer.Mean is { } mean ? mean * left / workers : null);
+    }
+
+    // A claimed run whose stored configuration no longer validates (a model or criterion this Pai lacks) fails in the store, not only here.
+    static RunPlan PlanOrFail(IRunStore store, RunRecord claimed)
+    {
+        try
+        {
+            return RunPlan.Stored(claimed.Config);
+        }
+        catch (ArgumentException e)
+        {
+            store.Fail(claimed.Key, e.Message);
+            throw;
+        }
     }
 
     static bool OthersHoldRuns(IRunStore store, string? sweep, IReadOnlyCollection<string>? among) =>
