@@ -11,14 +11,17 @@ internal static class Cli
 {
     /// <summary>
     /// Runs a command body; bad input becomes one clear line on stderr and exit code 2, any other
-    /// failure exit code 1 (with libtorch's message when it came from there).
+    /// failure exit code 1 (with libtorch's message when it came from there). A command that
+    /// <paramref name="computes"/> runs with the requested threads; one that does not (or decides
+    /// later, with <see cref="ConfigureThreads"/>) only has --threads checked, and so never pays
+    /// for the load sample `--threads 0` takes.
     /// </summary>
-    internal static int Guard(System.CommandLine.ParseResult parse, Func<int> body)
+    internal static int Guard(System.CommandLine.ParseResult parse, Func<int> body, bool computes = true)
     {
         try
         {
-            // Every command runs with the requested thread count (Debian's libtorch starts with one).
-            Pai.Host.PaiHost.ConfigureThreads(parse.GetValue(PaiCommand.Threads));
+            if (computes) ConfigureThreads(parse);
+            else Pai.Host.PaiHost.CheckThreads(parse.GetValue(PaiCommand.Threads));
             return body();
         }
         catch (Exception e) when (e is ArgumentException or DatasetException or CheckpointException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
@@ -33,6 +36,9 @@ internal static class Cli
             return 1;
         }
     }
+
+    /// <summary>Sets libtorch's threads as --threads asks (Debian's libtorch starts with one), before the command computes.</summary>
+    internal static void ConfigureThreads(System.CommandLine.ParseResult parse) => Pai.Host.PaiHost.ConfigureThreads(parse.GetValue(PaiCommand.Threads));
 
     /// <summary>
     /// Runs the parsed command. A command line that does not parse (an unknown option, a value of

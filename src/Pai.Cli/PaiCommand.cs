@@ -77,7 +77,7 @@ internal static class PaiCommand
             }
             AnsiConsole.Write(table);
             return 0;
-        }));
+        }, computes: false));
         return list;
     }
 

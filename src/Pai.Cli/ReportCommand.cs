@@ -29,7 +29,7 @@ internal static class ReportCommand
             var seeds = RunCommands.SeedTargetOf(p.GetValue(targetCi), p.GetValue(maxSeeds), givenSeeds: 1);
             WriteReport(store, p.GetValue(output), keys is { Length: > 0 } ? keys : null, p.GetValue(wide), seeds);
             return 0;
-        }));
+        }, computes: false));
         return cmd;
     }
 

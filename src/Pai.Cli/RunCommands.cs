@@ -90,6 +90,7 @@ internal static class RunCommands
         foreach (var opt in new Option[] { criteria, sparsities, seeds, warmups, ablations, noDense, noReport, dryRun, targetCi, maxSeeds }) cmd.Options.Add(opt);
         var o = new ConfigOptions(cmd, AllGroups, MainBudget, nameof(RunConfig.Criterion), nameof(RunConfig.Sparsity), nameof(RunConfig.Ablation));
         WorkerCommands.AddSweepOptions(cmd);
+        // Threads are configured only where this process runs the sweep itself (not for --dry-run, --enqueue or workers).
         cmd.SetAction(p => Cli.Guard(p, () =>
         {
             var names = SplitCriteria(p.GetValue(criteria)!);
@@ -128,7 +129,7 @@ internal static class RunCommands
                 return 0;
             }
             return WorkerCommands.RunSweep(p, configs, report: !p.GetValue(noReport), target);
-        }));
+        }, computes: false));
         return cmd;
     }
 

@@ -128,23 +128,31 @@ internal static class WorkerCommands
         Cli.CheckProcesses(workers, "--workers");
         if (seeds is not null && p.GetValue(Enqueue))
             throw new ArgumentException("--target-ci adds seeds as runs finish, so this process must run the sweep: drop --enqueue (--workers N runs it in N local workers)");
+        var interval = ProgressInterval();
         using var store = OpenStore(p);
         AnsiConsole.MarkupLine($"sweep {Markup.Escape(name)}: {configs.Count} runs{(seeds is null ? "" : $" and seeds where needed (95% interval within ±{seeds.Points} pp, up to {seeds.MaxSeeds} a cell)")} " +
                                $"({Markup.Escape(configs[0].Model)} on {Markup.Escape(configs[0].Dataset)}), " +
                                $"store {Markup.Escape(store.Location)}, artifacts in [bold]{Markup.Escape(store.Directory)}[/]");
         var failed = 0;
+        var since = DateTimeOffset.UtcNow;
+        var counted = new HashSet<string>(); // progress counts every round so far
         if (p.GetValue(Enqueue) || workers > 1)
             Sweep.InRounds(store, configs, seeds, round =>
             {
+                counted.UnionWith(round.Select(c => c.Key));
                 var before = store.Status().FirstOrDefault(s => s.Sweep == name)?.Total ?? 0;
                 Sweep.Define(store, name, round);
                 var after = store.Status().First(s => s.Sweep == name);
                 Console.WriteLine($"sweep {name}: {after.Total - before} runs added ({after.Pending} pending, {after.Running} running, {after.Finished} finished, {after.Failed} failed)");
                 if (p.GetValue(Enqueue))
                     Console.WriteLine($"start workers with: ./pai worker {store.Location} --sweep {name}{(store is PostgresRunStore ? $" --artifacts {store.Directory}" : "")}");
-                else failed += RunLocalWorkers(p, store, name, workers);
+                else failed += RunLocalWorkers(p, store, name, workers, counted, since, interval);
             }, Console.WriteLine);
-        else failed = RunCommands.Execute(store, configs, name, seeds);
+        else
+        {
+            Cli.ConfigureThreads(p); // only this process computes
+            failed = RunCommands.Execute(store, configs, name, seeds);
+        }
         if (p.GetValue(Enqueue)) return 0;
         if (report) ReportCommand.WriteReport(store, null, seeds: seeds);
         return failed == 0 ? 0 : 1;
@@ -160,10 +168,11 @@ internal static class WorkerCommands
         {
             var workers = p.GetValue(Workers) ?? 1;
             Cli.CheckProcesses(workers, "--workers");
+            var interval = ProgressInterval();
             // A worker only works on runs a sweep defined: it never starts an empty store of its own.
             using var store = OpenExistingStore(p, what: "no store to work on: ", fix: "define a sweep there first (`./pai sweep --enqueue`)");
             var sweep = p.GetValue(WorkerSweep);
-            if (workers > 1) return RunLocalWorkers(p, store, sweep, workers) == 0 ? 0 : 1;
+            if (workers > 1) return RunLocalWorkers(p, store, sweep, workers, among: null, DateTimeOffset.UtcNow, interval) == 0 ? 0 : 1;
             Console.WriteLine($"worker {Environment.ProcessId} on {store.Options.HostName}: {(sweep is null ? "every sweep" : $"sweep {sweep}")} of {store.Location}, " +
                               $"lease {store.Options.StaleAfter.TotalSeconds:0.#} s");
             var summary = ConsoleProgress.Show(progress => Sweep.Work(store, sweep, progress, Log));
@@ -203,7 +212,7 @@ internal static class WorkerCommands
             }
             Console.WriteLine($"store {store.Location}, artifacts in {store.Directory}");
             return 0;
-        }));
+        }, computes: false));
         return cmd;
     }
 
@@ -227,11 +236,26 @@ internal static class WorkerCommands
             ? 1
             : Math.Clamp(Environment.ProcessorCount, 1, configs.Count);
 
+    /// <summary>The environment variable that sets how often (seconds) the process that started local workers shows where the sweep stands.</summary>
+    internal const string ProgressIntervalVariable = "PAI_PROGRESS_INTERVAL";
+
+    static TimeSpan ProgressInterval()
+    {
+        var text = Environment.GetEnvironmentVariable(ProgressIntervalVariable);
+        if (string.IsNullOrEmpty(text)) return TimeSpan.FromSeconds(30);
+        return double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) && seconds is >= 0.01 and <= 86_400
+            ? TimeSpan.FromSeconds(seconds)
+            : throw new ArgumentException($"{ProgressIntervalVariable} must be a number of seconds from 0.01 to 86400, got '{text}'; unset it for the default of 30");
+    }
+
     /// <summary>
     /// Starts <paramref name="count"/> `pai worker` processes on this machine, each with its share
-    /// of the cores other processes leave free (or --threads each), relays their output, and waits. Returns how many failed.
+    /// of the cores other processes leave free (or --threads each), relays their output, and waits,
+    /// showing every <paramref name="interval"/> and at the end where the sweep stands (the runs
+    /// <paramref name="among"/> when given; the time left from the runs claimed since
+    /// <paramref name="since"/>). Returns how many failed.
     /// </summary>
-    static int RunLocalWorkers(ParseResult p, IRunStore store, string? sweep, int count)
+    static int RunLocalWorkers(ParseResult p, IRunStore store, string? sweep, int count, IReadOnlyCollection<string>? among, DateTimeOffset since, TimeSpan interval)
     {
         var threads = p.GetResult(PaiCommand.Threads) is { Implicit: false } ? p.GetValue(PaiCommand.Threads) : Math.Max(1, Host.PaiHost.DefaultThreads.Threads / count);
         Console.WriteLine($"starting {count} worker processes with {threads} thread{(threads == 1 ? "" : "s")} each");
@@ -243,7 +267,36 @@ internal static class WorkerCommands
         var children = Enumerable.Range(1, count).Select(i => StartSelf(args, $"[worker {i}] ")).ToList();
         try
         {
-            foreach (var child in children) child.WaitForExit();
+            // Each worker shows its own runs; this process, the whole sweep: when a run has ended (seen by a
+            // cheap count every few seconds) and at least every interval.
+            var who = sweep is null ? "workers" : $"sweep {sweep}";
+            int? Ended()
+            {
+                try { return store.Status().Where(s => sweep is null || s.Sweep == sweep).Sum(s => s.Finished + s.Failed); }
+                catch (RunStoreException) { return null; }
+            }
+            string? last = null;
+            void Show(bool unlessSaid = false)
+            {
+                string line;
+                try { line = $"{who}: {Sweep.Observe(store, sweep, among, since)}"; }
+                catch (RunStoreException e) { line = $"{who}: progress not known now: {e.Message}"; } // the workers go on regardless
+                if (!unlessSaid || line != last) Console.WriteLine(line);
+                last = line;
+            }
+            var poll = interval < TimeSpan.FromSeconds(2) ? interval : TimeSpan.FromSeconds(2);
+            var shown = Stopwatch.StartNew();
+            var ended = Ended();
+            while (children.FirstOrDefault(c => !c.HasExited) is { } running)
+            {
+                if (running.WaitForExit(poll) || children.All(c => c.HasExited)) continue; // the last line comes below
+                var now = Ended();
+                if (now == ended && shown.Elapsed < interval) continue;
+                Show();
+                (ended, shown) = (now, Stopwatch.StartNew());
+            }
+            foreach (var child in children) child.WaitForExit(); // their output relayed to the end
+            Show(unlessSaid: true);
             var failed = children.Count(c => c.ExitCode != 0);
             Console.WriteLine($"{count} workers done{(failed > 0 ? $", {failed} exited with an error" : "")}");
             return failed;

@@ -264,12 +264,22 @@ public static class PaiHost
     /// </summary>
     public static void ConfigureThreads(int? threads)
     {
-        if (threads < 0)
-            throw new ArgumentException($"--threads must be 0 (the cores other processes leave free) or positive, got {threads}");
-        if (threads is { } given) CheckCores(given, "--threads", "more threads than cores only slow libtorch down; 0 uses the cores other processes leave free");
+        CheckThreads(threads);
         var (n, why) = threads is null or 0 ? DefaultThreads : (threads.Value, $"--threads {threads}, as given");
         Libtorch.SetNumThreads(n);
         ThreadsChosen = why;
+    }
+
+    /// <summary>
+    /// Refuses a --threads value <see cref="ConfigureThreads"/> would refuse (below 0, more than
+    /// <see cref="MaxThreads"/>) without configuring anything: commands that compute nothing check it
+    /// and skip the load sample.
+    /// </summary>
+    public static void CheckThreads(int? threads)
+    {
+        if (threads < 0)
+            throw new ArgumentException($"--threads must be 0 (the cores other processes leave free) or positive, got {threads}");
+        if (threads is { } given) CheckCores(given, "--threads", "more threads than cores only slow libtorch down; 0 uses the cores other processes leave free");
     }
 
     /// <summary>Why libtorch runs with the threads it does, once <see cref="ConfigureThreads"/> has run: "2 cores, load 8.9: 1 available" or "--threads 2, as given".</summary>
@@ -280,7 +290,19 @@ public static class PaiHost
     /// working, so its own threads are not counted): <see cref="AvailableThreads"/> of this process's
     /// cores and the load other processes put on them, with why.
     /// </summary>
-    public static (int Threads, string Why) DefaultThreads => defaultThreads.Value;
+    public static (int Threads, string Why) DefaultThreads
+    {
+        get
+        {
+            Interlocked.Increment(ref defaultThreadsAsked);
+            return defaultThreads.Value;
+        }
+    }
+
+    /// <summary>How often <see cref="DefaultThreads"/> was asked for (the first time costs a load sample): tests check that commands computing nothing never ask.</summary>
+    internal static int DefaultThreadsAsked => Volatile.Read(ref defaultThreadsAsked);
+    static int defaultThreadsAsked;
+
     static readonly Lazy<(int, string)> defaultThreads = new(() =>
     {
         var cores = Environment.ProcessorCount;

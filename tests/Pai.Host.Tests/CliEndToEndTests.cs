@@ -43,6 +43,32 @@ public class CliEndToEndTests
     }
 
     [Fact]
+    public void A_sweep_in_worker_processes_shows_from_its_main_process_the_runs_done_and_left_and_the_time_left()
+    {
+        using var dir = new TempDirectory();
+        string[] Sweep(string results) => ["sweep", .. Tiny, "--seeds", "0,1", "--criteria", "magnitude,random", "--sparsities", "0.5", "--epochs", "1",
+            "--results", Path.Combine(dir.Path, results), "--no-report", "--workers", "2"];
+        // The interval is an environment setting (30 s by default), here short enough to see the sweep in between.
+        var (code, output, err) = RunWith(null, new Dictionary<string, string?> { ["PAI_PROGRESS_INTERVAL"] = "0.2" }, Sweep("r"));
+        Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r')).Where(l => l.StartsWith("sweep main: ", StringComparison.Ordinal) && l.Contains(" runs done")).ToList();
+        // Every line counts the sweep's 6 runs (3 cells × 2 seeds); in between, with the time left from the runs finished so far.
+        Assert.All(lines, l => Assert.Matches(@"^sweep main: (\d) of 6 runs done, (\d) left \([0-2] running\), 0 failed", l));
+        Assert.All(lines, l => Assert.Equal(6, int.Parse(l[12..13]) + int.Parse(l.Split(", ")[1][..1]))); // done + left
+        var shown = string.Join("\n", lines);
+        Assert.True(lines.Any(l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^sweep main: [1-5] of 6 runs done, [1-5] left \([0-2] running\), 0 failed, about \d+ (s|min) left$")), shown);
+        Assert.Equal("sweep main: 6 of 6 runs done, 0 left (0 running), 0 failed", lines[^1]);
+        var done = lines.Select(l => int.Parse(l[12..13])).ToList();
+        Assert.True(done.Order().SequenceEqual(done), shown); // never counted back
+
+        // The setting is checked before the store is made.
+        var refused = RunWith(null, new Dictionary<string, string?> { ["PAI_PROGRESS_INTERVAL"] = "0" }, Sweep("refused"));
+        Assert.Equal(2, refused.Code);
+        Assert.Equal("error: PAI_PROGRESS_INTERVAL must be a number of seconds from 0.01 to 86400, got '0'; unset it for the default of 30", refused.Err.Trim());
+        Assert.False(Directory.Exists(Path.Combine(dir.Path, "refused")));
+    }
+
+    [Fact]
     public void Sweep_records_every_run_and_writes_a_report_containing_each()
     {
         using var dir = new TempDirectory();

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using PaiCli = global::Pai.Cli.Cli;
+using PaiCommand = global::Pai.Cli.PaiCommand;
 
 namespace Pai.Host.Tests;
 
@@ -137,6 +139,8 @@ public sealed class FirstHourTests
     [InlineData("run -c hutch_obd -s 0.9 --curvature-classes 1000", "--curvature-classes 1000 is more than the 10 classes of fashion-mnist")]
     [InlineData("estimate --class-passes 2,11", "--class-passes 11 is more than the 10 classes of fashion-mnist")]
     [InlineData("list models --threads 100000", "--threads 100000 is more than")]
+    [InlineData("report --threads -1", "--threads must be 0 (the cores other processes leave free) or positive, got -1")]
+    [InlineData("sweep --dry-run --threads 100000", "--threads 100000 is more than")]
     // A --store URL's parameters, named with their ranges.
     [InlineData("run --store postgresql://localhost/x?connect_timeout=abc", "connect_timeout=abc in the --store URL is not a whole number from 0 to 1024 seconds")]
     [InlineData("run --store postgresql://localhost/x?connect_timeout=99999999999", "connect_timeout=99999999999 in the --store URL is not a whole number from 0 to 1024")]
@@ -159,6 +163,26 @@ public sealed class FirstHourTests
         Assert.Single(err.Split('\n'), line => line.StartsWith("error: "));
         Assert.Empty(Directory.GetFileSystemEntries(dir.Path)); // a refused command leaves no store, folder or file behind
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(60), $"refusing took {watch.Elapsed}");
+    }
+
+    // `--threads 0` samples other processes' load over 200 ms: only commands that compute pay for it.
+    [Fact]
+    public void Commands_that_compute_nothing_take_no_load_sample_and_info_still_shows_the_threads_chosen()
+    {
+        using var dir = new TempDirectory();
+        var asked = PaiHost.DefaultThreadsAsked;
+        Assert.Equal(0, PaiCli.Invoke(PaiCommand.Build().Parse(["list", "models"])));
+        Assert.Equal(0, PaiCli.Invoke(PaiCommand.Build().Parse(["--help"])));
+        Assert.Equal(0, PaiCli.Invoke(PaiCommand.Build().Parse(["sweep", "--dry-run", "--seeds", "0", "--results", dir.Path])));
+        Assert.Equal(2, PaiCli.Invoke(PaiCommand.Build().Parse(["report", "--results", dir.Path]))); // no store yet
+        Assert.Equal(2, PaiCli.Invoke(PaiCommand.Build().Parse(["status", "--results", dir.Path])));
+        Assert.Equal(asked, PaiHost.DefaultThreadsAsked);
+        Assert.Empty(Directory.GetFileSystemEntries(dir.Path));
+
+        // A command that computes (or shows what it would compute with) still chooses them from the load.
+        var (code, output, err) = Pai(["info"]);
+        Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
+        Assert.Matches(@"threads\s+│ \d+ \(\d+ cores", output);
     }
 
     // A formula the parser could not nest through without overflowing the stack (which no handler

@@ -481,6 +481,40 @@ public class ReportTests
     }
 
     [Fact]
+    public void Warm_up_is_named_in_the_report_only_for_models_with_batch_norm()
+    {
+        // Every warmed-up run: a cell wide at its seed limit, a failed run whose training diverged (listed twice).
+        static List<RunRecord> Runs(string model, string dataset) =>
+        [
+            Run("snip", 0.9, 0, 0.80, warmup: 100, model: model, dataset: dataset),
+            Run("snip", 0.9, 1, 0.20, warmup: 100, model: model, dataset: dataset),
+            Run("random", 0.9, 0, 0.70, warmup: 100, model: model, dataset: dataset),
+            Run("random", 0.9, 1, 0.71, warmup: 100, model: model, dataset: dataset),
+            Run("synflow", 0.9, 2, null, warmup: 100, model: model, dataset: dataset, status: RunStatus.Failed,
+                error: "training diverged: the loss became NaN at epoch 1, batch 3; lower the learning rate"),
+        ];
+        foreach (var (model, dataset, batchNorm) in new[] { ("lenet5", "fashion-mnist", false), ("resnet20", "cifar10", true) })
+        {
+            using var dir = new TempDirectory();
+            var files = ReportWriter.Write(Runs(model, dataset), dir.Path, new ReportOptions { RenderCharts = false, Seeds = new SeedTarget(2, 2) });
+            var text = File.ReadAllText(files.Markdown) + File.ReadAllText(files.Html);
+            Assert.Contains("Seed limit reached", text);
+            Assert.Contains("Training blew up", text);
+            if (batchNorm)
+            {
+                Assert.Contains($"{model} {dataset} snip 90% + warm-up (100) (±", text);
+                Assert.Contains($"{model} {dataset} synflow 90% + warm-up (100) seed 2", text);
+            }
+            else
+            {
+                Assert.DoesNotContain("+ warm-up", text);
+                Assert.Contains($"{model} {dataset} snip 90% (±", text);
+                Assert.Contains($"{model} {dataset} synflow 90% seed 2", text);
+            }
+        }
+    }
+
+    [Fact]
     public void Curvature_table_collapses_an_estimator_whose_layers_all_came_out_alike()
     {
         var layers = Enumerable.Range(0, 32).Select(i => $"layer{i}.weight").ToList();

@@ -114,16 +114,6 @@ public static class ReportCharts
         _ => new ScottPlot.Hatches.Grid(),
     };
 
-    /// <summary>
-    /// The warm-up part of a series or run label: " + warm-up" for a model with batch norm (with the
-    /// batches when settings differ), nothing without warm-up; a model without batch norm is not
-    /// changed by warm-up, so its label says so only when it must tell two settings apart.
-    /// </summary>
-    static string WarmupLabel(string model, int warmup, bool severalWarmups, bool warmupCounts) =>
-        warmup == 0 ? ""
-        : !ModelZoo.HasBatchNorm(model) ? (severalWarmups ? $" (warm-up {warmup}, no BN)" : "")
-        : warmupCounts ? $" + warm-up ({warmup})" : " + warm-up";
-
     /// <summary>An interval clipped to [0, 100]: the drawn ends and whether each end was cut.</summary>
     static (double Low, double High, bool CutLow, bool CutHigh) Clip(double mean, double halfWidth) =>
         (Math.Max(0, mean - halfWidth), Math.Min(100, mean + halfWidth), mean - halfWidth < 0, mean + halfWidth > 100);
@@ -234,7 +224,7 @@ public static class ReportCharts
                 means.MarkerSize = 8;
                 means.MarkerShape = pale && !isAblation ? MarkerShape.OpenCircle : AblationMarker(ablation);
                 means.MarkerColor = colour;
-                means.LegendText = criterion + (isAblation ? $" ({ablation})" : "") + WarmupLabel(panel.Key.Model, warmup, warmups.Count > 1, warmupCounts);
+                means.LegendText = criterion + (isAblation ? $" ({ablation})" : "") + ReportTables.WarmupLabel(panel.Key.Model, warmup, warmups.Count > 1, warmupCounts);
             }
 
             var (bottom, top) = AccuracyLimits(drawn);
@@ -406,7 +396,7 @@ public static class ReportCharts
             Func<RunRecord, string>[] parts =
             [
                 r => r.Config.Criterion + (r.Config.Ablation == ReportTables.NoAblation ? "" : $" ({r.Config.Ablation})")
-                     + WarmupLabel(r.Config.Model, r.Config.WarmupBatches, severalWarmups, multipleWarmups),
+                     + ReportTables.WarmupLabel(r.Config.Model, r.Config.WarmupBatches, severalWarmups, multipleWarmups),
                 r => " " + Format.Sparsity(r.Config.Sparsity),
                 r => " seed " + r.Config.Seed.ToString(Inv),
                 r => " " + r.Key,

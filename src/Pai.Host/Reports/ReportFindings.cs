@@ -128,7 +128,7 @@ public static class ReportFindings
         var lines = Comparisons(groups).Select(Line).ToList();
         if (seeds is not null && AtSeedLimit(groups, seeds) is { Count: > 0 } wide)
             lines.Add($"Seed limit reached: 95% interval still wider than ±{seeds.Points} pp at {seeds.MaxSeeds} seeds (--max-seeds): " +
-                      string.Join(", ", wide.Select(g => $"{CellName(g)} ({(g.Ci95Top1 is { } ci ? "±" + Format.Points(ci) + " pp" : $"{g.Seeds} finished")})")) + ".");
+                      string.Join(", ", wide.Select(g => $"{CellName(g, groups)} ({(g.Ci95Top1 is { } ci ? "±" + Format.Points(ci) + " pp" : $"{g.Seeds} finished")})")) + ".");
         foreach (var b in BlowUps(runs))
         {
             var chance = $"chance ln {ClassCount(b.Run.Config.Dataset)} = {b.ChanceLoss.ToString("F2", CultureInfo.InvariantCulture)}";
@@ -140,8 +140,11 @@ public static class ReportFindings
         return lines;
     }
 
-    static string CellName(ResultGroup g) =>
-        $"{g.Model} {g.Dataset} {Name(g)}" + (g.IsDense ? "" : " " + Format.Sparsity(g.Sparsity)) + (g.WarmupBatches > 0 ? $" + warm-up ({g.WarmupBatches})" : "");
+    // The warm-up is named for a model with batch norm, or where it tells two of the model's cells apart.
+    static string CellName(ResultGroup g, IReadOnlyList<ResultGroup> groups) =>
+        $"{g.Model} {g.Dataset} {Name(g)}" + (g.IsDense ? "" : " " + Format.Sparsity(g.Sparsity)) +
+        ReportTables.WarmupLabel(g.Model, g.WarmupBatches, warmupCounts: true,
+            severalWarmups: groups.Where(o => o.Model == g.Model && o.Dataset == g.Dataset && !o.IsDense).Select(o => o.WarmupBatches).Distinct().Count() > 1);
 
     static string Name(ResultGroup g) => g.Criterion + (g.IsAblation ? $" ({g.Ablation})" : "");
 

@@ -671,12 +671,23 @@ public static class ReportTables
         return new ReportTable(columns, rows);
     }
 
-    /// <summary>"lenet5 fashion-mnist snip 98% + warm-up (100) seed 1".</summary>
+    /// <summary>"resnet20 cifar10 snip 98% + warm-up (100) seed 1" (no warm-up for a model without batch norm, whose runs the key tells apart).</summary>
     internal static string RunLabel(RunRecord r) =>
         $"{r.Config.Model} {r.Config.Dataset} {r.Config.Criterion}" +
         (r.Config.Ablation == NoAblation ? "" : $" ({r.Config.Ablation})") +
         (IsDense(r.Config.Criterion) ? "" : " " + Format.Sparsity(r.Config.Sparsity)) +
-        (r.Config.WarmupBatches > 0 ? $" + warm-up ({r.Config.WarmupBatches})" : "") + $" seed {r.Config.Seed}";
+        WarmupLabel(r.Config.Model, r.Config.WarmupBatches, severalWarmups: false, warmupCounts: true) + $" seed {r.Config.Seed}";
+
+    /// <summary>
+    /// The warm-up part of a run, cell or series label: " + warm-up" for a model with batch norm (with
+    /// the batches when <paramref name="warmupCounts"/>), nothing without warm-up; a model without
+    /// batch norm is not changed by warm-up, so its label says so only when it must tell two settings
+    /// apart (<paramref name="severalWarmups"/>).
+    /// </summary>
+    internal static string WarmupLabel(string model, int warmup, bool severalWarmups, bool warmupCounts) =>
+        warmup == 0 ? ""
+        : !ModelZoo.HasBatchNorm(model) ? (severalWarmups ? $" (warm-up {warmup}, no BN)" : "")
+        : warmupCounts ? $" + warm-up ({warmup})" : " + warm-up";
 
     /// <summary>Escapes a Markdown table cell.</summary>
     public static string MarkdownCell(string text) =>

@@ -13,9 +13,16 @@ public sealed record SweepSummary(int Ran, int Skipped, int Failed, int Lost = 0
 /// <param name="EstimatedLeft">Time until the runs left are done (null until a run finished in this process).</param>
 public sealed record SweepProgress(int Done, int Left, TimeSpan? EstimatedLeft)
 {
-    /// <summary>E.g. "3 of 8 runs done, 5 left, about 4 min left".</summary>
+    /// <summary>Of the runs left, those running now (null: not counted).</summary>
+    public int? Running { get; init; }
+
+    /// <summary>Of the runs done, those that failed (null: not counted).</summary>
+    public int? Failed { get; init; }
+
+    /// <summary>E.g. "3 of 8 runs done, 5 left, about 4 min left", or with the counts "3 of 8 runs done, 5 left (2 running), 0 failed, about 4 min left".</summary>
     public override string ToString() =>
-        $"{Done} of {Done + Left} runs done, {Left} left, " + (EstimatedLeft is { } t ? $"about {Duration(t)} left" : "time left known after the first run");
+        $"{Done} of {Done + Left} runs done, {Left} left" + (Running is { } r ? $" ({r} running)" : "") + (Failed is { } f ? $", {f} failed" : "") +
+        (Left == 0 ? "" : EstimatedLeft is { } t ? $", about {Duration(t)} left" : ", time left known after the first run");
 
     static string Duration(TimeSpan t) =>
         t.TotalSeconds < 90 ? FormattableString.Invariant($"{Math.Ceiling(t.TotalSeconds):0} s")
@@ -220,16 +227,42 @@ public static class Sweep
     public static SweepProgress Progress(IRunStore store, string? sweep, IReadOnlyCollection<string>? among, RunTimer timer)
     {
         ArgumentNullException.ThrowIfNull(timer);
+        var count = Count(store, sweep, among);
+        return new SweepProgress(count.Done, count.Left, count.TimeLeft(timer));
+    }
+
+    /// <summary>
+    /// Where a sweep that other processes work on stands, as the process that started them sees it:
+    /// <see cref="Progress"/> with the runs running and failed, its time left from the wall times
+    /// (claim to finish) of the runs that finished having been claimed at or after <paramref name="since"/>.
+    /// </summary>
+    public static SweepProgress Observe(IRunStore store, string? sweep, IReadOnlyCollection<string>? among, DateTimeOffset since)
+    {
+        var count = Count(store, sweep, among); // first: a run that ends meanwhile adds to the time, not to the runs done
+        var timer = new RunTimer();
+        foreach (var r in among is null ? store.All() : among.Select(store.Get).OfType<RunRecord>())
+            if (r is { Status: RunStatus.Finished, Started: { } started, Finished: { } finished } && started >= since)
+                timer.Add(finished - started);
+        return new SweepProgress(count.Done, count.Left, count.TimeLeft(timer)) { Running = count.Running, Failed = count.Failed };
+    }
+
+    sealed record Counts(int Done, int Left, int Running, int Failed, int Workers)
+    {
+        // The mean wall time of a run for each run left, shared among the workers holding runs now.
+        public TimeSpan? TimeLeft(RunTimer timer) => timer.Mean is { } mean ? mean * Left / Workers : null;
+    }
+
+    static Counts Count(IRunStore store, string? sweep, IReadOnlyCollection<string>? among)
+    {
         var status = store.Status().Where(s => sweep is null || s.Sweep == sweep).ToList();
-        int done, left;
-        if (among is null) (done, left) = (status.Sum(s => s.Finished + s.Failed), status.Sum(s => s.Pending + s.Running));
-        else
-        {
-            var states = among.Select(k => store.Get(k)?.Status).ToList();
-            (done, left) = (states.Count(s => s is RunStatus.Finished or RunStatus.Failed), states.Count(s => s is RunStatus.Pending or RunStatus.Running));
-        }
         var workers = Math.Max(1, status.SelectMany(s => s.Held).Where(r => among is null || among.Contains(r.Key)).Select(r => r.Owner).DistinctBy(o => (o.ProcessId, o.Host)).Count());
-        return new SweepProgress(done, left, timer.Mean is { } mean ? mean * left / workers : null);
+        if (among is null)
+            return new Counts(status.Sum(s => s.Finished + s.Failed), status.Sum(s => s.Pending + s.Running), status.Sum(s => s.Running), status.Sum(s => s.Failed), workers);
+        var states = among.Select(k => store.Get(k)?.Status).ToList();
+        var left = states.Count(s => s is RunStatus.Pending or RunStatus.Running);
+        // The runs running from the one status query: read one by one, a worker that moved on meanwhile would count twice.
+        var running = Math.Min(left, status.SelectMany(s => s.Held).Count(r => among.Contains(r.Key)));
+        return new Counts(states.Count(s => s is RunStatus.Finished or RunStatus.Failed), left, running, states.Count(s => s is RunStatus.Failed), workers);
     }
 
     // A claimed run whose stored configuration no longer validates (a model or criterion this Pai lacks) fails in the store, not only here.
