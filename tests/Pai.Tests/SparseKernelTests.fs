@@ -253,12 +253,14 @@ let private sparseBits (layer: Tensor -> Tensor -> Tensor) (x: Tensor) (v: Tenso
 
 // ---- training --------------------------------------------------------------------------------
 
-/// What a masked training run gives: every step's loss, the layers that ran sparse, the trained
-/// weights and the masks (by weight name), and the top-1 accuracy on held-out batches.
+/// What a masked training run gives: every step's loss, the layers that ran sparse and every masked
+/// layer's kernel with its measured speedup, the trained weights and the masks (by weight name),
+/// and the top-1 accuracy on held-out batches.
 type private Trained =
     {
         Losses: float[]
         SparseLayers: string list
+        Kernels: LayerKernel list
         Weights: Map<string, float[]>
         Keeps: Map<string, bool[]>
         HeldOutTop1: float
@@ -325,6 +327,7 @@ let private trainMasked
 
     let means = ResizeArray<float>()
     let mutable sparseLayers = []
+    let mutable kernels = []
 
     let epochs =
         Trainer.Train(
@@ -337,6 +340,7 @@ let private trainMasked
                 if isNull (box p.Finished) then
                     means.Add p.Loss
                     sparseLayers <- List.ofSeq p.SparseLayers
+                    kernels <- List.ofSeq p.SparseLayers.Layers
 
                     inScope (fun () ->
                         for w, off in pruned do
@@ -374,6 +378,7 @@ let private trainMasked
     {
         Losses = losses
         SparseLayers = sparseLayers
+        Kernels = kernels
         Weights = weights
         Keeps = keeps
         HeldOutTop1 = epochs.[0].Test.Top1
@@ -626,6 +631,29 @@ let tests =
                     (auto.SparseLayers
                      |> List.forall (fun l -> List.contains l [ "conv1"; "conv2"; "fc1"; "fc2" ]))
                     $"auto chose %A{auto.SparseLayers}"
+
+                // Every masked layer was timed both ways, and runs sparse exactly where that was faster.
+                Expect.equal
+                    (auto.Kernels |> List.map (fun k -> k.Name))
+                    [ "conv1"; "conv2"; "fc1"; "fc2" ]
+                    "auto: every masked layer has its kernel"
+
+                for k in auto.Kernels do
+                    let speedup = k.Speedup.GetValueOrDefault nan
+
+                    Expect.isTrue
+                        (speedup > 0.0 && Double.IsFinite speedup)
+                        $"{k.Name}: auto measured its speedup (%A{k.Speedup})"
+
+                    Expect.equal
+                        k.Sparse
+                        (speedup > 1.0)
+                        $"{k.Name}: sparse exactly where it measured faster (%g{speedup}×)"
+
+                Expect.equal
+                    (auto.Kernels |> List.filter (fun k -> k.Sparse) |> List.map (fun k -> k.Name))
+                    auto.SparseLayers
+                    "the sparse layers"
 
                 expectSameTrajectory "auto against dense" dense auto
 
