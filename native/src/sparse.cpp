@@ -87,16 +87,21 @@ PAI_INLINE void zero(T* y, int64_t n) {
   std::fill(y, y + n, T(0));
 }
 
-// ---- linear: X [B, in] held as XT [in, B] ------------------------------------------------------
-
+// The pattern and the kept values, as every kernel reads them (see the top of this file).
 template <class T>
-struct LinearArgs {
+struct PatternArgs {
   const int64_t* row_ptr;
   const int64_t* cols;
   const int64_t* col_ptr;
   const int64_t* col_rows;
   const int64_t* col_perm;
   const T* values;
+};
+
+// ---- linear: X [B, in] held as XT [in, B] ------------------------------------------------------
+
+template <class T>
+struct LinearArgs : PatternArgs<T> {
   int64_t rows;  // output features (the weight gradient's row walk)
   int64_t batch;
   const T* xt;   // [in, B]
@@ -128,16 +133,6 @@ PAI_INLINE void linear_gather(const LinearArgs<T>& a, int64_t begin, int64_t end
   }
 }
 
-template <class T>
-PAI_INLINE void linear_forward(const LinearArgs<T>& a, int64_t begin, int64_t end) {
-  linear_gather<false>(a, begin, end);
-}
-
-template <class T>
-PAI_INLINE void linear_input_grad(const LinearArgs<T>& a, int64_t begin, int64_t end) {
-  linear_gather<true>(a, begin, end);
-}
-
 // Calls f(k, o) for kept weights k in [begin, end), o the pattern row holding k: the weight
 // gradients' walk (one output element per kept weight).
 template <class F>
@@ -160,13 +155,7 @@ PAI_INLINE void linear_weight_grad(const LinearArgs<T>& a, int64_t begin, int64_
 // ---- conv2d: X [N, C, H, W] held as XT [C, H, W, N], O as OT [O, Ho, Wo, N] ---------------------
 
 template <class T>
-struct ConvArgs {
-  const int64_t* row_ptr;
-  const int64_t* cols;
-  const int64_t* col_ptr;
-  const int64_t* col_rows;
-  const int64_t* col_perm;
-  const T* values;
+struct ConvArgs : PatternArgs<T> {
   int64_t n, c, h, w;      // input
   int64_t o, ho, wo;       // output
   int64_t kh, kw, stride, pad_h, pad_w;
@@ -294,11 +283,6 @@ PAI_INLINE void conv_weight_grad_of(const ConvArgs<T>& a, int64_t begin, int64_t
   });
 }
 
-template <class T>
-PAI_INLINE void conv_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  conv_weight_grad_of<false>(a, begin, end);
-}
-
 // ---- conv2d in the input's own layout [N, C, H, W], vectorized over the output width -----------
 // No transposes: each kept weight multiplies a stretch of an input row (contiguous at stride 1).
 // Suits large images, where a row is long and the transposes of the batch-innermost layout cost
@@ -360,21 +344,6 @@ PAI_INLINE void conv_nchw_planes(const ConvArgs<T>& a, int64_t begin, int64_t en
   }
 }
 
-template <class T>
-PAI_INLINE void conv_nchw_forward(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  conv_nchw_planes<false>(a, begin, end);
-}
-
-template <class T>
-PAI_INLINE void conv_nchw_input_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  conv_nchw_planes<true>(a, begin, end);
-}
-
-template <class T>
-PAI_INLINE void conv_nchw_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  conv_weight_grad_of<true>(a, begin, end);
-}
-
 // ---- dispatch: an AVX2/FMA build of each kernel when the CPU has it, the portable one otherwise ---
 
 bool cpu_has_avx2_fma() {
@@ -390,18 +359,19 @@ std::atomic<bool> portable_forced{false};
 
 bool use_avx2_fma() { return cpu_has_avx2_fma() && !portable_forced.load(); }
 
-#define PAI_DISPATCH(kernel, Args)                                                                     \
+// kernel##_run runs body (a kernel above, or one instance of a shared template) over [0, total).
+#define PAI_DISPATCH(kernel, Args, body)                                                               \
   template <class T>                                                                                   \
   __attribute__((target("avx2,fma"))) void kernel##_avx2(const Args<T>& a, int64_t b, int64_t e) {     \
-    kernel(a, b, e);                                                                                   \
+    body(a, b, e);                                                                                     \
   }                                                                                                    \
   template <class T>                                                                                   \
   void kernel##_portable(const Args<T>& a, int64_t b, int64_t e) {                                     \
-    kernel(a, b, e);                                                                                   \
+    body(a, b, e);                                                                                     \
   }                                                                                                    \
   template <class T>                                                                                   \
   void kernel##_run(const Args<T>& a, int64_t total, int64_t grain) {                                  \
-    const bool avx2 = use_avx2_fma();                                                              \
+    const bool avx2 = use_avx2_fma();                                                                  \
     at::parallel_for(0, total, grain, [&](int64_t b, int64_t e) {                                      \
       if (avx2)                                                                                        \
         kernel##_avx2(a, b, e);                                                                        \
@@ -410,15 +380,15 @@ bool use_avx2_fma() { return cpu_has_avx2_fma() && !portable_forced.load(); }
     });                                                                                                \
   }
 
-PAI_DISPATCH(linear_forward, LinearArgs)
-PAI_DISPATCH(linear_input_grad, LinearArgs)
-PAI_DISPATCH(linear_weight_grad, LinearArgs)
-PAI_DISPATCH(conv_forward, ConvArgs)
-PAI_DISPATCH(conv_input_grad, ConvArgs)
-PAI_DISPATCH(conv_weight_grad, ConvArgs)
-PAI_DISPATCH(conv_nchw_forward, ConvArgs)
-PAI_DISPATCH(conv_nchw_input_grad, ConvArgs)
-PAI_DISPATCH(conv_nchw_weight_grad, ConvArgs)
+PAI_DISPATCH(linear_forward, LinearArgs, linear_gather<false>)
+PAI_DISPATCH(linear_input_grad, LinearArgs, linear_gather<true>)
+PAI_DISPATCH(linear_weight_grad, LinearArgs, linear_weight_grad)
+PAI_DISPATCH(conv_forward, ConvArgs, conv_forward)
+PAI_DISPATCH(conv_input_grad, ConvArgs, conv_input_grad)
+PAI_DISPATCH(conv_weight_grad, ConvArgs, conv_weight_grad_of<false>)
+PAI_DISPATCH(conv_nchw_forward, ConvArgs, conv_nchw_planes<false>)
+PAI_DISPATCH(conv_nchw_input_grad, ConvArgs, conv_nchw_planes<true>)
+PAI_DISPATCH(conv_nchw_weight_grad, ConvArgs, conv_weight_grad_of<true>)
 
 // Enough work per task that a thread's start costs little: about 32k multiply-adds.
 int64_t grain_for(int64_t work_per_item) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item)); }
@@ -461,8 +431,8 @@ Pattern pattern_of(const at::Tensor& row_ptr, const at::Tensor& cols, const at::
   return p;
 }
 
-template <class T, class Args>
-void fill_pattern(Args& a, const Pattern& p, const at::Tensor& values) {
+template <class T>
+void fill_pattern(PatternArgs<T>& a, const Pattern& p, const at::Tensor& values) {
   a.row_ptr = p.row_ptr.data_ptr<int64_t>();
   a.cols = p.cols.data_ptr<int64_t>();
   a.col_ptr = p.col_ptr.data_ptr<int64_t>();
@@ -471,15 +441,25 @@ void fill_pattern(Args& a, const Pattern& p, const at::Tensor& values) {
   a.values = values.data_ptr<T>();
 }
 
-Pattern saved_pattern(const variable_list& saved, size_t first) {
-  return Pattern{saved[first], saved[first + 1], saved[first + 2], saved[first + 3], saved[first + 4]};
+// What a backward pass needs from its forward: the input as the forward kept it (undefined when
+// the values need no gradient), the values and the pattern.
+struct Saved {
+  at::Tensor input, values;
+  Pattern p;
+};
+
+void save_operands(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& values, const Pattern& p) {
+  ctx->save_for_backward(
+      {values.requires_grad() ? input : at::Tensor(), values, p.row_ptr, p.cols, p.col_ptr, p.col_rows, p.col_perm});
 }
 
-void refuse_double_backward(const char* what) {
+Saved restore_operands(AutogradContext* ctx, const char* what) {
   // Inside a custom backward, grad mode is on only when a graph of the gradient is requested.
   TORCH_CHECK(!c10::GradMode::is_enabled(), what,
               ": the sparse kernels have no second derivative; compute Hessian-based quantities on the dense "
               "masked layer");
+  const auto saved = ctx->get_saved_variables();
+  return Saved{saved[0], saved[1], Pattern{saved[2], saved[3], saved[4], saved[5], saved[6]}};
 }
 
 // ---- linear autograd function -----------------------------------------------------------------
@@ -506,18 +486,15 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
       const int64_t avg = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, rows)) * batch;
       linear_forward_run(a, rows, grain_for(avg));
     });
-    ctx->save_for_backward({values.requires_grad() ? xt : at::Tensor(), values, row_ptr, cols, col_ptr, col_rows,
-                            col_perm});
+    save_operands(ctx, xt, values, p);
     ctx->saved_data["batch"] = batch;
     return ot.t().contiguous();
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    refuse_double_backward("sparse linear");
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor& xt = saved[0];
-    const at::Tensor& values = saved[1];
-    const Pattern p = saved_pattern(saved, 2);
+    const Saved s = restore_operands(ctx, "sparse linear");
+    const at::Tensor &xt = s.input, &values = s.values;
+    const Pattern& p = s.p;
     const int64_t batch = ctx->saved_data["batch"].toInt(), rows = p.rows(), width = p.width();
     const at::Tensor got = grads[0].t().contiguous();
     at::Tensor dx, dvalues;
@@ -605,8 +582,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
         conv_nchw_forward_run(a, a.n * a.o, grain_for(per_row * a.ho * a.wo));
       }
     });
-    ctx->save_for_backward({values.requires_grad() ? xin : at::Tensor(), values, row_ptr, cols, col_ptr, col_rows,
-                            col_perm});
+    save_operands(ctx, xin, values, p);
     ctx->saved_data["shape"] = x.sizes().vec();
     ctx->saved_data["kernel"] = kernel;
     ctx->saved_data["stride"] = stride;
@@ -616,11 +592,9 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    refuse_double_backward("sparse conv2d");
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor& xin = saved[0];
-    const at::Tensor& values = saved[1];
-    const Pattern p = saved_pattern(saved, 2);
+    const Saved s = restore_operands(ctx, "sparse conv2d");
+    const at::Tensor &xin = s.input, &values = s.values;
+    const Pattern& p = s.p;
     const auto shape = ctx->saved_data["shape"].toIntVector();
     const auto kernel = ctx->saved_data["kernel"].toIntVector();
     const auto padding = ctx->saved_data["padding"].toIntVector();
