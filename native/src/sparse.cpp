@@ -109,7 +109,7 @@ struct LinearArgs : PatternArgs<T> {
   T* out;        // OT [out, B] (forward), dXT [in, B] (input gradient), dvalues [nnz]
 };
 
-// One gather over the compressed pattern, rows y in [begin, end) of a.out, each zeroed and then
+// One gather over the compressed pattern, rows r in [begin, end) of a.out, each zeroed and then
 // summed four kept weights per pass in the pattern's order:
 //   forward (ToInput false): OT[o] = Σ_k values[k]·XT[cols[k]], over row o of the pattern;
 //   input gradient (ToInput true): dXT[i] = Σ over kept (o, i) of values·dOT[o], over column i of
