@@ -23,49 +23,27 @@ type private Layer =
         InputGrad: bool
     }
 
+/// A model's layers in order: the first one's input is the data, which needs no gradient.
+let private chain (layers: (string * Shape) list) =
+    layers
+    |> List.mapi (fun i (name, shape) ->
+        {
+            Name = name
+            Shape = shape
+            InputGrad = i > 0
+        })
+
 let private models =
     [
         "lenet5",
-        [
-            {
-                Name = "conv1"
-                Shape = Conv(1L, 20L, 5L, 28L, 1, 0)
-                InputGrad = false
-            }
-            {
-                Name = "conv2"
-                Shape = Conv(20L, 50L, 5L, 12L, 1, 0)
-                InputGrad = true
-            }
-            {
-                Name = "fc1"
-                Shape = Dense(800L, 500L)
-                InputGrad = true
-            }
-            {
-                Name = "fc2"
-                Shape = Dense(500L, 10L)
-                InputGrad = true
-            }
-        ]
-        "lenet300",
-        [
-            {
-                Name = "fc1"
-                Shape = Dense(784L, 300L)
-                InputGrad = false
-            }
-            {
-                Name = "fc2"
-                Shape = Dense(300L, 100L)
-                InputGrad = true
-            }
-            {
-                Name = "fc3"
-                Shape = Dense(100L, 10L)
-                InputGrad = true
-            }
-        ]
+        chain
+            [
+                "conv1", Conv(1L, 20L, 5L, 28L, 1, 0)
+                "conv2", Conv(20L, 50L, 5L, 12L, 1, 0)
+                "fc1", Dense(800L, 500L)
+                "fc2", Dense(500L, 10L)
+            ]
+        "lenet300", chain [ "fc1", Dense(784L, 300L); "fc2", Dense(300L, 100L); "fc3", Dense(100L, 10L) ]
     ]
 
 /// Per-layer densities of each pattern. SNIP at 98%: lenet5 as measured on Fashion-MNIST (early and

@@ -35,6 +35,9 @@ using torch::autograd::variable_list;
 // ---- vector primitives (inlined into both the AVX2/FMA and the portable kernels) ----------------
 
 #define PAI_INLINE inline __attribute__((always_inline))
+// For lambdas inside kernels: inlined into the AVX2/FMA build that calls them, so their arithmetic
+// is compiled (and rounded) as the caller's.
+#define PAI_LAMBDA_INLINE __attribute__((always_inline))
 
 // y[0..n) += w·x[0..n)
 template <class T>
@@ -59,81 +62,100 @@ PAI_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
   return s;
 }
 
+// y[q] += w·x[q·s] for q in [0, n).
+template <class T>
+PAI_INLINE void axpy_strided(T* __restrict y, T w, const T* __restrict x, int64_t s, int64_t n) {
+#pragma omp simd
+  for (int64_t q = 0; q < n; ++q) y[q] += w * x[q * s];
+}
+// y[q·s] += w·x[q] for q in [0, n).
+template <class T>
+PAI_INLINE void axpy_scatter(T* __restrict y, T w, const T* __restrict x, int64_t s, int64_t n) {
+#pragma omp simd
+  for (int64_t q = 0; q < n; ++q) y[q * s] += w * x[q];
+}
+template <class T>
+PAI_INLINE T dot_strided(const T* __restrict a, const T* __restrict b, int64_t s, int64_t n) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t q = 0; q < n; ++q) acc += a[q] * b[q * s];
+  return acc;
+}
+
 template <class T>
 PAI_INLINE void zero(T* y, int64_t n) {
   std::fill(y, y + n, T(0));
 }
 
-// ---- linear: X [B, in] held as XT [in, B] ------------------------------------------------------
-
+// The pattern and the kept values, as every kernel reads them (see the top of this file).
 template <class T>
-struct LinearArgs {
+struct PatternArgs {
   const int64_t* row_ptr;
   const int64_t* cols;
   const int64_t* col_ptr;
   const int64_t* col_rows;
   const int64_t* col_perm;
   const T* values;
+};
+
+// ---- linear: X [B, in] held as XT [in, B] ------------------------------------------------------
+
+template <class T>
+struct LinearArgs : PatternArgs<T> {
+  int64_t rows;  // output features (the weight gradient's row walk)
   int64_t batch;
   const T* xt;   // [in, B]
   const T* got;  // dO transposed [out, B]
   T* out;        // OT [out, B] (forward), dXT [in, B] (input gradient), dvalues [nnz]
 };
 
-// OT[o] = Σ_k values[k]·XT[cols[k]] for rows o in [begin, end).
-template <class T>
-PAI_INLINE void linear_forward(const LinearArgs<T>& a, int64_t begin, int64_t end) {
+// One gather over the compressed pattern, rows r in [begin, end) of a.out, each zeroed and then
+// summed four kept weights per pass in the pattern's order:
+//   forward (ToInput false): OT[o] = Σ_k values[k]·XT[cols[k]], over row o of the pattern;
+//   input gradient (ToInput true): dXT[i] = Σ over kept (o, i) of values·dOT[o], over column i of
+//   the transposed pattern (col_perm gives each entry's value, col_rows its output row).
+template <bool ToInput, class T>
+PAI_INLINE void linear_gather(const LinearArgs<T>& a, int64_t begin, int64_t end) {
   const int64_t n = a.batch;
-  for (int64_t o = begin; o < end; ++o) {
-    T* y = a.out + o * n;
+  const int64_t* ptr = ToInput ? a.col_ptr : a.row_ptr;
+  const int64_t* source = ToInput ? a.col_rows : a.cols;
+  const T* src = ToInput ? a.got : a.xt;
+  const auto value = [&](int64_t e) PAI_LAMBDA_INLINE { return ToInput ? a.values[a.col_perm[e]] : a.values[e]; };
+  const auto vec = [&](int64_t e) PAI_LAMBDA_INLINE { return src + source[e] * n; };
+  for (int64_t r = begin; r < end; ++r) {
+    T* y = a.out + r * n;
     zero(y, n);
-    int64_t k = a.row_ptr[o];
-    const int64_t stop = a.row_ptr[o + 1];
-    for (; k + 4 <= stop; k += 4)
-      axpy4(y, a.values[k], a.xt + a.cols[k] * n, a.values[k + 1], a.xt + a.cols[k + 1] * n, a.values[k + 2],
-            a.xt + a.cols[k + 2] * n, a.values[k + 3], a.xt + a.cols[k + 3] * n, n);
-    for (; k < stop; ++k) axpy(y, a.values[k], a.xt + a.cols[k] * n, n);
+    int64_t e = ptr[r];
+    const int64_t stop = ptr[r + 1];
+    for (; e + 4 <= stop; e += 4)
+      axpy4(y, value(e), vec(e), value(e + 1), vec(e + 1), value(e + 2), vec(e + 2), value(e + 3), vec(e + 3), n);
+    for (; e < stop; ++e) axpy(y, value(e), vec(e), n);
   }
 }
 
-// dXT[i] = Σ over kept (o, i) of values·dOT[o], for input features i in [begin, end).
-template <class T>
-PAI_INLINE void linear_input_grad(const LinearArgs<T>& a, int64_t begin, int64_t end) {
-  const int64_t n = a.batch;
-  for (int64_t i = begin; i < end; ++i) {
-    T* y = a.out + i * n;
-    zero(y, n);
-    int64_t e = a.col_ptr[i];
-    const int64_t stop = a.col_ptr[i + 1];
-    for (; e + 4 <= stop; e += 4)
-      axpy4(y, a.values[a.col_perm[e]], a.got + a.col_rows[e] * n, a.values[a.col_perm[e + 1]],
-            a.got + a.col_rows[e + 1] * n, a.values[a.col_perm[e + 2]], a.got + a.col_rows[e + 2] * n,
-            a.values[a.col_perm[e + 3]], a.got + a.col_rows[e + 3] * n, n);
-    for (; e < stop; ++e) axpy(y, a.values[a.col_perm[e]], a.got + a.col_rows[e] * n, n);
+// Calls f(k, o) for kept weights k in [begin, end), o the pattern row holding k: the weight
+// gradients' walk (one output element per kept weight).
+template <class F>
+PAI_INLINE void for_kept(const int64_t* row_ptr, int64_t rows, int64_t begin, int64_t end, F f) {
+  int64_t o = std::upper_bound(row_ptr, row_ptr + rows + 1, begin) - row_ptr - 1;
+  for (int64_t k = begin; k < end; ++k) {
+    while (row_ptr[o + 1] <= k) ++o;
+    f(k, o);
   }
 }
 
 // dvalues[k] = dOT[row(k)]·XT[cols[k]] for kept weights k in [begin, end).
 template <class T>
-PAI_INLINE void linear_weight_grad(const LinearArgs<T>& a, int64_t rows, int64_t begin, int64_t end) {
+PAI_INLINE void linear_weight_grad(const LinearArgs<T>& a, int64_t begin, int64_t end) {
   const int64_t n = a.batch;
-  int64_t o = std::upper_bound(a.row_ptr, a.row_ptr + rows + 1, begin) - a.row_ptr - 1;
-  for (int64_t k = begin; k < end; ++k) {
-    while (a.row_ptr[o + 1] <= k) ++o;
-    a.out[k] = dot(a.got + o * n, a.xt + a.cols[k] * n, n);
-  }
+  for_kept(a.row_ptr, a.rows, begin, end,
+           [&](int64_t k, int64_t o) PAI_LAMBDA_INLINE { a.out[k] = dot(a.got + o * n, a.xt + a.cols[k] * n, n); });
 }
 
 // ---- conv2d: X [N, C, H, W] held as XT [C, H, W, N], O as OT [O, Ho, Wo, N] ---------------------
 
 template <class T>
-struct ConvArgs {
-  const int64_t* row_ptr;
-  const int64_t* cols;
-  const int64_t* col_ptr;
-  const int64_t* col_rows;
-  const int64_t* col_perm;
-  const T* values;
+struct ConvArgs : PatternArgs<T> {
   int64_t n, c, h, w;      // input
   int64_t o, ho, wo;       // output
   int64_t kh, kw, stride, pad_h, pad_w;
@@ -150,6 +172,29 @@ PAI_INLINE void valid_range(int64_t j, int64_t stride, int64_t pad, int64_t w, i
   hi = last < 0 ? -1 : std::min(wo - 1, last / stride);
 }
 
+// count runs of n values: y[q·ys + b] += w·x[q·xs + b] (b < n, q < count); at stride 1 the runs
+// are adjacent on both sides (ys = xs = n) and go as one vector.
+template <class T>
+PAI_INLINE void axpy_runs(T* __restrict y, int64_t ys, T w, const T* __restrict x, int64_t xs, int64_t count, int64_t n,
+                          int64_t stride) {
+  if (stride == 1) {
+    axpy(y, w, x, count * n);
+  } else {
+    for (int64_t q = 0; q < count; ++q) axpy(y + q * ys, w, x + q * xs, n);
+  }
+}
+
+// s += Σ over the same runs of g·x, in run order.
+template <class T>
+PAI_INLINE void dot_runs(T& s, const T* __restrict g, int64_t gs, const T* __restrict x, int64_t xs, int64_t count,
+                         int64_t n, int64_t stride) {
+  if (stride == 1) {
+    s += dot(g, x, count * n);
+  } else {
+    for (int64_t q = 0; q < count; ++q) s += dot(g + q * gs, x + q * xs, n);
+  }
+}
+
 // Adds w·(input row c, yy, shifted by kernel column j) to one output row, over its valid columns.
 template <class T>
 PAI_INLINE void conv_row_axpy(T* __restrict out_row, T wgt, const T* __restrict in_row, int64_t j, const ConvArgs<T>& a) {
@@ -157,13 +202,8 @@ PAI_INLINE void conv_row_axpy(T* __restrict out_row, T wgt, const T* __restrict 
   valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
   if (lo > hi) return;
   const int64_t n = a.n;
-  const T* x = in_row + (lo * a.stride + j - a.pad_w) * n;
-  T* y = out_row + lo * n;
-  if (a.stride == 1) {
-    axpy(y, wgt, x, (hi - lo + 1) * n);
-  } else {
-    for (int64_t q = 0; q <= hi - lo; ++q) axpy(y + q * n, wgt, x + q * a.stride * n, n);
-  }
+  axpy_runs(out_row + lo * n, n, wgt, in_row + (lo * a.stride + j - a.pad_w) * n, a.stride * n, hi - lo + 1, n,
+            a.stride);
 }
 
 // Output rows r = o·Ho + y in [begin, end): OT[o, y] = Σ over kept (c, i, j) of w·XT[c, y·s + i − p].
@@ -204,68 +244,49 @@ PAI_INLINE void conv_input_grad(const ConvArgs<T>& a, int64_t begin, int64_t end
       for (int64_t e = a.col_ptr[col]; e < a.col_ptr[col + 1]; ++e) {
         const T wgt = a.values[a.col_perm[e]];
         const T* src = a.got + ((a.col_rows[e] * a.ho + y) * a.wo + lo) * n;
-        if (a.stride == 1) {
-          axpy(dst, wgt, src, (hi - lo + 1) * n);
-        } else {
-          for (int64_t q = 0; q <= hi - lo; ++q) axpy(dst + q * a.stride * n, wgt, src + q * n, n);
-        }
+        axpy_runs(dst, a.stride * n, wgt, src, n, hi - lo + 1, n, a.stride);
       }
     }
   }
 }
 
-// dvalues[k] = Σ_y Σ_x dOT[o, y, x]·XT[c, y·s + i − p, x·s + j − p] for kept weights k in [begin, end).
-template <class T>
-PAI_INLINE void conv_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  const int64_t kk = a.kh * a.kw, n = a.n;
-  int64_t o = std::upper_bound(a.row_ptr, a.row_ptr + a.o + 1, begin) - a.row_ptr - 1;
-  for (int64_t k = begin; k < end; ++k) {
-    while (a.row_ptr[o + 1] <= k) ++o;
+// The weight gradient of both layouts, kept weights k in [begin, end): dvalues[k] = Σ_n Σ_y Σ_x
+// dO[n, o, y, x]·X[n, c, y·s + i − p, x·s + j − p]. Batch-innermost (Rows false): dOT [O, Ho, Wo, N]
+// and XT [C, H, W, N], a whole batch per column; rows (Rows true): dO [N, O, Ho, Wo] and X
+// [N, C, H, W], image by image, a row per dot.
+template <bool Rows, class T>
+PAI_INLINE void conv_weight_grad_of(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t kk = a.kh * a.kw, n = a.n, images = Rows ? a.n : 1;
+  for_kept(a.row_ptr, a.o, begin, end, [&](int64_t k, int64_t o) PAI_LAMBDA_INLINE {
     const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
     int64_t lo, hi;
     valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
     T s = 0;
     if (lo <= hi) {
-      for (int64_t y = 0; y < a.ho; ++y) {
-        const int64_t yy = y * a.stride + i - a.pad_h;
-        if (yy < 0 || yy >= a.h) continue;
-        const T* g = a.got + ((o * a.ho + y) * a.wo + lo) * n;
-        const T* x = a.xt + ((c * a.h + yy) * a.w + lo * a.stride + j - a.pad_w) * n;
-        if (a.stride == 1) {
-          s += dot(g, x, (hi - lo + 1) * n);
-        } else {
-          for (int64_t q = 0; q <= hi - lo; ++q) s += dot(g + q * n, x + q * a.stride * n, n);
+      for (int64_t b = 0; b < images; ++b) {
+        for (int64_t y = 0; y < a.ho; ++y) {
+          const int64_t yy = y * a.stride + i - a.pad_h;
+          if (yy < 0 || yy >= a.h) continue;
+          if constexpr (Rows) {
+            const T* g = a.got + ((b * a.o + o) * a.ho + y) * a.wo + lo;
+            const T* x = a.xt + ((b * a.c + c) * a.h + yy) * a.w + lo * a.stride + j - a.pad_w;
+            s += a.stride == 1 ? dot(g, x, hi - lo + 1) : dot_strided(g, x, a.stride, hi - lo + 1);
+          } else {
+            const T* g = a.got + ((o * a.ho + y) * a.wo + lo) * n;
+            const T* x = a.xt + ((c * a.h + yy) * a.w + lo * a.stride + j - a.pad_w) * n;
+            dot_runs(s, g, n, x, a.stride * n, hi - lo + 1, n, a.stride);
+          }
         }
       }
     }
     a.out[k] = s;
-  }
+  });
 }
 
 // ---- conv2d in the input's own layout [N, C, H, W], vectorized over the output width -----------
 // No transposes: each kept weight multiplies a stretch of an input row (contiguous at stride 1).
 // Suits large images, where a row is long and the transposes of the batch-innermost layout cost
 // as much as the products.
-
-// y[q] += w·x[q·s] for q in [0, n).
-template <class T>
-PAI_INLINE void axpy_strided(T* __restrict y, T w, const T* __restrict x, int64_t s, int64_t n) {
-#pragma omp simd
-  for (int64_t q = 0; q < n; ++q) y[q] += w * x[q * s];
-}
-// y[q·s] += w·x[q] for q in [0, n).
-template <class T>
-PAI_INLINE void axpy_scatter(T* __restrict y, T w, const T* __restrict x, int64_t s, int64_t n) {
-#pragma omp simd
-  for (int64_t q = 0; q < n; ++q) y[q * s] += w * x[q];
-}
-template <class T>
-PAI_INLINE T dot_strided(const T* __restrict a, const T* __restrict b, int64_t s, int64_t n) {
-  T acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t q = 0; q < n; ++q) acc += a[q] * b[q * s];
-  return acc;
-}
 
 // One kept weight at kernel offset (i, j) between an output plane [Ho, Wo] (small) and an input
 // plane [H, W] (big), over the output columns [lo, hi] whose input column is inside the image:
@@ -323,44 +344,6 @@ PAI_INLINE void conv_nchw_planes(const ConvArgs<T>& a, int64_t begin, int64_t en
   }
 }
 
-template <class T>
-PAI_INLINE void conv_nchw_forward(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  conv_nchw_planes<false>(a, begin, end);
-}
-
-template <class T>
-PAI_INLINE void conv_nchw_input_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  conv_nchw_planes<true>(a, begin, end);
-}
-
-// dvalues[k] = Σ_n Σ_y Σ_x dO[n, o, y, x]·x[n, c, y·s + i − p, x·s + j − p] for k in [begin, end).
-template <class T>
-PAI_INLINE void conv_nchw_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  const int64_t kk = a.kh * a.kw;
-  int64_t o = std::upper_bound(a.row_ptr, a.row_ptr + a.o + 1, begin) - a.row_ptr - 1;
-  for (int64_t k = begin; k < end; ++k) {
-    while (a.row_ptr[o + 1] <= k) ++o;
-    const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
-    int64_t lo, hi;
-    valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
-    T s = 0;
-    if (lo <= hi) {
-      for (int64_t n = 0; n < a.n; ++n) {
-        const T* go = a.got + (n * a.o + o) * a.ho * a.wo;
-        const T* in = a.xt + (n * a.c + c) * a.h * a.w;
-        for (int64_t y = 0; y < a.ho; ++y) {
-          const int64_t yy = y * a.stride + i - a.pad_h;
-          if (yy < 0 || yy >= a.h) continue;
-          const T* g = go + y * a.wo + lo;
-          const T* x = in + yy * a.w + lo * a.stride + j - a.pad_w;
-          s += a.stride == 1 ? dot(g, x, hi - lo + 1) : dot_strided(g, x, a.stride, hi - lo + 1);
-        }
-      }
-    }
-    a.out[k] = s;
-  }
-}
-
 // ---- dispatch: an AVX2/FMA build of each kernel when the CPU has it, the portable one otherwise ---
 
 bool cpu_has_avx2_fma() {
@@ -376,18 +359,19 @@ std::atomic<bool> portable_forced{false};
 
 bool use_avx2_fma() { return cpu_has_avx2_fma() && !portable_forced.load(); }
 
-#define PAI_DISPATCH(kernel, Args)                                                                     \
+// kernel##_run runs body (a kernel above, or one instance of a shared template) over [0, total).
+#define PAI_DISPATCH(kernel, Args, body)                                                               \
   template <class T>                                                                                   \
   __attribute__((target("avx2,fma"))) void kernel##_avx2(const Args<T>& a, int64_t b, int64_t e) {     \
-    kernel(a, b, e);                                                                                   \
+    body(a, b, e);                                                                                     \
   }                                                                                                    \
   template <class T>                                                                                   \
   void kernel##_portable(const Args<T>& a, int64_t b, int64_t e) {                                     \
-    kernel(a, b, e);                                                                                   \
+    body(a, b, e);                                                                                     \
   }                                                                                                    \
   template <class T>                                                                                   \
   void kernel##_run(const Args<T>& a, int64_t total, int64_t grain) {                                  \
-    const bool avx2 = use_avx2_fma();                                                              \
+    const bool avx2 = use_avx2_fma();                                                                  \
     at::parallel_for(0, total, grain, [&](int64_t b, int64_t e) {                                      \
       if (avx2)                                                                                        \
         kernel##_avx2(a, b, e);                                                                        \
@@ -396,35 +380,15 @@ bool use_avx2_fma() { return cpu_has_avx2_fma() && !portable_forced.load(); }
     });                                                                                                \
   }
 
-PAI_DISPATCH(linear_forward, LinearArgs)
-PAI_DISPATCH(linear_input_grad, LinearArgs)
-PAI_DISPATCH(conv_forward, ConvArgs)
-PAI_DISPATCH(conv_input_grad, ConvArgs)
-PAI_DISPATCH(conv_weight_grad, ConvArgs)
-PAI_DISPATCH(conv_nchw_forward, ConvArgs)
-PAI_DISPATCH(conv_nchw_input_grad, ConvArgs)
-PAI_DISPATCH(conv_nchw_weight_grad, ConvArgs)
-
-// The linear weight gradient needs the row count as well.
-template <class T>
-__attribute__((target("avx2,fma"))) void linear_weight_grad_avx2(const LinearArgs<T>& a, int64_t rows, int64_t b,
-                                                                  int64_t e) {
-  linear_weight_grad(a, rows, b, e);
-}
-template <class T>
-void linear_weight_grad_portable(const LinearArgs<T>& a, int64_t rows, int64_t b, int64_t e) {
-  linear_weight_grad(a, rows, b, e);
-}
-template <class T>
-void linear_weight_grad_run(const LinearArgs<T>& a, int64_t rows, int64_t total, int64_t grain) {
-  const bool avx2 = use_avx2_fma();
-  at::parallel_for(0, total, grain, [&](int64_t b, int64_t e) {
-    if (avx2)
-      linear_weight_grad_avx2(a, rows, b, e);
-    else
-      linear_weight_grad_portable(a, rows, b, e);
-  });
-}
+PAI_DISPATCH(linear_forward, LinearArgs, linear_gather<false>)
+PAI_DISPATCH(linear_input_grad, LinearArgs, linear_gather<true>)
+PAI_DISPATCH(linear_weight_grad, LinearArgs, linear_weight_grad)
+PAI_DISPATCH(conv_forward, ConvArgs, conv_forward)
+PAI_DISPATCH(conv_input_grad, ConvArgs, conv_input_grad)
+PAI_DISPATCH(conv_weight_grad, ConvArgs, conv_weight_grad_of<false>)
+PAI_DISPATCH(conv_nchw_forward, ConvArgs, conv_nchw_planes<false>)
+PAI_DISPATCH(conv_nchw_input_grad, ConvArgs, conv_nchw_planes<true>)
+PAI_DISPATCH(conv_nchw_weight_grad, ConvArgs, conv_weight_grad_of<true>)
 
 // Enough work per task that a thread's start costs little: about 32k multiply-adds.
 int64_t grain_for(int64_t work_per_item) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item)); }
@@ -467,8 +431,8 @@ Pattern pattern_of(const at::Tensor& row_ptr, const at::Tensor& cols, const at::
   return p;
 }
 
-template <class T, class Args>
-void fill_pattern(Args& a, const Pattern& p, const at::Tensor& values) {
+template <class T>
+void fill_pattern(PatternArgs<T>& a, const Pattern& p, const at::Tensor& values) {
   a.row_ptr = p.row_ptr.data_ptr<int64_t>();
   a.cols = p.cols.data_ptr<int64_t>();
   a.col_ptr = p.col_ptr.data_ptr<int64_t>();
@@ -477,15 +441,25 @@ void fill_pattern(Args& a, const Pattern& p, const at::Tensor& values) {
   a.values = values.data_ptr<T>();
 }
 
-Pattern saved_pattern(const variable_list& saved, size_t first) {
-  return Pattern{saved[first], saved[first + 1], saved[first + 2], saved[first + 3], saved[first + 4]};
+// What a backward pass needs from its forward: the input as the forward kept it (undefined when
+// the values need no gradient), the values and the pattern.
+struct Saved {
+  at::Tensor input, values;
+  Pattern p;
+};
+
+void save_operands(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& values, const Pattern& p) {
+  ctx->save_for_backward(
+      {values.requires_grad() ? input : at::Tensor(), values, p.row_ptr, p.cols, p.col_ptr, p.col_rows, p.col_perm});
 }
 
-void refuse_double_backward(const char* what) {
+Saved restore_operands(AutogradContext* ctx, const char* what) {
   // Inside a custom backward, grad mode is on only when a graph of the gradient is requested.
   TORCH_CHECK(!c10::GradMode::is_enabled(), what,
               ": the sparse kernels have no second derivative; compute Hessian-based quantities on the dense "
               "masked layer");
+  const auto saved = ctx->get_saved_variables();
+  return Saved{saved[0], saved[1], Pattern{saved[2], saved[3], saved[4], saved[5], saved[6]}};
 }
 
 // ---- linear autograd function -----------------------------------------------------------------
@@ -512,24 +486,22 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
       const int64_t avg = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, rows)) * batch;
       linear_forward_run(a, rows, grain_for(avg));
     });
-    ctx->save_for_backward({values.requires_grad() ? xt : at::Tensor(), values, row_ptr, cols, col_ptr, col_rows,
-                            col_perm});
+    save_operands(ctx, xt, values, p);
     ctx->saved_data["batch"] = batch;
     return ot.t().contiguous();
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    refuse_double_backward("sparse linear");
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor& xt = saved[0];
-    const at::Tensor& values = saved[1];
-    const Pattern p = saved_pattern(saved, 2);
+    const Saved s = restore_operands(ctx, "sparse linear");
+    const at::Tensor &xt = s.input, &values = s.values;
+    const Pattern& p = s.p;
     const int64_t batch = ctx->saved_data["batch"].toInt(), rows = p.rows(), width = p.width();
     const at::Tensor got = grads[0].t().contiguous();
     at::Tensor dx, dvalues;
     AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "sparse_linear_backward", [&] {
       LinearArgs<scalar_t> a{};
       fill_pattern<scalar_t>(a, p, values);
+      a.rows = rows;
       a.batch = batch;
       a.got = got.data_ptr<scalar_t>();
       if (ctx->needs_input_grad(0)) {
@@ -543,7 +515,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
         dvalues = at::empty({p.nnz()}, values.options());
         a.xt = xt.data_ptr<scalar_t>();
         a.out = dvalues.data_ptr<scalar_t>();
-        linear_weight_grad_run(a, rows, p.nnz(), grain_for(batch));
+        linear_weight_grad_run(a, p.nnz(), grain_for(batch));
       }
     });
     return {dx, dvalues, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
@@ -610,8 +582,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
         conv_nchw_forward_run(a, a.n * a.o, grain_for(per_row * a.ho * a.wo));
       }
     });
-    ctx->save_for_backward({values.requires_grad() ? xin : at::Tensor(), values, row_ptr, cols, col_ptr, col_rows,
-                            col_perm});
+    save_operands(ctx, xin, values, p);
     ctx->saved_data["shape"] = x.sizes().vec();
     ctx->saved_data["kernel"] = kernel;
     ctx->saved_data["stride"] = stride;
@@ -621,11 +592,9 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    refuse_double_backward("sparse conv2d");
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor& xin = saved[0];
-    const at::Tensor& values = saved[1];
-    const Pattern p = saved_pattern(saved, 2);
+    const Saved s = restore_operands(ctx, "sparse conv2d");
+    const at::Tensor &xin = s.input, &values = s.values;
+    const Pattern& p = s.p;
     const auto shape = ctx->saved_data["shape"].toIntVector();
     const auto kernel = ctx->saved_data["kernel"].toIntVector();
     const auto padding = ctx->saved_data["padding"].toIntVector();

@@ -203,7 +203,8 @@ public class CliEndToEndTests
     // --sparse-kernels auto (the default) chooses each layer's kernel by timing, and the two round
     // differently: the choices are kept in the cache folder, so a rerun on this machine chooses
     // alike and writes bit-identical weights. The file decides (edited, the run follows it), the run
-    // record says how each layer trained, and a corrupt file is measured anew and replaced.
+    // record and the progress line say how each layer trained and its measured speedup, and a
+    // corrupt file is measured anew and replaced.
     [Fact]
     public void Auto_sparse_kernels_keep_their_choices_so_a_rerun_gives_bit_identical_weights()
     {
@@ -215,7 +216,10 @@ public class CliEndToEndTests
             var results = dir.File(name);
             var (code, output, err) = RunWith(null, environment, ["run", .. Tiny, "-c", "snip", "-s", "0.98", "--epochs", "1", "--results", results, .. extra]);
             Assert.True(code == 0, $"exit {code}\n{output}\n{err}");
-            Assert.Contains("sparse kernels (", output);
+            // e.g. "sparse kernels (auto): conv2 1.8×, fc1 2.4×; dense: conv1 (0.8×), fc2 (0.9×)"
+            var line = output.Split('\n').First(l => l.Contains("sparse kernels (auto): "));
+            foreach (var layer in new[] { "conv1", "conv2", "fc1", "fc2" })
+                Assert.Matches($@"\b{layer} \(?\d+\.\d+×", line);
             using var store = new SqliteRunStore(results);
             var run = Assert.Single(store.All());
             return (run, File.ReadAllBytes(store.CheckpointPath(run.Key)), store.MaskPath(run.Key));
@@ -225,24 +229,31 @@ public class CliEndToEndTests
         var first = RunOnce("first");
         Assert.True(File.Exists(cacheFile), "the calibration's choices are kept");
         Assert.All(Kernels(first.Run), k => Assert.Contains(k, new[] { "sparse", "dense" }));
+        // Each layer's measured speedup, and sparse exactly where it measured faster.
+        Assert.All(first.Run.Prune!.Layers, l =>
+        {
+            Assert.True(l.Speedup is > 0 and < double.PositiveInfinity, $"{l.Name}: speedup {l.Speedup}");
+            Assert.Equal(l.Speedup > 1 ? "sparse" : "dense", l.Kernel);
+        });
         var second = RunOnce("second");
         Assert.Equal(Kernels(first.Run), Kernels(second.Run));
+        Assert.Equal(first.Run.Prune!.Layers.Select(l => l.Speedup), second.Run.Prune!.Layers.Select(l => l.Speedup)); // from the cache
         Assert.True(first.Checkpoint.SequenceEqual(second.Checkpoint), "the rerun's checkpoint differs");
 
         // Every choice made dense, then every one sparse: the runs follow the file, not a new measurement.
         foreach (var (choice, kernel) in new[] { ("dense", "dense"), ("BatchInnermost", "sparse") })
         {
             var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(cacheFile))!;
-            var choices = json["choices"]!.AsObject();
-            Assert.Equal(4, choices.Count); // lenet5's four masked layers
-            foreach (var key in choices.Select(c => c.Key).ToList()) choices[key] = choice;
+            var entries = json["entries"]!.AsObject();
+            Assert.Equal(4, entries.Count); // lenet5's four masked layers
+            foreach (var (_, entry) in entries) entry!["choice"] = choice;
             File.WriteAllText(cacheFile, json.ToJsonString());
             Assert.All(Kernels(RunOnce(choice).Run), k => Assert.Equal(kernel, k));
         }
 
-        File.WriteAllText(cacheFile, "{\"version\": 1, \"choices\": {\"linear|");
+        File.WriteAllText(cacheFile, "{\"version\": 2, \"entries\": {\"linear|");
         RunOnce("corrupt");
-        Assert.Equal(4, System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(cacheFile))!["choices"]!.AsObject().Count);
+        Assert.Equal(4, System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(cacheFile))!["entries"]!.AsObject().Count);
 
         // `pai train --mask` says in its checkpoint which layers trained sparse (on: all of them).
         var checkpoint = dir.File("trained.safetensors");

@@ -100,6 +100,18 @@ type private LinearCase =
         Seed: uint64
     }
 
+/// A linear case with a contiguous input: dtype, [batch, in] → out, density and seed.
+let private linearOf dtype (batch, inF, outF) density seed =
+    {
+        DType = dtype
+        Batch = batch
+        In = inF
+        Out = outF
+        Density = density
+        Transposed = false
+        Seed = seed
+    }
+
 let private linearCase (c: LinearCase) =
     let makeInput (g: Generator) =
         if c.Transposed then
@@ -128,14 +140,8 @@ let private genLinear =
         let! seed = Gen.choose (0, 1_000_000)
 
         return
-            {
-                DType = dtype
-                Batch = int64 batch
-                In = int64 inF
-                Out = int64 outF
-                Density = density
+            { linearOf dtype (int64 batch, int64 inF, int64 outF) density (uint64 seed) with
                 Transposed = transposed
-                Seed = uint64 seed
             }
     }
 
@@ -156,6 +162,25 @@ type private ConvCase =
         Transposed: bool
         Layout: SparseConvLayout
         Seed: uint64
+    }
+
+/// A convolution case with a contiguous input: dtype, batch, channels in and out and image size,
+/// kernel, stride and padding, density, layout and seed.
+let private convOf dtype batch (inC, outC, h, w) (kernel, stride, padding) density layout seed =
+    {
+        DType = dtype
+        Batch = batch
+        InC = inC
+        OutC = outC
+        H = h
+        W = w
+        Kernel = kernel
+        Stride = stride
+        Padding = padding
+        Density = density
+        Transposed = false
+        Layout = layout
+        Seed = seed
     }
 
 let private convCase (c: ConvCase) =
@@ -192,39 +217,27 @@ let private genConv =
         let! seed = Gen.choose (0, 1_000_000)
 
         return
-            {
-                DType = dtype
-                Batch = int64 batch
-                InC = int64 inC
-                OutC = int64 outC
-                H = int64 h
-                W = int64 w
-                Kernel = kernel
-                Stride = stride
-                Padding = padding
-                Density = density
+            { convOf
+                  dtype
+                  (int64 batch)
+                  (int64 inC, int64 outC, int64 h, int64 w)
+                  (kernel, stride, padding)
+                  density
+                  layout
+                  (uint64 seed) with
                 Transposed = transposed
-                Layout = layout
-                Seed = uint64 seed
             }
     }
 
+/// lenet5's first layer at its size (65% kept: what SNIP keeps there at 98%).
 let private lenet5Conv =
-    {
-        DType = DType.Float32
-        Batch = 16L
-        InC = 1L
-        OutC = 20L
-        H = 28L
-        W = 28L
-        Kernel = 5L
-        Stride = 1
-        Padding = 0
-        Density = 0.65
-        Transposed = false
-        Layout = SparseConvLayout.BatchInnermost
-        Seed = 5UL
-    }
+    convOf DType.Float32 16L (1L, 20L, 28L, 28L) (5L, 1, 0) 0.65 SparseConvLayout.BatchInnermost 5UL
+
+/// Runs a check in both dtypes at the edge densities: nothing kept, everything kept, some kept.
+let private forEdgeDensities (check: DType -> float -> unit) =
+    for dtype in [ DType.Float64; DType.Float32 ] do
+        for density in [ 0.0; 1.0; 0.3 ] do
+            check dtype density
 
 /// The outputs and gradients of one sparse layer call, as bit patterns.
 let private sparseBits (layer: Tensor -> Tensor -> Tensor) (x: Tensor) (v: Tensor) =
@@ -240,12 +253,14 @@ let private sparseBits (layer: Tensor -> Tensor -> Tensor) (x: Tensor) (v: Tenso
 
 // ---- training --------------------------------------------------------------------------------
 
-/// What a masked training run gives: every step's loss, the layers that ran sparse, the trained
-/// weights and the masks (by weight name), and the top-1 accuracy on held-out batches.
+/// What a masked training run gives: every step's loss, the layers that ran sparse and every masked
+/// layer's kernel with its measured speedup, the trained weights and the masks (by weight name),
+/// and the top-1 accuracy on held-out batches.
 type private Trained =
     {
         Losses: float[]
         SparseLayers: string list
+        Kernels: LayerKernel list
         Weights: Map<string, float[]>
         Keeps: Map<string, bool[]>
         HeldOutTop1: float
@@ -312,6 +327,7 @@ let private trainMasked
 
     let means = ResizeArray<float>()
     let mutable sparseLayers = []
+    let mutable kernels = []
 
     let epochs =
         Trainer.Train(
@@ -324,6 +340,7 @@ let private trainMasked
                 if isNull (box p.Finished) then
                     means.Add p.Loss
                     sparseLayers <- List.ofSeq p.SparseLayers
+                    kernels <- List.ofSeq p.SparseLayers.Layers
 
                     inScope (fun () ->
                         for w, off in pruned do
@@ -361,10 +378,31 @@ let private trainMasked
     {
         Losses = losses
         SparseLayers = sparseLayers
+        Kernels = kernels
         Weights = weights
         Keeps = keeps
         HeldOutTop1 = epochs.[0].Test.Top1
     }
+
+/// Every step's loss of a run within 1e-4 relative of the reference run's.
+let private expectSameTrajectory (what: string) (reference: Trained) (run: Trained) =
+    Expect.equal run.Losses.Length reference.Losses.Length $"{what}: steps"
+
+    for k in 0 .. reference.Losses.Length - 1 do
+        Expect.isLessThanOrEqual
+            (abs (run.Losses.[k] - reference.Losses.[k]) / abs reference.Losses.[k])
+            1e-4
+            $"{what}, loss of step %d{k + 1}: %g{run.Losses.[k]}, reference %g{reference.Losses.[k]}"
+
+/// The trained weights exactly zero wherever their mask prunes.
+let private expectPrunedZero (what: string) (run: Trained) =
+    for KeyValue(name, w) in run.Weights do
+        Array.iteri2
+            (fun i v keep ->
+                if not keep then
+                    Expect.equal v 0.0 $"{what}: {name}[{i}] is pruned")
+            w
+            run.Keeps.[name]
 
 /// lenet5 in float32 at batch 16 (Fashion-MNIST shapes), 1,000 held-out images.
 let private trainLenet5 mode optimizer nesterov steps =
@@ -380,28 +418,9 @@ let tests =
 
             testCase "linear: nothing kept, everything kept, batch 1, odd widths, 3-d input"
             <| fun () ->
-                let basic =
-                    {
-                        DType = DType.Float64
-                        Batch = 8L
-                        In = 33L
-                        Out = 17L
-                        Density = 0.3
-                        Transposed = false
-                        Seed = 1UL
-                    }
-
-                for dtype in [ DType.Float64; DType.Float32 ] do
-                    for density in [ 0.0; 1.0; 0.3 ] do
-                        for batch, inF, outF in [ 1L, 33L, 17L; 8L, 33L, 17L; 13L, 7L, 5L; 64L, 784L, 300L ] do
-                            linearCase
-                                { basic with
-                                    DType = dtype
-                                    Density = density
-                                    Batch = batch
-                                    In = inF
-                                    Out = outF
-                                }
+                forEdgeDensities (fun dtype density ->
+                    for batch, inF, outF in [ 1L, 33L, 17L; 8L, 33L, 17L; 13L, 7L, 5L; 64L, 784L, 300L ] do
+                        linearCase (linearOf dtype (batch, inF, outF) density 1UL))
 
                 // leading dimensions are flattened into the batch, as Linear does
                 compareWithDense
@@ -492,38 +511,13 @@ let tests =
 
             testCase "conv2d: the zoo's kernels, strides and paddings, nothing and everything kept, batch 1"
             <| fun () ->
-                let basic =
-                    {
-                        DType = DType.Float64
-                        Batch = 3L
-                        InC = 3L
-                        OutC = 4L
-                        H = 9L
-                        W = 11L
-                        Kernel = 3L
-                        Stride = 1
-                        Padding = 1
-                        Density = 0.3
-                        Transposed = false
-                        Layout = SparseConvLayout.BatchInnermost
-                        Seed = 2UL
-                    }
-
                 for layout in [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ] do
-                    for dtype in [ DType.Float64; DType.Float32 ] do
+                    forEdgeDensities (fun dtype density ->
                         for kernel, stride, padding in [ 3L, 1, 1; 3L, 2, 1; 5L, 1, 0; 5L, 1, 2; 5L, 2, 2; 3L, 1, 0 ] do
-                            for density in [ 0.0; 1.0; 0.3 ] do
-                                for batch in [ 1L; 3L ] do
-                                    convCase
-                                        { basic with
-                                            DType = dtype
-                                            Kernel = kernel
-                                            Stride = stride
-                                            Padding = padding
-                                            Density = density
-                                            Batch = batch
-                                            Layout = layout
-                                        }
+                            for batch in [ 1L; 3L ] do
+                                convCase (
+                                    convOf dtype batch (3L, 4L, 9L, 11L) (kernel, stride, padding) density layout 2UL
+                                ))
 
                     // lenet5's first layer at its size, and a non-contiguous input
                     convCase { lenet5Conv with Layout = layout }
@@ -588,14 +582,7 @@ let tests =
                         $"{model}, on: every masked layer runs sparse (%A{sparse.SparseLayers})"
 
                     Expect.equal sparse.Losses.Length 200 "steps"
-
-                    for k in 0 .. dense.Losses.Length - 1 do
-                        let rel = abs (sparse.Losses.[k] - dense.Losses.[k]) / abs dense.Losses.[k]
-
-                        Expect.isLessThanOrEqual
-                            rel
-                            1e-4
-                            $"{model}, loss of step %d{k + 1}: sparse %g{sparse.Losses.[k]}, dense %g{dense.Losses.[k]}"
+                    expectSameTrajectory $"{model}, sparse against dense" dense sparse
 
                     Expect.isLessThan
                         (Array.average dense.Losses.[195..])
@@ -609,12 +596,10 @@ let tests =
                         $"{model}: held-out top-1 sparse %g{sparse.HeldOutTop1}, dense %g{dense.HeldOutTop1}"
 
                     // The weights got the trained values back: pruned entries exactly zero, kept ones trained.
+                    expectPrunedZero model sparse
+
                     for KeyValue(name, w) in sparse.Weights do
                         let keep = sparse.Keeps.[name]
-
-                        for i in 0 .. w.Length - 1 do
-                            if not keep.[i] then
-                                Expect.equal w.[i] 0.0 $"{model}: {name}[{i}] is pruned"
 
                         if Array.contains true keep then
                             Expect.isTrue
@@ -627,24 +612,14 @@ let tests =
                     let dense = trainLenet5 SparseKernelMode.Off optimizer nesterov 10
                     let sparse = trainLenet5 SparseKernelMode.On optimizer nesterov 10
 
-                    for k in 0 .. dense.Losses.Length - 1 do
-                        Expect.isLessThanOrEqual
-                            (abs (sparse.Losses.[k] - dense.Losses.[k]) / abs dense.Losses.[k])
-                            1e-4
-                            $"%A{optimizer} nesterov {nesterov}: loss of step %d{k + 1}"
+                    expectSameTrajectory $"%A{optimizer} nesterov {nesterov}" dense sparse
+                    expectPrunedZero $"%A{optimizer}" sparse
 
                     for KeyValue(name, w) in sparse.Weights do
                         Expect.isLessThanOrEqual
                             (relDiff dense.Weights.[name] w)
                             1e-4
                             $"%A{optimizer}: {name} after training"
-
-                        Array.iter2
-                            (fun v k ->
-                                if not k then
-                                    Expect.equal v 0.0 $"{name}: a pruned weight")
-                            w
-                            dense.Keeps.[name]
 
             testCase
                 "training: auto keeps a layer dense unless the sparse kernels measured faster, and trains either way"
@@ -657,11 +632,30 @@ let tests =
                      |> List.forall (fun l -> List.contains l [ "conv1"; "conv2"; "fc1"; "fc2" ]))
                     $"auto chose %A{auto.SparseLayers}"
 
-                for k in 0 .. dense.Losses.Length - 1 do
-                    Expect.isLessThanOrEqual
-                        (abs (auto.Losses.[k] - dense.Losses.[k]) / abs dense.Losses.[k])
-                        1e-4
-                        $"loss of step %d{k + 1}"
+                // Every masked layer was timed both ways, and runs sparse exactly where that was faster.
+                Expect.equal
+                    (auto.Kernels |> List.map (fun k -> k.Name))
+                    [ "conv1"; "conv2"; "fc1"; "fc2" ]
+                    "auto: every masked layer has its kernel"
+
+                for k in auto.Kernels do
+                    let speedup = k.Speedup.GetValueOrDefault nan
+
+                    Expect.isTrue
+                        (speedup > 0.0 && Double.IsFinite speedup)
+                        $"{k.Name}: auto measured its speedup (%A{k.Speedup})"
+
+                    Expect.equal
+                        k.Sparse
+                        (speedup > 1.0)
+                        $"{k.Name}: sparse exactly where it measured faster (%g{speedup}×)"
+
+                Expect.equal
+                    (auto.Kernels |> List.filter (fun k -> k.Sparse) |> List.map (fun k -> k.Name))
+                    auto.SparseLayers
+                    "the sparse layers"
+
+                expectSameTrajectory "auto against dense" dense auto
 
             testCase "the portable build (no AVX2/FMA) matches the dense masked layer as well"
             <| fun () ->
@@ -674,33 +668,23 @@ let tests =
                     for seed in 1UL .. 6UL do
                         for dtype in [ DType.Float64; DType.Float32 ] do
                             linearCase
-                                {
-                                    DType = dtype
-                                    Batch = 13L
-                                    In = 37L
-                                    Out = 11L
-                                    Density = 0.3
+                                { linearOf dtype (13L, 37L, 11L) 0.3 seed with
                                     Transposed = seed % 2UL = 0UL
-                                    Seed = seed
                                 }
 
                             for layout in [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ] do
-                                convCase
-                                    {
-                                        DType = dtype
-                                        Batch = 3L
-                                        InC = 2L
-                                        OutC = 3L
-                                        H = 9L
-                                        W = 10L
-                                        Kernel = (if seed % 2UL = 0UL then 3L else 5L)
-                                        Stride = int (seed % 3UL) % 2 + 1
-                                        Padding = int (seed % 3UL)
-                                        Density = 0.4
-                                        Transposed = false
-                                        Layout = layout
-                                        Seed = seed
-                                    }
+                                convCase (
+                                    convOf
+                                        dtype
+                                        3L
+                                        (2L, 3L, 9L, 10L)
+                                        ((if seed % 2UL = 0UL then 3L else 5L),
+                                         int (seed % 3UL) % 2 + 1,
+                                         int (seed % 3UL))
+                                        0.4
+                                        layout
+                                        seed
+                                )
                 finally
                     SparsePattern.Vectorized <- before
 

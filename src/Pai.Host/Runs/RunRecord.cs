@@ -27,7 +27,12 @@ public sealed record EpochMetrics(int Epoch, double TrainLoss, double TrainTop1,
 /// weights); null before training or in runs from before it was recorded. An execution detail,
 /// outside the run key.
 /// </param>
-public sealed record LayerDensityRecord(string Name, long Kept, long Total, long? Flops = null, string? Kernel = null);
+/// <param name="Speedup">
+/// The sparse kernels' measured speedup on this layer (dense step time over sparse, from
+/// --sparse-kernels auto's calibration), whichever kernel it trained with; null where not measured
+/// (on, off, CUDA) or in runs from before it was recorded.
+/// </param>
+public sealed record LayerDensityRecord(string Name, long Kept, long Total, long? Flops = null, string? Kernel = null, double? Speedup = null);
 
 /// <summary>How one layer's curvature diagonal was obtained and its achieved error.</summary>
 /// <param name="Name">Layer (weight) name.</param>
@@ -87,13 +92,19 @@ public sealed record PruneSummary(string Criterion, IReadOnlyList<LayerDensityRe
     }
 
     /// <summary>
-    /// The summary with each layer's kernel: "sparse" for the weights of <paramref name="sparseLayers"/>
-    /// (the layers' names, e.g. "fc1", whose weight is "fc1.weight"), "dense" for the others.
+    /// The summary with each layer's kernel, "sparse" for the layers that ran sparse (a layer "fc1"
+    /// is the weight "fc1.weight") and "dense" for the others, and its measured speedup where the
+    /// calibration timed it.
     /// </summary>
-    public PruneSummary WithKernels(IReadOnlyList<string> sparseLayers)
+    public PruneSummary WithKernels(Pai.Host.Training.SparseLayerChoices kernels)
     {
-        var sparse = sparseLayers.Select(l => l + ".weight").ToHashSet(StringComparer.Ordinal);
-        return this with { Layers = Layers.Select(l => l with { Kernel = sparse.Contains(l.Name) ? "sparse" : "dense" }).ToList() };
+        var byWeight = kernels.Layers.ToDictionary(l => l.Name + ".weight", StringComparer.Ordinal);
+        return this with
+        {
+            Layers = Layers.Select(l => byWeight.TryGetValue(l.Name, out var k)
+                ? l with { Kernel = k.Sparse ? "sparse" : "dense", Speedup = k.Speedup }
+                : l with { Kernel = "dense" }).ToList(),
+        };
     }
 
     /// <summary>

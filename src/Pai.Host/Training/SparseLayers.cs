@@ -13,6 +13,48 @@ public enum SparseKernelMode
     Auto,
 }
 
+/// <summary>How one masked layer trains: with the sparse kernels or dense, and how much faster the sparse kernels measured.</summary>
+/// <param name="Name">The layer, e.g. "fc1".</param>
+/// <param name="Sparse">Whether it runs the sparse kernels.</param>
+/// <param name="Speedup">
+/// The calibration's dense step time over its fastest sparse variant's on this layer's shapes
+/// (above 1: sparse measured faster); null where dense was not timed (<c>--sparse-kernels on</c>).
+/// </param>
+public sealed record LayerKernel(string Name, bool Sparse, double? Speedup);
+
+/// <summary>
+/// The kernels of a run's masked layers, in model order. As a list it is the names of the layers
+/// that run sparse; <see cref="Layers"/> has every calibrated masked layer with its speedup.
+/// </summary>
+public sealed class SparseLayerChoices : IReadOnlyList<string>
+{
+    readonly List<string> sparse;
+
+    /// <summary>The choices of <paramref name="layers"/>.</summary>
+    public SparseLayerChoices(IReadOnlyList<LayerKernel> layers)
+    {
+        Layers = layers;
+        sparse = layers.Where(l => l.Sparse).Select(l => l.Name).ToList();
+    }
+
+    /// <summary>No masked layer (or none chosen yet): every layer dense.</summary>
+    public static SparseLayerChoices None { get; } = new([]);
+
+    /// <summary>Every calibrated masked layer, sparse or dense, with its measured speedup.</summary>
+    public IReadOnlyList<LayerKernel> Layers { get; }
+
+    /// <inheritdoc/>
+    public string this[int index] => sparse[index];
+
+    /// <inheritdoc/>
+    public int Count => sparse.Count;
+
+    /// <inheritdoc/>
+    public IEnumerator<string> GetEnumerator() => sparse.GetEnumerator();
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+}
+
 /// <summary>
 /// The masked layers of one training run that hold their weights sparse: each trains its value
 /// vector instead of its dense weight, and the dense weight gets the values back (zeros
@@ -24,8 +66,8 @@ internal sealed class SparseLayers : IDisposable
 
     SparseLayers() { }
 
-    /// <summary>The layers that run sparse, by name (e.g. "fc1"), in model order.</summary>
-    public IReadOnlyList<string> Names => layers.Select(l => l.Name).ToList();
+    /// <summary>The masked layers' kernels and measured speedups; as a list, the names of those that run sparse.</summary>
+    public SparseLayerChoices Choices { get; private set; } = SparseLayerChoices.None;
 
     /// <summary>The dense weights the sparse layers stand in for (the trainer no longer masks them).</summary>
     public IEnumerable<Tensor> Weights => layers.Select(l => l.Weight);
@@ -52,11 +94,13 @@ internal sealed class SparseLayers : IDisposable
             .ToList();
         if (candidates.Count == 0) return chosen;
         var inputShapes = InputShapes(model, inputs);
+        var kernels = new List<LayerKernel>();
         foreach (var (name, layer, weight) in candidates)
         {
             if (!inputShapes.TryGetValue(layer, out var seen)) continue;
             var keep = keepOf(weight!)!;
-            var choice = Calibration.Choose(layer, weight!, keep, seen.Shape, seen.First, includeDense: mode == SparseKernelMode.Auto);
+            var (choice, speedup) = Calibration.Choose(layer, weight!, keep, seen.Shape, seen.First, includeDense: mode == SparseKernelMode.Auto);
+            kernels.Add(new LayerKernel(name, choice is not null, speedup));
             if (choice is not { } layout) continue;
             var sparse = new SparseWeight(weight!, keep, layout);
             switch (layer)
@@ -66,6 +110,7 @@ internal sealed class SparseLayers : IDisposable
             }
             chosen.layers.Add((name, layer, weight!, sparse));
         }
+        chosen.Choices = new SparseLayerChoices(kernels);
         return chosen;
     }
 
@@ -129,19 +174,23 @@ internal sealed class SparseLayers : IDisposable
 
     /// <summary>
     /// Times one training step of a layer (forward and backward) dense and in each sparse variant
-    /// on random data of the layer's shapes, and keeps the fastest per layer kind, shapes, kept
-    /// count, dtype, thread count and vector path: for the rest of the process and in a file under
-    /// the user's cache folder (<see cref="CalibrationCache"/>). The variants round differently, so
-    /// a timing-based choice made anew could differ between two runs; reading it back makes a
-    /// rerun on the same machine choose alike and give bit-identical weights.
+    /// on random data of the layer's shapes, and keeps the fastest, with its speedup over dense,
+    /// per layer kind, shapes, kept count, dtype, thread count and vector path: for the rest of the
+    /// process and in a file under the user's cache folder (<see cref="CalibrationCache"/>). The
+    /// variants round differently, so a timing-based choice made anew could differ between two
+    /// runs; reading it back makes a rerun on the same machine choose alike and give bit-identical
+    /// weights.
     /// </summary>
     static class Calibration
     {
-        static readonly Dictionary<string, SparseConvLayout?> Chosen = new();
+        static readonly Dictionary<string, (SparseConvLayout? Choice, double? Speedup)> Chosen = new();
         static readonly object Gate = new();
 
-        /// <summary>The sparse layout to run, or null for dense (only when <paramref name="includeDense"/>).</summary>
-        public static SparseConvLayout? Choose(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense)
+        /// <summary>
+        /// The sparse layout to run, or null for dense (only when <paramref name="includeDense"/>),
+        /// and the measured speedup (null when dense was not timed).
+        /// </summary>
+        public static (SparseConvLayout? Choice, double? Speedup) Choose(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense)
         {
             long kept;
             using (var scope = new DisposeScope()) kept = keep.CountNonZero();
@@ -152,16 +201,16 @@ internal sealed class SparseLayers : IDisposable
             lock (Gate)
             {
                 if (Chosen.TryGetValue(key, out var known)) return known;
-                SparseConvLayout? choice;
-                if (CalibrationCache.Read(key) is { } stored && Valid(stored, layer, includeDense))
-                    choice = Parse(stored);
+                (SparseConvLayout? Choice, double? Speedup) result;
+                if (CalibrationCache.Read(key) is { } stored && Valid(stored.Choice, layer, includeDense))
+                    result = (Parse(stored.Choice), stored.Speedup);
                 else
                 {
-                    choice = Measure(layer, weight, keep, inputShape, first, includeDense);
-                    CalibrationCache.Write(key, choice?.ToString() ?? Dense);
+                    result = Measure(layer, weight, keep, inputShape, first, includeDense);
+                    CalibrationCache.Write(key, new CalibrationEntry(result.Choice?.ToString() ?? Dense, result.Speedup));
                 }
-                Chosen[key] = choice;
-                return choice;
+                Chosen[key] = result;
+                return result;
             }
         }
 
@@ -175,13 +224,13 @@ internal sealed class SparseLayers : IDisposable
 
         static SparseConvLayout? Parse(string stored) => stored == Dense ? null : Enum.Parse<SparseConvLayout>(stored);
 
-        static SparseConvLayout? Measure(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense)
+        static (SparseConvLayout? Choice, double? Speedup) Measure(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense)
         {
             var variants = new List<SparseConvLayout?>();
             if (includeDense) variants.Add(null);
             variants.Add(SparseConvLayout.BatchInnermost);
             if (layer is Conv2d) variants.Add(SparseConvLayout.Rows);
-            if (variants.Count == 1) return variants[0];
+            if (variants.Count == 1) return (variants[0], null);
 
             using var scope = new DisposeScope();
             using var g = new Generator(0);
@@ -218,7 +267,10 @@ internal sealed class SparseLayers : IDisposable
             for (var round = 0; round < 3; round++)
                 foreach (var v in variants)
                     times[v?.ToString() ?? "dense"].Add(Step(v));
-            return variants.MinBy(v => Median(times[v?.ToString() ?? "dense"]));
+            double MedianOf(SparseConvLayout? v) => Median(times[v?.ToString() ?? "dense"]);
+            var best = variants.MinBy(MedianOf);
+            var fastestSparse = variants.Where(v => v is not null).Min(MedianOf);
+            return (best, includeDense ? MedianOf(null) / Math.Max(fastestSparse, 1e-9) : null);
         }
 
         static double Median(List<double> xs)

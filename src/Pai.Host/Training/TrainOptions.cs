@@ -106,8 +106,11 @@ public sealed record EvalResult(double Loss, double Top1, double Top5, long Samp
 /// <param name="ImagesPerSecond">Training throughput.</param>
 public sealed record EpochResult(int Epoch, double TrainLoss, double TrainTop1, double LearningRate, EvalResult? Test, double Seconds, double ImagesPerSecond)
 {
-    /// <summary>The masked layers that ran the sparse kernels (e.g. "fc1"); empty when all ran dense.</summary>
-    public IReadOnlyList<string> SparseLayers { get; init; } = [];
+    /// <summary>
+    /// The masked layers that ran the sparse kernels (e.g. "fc1"; empty when all ran dense), with
+    /// every masked layer's kernel and measured speedup in <see cref="SparseLayerChoices.Layers"/>.
+    /// </summary>
+    public SparseLayerChoices SparseLayers { get; init; } = SparseLayerChoices.None;
 }
 
 /// <summary>Progress of training, reported per batch and per epoch.</summary>
@@ -119,6 +122,9 @@ public sealed record EpochResult(int Epoch, double TrainLoss, double TrainTop1, 
 /// <param name="Finished">Set on the epoch's last report.</param>
 public sealed record TrainProgress(int Epoch, int Epochs, int Batch, int? BatchesPerEpoch, double Loss, EpochResult? Finished)
 {
-    /// <summary>The masked layers running the sparse kernels (e.g. "fc1"); empty when all run dense.</summary>
-    public IReadOnlyList<string> SparseLayers { get; init; } = [];
+    /// <summary>
+    /// The masked layers running the sparse kernels (e.g. "fc1"; empty when all run dense), with
+    /// every masked layer's kernel and measured speedup in <see cref="SparseLayerChoices.Layers"/>.
+    /// </summary>
+    public SparseLayerChoices SparseLayers { get; init; } = SparseLayerChoices.None;
 }
