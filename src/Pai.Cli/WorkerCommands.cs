@@ -130,7 +130,8 @@ internal static class WorkerCommands
             throw new ArgumentException("--target-ci adds seeds as runs finish, so this process must run the sweep: drop --enqueue (--workers N runs it in N local workers)");
         var interval = ProgressInterval();
         using var store = OpenStore(p);
-        AnsiConsole.MarkupLine($"sweep {Markup.Escape(name)}: {configs.Count} runs{(seeds is null ? "" : $" and seeds where needed (95% interval within ±{seeds.Points} pp, up to {seeds.MaxSeeds} a cell)")} " +
+        var seedNote = seeds is null ? "" : $" and seeds where needed (95% interval within ±{seeds.Points} pp, up to {seeds.MaxSeeds} a cell)";
+        AnsiConsole.MarkupLine($"sweep {Markup.Escape(name)}: {configs.Count} runs{seedNote} " +
                                $"({Markup.Escape(configs[0].Model)} on {Markup.Escape(configs[0].Dataset)}), " +
                                $"store {Markup.Escape(store.Location)}, artifacts in [bold]{Markup.Escape(store.Directory)}[/]");
         var failed = 0;
@@ -143,7 +144,8 @@ internal static class WorkerCommands
                 var before = store.Status().FirstOrDefault(s => s.Sweep == name)?.Total ?? 0;
                 Sweep.Define(store, name, round);
                 var after = store.Status().First(s => s.Sweep == name);
-                Console.WriteLine($"sweep {name}: {after.Total - before} runs added ({after.Pending} pending, {after.Running} running, {after.Finished} finished, {after.Failed} failed)");
+                Console.WriteLine($"sweep {name}: {after.Total - before} runs added ({after.Pending} pending, {after.Running} running, {after.Finished} finished, " +
+                    $"{after.Failed} failed)");
                 if (p.GetValue(Enqueue))
                     Console.WriteLine($"start workers with: ./pai worker {store.Location} --sweep {name}{(store is PostgresRunStore ? $" --artifacts {store.Directory}" : "")}");
                 else failed += RunLocalWorkers(p, store, name, workers, counted, since, interval);
