@@ -128,7 +128,7 @@ let agreement (model: string) =
     let snip = (Registry.find "snip").Score ctx
 
     let kept (s: Scores) =
-        flat (Selection.select Scope.Global 0.02 false None s).Layers
+        flat (Selection.select Ranking.Global 0.02 false None s).Layers
 
     let a, b = kept autos, kept magnitude
     let both = Array.fold2 (fun n x y -> if x > 0.0 && y > 0.0 then n + 1 else n) 0 a b

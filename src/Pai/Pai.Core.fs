@@ -141,7 +141,7 @@ type Mask = { Layers: (string * Tensor) list }
 
 /// Whether top-k selection ranks all layers together or each layer on its own.
 [<RequireQualifiedAccess>]
-type Scope =
+type Ranking =
     | Global
     | PerLayer
 
@@ -384,7 +384,7 @@ type PruneSpec =
     {
         /// Fraction of prunable weights removed, in [0, 1).
         Sparsity: float
-        Scope: Scope
+        Ranking: Ranking
         /// Scoring/pruning rounds (1 = one shot; SynFlow's default is 100).
         Rounds: int
         Schedule: Schedule
@@ -401,7 +401,7 @@ type PruneSpec =
     static member Default =
         {
             Sparsity = 0.9
-            Scope = Scope.Global
+            Ranking = Ranking.Global
             Rounds = 1
             Schedule = Schedule.Exponential
             WarmupBatches = 0

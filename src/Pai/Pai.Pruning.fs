@@ -16,7 +16,7 @@ type PruneResult =
         Statistics: (string * StatisticValue) list
     }
 
-/// Top-k mask selection: exactly k = round(density·N) weights are kept (per scope), ties broken
+/// Top-k mask selection: exactly k = round(density·N) weights are kept (per ranking), ties broken
 /// by position (the earlier weight, in layer order then row-major order, wins).
 module Selection =
     /// k = round(density·n), halves rounded away from zero.
@@ -53,7 +53,13 @@ module Selection =
 
     /// Selects the mask. With a previous mask, weights it pruned score -inf and stay pruned.
     /// keepOnePerLayer reserves each layer's best weight first (k stays exact).
-    let select (scope: Scope) (density: float) (keepOnePerLayer: bool) (previous: Mask option) (scores: Scores) : Mask =
+    let select
+        (ranking: Ranking)
+        (density: float)
+        (keepOnePerLayer: bool)
+        (previous: Mask option)
+        (scores: Scores)
+        : Mask =
         if System.Double.IsNaN density || density <= 0.0 || density > 1.0 then
             invalidArg "density" $"density must lie in (0, 1], got %g{density}"
 
@@ -96,15 +102,15 @@ module Selection =
                 flat
 
         let layers =
-            match scope with
-            | Scope.PerLayer ->
+            match ranking with
+            | Ranking.PerLayer ->
                 ranked
                 |> List.map (fun (name, shape, flat) ->
                     let k0 = keepCount density flat.NumEl
                     let k = if keepOnePerLayer then max 1L k0 |> min flat.NumEl else k0
                     let keep = boolMaskOf flat.NumEl (topIndices k (reserve flat)) flat.Device
                     name, keep.View(shape))
-            | Scope.Global ->
+            | Ranking.Global ->
                 let flats = ranked |> List.map (fun (_, _, f) -> reserve f)
                 let all = Libtorch.Cat(List.toArray flats, 0L)
                 let k = keepCount density all.NumEl
@@ -244,7 +250,7 @@ module Pruning =
 
                     lastScores |> Option.iter Scores.dispose
                     lastScores <- Some scores
-                    let next = Selection.select spec.Scope density spec.KeepOnePerLayer mask scores
+                    let next = Selection.select spec.Ranking density spec.KeepOnePerLayer mask scores
 
                     scoringSeconds <- scoringSeconds + (t1 - t0)
                     selectionSeconds <- selectionSeconds + (watch.Elapsed.TotalSeconds - t1)

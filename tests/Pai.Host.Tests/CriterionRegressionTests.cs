@@ -122,8 +122,8 @@ public sealed class CriterionRegressionTests
             Assert.DoesNotContain(hdiag, oracleCache.Computed);
             foreach (var sparsity in Sparsities)
             {
-                var a = Selection.select(Scope.Global, 1 - sparsity, false, FSharpOption<Mask>.None, fromExact);
-                var b = Selection.select(Scope.Global, 1 - sparsity, false, FSharpOption<Mask>.None, fromOracle);
+                var a = Selection.select(Ranking.Global, 1 - sparsity, false, FSharpOption<Mask>.None, fromExact);
+                var b = Selection.select(Ranking.Global, 1 - sparsity, false, FSharpOption<Mask>.None, fromOracle);
                 Assert.True(Hash(a) == Hash(b), $"{name} at {sparsity:P1}: the exact diagonal's mask differs from the unit-vector HVP mask");
             }
         }

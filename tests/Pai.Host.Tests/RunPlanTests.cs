@@ -16,7 +16,7 @@ public sealed class RunPlanTests
         Assert.Equal(Formula.render(Registry.resolve(RunPlan.TemperaturesOf(raw), "snip").ResultValue.Formula), Formula.render(scored.Criterion.Formula));
         Assert.Equal(RunPlan.Canonical(raw).Key, plan.Key);
         Assert.Equal("lenet5", plan.Config.Model);
-        Assert.Equal(Scope.PerLayer, plan.Scope);
+        Assert.Equal(Ranking.PerLayer, plan.Ranking);
         Assert.Equal(OptimizerKind.AdamW, plan.Train.Optimizer);
         Assert.Equal(Device.Cpu, plan.Device);
         Assert.False(plan.IsDense);

@@ -33,7 +33,7 @@ let private maskOf (ctx: ScoringContext) (density: float) (c: Criterion) : bool[
     let s = Criteria.score ctx c
 
     try
-        let m = Selection.select Scope.Global density false None s
+        let m = Selection.select Ranking.Global density false None s
 
         try
             m.Layers

@@ -246,8 +246,8 @@ let tests =
 
                     let density = 1.0 - sparsity
                     let total = layers |> List.sumBy fst |> int64
-                    let g = Selection.select Scope.Global density false None scores
-                    let p = Selection.select Scope.PerLayer density false None scores
+                    let g = Selection.select Ranking.Global density false None scores
+                    let p = Selection.select Ranking.PerLayer density false None scores
                     let gKept = keptFlat g |> Array.filter id |> Array.length |> int64
                     let okGlobal = gKept = Selection.keepCount density total
 
@@ -282,7 +282,7 @@ let tests =
                 let scores =
                     scoresOf [ "a", Array.create 6 1.0, [| 2L; 3L |]; "b", Array.create 4 1.0, [| 4L |] ]
 
-                let m = Selection.select Scope.Global 0.5 false None scores
+                let m = Selection.select Ranking.Global 0.5 false None scores
 
                 Expect.equal
                     (keptFlat m)
@@ -294,7 +294,7 @@ let tests =
 
                 let maskFor seed =
                     let s = (Registry.find "random").Score(context model [] seed)
-                    let m = Selection.select Scope.Global 0.3 false None s
+                    let m = Selection.select Ranking.Global 0.3 false None s
                     Scores.dispose s
                     let k = keptFlat m
                     Mask.dispose m
@@ -307,7 +307,7 @@ let tests =
                 let scores = scoresOf [ "conv1", [| 1.0; nan |], [| 2L |] ]
 
                 let e =
-                    throws<ArgumentException>(fun () -> Selection.select Scope.Global 0.5 false None scores |> ignore)
+                    throws<ArgumentException>(fun () -> Selection.select Ranking.Global 0.5 false None scores |> ignore)
 
                 Expect.stringContains e.Message "conv1" "e.Message"
                 let e2 = throws<ArgumentException>(fun () -> Selection.validateSparsity 1.0)
@@ -323,9 +323,9 @@ let tests =
                             "small", [| 0.1; 0.2 |], [| 2L |]
                         ]
 
-                let plain = Selection.select Scope.Global 0.1 false None scores
+                let plain = Selection.select Ranking.Global 0.1 false None scores
                 Expect.equal ((snd plain.Layers.[1]).CountNonZero()) 0L "(snd plain.Layers.[1]).CountNonZero()"
-                let guarded = Selection.select Scope.Global 0.1 true None scores
+                let guarded = Selection.select Ranking.Global 0.1 true None scores
                 Expect.equal ((snd guarded.Layers.[1]).CountNonZero()) 1L "(snd guarded.Layers.[1]).CountNonZero()"
 
                 Expect.equal

@@ -33,7 +33,7 @@ let private flat (s: Scores) =
     |]
 
 let private keptAt90 (s: Scores) =
-    let m = Selection.select Scope.Global 0.1 false None s
+    let m = Selection.select Ranking.Global 0.1 false None s
 
     let k =
         [|

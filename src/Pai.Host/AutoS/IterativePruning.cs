@@ -137,7 +137,7 @@ public static class IterativePruning
         Mask next;
         try
         {
-            next = Selection.select(Scope.Global, density, false, FSharpOption<Mask>.Some(previous), scores);
+            next = Selection.select(Ranking.Global, density, false, FSharpOption<Mask>.Some(previous), scores);
         }
         finally
         {

@@ -55,7 +55,7 @@ public static class Estimation
         var batches = ListModule.OfSeq(scoring);
         var names = model.Prunable.Select(kv => kv.Key).ToList();
         var t = config.HutchinsonTemperature;
-        var scope = plan.Scope;
+        var ranking = plan.Ranking;
 
         // Exact references (Hutchinson.exactReference) at the Hessian temperature for Ĥ, and at
         // T = 1 for the Fisher diagonals (which use T = 1).
@@ -112,8 +112,8 @@ public static class Estimation
                     }
                     foreach (var criterion in criteria)
                     {
-                        var a = MasksOf(criterion, cache, scope, config.KeepOnePerLayer, o.Sparsities);
-                        var b = MasksOf(criterion, exactCache, scope, config.KeepOnePerLayer, o.Sparsities);
+                        var a = MasksOf(criterion, cache, ranking, config.KeepOnePerLayer, o.Sparsities);
+                        var b = MasksOf(criterion, exactCache, ranking, config.KeepOnePerLayer, o.Sparsities);
                         stability.Add(new StabilityRow(criterion.Name, $"{label} vs exact", 0, 0, o.Sparsities.Select((_, j) => Stability.jaccard(a[j], b[j])).ToList()));
                     }
                 }
@@ -138,7 +138,7 @@ public static class Estimation
                     }
                     foreach (var criterion in criteria)
                     {
-                        var masks = caches.Select(cache => MasksOf(criterion, cache, scope, config.KeepOnePerLayer, o.Sparsities)).ToList();
+                        var masks = caches.Select(cache => MasksOf(criterion, cache, ranking, config.KeepOnePerLayer, o.Sparsities)).ToList();
                         stability.Add(new StabilityRow(criterion.Name, ProbeScopeModule.format(probeScope), budget, diagnostics.Hvps,
                             o.Sparsities.Select((_, k) => Stability.jaccard(masks[0][k], masks[1][k])).ToList()));
                     }
@@ -152,14 +152,14 @@ public static class Estimation
     }
 
     // The criterion's top-k masks at each sparsity, flattened, from the cache's statistics.
-    static List<bool[]> MasksOf(Criterion c, StatisticCache cache, Scope scope, bool keepOne, IReadOnlyList<double> levels)
+    static List<bool[]> MasksOf(Criterion c, StatisticCache cache, Ranking ranking, bool keepOne, IReadOnlyList<double> levels)
     {
         var scores = Criteria.scoreWith(cache, c);
         try
         {
             return levels.Select(s =>
             {
-                var mask = Selection.select(scope, 1 - s, keepOne, FSharpOption<Mask>.None, scores);
+                var mask = Selection.select(ranking, 1 - s, keepOne, FSharpOption<Mask>.None, scores);
                 try { return mask.Layers.SelectMany(l => l.Item2.Flatten().ToArray<bool>()).ToArray(); }
                 finally { MaskModule.dispose(mask); }
             }).ToList();

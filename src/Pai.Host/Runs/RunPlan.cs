@@ -37,7 +37,7 @@ public abstract record PlannedCriterion
 
 /// <summary>
 /// A run, settled and typed once: the canonical <see cref="RunConfig"/> (its key and record) and
-/// every decision taken from it — the criterion, the ablation, the pruning scope, the Hessian
+/// every decision taken from it — the criterion, the ablation, the ranking (pruning scope), the Hessian
 /// diagonal's estimator, the training options and the device. Everything downstream of
 /// <see cref="Of"/> reads these values; nothing parses a setting's text again.
 /// </summary>
@@ -50,7 +50,7 @@ public sealed record RunPlan
             : config.Criterion == Registry.learnedName ? new PlannedCriterion.Learned(config.Predictor!, config.PredictorHash!, config.HutchinsonTemperature)
             : new PlannedCriterion.Scored(Resolve(config.Criterion, TemperaturesOf(config)));
         Ablation = Enum.Parse<Ablation>(config.Ablation, ignoreCase: true);
-        Scope = config.Scope == "layer" ? Scope.PerLayer : Scope.Global;
+        Ranking = config.Scope == "layer" ? Ranking.PerLayer : Ranking.Global;
         Curvature = CurvatureOf(config);
         Train = TrainOptionsOf(config);
         Device = DeviceOf(config);
@@ -71,8 +71,8 @@ public sealed record RunPlan
     /// <summary>The ablation applied to the mask or the weights.</summary>
     public Ablation Ablation { get; }
 
-    /// <summary>Global or per-layer ranking.</summary>
-    public Scope Scope { get; }
+    /// <summary>Whether the mask ranks all layers together or each layer on its own (--scope).</summary>
+    public Ranking Ranking { get; }
 
     /// <summary>The Hessian diagonal's estimator and its settings.</summary>
     public CurvatureOptions Curvature { get; }
@@ -225,7 +225,7 @@ public sealed record RunPlan
 
     /// <summary>The F# prune specification (rounds: the configured number, or the criterion's default).</summary>
     public PruneSpec PruneSpecFor(Criterion criterion, bool warmsUp) => new(
-        Config.Sparsity, Scope, Config.Rounds ?? criterion.DefaultRounds, Schedule.Exponential,
+        Config.Sparsity, Ranking, Config.Rounds ?? criterion.DefaultRounds, Schedule.Exponential,
         warmsUp ? Config.WarmupBatches : 0, Curvature, Config.KeepOnePerLayer, Config.Seed);
 
     /// <summary>Every seed the run uses, by purpose (recorded with the run).</summary>
