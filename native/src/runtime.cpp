@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#include <malloc.h>
 
 #include <cstdlib>
 #include <torch/version.h>
@@ -32,6 +33,20 @@ bool with_openblas(const char* symbol, Use use) {
 void set_blas_threads(int32_t n) {
   with_openblas<void (*)(int)>("openblas_set_num_threads", [&](auto set) { set(n); });
 }
+
+// A training step allocates and frees the same large tensors every time (a batch's activations and
+// their gradients, megabytes each). With glibc's defaults that memory goes back to the kernel when
+// freed (mmap'd above the mmap threshold, the heap trimmed above the trim threshold), so every step
+// pays a page fault per page on first touch. Served from and kept in the heap instead, freed memory
+// is reused by the next step; the process keeps its peak working set, as its peak RSS already shows.
+// PAI_MALLOC_DEFAULTS=1 keeps glibc's defaults (benchmarks/README.md, "allocator").
+const bool malloc_tuned = [] {
+  const char* keep = std::getenv("PAI_MALLOC_DEFAULTS");
+  if (keep && *keep == '1') return false;
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  return true;
+}();
 }  // namespace
 
 namespace pai {
