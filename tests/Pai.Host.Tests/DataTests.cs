@@ -39,8 +39,7 @@ public class IdxFormatTests
         using var dir = new TempDirectory();
         var path = dir.File("train-images-idx3-ubyte");
         IdxFormat.WriteImages(path, Bytes.Random(5 * 3 * 4, 3), 5, 3, 4);
-        var bytes = File.ReadAllBytes(path);
-        File.WriteAllBytes(path, bytes[..^7]);
+        Bytes.Truncate(path, ..^7);
         var e = Assert.Throws<DatasetException>(() => IdxFormat.ReadImages(path, "HOW-TO-GET"));
         Assert.Contains(path, e.Message);
         Assert.Contains("truncated", e.Message);
@@ -56,8 +55,7 @@ public class IdxFormatTests
         using var dir = new TempDirectory();
         var path = dir.File("train-images-idx3-ubyte.gz");
         IdxFormat.WriteImages(path, Bytes.Random(50 * 28 * 28, 4), 50, 28, 28, gzip: true);
-        var bytes = File.ReadAllBytes(path);
-        File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
+        Bytes.Truncate(path, ..(int)(new FileInfo(path).Length / 2));
         var e = Assert.Throws<DatasetException>(() => IdxFormat.ReadImages(path));
         Assert.Contains(path, e.Message);
         Assert.True(e.Message.Contains("truncated") || e.Message.Contains("corrupt"), e.Message);
@@ -158,7 +156,7 @@ public class CifarFormatTests
         using var dir = new TempDirectory();
         var path = dir.File("data_batch_1.bin");
         CifarFormat.WriteCifar10(path, [1, 2], Bytes.Random(2 * 3072, 8));
-        File.WriteAllBytes(path, File.ReadAllBytes(path)[..^100]);
+        Bytes.Truncate(path, ..^100);
         var e = Assert.Throws<DatasetException>(() => CifarFormat.ReadCifar10(path, "GET-IT"));
         Assert.Contains(path, e.Message);
         Assert.Contains("3073-byte records", e.Message);

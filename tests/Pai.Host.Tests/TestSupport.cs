@@ -68,6 +68,9 @@ static class Python
 
 static class Bytes
 {
+    /// <summary>Rewrites <paramref name="path"/> with only the bytes in <paramref name="keep"/> (a truncated file).</summary>
+    public static void Truncate(string path, Range keep) => File.WriteAllBytes(path, File.ReadAllBytes(path)[keep]);
+
     /// <summary>Deterministic pseudo-random bytes.</summary>
     public static byte[] Random(int n, int seed, int max = 256)
     {
