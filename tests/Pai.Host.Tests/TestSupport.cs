@@ -71,6 +71,18 @@ static class Bytes
     /// <summary>Rewrites <paramref name="path"/> with only the bytes in <paramref name="keep"/> (a truncated file).</summary>
     public static void Truncate(string path, Range keep) => File.WriteAllBytes(path, File.ReadAllBytes(path)[keep]);
 
+    /// <summary>
+    /// Cuts <paramref name="path"/> to <paramref name="keep"/> and returns what <paramref name="read"/> then
+    /// throws, checking that the message names the file.
+    /// </summary>
+    public static TException TruncatedFileError<TException>(string path, Range keep, Action<string> read) where TException : Exception
+    {
+        Truncate(path, keep);
+        var e = Assert.Throws<TException>(() => read(path));
+        Assert.Contains(path, e.Message);
+        return e;
+    }
+
     /// <summary>Deterministic pseudo-random bytes.</summary>
     public static byte[] Random(int n, int seed, int max = 256)
     {
