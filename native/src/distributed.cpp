@@ -51,6 +51,18 @@ Group* group(void* g) {
   return static_cast<Group*>(g);
 }
 
+// Runs collective once per tensor: a list given to one call means one tensor per device, all
+// reduced together. The calls are issued first and waited for after, so the backend can overlap them.
+template <class Collective>
+void per_tensor(const std::vector<at::Tensor>& list, Collective collective) {
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (auto& t : list) {
+    std::vector<at::Tensor> one{t};
+    works.push_back(collective(one));
+  }
+  for (auto& w : works) w->wait();
+}
+
 c10::intrusive_ptr<c10d::Store>& store(void* s) {
   if (!s) throw std::invalid_argument("null store");
   return *static_cast<c10::intrusive_ptr<c10d::Store>*>(s);
@@ -173,11 +185,13 @@ PAI_API void pai_dist_group_dispose(void* g) {
 #endif
 }
 
-PAI_API int32_t pai_dist_group_rank(void* g) {
+// What get reads from the group's backend, or -1 where that fails.
+template <class Get>
+static int32_t group_number(void* g, Get get) {
   return pai::guarded(
       [&]() -> int32_t {
 #if defined(PAI_WITH_GLOO) || defined(PAI_WITH_NCCL)
-        return group(g)->backend->getRank();
+        return get(*group(g)->backend);
 #else
         throw std::runtime_error(PAI_NO_C10D);
 #endif
@@ -185,16 +199,12 @@ PAI_API int32_t pai_dist_group_rank(void* g) {
       -1);
 }
 
+PAI_API int32_t pai_dist_group_rank(void* g) {
+  return group_number(g, [](auto& backend) { return backend.getRank(); });
+}
+
 PAI_API int32_t pai_dist_group_size(void* g) {
-  return pai::guarded(
-      [&]() -> int32_t {
-#if defined(PAI_WITH_GLOO) || defined(PAI_WITH_NCCL)
-        return group(g)->backend->getSize();
-#else
-        throw std::runtime_error(PAI_NO_C10D);
-#endif
-      },
-      -1);
+  return group_number(g, [](auto& backend) { return backend.getSize(); });
 }
 
 // ---- collectives (in place, blocking) ---------------------------------------------------------
@@ -208,14 +218,7 @@ PAI_API int32_t pai_dist_allreduce_(void* g, const Tensor* tensors, int32_t n, i
     c10d::AllreduceOptions o;
     o.reduceOp = reduce_op(op);
     o.timeout = group(g)->timeout;
-    // One call per tensor: a list given to one call means one tensor per device, all reduced together.
-    // The calls are issued first and waited for after, so the backend can overlap them.
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (auto& t : list) {
-      std::vector<at::Tensor> one{t};
-      works.push_back(group(g)->backend->allreduce(one, o));
-    }
-    for (auto& w : works) w->wait();
+    per_tensor(list, [&](std::vector<at::Tensor>& one) { return group(g)->backend->allreduce(one, o); });
 #else
     throw std::runtime_error(PAI_NO_C10D);
 #endif
@@ -230,12 +233,7 @@ PAI_API int32_t pai_dist_broadcast_(void* g, const Tensor* tensors, int32_t n, i
     c10d::BroadcastOptions o;
     o.rootRank = root;
     o.timeout = group(g)->timeout;
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (auto& t : list) {
-      std::vector<at::Tensor> one{t};
-      works.push_back(group(g)->backend->broadcast(one, o));
-    }
-    for (auto& w : works) w->wait();
+    per_tensor(list, [&](std::vector<at::Tensor>& one) { return group(g)->backend->broadcast(one, o); });
 #else
     throw std::runtime_error(PAI_NO_C10D);
 #endif

@@ -154,22 +154,20 @@ PAI_API int32_t pai_masked_fill_(Tensor a, Tensor mask, double value) {
 PAI_API int32_t pai_sqrt_(Tensor a) { return status_result([&] { a->sqrt_(); }); }
 PAI_API int32_t pai_abs_(Tensor a) { return status_result([&] { a->abs_(); }); }
 PAI_API int32_t pai_clamp_min_(Tensor a, double lo) { return status_result([&] { a->clamp_min_(lo); }); }
+// Fills a in place with draw, run on the CPU with the generator so the values do not depend on the device.
+template <class Draw>
+static void draw_on_cpu(at::Tensor& a, Draw draw) {
+  if (a.device().is_cpu()) {
+    draw(a);
+  } else {
+    auto cpu = at::empty(a.sizes(), a.options().device(at::kCPU));
+    draw(cpu);
+    a.copy_(cpu);
+  }
+}
 PAI_API int32_t pai_normal_(Tensor a, double mean, double std, Generator g) {
-  // Drawn on the CPU with the generator so the values do not depend on the device.
-  return status_result([&] {
-    if (a->device().is_cpu()) {
-      a->normal_(mean, std, pai::gen(g));
-    } else {
-      a->copy_(at::empty(a->sizes(), a->options().device(at::kCPU)).normal_(mean, std, pai::gen(g)));
-    }
-  });
+  return status_result([&] { draw_on_cpu(*a, [&](at::Tensor& t) { t.normal_(mean, std, pai::gen(g)); }); });
 }
 PAI_API int32_t pai_uniform_(Tensor a, double from, double to, Generator g) {
-  return status_result([&] {
-    if (a->device().is_cpu()) {
-      a->uniform_(from, to, pai::gen(g));
-    } else {
-      a->copy_(at::empty(a->sizes(), a->options().device(at::kCPU)).uniform_(from, to, pai::gen(g)));
-    }
-  });
+  return status_result([&] { draw_on_cpu(*a, [&](at::Tensor& t) { t.uniform_(from, to, pai::gen(g)); }); });
 }

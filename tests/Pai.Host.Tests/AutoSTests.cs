@@ -92,10 +92,13 @@ public class AutoSTests
         Assert.Contains("other settings", e.Message);
     }
 
-    // Features (θ₀, g₀) of lenet300 on the small data at initialization, with labels = global rank of |θ₀|.
-    static List<LayerSamples> RankOfMagnitudeSamples(Model model, Dataset train)
+    // Features (θ₀, g₀) of lenet300 on the small data at initialization, with labels = global rank of |θ₀|
+    // (tensors of the caller's dispose scope).
+    static List<LayerSamples> RankOfMagnitudeSamples()
     {
-        using var scoring = ScoringSubset.Create(train, 2, 0);
+        using var data = new SmallData();
+        using var model = Runner.CreateModel(RunPlan.Of(SmallRun(0.01)), data.Train);
+        using var scoring = ScoringSubset.Create(data.Train, 2, 0);
         var context = new ScoringContext(model, ListModule.OfSeq(scoring), ListModule.OfSeq(new long[] { 1, 8, 8 }), 0,
             CurvatureOptions.Default, FSharpOption<Mask>.None);
         var features = PaiAutoS.ComputeFeatures(200, Features.standard, context);
@@ -115,10 +118,8 @@ public class AutoSTests
     [Fact]
     public void A_predictor_learns_a_known_labeling_and_ranks_the_held_out_layer()
     {
-        using var data = new SmallData();
-        using var model = Runner.CreateModel(RunPlan.Of(SmallRun(0.01)), data.Train);
         using var scope = new DisposeScope();
-        var samples = RankOfMagnitudeSamples(model, data.Train);
+        var samples = RankOfMagnitudeSamples();
         var (predictor, report) = PredictorFitting.Fit(samples, [.. Features.standard], new FitOptions { Epochs = 5, Seed = 1 });
         using (predictor)
         {
@@ -137,10 +138,8 @@ public class AutoSTests
     public void A_predictor_file_round_trips_with_its_features_normalization_and_predictions()
     {
         using var dir = new TempDirectory();
-        using var data = new SmallData();
-        using var model = Runner.CreateModel(RunPlan.Of(SmallRun(0.01)), data.Train);
         using var scope = new DisposeScope();
-        var samples = RankOfMagnitudeSamples(model, data.Train);
+        var samples = RankOfMagnitudeSamples();
         var (predictor, report) = PredictorFitting.Fit(samples, [.. Features.standard], new FitOptions { Epochs = 1, MaxWeights = 2000 });
         using (predictor)
         {

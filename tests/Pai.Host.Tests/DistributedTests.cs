@@ -204,13 +204,7 @@ public class DistributedTests
 
     static Process StartRank(int rank, int world, int port, string[] args, double heartbeat = 30)
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "Pai.DistWorker.dll");
-        Assert.True(File.Exists(dll), $"{dll} is missing: the test project references tests/Pai.DistWorker");
-        var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
-        { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add("exec");
-        psi.ArgumentList.Add(dll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
+        var psi = Processes.TestProgram("Pai.DistWorker", args);
         if (world > 1)
         {
             var env = new DistributedEnvironment(rank, world, rank, "127.0.0.1", port)

@@ -7,6 +7,8 @@ public class ImageFolderTests
     // Unsorted on purpose: the class order must be the sorted one.
     static readonly string[] Wnids = ["n03000003", "n01000001", "n02000002"];
     static readonly string[] Sorted = ["n01000001", "n02000002", "n03000003"];
+    // The normalization every ImageNet loader here uses.
+    static readonly DatasetInfo ImageNetInfo = DatasetRegistry.Info("imagenet");
 
     // The flat colour of image k of class c: distinct for every (class, image).
     static (byte R, byte G, byte B) Colour(int c, int k) => ((byte)(40 + 60 * c), (byte)(30 + 50 * k), (byte)(200 - 30 * c - 20 * k));
@@ -72,7 +74,7 @@ public class ImageFolderTests
             }
     }
 
-    static void Truncate(string path) => File.WriteAllBytes(path, File.ReadAllBytes(path)[..300]);
+    static void Truncate(string path) => Bytes.Truncate(path, ..300);
 
     // Patches a valid JPEG's frame header (SOF0: FFC0, length (2), precision (1), height (2), width (2))
     // to claim width × height; the scan still holds the small image.
@@ -153,8 +155,7 @@ public class ImageFolderTests
         var folder = DatasetRegistry.OpenImageFolder("imagenet", DatasetSplit.Test, dir.Path);
         Assert.Equal(Sorted, folder.Classes);
         Assert.All(folder.Samples, s => Assert.StartsWith(Path.Combine(dir.Path, "val", Sorted[s.Label]), s.File));
-        var info = DatasetRegistry.Info("imagenet");
-        var loader = new ImageFolderLoader(folder, 4, ImagePipeline.Eval, info.Mean, info.Std, size: 32, shuffle: false, threads: 2);
+        var loader = new ImageFolderLoader(folder, 4, ImagePipeline.Eval, ImageNetInfo.Mean, ImageNetInfo.Std, size: 32, shuffle: false, threads: 2);
         var labels = new List<long>();
         var seenFlat = 0;
         foreach (var batch in loader.Epoch(0))
@@ -172,8 +173,8 @@ public class ImageFolderTests
                 var (r, _, b) = Colour((int)l[i], 0);
                 var red = x[i * 3 * 1024 + 500];
                 var blue = x[i * 3 * 1024 + 2 * 1024 + 500];
-                Assert.InRange(red, (float)((r - 3) / 255.0 - info.Mean[0]) / info.Std[0], (float)((r + 3) / 255.0 - info.Mean[0]) / info.Std[0]);
-                Assert.InRange(blue, (float)((b - 3) / 255.0 - info.Mean[2]) / info.Std[2], (float)((b + 3) / 255.0 - info.Mean[2]) / info.Std[2]);
+                Assert.InRange(red, (float)((r - 3) / 255.0 - ImageNetInfo.Mean[0]) / ImageNetInfo.Std[0], (float)((r + 3) / 255.0 - ImageNetInfo.Mean[0]) / ImageNetInfo.Std[0]);
+                Assert.InRange(blue, (float)((b - 3) / 255.0 - ImageNetInfo.Mean[2]) / ImageNetInfo.Std[2], (float)((b + 3) / 255.0 - ImageNetInfo.Mean[2]) / ImageNetInfo.Std[2]);
                 seenFlat++;
             }
             labels.AddRange(l);
@@ -202,8 +203,7 @@ public class ImageFolderTests
         using var dir = new TempDirectory();
         WriteImageNet(dir.Path);
         var folder = DatasetRegistry.OpenImageFolder("imagenet", DatasetSplit.Train, dir.Path);
-        var info = DatasetRegistry.Info("imagenet");
-        ImageFolderLoader Make(ulong seed, int threads) => new(folder, 4, ImagePipeline.Train, info.Mean, info.Std, size: 24, seed: seed, threads: threads, prefetch: 1);
+        ImageFolderLoader Make(ulong seed, int threads) => new(folder, 4, ImagePipeline.Train, ImageNetInfo.Mean, ImageNetInfo.Std, size: 24, seed: seed, threads: threads, prefetch: 1);
         var a = Run(Make(5, 1), 0);
         Assert.Equal(3, a.Count); // 9 images in batches of 4
         Assert.Equal(a, Run(Make(5, 2), 0));
@@ -263,11 +263,10 @@ public class ImageFolderTests
         var bad = Path.Combine(dir.Path, "train", Sorted[2], $"{Sorted[2]}_1.JPEG");
         Truncate(bad);
         var folder = DatasetRegistry.OpenImageFolder("imagenet", DatasetSplit.Train, dir.Path);
-        var info = DatasetRegistry.Info("imagenet");
-        var strict = new ImageFolderLoader(folder, 4, ImagePipeline.Train, info.Mean, info.Std, size: 16, shuffle: false, threads: 2);
+        var strict = new ImageFolderLoader(folder, 4, ImagePipeline.Train, ImageNetInfo.Mean, ImageNetInfo.Std, size: 16, shuffle: false, threads: 2);
         var e = Assert.Throws<DatasetException>(() => Run(strict, 0));
         Assert.Equal(bad, e.File);
-        var lenient = new ImageFolderLoader(folder, 4, ImagePipeline.Train, info.Mean, info.Std, size: 16, shuffle: false, threads: 2, skipBadImages: true);
+        var lenient = new ImageFolderLoader(folder, 4, ImagePipeline.Train, ImageNetInfo.Mean, ImageNetInfo.Std, size: 16, shuffle: false, threads: 2, skipBadImages: true);
         var batches = Run(lenient, 0);
         Assert.Equal(8 * 3 * 16 * 16, batches.Sum(b => b.Length));
         Assert.Equal([bad], lenient.SkippedFiles.Keys);
@@ -304,13 +303,12 @@ public class ImageFolderTests
         var big = Path.Combine(net.Path, "train", Sorted[0], $"{Sorted[0]}_2.JPEG");
         ClaimSize(big, 65000, 65000);
         var folder = DatasetRegistry.OpenImageFolder("imagenet", DatasetSplit.Train, net.Path);
-        var info = DatasetRegistry.Info("imagenet");
         foreach (var pipeline in new[] { ImagePipeline.Train, ImagePipeline.Eval }) // full size, and DCT-scaled
         {
-            var e = Assert.Throws<DatasetException>(() => Run(new ImageFolderLoader(folder, 4, pipeline, info.Mean, info.Std, size: 16, threads: 2), 0));
+            var e = Assert.Throws<DatasetException>(() => Run(new ImageFolderLoader(folder, 4, pipeline, ImageNetInfo.Mean, ImageNetInfo.Std, size: 16, threads: 2), 0));
             Assert.Equal(big, e.File);
             Assert.Contains(claim, e.Message);
-            var lenient = new ImageFolderLoader(folder, 4, pipeline, info.Mean, info.Std, size: 16, threads: 2, skipBadImages: true);
+            var lenient = new ImageFolderLoader(folder, 4, pipeline, ImageNetInfo.Mean, ImageNetInfo.Std, size: 16, threads: 2, skipBadImages: true);
             Assert.Equal(8 * 3 * 16 * 16, Run(lenient, 0).Sum(b => b.Length));
             Assert.Equal([big], lenient.SkippedFiles.Keys);
             Assert.Contains(claim, lenient.SkippedFiles[big]);
@@ -351,8 +349,7 @@ public class ImageFolderTests
         WriteImageNet(net.Path);
         foreach (var f in Directory.GetFiles(Path.Combine(net.Path, "train"), "*.JPEG", SearchOption.AllDirectories)) Truncate(f);
         var folder = DatasetRegistry.OpenImageFolder("imagenet", DatasetSplit.Train, net.Path);
-        var info = DatasetRegistry.Info("imagenet");
-        var loader = new ImageFolderLoader(folder, 4, ImagePipeline.Train, info.Mean, info.Std, size: 16, seed: 1, threads: 2, skipBadImages: true);
+        var loader = new ImageFolderLoader(folder, 4, ImagePipeline.Train, ImageNetInfo.Mean, ImageNetInfo.Std, size: 16, seed: 1, threads: 2, skipBadImages: true);
         var streamed = Assert.Throws<DatasetException>(() => Run(loader, 0));
         Assert.StartsWith("imagenet: none of the 9 images read from the train split could be decoded (--skip-bad-images skipped every one); first: ", streamed.Message);
         Assert.Equal(folder.Samples[0].File, streamed.File);
@@ -375,17 +372,16 @@ public class ImageFolderTests
         WriteImageNet(dir.Path);
         foreach (var f in Directory.GetFiles(Path.Combine(dir.Path, "train", Sorted[1]))) Truncate(f); // samples 3..5: the second batch of 3
         var folder = DatasetRegistry.OpenImageFolder("imagenet", DatasetSplit.Train, dir.Path);
-        var info = DatasetRegistry.Info("imagenet");
-        var loader = new ImageFolderLoader(folder, 3, ImagePipeline.Eval, info.Mean, info.Std, size: 16, shuffle: false, threads: 2, skipBadImages: true);
+        var loader = new ImageFolderLoader(folder, 3, ImagePipeline.Eval, ImageNetInfo.Mean, ImageNetInfo.Std, size: 16, shuffle: false, threads: 2, skipBadImages: true);
         var batches = Run(loader, 0);
         Assert.Equal(2, batches.Count); // not a batch of nothing, whose loss is NaN
         Assert.All(batches, b => Assert.Equal(3 * 3 * 16 * 16, b.Length));
         Assert.Equal(3, loader.SkippedFiles.Count);
         // Ranks step together, so none can leave a batch out: rank 0 of 2 reads samples 0, 2, 4, 6; its third batch of 1 is bad.
-        var rank = new ImageFolderLoader(folder, 1, ImagePipeline.Eval, info.Mean, info.Std, size: 16, shuffle: false, threads: 1, skipBadImages: true, rank: 0, worldSize: 2);
+        var rank = new ImageFolderLoader(folder, 1, ImagePipeline.Eval, ImageNetInfo.Mean, ImageNetInfo.Std, size: 16, shuffle: false, threads: 1, skipBadImages: true, rank: 0, worldSize: 2);
         var e = Assert.Throws<DatasetException>(() => Run(rank, 0));
         Assert.Contains("every image of batch 3 of epoch 1 on rank 0 was skipped", e.Message);
-        Assert.Throws<ArgumentException>(() => new ImageFolderLoader(folder, 20000, ImagePipeline.Eval, info.Mean, info.Std));
+        Assert.Throws<ArgumentException>(() => new ImageFolderLoader(folder, 20000, ImagePipeline.Eval, ImageNetInfo.Mean, ImageNetInfo.Std));
     }
 
     [Fact]

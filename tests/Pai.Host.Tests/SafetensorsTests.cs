@@ -6,8 +6,17 @@ namespace Pai.Host.Tests;
 
 public class SafetensorsTests
 {
+    /// <summary>Named tensors owned by a test, disposed with the list.</summary>
+    sealed class OwnedTensors : List<(string Name, Tensor Tensor)>, IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var (_, t) in this) t.Dispose();
+        }
+    }
+
     // One tensor of every supported dtype, including a scalar and an empty tensor.
-    static List<(string Name, Tensor Tensor)> EveryDType()
+    static OwnedTensors EveryDType()
     {
         using var g = new Generator(3);
         return
@@ -23,43 +32,31 @@ public class SafetensorsTests
         ];
     }
 
-    static void DisposeAll(IEnumerable<(string, Tensor T)> ts)
-    {
-        foreach (var (_, t) in ts) t.Dispose();
-    }
-
     [Fact]
     public void Every_dtype_round_trips_with_metadata()
     {
         using var dir = new TempDirectory();
         var path = dir.File("all.safetensors");
-        var tensors = EveryDType();
-        try
-        {
-            Safetensors.Save(path, tensors, new Dictionary<string, string> { ["format"] = "pt", ["criterion"] = "snip ✓" });
-            var length = BinaryPrimitives.ReadUInt64LittleEndian(File.ReadAllBytes(path).AsSpan(0, 8));
-            Assert.Equal(0UL, length % 8);
+        using var tensors = EveryDType();
+        Safetensors.Save(path, tensors, new Dictionary<string, string> { ["format"] = "pt", ["criterion"] = "snip ✓" });
+        var length = BinaryPrimitives.ReadUInt64LittleEndian(File.ReadAllBytes(path).AsSpan(0, 8));
+        Assert.Equal(0UL, length % 8);
 
-            using var loaded = Safetensors.Load(path);
-            Assert.Equal(tensors.Select(t => t.Name).Order(), loaded.Names.Order());
-            foreach (var (name, t) in tensors)
-            {
-                var back = loaded[name];
-                Assert.Equal(t.DType, back.DType);
-                Assert.Equal(t.Shape, back.Shape);
-                Assert.True(t.Equal(back), name);
-            }
-            Assert.Equal("snip ✓", loaded.Metadata["criterion"]);
-            Assert.Equal("pt", loaded.Metadata["format"]);
-
-            // laid out by decreasing element size, so every tensor is aligned to its element size
-            var header = Safetensors.ReadHeader(path);
-            Assert.All(header.Entries, e => Assert.Equal(0, (header.DataStart + e.Begin) % e.DType.ElementSize()));
-        }
-        finally
+        using var loaded = Safetensors.Load(path);
+        Assert.Equal(tensors.Select(t => t.Name).Order(), loaded.Names.Order());
+        foreach (var (name, t) in tensors)
         {
-            DisposeAll(tensors);
+            var back = loaded[name];
+            Assert.Equal(t.DType, back.DType);
+            Assert.Equal(t.Shape, back.Shape);
+            Assert.True(t.Equal(back), name);
         }
+        Assert.Equal("snip ✓", loaded.Metadata["criterion"]);
+        Assert.Equal("pt", loaded.Metadata["format"]);
+
+        // laid out by decreasing element size, so every tensor is aligned to its element size
+        var header = Safetensors.ReadHeader(path);
+        Assert.All(header.Entries, e => Assert.Equal(0, (header.DataStart + e.Begin) % e.DType.ElementSize()));
     }
 
     [Fact]
@@ -67,58 +64,51 @@ public class SafetensorsTests
     {
         using var dir = new TempDirectory();
         var path = dir.File("ours.safetensors");
-        var tensors = EveryDType();
-        try
+        using var tensors = EveryDType();
+        Safetensors.Save(path, tensors, new Dictionary<string, string> { ["pai"] = "1" });
+        var output = Python.Run("""
+            import json, struct, sys, torch
+            raw = open(sys.argv[1], 'rb').read()
+            (n,) = struct.unpack('<Q', raw[:8])
+            header = json.loads(raw[8:8 + n].decode('utf-8'))
+            data = bytearray(raw[8 + n:])
+            dtypes = {'F32': torch.float32, 'F64': torch.float64, 'I64': torch.int64, 'I32': torch.int32, 'U8': torch.uint8, 'BOOL': torch.bool}
+            out = {'__metadata__': header.pop('__metadata__', {})}
+            for name, e in header.items():
+                b, end = e['data_offsets']
+                dt = dtypes[e['dtype']]
+                if end > b:
+                    t = torch.frombuffer(data, dtype=dt, count=(end - b) // torch.empty((), dtype=dt).element_size(), offset=b).reshape(e['shape'])
+                else:
+                    t = torch.empty(e['shape'], dtype=dt)
+                vals = t.flatten().tolist()
+                out[name] = {'dtype': str(t.dtype), 'shape': list(t.shape), 'values': [repr(v) for v in vals]}
+            print(json.dumps(out))
+            """, path);
+        using var doc = JsonDocument.Parse(output);
+        var root = doc.RootElement;
+        Assert.Equal("1", root.GetProperty("__metadata__").GetProperty("pai").GetString());
+        foreach (var (name, t) in tensors)
         {
-            Safetensors.Save(path, tensors, new Dictionary<string, string> { ["pai"] = "1" });
-            var output = Python.Run("""
-                import json, struct, sys, torch
-                raw = open(sys.argv[1], 'rb').read()
-                (n,) = struct.unpack('<Q', raw[:8])
-                header = json.loads(raw[8:8 + n].decode('utf-8'))
-                data = bytearray(raw[8 + n:])
-                dtypes = {'F32': torch.float32, 'F64': torch.float64, 'I64': torch.int64, 'I32': torch.int32, 'U8': torch.uint8, 'BOOL': torch.bool}
-                out = {'__metadata__': header.pop('__metadata__', {})}
-                for name, e in header.items():
-                    b, end = e['data_offsets']
-                    dt = dtypes[e['dtype']]
-                    if end > b:
-                        t = torch.frombuffer(data, dtype=dt, count=(end - b) // torch.empty((), dtype=dt).element_size(), offset=b).reshape(e['shape'])
-                    else:
-                        t = torch.empty(e['shape'], dtype=dt)
-                    vals = t.flatten().tolist()
-                    out[name] = {'dtype': str(t.dtype), 'shape': list(t.shape), 'values': [repr(v) for v in vals]}
-                print(json.dumps(out))
-                """, path);
-            using var doc = JsonDocument.Parse(output);
-            var root = doc.RootElement;
-            Assert.Equal("1", root.GetProperty("__metadata__").GetProperty("pai").GetString());
-            foreach (var (name, t) in tensors)
+            var e = root.GetProperty(name);
+            Assert.Equal(t.Shape, e.GetProperty("shape").EnumerateArray().Select(x => x.GetInt64()));
+            Assert.Equal("torch." + t.DType switch
             {
-                var e = root.GetProperty(name);
-                Assert.Equal(t.Shape, e.GetProperty("shape").EnumerateArray().Select(x => x.GetInt64()));
-                Assert.Equal("torch." + t.DType switch
-                {
-                    DType.Float32 => "float32", DType.Float64 => "float64", DType.Int64 => "int64",
-                    DType.Int32 => "int32", DType.UInt8 => "uint8", _ => "bool",
-                }, e.GetProperty("dtype").GetString());
-                var got = e.GetProperty("values").EnumerateArray().Select(x => x.GetString()!).ToArray();
-                // Python's repr of a float is the shortest round-tripping decimal, as is .NET's "R"
-                string[] expected = t.DType switch
-                {
-                    DType.Float32 => t.ToArray<float>().Select(v => ((double)v).ToString("R")).ToArray(),
-                    DType.Float64 => t.ToArray<double>().Select(v => v.ToString("R")).ToArray(),
-                    DType.Int64 => t.ToArray<long>().Select(v => v.ToString()).ToArray(),
-                    DType.Int32 => t.ToArray<int>().Select(v => v.ToString()).ToArray(),
-                    DType.UInt8 => t.ToArray<byte>().Select(v => v.ToString()).ToArray(),
-                    _ => t.ToArray<bool>().Select(v => v ? "True" : "False").ToArray(),
-                };
-                Assert.Equal(expected.Select(Canon), got.Select(Canon));
-            }
-        }
-        finally
-        {
-            DisposeAll(tensors);
+                DType.Float32 => "float32", DType.Float64 => "float64", DType.Int64 => "int64",
+                DType.Int32 => "int32", DType.UInt8 => "uint8", _ => "bool",
+            }, e.GetProperty("dtype").GetString());
+            var got = e.GetProperty("values").EnumerateArray().Select(x => x.GetString()!).ToArray();
+            // Python's repr of a float is the shortest round-tripping decimal, as is .NET's "R"
+            string[] expected = t.DType switch
+            {
+                DType.Float32 => t.ToArray<float>().Select(v => ((double)v).ToString("R")).ToArray(),
+                DType.Float64 => t.ToArray<double>().Select(v => v.ToString("R")).ToArray(),
+                DType.Int64 => t.ToArray<long>().Select(v => v.ToString()).ToArray(),
+                DType.Int32 => t.ToArray<int>().Select(v => v.ToString()).ToArray(),
+                DType.UInt8 => t.ToArray<byte>().Select(v => v.ToString()).ToArray(),
+                _ => t.ToArray<bool>().Select(v => v ? "True" : "False").ToArray(),
+            };
+            Assert.Equal(expected.Select(Canon), got.Select(Canon));
         }
     }
 
@@ -264,18 +254,8 @@ public class SafetensorsTests
     {
         using var dir = new TempDirectory();
         var p = dir.File("t.safetensors");
-        var tensors = EveryDType();
-        try
-        {
-            Safetensors.Save(p, tensors);
-        }
-        finally
-        {
-            DisposeAll(tensors);
-        }
-        var bytes = File.ReadAllBytes(p);
-        File.WriteAllBytes(p, bytes[..^3]);
-        var e = Assert.Throws<CheckpointException>(() => Safetensors.Load(p));
+        using (var tensors = EveryDType()) Safetensors.Save(p, tensors);
+        var e = Bytes.TruncatedFileError<CheckpointException>(p, ..^3, f => Safetensors.Load(f));
         Assert.Contains("bytes", e.Message);
         Assert.Equal(p, e.Path);
     }

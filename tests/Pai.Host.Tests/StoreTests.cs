@@ -330,19 +330,7 @@ public sealed class StoreTests(ITestOutputHelper output)
 
         public static Worker Start(params string[] args)
         {
-            var dll = Path.Combine(AppContext.BaseDirectory, "Pai.StoreWorker.dll");
-            Assert.True(File.Exists(dll), $"{dll} is missing: the test project references tests/Pai.StoreWorker");
-            var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
-            {
-                RedirectStandardInput = true,
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
-            psi.ArgumentList.Add("exec");
-            psi.ArgumentList.Add(dll);
-            foreach (var a in args) psi.ArgumentList.Add(a);
-            var worker = new Worker { Process = Process.Start(psi)! };
+            var worker = new Worker { Process = Process.Start(Processes.TestProgram("Pai.StoreWorker", args, input: true))! };
             worker.Process.ErrorDataReceived += (_, e) => { lock (worker.stderr) worker.stderr.AppendLine(e.Data); };
             worker.Process.BeginErrorReadLine();
             return worker;

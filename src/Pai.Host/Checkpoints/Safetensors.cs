@@ -216,17 +216,25 @@ public static class Safetensors
 
     static void WriteData(Stream f, Tensor t, DType dtype)
     {
-        switch (dtype)
-        {
-            case DType.Float32: f.Write(MemoryMarshal.AsBytes(t.ToArray<float>().AsSpan())); break;
-            case DType.Float64: f.Write(MemoryMarshal.AsBytes(t.ToArray<double>().AsSpan())); break;
-            case DType.Int64: f.Write(MemoryMarshal.AsBytes(t.ToArray<long>().AsSpan())); break;
-            case DType.Int32: f.Write(MemoryMarshal.AsBytes(t.ToArray<int>().AsSpan())); break;
-            case DType.UInt8: f.Write(t.ToArray<byte>()); break;
-            case DType.Bool: f.Write(MemoryMarshal.AsBytes(t.ToArray<bool>().AsSpan())); break;
-            default: throw new NotSupportedException($"dtype {dtype} cannot be saved");
-        }
+        if (!HasRawBytes(dtype)) throw new NotSupportedException($"dtype {dtype} cannot be saved");
+        f.Write(RawBytes(t));
     }
+
+    /// <summary>Whether <see cref="RawBytes"/> reads tensors of <paramref name="dtype"/>.</summary>
+    internal static bool HasRawBytes(DType dtype) =>
+        dtype is DType.Float32 or DType.Float64 or DType.Int64 or DType.Int32 or DType.UInt8 or DType.Bool;
+
+    /// <summary>A CPU tensor's elements as the raw (little-endian) bytes a file stores; see <see cref="HasRawBytes"/>.</summary>
+    internal static ReadOnlySpan<byte> RawBytes(Tensor t) => t.DType switch
+    {
+        DType.Float32 => MemoryMarshal.AsBytes(t.ToArray<float>().AsSpan()),
+        DType.Float64 => MemoryMarshal.AsBytes(t.ToArray<double>().AsSpan()),
+        DType.Int64 => MemoryMarshal.AsBytes(t.ToArray<long>().AsSpan()),
+        DType.Int32 => MemoryMarshal.AsBytes(t.ToArray<int>().AsSpan()),
+        DType.UInt8 => t.ToArray<byte>(),
+        DType.Bool => MemoryMarshal.AsBytes(t.ToArray<bool>().AsSpan()),
+        _ => throw new NotSupportedException($"dtype {t.DType} has no raw byte layout here"),
+    };
 
     static long NumEl(IReadOnlyList<long> shape)
     {

@@ -32,14 +32,7 @@ public static class IdxFormat
     public static IdxImages ReadImages(string path, string? howToGet = null)
     {
         using var stream = Open(path, "IDX image", howToGet);
-        var header = new byte[16];
-        var got = ReadFully(stream, header, path, howToGet);
-        // The magic number comes first: a wrong file type is the more useful message than its length.
-        var magic = got >= 4 ? BinaryPrimitives.ReadInt32BigEndian(header) : ImagesMagic;
-        if (magic != ImagesMagic)
-            throw Fail(path, $"not an IDX image file: magic number {magic} (0x{magic:x8}) where {ImagesMagic} (0x{ImagesMagic:x8}: unsigned bytes, 3 dimensions) was expected{Hint(magic)}", howToGet);
-        if (got < header.Length)
-            throw Fail(path, $"truncated IDX image file: {got} bytes, shorter than the 16-byte header (magic {ImagesMagic}, count, rows, columns)", howToGet);
+        var header = ReadHeader(stream, path, "image", ImagesMagic, "3 dimensions", "count, rows, columns", 16, howToGet);
         var count = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(4));
         var rows = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(8));
         var cols = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(12));
@@ -47,7 +40,7 @@ public static class IdxFormat
             throw Fail(path, $"corrupt IDX image header: count {count}, rows {rows}, columns {cols} (expected a non-negative count and sides between 1 and {MaxSide})", howToGet);
         var record = (long)rows * cols;
         var pixels = new byte[count * record];
-        got = ReadFully(stream, pixels, path, howToGet);
+        var got = ReadFully(stream, pixels, path, howToGet);
         if (got < pixels.Length)
             throw Fail(path, $"truncated IDX image file: the header announces {count} images of {rows}x{cols} ({record} bytes each, {16 + pixels.LongLength} bytes in all) but the file holds {16 + got} bytes (room for {got / record} images)", howToGet);
         ExpectEnd(stream, path, $"{count} images of {rows}x{cols} ({record} bytes each, {16 + pixels.LongLength} bytes in all)", howToGet);
@@ -61,19 +54,12 @@ public static class IdxFormat
     public static byte[] ReadLabels(string path, string? howToGet = null)
     {
         using var stream = Open(path, "IDX label", howToGet);
-        var header = new byte[8];
-        var got = ReadFully(stream, header, path, howToGet);
-        // The magic number comes first: a wrong file type is the more useful message than its length.
-        var magic = got >= 4 ? BinaryPrimitives.ReadInt32BigEndian(header) : LabelsMagic;
-        if (magic != LabelsMagic)
-            throw Fail(path, $"not an IDX label file: magic number {magic} (0x{magic:x8}) where {LabelsMagic} (0x{LabelsMagic:x8}: unsigned bytes, 1 dimension) was expected{Hint(magic)}", howToGet);
-        if (got < header.Length)
-            throw Fail(path, $"truncated IDX label file: {got} bytes, shorter than the 8-byte header (magic {LabelsMagic}, count)", howToGet);
+        var header = ReadHeader(stream, path, "label", LabelsMagic, "1 dimension", "count", 8, howToGet);
         var count = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(4));
         if (count < 0)
             throw Fail(path, $"corrupt IDX label header: count {count}", howToGet);
         var labels = new byte[count];
-        got = ReadFully(stream, labels, path, howToGet);
+        var got = ReadFully(stream, labels, path, howToGet);
         if (got < labels.Length)
             throw Fail(path, $"truncated IDX label file: the header announces {count} labels (1 byte each, {8L + count} bytes in all) but the file holds {8 + got} bytes", howToGet);
         ExpectEnd(stream, path, $"{count} labels (1 byte each, {8L + count} bytes in all)", howToGet);
@@ -144,6 +130,22 @@ public static class IdxFormat
     }
 
     // Reads until the buffer is full or the stream ends; a broken gzip stream becomes a DatasetException.
+    /// <summary>
+    /// The <paramref name="size"/>-byte header of an IDX <paramref name="kind"/> file, checked for the
+    /// magic number first (a wrong file type is the more useful message than its length), then for its length.
+    /// </summary>
+    static byte[] ReadHeader(Stream stream, string path, string kind, int expected, string dimensions, string fields, int size, string? howToGet)
+    {
+        var header = new byte[size];
+        var got = ReadFully(stream, header, path, howToGet);
+        var magic = got >= 4 ? BinaryPrimitives.ReadInt32BigEndian(header) : expected;
+        if (magic != expected)
+            throw Fail(path, $"not an IDX {kind} file: magic number {magic} (0x{magic:x8}) where {expected} (0x{expected:x8}: unsigned bytes, {dimensions}) was expected{Hint(magic)}", howToGet);
+        if (got < size)
+            throw Fail(path, $"truncated IDX {kind} file: {got} bytes, shorter than the {size}-byte header (magic {expected}, {fields})", howToGet);
+        return header;
+    }
+
     static int ReadFully(Stream s, byte[] buffer, string path, string? howToGet)
     {
         try

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 
 namespace Pai.Host.Distributed;
@@ -148,16 +147,7 @@ public sealed class DataParallel : IDisposable
         {
             sha.AppendData(System.Text.Encoding.UTF8.GetBytes($"{name}:{tensor.DType}:[{string.Join(",", tensor.Shape)}];"));
             var t = tensor.Device.Type == DeviceType.Cpu ? tensor.Detach() : tensor.Detach().To(Device.Cpu);
-            switch (t.DType)
-            {
-                case DType.Float32: sha.AppendData(MemoryMarshal.AsBytes(t.ToArray<float>().AsSpan())); break;
-                case DType.Float64: sha.AppendData(MemoryMarshal.AsBytes(t.ToArray<double>().AsSpan())); break;
-                case DType.Int64: sha.AppendData(MemoryMarshal.AsBytes(t.ToArray<long>().AsSpan())); break;
-                case DType.Int32: sha.AppendData(MemoryMarshal.AsBytes(t.ToArray<int>().AsSpan())); break;
-                case DType.UInt8: sha.AppendData(t.ToArray<byte>()); break;
-                case DType.Bool: sha.AppendData(MemoryMarshal.AsBytes(t.ToArray<bool>().AsSpan())); break;
-                default: sha.AppendData(MemoryMarshal.AsBytes(t.To(DType.Float64).ToArray<double>().AsSpan())); break;
-            }
+            sha.AppendData(Safetensors.RawBytes(Safetensors.HasRawBytes(t.DType) ? t : t.To(DType.Float64)));
         }
         return sha.GetHashAndReset();
     }

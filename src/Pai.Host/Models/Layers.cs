@@ -5,47 +5,31 @@ namespace Pai.Host.Models;
 // normalization parameters are not (docs/architecture.md §4). Forward never disposes its input or
 // intermediates: callers run forward passes inside a DisposeScope.
 
-/// <summary>Fully connected layer y = x·Wᵀ + b over the last dimension. Weight [out, in] is prunable.</summary>
-public sealed class Linear : Module, IInitializable
+/// <summary>
+/// A layer with a prunable weight [out, …] and an optional bias [out] (registered in that order, as
+/// "weight" and "bias"), which can run the sparse kernels once training has chosen the kept weights.
+/// </summary>
+public abstract class WeightLayer : Module, IInitializable
 {
-    /// <summary>A linear layer with zero parameters until initialized.</summary>
-    /// <param name="inFeatures">Size of the input's last dimension.</param>
-    /// <param name="outFeatures">Size of the output's last dimension.</param>
+    /// <summary>Registers a zero weight of <paramref name="weightShape"/> and, if asked, a zero bias [out].</summary>
+    /// <param name="weightShape">The weight's shape; its first dimension is the output size.</param>
     /// <param name="bias">Whether to add a bias.</param>
     /// <param name="dtype">Parameter element type.</param>
     /// <param name="device">Parameter device (default CPU).</param>
-    /// <param name="prunable">Whether the weight is registered as prunable (default true).</param>
-    public Linear(long inFeatures, long outFeatures, bool bias = true, DType dtype = DType.Float32, Device? device = null, bool prunable = true)
+    /// <param name="prunable">Whether the weight is registered as prunable.</param>
+    private protected WeightLayer(long[] weightShape, bool bias, DType dtype, Device? device, bool prunable)
     {
-        if (inFeatures < 1 || outFeatures < 1)
-            throw new ArgumentOutOfRangeException(nameof(inFeatures), $"a linear layer needs positive sizes, got {inFeatures} → {outFeatures}");
-        InFeatures = inFeatures;
-        OutFeatures = outFeatures;
-        Weight = RegisterParameter("weight", Libtorch.Zeros([outFeatures, inFeatures], dtype, device), prunable);
-        Bias = bias ? RegisterParameter("bias", Libtorch.Zeros([outFeatures], dtype, device)) : null;
+        Weight = RegisterParameter("weight", Libtorch.Zeros(weightShape, dtype, device), prunable);
+        Bias = bias ? RegisterParameter("bias", Libtorch.Zeros([weightShape[0]], dtype, device)) : null;
     }
 
-    /// <summary>Input features.</summary>
-    public long InFeatures { get; }
-    /// <summary>Output features.</summary>
-    public long OutFeatures { get; }
-    /// <summary>The weight [out, in].</summary>
+    /// <summary>The weight [out, …].</summary>
     public Tensor Weight { get; }
     /// <summary>The bias [out], or null.</summary>
     public Tensor? Bias { get; }
 
     /// <summary>The kept weights while this layer runs the sparse kernels (training chose them), else null.</summary>
     public SparseWeight? Sparse { get; internal set; }
-
-    /// <inheritdoc/>
-    public override Tensor Forward(Tensor x)
-    {
-        var y = Sparse is { } s ? Functional.SparseLinear(x, s.Values, s.Pattern, Bias) : Functional.Linear(x, Weight, Bias);
-        LayerRecorder.Record(this, LayerKind.Linear, x, y);
-        if (FlopCounter.IsActive)
-            FlopCounter.Record(this, y.NumEl / y.Size(0) * InFeatures);
-        return y;
-    }
 
     /// <summary>Weight from the scheme, bias zero.</summary>
     public void ResetParameters(WeightInit scheme, Generator generator)
@@ -63,8 +47,49 @@ public sealed class Linear : Module, IInitializable
     }
 }
 
+/// <summary>Fully connected layer y = x·Wᵀ + b over the last dimension. Weight [out, in] is prunable.</summary>
+public sealed class Linear : WeightLayer
+{
+    /// <summary>A linear layer with zero parameters until initialized.</summary>
+    /// <param name="inFeatures">Size of the input's last dimension.</param>
+    /// <param name="outFeatures">Size of the output's last dimension.</param>
+    /// <param name="bias">Whether to add a bias.</param>
+    /// <param name="dtype">Parameter element type.</param>
+    /// <param name="device">Parameter device (default CPU).</param>
+    /// <param name="prunable">Whether the weight is registered as prunable (default true).</param>
+    public Linear(long inFeatures, long outFeatures, bool bias = true, DType dtype = DType.Float32, Device? device = null, bool prunable = true)
+        : base(WeightShape(inFeatures, outFeatures), bias, dtype, device, prunable)
+    {
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
+    }
+
+    // Checked before the base constructor allocates anything.
+    static long[] WeightShape(long inFeatures, long outFeatures)
+    {
+        if (inFeatures < 1 || outFeatures < 1)
+            throw new ArgumentOutOfRangeException(nameof(inFeatures), $"a linear layer needs positive sizes, got {inFeatures} → {outFeatures}");
+        return [outFeatures, inFeatures];
+    }
+
+    /// <summary>Input features.</summary>
+    public long InFeatures { get; }
+    /// <summary>Output features.</summary>
+    public long OutFeatures { get; }
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor x)
+    {
+        var y = Sparse is { } s ? Functional.SparseLinear(x, s.Values, s.Pattern, Bias) : Functional.Linear(x, Weight, Bias);
+        LayerRecorder.Record(this, LayerKind.Linear, x, y);
+        if (FlopCounter.IsActive)
+            FlopCounter.Record(this, y.NumEl / y.Size(0) * InFeatures);
+        return y;
+    }
+}
+
 /// <summary>2-d convolution. Weight [out, in/groups, k, k] is prunable.</summary>
-public sealed class Conv2d : Module, IInitializable
+public sealed class Conv2d : WeightLayer
 {
     /// <summary>A square-kernel convolution with zero parameters until initialized.</summary>
     /// <param name="inChannels">Input channels.</param>
@@ -80,12 +105,8 @@ public sealed class Conv2d : Module, IInitializable
     /// <param name="prunable">Whether the weight is registered as prunable (default true).</param>
     public Conv2d(long inChannels, long outChannels, int kernelSize, int stride = 1, int padding = 0, int dilation = 1, int groups = 1,
         bool bias = true, DType dtype = DType.Float32, Device? device = null, bool prunable = true)
+        : base(WeightShape(inChannels, outChannels, kernelSize, stride, padding, dilation, groups), bias, dtype, device, prunable)
     {
-        if (inChannels < 1 || outChannels < 1 || kernelSize < 1 || stride < 1 || padding < 0 || dilation < 1 || groups < 1)
-            throw new ArgumentOutOfRangeException(nameof(inChannels),
-                $"invalid convolution: {inChannels}→{outChannels}, kernel {kernelSize}, stride {stride}, padding {padding}, dilation {dilation}, groups {groups}");
-        if (inChannels % groups != 0 || outChannels % groups != 0)
-            throw new ArgumentException($"groups ({groups}) must divide both channel counts ({inChannels} in, {outChannels} out)", nameof(groups));
         InChannels = inChannels;
         OutChannels = outChannels;
         KernelSize = kernelSize;
@@ -93,8 +114,17 @@ public sealed class Conv2d : Module, IInitializable
         Padding = padding;
         Dilation = dilation;
         Groups = groups;
-        Weight = RegisterParameter("weight", Libtorch.Zeros([outChannels, inChannels / groups, kernelSize, kernelSize], dtype, device), prunable);
-        Bias = bias ? RegisterParameter("bias", Libtorch.Zeros([outChannels], dtype, device)) : null;
+    }
+
+    // Checked before the base constructor allocates anything.
+    static long[] WeightShape(long inChannels, long outChannels, int kernelSize, int stride, int padding, int dilation, int groups)
+    {
+        if (inChannels < 1 || outChannels < 1 || kernelSize < 1 || stride < 1 || padding < 0 || dilation < 1 || groups < 1)
+            throw new ArgumentOutOfRangeException(nameof(inChannels),
+                $"invalid convolution: {inChannels}→{outChannels}, kernel {kernelSize}, stride {stride}, padding {padding}, dilation {dilation}, groups {groups}");
+        if (inChannels % groups != 0 || outChannels % groups != 0)
+            throw new ArgumentException($"groups ({groups}) must divide both channel counts ({inChannels} in, {outChannels} out)", nameof(groups));
+        return [outChannels, inChannels / groups, kernelSize, kernelSize];
     }
 
     /// <summary>Input channels.</summary>
@@ -111,13 +141,6 @@ public sealed class Conv2d : Module, IInitializable
     public int Dilation { get; }
     /// <summary>Channel groups.</summary>
     public int Groups { get; }
-    /// <summary>The weight [out, in/groups, k, k].</summary>
-    public Tensor Weight { get; }
-    /// <summary>The bias [out], or null.</summary>
-    public Tensor? Bias { get; }
-
-    /// <summary>The kept weights while this layer runs the sparse kernels (training chose them), else null.</summary>
-    public SparseWeight? Sparse { get; internal set; }
 
     /// <summary>Whether the sparse kernels can run this convolution (one group, no dilation).</summary>
     public bool SparseCapable => Groups == 1 && Dilation == 1;
@@ -133,21 +156,6 @@ public sealed class Conv2d : Module, IInitializable
         if (FlopCounter.IsActive)
             FlopCounter.Record(this, y.NumEl / y.Size(0) * (InChannels / Groups) * KernelSize * KernelSize);
         return y;
-    }
-
-    /// <summary>Weight from the scheme, bias zero.</summary>
-    public void ResetParameters(WeightInit scheme, Generator generator)
-    {
-        Initialization.FillWeight(Weight, scheme, generator);
-        if (Bias is not null) Initialization.FillConstant(Bias, 0);
-    }
-
-    /// <inheritdoc/>
-    public override void Dispose()
-    {
-        Sparse?.Dispose();
-        Sparse = null;
-        base.Dispose();
     }
 }
 
