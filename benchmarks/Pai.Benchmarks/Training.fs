@@ -124,7 +124,7 @@ let worker (args: Args) =
                 elif step = total then
                     t1 <- watch.Elapsed.TotalSeconds
                     c1 <- cpuSeconds ()
-                    sparseLayers <- p.SparseLayers.Count
+                    sparseLayers <- p.SparseLayers.Sparse.Count
             elif Double.IsNaN t2 then
                 t2 <- watch.Elapsed.TotalSeconds)
 

@@ -108,7 +108,7 @@ public sealed class TrainOutcome : IDisposable
         if (Mask is not null)
         {
             tensors = tensors.Concat(Mask.Select(k => ("mask/" + k.Key, k.Value)));
-            metadata["sparse_layers"] = string.Join(",", Epochs[^1].SparseLayers);
+            metadata["sparse_layers"] = string.Join(",", Epochs[^1].SparseLayers.Sparse);
         }
         Safetensors.Save(Path.GetFullPath(path), tensors, metadata);
     }

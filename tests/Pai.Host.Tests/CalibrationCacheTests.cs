@@ -108,7 +108,7 @@ public class CalibrationCacheTests
         var auto = new SparseLayerChoices([new("conv1", false, 0.8), new("conv2", true, 1.8), new("fc1", true, 2.4), new("fc2", false, 0.95)]);
         Assert.Equal("sparse kernels (auto): conv2 1.8×, fc1 2.4×; dense: conv1 (0.8×), fc2 (0.95×)",
             Trainer.DescribeSparseLayers(SparseKernelMode.Auto, auto));
-        Assert.Equal(["conv2", "fc1"], auto); // as a list: the layers that run sparse
+        Assert.Equal(["conv2", "fc1"], auto.Sparse); // the layers that run sparse
 
         var allDense = new SparseLayerChoices([new("fc1", false, 0.5)]);
         Assert.Equal("sparse kernels (auto): no masked layer measured faster sparse; all run dense: fc1 (0.5×)",

@@ -339,7 +339,7 @@ let private trainMasked
             (fun p ->
                 if isNull (box p.Finished) then
                     means.Add p.Loss
-                    sparseLayers <- List.ofSeq p.SparseLayers
+                    sparseLayers <- List.ofSeq p.SparseLayers.Sparse
                     kernels <- List.ofSeq p.SparseLayers.Layers
 
                     inScope (fun () ->

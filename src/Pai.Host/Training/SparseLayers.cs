@@ -22,37 +22,15 @@ public enum SparseKernelMode
 /// </param>
 public sealed record LayerKernel(string Name, bool Sparse, double? Speedup);
 
-/// <summary>
-/// The kernels of a run's masked layers, in model order. As a list it is the names of the layers
-/// that run sparse; <see cref="Layers"/> has every calibrated masked layer with its speedup.
-/// </summary>
-public sealed class SparseLayerChoices : IReadOnlyList<string>
+/// <summary>The kernels of a run's masked layers, in model order.</summary>
+/// <param name="Layers">Every calibrated masked layer, sparse or dense, with its measured speedup.</param>
+public sealed record SparseLayerChoices(IReadOnlyList<LayerKernel> Layers)
 {
-    readonly List<string> sparse;
-
-    /// <summary>The choices of <paramref name="layers"/>.</summary>
-    public SparseLayerChoices(IReadOnlyList<LayerKernel> layers)
-    {
-        Layers = layers;
-        sparse = layers.Where(l => l.Sparse).Select(l => l.Name).ToList();
-    }
-
     /// <summary>No masked layer (or none chosen yet): every layer dense.</summary>
     public static SparseLayerChoices None { get; } = new([]);
 
-    /// <summary>Every calibrated masked layer, sparse or dense, with its measured speedup.</summary>
-    public IReadOnlyList<LayerKernel> Layers { get; }
-
-    /// <inheritdoc/>
-    public string this[int index] => sparse[index];
-
-    /// <inheritdoc/>
-    public int Count => sparse.Count;
-
-    /// <inheritdoc/>
-    public IEnumerator<string> GetEnumerator() => sparse.GetEnumerator();
-
-    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    /// <summary>The names of the layers that run sparse (e.g. "fc1"); empty when all run dense.</summary>
+    public IReadOnlyList<string> Sparse { get; } = Layers.Where(l => l.Sparse).Select(l => l.Name).ToList();
 }
 
 /// <summary>
@@ -62,20 +40,20 @@ public sealed class SparseLayerChoices : IReadOnlyList<string>
 /// </summary>
 internal sealed class SparseLayers : IDisposable
 {
-    readonly List<(string Name, Module Layer, Tensor Weight, SparseWeight Sparse)> layers = new();
+    readonly List<(string Name, WeightLayer Layer, SparseWeight Sparse)> layers = new();
 
     SparseLayers() { }
 
-    /// <summary>The masked layers' kernels and measured speedups; as a list, the names of those that run sparse.</summary>
+    /// <summary>The masked layers' kernels and measured speedups.</summary>
     public SparseLayerChoices Choices { get; private set; } = SparseLayerChoices.None;
 
     /// <summary>The dense weights the sparse layers stand in for (the trainer no longer masks them).</summary>
-    public IEnumerable<Tensor> Weights => layers.Select(l => l.Weight);
+    public IEnumerable<Tensor> Weights => layers.Select(l => l.Layer.Weight);
 
     /// <summary>The parameters to train: <paramref name="parameters"/> with each sparse layer's weight replaced by its values.</summary>
     public List<Tensor> Trainable(IEnumerable<Tensor> parameters)
     {
-        var swap = layers.ToDictionary(l => l.Weight, l => l.Sparse.Values, ReferenceEqualityComparer.Instance);
+        var swap = layers.ToDictionary(l => l.Layer.Weight, l => l.Sparse.Values, ReferenceEqualityComparer.Instance);
         return parameters.Select(p => swap.TryGetValue(p, out var v) ? (Tensor)v! : p).ToList();
     }
 
@@ -89,37 +67,28 @@ internal sealed class SparseLayers : IDisposable
         var chosen = new SparseLayers();
         if (mode == SparseKernelMode.Off || inputs.Device.Type != DeviceType.Cpu) return chosen;
         var candidates = Walk(model, "")
-            .Select(m => (m.Name, m.Layer, Weight: WeightOf(m.Layer)))
-            .Where(c => c.Weight is { } w && keepOf(w) is not null && w.DType is DType.Float32 or DType.Float64)
+            .Where(m => m.Layer is WeightLayer w && Supported(w) && keepOf(w.Weight) is not null && w.Weight.DType is DType.Float32 or DType.Float64)
+            .Select(m => (m.Name, Layer: (WeightLayer)m.Layer))
             .ToList();
         if (candidates.Count == 0) return chosen;
         var inputShapes = InputShapes(model, inputs);
         var kernels = new List<LayerKernel>();
-        foreach (var (name, layer, weight) in candidates)
+        foreach (var (name, layer) in candidates)
         {
             if (!inputShapes.TryGetValue(layer, out var seen)) continue;
-            var keep = keepOf(weight!)!;
-            var (choice, speedup) = Calibration.Choose(layer, weight!, keep, seen.Shape, seen.First, includeDense: mode == SparseKernelMode.Auto);
+            var keep = keepOf(layer.Weight)!;
+            var (choice, speedup) = Calibration.Choose(layer, layer.Weight, keep, seen.Shape, seen.First, includeDense: mode == SparseKernelMode.Auto);
             kernels.Add(new LayerKernel(name, choice is not null, speedup));
             if (choice is not { } layout) continue;
-            var sparse = new SparseWeight(weight!, keep, layout);
-            switch (layer)
-            {
-                case Linear l: l.Sparse = sparse; break;
-                case Conv2d c: c.Sparse = sparse; break;
-            }
-            chosen.layers.Add((name, layer, weight!, sparse));
+            layer.Sparse = new SparseWeight(layer.Weight, keep, layout);
+            chosen.layers.Add((name, layer, layer.Sparse));
         }
         chosen.Choices = new SparseLayerChoices(kernels);
         return chosen;
     }
 
-    static Tensor? WeightOf(Module m) => m switch
-    {
-        Linear l => l.Weight,
-        Conv2d c when c.SparseCapable => c.Weight,
-        _ => null,
-    };
+    // Linear layers, and convolutions of the shapes the kernels cover.
+    static bool Supported(WeightLayer layer) => layer is not Conv2d c || c.SparseCapable;
 
     static IEnumerable<(string Name, Module Layer)> Walk(Module m, string prefix)
     {
@@ -159,14 +128,10 @@ internal sealed class SparseLayers : IDisposable
     /// <summary>Writes every sparse layer's values back into its dense weight and switches it back to dense.</summary>
     public void Dispose()
     {
-        foreach (var (_, layer, weight, sparse) in layers)
+        foreach (var (_, layer, sparse) in layers)
         {
-            sparse.WriteBack(weight);
-            switch (layer)
-            {
-                case Linear l: l.Sparse = null; break;
-                case Conv2d c: c.Sparse = null; break;
-            }
+            sparse.WriteBack(layer.Weight);
+            layer.Sparse = null;
             sparse.Dispose();
         }
         layers.Clear();

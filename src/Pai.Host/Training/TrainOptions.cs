@@ -107,8 +107,8 @@ public sealed record EvalResult(double Loss, double Top1, double Top5, long Samp
 public sealed record EpochResult(int Epoch, double TrainLoss, double TrainTop1, double LearningRate, EvalResult? Test, double Seconds, double ImagesPerSecond)
 {
     /// <summary>
-    /// The masked layers that ran the sparse kernels (e.g. "fc1"; empty when all ran dense), with
-    /// every masked layer's kernel and measured speedup in <see cref="SparseLayerChoices.Layers"/>.
+    /// Every masked layer's kernel and measured speedup; <see cref="SparseLayerChoices.Sparse"/> names
+    /// those that ran the sparse kernels.
     /// </summary>
     public SparseLayerChoices SparseLayers { get; init; } = SparseLayerChoices.None;
 }
@@ -123,8 +123,8 @@ public sealed record EpochResult(int Epoch, double TrainLoss, double TrainTop1, 
 public sealed record TrainProgress(int Epoch, int Epochs, int Batch, int? BatchesPerEpoch, double Loss, EpochResult? Finished)
 {
     /// <summary>
-    /// The masked layers running the sparse kernels (e.g. "fc1"; empty when all run dense), with
-    /// every masked layer's kernel and measured speedup in <see cref="SparseLayerChoices.Layers"/>.
+    /// Every masked layer's kernel and measured speedup; <see cref="SparseLayerChoices.Sparse"/> names
+    /// those running the sparse kernels.
     /// </summary>
     public SparseLayerChoices SparseLayers { get; init; } = SparseLayerChoices.None;
 }
