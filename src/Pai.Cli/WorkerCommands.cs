@@ -234,7 +234,7 @@ internal static class WorkerCommands
     /// </summary>
     static int DefaultWorkers(ParseResult p, IReadOnlyList<RunConfig> configs) =>
         p.GetResult(PaiCommand.Threads) is { Implicit: false } || p.GetValue(Enqueue) || configs.Count == 0
-        || configs.Select(c => c.Device).Distinct().Any(d => RunPlan.DeviceOf(configs[0] with { Device = d }).Type != Pai.Torch.DeviceType.Cpu)
+        || configs.Select(c => c.Device).Distinct().Any(d => RunPlan.DeviceOf(d).Type != Pai.Torch.DeviceType.Cpu)
             ? 1
             : Math.Clamp(Environment.ProcessorCount, 1, configs.Count);
 

@@ -53,7 +53,7 @@ public sealed record RunPlan
         Ranking = config.Scope == "layer" ? Ranking.PerLayer : Ranking.Global;
         Curvature = CurvatureOf(config);
         Train = TrainOptionsOf(config);
-        Device = DeviceOf(config);
+        Device = DeviceOf(config.Device);
     }
 
     /// <summary>The canonical configuration: the run's identity and what its record stores.</summary>
@@ -153,7 +153,7 @@ public sealed record RunPlan
             if (c.Ablation != "none")
                 throw new ArgumentException($"the ablation '{c.Ablation}' changes a mask: it needs a criterion and a sparsity");
         }
-        DeviceOf(c); // throws naming the fix when the device is unknown or not there
+        DeviceOf(c.Device); // throws naming the fix when the device is unknown or not there
         if (ProbeScopeModule.parse(c.ProbeScope) is { IsError: true } scope) throw new ArgumentException(scope.ErrorValue);
         if (c.AdaptiveTarget is not null && c.HvpBudget is null) throw new ArgumentException("the adaptive mode needs --hvp-budget as its cap");
         if (c.Curvature == "auto" && c.Criterion != RunConfig.DenseCriterion && ReadsHessianDiagonal(c))
@@ -209,17 +209,18 @@ public sealed record RunPlan
             : throw new ArgumentException($"{option}: unknown value '{text}'; valid: {string.Join(", ", Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}");
 
     /// <summary>
-    /// The device a configuration computes on: <see cref="RunConfig.Device"/>, or CUDA when this libtorch sees a
-    /// GPU and the CPU otherwise. A device that is not there is an ArgumentException naming the fix.
+    /// The device of a --device setting (<see cref="RunConfig.Device"/>): the one named, or for none
+    /// CUDA when this libtorch sees a GPU and the CPU otherwise. A device that is not there is an
+    /// ArgumentException naming the fix.
     /// </summary>
-    public static Device DeviceOf(RunConfig c)
+    public static Device DeviceOf(string? setting)
     {
-        if (c.Device is null) return Libtorch.CudaIsAvailable && Libtorch.CudaDeviceCount > 0 ? Device.Cuda(0) : Device.Cpu;
-        var device = Device.Parse(c.Device);
+        if (setting is null) return Libtorch.CudaIsAvailable && Libtorch.CudaDeviceCount > 0 ? Device.Cuda(0) : Device.Cpu;
+        var device = Device.Parse(setting);
         if (device.Type == DeviceType.Cuda && !Libtorch.CudaIsAvailable)
-            throw new ArgumentException($"--device {c.Device}: this libtorch has no CUDA (Debian's is CPU-only); build Pai against PyTorch's CUDA libtorch (README, \"GPUs\") or use --device cpu");
+            throw new ArgumentException($"--device {setting}: this libtorch has no CUDA (Debian's is CPU-only); build Pai against PyTorch's CUDA libtorch (README, \"GPUs\") or use --device cpu");
         if (device.Type == DeviceType.Cuda && device.Index >= Libtorch.CudaDeviceCount)
-            throw new ArgumentException($"--device {c.Device}: only {Libtorch.CudaDeviceCount} CUDA device(s) are visible (cuda:0 … cuda:{Libtorch.CudaDeviceCount - 1})");
+            throw new ArgumentException($"--device {setting}: only {Libtorch.CudaDeviceCount} CUDA device(s) are visible (cuda:0 … cuda:{Libtorch.CudaDeviceCount - 1})");
         return device;
     }
 
