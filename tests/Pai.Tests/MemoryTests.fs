@@ -61,13 +61,6 @@ let private step (net: ConvNet) (g: Generator) (k: int) =
     loss.Item()
 
 [<MethodImpl(MethodImplOptions.NoInlining)>]
-/// Minor page faults of this process so far (field 10 of /proc/self/stat).
-let private minorFaults () : int64 =
-    let stat = IO.File.ReadAllText "/proc/self/stat"
-    // fields after the command name, which is in parentheses and may hold spaces
-    let rest = stat.Substring(stat.LastIndexOf ')' + 2).Split ' '
-    int64 rest.[7]
-
 let private allocateAndDrop (count: int) (elements: int64) =
     // no scope, no Dispose: only the finalizer can free these
     for _ in 1..count do
@@ -120,20 +113,6 @@ let tests =
                             (total - warmup)
                             (mb before)
                             (mb after)))
-            testCase "a tensor of a step's size reuses freed memory instead of faulting in fresh pages"
-            <| fun () ->
-                // 32 MB, under the native library's 64 MB mmap threshold: freed into the heap and
-                // kept (256 MB trim threshold), so the second allocation touches no new page. With
-                // glibc's defaults it is mmap'd and unmapped each time, 8,192 page faults.
-                let once () =
-                    use t = Libtorch.Zeros([| 8L * 1024L * 1024L |])
-                    ()
-
-                once ()
-                let before = minorFaults ()
-                once ()
-                let faults = minorFaults () - before
-                Expect.isLessThan faults 2048L "page faults of a second 32 MB tensor"
             testCase "the finalizer frees tensors that no scope owns once they are collected"
             <| fun () ->
                 settle ()
