@@ -1,5 +1,6 @@
 // A rank of DistributedTests, placed by torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR,
-// MASTER_PORT); without them it is a single process. Lines on stdout are read by the test.
+// MASTER_PORT); without them it is a single process (AllocatorTests runs it so). Lines on stdout
+// are read by the test.
 //   collectives          allreduce (sum, min, max), broadcast and barrier on small tensors;
 //                        prints "sum …", "min …", "max …", "broadcast …", "barrier ok"
 //   train MASKED K BATCH OUT
@@ -9,6 +10,10 @@
 //                        at pruned positions that are not exactly zero), and rank 0 writes the
 //                        final weights to OUT (safetensors)
 //   loop                 joins, prints "joined", then allreduces forever (the test kills a rank)
+//   allocate MB COUNT    allocates, zero-fills and frees a tensor of MB megabytes COUNT times on
+//                        the process's main thread; prints "main-thread true|false" and
+//                        "faults F1 F2 …", the minor page faults of the process during each
+//                        allocation
 using System.Globalization;
 using Pai.Host.Distributed;
 
@@ -24,6 +29,9 @@ try
             break;
         case "train":
             Train(parallel, args[1] == "1", int.Parse(args[2], CultureInfo.InvariantCulture), int.Parse(args[3], CultureInfo.InvariantCulture), args[4]);
+            break;
+        case "allocate":
+            Allocate(int.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture));
             break;
         case "loop":
             Console.WriteLine("joined");
@@ -100,4 +108,28 @@ static void Train(DataParallel? parallel, bool masked, int steps, int globalBatc
     if (parallel is null || parallel.IsRoot)
         Safetensors.Save(output, model.NamedParameters().Select(p => (p.Name, p.Tensor)), new Dictionary<string, string>());
     Console.WriteLine("done");
+}
+
+static void Allocate(int megabytes, int count)
+{
+    // The main thread allocates from glibc's main arena, the one the native library's allocator
+    // setting is about (other threads' arenas unmap freed heaps whatever the setting).
+    var thread = File.ResolveLinkTarget("/proc/thread-self", returnFinalTarget: false)!.ToString();
+    Console.WriteLine($"main-thread {(thread == $"/proc/{Environment.ProcessId}/task/{Environment.ProcessId}" ? "true" : "false")}");
+    var faults = new long[count];
+    for (var i = 0; i < count; i++)
+    {
+        var before = MinorFaults();
+        using (Libtorch.Zeros([megabytes * (1L << 20) / sizeof(float)])) { }
+        faults[i] = MinorFaults() - before;
+    }
+    Console.WriteLine("faults " + string.Join(" ", faults));
+}
+
+// Minor page faults of this process so far: field 10 of /proc/self/stat, counted after the
+// command name, which is in parentheses and may hold spaces.
+static long MinorFaults()
+{
+    var stat = File.ReadAllText("/proc/self/stat");
+    return long.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[7], CultureInfo.InvariantCulture);
 }
