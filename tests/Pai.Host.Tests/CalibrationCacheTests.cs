@@ -38,7 +38,7 @@ public class CalibrationCacheTests
     }
 
     [Fact]
-    public void A_writer_waits_for_the_lock_another_holds()
+    public async Task A_writer_waits_for_the_lock_another_holds()
     {
         using var dir = new TempDirectory();
         var path = dir.File("sparse-kernels.json");
@@ -46,11 +46,11 @@ public class CalibrationCacheTests
         using (new FileStream(path + ".lock", FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
         {
             writing = Task.Run(() => CalibrationCache.Write(path, "k", new CalibrationEntry("dense", 0.7)));
-            Thread.Sleep(300);
+            await Task.Delay(300);
             Assert.False(writing.IsCompleted, "the write went ahead under another's lock");
             Assert.False(File.Exists(path));
         }
-        Assert.True(writing.Wait(TimeSpan.FromSeconds(10)) && writing.Result);
+        Assert.True(await writing.WaitAsync(TimeSpan.FromSeconds(10)));
         Assert.Equal(new CalibrationEntry("dense", 0.7), CalibrationCache.Read(path, "k"));
     }
 

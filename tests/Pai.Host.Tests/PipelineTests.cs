@@ -91,7 +91,7 @@ public sealed class PipelineTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void The_quickstart_script_runs_in_dotnet_fsi()
+    public async Task The_quickstart_script_runs_in_dotnet_fsi()
     {
         var root = RepositoryRoot();
         using var dir = new TempDirectory();
@@ -99,10 +99,10 @@ public sealed class PipelineTests(ITestOutputHelper output)
         foreach (var a in new[] { "fsi", "pipelines/quickstart.fsx", "--max-batches", "2", "--results", dir.Path }) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var stderr = p.StandardError.ReadToEndAsync();
-        var stdout = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
+        var stdout = await p.StandardOutput.ReadToEndAsync();
+        await p.WaitForExitAsync();
         output.WriteLine(stdout);
-        Assert.True(p.ExitCode == 0, $"dotnet fsi pipelines/quickstart.fsx exited {p.ExitCode}\n{stdout}\n{stderr.Result}");
+        Assert.True(p.ExitCode == 0, $"dotnet fsi pipelines/quickstart.fsx exited {p.ExitCode}\n{stdout}\n{await stderr}");
         Assert.Contains("abs(theta * grad) + 0.1 * fisher", stdout);
         // SNIP's run is named as the store names it, and each run shows its phases and epochs as it goes.
         Assert.Matches(@"(?m)^snip\s+density 0\.0200", stdout);
