@@ -34,7 +34,7 @@ let usage =
       sample, T=200), on the same weights and samples: time ratios, the estimators' relative error
       and Spearman against the exact diagonal, peak RSS. --samples limits a model's samples.
 
-  sparse-kernels [--models lenet5,lenet300] [--patterns uniform-90,uniform-98,uniform-99.5,snip-98]
+  sparse-kernels [--models lenet5,lenet300] (also resnet20, vgg11) [--patterns uniform-90,uniform-98,uniform-99.5,snip-98]
            [--batch 128] [--threads 1] [--repeats 5]
       Per-layer forward + backward time of the sparse kernels against the dense masked layer
       (dense product, gradient times the mask) at random-uniform and SNIP-like densities, median

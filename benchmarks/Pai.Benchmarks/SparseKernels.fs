@@ -1,6 +1,6 @@
 /// Per-layer forward + backward time of the sparse kernels against the dense masked layer that
-/// training runs today (dense product, gradient multiplied by the mask), on lenet5's and
-/// lenet300's layer shapes at random-uniform and SNIP-like per-layer densities, with each
+/// training runs today (dense product, gradient multiplied by the mask), on the layer shapes of
+/// lenet5, lenet300, resnet20 and vgg11 at random-uniform and SNIP-like per-layer densities, with each
 /// mask's multiply-add limit (dense multiply-adds over kept ones) as the yardstick.
 module Pai.Benchmarks.SparseKernels
 
@@ -44,6 +44,28 @@ let private models =
                 "fc2", Dense(500L, 10L)
             ]
         "lenet300", chain [ "fc1", Dense(784L, 300L); "fc2", Dense(300L, 100L); "fc3", Dense(100L, 10L) ]
+        // One convolution of each shape resnet20 and vgg11 have on CIFAR-10 (3×3, padding 1).
+        "resnet20",
+        chain
+            [
+                "conv1", Conv(3L, 16L, 3L, 32L, 1, 1)
+                "stage1", Conv(16L, 16L, 3L, 32L, 1, 1)
+                "stage2-down", Conv(16L, 32L, 3L, 32L, 2, 1)
+                "stage2", Conv(32L, 32L, 3L, 16L, 1, 1)
+                "stage3-down", Conv(32L, 64L, 3L, 16L, 2, 1)
+                "stage3", Conv(64L, 64L, 3L, 8L, 1, 1)
+            ]
+        "vgg11",
+        chain
+            [
+                "conv1", Conv(3L, 64L, 3L, 32L, 1, 1)
+                "conv2", Conv(64L, 128L, 3L, 16L, 1, 1)
+                "conv3", Conv(128L, 256L, 3L, 8L, 1, 1)
+                "conv4", Conv(256L, 256L, 3L, 8L, 1, 1)
+                "conv5", Conv(256L, 512L, 3L, 4L, 1, 1)
+                "conv6", Conv(512L, 512L, 3L, 4L, 1, 1)
+                "conv7", Conv(512L, 512L, 3L, 2L, 1, 1)
+            ]
     ]
 
 /// Per-layer densities of each pattern. SNIP at 98%: lenet5 as measured on Fashion-MNIST (early and
@@ -55,10 +77,10 @@ let private patterns =
         "uniform-99.5", (fun _ layers -> layers |> List.map (fun _ -> 0.005))
         "snip-98",
         (fun model _ ->
-            if model = "lenet5" then
-                [ 0.65; 0.129; 0.0098; 0.228 ]
-            else
-                [ 0.0069; 0.1067; 0.495 ])
+            match model with
+            | "lenet5" -> [ 0.65; 0.129; 0.0098; 0.228 ]
+            | "lenet300" -> [ 0.0069; 0.1067; 0.495 ]
+            | _ -> [])
     ]
 
 let private weightShape =
@@ -178,7 +200,10 @@ let run (args: Args) =
     let summary = Collections.Generic.List<string list>()
 
     for model, layers in models |> List.filter (fun (m, _) -> List.contains m only) do
-        for name, densities in patterns |> List.filter (fun (p, _) -> List.contains p onlyPatterns) do
+        // SNIP-like densities exist for lenet5 and lenet300 only.
+        for name, densities in
+            patterns
+            |> List.filter (fun (p, d) -> List.contains p onlyPatterns && not (List.isEmpty (d model layers))) do
             let rows = Collections.Generic.List<string list>()
             let mutable dense, sparse, best, denseMadds, keptMadds = 0.0, 0.0, 0.0, 0.0, 0.0
 
@@ -227,6 +252,14 @@ let run (args: Args) =
                         f3 (1e3 * dm)
                         f3 (1e3 * sm)
                         layoutName
+                        // the other layout's time, to see what the choice is worth
+                        (variants
+                         |> List.tail
+                         |> List.filter (fun v -> v <> layout)
+                         |> List.map (fun v -> f3 (1e3 * median wall.[v]))
+                         |> function
+                             | [] -> "-"
+                             | t :: _ -> t)
                         f2 (dm / sm)
                         f2 (median cpu.[None] / median cpu.[layout])
                     ]
@@ -242,6 +275,7 @@ let run (args: Args) =
                     "dense ms"
                     "sparse ms"
                     "layout"
+                    "other ms"
                     "speedup"
                     "cpu ratio"
                 ]

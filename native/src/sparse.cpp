@@ -5,11 +5,12 @@
 //
 // Activations are held batch-innermost (feature × batch, and [C, H, W, N] for images), so one
 // kept weight multiplies a contiguous batch vector (the layout of SparseProp, Nikdan et al. 2023).
-// Every output element (an output row, an input-gradient row, one kept weight's gradient) is
-// computed by one thread in a fixed order, so results do not depend on the thread count.
-// Scratch per call: the input, output and output-gradient transposed to that layout, each the
-// size of the tensor it copies (the transposed input is kept until the backward pass); no im2col
-// buffer. Convolutions also run in the input's own layout, vectorized over image rows.
+// A block of output values stays in registers while every kept weight that reaches it adds its
+// share, and is stored once. Every output element (an output row, an input-gradient row, one kept
+// weight's gradient) is computed by one thread in a fixed order, so results do not depend on the
+// thread count. Scratch per call: the input, output and output-gradient transposed to that layout,
+// each the size of the tensor it copies (the transposed input is kept until the backward pass); no
+// im2col buffer. Convolutions also run in the input's own layout, vectorized along image rows.
 //
 // The pattern is five int64 tensors built once from a mask (pai_sparse_pattern): row_ptr [rows+1],
 // cols [nnz] (ascending within a row: row-major order, the order of masked_select), and its
@@ -19,10 +20,12 @@
 #include "pai.h"
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 #include <atomic>
+#include <vector>
 
 using pai::status_result;
 using pai::tensor_result;
@@ -54,32 +57,41 @@ PAI_INLINE void axpy4(T* __restrict y, T w0, const T* __restrict x0, T w1, const
   for (int64_t b = 0; b < n; ++b) y[b] += (w0 * x0[b] + w1 * x1[b]) + (w2 * x2[b] + w3 * x3[b]);
 }
 
+// A 32-byte vector of T (8 floats, 4 doubles): one AVX2 register, two SSE ones in the portable build.
 template <class T>
-PAI_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
+struct Lanes {
+  typedef T vec __attribute__((vector_size(32), aligned(sizeof(T)), may_alias));
+  static constexpr int64_t count = 32 / sizeof(T);
+};
+template <class T>
+using vec_t = typename Lanes<T>::vec;
+template <class T>
+PAI_INLINE vec_t<T> load(const T* p) {
+  return *reinterpret_cast<const vec_t<T>*>(p);
+}
+template <class T>
+PAI_INLINE void store(T* p, vec_t<T> v) {
+  *reinterpret_cast<vec_t<T>*>(p) = v;
 }
 
-// y[q] += w·x[q·s] for q in [0, n).
+// Four independent vector sums: one sum would wait on each fused multiply-add's latency.
 template <class T>
-PAI_INLINE void axpy_strided(T* __restrict y, T w, const T* __restrict x, int64_t s, int64_t n) {
-#pragma omp simd
-  for (int64_t q = 0; q < n; ++q) y[q] += w * x[q * s];
-}
-// y[q·s] += w·x[q] for q in [0, n).
-template <class T>
-PAI_INLINE void axpy_scatter(T* __restrict y, T w, const T* __restrict x, int64_t s, int64_t n) {
-#pragma omp simd
-  for (int64_t q = 0; q < n; ++q) y[q * s] += w * x[q];
-}
-template <class T>
-PAI_INLINE T dot_strided(const T* __restrict a, const T* __restrict b, int64_t s, int64_t n) {
-  T acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t q = 0; q < n; ++q) acc += a[q] * b[q * s];
-  return acc;
+PAI_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  constexpr int64_t L = Lanes<T>::count;
+  vec_t<T> s0{}, s1{}, s2{}, s3{};
+  int64_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L) {
+    s0 += load(a + i) * load(b + i);
+    s1 += load(a + i + L) * load(b + i + L);
+    s2 += load(a + i + 2 * L) * load(b + i + 2 * L);
+    s3 += load(a + i + 3 * L) * load(b + i + 3 * L);
+  }
+  for (; i + L <= n; i += L) s0 += load(a + i) * load(b + i);
+  const vec_t<T> v = (s0 + s1) + (s2 + s3);
+  T s = 0;
+  for (int64_t l = 0; l < L; ++l) s += v[l];
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
 }
 
 template <class T>
@@ -172,18 +184,6 @@ PAI_INLINE void valid_range(int64_t j, int64_t stride, int64_t pad, int64_t w, i
   hi = last < 0 ? -1 : std::min(wo - 1, last / stride);
 }
 
-// count runs of n values: y[q·ys + b] += w·x[q·xs + b] (b < n, q < count); at stride 1 the runs
-// are adjacent on both sides (ys = xs = n) and go as one vector.
-template <class T>
-PAI_INLINE void axpy_runs(T* __restrict y, int64_t ys, T w, const T* __restrict x, int64_t xs, int64_t count, int64_t n,
-                          int64_t stride) {
-  if (stride == 1) {
-    axpy(y, w, x, count * n);
-  } else {
-    for (int64_t q = 0; q < count; ++q) axpy(y + q * ys, w, x + q * xs, n);
-  }
-}
-
 // s += Σ over the same runs of g·x, in run order.
 template <class T>
 PAI_INLINE void dot_runs(T& s, const T* __restrict g, int64_t gs, const T* __restrict x, int64_t xs, int64_t count,
@@ -195,153 +195,247 @@ PAI_INLINE void dot_runs(T& s, const T* __restrict g, int64_t gs, const T* __res
   }
 }
 
-// Adds w·(input row c, yy, shifted by kernel column j) to one output row, over its valid columns.
+// One kept weight's part in a walk over batch vectors: for m in [lo, hi] it adds w times the n
+// values at src + off + m·step (off is only ever used with a valid m, so it may be negative).
 template <class T>
-PAI_INLINE void conv_row_axpy(T* __restrict out_row, T wgt, const T* __restrict in_row, int64_t j, const ConvArgs<T>& a) {
-  int64_t lo, hi;
-  valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
-  if (lo > hi) return;
-  const int64_t n = a.n;
-  axpy_runs(out_row + lo * n, n, wgt, in_row + (lo * a.stride + j - a.pad_w) * n, a.stride * n, hi - lo + 1, n,
-            a.stride);
+struct Tap {
+  T w;
+  int64_t off, lo, hi;
+};
+
+// The V vectors at x, lanes `inner` apart (1: contiguous).
+template <bool Contiguous, class T>
+PAI_INLINE vec_t<T> load_lanes(const T* x, int64_t inner) {
+  if constexpr (Contiguous) {
+    return load(x);
+  } else {
+    vec_t<T> v;
+    for (int64_t l = 0; l < Lanes<T>::count; ++l) v[l] = x[l * inner];
+    return v;
+  }
 }
 
-// Output rows r = o·Ho + y in [begin, end): OT[o, y] = Σ over kept (c, i, j) of w·XT[c, y·s + i − p].
+// One block of V vectors (or one value, V = 0) of destination column m: the taps valid at m summed
+// in list order in registers, then stored once (a store per tap would bound the loop instead).
+// Source values of a column are `inner` apart.
+template <bool Check, bool Contiguous, int V, class T>
+PAI_INLINE void tap_block(T* __restrict d, const T* __restrict src, const Tap<T>* taps, int64_t count, int64_t m,
+                          int64_t step, int64_t inner) {
+  constexpr int64_t L = Lanes<T>::count;
+  if constexpr (V == 0) {
+    T acc = 0;
+    for (int64_t t = 0; t < count; ++t) {
+      const Tap<T>& p = taps[t];
+      if (Check && (m < p.lo || m > p.hi)) continue;
+      acc += p.w * src[p.off + m * step];
+    }
+    *d = acc;
+  } else {
+    vec_t<T> acc[V] = {};
+    for (int64_t t = 0; t < count; ++t) {
+      const Tap<T>& p = taps[t];
+      if (Check && (m < p.lo || m > p.hi)) continue;
+      const T* x = src + p.off + m * step;
+      for (int v = 0; v < V; ++v) acc[v] += p.w * load_lanes<Contiguous>(x + v * L * inner, inner);
+    }
+    for (int v = 0; v < V; ++v) store(d + v * L, acc[v]);
+  }
+}
+
+template <bool Check, bool Contiguous, class T>
+PAI_INLINE void tap_column(T* __restrict d, const T* __restrict src, const Tap<T>* taps, int64_t count, int64_t m,
+                           int64_t step, int64_t n, int64_t inner) {
+  constexpr int64_t L = Lanes<T>::count;
+  int64_t b = 0;
+  for (; b + 4 * L <= n; b += 4 * L)
+    tap_block<Check, Contiguous, 4>(d + b, src + b * inner, taps, count, m, step, inner);
+  for (; b + L <= n; b += L) tap_block<Check, Contiguous, 1>(d + b, src + b * inner, taps, count, m, step, inner);
+  for (; b < n; ++b) tap_block<Check, Contiguous, 0>(d + b, src + b * inner, taps, count, m, step, inner);
+}
+
+// Destination columns m in [0, columns), each n values at dst + m·dst_step, set to the sum of the
+// taps valid at m (source values `inner` apart); columns where every tap is valid skip the checks.
+template <class T>
+PAI_INLINE void gather_taps(T* dst, int64_t dst_step, const T* src, int64_t step, const std::vector<Tap<T>>& taps,
+                            int64_t columns, int64_t n, int64_t inner = 1) {
+  int64_t all_lo = 0, all_hi = columns - 1;
+  for (const Tap<T>& t : taps) {
+    all_lo = std::max(all_lo, t.lo);
+    all_hi = std::min(all_hi, t.hi);
+  }
+  const auto count = (int64_t)taps.size();
+  for (int64_t m = 0; m < columns; ++m) {
+    T* d = dst + m * dst_step;
+    const bool all = m >= all_lo && m <= all_hi;
+    if (inner == 1) {
+      if (all)
+        tap_column<false, true>(d, src, taps.data(), count, m, step, n, 1);
+      else
+        tap_column<true, true>(d, src, taps.data(), count, m, step, n, 1);
+    } else {
+      if (all)
+        tap_column<false, false>(d, src, taps.data(), count, m, step, n, inner);
+      else
+        tap_column<true, false>(d, src, taps.data(), count, m, step, n, inner);
+    }
+  }
+}
+
+// Output rows r = o·Ho + y in [begin, end): OT[o, y] = Σ over kept (c, i, j) of w·XT[c, y·s + i − p],
+// column x reading input column x·s + j − p.
 template <class T>
 PAI_INLINE void conv_forward(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  const int64_t row_len = a.wo * a.n, kk = a.kh * a.kw;
+  const int64_t kk = a.kh * a.kw, n = a.n;
+  std::vector<Tap<T>> taps;
   for (int64_t r = begin; r < end; ++r) {
     const int64_t o = r / a.ho, y = r % a.ho;
-    T* out_row = a.out + r * row_len;
-    zero(out_row, row_len);
+    taps.clear();
     for (int64_t k = a.row_ptr[o]; k < a.row_ptr[o + 1]; ++k) {
       const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
       const int64_t yy = y * a.stride + i - a.pad_h;
       if (yy < 0 || yy >= a.h) continue;
-      conv_row_axpy(out_row, a.values[k], a.xt + (c * a.h + yy) * a.w * a.n, j, a);
+      int64_t lo, hi;
+      valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
+      if (lo > hi) continue;
+      taps.push_back({a.values[k], ((c * a.h + yy) * a.w + j - a.pad_w) * n, lo, hi});
     }
+    gather_taps(a.out + r * a.wo * n, n, a.xt, a.stride * n, taps, a.wo, n);
   }
 }
 
 // Input-gradient rows r = c·H + yy in [begin, end): dXT[c, yy] = Σ over kept (o, c, i, j) with
-// yy = y·s + i − p of w·dOT[o, y] scattered back along the columns.
+// yy = y·s + i − p of w·dOT[o, y], input column x·s + j − p taking output column x. The columns are
+// walked by residue modulo the stride: those with residue ρ take whole output columns from the
+// kernel columns j with ρ + p − j ≡ 0 (mod s), output column q + m for input column ρ + s·m.
 template <class T>
 PAI_INLINE void conv_input_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  const int64_t row_len = a.w * a.n, kk = a.kh * a.kw, n = a.n;
+  const int64_t kk = a.kh * a.kw, n = a.n, s = a.stride;
+  std::vector<Tap<T>> taps;
   for (int64_t r = begin; r < end; ++r) {
     const int64_t c = r / a.h, yy = r % a.h;
-    T* in_row = a.out + r * row_len;
-    zero(in_row, row_len);
-    for (int64_t col = c * kk; col < (c + 1) * kk; ++col) {
-      const int64_t i = (col % kk) / a.kw, j = col % a.kw;
-      const int64_t t = yy + a.pad_h - i;  // = y·s
-      if (t < 0 || t % a.stride != 0 || t / a.stride >= a.ho) continue;
-      const int64_t y = t / a.stride;
-      int64_t lo, hi;
-      valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
-      if (lo > hi) continue;
-      T* dst = in_row + (lo * a.stride + j - a.pad_w) * n;
-      for (int64_t e = a.col_ptr[col]; e < a.col_ptr[col + 1]; ++e) {
-        const T wgt = a.values[a.col_perm[e]];
-        const T* src = a.got + ((a.col_rows[e] * a.ho + y) * a.wo + lo) * n;
-        axpy_runs(dst, a.stride * n, wgt, src, n, hi - lo + 1, n, a.stride);
+    T* in_row = a.out + r * a.w * n;
+    for (int64_t rho = 0; rho < s && rho < a.w; ++rho) {
+      const int64_t columns = (a.w - rho + s - 1) / s;
+      taps.clear();
+      for (int64_t col = c * kk; col < (c + 1) * kk; ++col) {
+        const int64_t i = (col % kk) / a.kw, j = col % a.kw;
+        const int64_t t = yy + a.pad_h - i;  // = y·s
+        if (t < 0 || t % s != 0 || t / s >= a.ho) continue;
+        const int64_t y = t / s, shift = rho + a.pad_w - j;
+        if (((shift % s) + s) % s != 0) continue;
+        const int64_t q = shift / s;  // exact
+        const int64_t lo = std::max<int64_t>(0, -q), hi = std::min(columns - 1, a.wo - 1 - q);
+        if (lo > hi) continue;
+        for (int64_t e = a.col_ptr[col]; e < a.col_ptr[col + 1]; ++e)
+          taps.push_back({a.values[a.col_perm[e]], ((a.col_rows[e] * a.ho + y) * a.wo + q) * n, lo, hi});
       }
+      gather_taps(in_row + rho * n, s * n, a.got, n, taps, columns, n);
     }
   }
 }
 
-// The weight gradient of both layouts, kept weights k in [begin, end): dvalues[k] = Σ_n Σ_y Σ_x
-// dO[n, o, y, x]·X[n, c, y·s + i − p, x·s + j − p]. Batch-innermost (Rows false): dOT [O, Ho, Wo, N]
-// and XT [C, H, W, N], a whole batch per column; rows (Rows true): dO [N, O, Ho, Wo] and X
-// [N, C, H, W], image by image, a row per dot.
-template <bool Rows, class T>
-PAI_INLINE void conv_weight_grad_of(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  const int64_t kk = a.kh * a.kw, n = a.n, images = Rows ? a.n : 1;
+// Kept weights k in [begin, end): dvalues[k] = Σ_n Σ_y Σ_x dO[n, o, y, x]·X[n, c, y·s + i − p, x·s + j − p],
+// from dOT [O, Ho, Wo, N] and XT [C, H, W, N], a whole batch per column.
+template <class T>
+PAI_INLINE void conv_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t kk = a.kh * a.kw, n = a.n;
   for_kept(a.row_ptr, a.o, begin, end, [&](int64_t k, int64_t o) PAI_LAMBDA_INLINE {
     const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
     int64_t lo, hi;
     valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
     T s = 0;
     if (lo <= hi) {
-      for (int64_t b = 0; b < images; ++b) {
-        for (int64_t y = 0; y < a.ho; ++y) {
-          const int64_t yy = y * a.stride + i - a.pad_h;
-          if (yy < 0 || yy >= a.h) continue;
-          if constexpr (Rows) {
-            const T* g = a.got + ((b * a.o + o) * a.ho + y) * a.wo + lo;
-            const T* x = a.xt + ((b * a.c + c) * a.h + yy) * a.w + lo * a.stride + j - a.pad_w;
-            s += a.stride == 1 ? dot(g, x, hi - lo + 1) : dot_strided(g, x, a.stride, hi - lo + 1);
-          } else {
-            const T* g = a.got + ((o * a.ho + y) * a.wo + lo) * n;
-            const T* x = a.xt + ((c * a.h + yy) * a.w + lo * a.stride + j - a.pad_w) * n;
-            dot_runs(s, g, n, x, a.stride * n, hi - lo + 1, n, a.stride);
-          }
-        }
+      for (int64_t y = 0; y < a.ho; ++y) {
+        const int64_t yy = y * a.stride + i - a.pad_h;
+        if (yy < 0 || yy >= a.h) continue;
+        const T* g = a.got + ((o * a.ho + y) * a.wo + lo) * n;
+        const T* x = a.xt + ((c * a.h + yy) * a.w + lo * a.stride + j - a.pad_w) * n;
+        dot_runs(s, g, n, x, a.stride * n, hi - lo + 1, n, a.stride);
       }
     }
     a.out[k] = s;
   });
 }
 
-// ---- conv2d in the input's own layout [N, C, H, W], vectorized over the output width -----------
-// No transposes: each kept weight multiplies a stretch of an input row (contiguous at stride 1).
-// Suits large images, where a row is long and the transposes of the batch-innermost layout cost
-// as much as the products.
+// ---- conv2d in the input's own layout [N, C, H, W], vectorized along image rows -----------------
+// No transposes: the input is zero-padded once (kept for the weight gradient) so that every kept
+// weight reads whole rows, and the input gradient is the forward's sum over a zero-padded (and, at
+// stride 2, zero-dilated) output gradient with the kernel flipped. Suits large images, where a row
+// is long and the transposes of the batch-innermost layout cost as much as the products.
+// Scratch: the padded input [N, C, H + 2p, W + 2p] until the backward pass, and the dilated
+// gradient [N, O, H + kh - 1, W + kw - 1] during it.
 
-// One kept weight at kernel offset (i, j) between an output plane [Ho, Wo] (small) and an input
-// plane [H, W] (big), over the output columns [lo, hi] whose input column is inside the image:
-// forward adds w·(every s-th input column) into the output, the input gradient scatters w·output
-// back into every s-th input column.
-template <bool ToInput, class T, class Small, class Big>
-PAI_INLINE void nchw_tap(const ConvArgs<T>& a, T wgt, int64_t i, int64_t j, int64_t lo, int64_t hi, Small small, Big big) {
-  const int64_t len = hi - lo + 1;
-  for (int64_t y = 0; y < a.ho; ++y) {
-    const int64_t yy = y * a.stride + i - a.pad_h;
-    if (yy < 0 || yy >= a.h) continue;
-    const auto out = small + y * a.wo + lo;
-    const auto in = big + yy * a.w + lo * a.stride + j - a.pad_w;
-    if constexpr (ToInput) {
-      if (a.stride == 1)
-        axpy(in, wgt, out, len);
-      else
-        axpy_scatter(in, wgt, out, a.stride, len);
-    } else {
-      if (a.stride == 1)
-        axpy(out, wgt, in, len);
-      else
-        axpy_strided(out, wgt, in, a.stride, len);
+// Output planes r = n·O + o in [begin, end): O[n, o, y, x] = Σ over kept (c, i, j) of
+// w·Xp[n, c, y·s + i, x·s + j], Xp (a.xt) the padded input [N, C, Hp, Wp].
+template <class T>
+PAI_INLINE void rows_forward(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t kk = a.kh * a.kw, hp = a.h + 2 * a.pad_h, wp = a.w + 2 * a.pad_w;
+  std::vector<Tap<T>> taps;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / a.o, o = r % a.o;
+    taps.clear();
+    for (int64_t k = a.row_ptr[o]; k < a.row_ptr[o + 1]; ++k) {
+      const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
+      taps.push_back({a.values[k], ((n * a.c + c) * hp + i) * wp + j, 0, a.ho - 1});
     }
+    gather_taps(a.out + r * a.ho * a.wo, a.wo, a.xt, a.stride * wp, taps, a.ho, a.wo, a.stride);
   }
 }
 
-// The forward and the input gradient, planes r in [begin, end) of a.out: each plane is zeroed, then
-// every kept weight that touches it adds its tap. Forward: r = n·O + o, from the input a.xt
-// [N, C, H, W] into the output [N, O, Ho, Wo], over row o of the weight (kept weights in row order).
-// Input gradient: r = n·C + c, from a.got = dO [N, O, Ho, Wo] into dX, over the transposed layout's
-// columns of input channel c (kernel offset, then output channel): the order of the sums is fixed.
-template <bool ToInput, class T>
-PAI_INLINE void conv_nchw_planes(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  const int64_t kk = a.kh * a.kw, channels = ToInput ? a.c : a.o;
-  const int64_t plane = ToInput ? a.h * a.w : a.ho * a.wo;
+// Input-gradient planes r = n·C + c in [begin, end): dX[n, c, yy, xx] = Σ over kept (o, c, i, j) of
+// w·G[n, o, yy + kh - 1 - i, xx + kw - 1 - j], G (a.got) the dilated gradient [N, O, H + kh - 1,
+// W + kw - 1]; summed over the transposed pattern's columns (kernel offset, then output channel).
+template <class T>
+PAI_INLINE void rows_input_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t kk = a.kh * a.kw, gh = a.h + a.kh - 1, gw = a.w + a.kw - 1;
+  std::vector<Tap<T>> taps;
   for (int64_t r = begin; r < end; ++r) {
-    const int64_t n = r / channels, p = r % channels;
-    T* dst = a.out + r * plane;
-    zero(dst, plane);
-    const int64_t first = ToInput ? a.col_ptr[p * kk] : a.row_ptr[p];
-    const int64_t last = ToInput ? a.col_ptr[(p + 1) * kk] : a.row_ptr[p + 1];
-    for (int64_t e = first; e < last; ++e) {
-      const int64_t k = ToInput ? a.col_perm[e] : e;
-      const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
-      const int64_t o = ToInput ? a.col_rows[e] : p;
-      int64_t lo, hi;
-      valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
-      if (lo > hi) continue;
-      if constexpr (ToInput)
-        nchw_tap<true>(a, a.values[k], i, j, lo, hi, a.got + (n * a.o + o) * a.ho * a.wo, dst);
-      else
-        nchw_tap<false>(a, a.values[k], i, j, lo, hi, dst, a.xt + (n * a.c + c) * a.h * a.w);
+    const int64_t n = r / a.c, c = r % a.c;
+    taps.clear();
+    for (int64_t col = c * kk; col < (c + 1) * kk; ++col) {
+      const int64_t i = (col % kk) / a.kw, j = col % a.kw;
+      for (int64_t e = a.col_ptr[col]; e < a.col_ptr[col + 1]; ++e)
+        taps.push_back({a.values[a.col_perm[e]], ((n * a.o + a.col_rows[e]) * gh + a.kh - 1 - i) * gw + a.kw - 1 - j,
+                        0, a.h - 1});
     }
+    gather_taps(a.out + r * a.h * a.w, a.w, a.got, gw, taps, a.h, a.w);
   }
+}
+
+// Kept weights k in [begin, end): dvalues[k] = Σ_n Σ_y Σ_x dO[n, o, y, x]·Xp[n, c, y·s + i, x·s + j],
+// summed in four vector chains over every row, then across lanes.
+template <class T>
+PAI_INLINE void rows_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  constexpr int64_t L = Lanes<T>::count;
+  const int64_t kk = a.kh * a.kw, hp = a.h + 2 * a.pad_h, wp = a.w + 2 * a.pad_w, s = a.stride;
+  for_kept(a.row_ptr, a.o, begin, end, [&](int64_t k, int64_t o) PAI_LAMBDA_INLINE {
+    const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
+    vec_t<T> s0{}, s1{}, s2{}, s3{};
+    T tail = 0;
+    for (int64_t n = 0; n < a.n; ++n) {
+      for (int64_t y = 0; y < a.ho; ++y) {
+        const T* g = a.got + ((n * a.o + o) * a.ho + y) * a.wo;
+        const T* x = a.xt + ((n * a.c + c) * hp + y * s + i) * wp + j;
+        int64_t q = 0;
+        if (s == 1) {
+          for (; q + 4 * L <= a.wo; q += 4 * L) {
+            s0 += load(g + q) * load(x + q);
+            s1 += load(g + q + L) * load(x + q + L);
+            s2 += load(g + q + 2 * L) * load(x + q + 2 * L);
+            s3 += load(g + q + 3 * L) * load(x + q + 3 * L);
+          }
+          for (; q + L <= a.wo; q += L) s0 += load(g + q) * load(x + q);
+        } else {
+          for (; q + L <= a.wo; q += L) s0 += load(g + q) * load_lanes<false>(x + q * s, s);
+        }
+        for (; q < a.wo; ++q) tail += g[q] * x[q * s];
+      }
+    }
+    const vec_t<T> v = (s0 + s1) + (s2 + s3);
+    T sum = 0;
+    for (int64_t l = 0; l < L; ++l) sum += v[l];
+    a.out[k] = sum + tail;
+  });
 }
 
 // ---- dispatch: an AVX2/FMA build of each kernel when the CPU has it, the portable one otherwise ---
@@ -385,13 +479,100 @@ PAI_DISPATCH(linear_input_grad, LinearArgs, linear_gather<true>)
 PAI_DISPATCH(linear_weight_grad, LinearArgs, linear_weight_grad)
 PAI_DISPATCH(conv_forward, ConvArgs, conv_forward)
 PAI_DISPATCH(conv_input_grad, ConvArgs, conv_input_grad)
-PAI_DISPATCH(conv_weight_grad, ConvArgs, conv_weight_grad_of<false>)
-PAI_DISPATCH(conv_nchw_forward, ConvArgs, conv_nchw_planes<false>)
-PAI_DISPATCH(conv_nchw_input_grad, ConvArgs, conv_nchw_planes<true>)
-PAI_DISPATCH(conv_nchw_weight_grad, ConvArgs, conv_weight_grad_of<true>)
+PAI_DISPATCH(conv_weight_grad, ConvArgs, conv_weight_grad)
+PAI_DISPATCH(rows_forward, ConvArgs, rows_forward)
+PAI_DISPATCH(rows_input_grad, ConvArgs, rows_input_grad)
+PAI_DISPATCH(rows_weight_grad, ConvArgs, rows_weight_grad)
 
 // Enough work per task that a thread's start costs little: about 32k multiply-adds.
 int64_t grain_for(int64_t work_per_item) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item)); }
+
+// ---- transposes between [N, features] and the batch-innermost [features, N] ---------------------
+
+// b [cols, rows] = a [rows, cols], tiles of 16 columns of a (every row of a tile reads whole cache
+// lines): libtorch copies a permuted tensor walking one side with a large stride, which cost as much
+// as the sparse products on small images. Pure copies: the result does not depend on the build.
+template <class T>
+void transpose_portable(const T* __restrict a, T* __restrict b, int64_t rows, int64_t cols, int64_t t0, int64_t t1) {
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t j0 = t * 16, j1 = std::min(cols, j0 + 16);
+    for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+      const int64_t i1 = std::min(rows, i0 + 16);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t i = i0; i < i1; ++i) b[j * rows + i] = a[i * cols + j];
+    }
+  }
+}
+
+// A square block of one vector's lanes (8 floats or 4 doubles) through registers.
+__attribute__((target("avx2,fma"))) inline void transpose_block(const float* a, int64_t lda, float* b, int64_t ldb) {
+  __m256 r[8], t[8], s[8];
+  for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(a + k * lda);
+  for (int k = 0; k < 8; k += 2) {
+    t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+    t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+  }
+  for (int k = 0; k < 8; k += 4) {
+    s[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    s[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    s[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    s[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_ps(b + k * ldb, _mm256_permute2f128_ps(s[k], s[k + 4], 0x20));
+    _mm256_storeu_ps(b + (k + 4) * ldb, _mm256_permute2f128_ps(s[k], s[k + 4], 0x31));
+  }
+}
+
+__attribute__((target("avx2,fma"))) inline void transpose_block(const double* a, int64_t lda, double* b, int64_t ldb) {
+  __m256d r[4];
+  for (int k = 0; k < 4; ++k) r[k] = _mm256_loadu_pd(a + k * lda);
+  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+  _mm256_storeu_pd(b, _mm256_permute2f128_pd(t0, t2, 0x20));
+  _mm256_storeu_pd(b + ldb, _mm256_permute2f128_pd(t1, t3, 0x20));
+  _mm256_storeu_pd(b + 2 * ldb, _mm256_permute2f128_pd(t0, t2, 0x31));
+  _mm256_storeu_pd(b + 3 * ldb, _mm256_permute2f128_pd(t1, t3, 0x31));
+}
+
+template <class T>
+__attribute__((target("avx2,fma"))) void transpose_avx2(const T* __restrict a, T* __restrict b, int64_t rows,
+                                                        int64_t cols, int64_t t0, int64_t t1) {
+  constexpr int64_t L = Lanes<T>::count;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t j0 = t * 16, j1 = std::min(cols, j0 + 16);
+    int64_t i0 = 0;
+    for (; i0 + L <= rows; i0 += L) {
+      int64_t j = j0;
+      for (; j + L <= j1; j += L) transpose_block(a + i0 * cols + j, cols, b + j * rows + i0, rows);
+      for (; j < j1; ++j)
+        for (int64_t i = i0; i < i0 + L; ++i) b[j * rows + i] = a[i * cols + j];
+    }
+    for (int64_t j = j0; j < j1; ++j)
+      for (int64_t i = i0; i < rows; ++i) b[j * rows + i] = a[i * cols + j];
+  }
+}
+
+// x viewed as [rows, cols] (made contiguous), transposed into a new contiguous [cols, rows].
+at::Tensor transposed(const at::Tensor& x, int64_t rows, int64_t cols) {
+  const at::Tensor a = x.contiguous();
+  TORCH_CHECK(a.numel() == rows * cols, "sparse kernels: cannot view ", a.sizes(), " as [", rows, ", ", cols, "]");
+  at::Tensor b = at::empty({cols, rows}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "sparse_transpose", [&] {
+    const scalar_t* pa = a.data_ptr<scalar_t>();
+    scalar_t* pb = b.data_ptr<scalar_t>();
+    const int64_t tiles = (cols + 15) / 16;
+    const bool avx2 = use_avx2_fma();
+    at::parallel_for(0, tiles, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, rows * 16)),
+                     [&](int64_t t0, int64_t t1) {
+                       if (avx2)
+                         transpose_avx2(pa, pb, rows, cols, t0, t1);
+                       else
+                         transpose_portable(pa, pb, rows, cols, t0, t1);
+                     });
+  });
+  return b;
+}
 
 // ---- checks ----------------------------------------------------------------------------------
 
@@ -475,7 +656,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
     TORCH_CHECK(x.dim() == 2 && x.size(1) == p.width(), "sparse linear: expected an input [batch, ", p.width(),
                 "], got ", x.sizes());
     const int64_t batch = x.size(0), rows = p.rows();
-    const at::Tensor xt = x.t().contiguous();
+    const at::Tensor xt = transposed(x, batch, p.width());
     at::Tensor ot = at::empty({rows, batch}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_linear_forward", [&] {
       LinearArgs<scalar_t> a{};
@@ -488,7 +669,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
     });
     save_operands(ctx, xt, values, p);
     ctx->saved_data["batch"] = batch;
-    return ot.t().contiguous();
+    return transposed(ot, rows, batch);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -496,7 +677,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
     const at::Tensor &xt = s.input, &values = s.values;
     const Pattern& p = s.p;
     const int64_t batch = ctx->saved_data["batch"].toInt(), rows = p.rows(), width = p.width();
-    const at::Tensor got = grads[0].t().contiguous();
+    const at::Tensor got = transposed(grads[0], batch, rows);
     at::Tensor dx, dvalues;
     AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "sparse_linear_backward", [&] {
       LinearArgs<scalar_t> a{};
@@ -509,7 +690,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
         a.out = dxt.data_ptr<scalar_t>();
         const int64_t avg = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, width)) * batch;
         linear_input_grad_run(a, width, grain_for(avg));
-        dx = dxt.t().contiguous();
+        dx = transposed(dxt, width, batch);
       }
       if (ctx->needs_input_grad(1)) {
         dvalues = at::empty({p.nnz()}, values.options());
@@ -544,12 +725,36 @@ ConvArgs<T> conv_args(const Pattern& p, const at::Tensor& values, at::IntArrayRe
   return a;
 }
 
+// The rows layout's input gradient reads the output gradient dO [N, O, Ho, Wo] placed at rows
+// kh − 1 − p + y·s and columns kw − 1 − p + x·s of zeros [N, O, H + kh − 1, W + kw − 1] (outputs
+// that would land outside only ever saw padding, and are left out).
+template <class T>
+at::Tensor dilated_gradient(const at::Tensor& got, const ConvArgs<T>& a) {
+  at::Tensor g = at::zeros({a.n, a.o, a.h + a.kh - 1, a.w + a.kw - 1}, got.options());
+  // The outputs [first, first + count) whose place top + y·s lies in [0, size).
+  const auto span = [&](int64_t top, int64_t size, int64_t outputs, int64_t& first, int64_t& count) {
+    first = top >= 0 ? 0 : (-top + a.stride - 1) / a.stride;
+    const int64_t last = size - 1 - top < 0 ? -1 : std::min(outputs - 1, (size - 1 - top) / a.stride);
+    count = std::max<int64_t>(0, last - first + 1);
+  };
+  int64_t y0, ny, x0, nx;
+  span(a.kh - 1 - a.pad_h, a.h + a.kh - 1, a.ho, y0, ny);
+  span(a.kw - 1 - a.pad_w, a.w + a.kw - 1, a.wo, x0, nx);
+  if (ny > 0 && nx > 0) {
+    const int64_t top = a.kh - 1 - a.pad_h + y0 * a.stride, left = a.kw - 1 - a.pad_w + x0 * a.stride;
+    g.slice(2, top, top + (ny - 1) * a.stride + 1, a.stride)
+        .slice(3, left, left + (nx - 1) * a.stride + 1, a.stride)
+        .copy_(got.slice(2, y0, y0 + ny).slice(3, x0, x0 + nx));
+  }
+  return g;
+}
+
 // Two layouts, chosen by the caller (by measurement: neither wins everywhere):
 //   0 (batch-innermost): input and gradients transposed to [C, H, W, N], one kept weight times a
 //     batch vector (times the output row at stride 1); best for small images and large batches.
 //   1 (rows): the tensors as they are, [N, C, H, W], one kept weight times an image row; no
 //     transposes, best for large images.
-// Layout 0 saves the transposed input (a copy of the input until backward), layout 1 the input.
+// Layout 0 saves the transposed input (a copy of the input until backward), layout 1 the padded one.
 struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& values,
                             const at::Tensor& row_ptr, const at::Tensor& cols, const at::Tensor& col_ptr,
@@ -565,7 +770,9 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
     TORCH_CHECK(x.size(2) + 2 * pad_h >= kh && x.size(3) + 2 * pad_w >= kw, "sparse conv2d: the padded input ",
                 x.sizes(), " is smaller than the ", kh, "x", kw, " kernel");
     const std::vector<int64_t> kernel{kh, kw};
-    const at::Tensor xin = layout == 0 ? x.permute({1, 2, 3, 0}).contiguous() : x.contiguous();
+    const int64_t features = x.size(1) * x.size(2) * x.size(3);
+    const at::Tensor xin = layout == 0 ? transposed(x, x.size(0), features)
+                                       : at::constant_pad_nd(x, {pad_w, pad_w, pad_h, pad_h}, 0).contiguous();
     at::Tensor out;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv2d_forward", [&] {
       auto a = conv_args<scalar_t>(p, values, x.sizes(), kernel, stride, pad_h, pad_w);
@@ -575,11 +782,11 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
         at::Tensor ot = at::empty({a.o, a.ho, a.wo, a.n}, x.options());
         a.out = ot.data_ptr<scalar_t>();
         conv_forward_run(a, a.o * a.ho, grain_for(per_row * a.wo * a.n));
-        out = ot.permute({3, 0, 1, 2}).contiguous();
+        out = transposed(ot, a.o * a.ho * a.wo, a.n).view({a.n, a.o, a.ho, a.wo});
       } else {
         out = at::empty({a.n, a.o, a.ho, a.wo}, x.options());
         a.out = out.data_ptr<scalar_t>();
-        conv_nchw_forward_run(a, a.n * a.o, grain_for(per_row * a.ho * a.wo));
+        rows_forward_run(a, a.n * a.o, grain_for(per_row * a.ho * a.wo));
       }
     });
     save_operands(ctx, xin, values, p);
@@ -599,7 +806,8 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
     const auto kernel = ctx->saved_data["kernel"].toIntVector();
     const auto padding = ctx->saved_data["padding"].toIntVector();
     const int64_t stride = ctx->saved_data["stride"].toInt(), layout = ctx->saved_data["layout"].toInt();
-    const at::Tensor got = layout == 0 ? grads[0].permute({1, 2, 3, 0}).contiguous() : grads[0].contiguous();
+    const int64_t n = shape[0], out_features = grads[0].numel() / std::max<int64_t>(1, n);
+    const at::Tensor got = layout == 0 ? transposed(grads[0], n, out_features) : grads[0].contiguous();
     at::Tensor dx, dvalues;
     AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "sparse_conv2d_backward", [&] {
       auto a = conv_args<scalar_t>(p, values, shape, kernel, stride, padding[0], padding[1]);
@@ -610,11 +818,14 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
           at::Tensor dxt = at::empty({a.c, a.h, a.w, a.n}, values.options());
           a.out = dxt.data_ptr<scalar_t>();
           conv_input_grad_run(a, a.c * a.h, grain_for(per_plane * a.n / std::max<int64_t>(1, a.h)));
-          dx = dxt.permute({3, 0, 1, 2}).contiguous();
+          dx = transposed(dxt, a.c * a.h * a.w, a.n).view({a.n, a.c, a.h, a.w});
         } else {
+          const at::Tensor dilated = dilated_gradient(got, a);
           dx = at::empty({a.n, a.c, a.h, a.w}, values.options());
+          a.got = dilated.data_ptr<scalar_t>();
           a.out = dx.data_ptr<scalar_t>();
-          conv_nchw_input_grad_run(a, a.n * a.c, grain_for(per_plane));
+          rows_input_grad_run(a, a.n * a.c, grain_for(per_plane));
+          a.got = got.data_ptr<scalar_t>();
         }
       }
       if (ctx->needs_input_grad(1)) {
@@ -624,7 +835,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
         if (layout == 0)
           conv_weight_grad_run(a, p.nnz(), grain_for(a.ho * a.wo * a.n));
         else
-          conv_nchw_weight_grad_run(a, p.nnz(), grain_for(a.ho * a.wo * a.n));
+          rows_weight_grad_run(a, p.nnz(), grain_for(a.ho * a.wo * a.n));
       }
     });
     std::vector<at::Tensor> result(14);
@@ -709,6 +920,10 @@ PAI_API Tensor pai_sparse_conv2d(Tensor x, Tensor values, Tensor row_ptr, Tensor
     return bias ? y + bias->view({1, -1, 1, 1}) : y;
   });
 }
+
+// The kernels' revision: raised whenever a change makes a kernel faster or slower, so that layout
+// choices timed on an older library (and cached by the host) are measured anew.
+PAI_API int32_t pai_sparse_revision() { return 2; }
 
 // 1 when the kernels run their AVX2/FMA build (the CPU has both), 0 for the portable build.
 PAI_API uint8_t pai_sparse_vectorized() { return pai::guarded([] { return (uint8_t)use_avx2_fma(); }, (uint8_t)0); }

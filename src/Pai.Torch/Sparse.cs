@@ -77,6 +77,12 @@ public sealed unsafe class SparsePattern : IDisposable
         set => Check(pai_sparse_set_vectorized(value ? (byte)1 : (byte)0));
     }
 
+    /// <summary>
+    /// The native kernels' revision, raised whenever a kernel gets faster or slower: a layout
+    /// chosen by timing an older revision is timed again.
+    /// </summary>
+    public static int KernelRevision => pai_sparse_revision();
+
     internal TensorHandle RowPtr => rowPtr.Handle;
     internal TensorHandle Cols => cols.Handle;
     internal TensorHandle ColPtr => colPtr.Handle;

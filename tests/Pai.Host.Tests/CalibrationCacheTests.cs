@@ -2,6 +2,8 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Pai.Host.Runs;
 using Pai.Host.Training;
+using Pai.Host.Models;
+using Pai.Torch;
 
 namespace Pai.Host.Tests;
 
@@ -100,6 +102,23 @@ public class CalibrationCacheTests
         Assert.True(CalibrationCache.Write(path, "fresh", new CalibrationEntry("BatchInnermost", 1.25)));
         Assert.Equal(new CalibrationEntry("BatchInnermost", 1.25), CalibrationCache.Read(path, "fresh"));
         Assert.Equal(["fresh"], Entries(path).Select(e => e.Key));
+    }
+
+    // A layout timed on an older library is no guide once its kernels changed speed.
+    [Fact]
+    public void A_choice_is_keyed_by_the_kernels_revision_and_the_layers_geometry()
+    {
+        using var scope = new DisposeScope();
+        using var conv = new Conv2d(3, 4, 3, stride: 1, padding: 1, bias: false);
+        using var strided = new Conv2d(3, 4, 3, stride: 2, padding: 1, bias: false);
+        long[] input = [8, 3, 16, 16];
+        string Key(Module layer, int revision) =>
+            SparseLayers.Calibration.Key(layer, conv.Weight, input, 20, false, true, revision);
+
+        Assert.Equal(Key(conv, SparsePattern.KernelRevision), Key(conv, SparsePattern.KernelRevision));
+        Assert.NotEqual(Key(conv, SparsePattern.KernelRevision), Key(conv, SparsePattern.KernelRevision - 1));
+        Assert.NotEqual(Key(conv, 2), Key(strided, 2));
+        Assert.True(SparsePattern.KernelRevision >= 2, "the revision that introduced register-blocked kernels");
     }
 
     [Fact]

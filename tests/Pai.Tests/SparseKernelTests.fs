@@ -509,12 +509,16 @@ let tests =
 
             property "conv2d: output and gradients match the dense masked layer" 120 genConv convCase
 
-            testCase "conv2d: the zoo's kernels, strides and paddings, nothing and everything kept, batch 1"
+            testCase
+                "conv2d: the zoo's kernels, strides and paddings, nothing and everything kept, batch 1 and batches that fill whole register blocks with a remainder"
             <| fun () ->
                 for layout in [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ] do
                     forEdgeDensities (fun dtype density ->
-                        for kernel, stride, padding in [ 3L, 1, 1; 3L, 2, 1; 5L, 1, 0; 5L, 1, 2; 5L, 2, 2; 3L, 1, 0 ] do
-                            for batch in [ 1L; 3L ] do
+                        // the last: padding wider than the kernel, so some outputs only ever see padding
+                        for kernel, stride, padding in
+                            [ 3L, 1, 1; 3L, 2, 1; 5L, 1, 0; 5L, 1, 2; 5L, 2, 2; 3L, 1, 0; 3L, 2, 3 ] do
+                            // 37 and 21: blocks of four vectors, one vector and single values (float32, float64)
+                            for batch in [ 1L; 3L; 37L; 21L ] do
                                 convCase (
                                     convOf dtype batch (3L, 4L, 9L, 11L) (kernel, stride, padding) density layout 2UL
                                 ))

@@ -146,7 +146,7 @@ internal sealed class SparseLayers : IDisposable
     /// runs; reading it back makes a rerun on the same machine choose alike and give bit-identical
     /// weights.
     /// </summary>
-    static class Calibration
+    internal static class Calibration
     {
         static readonly Dictionary<string, (SparseConvLayout? Choice, double? Speedup)> Chosen = new();
         static readonly object Gate = new();
@@ -159,9 +159,7 @@ internal sealed class SparseLayers : IDisposable
         {
             long kept;
             using (var scope = new DisposeScope()) kept = keep.CountNonZero();
-            var geometry = layer is Conv2d c ? $"conv s{c.Stride} p{c.Padding}" : "linear";
-            var key = string.Join('|', geometry, string.Join('x', weight.Shape), string.Join('x', inputShape), kept, first,
-                weight.DType, Libtorch.NumThreads, SparsePattern.Vectorized ? "avx2" : "portable", includeDense ? "auto" : "on");
+            var key = Key(layer, weight, inputShape, kept, first, includeDense, SparsePattern.KernelRevision);
             // One calibration at a time: two measuring side by side would time each other.
             lock (Gate)
             {
@@ -180,6 +178,15 @@ internal sealed class SparseLayers : IDisposable
         }
 
         const string Dense = "dense";
+
+        /// <summary>What a choice depends on: the layer's kind and shapes, the kept count, dtype, threads, vector path, mode and the kernels' revision.</summary>
+        internal static string Key(Module layer, Tensor weight, long[] inputShape, long kept, bool first, bool includeDense, int revision)
+        {
+            var geometry = layer is Conv2d c ? $"conv s{c.Stride} p{c.Padding}" : "linear";
+            return string.Join('|', geometry, string.Join('x', weight.Shape), string.Join('x', inputShape), kept, first,
+                weight.DType, Libtorch.NumThreads, SparsePattern.Vectorized ? "avx2" : "portable", includeDense ? "auto" : "on",
+                $"kernels r{revision}");
+        }
 
         // A stored choice this layer can run in this mode (a hand-edited or foreign entry is measured anew).
         static bool Valid(string stored, Module layer, bool includeDense) =>
