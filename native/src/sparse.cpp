@@ -86,7 +86,10 @@ PAI_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
     s2 += load(a + i + 2 * L) * load(b + i + 2 * L);
     s3 += load(a + i + 3 * L) * load(b + i + 3 * L);
   }
-  for (; i + L <= n; i += L) s0 += load(a + i) * load(b + i);
+  // At most three vectors left: one to each of three chains.
+  if (i + L <= n) s0 += load(a + i) * load(b + i), i += L;
+  if (i + L <= n) s1 += load(a + i) * load(b + i), i += L;
+  if (i + L <= n) s2 += load(a + i) * load(b + i), i += L;
   const vec_t<T> v = (s0 + s1) + (s2 + s3);
   T s = 0;
   for (int64_t l = 0; l < L; ++l) s += v[l];
@@ -403,7 +406,8 @@ PAI_INLINE void rows_input_grad(const ConvArgs<T>& a, int64_t begin, int64_t end
 }
 
 // Kept weights k in [begin, end): dvalues[k] = Σ_n Σ_y Σ_x dO[n, o, y, x]·Xp[n, c, y·s + i, x·s + j],
-// summed in four vector chains over every row, then across lanes.
+// four rows at a time, each row in its own vector chain (a single chain would wait on each fused
+// multiply-add's latency), then across chains and lanes.
 template <class T>
 PAI_INLINE void rows_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
   constexpr int64_t L = Lanes<T>::count;
@@ -412,24 +416,25 @@ PAI_INLINE void rows_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t en
     const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
     vec_t<T> s0{}, s1{}, s2{}, s3{};
     T tail = 0;
+    const auto row = [&](vec_t<T>& acc, int64_t n, int64_t y) PAI_LAMBDA_INLINE {
+      const T* g = a.got + ((n * a.o + o) * a.ho + y) * a.wo;
+      const T* x = a.xt + ((n * a.c + c) * hp + y * s + i) * wp + j;
+      int64_t q = 0;
+      if (s == 1)
+        for (; q + L <= a.wo; q += L) acc += load(g + q) * load(x + q);
+      else
+        for (; q + L <= a.wo; q += L) acc += load(g + q) * load_lanes<false>(x + q * s, s);
+      for (; q < a.wo; ++q) tail += g[q] * x[q * s];
+    };
     for (int64_t n = 0; n < a.n; ++n) {
-      for (int64_t y = 0; y < a.ho; ++y) {
-        const T* g = a.got + ((n * a.o + o) * a.ho + y) * a.wo;
-        const T* x = a.xt + ((n * a.c + c) * hp + y * s + i) * wp + j;
-        int64_t q = 0;
-        if (s == 1) {
-          for (; q + 4 * L <= a.wo; q += 4 * L) {
-            s0 += load(g + q) * load(x + q);
-            s1 += load(g + q + L) * load(x + q + L);
-            s2 += load(g + q + 2 * L) * load(x + q + 2 * L);
-            s3 += load(g + q + 3 * L) * load(x + q + 3 * L);
-          }
-          for (; q + L <= a.wo; q += L) s0 += load(g + q) * load(x + q);
-        } else {
-          for (; q + L <= a.wo; q += L) s0 += load(g + q) * load_lanes<false>(x + q * s, s);
-        }
-        for (; q < a.wo; ++q) tail += g[q] * x[q * s];
+      int64_t y = 0;
+      for (; y + 4 <= a.ho; y += 4) {
+        row(s0, n, y);
+        row(s1, n, y + 1);
+        row(s2, n, y + 2);
+        row(s3, n, y + 3);
       }
+      for (; y < a.ho; ++y) row(s0, n, y);
     }
     const vec_t<T> v = (s0 + s1) + (s2 + s3);
     T sum = 0;
