@@ -627,8 +627,10 @@ void fill_pattern(PatternArgs<T>& a, const Pattern& p, const at::Tensor& values)
   a.values = values.data_ptr<T>();
 }
 
-// What a backward pass needs from its forward: the input as the forward kept it (undefined when
-// the values need no gradient), the values and the pattern.
+// What a backward pass needs from its forward: the input (undefined when the values need no
+// gradient), the values and the pattern. The input itself is saved, not the forward's transposed
+// or padded copy of it: the graph holds the input anyway, so the backward pass makes its copy again
+// rather than keep a second one alive for the whole step (peak memory stays that of dense layers).
 struct Saved {
   at::Tensor input, values;
   Pattern p;
@@ -650,8 +652,6 @@ Saved restore_operands(AutogradContext* ctx, const char* what) {
 
 // ---- linear autograd function -----------------------------------------------------------------
 
-// The transposed input is saved for the weight gradient instead of the input itself: a copy of
-// the input kept until the backward pass, in exchange for one transpose less per step.
 struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& values,
                             const at::Tensor& row_ptr, const at::Tensor& cols, const at::Tensor& col_ptr,
@@ -672,14 +672,14 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
       const int64_t avg = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, rows)) * batch;
       linear_forward_run(a, rows, grain_for(avg));
     });
-    save_operands(ctx, xt, values, p);
+    save_operands(ctx, x, values, p);
     ctx->saved_data["batch"] = batch;
     return transposed(ot, rows, batch);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const Saved s = restore_operands(ctx, "sparse linear");
-    const at::Tensor &xt = s.input, &values = s.values;
+    const at::Tensor& values = s.values;
     const Pattern& p = s.p;
     const int64_t batch = ctx->saved_data["batch"].toInt(), rows = p.rows(), width = p.width();
     const at::Tensor got = transposed(grads[0], batch, rows);
@@ -699,6 +699,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
       }
       if (ctx->needs_input_grad(1)) {
         dvalues = at::empty({p.nnz()}, values.options());
+        const at::Tensor xt = transposed(s.input, batch, width);
         a.xt = xt.data_ptr<scalar_t>();
         a.out = dvalues.data_ptr<scalar_t>();
         linear_weight_grad_run(a, p.nnz(), grain_for(batch));
@@ -730,6 +731,12 @@ ConvArgs<T> conv_args(const Pattern& p, const at::Tensor& values, at::IntArrayRe
   return a;
 }
 
+// The input as a layout's kernels read it: [C, H, W, N] (0) or zero-padded [N, C, H + 2p, W + 2p] (1).
+at::Tensor conv_input(const at::Tensor& x, int64_t layout, int64_t pad_h, int64_t pad_w) {
+  return layout == 0 ? transposed(x, x.size(0), x.size(1) * x.size(2) * x.size(3))
+                     : at::constant_pad_nd(x, {pad_w, pad_w, pad_h, pad_h}, 0).contiguous();
+}
+
 // The rows layout's input gradient reads the output gradient dO [N, O, Ho, Wo] placed at rows
 // kh − 1 − p + y·s and columns kw − 1 − p + x·s of zeros [N, O, H + kh − 1, W + kw − 1] (outputs
 // that would land outside only ever saw padding, and are left out).
@@ -759,7 +766,7 @@ at::Tensor dilated_gradient(const at::Tensor& got, const ConvArgs<T>& a) {
 //     batch vector (times the output row at stride 1); best for small images and large batches.
 //   1 (rows): the tensors as they are, [N, C, H, W], one kept weight times an image row; no
 //     transposes, best for large images.
-// Layout 0 saves the transposed input (a copy of the input until backward), layout 1 the padded one.
+// The weight gradient reads the input as the forward did: transposed (0) or zero-padded (1).
 struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& values,
                             const at::Tensor& row_ptr, const at::Tensor& cols, const at::Tensor& col_ptr,
@@ -775,9 +782,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
     TORCH_CHECK(x.size(2) + 2 * pad_h >= kh && x.size(3) + 2 * pad_w >= kw, "sparse conv2d: the padded input ",
                 x.sizes(), " is smaller than the ", kh, "x", kw, " kernel");
     const std::vector<int64_t> kernel{kh, kw};
-    const int64_t features = x.size(1) * x.size(2) * x.size(3);
-    const at::Tensor xin = layout == 0 ? transposed(x, x.size(0), features)
-                                       : at::constant_pad_nd(x, {pad_w, pad_w, pad_h, pad_h}, 0).contiguous();
+    const at::Tensor xin = conv_input(x, layout, pad_h, pad_w);
     at::Tensor out;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv2d_forward", [&] {
       auto a = conv_args<scalar_t>(p, values, x.sizes(), kernel, stride, pad_h, pad_w);
@@ -794,7 +799,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
         rows_forward_run(a, a.n * a.o, grain_for(per_row * a.ho * a.wo));
       }
     });
-    save_operands(ctx, xin, values, p);
+    save_operands(ctx, x, values, p);
     ctx->saved_data["shape"] = x.sizes().vec();
     ctx->saved_data["kernel"] = kernel;
     ctx->saved_data["stride"] = stride;
@@ -805,7 +810,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const Saved s = restore_operands(ctx, "sparse conv2d");
-    const at::Tensor &xin = s.input, &values = s.values;
+    const at::Tensor& values = s.values;
     const Pattern& p = s.p;
     const auto shape = ctx->saved_data["shape"].toIntVector();
     const auto kernel = ctx->saved_data["kernel"].toIntVector();
@@ -835,6 +840,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
       }
       if (ctx->needs_input_grad(1)) {
         dvalues = at::empty({p.nnz()}, values.options());
+        const at::Tensor xin = conv_input(s.input, layout, padding[0], padding[1]);
         a.xt = xin.data_ptr<scalar_t>();
         a.out = dvalues.data_ptr<scalar_t>();
         if (layout == 0)

@@ -2,8 +2,8 @@
 /// properties over random shapes and values (explicit generators; kinks kept away from the data).
 module Pai.Tests.GradCheckTests
 
+open System
 open Expecto
-
 open FsCheck.FSharp
 open Pai.Torch
 open Pai.Tests.Support
@@ -422,6 +422,53 @@ let tests =
 
              property "max_pool2d matches finite differences" 40 cases (fun ((k, stride, padding, dilation, ceil), x) ->
                  gradCheck (one (fun t -> F.MaxPool2d(t, k, stride, padding, dilation, ceil))) [ x ]))
+            testCase
+                "max_pool2d over non-overlapping windows (the shim's own kernel) equals libtorch's: ties, NaN, gradients and gradients of gradients"
+            <| fun () ->
+                inScope (fun () ->
+                    let rnd = Random(3)
+                    let shape = [| 2L; 3L; 6L; 6L |] // 6: whole windows of 2 and of 3
+
+                    let data (nans: bool) =
+                        // values in {0, 1, 2}: most windows hold ties, which go to the first maximum
+                        Array.init 216 (fun i ->
+                            if nans && i % 37 = 5 then
+                                Double.NaN
+                            else
+                                float (rnd.Next 3))
+
+                    let same (a: float[]) (b: float[]) =
+                        Array.forall2 (fun (u: float) v -> u = v || (Double.IsNaN u && Double.IsNaN v)) a b
+
+                    for dtype in [ DType.Float32; DType.Float64 ] do
+                        for k in [ 2; 3 ] do
+                            let ours (t: Tensor) = F.MaxPool2d(t, k)
+                            // ceil mode on whole windows pools alike but takes libtorch's kernel
+                            let theirs (t: Tensor) = F.MaxPool2d(t, k, k, 0, 1, true)
+                            let withNan = Libtorch.FromArray(data true, shape).To(dtype)
+                            let values (t: Tensor) = t.To(DType.Float64).ToArray<float>()
+
+                            Expect.isTrue
+                                (same (values (ours withNan)) (values (theirs withNan)))
+                                $"forward, k {k}, {dtype}"
+
+                            let x = Libtorch.FromArray(data false, shape).To(dtype)
+                            let w = Libtorch.Randn((ours x).Shape, dtype = dtype)
+                            let v = Libtorch.Randn(shape, dtype = dtype)
+
+                            let grads (pool: Tensor -> Tensor) =
+                                let xi = x.Detach().RequiresGrad_()
+                                let wi = w.Detach().RequiresGrad_()
+                                let gx = (Autograd.Grad((pool xi * wi).Sum(), [| xi |], createGraph = true)).[0]
+                                // the second derivative reaches w through the pooling's backward pass
+                                let gw = (Autograd.Grad((gx * v).Sum(), [| wi |])).[0]
+                                values gx, values gw
+
+                            let gx, gw = grads ours
+                            let gx', gw' = grads theirs
+                            Expect.isTrue (same gx gx') $"input gradient, k {k}, {dtype}"
+                            Expect.isTrue (same gw gw') $"gradient of the gradient, k {k}, {dtype}")
+
             testCase "max_pool2d rejects a window that lies entirely in the padding"
             <| fun () ->
                 // libtorch 1.13 itself returns -inf there and its backward corrupts the heap; the shim refuses
