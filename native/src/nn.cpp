@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
+#include <type_traits>
 
 using pai::tensor_result;
 
@@ -100,45 +101,94 @@ namespace {
 // the window. The index kept for the backward pass is the one libtorch keeps (y·W + x within the
 // plane), and the backward pass scatters with a differentiable op, so gradients of gradients
 // (Hessian-vector products) flow as through libtorch's pooling.
-template <int K, class T>
-void pool_rows(const T* x, T* y, uint8_t* at, int64_t k_, int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t begin,
-               int64_t end) {
-  const int64_t k = K > 0 ? K : k_;
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t plane = r / ho, oy = r % ho;
-    const T* in = x + (plane * h + oy * k) * w;
-#pragma omp simd
-    for (int64_t ox = 0; ox < wo; ++ox) {
-      T m = in[ox * k];
-      uint8_t p = 0;
-      for (int64_t i = 0; i < k; ++i)
-        for (int64_t j = 0; j < k; ++j) {
-          const T v = in[i * w + ox * k + j];
-          const bool take = v > m || v != v;
-          m = take ? v : m;
-          p = take ? (uint8_t)(i * k + j) : p;
-        }
-      y[r * wo + ox] = m;
-      if (at) at[r * wo + ox] = p;
-    }
+// Output rows r in [begin, end) of planes [H, W] pooled over k × k windows: y the maximum, index
+// (when not null) its plane position y·W + x. Sequential compare-and-select per window position
+// (the first maximum wins, a NaN takes the window), written without branches.
+template <class T>
+inline void pool_row_generic(const T* in, T* y, int64_t* index, int64_t k, int64_t w, int64_t oy, int64_t wo) {
+  for (int64_t ox = 0; ox < wo; ++ox) {
+    T m = in[ox * k];
+    int64_t p = 0;
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        const T v = in[i * w + ox * k + j];
+        const bool take = v > m || v != v;
+        m = take ? v : m;
+        p = take ? i * k + j : p;
+      }
+    y[ox] = m;
+    if (index) index[ox] = (oy * k + p / k) * w + ox * k + p % k;
   }
 }
 
-// Pools x (contiguous), and when `at` is defined the window position of each maximum.
-void pool(const at::Tensor& x, at::Tensor& y, at::Tensor* at, int64_t k) {
+typedef float v8f __attribute__((vector_size(32), aligned(4)));
+typedef int32_t v8i __attribute__((vector_size(32), aligned(4)));
+
+// 2 × 2 windows of float, eight at a time: the even and odd columns of both rows are split out of
+// 16 consecutive values, then selected in the same order as the generic loop.
+__attribute__((target("avx2,fma"))) void pool_row_2x2(const float* in, float* y, int64_t* index, int64_t w,
+                                                      int64_t oy, int64_t wo) {
+  const v8i even{0, 2, 4, 6, 8, 10, 12, 14}, odd{1, 3, 5, 7, 9, 11, 13, 15};
+  int64_t ox = 0;
+  for (; ox + 8 <= wo && 2 * ox + 16 <= w; ox += 8) {
+    const v8f a0 = *(const v8f*)(in + 2 * ox), a1 = *(const v8f*)(in + 2 * ox + 8);
+    const v8f b0 = *(const v8f*)(in + w + 2 * ox), b1 = *(const v8f*)(in + w + 2 * ox + 8);
+    const v8f c[4] = {__builtin_shuffle(a0, a1, even), __builtin_shuffle(a0, a1, odd),
+                      __builtin_shuffle(b0, b1, even), __builtin_shuffle(b0, b1, odd)};
+    v8f m = c[0];
+    v8i p = {};
+    for (int q = 1; q < 4; ++q) {
+      const v8i take = (c[q] > m) | (c[q] != c[q]);
+      m = take ? c[q] : m;
+      p = take ? v8i{q, q, q, q, q, q, q, q} : p;
+    }
+    *(v8f*)(y + ox) = m;
+    if (index)
+      for (int l = 0; l < 8; ++l) index[ox + l] = (oy * 2 + (p[l] >> 1)) * w + 2 * (ox + l) + (p[l] & 1);
+  }
+  pool_row_generic(in + 2 * ox, y + ox, index ? index + ox : nullptr, 2, w, oy, wo - ox);
+  if (index)  // the generic call counted columns from ox
+    for (int64_t q = ox; q < wo; ++q) index[q] += 2 * ox;
+}
+
+template <class T>
+void pool_row(const T* in, T* y, int64_t* index, int64_t k, int64_t w, int64_t oy, int64_t wo, bool) {
+  pool_row_generic(in, y, index, k, w, oy, wo);
+}
+template <>
+void pool_row<float>(const float* in, float* y, int64_t* index, int64_t k, int64_t w, int64_t oy, int64_t wo,
+                     bool fast) {
+  if (fast)
+    pool_row_2x2(in, y, index, w, oy, wo);
+  else
+    pool_row_generic(in, y, index, k, w, oy, wo);
+}
+
+bool has_avx2() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
+
+// Pools x (contiguous); index, when not null, receives each maximum's plane position.
+void pool(const at::Tensor& x, at::Tensor& y, at::Tensor* index, int64_t k) {
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), ho = h / k, wo = w / k;
   y = at::empty({n, c, ho, wo}, x.options());
-  if (at) *at = at::empty({n, c, ho, wo}, x.options().dtype(at::kByte));
+  if (index) *index = at::empty({n, c, ho, wo}, x.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pai_max_pool", [&] {
     const scalar_t* px = x.data_ptr<scalar_t>();
     scalar_t* py = y.data_ptr<scalar_t>();
-    uint8_t* pa = at ? at->data_ptr<uint8_t>() : nullptr;
+    int64_t* pi = index ? index->data_ptr<int64_t>() : nullptr;
+    const bool fast = k == 2 && std::is_same_v<scalar_t, float> && has_avx2();
     at::parallel_for(0, n * c * ho, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, wo * k * k)),
                      [&](int64_t b, int64_t e) {
-                       if (k == 2)
-                         pool_rows<2>(px, py, pa, k, h, w, ho, wo, b, e);
-                       else
-                         pool_rows<0>(px, py, pa, k, h, w, ho, wo, b, e);
+                       for (int64_t r = b; r < e; ++r) {
+                         const int64_t plane = r / ho, oy = r % ho;
+                         const scalar_t* in = px + (plane * h + oy * k) * w;
+                         pool_row(in, py + r * wo, pi ? pi + r * wo : nullptr, k, w, oy, wo, fast);
+                       }
                      });
   });
 }
@@ -146,14 +196,8 @@ void pool(const at::Tensor& x, at::Tensor& y, at::Tensor* at, int64_t k) {
 struct MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t k) {
     const at::Tensor x = input.contiguous();
-    at::Tensor y, where;
-    pool(x, y, &where, k);
-    // The plane index y·W + x of each maximum, from its window position.
-    const int64_t w = x.size(3), ho = y.size(2), wo = y.size(3);
-    const auto longs = x.options().dtype(at::kLong);
-    const at::Tensor oy = at::arange(ho, longs).view({ho, 1}), ox = at::arange(wo, longs).view({1, wo});
-    const at::Tensor p = where.to(at::kLong);
-    const at::Tensor index = (oy * k + p.div(k, "floor")) * w + ox * k + p.remainder(k);
+    at::Tensor y, index;
+    pool(x, y, &index, k);
     ctx->save_for_backward({index});
     ctx->saved_data["shape"] = x.sizes().vec();
     return y;
@@ -163,9 +207,23 @@ struct MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
                                                  torch::autograd::variable_list grads) {
     const at::Tensor index = ctx->get_saved_variables()[0];
     const auto shape = ctx->saved_data["shape"].toIntVector();
-    const int64_t planes = shape[0] * shape[1];
+    const int64_t planes = shape[0] * shape[1], plane = shape[2] * shape[3];
     const at::Tensor g = grads[0].contiguous().view({planes, -1});
-    const at::Tensor dx = at::zeros({planes, shape[2] * shape[3]}, g.options()).scatter(1, index.view({planes, -1}), g);
+    // With a graph of the gradient requested, a differentiable scatter; otherwise a plain loop.
+    if (c10::GradMode::is_enabled())
+      return {at::zeros({planes, plane}, g.options()).scatter(1, index.view({planes, -1}), g).view(shape),
+              at::Tensor()};
+    at::Tensor dx = at::zeros({planes, plane}, g.options());
+    const int64_t outputs = g.size(1);
+    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "pai_max_pool_backward", [&] {
+      const scalar_t* pg = g.data_ptr<scalar_t>();
+      const int64_t* pi = index.data_ptr<int64_t>();
+      scalar_t* pd = dx.data_ptr<scalar_t>();
+      at::parallel_for(0, planes, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, plane)), [&](int64_t b, int64_t e) {
+        for (int64_t q = b; q < e; ++q)
+          for (int64_t o = 0; o < outputs; ++o) pd[q * plane + pi[q * outputs + o]] = pg[q * outputs + o];
+      });
+    });
     return {dx.view(shape), at::Tensor()};
   }
 };

@@ -427,11 +427,12 @@ let tests =
             <| fun () ->
                 inScope (fun () ->
                     let rnd = Random(3)
-                    let shape = [| 2L; 3L; 6L; 6L |] // 6: whole windows of 2 and of 3
+                    // 6 and 36: whole windows of 2 and of 3; rows of 18 windows of 2 take the eight-wide path and its remainder
+                    let shape = [| 2L; 3L; 6L; 36L |]
 
                     let data (nans: bool) =
                         // values in {0, 1, 2}: most windows hold ties, which go to the first maximum
-                        Array.init 216 (fun i ->
+                        Array.init (2 * 3 * 6 * 36) (fun i ->
                             if nans && i % 37 = 5 then
                                 Double.NaN
                             else
