@@ -47,7 +47,7 @@ public sealed class FirstHourTests
     public void Help_prints_the_defaults_the_command_uses()
     {
         var sweep = Pai("sweep", "--help").Out;
-        Assert.Matches(@"--epochs[^\n]*\[default: 1\]", sweep);
+        Assert.Matches(@"--epochs[^\n]*\[default: 2\]", sweep);
         Assert.DoesNotMatch(@"--max-batches[^\n]*\[default", sweep); // whole epochs
         Assert.Matches(@"--workers[^\n]*sweep default: one per core on a CPU", sweep);
         Assert.Matches(@"--lr[^\n]*default: 0\.05; 0\.1 for vgg11, resnet20, resnet32; 0\.005 for lenet300, lenet5; 0\.001 for vit-tiny", sweep);
@@ -71,22 +71,22 @@ public sealed class FirstHourTests
     {
         string[] grid = ["sweep", "--dry-run", "--criteria", "snip", "--sparsities", "0.9", "--seeds", "0"];
         var implicitDefaults = Pai(grid);
-        var explicitDefaults = Pai([.. grid, "--epochs", "1", "--lr", "0.005", "--lr-warmup", "0", "--max-batches", "0", "--model", "lenet5"]);
+        var explicitDefaults = Pai([.. grid, "--epochs", "2", "--lr", "0.005", "--lr-warmup", "0", "--max-batches", "0", "--model", "lenet5"]);
         Assert.Equal(0, implicitDefaults.Code);
         Assert.Equal(implicitDefaults.Out, explicitDefaults.Out);
-        Assert.Contains("\"criterion\":\"snip\",\"epochs\":1,\"learning_rate\":0.005,\"sparsity\":0.9", implicitDefaults.Out);
+        Assert.Contains("\"criterion\":\"snip\",\"epochs\":2,\"learning_rate\":0.005,\"sparsity\":0.9", implicitDefaults.Out);
     }
 
     [Fact]
-    public void The_main_job_is_five_paired_seeds_of_eight_criteria_at_two_sparsities_and_dense_on_one_whole_epoch()
+    public void The_main_job_is_five_paired_seeds_of_eight_criteria_at_two_sparsities_and_dense_on_two_whole_epochs()
     {
         var (code, output, err) = Pai("sweep", "--dry-run");
         Assert.True(code == 0, err);
         var runs = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => l.Contains(" lenet5 ", StringComparison.Ordinal)).ToList();
         Assert.EndsWith("85 runs", output.TrimEnd());
         Assert.Equal(85, runs.Count);
-        // Every run: one whole epoch at lenet5's 0.005 without warm-up; seeds 0-4 in every cell (paired).
-        Assert.All(runs, r => Assert.Matches(@"""epochs"":1,""learning_rate"":0\.005[,}]", r)); // seed 0 is the default, left out
+        // Every run: two whole epochs at lenet5's 0.005 without warm-up; seeds 0-4 in every cell (paired).
+        Assert.All(runs, r => Assert.Matches(@"""epochs"":2,""learning_rate"":0\.005[,}]", r)); // seed 0 is the default, left out
         Assert.All(runs, r => Assert.DoesNotContain("max_batches", r));
         Assert.All(runs, r => Assert.DoesNotContain("lr_warmup", r));
         var cells = runs.GroupBy(r => System.Text.RegularExpressions.Regex.Replace(r[r.IndexOf(' ', StringComparison.Ordinal)..], @" seed \d+|,?""seed"":\d+", "")).ToList();
