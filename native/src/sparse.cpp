@@ -9,8 +9,9 @@
 // share, and is stored once. Every output element (an output row, an input-gradient row, one kept
 // weight's gradient) is computed by one thread in a fixed order, so results do not depend on the
 // thread count. Scratch per call: the input, output and output-gradient transposed to that layout,
-// each the size of the tensor it copies (the transposed input is kept until the backward pass); no
-// im2col buffer. Convolutions also run in the input's own layout, vectorized along image rows.
+// each the size of the tensor it copies (the backward pass transposes the input again rather than
+// keep a copy alive); no im2col buffer. Convolutions also run in the input's own layout, vectorized
+// along image rows.
 //
 // The pattern is five int64 tensors built once from a mask (pai_sparse_pattern): row_ptr [rows+1],
 // cols [nnz] (ascending within a row: row-major order, the order of masked_select), and its
