@@ -4,7 +4,6 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <cmath>
 #include <type_traits>
 
 using pai::tensor_result;
@@ -101,12 +100,15 @@ namespace {
 // the window. The index kept for the backward pass is the one libtorch keeps (y·W + x within the
 // plane), and the backward pass scatters with a differentiable op, so gradients of gradients
 // (Hessian-vector products) flow as through libtorch's pooling.
-// Output rows r in [begin, end) of planes [H, W] pooled over k × k windows: y the maximum, index
-// (when not null) its plane position y·W + x. Sequential compare-and-select per window position
-// (the first maximum wins, a NaN takes the window), written without branches.
+
+// Output row oy of a plane [H, W] (in: its first input row) over k × k windows, columns
+// [first, wo): y the maximum, index (when not null) its plane position y·W + x. Sequential
+// compare-and-select per window position (the first maximum wins, a NaN takes the window),
+// written without branches.
 template <class T>
-inline void pool_row_generic(const T* in, T* y, int64_t* index, int64_t k, int64_t w, int64_t oy, int64_t wo) {
-  for (int64_t ox = 0; ox < wo; ++ox) {
+inline void pool_row_generic(const T* in, T* y, int64_t* index, int64_t k, int64_t w, int64_t oy, int64_t wo,
+                             int64_t first = 0) {
+  for (int64_t ox = first; ox < wo; ++ox) {
     T m = in[ox * k];
     int64_t p = 0;
     for (int64_t i = 0; i < k; ++i)
@@ -146,9 +148,7 @@ __attribute__((target("avx2,fma"))) void pool_row_2x2(const float* in, float* y,
     if (index)
       for (int l = 0; l < 8; ++l) index[ox + l] = (oy * 2 + (p[l] >> 1)) * w + 2 * (ox + l) + (p[l] & 1);
   }
-  pool_row_generic(in + 2 * ox, y + ox, index ? index + ox : nullptr, 2, w, oy, wo - ox);
-  if (index)  // the generic call counted columns from ox
-    for (int64_t q = ox; q < wo; ++q) index[q] += 2 * ox;
+  pool_row_generic(in, y, index, 2, w, oy, wo, ox);
 }
 
 template <class T>
@@ -164,14 +164,6 @@ void pool_row<float>(const float* in, float* y, int64_t* index, int64_t k, int64
     pool_row_generic(in, y, index, k, w, oy, wo);
 }
 
-bool has_avx2() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
-
 // Pools x (contiguous); index, when not null, receives each maximum's plane position.
 void pool(const at::Tensor& x, at::Tensor& y, at::Tensor* index, int64_t k) {
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), ho = h / k, wo = w / k;
@@ -181,7 +173,7 @@ void pool(const at::Tensor& x, at::Tensor& y, at::Tensor* index, int64_t k) {
     const scalar_t* px = x.data_ptr<scalar_t>();
     scalar_t* py = y.data_ptr<scalar_t>();
     int64_t* pi = index ? index->data_ptr<int64_t>() : nullptr;
-    const bool fast = k == 2 && std::is_same_v<scalar_t, float> && has_avx2();
+    const bool fast = k == 2 && std::is_same_v<scalar_t, float> && pai::cpu_has_avx2_fma();
     at::parallel_for(0, n * c * ho, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, wo * k * k)),
                      [&](int64_t b, int64_t e) {
                        for (int64_t r = b; r < e; ++r) {
@@ -232,7 +224,7 @@ bool pools_fast(const at::Tensor& x, const int64_t* kernel, const int64_t* strid
                 const int64_t* dilation, bool ceil_mode) {
   const int64_t k = kernel[0];
   return x.device().is_cpu() && x.dim() == 4 && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
-         k >= 1 && k * k <= 255 && kernel[1] == k && stride[0] == k && stride[1] == k && padding[0] == 0 &&
+         k >= 1 && kernel[1] == k && stride[0] == k && stride[1] == k && padding[0] == 0 &&
          padding[1] == 0 && dilation[0] == 1 && dilation[1] == 1 && !ceil_mode && x.size(2) >= k && x.size(3) >= k;
 }
 }  // namespace

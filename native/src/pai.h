@@ -75,4 +75,13 @@ inline c10::optional<at::Generator> gen(Generator g) {
 
 std::vector<at::Tensor> tensor_list(const Tensor* handles, int32_t n);
 
+// True when the CPU has AVX2 and FMA: the kernels built for them (`target("avx2,fma")`) may run.
+inline bool cpu_has_avx2_fma() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
+
 }  // namespace pai

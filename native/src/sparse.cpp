@@ -28,6 +28,7 @@
 #include <atomic>
 #include <vector>
 
+using pai::cpu_has_avx2_fma;
 using pai::status_result;
 using pai::tensor_result;
 
@@ -445,14 +446,6 @@ PAI_INLINE void rows_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t en
 }
 
 // ---- dispatch: an AVX2/FMA build of each kernel when the CPU has it, the portable one otherwise ---
-
-bool cpu_has_avx2_fma() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
 
 // Set to run the portable build on a CPU that has AVX2/FMA (so that tests cover it).
 std::atomic<bool> portable_forced{false};
