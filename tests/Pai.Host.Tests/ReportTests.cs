@@ -624,6 +624,47 @@ public class ReportTests
     }
 
     [Fact]
+    public void Wide_cells_show_their_sparsest_layer_by_seed_or_their_blow_ups()
+    {
+        // grasp 99.5%: seeds whose sparsest layer (fc1, 0.0025% kept) kept more weights did better; synflow is tight.
+        var fc1 = new[] { 11L, 10, 17, 55, 29 };
+        var top1 = new[] { 0.4104, 0.4486, 0.5518, 0.6527, 0.6314 };
+        var runs = new List<RunRecord>();
+        for (var seed = 0; seed < 5; seed++)
+        {
+            var grasp = Run("grasp", 0.995, (ulong)seed, top1[seed]);
+            runs.Add(grasp with { Prune = grasp.Prune! with { Layers = grasp.Prune.Layers.Select(l => l.Name == "fc1.weight" ? l with { Kept = fc1[seed] } : l).ToList() } });
+            runs.Add(Run("synflow", 0.995, (ulong)seed, 0.79 + 0.001 * seed));
+        }
+        var blown = Run("snip", 0.995, 0, 0.2);
+        runs.Add(blown with { Epochs = [new EpochMetrics(1, 9.0, 0.1, 0.1, 9, 0.1, 0.5, 1)] });
+        runs.Add(Run("snip", 0.995, 1, 0.7));
+        runs.Add(Run("snip", 0.995, 2, 0.72));
+        var groups = ReportTables.Aggregate(runs);
+
+        var wide = ReportFindings.WideCells(groups);
+        Assert.Equal(["grasp", "snip"], wide.Select(w => w.Cell.Criterion).Order());
+        var g = wide.Single(w => w.Cell.Criterion == "grasp");
+        Assert.Equal("fc1.weight", g.Layer);
+        Assert.Equal(LayerSizes[Array.IndexOf(Layers, "fc1.weight")], g.Total);
+        Assert.Equal([(1UL, 10L), (0UL, 11L), (2UL, 17L), (4UL, 29L), (3UL, 55L)], g.Seeds.Select(s => (s.Seed, s.Kept)));
+        Assert.Equal(0.9, g.Spearman, 12); // ranks of top-1 in kept order: 2 1 3 4 5
+        Assert.Empty(g.BlownUp);
+        Assert.Equal([0UL], wide.Single(w => w.Cell.Criterion == "snip").BlownUp);
+        // A target of its own (--target-ci) replaces the default: at ±20 pp only snip (±73) is wide, grasp (±13) is not.
+        Assert.Equal(["snip"], ReportFindings.WideCells(groups, 20).Select(w => w.Cell.Criterion));
+
+        var lines = ReportFindings.Lines(groups, runs);
+        var graspLine = Assert.Single(lines, l => l.StartsWith("Wide interval: lenet5 fashion-mnist grasp 99.5%", StringComparison.Ordinal));
+        Assert.Contains("Its sparsest layer, fc1.weight, keeps 10–55 of", graspLine);
+        Assert.Contains("seed 1: 10 → 44.86%, seed 0: 11 → 41.04%", graspLine);
+        Assert.Contains("rank correlation of kept weights and top-1 +0.90", graspLine);
+        var snipLine = Assert.Single(lines, l => l.StartsWith("Wide interval: lenet5 fashion-mnist snip 99.5%", StringComparison.Ordinal));
+        Assert.EndsWith("Training blew up on seed 0 (flagged above).", snipLine);
+        Assert.DoesNotContain(lines, l => l.Contains("synflow 99.5%", StringComparison.Ordinal) && l.StartsWith("Wide", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Pai_report_fits_120_columns_unless_wide_and_the_chart_renderer_prints_nothing()
     {
         using var dir = new TempDirectory();

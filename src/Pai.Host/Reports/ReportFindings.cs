@@ -26,6 +26,19 @@ public sealed record SparsityFinding(
 public sealed record TrainingBlowUp(RunRecord Run, double ChanceLoss, double? PeakLoss, int? PeakEpoch, string? Error);
 
 /// <summary>
+/// A pruned cell whose 95% interval is wider than wanted, with what its seeds' masks show: the
+/// layer that kept the smallest fraction of its weights, and each seed's top-1 beside that layer's kept count.
+/// </summary>
+/// <param name="Cell">The cell.</param>
+/// <param name="Layer">The layer that kept the smallest fraction of its weights (median over the cell's seeds).</param>
+/// <param name="Total">That layer's prunable weights.</param>
+/// <param name="Seeds">(seed, kept weights in <paramref name="Layer"/>, top-1) of each finished seed, by kept weights, then seed.</param>
+/// <param name="Spearman">Rank correlation of kept weights and top-1 over the seeds (NaN where either is constant).</param>
+/// <param name="BlownUp">Seeds of the cell whose training blew up (flagged on their own).</param>
+public sealed record WideCell(ResultGroup Cell, string Layer, long Total, IReadOnlyList<(ulong Seed, long Kept, double Top1)> Seeds,
+    double Spearman, IReadOnlyList<ulong> BlownUp);
+
+/// <summary>
 /// The report's findings: per sparsity, the best criterion and those not significantly worse
 /// than it, and the runs whose training blew up.
 /// </summary>
@@ -38,13 +51,21 @@ public static class ReportFindings
     /// </summary>
     public const double BlowUpFactor = 1.5;
 
+    /// <summary>
+    /// A pruned cell whose 95% half-width exceeds this many points is explained in the findings,
+    /// unless the sweep set its own target (--target-ci).
+    /// </summary>
+    public const double WideHalfWidth = 6;
+
     /// <summary>How the findings were reached, for the report's readers.</summary>
     public static string Explanation =>
         "Per sparsity and warm-up setting: the criterion with the highest mean top-1, and the criteria not significantly worse than it by the vs best test " +
         "(a paired t-test over the seeds both finished, Welch's when fewer than two are shared), Holm-corrected over the criteria compared at that sparsity, " +
         $"two-sided p < {ReportTables.Alpha:0.00}. " +
         $"Training blew up: a run whose mean training loss over an epoch exceeded {BlowUpFactor:0.#} × chance (ln C for C classes; the store keeps " +
-        "one mean per epoch, not per batch), or that failed on a diverged loss.";
+        "one mean per epoch, not per batch), or that failed on a diverged loss. " +
+        $"Wide interval: a pruned cell whose 95% half-width exceeds ±{WideHalfWidth:0.#} pp (or the sweep's --target-ci), shown with its sparsest layer " +
+        "(the smallest fraction kept) and each seed's top-1 beside that layer's kept count: a near-empty layer is a bottleneck, and seeds differ in how narrow it is.";
 
     /// <summary>The findings at each sparsity and warm-up setting that has a best criterion, in table order.</summary>
     public static IReadOnlyList<SparsityFinding> Comparisons(IReadOnlyList<ResultGroup> groups)
@@ -102,6 +123,42 @@ public static class ReportFindings
         return found;
     }
 
+    /// <summary>
+    /// The pruned cells whose 95% interval is wider than <paramref name="halfWidthPoints"/> (in
+    /// percentage points), each with the layer its seeds' masks kept the smallest fraction of and every
+    /// finished seed's kept count there beside its top-1. Cells without pruning records are left out.
+    /// </summary>
+    public static IReadOnlyList<WideCell> WideCells(IReadOnlyList<ResultGroup> groups, double halfWidthPoints = WideHalfWidth)
+    {
+        ArgumentNullException.ThrowIfNull(groups);
+        var found = new List<WideCell>();
+        foreach (var g in groups.Where(g => !g.IsDense && g.Ci95Top1 is { } ci && ci * 100 > halfWidthPoints))
+        {
+            // One run per seed, as the interval counts them.
+            var runs = g.Runs.Where(r => r.Status == RunStatus.Finished && r.FinalTop1 is not null && r.Prune is not null)
+                .GroupBy(r => r.Config.Seed).Select(s => s.First()).ToList();
+            if (runs.Count < 2) continue;
+            var layers = runs.SelectMany(r => r.Prune!.Layers).GroupBy(l => l.Name, StringComparer.Ordinal)
+                .Where(l => l.Count() == runs.Count) // a layer every seed's record names
+                .Select(l => (Name: l.Key, Total: l.First().Total, Median: Median(l.Select(x => x.Kept))))
+                .OrderBy(l => l.Total == 0 ? 1 : l.Median / l.Total).ThenBy(l => l.Name, StringComparer.Ordinal).ToList();
+            if (layers.Count == 0) continue;
+            var layer = layers[0];
+            var seeds = runs.Select(r => (r.Config.Seed, Kept: r.Prune!.Layers.First(l => l.Name == layer.Name).Kept, Top1: r.FinalTop1!.Value))
+                .OrderBy(s => s.Kept).ThenBy(s => s.Seed).ToList();
+            var rho = Stability.spearman(seeds.Select(s => (double)s.Kept).ToArray(), seeds.Select(s => s.Top1).ToArray());
+            var blown = BlowUps(g.Runs).Select(b => b.Run.Config.Seed).Distinct().Order().ToList();
+            found.Add(new WideCell(g, layer.Name, layer.Total, seeds, rho, blown));
+        }
+        return found;
+    }
+
+    static double Median(IEnumerable<long> values)
+    {
+        var v = values.Order().ToArray();
+        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2.0;
+    }
+
     static int? ClassCount(string dataset)
     {
         try { return DatasetRegistry.Info(dataset).Classes; }
@@ -137,6 +194,7 @@ public static class ReportFindings
                 : $"mean training loss {b.PeakLoss!.Value.ToString("F2", CultureInfo.InvariantCulture)} in epoch {b.PeakEpoch}, " +
                   $"{(b.PeakLoss.Value / b.ChanceLoss).ToString("F1", CultureInfo.InvariantCulture)} × {chance}."));
         }
+        foreach (var w in WideCells(groups, seeds?.HalfWidth ?? WideHalfWidth)) lines.Add(WideLine(w, groups));
         return lines;
     }
 
@@ -145,6 +203,22 @@ public static class ReportFindings
         $"{g.Model} {g.Dataset} {Name(g)}" + (g.IsDense ? "" : " " + Format.Sparsity(g.Sparsity)) +
         ReportTables.WarmupLabel(g.Model, g.WarmupBatches, warmupCounts: true,
             severalWarmups: groups.Where(o => o.Model == g.Model && o.Dataset == g.Dataset && !o.IsDense).Select(o => o.WarmupBatches).Distinct().Count() > 1);
+
+    // Blow-ups are the stronger evidence: with one in the cell, the masks are not discussed.
+    static string WideLine(WideCell w, IReadOnlyList<ResultGroup> groups)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var g = w.Cell;
+        var head = $"Wide interval: {CellName(g, groups)} (±{Format.Points(g.Ci95Top1!.Value)} pp, {w.Seeds.Count} seeds, top-1 " +
+                   $"{Format.Percent(g.MinTop1)}–{Format.Percent(g.MaxTop1)}). ";
+        if (w.BlownUp.Count > 0)
+            return head + $"Training blew up on seed{(w.BlownUp.Count == 1 ? "" : "s")} {string.Join(", ", w.BlownUp)} (flagged above).";
+        var kept = w.Seeds.Select(s => s.Kept).ToList();
+        var range = kept.Min() == kept.Max() ? kept.Min().ToString("N0", inv) : $"{kept.Min().ToString("N0", inv)}–{kept.Max().ToString("N0", inv)}";
+        var bySeed = string.Join(", ", w.Seeds.Select(s => $"seed {s.Seed}: {s.Kept.ToString("N0", inv)} → {Format.Percent(s.Top1)}"));
+        var rho = double.IsNaN(w.Spearman) ? "" : $"; rank correlation of kept weights and top-1 {w.Spearman.ToString("+0.00;-0.00", inv)}";
+        return head + $"Its sparsest layer, {w.Layer}, keeps {range} of {w.Total.ToString("N0", inv)} weights; by seed, kept → top-1: {bySeed}{rho}.";
+    }
 
     static string Name(ResultGroup g) => g.Criterion + (g.IsAblation ? $" ({g.Ablation})" : "");
 
