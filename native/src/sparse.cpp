@@ -928,7 +928,7 @@ PAI_API Tensor pai_sparse_conv2d(Tensor x, Tensor values, Tensor row_ptr, Tensor
 
 // The kernels' revision: raised whenever a change makes a kernel faster or slower, so that layout
 // choices timed on an older library (and cached by the host) are measured anew.
-PAI_API int32_t pai_sparse_revision() { return 2; }
+PAI_API int32_t pai_sparse_revision() { return 3; }
 
 // 1 when the kernels run their AVX2/FMA build (the CPU has both), 0 for the portable build.
 PAI_API uint8_t pai_sparse_vectorized() { return pai::guarded([] { return (uint8_t)use_avx2_fma(); }, (uint8_t)0); }
