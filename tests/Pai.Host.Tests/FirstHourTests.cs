@@ -50,7 +50,9 @@ public sealed class FirstHourTests
         Assert.Matches(@"--epochs[^\n]*\[default: 2\]", sweep);
         Assert.DoesNotMatch(@"--max-batches[^\n]*\[default", sweep); // whole epochs
         Assert.Matches(@"--workers[^\n]*sweep default: one per core on a CPU", sweep);
-        Assert.Matches(@"--lr[^\n]*default: 0\.05; 0\.1 for vgg11, resnet20, resnet32; 0\.005 for lenet300, lenet5; 0\.001 for vit-tiny", sweep);
+        // The main job's LeNet-5 trains with AdamW at 0.001; the other models keep their own optimizer and rate.
+        Assert.Matches(@"--lr[^\n]*default: 0\.05; 0\.1 for vgg11, resnet20, resnet32; 0\.001 for lenet5, vit-tiny; 0\.005 for lenet300\]", sweep);
+        Assert.Matches(@"--optimizer[^\n]*default: sgd; adamw for lenet5, vit-tiny\]", sweep);
         Assert.Matches(@"--lr-warmup[^\n]*default: 100; 0 for lenet300, lenet5\]", sweep);
         var label = Pai("autos", "label", "--help").Out;
         Assert.Matches(@"--max-batches[^\n]*\[default: 200\]", label);
@@ -71,10 +73,14 @@ public sealed class FirstHourTests
     {
         string[] grid = ["sweep", "--dry-run", "--criteria", "snip", "--sparsities", "0.9", "--seeds", "0"];
         var implicitDefaults = Pai(grid);
-        var explicitDefaults = Pai([.. grid, "--epochs", "2", "--lr", "0.005", "--lr-warmup", "0", "--max-batches", "0", "--model", "lenet5"]);
+        var explicitDefaults = Pai([.. grid, "--epochs", "2", "--optimizer", "adamw", "--lr", "0.001", "--lr-warmup", "0", "--max-batches", "0", "--model", "lenet5"]);
         Assert.Equal(0, implicitDefaults.Code);
         Assert.Equal(implicitDefaults.Out, explicitDefaults.Out);
-        Assert.Contains("\"criterion\":\"snip\",\"epochs\":2,\"learning_rate\":0.005,\"sparsity\":0.9", implicitDefaults.Out);
+        Assert.Contains("\"criterion\":\"snip\",\"epochs\":2,\"learning_rate\":0.001,\"optimizer\":\"adamw\",\"sparsity\":0.9", implicitDefaults.Out);
+        // Another model's sweep keeps that model's optimizer and rate (SGD, the default, is not written), on the same two epochs.
+        var resnet = Pai([.. grid, "--model", "resnet20", "--dataset", "cifar10"]);
+        Assert.Equal(0, resnet.Code);
+        Assert.Contains("resnet20 snip 90.0 % seed 0  {\"criterion\":\"snip\",\"dataset\":\"cifar10\",\"epochs\":2,\"lr_warmup\":100,\"model\":\"resnet20\",\"sparsity\":0.9}", resnet.Out);
     }
 
     [Fact]
@@ -85,8 +91,8 @@ public sealed class FirstHourTests
         var runs = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => l.Contains(" lenet5 ", StringComparison.Ordinal)).ToList();
         Assert.EndsWith("85 runs", output.TrimEnd());
         Assert.Equal(85, runs.Count);
-        // Every run: two whole epochs at lenet5's 0.005 without warm-up; seeds 0-4 in every cell (paired).
-        Assert.All(runs, r => Assert.Matches(@"""epochs"":2,""learning_rate"":0\.005[,}]", r)); // seed 0 is the default, left out
+        // Every run: two whole epochs of AdamW at 0.001 without warm-up; seeds 0-4 in every cell (paired).
+        Assert.All(runs, r => Assert.Matches(@"""epochs"":2,""learning_rate"":0\.001,""optimizer"":""adamw""[,}]", r)); // seed 0 is the default, left out
         Assert.All(runs, r => Assert.DoesNotContain("max_batches", r));
         Assert.All(runs, r => Assert.DoesNotContain("lr_warmup", r));
         var cells = runs.GroupBy(r => System.Text.RegularExpressions.Regex.Replace(r[r.IndexOf(' ', StringComparison.Ordinal)..], @" seed \d+|,?""seed"":\d+", "")).ToList();
