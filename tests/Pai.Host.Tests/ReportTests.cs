@@ -640,7 +640,11 @@ public class ReportTests
         runs.Add(blown with { Epochs = [new EpochMetrics(1, 9.0, 0.1, 0.1, 9, 0.1, 0.5, 1)] });
         runs.Add(Run("snip", 0.995, 1, 0.7));
         runs.Add(Run("snip", 0.995, 2, 0.72));
+        // A sanity check's spread is not explained: ablations are left out however wide.
+        runs.Add(Run("synflow", 0.995, 0, 0.3, ablation: "shuffle"));
+        runs.Add(Run("synflow", 0.995, 1, 0.7, ablation: "shuffle"));
         var groups = ReportTables.Aggregate(runs);
+        Assert.True(groups.Single(g => g.IsAblation).Ci95Top1 > 0.5);
 
         var wide = ReportFindings.WideCells(groups);
         Assert.Equal(["grasp", "snip"], wide.Select(w => w.Cell.Criterion).Order());

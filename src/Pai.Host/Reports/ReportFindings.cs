@@ -64,7 +64,7 @@ public static class ReportFindings
         $"two-sided p < {ReportTables.Alpha:0.00}. " +
         $"Training blew up: a run whose mean training loss over an epoch exceeded {BlowUpFactor:0.#} × chance (ln C for C classes; the store keeps " +
         "one mean per epoch, not per batch), or that failed on a diverged loss. " +
-        $"Wide interval: a pruned cell whose 95% half-width exceeds ±{WideHalfWidth:0.#} pp (or the sweep's --target-ci), shown with its sparsest layer " +
+        $"Wide interval: a criterion's cell (no ablation) whose 95% half-width exceeds ±{WideHalfWidth:0.#} pp (or the sweep's --target-ci), shown with its sparsest layer " +
         "(the smallest fraction kept) and each seed's top-1 beside that layer's kept count: a near-empty layer is a bottleneck, and seeds differ in how narrow it is.";
 
     /// <summary>The findings at each sparsity and warm-up setting that has a best criterion, in table order.</summary>
@@ -124,7 +124,7 @@ public static class ReportFindings
     }
 
     /// <summary>
-    /// The pruned cells whose 95% interval is wider than <paramref name="halfWidthPoints"/> (in
+    /// The criterion cells (pruned, no ablation) whose 95% interval is wider than <paramref name="halfWidthPoints"/> (in
     /// percentage points), each with the layer its seeds' masks kept the smallest fraction of and every
     /// finished seed's kept count there beside its top-1. Cells without pruning records are left out.
     /// </summary>
@@ -132,7 +132,7 @@ public static class ReportFindings
     {
         ArgumentNullException.ThrowIfNull(groups);
         var found = new List<WideCell>();
-        foreach (var g in groups.Where(g => !g.IsDense && g.Ci95Top1 is { } ci && ci * 100 > halfWidthPoints))
+        foreach (var g in groups.Where(g => !g.IsDense && !g.IsAblation && g.Ci95Top1 is { } ci && ci * 100 > halfWidthPoints))
         {
             // One run per seed, as the interval counts them.
             var runs = g.Runs.Where(r => r.Status == RunStatus.Finished && r.FinalTop1 is not null && r.Prune is not null)
