@@ -26,7 +26,7 @@ public sealed record SparsityFinding(
 public sealed record TrainingBlowUp(RunRecord Run, double ChanceLoss, double? PeakLoss, int? PeakEpoch, string? Error);
 
 /// <summary>
-/// A pruned cell whose 95% interval is wider than wanted, with what its seeds' masks show: the
+/// A criterion's cell (pruned, no ablation) whose 95% interval is wider than wanted, with what its seeds' masks show: the
 /// layer that kept the smallest fraction of its weights, and each seed's top-1 beside that layer's kept count.
 /// </summary>
 /// <param name="Cell">The cell.</param>
@@ -52,7 +52,7 @@ public static class ReportFindings
     public const double BlowUpFactor = 1.5;
 
     /// <summary>
-    /// A pruned cell whose 95% half-width exceeds this many points is explained in the findings,
+    /// A criterion's cell whose 95% half-width exceeds this many points is explained in the findings,
     /// unless the sweep set its own target (--target-ci).
     /// </summary>
     public const double WideHalfWidth = 6;
@@ -140,7 +140,7 @@ public static class ReportFindings
             if (runs.Count < 2) continue;
             var layers = runs.SelectMany(r => r.Prune!.Layers).GroupBy(l => l.Name, StringComparer.Ordinal)
                 .Where(l => l.Count() == runs.Count) // a layer every seed's record names
-                .Select(l => (Name: l.Key, Total: l.First().Total, Median: Median(l.Select(x => x.Kept))))
+                .Select(l => (Name: l.Key, Total: l.First().Total, Median: Stability.median(l.Select(x => (double)x.Kept).ToArray())))
                 .OrderBy(l => l.Total == 0 ? 1 : l.Median / l.Total).ThenBy(l => l.Name, StringComparer.Ordinal).ToList();
             if (layers.Count == 0) continue;
             var layer = layers[0];
@@ -151,12 +151,6 @@ public static class ReportFindings
             found.Add(new WideCell(g, layer.Name, layer.Total, seeds, rho, blown));
         }
         return found;
-    }
-
-    static double Median(IEnumerable<long> values)
-    {
-        var v = values.Order().ToArray();
-        return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2.0;
     }
 
     static int? ClassCount(string dataset)
