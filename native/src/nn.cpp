@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
 #include <type_traits>
 
 using pai::tensor_result;
@@ -185,21 +186,213 @@ void pool(const at::Tensor& x, at::Tensor& y, at::Tensor* index, int64_t k) {
   });
 }
 
+// ---- activations stored batch-innermost [C, H, W, N] ----
+// The sparse layers may pass activations on stored so (a permuted view; see sparse.cpp). They are
+// pooled as they are, one batch vector per window position, compared in the generic loop's order;
+// which [C, Ho, Wo, N] keeps the winning position i·k + j within each window.
+
+// Whether x is pooled in place of a copy to [N, C, H, W] (a window's positions fit in uint8).
+bool pools_inner(const at::Tensor& x, int64_t k) { return x.size(0) > 1 && k * k <= 256 && pai::stored_batch_inner(x); }
+
+// Output rows r = c·Ho + oy in [r0, r1).
+template <class T>
+void pool_inner_rows(const T* x, T* y, uint8_t* which, int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t n,
+                     int64_t k, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r / ho, oy = r % ho;
+    for (int64_t ox = 0; ox < wo; ++ox) {
+      const T* base = x + ((c * h + oy * k) * w + ox * k) * n;
+      T* m = y + (r * wo + ox) * n;
+      uint8_t* p = which ? which + (r * wo + ox) * n : nullptr;
+      std::copy(base, base + n, m);
+      if (p) std::fill(p, p + n, uint8_t(0));
+      for (int64_t q = 1; q < k * k; ++q) {
+        const T* v = base + ((q / k) * w + q % k) * n;
+        if (p) {
+#pragma omp simd
+          for (int64_t b = 0; b < n; ++b) {
+            const bool take = v[b] > m[b] || v[b] != v[b];
+            m[b] = take ? v[b] : m[b];
+            p[b] = take ? (uint8_t)q : p[b];
+          }
+        } else {
+#pragma omp simd
+          for (int64_t b = 0; b < n; ++b) m[b] = v[b] > m[b] || v[b] != v[b] ? v[b] : m[b];
+        }
+      }
+    }
+  }
+}
+
+typedef uint8_t v8u8 __attribute__((vector_size(8), aligned(1)));
+
+// The same for float, eight batch lanes at a time (the generic loop does not vectorize its uint8
+// winners next to float compares).
+__attribute__((target("avx2,fma"))) void pool_inner_rows_f32(const float* x, float* y, uint8_t* which, int64_t h,
+                                                            int64_t w, int64_t ho, int64_t wo, int64_t n, int64_t k,
+                                                            int64_t r0, int64_t r1) {
+  const int64_t n8 = n / 8 * 8;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r / ho, oy = r % ho;
+    for (int64_t ox = 0; ox < wo; ++ox) {
+      const float* base = x + ((c * h + oy * k) * w + ox * k) * n;
+      float* m = y + (r * wo + ox) * n;
+      uint8_t* p = which ? which + (r * wo + ox) * n : nullptr;
+      for (int64_t b = 0; b < n8; b += 8) {
+        v8f mv = *(const v8f*)(base + b);
+        v8i pv = {};
+        for (int64_t q = 1; q < k * k; ++q) {
+          const v8f v = *(const v8f*)(base + ((q / k) * w + q % k) * n + b);
+          const v8i take = (v > mv) | (v != v);
+          mv = take ? v : mv;
+          pv = take ? v8i{} + (int32_t)q : pv;
+        }
+        *(v8f*)(m + b) = mv;
+        if (p) *(v8u8*)(p + b) = __builtin_convertvector(pv, v8u8);
+      }
+      if (n8 < n) {
+        std::copy(base + n8, base + n, m + n8);
+        if (p) std::fill(p + n8, p + n, uint8_t(0));
+        for (int64_t q = 1; q < k * k; ++q) {
+          const float* v = base + ((q / k) * w + q % k) * n;
+          for (int64_t b = n8; b < n; ++b) {
+            const bool take = v[b] > m[b] || v[b] != v[b];
+            m[b] = take ? v[b] : m[b];
+            if (p) p[b] = take ? (uint8_t)q : p[b];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void pool_inner_run(const T* x, T* y, uint8_t* which, int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t n,
+                    int64_t k, int64_t r0, int64_t r1) {
+  if constexpr (std::is_same_v<T, float>)
+    if (pai::cpu_has_avx2_fma()) return pool_inner_rows_f32(x, y, which, h, w, ho, wo, n, k, r0, r1);
+  pool_inner_rows(x, y, which, h, w, ho, wo, n, k, r0, r1);
+}
+
+// Pools x stored batch-innermost into y stored so too; which, when not null, receives the winners.
+void pool_inner(const at::Tensor& x, at::Tensor& y, at::Tensor* which, int64_t k) {
+  const at::Tensor xs = x.movedim(0, -1);  // [C, H, W, N], contiguous
+  const int64_t c = xs.size(0), h = xs.size(1), w = xs.size(2), n = xs.size(3), ho = h / k, wo = w / k;
+  at::Tensor ys = at::empty({c, ho, wo, n}, x.options());
+  if (which) *which = at::empty({c, ho, wo, n}, x.options().dtype(at::kByte));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pai_max_pool_inner", [&] {
+    const scalar_t* px = xs.data_ptr<scalar_t>();
+    scalar_t* py = ys.data_ptr<scalar_t>();
+    uint8_t* pw = which ? which->data_ptr<uint8_t>() : nullptr;
+    at::parallel_for(0, c * ho, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, wo * k * k * n)),
+                     [&](int64_t b, int64_t e) { pool_inner_run(px, py, pw, h, w, ho, wo, n, k, b, e); });
+  });
+  y = ys.permute({3, 0, 1, 2});
+}
+
+// Input rows r = c·H + yy in [r0, r1) of the gradient: each position takes its window's output
+// gradient where it won, zero elsewhere and in the rows and columns no window covers.
+template <class T>
+void unpool_inner_rows(const T* g, const uint8_t* which, T* dx, int64_t h, int64_t w, int64_t ho, int64_t wo,
+                       int64_t n, int64_t k, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r / h, yy = r % h, oy = yy / k;
+    T* d = dx + r * w * n;
+    for (int64_t xx = 0; xx < w; ++xx) {
+      T* dv = d + xx * n;
+      const int64_t ox = xx / k;
+      if (oy >= ho || ox >= wo) {
+        std::fill(dv, dv + n, T(0));
+        continue;
+      }
+      const uint8_t q = (uint8_t)((yy % k) * k + xx % k);
+      const T* gv = g + ((c * ho + oy) * wo + ox) * n;
+      const uint8_t* p = which + ((c * ho + oy) * wo + ox) * n;
+#pragma omp simd
+      for (int64_t b = 0; b < n; ++b) dv[b] = p[b] == q ? gv[b] : T(0);
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void unpool_inner_rows_f32(const float* g, const uint8_t* which, float* dx,
+                                                              int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t n,
+                                                              int64_t k, int64_t r0, int64_t r1) {
+  const int64_t n8 = n / 8 * 8;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r / h, yy = r % h, oy = yy / k;
+    float* d = dx + r * w * n;
+    for (int64_t xx = 0; xx < w; ++xx) {
+      float* dv = d + xx * n;
+      const int64_t ox = xx / k;
+      if (oy >= ho || ox >= wo) {
+        std::fill(dv, dv + n, 0.0f);
+        continue;
+      }
+      const int32_t q = (int32_t)((yy % k) * k + xx % k);
+      const float* gv = g + ((c * ho + oy) * wo + ox) * n;
+      const uint8_t* p = which + ((c * ho + oy) * wo + ox) * n;
+      for (int64_t b = 0; b < n8; b += 8) {
+        const v8i pv = __builtin_convertvector(*(const v8u8*)(p + b), v8i);
+        *(v8f*)(dv + b) = pv == q ? *(const v8f*)(gv + b) : v8f{};
+      }
+      for (int64_t b = n8; b < n; ++b) dv[b] = p[b] == q ? gv[b] : 0.0f;
+    }
+  }
+}
+
+template <class T>
+void unpool_inner_run(const T* g, const uint8_t* which, T* dx, int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t n,
+                      int64_t k, int64_t r0, int64_t r1) {
+  if constexpr (std::is_same_v<T, float>)
+    if (pai::cpu_has_avx2_fma()) return unpool_inner_rows_f32(g, which, dx, h, w, ho, wo, n, k, r0, r1);
+  unpool_inner_rows(g, which, dx, h, w, ho, wo, n, k, r0, r1);
+}
+
 struct MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t k) {
+    ctx->saved_data["shape"] = input.sizes().vec();
+    ctx->saved_data["k"] = k;
+    if (pools_inner(input, k)) {
+      at::Tensor y, which;
+      pool_inner(input, y, &which, k);
+      ctx->save_for_backward({which});
+      ctx->saved_data["inner"] = true;
+      return y;
+    }
+    ctx->saved_data["inner"] = false;
     const at::Tensor x = input.contiguous();
     at::Tensor y, index;
     pool(x, y, &index, k);
     ctx->save_for_backward({index});
-    ctx->saved_data["shape"] = x.sizes().vec();
     return y;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const at::Tensor index = ctx->get_saved_variables()[0];
     const auto shape = ctx->saved_data["shape"].toIntVector();
-    const int64_t planes = shape[0] * shape[1], plane = shape[2] * shape[3];
+    const int64_t k = ctx->saved_data["k"].toInt(), planes = shape[0] * shape[1], plane = shape[2] * shape[3];
+    const bool inner = ctx->saved_data["inner"].toBool();
+    at::Tensor index = ctx->get_saved_variables()[0];
+    if (inner && !c10::GradMode::is_enabled()) {
+      const at::Tensor& which = index;
+      const int64_t c = shape[1], h = shape[2], w = shape[3], ho = which.size(1), wo = which.size(2), n = shape[0];
+      const at::Tensor g = grads[0].movedim(0, -1).contiguous();  // a view when it came batch-innermost
+      at::Tensor dx = at::empty({c, h, w, n}, g.options());
+      AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "pai_max_pool_inner_backward", [&] {
+        const scalar_t* pg = g.data_ptr<scalar_t>();
+        const uint8_t* pw = which.data_ptr<uint8_t>();
+        scalar_t* pd = dx.data_ptr<scalar_t>();
+        at::parallel_for(0, c * h, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, w * n)),
+                         [&](int64_t b, int64_t e) { unpool_inner_run(pg, pw, pd, h, w, ho, wo, n, k, b, e); });
+      });
+      return {dx.permute({3, 0, 1, 2}), at::Tensor()};
+    }
+    if (inner) {  // the plane positions libtorch's index holds, for the differentiable scatter below
+      const at::Tensor q = index.permute({3, 0, 1, 2}).to(at::kLong);
+      const at::Tensor oy = at::arange(q.size(2), q.options()).view({1, 1, -1, 1});
+      const at::Tensor ox = at::arange(q.size(3), q.options()).view({1, 1, 1, -1});
+      index = ((oy * k + q.div(k, "floor")) * shape[3] + ox * k + q.remainder(k)).contiguous();
+    }
     const at::Tensor g = grads[0].contiguous().view({planes, -1});
     // With a graph of the gradient requested, a differentiable scatter; otherwise a plain loop.
     if (c10::GradMode::is_enabled())
@@ -235,7 +428,10 @@ PAI_API Tensor pai_max_pool2d(Tensor x, const int64_t* kernel, const int64_t* st
     if (pools_fast(*x, kernel, stride, padding, dilation, ceil_mode != 0)) {
       if (x->requires_grad() && c10::GradMode::is_enabled()) return MaxPoolFunction::apply(*x, kernel[0]);
       at::Tensor y;
-      pool(x->contiguous(), y, nullptr, kernel[0]);
+      if (pools_inner(*x, kernel[0]))
+        pool_inner(*x, y, nullptr, kernel[0]);
+      else
+        pool(x->contiguous(), y, nullptr, kernel[0]);
       return y;
     }
     auto y = at::max_pool2d(*x, pai::ints(kernel, 2), pai::ints(stride, 2), pai::ints(padding, 2),

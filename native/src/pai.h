@@ -75,6 +75,10 @@ inline c10::optional<at::Generator> gen(Generator g) {
 
 std::vector<at::Tensor> tensor_list(const Tensor* handles, int32_t n);
 
+// Whether x [N, ...] is stored batch-innermost: its memory is [..., N], as the sparse layers may
+// pass activations on (a permuted view; see sparse.cpp).
+inline bool stored_batch_inner(const at::Tensor& x) { return x.dim() >= 2 && x.movedim(0, -1).is_contiguous(); }
+
 // True when the CPU has AVX2 and FMA: the kernels built for them (`target("avx2,fma")`) may run.
 inline bool cpu_has_avx2_fma() {
   static const bool has = [] {

@@ -10,7 +10,9 @@
 // weight's gradient) is computed by one thread in a fixed order, so results do not depend on the
 // thread count. Scratch per call: the input, output and output-gradient transposed to that layout,
 // each the size of the tensor it copies (the backward pass transposes the input again rather than
-// keep a copy alive); no im2col buffer. Convolutions also run in the input's own layout, vectorized
+// keep a copy alive); no im2col buffer. Between sparse layers the transposes can be skipped: a layer
+// may return its output as it computed it, stored batch-innermost behind a permuted view (libtorch's
+// elementwise ops keep that layout), and a layer whose input arrives stored so reads it in place. Convolutions also run in the input's own layout, vectorized
 // along image rows.
 //
 // The pattern is five int64 tensors built once from a mask (pai_sparse_pattern): row_ptr [rows+1],
@@ -29,6 +31,7 @@
 #include <vector>
 
 using pai::cpu_has_avx2_fma;
+using pai::stored_batch_inner;
 using pai::status_result;
 using pai::tensor_result;
 
@@ -552,10 +555,12 @@ __attribute__((target("avx2,fma"))) void transpose_avx2(const T* __restrict a, T
   }
 }
 
-// x viewed as [rows, cols] (made contiguous), transposed into a new contiguous [cols, rows].
+// x viewed as [rows, cols], transposed into a contiguous [cols, rows]: a view when x is already
+// stored that way (an activation a sparse layer passed on batch-innermost), else a new tensor.
 at::Tensor transposed(const at::Tensor& x, int64_t rows, int64_t cols) {
+  TORCH_CHECK(x.numel() == rows * cols, "sparse kernels: cannot view ", x.sizes(), " as [", rows, ", ", cols, "]");
+  if (x.dim() >= 2 && x.size(0) == rows && stored_batch_inner(x)) return x.movedim(0, -1).reshape({cols, rows});
   const at::Tensor a = x.contiguous();
-  TORCH_CHECK(a.numel() == rows * cols, "sparse kernels: cannot view ", a.sizes(), " as [", rows, ", ", cols, "]");
   at::Tensor b = at::empty({cols, rows}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "sparse_transpose", [&] {
     const scalar_t* pa = a.data_ptr<scalar_t>();
@@ -649,7 +654,7 @@ Saved restore_operands(AutogradContext* ctx, const char* what) {
 struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& values,
                             const at::Tensor& row_ptr, const at::Tensor& cols, const at::Tensor& col_ptr,
-                            const at::Tensor& col_rows, const at::Tensor& col_perm) {
+                            const at::Tensor& col_rows, const at::Tensor& col_perm, bool keep_inner) {
     const Pattern p = pattern_of(row_ptr, cols, col_ptr, col_rows, col_perm);
     check_operands(x, values, p, "sparse linear");
     TORCH_CHECK(x.dim() == 2 && x.size(1) == p.width(), "sparse linear: expected an input [batch, ", p.width(),
@@ -668,7 +673,8 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
     });
     save_operands(ctx, x, values, p);
     ctx->saved_data["batch"] = batch;
-    return transposed(ot, rows, batch);
+    ctx->saved_data["inner"] = stored_batch_inner(x);
+    return keep_inner ? ot.t() : transposed(ot, rows, batch);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -689,7 +695,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
         a.out = dxt.data_ptr<scalar_t>();
         const int64_t avg = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, width)) * batch;
         linear_input_grad_run(a, width, grain_for(avg));
-        dx = transposed(dxt, width, batch);
+        dx = ctx->saved_data["inner"].toBool() ? dxt.t() : transposed(dxt, width, batch);
       }
       if (ctx->needs_input_grad(1)) {
         dvalues = at::empty({p.nnz()}, values.options());
@@ -699,7 +705,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
         linear_weight_grad_run(a, p.nnz(), grain_for(batch));
       }
     });
-    return {dx, dvalues, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx, dvalues, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -765,7 +771,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& values,
                             const at::Tensor& row_ptr, const at::Tensor& cols, const at::Tensor& col_ptr,
                             const at::Tensor& col_rows, const at::Tensor& col_perm, int64_t kh, int64_t kw,
-                            int64_t stride, int64_t pad_h, int64_t pad_w, int64_t layout) {
+                            int64_t stride, int64_t pad_h, int64_t pad_w, int64_t layout, bool keep_inner) {
     const Pattern p = pattern_of(row_ptr, cols, col_ptr, col_rows, col_perm);
     check_operands(x, values, p, "sparse conv2d");
     TORCH_CHECK(layout == 0 || layout == 1, "sparse conv2d: layout is 0 (batch-innermost) or 1 (rows), got ", layout);
@@ -786,7 +792,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
         at::Tensor ot = at::empty({a.o, a.ho, a.wo, a.n}, x.options());
         a.out = ot.data_ptr<scalar_t>();
         conv_forward_run(a, a.o * a.ho, grain_for(per_row * a.wo * a.n));
-        out = transposed(ot, a.o * a.ho * a.wo, a.n).view({a.n, a.o, a.ho, a.wo});
+        out = keep_inner ? ot.permute({3, 0, 1, 2}) : transposed(ot, a.o * a.ho * a.wo, a.n).view({a.n, a.o, a.ho, a.wo});
       } else {
         out = at::empty({a.n, a.o, a.ho, a.wo}, x.options());
         a.out = out.data_ptr<scalar_t>();
@@ -799,6 +805,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = std::vector<int64_t>{pad_h, pad_w};
     ctx->saved_data["layout"] = layout;
+    ctx->saved_data["inner"] = stored_batch_inner(x);
     return out;
   }
 
@@ -822,7 +829,8 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
           at::Tensor dxt = at::empty({a.c, a.h, a.w, a.n}, values.options());
           a.out = dxt.data_ptr<scalar_t>();
           conv_input_grad_run(a, a.c * a.h, grain_for(per_plane * a.n / std::max<int64_t>(1, a.h)));
-          dx = transposed(dxt, a.c * a.h * a.w, a.n).view({a.n, a.c, a.h, a.w});
+          dx = ctx->saved_data["inner"].toBool() ? dxt.permute({3, 0, 1, 2})
+                                                 : transposed(dxt, a.c * a.h * a.w, a.n).view({a.n, a.c, a.h, a.w});
         } else {
           const at::Tensor dilated = dilated_gradient(got, a);
           dx = at::empty({a.n, a.c, a.h, a.w}, values.options());
@@ -843,7 +851,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
           rows_weight_grad_run(a, p.nnz(), grain_for(a.ho * a.wo * a.n));
       }
     });
-    std::vector<at::Tensor> result(14);
+    std::vector<at::Tensor> result(15);
     result[0] = dx;
     result[1] = dvalues;
     return result;
@@ -899,13 +907,17 @@ PAI_API int32_t pai_sparse_pattern(Tensor mask, Tensor* results) {
 }
 
 // x [batch, in] (or [..., in]) times the sparse weight [out, in] transposed, plus bias: [..., out].
+// batch_innermost (2-d inputs only): the result is returned as it was computed, stored [out, batch]
+// (a transposed view), for a next layer that reads it so; an input stored so is read without a copy,
+// and its gradient is returned stored so too.
 PAI_API Tensor pai_sparse_linear(Tensor x, Tensor values, Tensor row_ptr, Tensor cols, Tensor col_ptr, Tensor col_rows,
-                                 Tensor col_perm, Tensor bias) {
+                                 Tensor col_perm, Tensor bias, uint8_t batch_innermost) {
   return tensor_result([&] {
     TORCH_CHECK(x->dim() >= 1, "sparse linear: the input needs at least one dimension");
     std::vector<int64_t> shape(x->sizes().begin(), x->sizes().end());
     const at::Tensor flat = x->reshape({-1, shape.back()});
-    at::Tensor y = SparseLinearFunction::apply(flat, *values, *row_ptr, *cols, *col_ptr, *col_rows, *col_perm);
+    at::Tensor y = SparseLinearFunction::apply(flat, *values, *row_ptr, *cols, *col_ptr, *col_rows, *col_perm,
+                                               batch_innermost != 0 && x->dim() == 2);
     shape.back() = y.size(1);
     if (x->dim() != 2) y = y.reshape(shape);
     return bias ? y + *bias : y;
@@ -913,15 +925,17 @@ PAI_API Tensor pai_sparse_linear(Tensor x, Tensor values, Tensor row_ptr, Tensor
 }
 
 // 2-d convolution of x [N, C, H, W] with the sparse weight [out, C, kh, kw] (dilation 1, one group);
-// layout 0: batch-innermost, 1: rows (see SparseConv2dFunction).
+// layout 0: batch-innermost, 1: rows (see SparseConv2dFunction). batch_innermost (layout 0 only):
+// the result is returned stored [O, Ho, Wo, N] (a permuted view), as for pai_sparse_linear.
 PAI_API Tensor pai_sparse_conv2d(Tensor x, Tensor values, Tensor row_ptr, Tensor cols, Tensor col_ptr, Tensor col_rows,
                                  Tensor col_perm, const int64_t* kernel, const int64_t* stride, const int64_t* padding,
-                                 int32_t layout, Tensor bias) {
+                                 int32_t layout, Tensor bias, uint8_t batch_innermost) {
   return tensor_result([&] {
     TORCH_CHECK(stride[0] == stride[1], "sparse conv2d: only equal strides along height and width are supported, got ",
                 stride[0], " and ", stride[1]);
     at::Tensor y = SparseConv2dFunction::apply(*x, *values, *row_ptr, *cols, *col_ptr, *col_rows, *col_perm, kernel[0],
-                                               kernel[1], stride[0], padding[0], padding[1], layout);
+                                               kernel[1], stride[0], padding[0], padding[1], layout,
+                                               batch_innermost != 0 && layout == 0);
     return bias ? y + bias->view({1, -1, 1, 1}) : y;
   });
 }

@@ -120,12 +120,15 @@ public static unsafe partial class Functional
     /// (1-d, <see cref="SparsePattern.Kept"/> long) at its kept positions. The same result as
     /// <c>Linear(x, pattern.Scatter(values), bias)</c>, computed by the sparse kernels on the CPU;
     /// gradients flow to x and to the values (at kept positions only). No second derivative.
+    /// With <paramref name="batchInnermost"/> (a 2-d x) the result is the kernels' own [out, batch]
+    /// memory behind a transposed view: no copy back, and a next sparse layer reads it in place
+    /// (see <see cref="SparseConv2d"/>).
     /// </summary>
-    public static Tensor SparseLinear(Tensor x, Tensor values, SparsePattern pattern, Tensor? bias = null)
+    public static Tensor SparseLinear(Tensor x, Tensor values, SparsePattern pattern, Tensor? bias = null, bool batchInnermost = false)
     {
         if (pattern.WeightShape.Length != 2)
             throw new ArgumentException($"a sparse linear weight is [out, in], the pattern's is [{string.Join(", ", pattern.WeightShape)}]", nameof(pattern));
-        var r = pai_sparse_linear(x.Handle, values.Handle, pattern.RowPtr, pattern.Cols, pattern.ColPtr, pattern.ColRows, pattern.ColPerm, Tensor.RawOrZero(bias));
+        var r = pai_sparse_linear(x.Handle, values.Handle, pattern.RowPtr, pattern.Cols, pattern.ColPtr, pattern.ColRows, pattern.ColPerm, Tensor.RawOrZero(bias), batchInnermost ? (byte)1 : (byte)0);
         GC.KeepAlive(bias);
         GC.KeepAlive(pattern);
         return Tensor.Wrap(r);
@@ -135,9 +138,13 @@ public static unsafe partial class Functional
     /// 2-d convolution (dilation 1, one group) with a sparse weight [out, in, kh, kw]: the same result as
     /// <c>Conv2d(x, pattern.Scatter(values), bias, stride, padding)</c>, computed by the sparse kernels
     /// on the CPU; gradients flow to x and to the values (at kept positions only). No second derivative.
+    /// With <paramref name="batchInnermost"/> (and the batch-innermost layout) the result is the
+    /// kernels' own [O, Ho, Wo, N] memory behind a permuted view: no copy back. Elementwise ops,
+    /// max pooling and flattening keep that storage, and a sparse layer whose input arrives stored
+    /// so reads it without a copy (and returns its input gradient stored so); other ops may copy it.
     /// </summary>
     public static Tensor SparseConv2d(Tensor x, Tensor values, SparsePattern pattern, Tensor? bias = null, int stride = 1, int padding = 0,
-        SparseConvLayout layout = SparseConvLayout.BatchInnermost)
+        SparseConvLayout layout = SparseConvLayout.BatchInnermost, bool batchInnermost = false)
     {
         var shape = pattern.WeightShape;
         if (shape.Length != 4)
@@ -145,7 +152,7 @@ public static unsafe partial class Functional
         long* k = stackalloc long[] { shape[2], shape[3] };
         long* s = stackalloc long[] { stride, stride };
         long* p = stackalloc long[] { padding, padding };
-        var r = pai_sparse_conv2d(x.Handle, values.Handle, pattern.RowPtr, pattern.Cols, pattern.ColPtr, pattern.ColRows, pattern.ColPerm, k, s, p, (int)layout, Tensor.RawOrZero(bias));
+        var r = pai_sparse_conv2d(x.Handle, values.Handle, pattern.RowPtr, pattern.Cols, pattern.ColPtr, pattern.ColRows, pattern.ColPerm, k, s, p, (int)layout, Tensor.RawOrZero(bias), batchInnermost ? (byte)1 : (byte)0);
         GC.KeepAlive(bias);
         GC.KeepAlive(pattern);
         return Tensor.Wrap(r);

@@ -470,6 +470,67 @@ let tests =
                             Expect.isTrue (same gx gx') $"input gradient, k {k}, {dtype}"
                             Expect.isTrue (same gw gw') $"gradient of the gradient, k {k}, {dtype}")
 
+            testCase
+                "max_pool2d of activations stored batch-innermost pools them as they are stored and equals the standard layout: ties, NaN, uncovered rows, gradients and gradients of gradients"
+            <| fun () ->
+                inScope (fun () ->
+                    let rnd = Random(5)
+
+                    let same (a: float[]) (b: float[]) =
+                        Array.forall2 (fun (u: float) v -> u = v || (Double.IsNaN u && Double.IsNaN v)) a b
+
+                    let values (t: Tensor) = t.To(DType.Float64).ToArray<float>()
+                    let storedInner (t: Tensor) = t.Permute(1L, 2L, 3L, 0L).IsContiguous
+
+                    for dtype in [ DType.Float32; DType.Float64 ] do
+                        // batches of 9 and 20: the eight-lane path and its remainder; 7 × 11 images leave
+                        // rows and columns outside every window (floor mode)
+                        for n, k in [ 9L, 2; 20L, 3; 8L, 2 ] do
+                            let stored = [| 3L; 7L; 11L; n |]
+
+                            let data (nans: bool) =
+                                Array.init (int (3L * 7L * 11L * n)) (fun i ->
+                                    if nans && i % 37 = 5 then
+                                        Double.NaN
+                                    else
+                                        float (rnd.Next 3))
+
+                            let inner (d: float[]) =
+                                Libtorch.FromArray(d, stored).To(dtype).Permute(3L, 0L, 1L, 2L)
+
+                            let where = $"batch {n}, k {k}, {dtype}"
+                            let withNan = inner (data true)
+                            let pooled = F.MaxPool2d(withNan, k)
+                            Expect.isTrue (storedInner pooled) $"the output stays stored batch-innermost, {where}"
+
+                            Expect.isTrue
+                                (same (values pooled) (values (F.MaxPool2d(withNan.Contiguous(), k))))
+                                $"forward, {where}"
+
+                            let x = inner (data false)
+                            let w = Libtorch.Randn(pooled.Shape, dtype = dtype)
+                            let v = Libtorch.Randn(x.Shape, dtype = dtype)
+
+                            let grads (input: Tensor) (graph: bool) =
+                                let xi = input.Detach().RequiresGrad_()
+                                let wi = w.Detach().RequiresGrad_()
+
+                                let gx =
+                                    (Autograd.Grad((F.MaxPool2d(xi, k) * wi).Sum(), [| xi |], createGraph = graph)).[0]
+
+                                if graph then
+                                    values gx, values (Autograd.Grad((gx * v).Sum(), [| wi |])).[0], false
+                                else
+                                    values gx, [||], storedInner gx
+
+                            let gx, _, gxInner = grads x false
+                            let gx', _, _ = grads (x.Contiguous()) false
+                            Expect.isTrue gxInner $"the input gradient comes back stored batch-innermost, {where}"
+                            Expect.isTrue (same gx gx') $"input gradient, {where}"
+                            let hx, hw, _ = grads x true
+                            let hx', hw', _ = grads (x.Contiguous()) true
+                            Expect.isTrue (same hx hx' && same hw hw') $"gradients with a graph, {where}")
+
             testCase "max_pool2d rejects a window that lies entirely in the padding"
             <| fun () ->
                 // libtorch 1.13 itself returns -inf there and its backward corrupts the heap; the shim refuses

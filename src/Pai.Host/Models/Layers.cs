@@ -80,7 +80,7 @@ public sealed class Linear : WeightLayer
     /// <inheritdoc/>
     public override Tensor Forward(Tensor x)
     {
-        var y = Sparse is { } s ? Functional.SparseLinear(x, s.Values, s.Pattern, Bias) : Functional.Linear(x, Weight, Bias);
+        var y = Sparse is { } s ? Functional.SparseLinear(x, s.Values, s.Pattern, Bias, s.BatchInnermost) : Functional.Linear(x, Weight, Bias);
         LayerRecorder.Record(this, LayerKind.Linear, x, y);
         if (FlopCounter.IsActive)
             FlopCounter.Record(this, y.NumEl / y.Size(0) * InFeatures);
@@ -149,7 +149,7 @@ public sealed class Conv2d : WeightLayer
     public override Tensor Forward(Tensor x)
     {
         var y = Sparse is { } s
-            ? Functional.SparseConv2d(x, s.Values, s.Pattern, Bias, Stride, Padding, s.Layout)
+            ? Functional.SparseConv2d(x, s.Values, s.Pattern, Bias, Stride, Padding, s.Layout, s.BatchInnermost)
             : Functional.Conv2d(x, Weight, Bias, Stride, Padding, Dilation, Groups);
         if (LayerRecorder.IsActive)
             LayerRecorder.Record(this, LayerKind.NewConv2d(Stride, Padding, Dilation, Groups), x, y);

@@ -33,6 +33,9 @@ public sealed class LeNet300 : Model
     /// <summary>True: ReLU, pooling, eval-mode batch norm; the logits are linear in each weight taken alone.</summary>
     public override bool IsPiecewiseLinear => true;
 
+    /// <summary>True: ReLU, pooling and flattening between the layers keep batch-innermost activations.</summary>
+    public override bool PassesBatchInnermost => true;
+
     /// <inheritdoc/>
     protected override Model CreateLike(ModelOptions options) => new LeNet300(options, initialize: false);
 }
@@ -77,6 +80,9 @@ public sealed class LeNet5 : Model
 
     /// <summary>True: ReLU, pooling, eval-mode batch norm; the logits are linear in each weight taken alone.</summary>
     public override bool IsPiecewiseLinear => true;
+
+    /// <summary>True: ReLU, pooling and flattening between the layers keep batch-innermost activations.</summary>
+    public override bool PassesBatchInnermost => true;
 
     /// <inheritdoc/>
     protected override Model CreateLike(ModelOptions options) => new LeNet5(options, initialize: false);

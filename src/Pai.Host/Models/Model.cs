@@ -169,6 +169,14 @@ public abstract class Model : Module, IModelView
     /// </summary>
     public virtual bool IsPiecewiseLinear => false;
 
+    /// <summary>
+    /// True when every op between this model's weight layers keeps an activation stored
+    /// batch-innermost without a copy (ReLU, max pooling, flattening, bias sums: no batch or layer
+    /// norm), so its sparse layers pass their outputs on as the kernels computed them instead of
+    /// transposing each one back and forth. Models declare it; false by default.
+    /// </summary>
+    public virtual bool PassesBatchInnermost => false;
+
     /// <summary>The network itself: inputs already checked to be [N, C, H, W].</summary>
     protected abstract Tensor Logits(Tensor inputs);
 

@@ -9,7 +9,7 @@ namespace Pai.Host.Models;
 public sealed class SparseWeight : IDisposable
 {
     /// <summary>Takes the kept entries of <paramref name="weight"/> (pruned ones must already be zero).</summary>
-    internal SparseWeight(Tensor weight, Tensor mask, SparseConvLayout layout)
+    internal SparseWeight(Tensor weight, Tensor mask, SparseConvLayout layout, bool batchInnermost = false)
     {
         Pattern = SparsePattern.FromMask(mask);
         using (var scope = new DisposeScope())
@@ -17,6 +17,7 @@ public sealed class SparseWeight : IDisposable
             Values = Pattern.Gather(weight).Contiguous().DetachFromScope();
         Values.RequiresGrad = true;
         Layout = layout;
+        BatchInnermost = batchInnermost;
     }
 
     /// <summary>The kept positions.</summary>
@@ -27,6 +28,9 @@ public sealed class SparseWeight : IDisposable
 
     /// <summary>The convolution layout the calibration chose (unused by linear layers).</summary>
     public SparseConvLayout Layout { get; }
+
+    /// <summary>Whether the layer passes its output on stored batch-innermost (<see cref="Model.PassesBatchInnermost"/>).</summary>
+    public bool BatchInnermost { get; }
 
     /// <summary>Writes the values into the dense <paramref name="weight"/>, with exact zeros at pruned positions.</summary>
     internal void WriteBack(Tensor weight)

@@ -72,6 +72,7 @@ internal sealed class SparseLayers : IDisposable
             .ToList();
         if (candidates.Count == 0) return chosen;
         var inputShapes = InputShapes(model, inputs);
+        var batchInnermost = model is Model { PassesBatchInnermost: true };
         var kernels = new List<LayerKernel>();
         foreach (var (name, layer) in candidates)
         {
@@ -80,7 +81,7 @@ internal sealed class SparseLayers : IDisposable
             var (choice, speedup) = Calibration.Choose(layer, layer.Weight, keep, seen.Shape, seen.First, includeDense: mode == SparseKernelMode.Auto);
             kernels.Add(new LayerKernel(name, choice is not null, speedup));
             if (choice is not { } layout) continue;
-            layer.Sparse = new SparseWeight(layer.Weight, keep, layout);
+            layer.Sparse = new SparseWeight(layer.Weight, keep, layout, batchInnermost);
             chosen.layers.Add((name, layer, layer.Sparse));
         }
         chosen.Choices = new SparseLayerChoices(kernels);
