@@ -194,7 +194,10 @@ let run (args: Args) =
 
     printfn
         "kernels: %s; load average before: %s"
-        (if SparsePattern.Vectorized then "AVX2/FMA" else "portable")
+        (match SparsePattern.VectorPath with
+         | SparseVectorPath.Avx512 -> "AVX-512 (rows layout: AVX2/FMA)"
+         | SparseVectorPath.Avx2 -> "AVX2/FMA"
+         | _ -> "portable")
         (loadAverage ())
 
     let summary = Collections.Generic.List<string list>()

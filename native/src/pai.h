@@ -88,4 +88,14 @@ inline bool cpu_has_avx2_fma() {
   return has;
 }
 
+// True when the CPU (and the OS) run AVX-512 F, VL, BW and DQ: the kernels built for them may run.
+inline bool cpu_has_avx512() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  }();
+  return has;
+}
+
 }  // namespace pai

@@ -68,14 +68,18 @@ public sealed unsafe class SparsePattern : IDisposable
     }
 
     /// <summary>
-    /// True when the kernels run their AVX2/FMA build (the default where the CPU has both); false
-    /// for the portable build. Setting it is process-wide; true is refused on a CPU without AVX2/FMA.
+    /// The vector build the kernels run: by default the widest this CPU has
+    /// (<see cref="CpuVectorPath"/>). Setting it is process-wide (tests run every build the CPU
+    /// can); a build wider than the CPU's is refused.
     /// </summary>
-    public static bool Vectorized
+    public static SparseVectorPath VectorPath
     {
-        get => pai_sparse_vectorized() != 0;
-        set => Check(pai_sparse_set_vectorized(value ? (byte)1 : (byte)0));
+        get => (SparseVectorPath)pai_sparse_vector_path();
+        set => Check(pai_sparse_set_vector_path((int)value));
     }
+
+    /// <summary>The widest vector build of the kernels this CPU runs.</summary>
+    public static SparseVectorPath CpuVectorPath => (SparseVectorPath)pai_sparse_cpu_vector_path();
 
     /// <summary>
     /// The native kernels' revision, raised whenever a kernel gets faster or slower: a layout
@@ -99,6 +103,17 @@ public sealed unsafe class SparsePattern : IDisposable
         colPerm.Dispose();
         flatIndex.Dispose();
     }
+}
+
+/// <summary>The vector instructions a build of the sparse kernels uses (the wider, the faster on dense-enough layers).</summary>
+public enum SparseVectorPath
+{
+    /// <summary>Plain C++ (the compiler's baseline vectors).</summary>
+    Portable = 0,
+    /// <summary>AVX2 and FMA: 8 floats per vector.</summary>
+    Avx2 = 1,
+    /// <summary>AVX-512 (F, VL, BW, DQ): 16 floats per vector; the rows layout stays at AVX2.</summary>
+    Avx512 = 2,
 }
 
 /// <summary>How the sparse convolution lays out its operands; neither is faster everywhere, so measure.</summary>

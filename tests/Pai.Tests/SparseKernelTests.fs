@@ -711,36 +711,42 @@ let tests =
 
                 expectSameTrajectory "auto against dense" dense auto
 
-            testCase "the portable build (no AVX2/FMA) matches the dense masked layer as well"
+            testCase "every vector build this CPU runs (portable, AVX2/FMA, AVX-512) matches the dense masked layer"
             <| fun () ->
-                let before = SparsePattern.Vectorized
+                let before = SparsePattern.VectorPath
+                Expect.equal before SparsePattern.CpuVectorPath "the widest build runs by default"
 
                 try
-                    SparsePattern.Vectorized <- false
-                    Expect.isFalse SparsePattern.Vectorized "the portable build is selected"
+                    for path in [ for p in 0 .. int SparsePattern.CpuVectorPath -> enum<SparseVectorPath> p ] do
+                        SparsePattern.VectorPath <- path
+                        Expect.equal SparsePattern.VectorPath path "the build is selected"
 
-                    for seed in 1UL .. 6UL do
-                        for dtype in [ DType.Float64; DType.Float32 ] do
-                            linearCase
-                                { linearOf dtype (13L, 37L, 11L) 0.3 seed with
-                                    Transposed = seed % 2UL = 0UL
-                                }
+                        for seed in 1UL .. 6UL do
+                            // batch 87: whole blocks of four vectors, single vectors and a scalar
+                            // remainder, at every width and in both dtypes
+                            let batch = if seed <= 3UL then 13L else 87L
 
-                            for layout in [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ] do
-                                convCase (
-                                    convOf
-                                        dtype
-                                        3L
-                                        (2L, 3L, 9L, 10L)
-                                        ((if seed % 2UL = 0UL then 3L else 5L),
-                                         int (seed % 3UL) % 2 + 1,
-                                         int (seed % 3UL))
-                                        0.4
-                                        layout
-                                        seed
-                                )
+                            for dtype in [ DType.Float64; DType.Float32 ] do
+                                linearCase
+                                    { linearOf dtype (batch, 37L, 11L) 0.3 seed with
+                                        Transposed = seed % 2UL = 0UL
+                                    }
+
+                                for layout in [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ] do
+                                    convCase (
+                                        convOf
+                                            dtype
+                                            (batch - 10L)
+                                            (2L, 3L, 9L, 10L)
+                                            ((if seed % 2UL = 0UL then 3L else 5L),
+                                             int (seed % 3UL) % 2 + 1,
+                                             int (seed % 3UL))
+                                            0.4
+                                            layout
+                                            seed
+                                    )
                 finally
-                    SparsePattern.Vectorized <- before
+                    SparsePattern.VectorPath <- before
 
             testCase "--sparse-kernels is an execution setting: recorded with the run, outside the run key"
             <| fun () ->

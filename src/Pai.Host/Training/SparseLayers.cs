@@ -185,7 +185,7 @@ internal sealed class SparseLayers : IDisposable
         {
             var geometry = layer is Conv2d c ? $"conv s{c.Stride} p{c.Padding}" : "linear";
             return string.Join('|', geometry, string.Join('x', weight.Shape), string.Join('x', inputShape), kept, first,
-                weight.DType, Libtorch.NumThreads, SparsePattern.Vectorized ? "avx2" : "portable", includeDense ? "auto" : "on",
+                weight.DType, Libtorch.NumThreads, SparsePattern.VectorPath.ToString().ToLowerInvariant(), includeDense ? "auto" : "on",
                 $"kernels r{revision}");
         }
 
