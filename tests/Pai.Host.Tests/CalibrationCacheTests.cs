@@ -106,7 +106,7 @@ public class CalibrationCacheTests
 
     // A layout timed on an older library is no guide once its kernels changed speed.
     [Fact]
-    public void A_choice_is_keyed_by_the_kernels_revision_and_the_layers_geometry()
+    public void A_choice_is_keyed_by_the_kernels_revision_the_layers_geometry_and_batch_innermost_passing()
     {
         using var scope = new DisposeScope();
         using var conv = new Conv2d(3, 4, 3, stride: 1, padding: 1, bias: false);
@@ -118,6 +118,8 @@ public class CalibrationCacheTests
         Assert.Equal(Key(conv, SparsePattern.KernelRevision), Key(conv, SparsePattern.KernelRevision));
         Assert.NotEqual(Key(conv, SparsePattern.KernelRevision), Key(conv, SparsePattern.KernelRevision - 1));
         Assert.NotEqual(Key(conv, 2), Key(strided, 2));
+        // timed without the transposes back that a model passing activations on batch-innermost skips
+        Assert.NotEqual(Key(conv, 2), SparseLayers.Calibration.Key(conv, conv.Weight, input, 20, false, true, 2, batchInnermost: true));
         Assert.True(SparsePattern.KernelRevision >= 2, "the revision that introduced register-blocked kernels");
     }
 

@@ -78,7 +78,7 @@ internal sealed class SparseLayers : IDisposable
         {
             if (!inputShapes.TryGetValue(layer, out var seen)) continue;
             var keep = keepOf(layer.Weight)!;
-            var (choice, speedup) = Calibration.Choose(layer, layer.Weight, keep, seen.Shape, seen.First, includeDense: mode == SparseKernelMode.Auto);
+            var (choice, speedup) = Calibration.Choose(layer, layer.Weight, keep, seen.Shape, seen.First, includeDense: mode == SparseKernelMode.Auto, batchInnermost);
             kernels.Add(new LayerKernel(name, choice is not null, speedup));
             if (choice is not { } layout) continue;
             layer.Sparse = new SparseWeight(layer.Weight, keep, layout, batchInnermost);
@@ -141,7 +141,8 @@ internal sealed class SparseLayers : IDisposable
     /// <summary>
     /// Times one training step of a layer (forward and backward) dense and in each sparse variant
     /// on random data of the layer's shapes, and keeps the fastest, with its speedup over dense,
-    /// per layer kind, shapes, kept count, dtype, thread count and vector path: for the rest of the
+    /// per layer kind, shapes, kept count, dtype, thread count, vector path and whether the model
+    /// passes activations on batch-innermost: for the rest of the
     /// process and in a file under the user's cache folder (<see cref="CalibrationCache"/>). The
     /// variants round differently, so a timing-based choice made anew could differ between two
     /// runs; reading it back makes a rerun on the same machine choose alike and give bit-identical
@@ -154,13 +155,16 @@ internal sealed class SparseLayers : IDisposable
 
         /// <summary>
         /// The sparse layout to run, or null for dense (only when <paramref name="includeDense"/>),
-        /// and the measured speedup (null when dense was not timed).
+        /// and the measured speedup (null when dense was not timed). With <paramref name="batchInnermost"/>
+        /// the sparse variants are timed as such a model runs them: output and output gradient stored
+        /// batch-innermost (no transpose back); the input still arrives as the dense layer's would.
         /// </summary>
-        public static (SparseConvLayout? Choice, double? Speedup) Choose(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense)
+        public static (SparseConvLayout? Choice, double? Speedup) Choose(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense,
+            bool batchInnermost = false)
         {
             long kept;
             using (var scope = new DisposeScope()) kept = keep.CountNonZero();
-            var key = Key(layer, weight, inputShape, kept, first, includeDense, SparsePattern.KernelRevision);
+            var key = Key(layer, weight, inputShape, kept, first, includeDense, SparsePattern.KernelRevision, batchInnermost);
             // One calibration at a time: two measuring side by side would time each other.
             lock (Gate)
             {
@@ -170,7 +174,7 @@ internal sealed class SparseLayers : IDisposable
                     result = (Parse(stored.Choice), stored.Speedup);
                 else
                 {
-                    result = Measure(layer, weight, keep, inputShape, first, includeDense);
+                    result = Measure(layer, weight, keep, inputShape, first, includeDense, batchInnermost);
                     CalibrationCache.Write(key, new CalibrationEntry(result.Choice?.ToString() ?? Dense, result.Speedup));
                 }
                 Chosen[key] = result;
@@ -180,13 +184,14 @@ internal sealed class SparseLayers : IDisposable
 
         const string Dense = "dense";
 
-        /// <summary>What a choice depends on: the layer's kind and shapes, the kept count, dtype, threads, vector path, mode and the kernels' revision.</summary>
-        internal static string Key(Module layer, Tensor weight, long[] inputShape, long kept, bool first, bool includeDense, int revision)
+        /// <summary>What a choice depends on: the layer's kind and shapes, the kept count, dtype, threads, vector path, mode, the kernels' revision and batch-innermost passing.</summary>
+        internal static string Key(Module layer, Tensor weight, long[] inputShape, long kept, bool first, bool includeDense, int revision,
+            bool batchInnermost = false)
         {
             var geometry = layer is Conv2d c ? $"conv s{c.Stride} p{c.Padding}" : "linear";
             return string.Join('|', geometry, string.Join('x', weight.Shape), string.Join('x', inputShape), kept, first,
                 weight.DType, Libtorch.NumThreads, SparsePattern.VectorPath.ToString().ToLowerInvariant(), includeDense ? "auto" : "on",
-                $"kernels r{revision}");
+                $"kernels r{revision}") + (batchInnermost ? "|passes batch-innermost" : "");
         }
 
         // A stored choice this layer can run in this mode (a hand-edited or foreign entry is measured anew).
@@ -197,7 +202,8 @@ internal sealed class SparseLayers : IDisposable
 
         static SparseConvLayout? Parse(string stored) => stored == Dense ? null : Enum.Parse<SparseConvLayout>(stored);
 
-        static (SparseConvLayout? Choice, double? Speedup) Measure(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense)
+        static (SparseConvLayout? Choice, double? Speedup) Measure(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense,
+            bool batchInnermost)
         {
             var variants = new List<SparseConvLayout?>();
             if (includeDense) variants.Add(null);
@@ -213,7 +219,7 @@ internal sealed class SparseLayers : IDisposable
             using (Libtorch.NoGrad()) w = weight.Detach().Clone();
             var values = pattern.Gather(w);
             var conv = layer as Conv2d;
-            Tensor? gradOutput = null;
+            Tensor? gradOutput = null, gradInner = null;
 
             double Step(SparseConvLayout? variant)
             {
@@ -224,12 +230,15 @@ internal sealed class SparseLayers : IDisposable
                 var y = (conv, variant) switch
                 {
                     (null, null) => Functional.Linear(xi, wi),
-                    (null, _) => Functional.SparseLinear(xi, wi, pattern),
+                    (null, _) => Functional.SparseLinear(xi, wi, pattern, null, batchInnermost),
                     (_, null) => Functional.Conv2d(xi, wi, null, conv.Stride, conv.Padding),
-                    (_, { } layout) => Functional.SparseConv2d(xi, wi, pattern, null, conv.Stride, conv.Padding, layout),
+                    (_, { } layout) => Functional.SparseConv2d(xi, wi, pattern, null, conv.Stride, conv.Padding, layout, batchInnermost),
                 };
-                gradOutput ??= Libtorch.RandnLike(y, g).MoveToOuterScope();
-                var grads = Autograd.Grad([y], first ? [wi] : [xi, wi], [gradOutput]);
+                gradOutput ??= Libtorch.RandnLike(y, g).Contiguous().MoveToOuterScope();
+                // The gradient arrives stored as the output is (the ops between such layers keep it).
+                gradInner ??= BatchInnermost(gradOutput).MoveToOuterScope();
+                var stored = y.Dim == 4 ? y.Permute(1, 2, 3, 0).IsContiguous : y.Transpose(0, 1).IsContiguous;
+                var grads = Autograd.Grad([y], first ? [wi] : [xi, wi], [stored && !y.IsContiguous ? gradInner : gradOutput]);
                 // A dense masked layer also masks its gradient every step.
                 if (variant is null) grads[^1]!.Mul_(keep);
                 return watch.Elapsed.TotalSeconds;
@@ -245,6 +254,10 @@ internal sealed class SparseLayers : IDisposable
             var fastestSparse = variants.Where(v => v is not null).Min(MedianOf);
             return (best, includeDense ? MedianOf(null) / Math.Max(fastestSparse, 1e-9) : null);
         }
+
+        // The same values stored batch-innermost ([…, N] in memory).
+        static Tensor BatchInnermost(Tensor t) =>
+            t.Dim == 4 ? t.Permute(1, 2, 3, 0).Contiguous().Permute(3, 0, 1, 2) : t.Transpose(0, 1).Contiguous().Transpose(0, 1);
 
         static double Median(List<double> xs)
         {
