@@ -194,34 +194,44 @@ void pool(const at::Tensor& x, at::Tensor& y, at::Tensor* index, int64_t k) {
 // Whether x is pooled in place of a copy to [N, C, H, W] (a window's positions fit in uint8).
 bool pools_inner(const at::Tensor& x, int64_t k) { return x.size(0) > 1 && k * k <= 256 && pai::stored_batch_inner(x); }
 
-// Output rows r = c·Ho + oy in [r0, r1).
+#define PAI_INLINE_LAMBDA __attribute__((always_inline))
+
+// Output rows r = c·Ho + oy in [r0, r1): window(base, m, p) pools one window, its first position's
+// batch vector at base (the others q = i·k + j at base + (i·W + j)·N), into m and its winners p.
+template <class T, class Window>
+inline __attribute__((always_inline)) void pool_inner_walk(const T* x, T* y, uint8_t* which, int64_t h, int64_t w,
+                                                           int64_t ho, int64_t wo, int64_t n, int64_t k, int64_t r0,
+                                                           int64_t r1, Window window) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r / ho, oy = r % ho;
+    for (int64_t ox = 0; ox < wo; ++ox)
+      window(x + ((c * h + oy * k) * w + ox * k) * n, y + (r * wo + ox) * n,
+             which ? which + (r * wo + ox) * n : nullptr);
+  }
+}
+
+// Batch lanes [from, n) of one window, in the generic loop's order (first maximum wins, NaN takes it).
+template <class T>
+inline __attribute__((always_inline)) void pool_lanes(const T* base, T* m, uint8_t* p, int64_t w, int64_t n, int64_t k,
+                                                      int64_t from) {
+  std::copy(base + from, base + n, m + from);
+  if (p) std::fill(p + from, p + n, uint8_t(0));
+  for (int64_t q = 1; q < k * k; ++q) {
+    const T* v = base + ((q / k) * w + q % k) * n;
+#pragma omp simd
+    for (int64_t b = from; b < n; ++b) {
+      const bool take = v[b] > m[b] || v[b] != v[b];
+      m[b] = take ? v[b] : m[b];
+      if (p) p[b] = take ? (uint8_t)q : p[b];
+    }
+  }
+}
+
 template <class T>
 void pool_inner_rows(const T* x, T* y, uint8_t* which, int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t n,
                      int64_t k, int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t c = r / ho, oy = r % ho;
-    for (int64_t ox = 0; ox < wo; ++ox) {
-      const T* base = x + ((c * h + oy * k) * w + ox * k) * n;
-      T* m = y + (r * wo + ox) * n;
-      uint8_t* p = which ? which + (r * wo + ox) * n : nullptr;
-      std::copy(base, base + n, m);
-      if (p) std::fill(p, p + n, uint8_t(0));
-      for (int64_t q = 1; q < k * k; ++q) {
-        const T* v = base + ((q / k) * w + q % k) * n;
-        if (p) {
-#pragma omp simd
-          for (int64_t b = 0; b < n; ++b) {
-            const bool take = v[b] > m[b] || v[b] != v[b];
-            m[b] = take ? v[b] : m[b];
-            p[b] = take ? (uint8_t)q : p[b];
-          }
-        } else {
-#pragma omp simd
-          for (int64_t b = 0; b < n; ++b) m[b] = v[b] > m[b] || v[b] != v[b] ? v[b] : m[b];
-        }
-      }
-    }
-  }
+  pool_inner_walk(x, y, which, h, w, ho, wo, n, k, r0, r1,
+                  [&](const T* base, T* m, uint8_t* p) PAI_INLINE_LAMBDA { pool_lanes(base, m, p, w, n, k, 0); });
 }
 
 typedef uint8_t v8u8 __attribute__((vector_size(8), aligned(1)));
@@ -232,38 +242,21 @@ __attribute__((target("avx2,fma"))) void pool_inner_rows_f32(const float* x, flo
                                                             int64_t w, int64_t ho, int64_t wo, int64_t n, int64_t k,
                                                             int64_t r0, int64_t r1) {
   const int64_t n8 = n / 8 * 8;
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t c = r / ho, oy = r % ho;
-    for (int64_t ox = 0; ox < wo; ++ox) {
-      const float* base = x + ((c * h + oy * k) * w + ox * k) * n;
-      float* m = y + (r * wo + ox) * n;
-      uint8_t* p = which ? which + (r * wo + ox) * n : nullptr;
-      for (int64_t b = 0; b < n8; b += 8) {
-        v8f mv = *(const v8f*)(base + b);
-        v8i pv = {};
-        for (int64_t q = 1; q < k * k; ++q) {
-          const v8f v = *(const v8f*)(base + ((q / k) * w + q % k) * n + b);
-          const v8i take = (v > mv) | (v != v);
-          mv = take ? v : mv;
-          pv = take ? v8i{} + (int32_t)q : pv;
-        }
-        *(v8f*)(m + b) = mv;
-        if (p) *(v8u8*)(p + b) = __builtin_convertvector(pv, v8u8);
+  pool_inner_walk(x, y, which, h, w, ho, wo, n, k, r0, r1, [&](const float* base, float* m, uint8_t* p) PAI_INLINE_LAMBDA {
+    for (int64_t b = 0; b < n8; b += 8) {
+      v8f mv = *(const v8f*)(base + b);
+      v8i pv = {};
+      for (int64_t q = 1; q < k * k; ++q) {
+        const v8f v = *(const v8f*)(base + ((q / k) * w + q % k) * n + b);
+        const v8i take = (v > mv) | (v != v);
+        mv = take ? v : mv;
+        pv = take ? v8i{} + (int32_t)q : pv;
       }
-      if (n8 < n) {
-        std::copy(base + n8, base + n, m + n8);
-        if (p) std::fill(p + n8, p + n, uint8_t(0));
-        for (int64_t q = 1; q < k * k; ++q) {
-          const float* v = base + ((q / k) * w + q % k) * n;
-          for (int64_t b = n8; b < n; ++b) {
-            const bool take = v[b] > m[b] || v[b] != v[b];
-            m[b] = take ? v[b] : m[b];
-            if (p) p[b] = take ? (uint8_t)q : p[b];
-          }
-        }
-      }
+      *(v8f*)(m + b) = mv;
+      if (p) *(v8u8*)(p + b) = __builtin_convertvector(pv, v8u8);
     }
-  }
+    pool_lanes(base, m, p, w, n, k, n8);
+  });
 }
 
 template <class T>
@@ -291,53 +284,49 @@ void pool_inner(const at::Tensor& x, at::Tensor& y, at::Tensor* which, int64_t k
 }
 
 // Input rows r = c·H + yy in [r0, r1) of the gradient: each position takes its window's output
-// gradient where it won, zero elsewhere and in the rows and columns no window covers.
-template <class T>
-void unpool_inner_rows(const T* g, const uint8_t* which, T* dx, int64_t h, int64_t w, int64_t ho, int64_t wo,
-                       int64_t n, int64_t k, int64_t r0, int64_t r1) {
+// gradient where it won (position(dx, g, p, q): its batch vector, the window's gradient and winners,
+// and its own place q in the window), zero elsewhere and in the rows and columns no window covers.
+template <class T, class Position>
+inline __attribute__((always_inline)) void unpool_inner_walk(const T* g, const uint8_t* which, T* dx, int64_t h,
+                                                             int64_t w, int64_t ho, int64_t wo, int64_t n, int64_t k,
+                                                             int64_t r0, int64_t r1, Position position) {
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t c = r / h, yy = r % h, oy = yy / k;
-    T* d = dx + r * w * n;
     for (int64_t xx = 0; xx < w; ++xx) {
-      T* dv = d + xx * n;
+      T* dv = dx + (r * w + xx) * n;
       const int64_t ox = xx / k;
       if (oy >= ho || ox >= wo) {
         std::fill(dv, dv + n, T(0));
         continue;
       }
-      const uint8_t q = (uint8_t)((yy % k) * k + xx % k);
-      const T* gv = g + ((c * ho + oy) * wo + ox) * n;
-      const uint8_t* p = which + ((c * ho + oy) * wo + ox) * n;
-#pragma omp simd
-      for (int64_t b = 0; b < n; ++b) dv[b] = p[b] == q ? gv[b] : T(0);
+      const int64_t at = ((c * ho + oy) * wo + ox) * n;
+      position(dv, g + at, which + at, (int32_t)((yy % k) * k + xx % k));
     }
   }
+}
+
+template <class T>
+void unpool_inner_rows(const T* g, const uint8_t* which, T* dx, int64_t h, int64_t w, int64_t ho, int64_t wo,
+                       int64_t n, int64_t k, int64_t r0, int64_t r1) {
+  unpool_inner_walk(g, which, dx, h, w, ho, wo, n, k, r0, r1,
+                    [&](T* dv, const T* gv, const uint8_t* p, int32_t q) PAI_INLINE_LAMBDA {
+#pragma omp simd
+                      for (int64_t b = 0; b < n; ++b) dv[b] = p[b] == q ? gv[b] : T(0);
+                    });
 }
 
 __attribute__((target("avx2,fma"))) void unpool_inner_rows_f32(const float* g, const uint8_t* which, float* dx,
                                                               int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t n,
                                                               int64_t k, int64_t r0, int64_t r1) {
   const int64_t n8 = n / 8 * 8;
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t c = r / h, yy = r % h, oy = yy / k;
-    float* d = dx + r * w * n;
-    for (int64_t xx = 0; xx < w; ++xx) {
-      float* dv = d + xx * n;
-      const int64_t ox = xx / k;
-      if (oy >= ho || ox >= wo) {
-        std::fill(dv, dv + n, 0.0f);
-        continue;
-      }
-      const int32_t q = (int32_t)((yy % k) * k + xx % k);
-      const float* gv = g + ((c * ho + oy) * wo + ox) * n;
-      const uint8_t* p = which + ((c * ho + oy) * wo + ox) * n;
-      for (int64_t b = 0; b < n8; b += 8) {
-        const v8i pv = __builtin_convertvector(*(const v8u8*)(p + b), v8i);
-        *(v8f*)(dv + b) = pv == q ? *(const v8f*)(gv + b) : v8f{};
-      }
-      for (int64_t b = n8; b < n; ++b) dv[b] = p[b] == q ? gv[b] : 0.0f;
-    }
-  }
+  unpool_inner_walk(g, which, dx, h, w, ho, wo, n, k, r0, r1,
+                    [&](float* dv, const float* gv, const uint8_t* p, int32_t q) PAI_INLINE_LAMBDA {
+                      for (int64_t b = 0; b < n8; b += 8) {
+                        const v8i pv = __builtin_convertvector(*(const v8u8*)(p + b), v8i);
+                        *(v8f*)(dv + b) = pv == q ? *(const v8f*)(gv + b) : v8f{};
+                      }
+                      for (int64_t b = n8; b < n; ++b) dv[b] = p[b] == q ? gv[b] : 0.0f;
+                    });
 }
 
 template <class T>
