@@ -194,12 +194,10 @@ void pool(const at::Tensor& x, at::Tensor& y, at::Tensor* index, int64_t k) {
 // Whether x is pooled in place of a copy to [N, C, H, W] (a window's positions fit in uint8).
 bool pools_inner(const at::Tensor& x, int64_t k) { return x.size(0) > 1 && k * k <= 256 && pai::stored_batch_inner(x); }
 
-#define PAI_INLINE_LAMBDA __attribute__((always_inline))
-
 // Output rows r = c·Ho + oy in [r0, r1): window(base, m, p) pools one window, its first position's
 // batch vector at base (the others q = i·k + j at base + (i·W + j)·N), into m and its winners p.
 template <class T, class Window>
-inline __attribute__((always_inline)) void pool_inner_walk(const T* x, T* y, uint8_t* which, int64_t h, int64_t w,
+PAI_INLINE void pool_inner_walk(const T* x, T* y, uint8_t* which, int64_t h, int64_t w,
                                                            int64_t ho, int64_t wo, int64_t n, int64_t k, int64_t r0,
                                                            int64_t r1, Window window) {
   for (int64_t r = r0; r < r1; ++r) {
@@ -212,7 +210,7 @@ inline __attribute__((always_inline)) void pool_inner_walk(const T* x, T* y, uin
 
 // Batch lanes [from, n) of one window, in the generic loop's order (first maximum wins, NaN takes it).
 template <class T>
-inline __attribute__((always_inline)) void pool_lanes(const T* base, T* m, uint8_t* p, int64_t w, int64_t n, int64_t k,
+PAI_INLINE void pool_lanes(const T* base, T* m, uint8_t* p, int64_t w, int64_t n, int64_t k,
                                                       int64_t from) {
   std::copy(base + from, base + n, m + from);
   if (p) std::fill(p + from, p + n, uint8_t(0));
@@ -231,7 +229,7 @@ template <class T>
 void pool_inner_rows(const T* x, T* y, uint8_t* which, int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t n,
                      int64_t k, int64_t r0, int64_t r1) {
   pool_inner_walk(x, y, which, h, w, ho, wo, n, k, r0, r1,
-                  [&](const T* base, T* m, uint8_t* p) PAI_INLINE_LAMBDA { pool_lanes(base, m, p, w, n, k, 0); });
+                  [&](const T* base, T* m, uint8_t* p) PAI_LAMBDA_INLINE { pool_lanes(base, m, p, w, n, k, 0); });
 }
 
 typedef uint8_t v8u8 __attribute__((vector_size(8), aligned(1)));
@@ -242,7 +240,7 @@ __attribute__((target("avx2,fma"))) void pool_inner_rows_f32(const float* x, flo
                                                             int64_t w, int64_t ho, int64_t wo, int64_t n, int64_t k,
                                                             int64_t r0, int64_t r1) {
   const int64_t n8 = n / 8 * 8;
-  pool_inner_walk(x, y, which, h, w, ho, wo, n, k, r0, r1, [&](const float* base, float* m, uint8_t* p) PAI_INLINE_LAMBDA {
+  pool_inner_walk(x, y, which, h, w, ho, wo, n, k, r0, r1, [&](const float* base, float* m, uint8_t* p) PAI_LAMBDA_INLINE {
     for (int64_t b = 0; b < n8; b += 8) {
       v8f mv = *(const v8f*)(base + b);
       v8i pv = {};
@@ -287,7 +285,7 @@ void pool_inner(const at::Tensor& x, at::Tensor& y, at::Tensor* which, int64_t k
 // gradient where it won (position(dx, g, p, q): its batch vector, the window's gradient and winners,
 // and its own place q in the window), zero elsewhere and in the rows and columns no window covers.
 template <class T, class Position>
-inline __attribute__((always_inline)) void unpool_inner_walk(const T* g, const uint8_t* which, T* dx, int64_t h,
+PAI_INLINE void unpool_inner_walk(const T* g, const uint8_t* which, T* dx, int64_t h,
                                                              int64_t w, int64_t ho, int64_t wo, int64_t n, int64_t k,
                                                              int64_t r0, int64_t r1, Position position) {
   for (int64_t r = r0; r < r1; ++r) {
@@ -309,7 +307,7 @@ template <class T>
 void unpool_inner_rows(const T* g, const uint8_t* which, T* dx, int64_t h, int64_t w, int64_t ho, int64_t wo,
                        int64_t n, int64_t k, int64_t r0, int64_t r1) {
   unpool_inner_walk(g, which, dx, h, w, ho, wo, n, k, r0, r1,
-                    [&](T* dv, const T* gv, const uint8_t* p, int32_t q) PAI_INLINE_LAMBDA {
+                    [&](T* dv, const T* gv, const uint8_t* p, int32_t q) PAI_LAMBDA_INLINE {
 #pragma omp simd
                       for (int64_t b = 0; b < n; ++b) dv[b] = p[b] == q ? gv[b] : T(0);
                     });
@@ -320,7 +318,7 @@ __attribute__((target("avx2,fma"))) void unpool_inner_rows_f32(const float* g, c
                                                               int64_t k, int64_t r0, int64_t r1) {
   const int64_t n8 = n / 8 * 8;
   unpool_inner_walk(g, which, dx, h, w, ho, wo, n, k, r0, r1,
-                    [&](float* dv, const float* gv, const uint8_t* p, int32_t q) PAI_INLINE_LAMBDA {
+                    [&](float* dv, const float* gv, const uint8_t* p, int32_t q) PAI_LAMBDA_INLINE {
                       for (int64_t b = 0; b < n8; b += 8) {
                         const v8i pv = __builtin_convertvector(*(const v8u8*)(p + b), v8i);
                         *(v8f*)(dv + b) = pv == q ? *(const v8f*)(gv + b) : v8f{};

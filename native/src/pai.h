@@ -75,6 +75,11 @@ inline c10::optional<at::Generator> gen(Generator g) {
 
 std::vector<at::Tensor> tensor_list(const Tensor* handles, int32_t n);
 
+// Inlined into the caller, so that a helper or a lambda inside a kernel built for a vector extension
+// (`target(...)`) is compiled (and rounded) as that caller.
+#define PAI_INLINE inline __attribute__((always_inline))
+#define PAI_LAMBDA_INLINE __attribute__((always_inline))
+
 // Whether x [N, ...] is stored batch-innermost: its memory is [..., N], as the sparse layers may
 // pass activations on (a permuted view; see sparse.cpp).
 inline bool stored_batch_inner(const at::Tensor& x) { return x.dim() >= 2 && x.movedim(0, -1).is_contiguous(); }

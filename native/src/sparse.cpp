@@ -12,8 +12,8 @@
 // each the size of the tensor it copies (the backward pass transposes the input again rather than
 // keep a copy alive); no im2col buffer. Between sparse layers the transposes can be skipped: a layer
 // may return its output as it computed it, stored batch-innermost behind a permuted view (libtorch's
-// elementwise ops keep that layout), and a layer whose input arrives stored so reads it in place. Convolutions also run in the input's own layout, vectorized
-// along image rows.
+// elementwise ops keep that layout), and a layer whose input arrives stored so reads it in place.
+// Convolutions also run in the input's own layout, vectorized along image rows.
 //
 // The pattern is five int64 tensors built once from a mask (pai_sparse_pattern): row_ptr [rows+1],
 // cols [nnz] (ascending within a row: row-major order, the order of masked_select), and its
@@ -41,11 +41,6 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // ---- what the kernels share -------------------------------------------------------------------
-
-#define PAI_INLINE inline __attribute__((always_inline))
-// For lambdas inside kernels: inlined into the vector build that calls them, so their arithmetic
-// is compiled (and rounded) as the caller's.
-#define PAI_LAMBDA_INLINE __attribute__((always_inline))
 
 // The pattern and the kept values, as every kernel reads them (see the top of this file).
 template <class T>

@@ -234,11 +234,11 @@ internal sealed class SparseLayers : IDisposable
                     (_, null) => Functional.Conv2d(xi, wi, null, conv.Stride, conv.Padding),
                     (_, { } layout) => Functional.SparseConv2d(xi, wi, pattern, null, conv.Stride, conv.Padding, layout, batchInnermost),
                 };
-                gradOutput ??= Libtorch.RandnLike(y, g).Contiguous().MoveToOuterScope();
-                // The gradient arrives stored as the output is (the ops between such layers keep it).
-                gradInner ??= BatchInnermost(gradOutput).MoveToOuterScope();
-                var stored = y.Dim == 4 ? y.Permute(1, 2, 3, 0).IsContiguous : y.Transpose(0, 1).IsContiguous;
-                var grads = Autograd.Grad([y], first ? [wi] : [xi, wi], [stored && !y.IsContiguous ? gradInner : gradOutput]);
+                gradOutput ??= Libtorch.RandnLike(y, g).MoveToOuterScope();
+                // An output passed on batch-innermost (the only kind not contiguous here) gets its
+                // gradient stored the same way, as the ops between such layers keep it.
+                var grad = y.IsContiguous ? gradOutput : (gradInner ??= BatchInnermost(gradOutput).MoveToOuterScope());
+                var grads = Autograd.Grad([y], first ? [wi] : [xi, wi], [grad]);
                 // A dense masked layer also masks its gradient every step.
                 if (variant is null) grads[^1]!.Mul_(keep);
                 return watch.Elapsed.TotalSeconds;
