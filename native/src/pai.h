@@ -84,6 +84,13 @@ std::vector<at::Tensor> tensor_list(const Tensor* handles, int32_t n);
 // pass activations on (a permuted view; see sparse.cpp).
 inline bool stored_batch_inner(const at::Tensor& x) { return x.dim() >= 2 && x.movedim(0, -1).is_contiguous(); }
 
+// x [N, ...] stored batch-innermost (batch_inner) or contiguous, copied by the sparse kernels'
+// transposes where it is not stored so already (libtorch's copy of a permuted tensor walks one side
+// with a large stride, several times slower); differentiable, the gradient going back in x's
+// storage. Batch 1 and tensors the transposes do not handle (other devices, integers) stay as
+// they are, or contiguous. Defined in sparse.cpp.
+at::Tensor stored_as(const at::Tensor& x, bool batch_inner);
+
 // True when the CPU has AVX2 and FMA: the kernels built for them (`target("avx2,fma")`) may run.
 inline bool cpu_has_avx2_fma() {
   static const bool has = [] {

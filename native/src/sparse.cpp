@@ -250,6 +250,36 @@ at::Tensor transposed(const at::Tensor& x, int64_t rows, int64_t cols) {
   return b;
 }
 
+// x [N, ...] copied to batch-innermost storage ([..., N] in memory, behind an [N, ...] view) when
+// inner, else to a contiguous tensor; x itself when it is stored so already.
+at::Tensor relayout(const at::Tensor& x, bool inner) {
+  const int64_t n = x.size(0), features = x.numel() / std::max<int64_t>(1, n);
+  if (inner) {
+    if (stored_batch_inner(x)) return x;
+    std::vector<int64_t> stored(x.sizes().begin() + 1, x.sizes().end());
+    stored.push_back(n);
+    return transposed(x, n, features).view(stored).movedim(-1, 0);
+  }
+  if (x.is_contiguous()) return x;
+  if (!stored_batch_inner(x)) return x.contiguous();
+  return transposed(x.movedim(0, -1).reshape({features, n}), features, n).view(x.sizes());
+}
+
+// relayout as a differentiable op: the gradient goes back in the input's storage.
+struct RelayoutFunction : public torch::autograd::Function<RelayoutFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, bool inner) {
+    ctx->saved_data["inner"] = inner;
+    return relayout(x, inner);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const bool inner = ctx->saved_data["inner"].toBool();
+    // With a graph of the gradient requested, libtorch's own (differentiable) copies.
+    if (c10::GradMode::is_enabled())
+      return {inner ? grads[0].contiguous() : grads[0].movedim(0, -1).contiguous().movedim(-1, 0), at::Tensor()};
+    return {relayout(grads[0], !inner), at::Tensor()};
+  }
+};
+
 // ---- checks ----------------------------------------------------------------------------------
 
 struct Pattern {
@@ -532,6 +562,14 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
 
 }  // namespace
 
+at::Tensor pai::stored_as(const at::Tensor& x, bool batch_inner) {
+  if (x.dim() < 2 || x.size(0) < 2 || !x.device().is_cpu() ||
+      (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble))
+    return batch_inner || x.is_contiguous() ? x : x.contiguous();
+  if (x.requires_grad() && c10::GradMode::is_enabled()) return RelayoutFunction::apply(x, batch_inner);
+  return relayout(x, batch_inner);
+}
+
 // The pattern of a mask [rows, ...] (nonzero = kept; the trailing dimensions form a row): five new
 // int64 handles in results: row_ptr, cols, col_ptr, col_rows, col_perm (see the top of this file).
 PAI_API int32_t pai_sparse_pattern(Tensor mask, Tensor* results) {
@@ -612,9 +650,21 @@ PAI_API Tensor pai_sparse_conv2d(Tensor x, Tensor values, Tensor row_ptr, Tensor
   });
 }
 
+// x stored as `like` is: batch-innermost when like [N, ...] (N > 1) is stored so, else contiguous;
+// x itself when it already is (see pai::stored_as). Before an elementwise op of the two: a sum of a
+// batch-innermost tensor and a contiguous one walks one of them with a large stride.
+PAI_API Tensor pai_stored_like(Tensor x, Tensor like) {
+  return tensor_result([&] {
+    TORCH_CHECK(x->sizes() == like->sizes(), "stored_like: the shapes differ, ", x->sizes(), " and ", like->sizes());
+    const bool inner = like->dim() >= 2 && like->size(0) > 1 && stored_batch_inner(*like);
+    if (inner ? stored_batch_inner(*x) : x->is_contiguous()) return *x;
+    return pai::stored_as(*x, inner);
+  });
+}
+
 // The kernels' revision: raised whenever a change makes a kernel faster or slower, so that layout
 // choices timed on an older library (and cached by the host) are measured anew.
-PAI_API int32_t pai_sparse_revision() { return 4; }
+PAI_API int32_t pai_sparse_revision() { return 5; }
 
 // The vector path the kernels run (0 portable, 1 AVX2/FMA, 2 AVX-512), and the widest this CPU has.
 PAI_API int32_t pai_sparse_vector_path() { return pai::guarded([] { return vector_path(); }, 0); }

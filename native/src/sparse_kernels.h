@@ -121,17 +121,6 @@ PAI_INLINE void valid_range(int64_t j, int64_t stride, int64_t pad, int64_t w, i
   hi = last < 0 ? -1 : std::min(wo - 1, last / stride);
 }
 
-// s += Σ over the same runs of g·x, in run order.
-template <class T>
-PAI_INLINE void dot_runs(T& s, const T* __restrict g, int64_t gs, const T* __restrict x, int64_t xs, int64_t count,
-                         int64_t n, int64_t stride) {
-  if (stride == 1) {
-    s += dot(g, x, count * n);
-  } else {
-    for (int64_t q = 0; q < count; ++q) s += dot(g + q * gs, x + q * xs, n);
-  }
-}
-
 // The V vectors at x, lanes `inner` apart (1: contiguous).
 template <bool Contiguous, class T>
 PAI_INLINE vec_t<T> load_lanes(const T* x, int64_t inner) {
@@ -263,27 +252,106 @@ PAI_INLINE void conv_input_grad(const ConvArgs<T>& a, int64_t begin, int64_t end
   }
 }
 
+// Kept weights of one pattern row summed together, a few at a time, so that each output-gradient
+// vector is loaded once for all of them (one load per multiply-add otherwise, and the row's
+// output-gradient plane read again for every kept weight). Registers: two sums per kept weight.
+constexpr int kWeightBlock = PAI_VECTOR_BYTES >= 64 ? 8 : 4;
+
+// dvalues of the B kept weights k0 … k0 + B − 1 (all of pattern row o): Σ_y Σ_x dOT[o, y, x, :]·XT[c, y·s + i − p,
+// x·s + j − p, :]. Each weight's sum runs in the same order whatever the block (vectors of a column
+// alternately into its two sums, the lanes past the last vector into a scalar, columns and rows
+// ascending), so the result does not depend on which weights share a block or a thread.
+template <int B, class T>
+PAI_INLINE void conv_weight_grad_block(const ConvArgs<T>& a, int64_t o, int64_t k0) {
+  constexpr int64_t L = Lanes<T>::count;
+  const int64_t kk = a.kh * a.kw, n = a.n, vectors = n / L, step = a.stride * n;
+  int64_t c[B], i[B], lo[B], hi[B];
+  int64_t lo_all = 0, hi_all = a.wo - 1, first = a.wo, last = -1;
+  for (int b = 0; b < B; ++b) {
+    const int64_t col = a.cols[k0 + b], j = col % a.kw;
+    c[b] = col / kk;
+    i[b] = (col % kk) / a.kw;
+    valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo[b], hi[b]);
+    lo_all = std::max(lo_all, lo[b]);
+    hi_all = std::min(hi_all, hi[b]);
+    first = std::min(first, lo[b]);
+    last = std::max(last, hi[b]);
+  }
+  vec_t<T> s0[B] = {}, s1[B] = {};
+  T tail[B] = {};
+  const T* x[B];
+  bool valid[B];
+  // One column m of every weight b with take(b) true, in the order each weight's sum requires.
+  const auto column = [&](const T* g, int64_t m, auto take) PAI_LAMBDA_INLINE {
+    const T* gm = g + m * n;
+    int64_t v = 0;
+    for (; v + 2 <= vectors; v += 2) {
+      const vec_t<T> g0 = load(gm + v * L), g1 = load(gm + (v + 1) * L);
+      for (int b = 0; b < B; ++b)
+        if (take(b)) {
+          const T* xm = x[b] + m * step + v * L;
+          s0[b] += g0 * load(xm);
+          s1[b] += g1 * load(xm + L);
+        }
+    }
+    if (v < vectors) {
+      const vec_t<T> g0 = load(gm + v * L);
+      for (int b = 0; b < B; ++b)
+        if (take(b)) s0[b] += g0 * load(x[b] + m * step + v * L);
+    }
+    for (int64_t l = vectors * L; l < n; ++l)
+      for (int b = 0; b < B; ++b)
+        if (take(b)) tail[b] += gm[l] * x[b][m * step + l];
+  };
+  for (int64_t y = 0; y < a.ho; ++y) {
+    const T* g = a.got + (o * a.ho + y) * a.wo * n;
+    bool all = true;
+    for (int b = 0; b < B; ++b) {
+      const int64_t yy = y * a.stride + i[b] - a.pad_h;
+      valid[b] = yy >= 0 && yy < a.h && lo[b] <= hi[b];
+      all = all && valid[b];
+      // column m reads input column m·s + j − p (only ever at a valid m)
+      const int64_t j = a.cols[k0 + b] % a.kw;
+      x[b] = a.xt + ((c[b] * a.h + yy) * a.w + j - a.pad_w) * n;
+    }
+    for (int64_t m = first; m <= last; ++m) {
+      if (all && m >= lo_all && m <= hi_all)
+        column(g, m, [](int) PAI_LAMBDA_INLINE { return true; });
+      else
+        column(g, m, [&](int b) PAI_LAMBDA_INLINE { return valid[b] && m >= lo[b] && m <= hi[b]; });
+    }
+  }
+  for (int b = 0; b < B; ++b) {
+    const vec_t<T> v = s0[b] + s1[b];
+    T sum = 0;
+    for (int64_t l = 0; l < L; ++l) sum += v[l];
+    a.out[k0 + b] = sum + tail[b];
+  }
+}
+
 // Kept weights k in [begin, end): dvalues[k] = Σ_n Σ_y Σ_x dO[n, o, y, x]·X[n, c, y·s + i − p, x·s + j − p],
-// from dOT [O, Ho, Wo, N] and XT [C, H, W, N], a whole batch per column.
+// from dOT [O, Ho, Wo, N] and XT [C, H, W, N], a whole batch per column; consecutive kept weights of
+// one row in blocks of kWeightBlock.
 template <class T>
 PAI_INLINE void conv_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  const int64_t kk = a.kh * a.kw, n = a.n;
-  for_kept(a.row_ptr, a.o, begin, end, [&](int64_t k, int64_t o) PAI_LAMBDA_INLINE {
-    const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
-    int64_t lo, hi;
-    valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
-    T s = 0;
-    if (lo <= hi) {
-      for (int64_t y = 0; y < a.ho; ++y) {
-        const int64_t yy = y * a.stride + i - a.pad_h;
-        if (yy < 0 || yy >= a.h) continue;
-        const T* g = a.got + ((o * a.ho + y) * a.wo + lo) * n;
-        const T* x = a.xt + ((c * a.h + yy) * a.w + lo * a.stride + j - a.pad_w) * n;
-        dot_runs(s, g, n, x, a.stride * n, hi - lo + 1, n, a.stride);
-      }
+  int64_t o = std::upper_bound(a.row_ptr, a.row_ptr + a.o + 1, begin) - a.row_ptr - 1;
+  for (int64_t k = begin; k < end;) {
+    while (a.row_ptr[o + 1] <= k) ++o;
+    const int64_t left = std::min(end, a.row_ptr[o + 1]) - k;
+    if (left >= kWeightBlock) {
+      conv_weight_grad_block<kWeightBlock>(a, o, k);
+      k += kWeightBlock;
+    } else if (kWeightBlock > 4 && left >= 4) {
+      conv_weight_grad_block<4>(a, o, k);
+      k += 4;
+    } else if (left >= 2) {
+      conv_weight_grad_block<2>(a, o, k);
+      k += 2;
+    } else {
+      conv_weight_grad_block<1>(a, o, k);
+      k += 1;
     }
-    a.out[k] = s;
-  });
+  }
 }
 
 // ---- conv2d in the input's own layout [N, C, H, W], vectorized along image rows -----------------

@@ -172,4 +172,13 @@ public static unsafe partial class Functional
         GC.KeepAlive(pattern);
         return Tensor.Wrap(r);
     }
+
+    /// <summary>
+    /// <paramref name="x"/> stored as <paramref name="like"/> (same shape) is: batch-innermost when
+    /// <paramref name="like"/> is (an activation a sparse layer passed on), else contiguous; a
+    /// differentiable copy by the sparse kernels' transposes, or x itself when it is stored so
+    /// already. For an elementwise op of the two, such as a residual sum: over two storages it
+    /// walks one tensor with a large stride.
+    /// </summary>
+    public static Tensor StoredLike(Tensor x, Tensor like) => Tensor.Wrap(pai_stored_like(x.Handle, like.Handle));
 }

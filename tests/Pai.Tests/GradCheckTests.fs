@@ -120,6 +120,13 @@ let private elementwiseProperty name minRank (lo, hi) (ops: (Tensor -> Tensor) l
 
     property name 40 cases (fun (op, x) -> gradCheck (one ops.[op]) [ x ])
 
+/// Whether t [N, C, H, W] is stored batch-innermost ([C, H, W, N] in memory).
+let private storedInner (t: Tensor) = t.Permute(1L, 2L, 3L, 0L).IsContiguous
+
+/// t's values stored batch-innermost, as a sparse layer passes activations on.
+let private inner (t: Tensor) =
+    t.Permute(1L, 2L, 3L, 0L).Contiguous().Permute(3L, 0L, 1L, 2L)
+
 [<Tests>]
 let tests =
     testSequenced
@@ -530,6 +537,128 @@ let tests =
                             let hx, hw, _ = grads x true
                             let hx', hw', _ = grads (x.Contiguous()) true
                             Expect.isTrue (same hx hx' && same hw hw') $"gradients with a graph, {where}")
+
+            testCase
+                "batch norm of activations stored batch-innermost normalizes them as stored and equals libtorch's on the standard layout: train and eval, running statistics, gradients"
+            <| fun () ->
+                inScope (fun () ->
+                    use g = new Generator(31UL)
+
+                    let values (t: Tensor) =
+                        t.Contiguous().To(DType.Float64).ToArray<float>()
+
+                    // max |a − b| over max |b|: 1e-12 in float64, 1e-5 in float32
+                    let close (tol: float) (a: Tensor) (b: Tensor) what =
+                        let a, b = values a, values b
+                        let scale = b |> Array.map abs |> Array.max |> max 1e-30
+                        let err = Array.map2 (fun (u: float) v -> abs (u - v)) a b |> Array.max
+                        Expect.isLessThanOrEqual (err / scale) tol what
+
+                    for dtype, tol in [ DType.Float64, 1e-12; DType.Float32, 1e-5 ] do
+                        // batch 2 and 9; an offset of 1000 tests the variance of values far from zero
+                        for n, offset in [ 2L, 0.0; 9L, 0.0; 9L, 1000.0 ] do
+                            let x =
+                                (Libtorch.Randn([| n; 3L; 5L; 7L |], g, DType.Float64) * 2.0 + offset).To(dtype)
+
+                            let w = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
+                            let b = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
+                            let dy = Libtorch.Randn(x.Shape, g, DType.Float64).To(dtype)
+                            let rm0 = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
+                            let rv0 = (Libtorch.Rand([| 3L |], g, DType.Float64) + 0.5).To(dtype)
+
+                            for training in [ true; false ] do
+                                let where = $"{dtype}, batch {n}, offset {offset}, training {training}"
+
+                                // the reference: libtorch on the standard layout in float64, from the same values
+                                let run (input: Tensor) (grad: Tensor) (dt: DType) =
+                                    let xi = input.To(dt).Detach().RequiresGrad_()
+                                    let wi = w.To(dt).Detach().RequiresGrad_()
+                                    let bi = b.To(dt).Detach().RequiresGrad_()
+                                    let rm, rv = rm0.To(dt).Clone(), rv0.To(dt).Clone()
+                                    let y = F.BatchNorm(xi, rm, rv, wi, bi, training, 0.3, 1e-3)
+                                    let gs = Autograd.Grad([| y |], [| xi; wi; bi |], [| grad.To(dt) |])
+                                    y, rm, rv, gs
+
+                                let y, rm, rv, gs = run (inner x) (inner dy) dtype
+                                let y', rm', rv', gs' = run x dy DType.Float64
+                                Expect.isTrue (storedInner y) $"the output stays stored batch-innermost, {where}"
+                                Expect.isFalse (storedInner y') $"the reference ran on the standard layout, {where}"
+                                Expect.isTrue (storedInner gs.[0]) $"the input gradient comes back stored so, {where}"
+                                close tol y y' $"output, {where}"
+                                close tol rm rm' $"running mean, {where}"
+                                close tol rv rv' $"running variance, {where}"
+
+                                for k, name in [ 0, "input"; 1, "weight"; 2, "bias" ] do
+                                    close tol gs.[k] gs'.[k] $"{name} gradient, {where}"
+
+                                // an output gradient in the standard layout is read as well
+                                let _, _, _, gsStd = run (inner x) dy dtype
+
+                                close
+                                    tol
+                                    gsStd.[0]
+                                    gs'.[0]
+                                    $"input gradient from a standard-layout output gradient, {where}"
+
+                                // without gradients: the same values and running statistics
+                                use _ = Libtorch.NoGrad()
+                                let rm2, rv2 = rm0.Clone(), rv0.Clone()
+                                let y2 = F.BatchNorm(inner x, rm2, rv2, w, b, training, 0.3, 1e-3)
+                                close tol y2 y' $"output without a graph, {where}"
+                                close tol rv2 rv' $"running variance without a graph, {where}"
+
+                    // no second derivative: refused with the way out, not silently wrong
+                    let x =
+                        (inner (Libtorch.Randn([| 4L; 2L; 3L; 3L |], g, DType.Float64))).RequiresGrad_()
+
+                    let w = Libtorch.Ones([| 2L |], DType.Float64).RequiresGrad_()
+
+                    let y =
+                        F.BatchNorm(x, null, null, w, Libtorch.Zeros([| 2L |], DType.Float64), training = true)
+
+                    let e =
+                        throws<TorchException>(fun () ->
+                            Autograd.Grad((y * y).Sum(), [| x |], createGraph = true) |> ignore)
+
+                    Expect.stringContains e.Message "no second derivative" "the error says what is missing")
+
+            testCase
+                "StoredLike copies to the other storage only when it differs, and sends the gradient back in the input's"
+            <| fun () ->
+                inScope (fun () ->
+                    use g = new Generator(37UL)
+                    let values (t: Tensor) = t.Contiguous().ToArray<float>()
+
+                    for n in [ 3L; 17L ] do
+                        let std = Libtorch.Randn([| n; 5L; 3L; 9L |], g, DType.Float64)
+                        let bi = inner std
+                        // already stored as wanted: the same memory (a write through the result shows in x)
+                        for x in [ bi; std ] do
+                            let before = values x
+                            let y = x.Clone()
+                            F.StoredLike(y, x).Add_(1.0) |> ignore
+                            Expect.equal (values y) (before |> Array.map (fun v -> v + 1.0)) $"batch {n}: no copy"
+
+                        for x, like, toInner in [ std, bi, true; bi, std, false ] do
+                            let xi = x.Detach().RequiresGrad_()
+                            let y = F.StoredLike(xi, like)
+                            Expect.equal (storedInner y) toInner $"batch {n}: stored as the other"
+                            Expect.equal (values y) (values x) $"batch {n}: the same values"
+                            let dy = Libtorch.Randn(x.Shape, g, DType.Float64)
+                            let gx = (Autograd.Grad([| y |], [| xi |], [| dy |])).[0]
+                            Expect.equal (values gx) (values dy) $"batch {n}: the gradient is the output's"
+
+                            Expect.equal
+                                (storedInner gx)
+                                (not toInner)
+                                $"batch {n}: the gradient comes back in the input's storage"
+
+                    let e =
+                        throws<TorchException>(fun () ->
+                            F.StoredLike(Libtorch.Zeros([| 2L; 3L |]), Libtorch.Zeros([| 3L; 2L |]))
+                            |> ignore)
+
+                    Expect.stringContains e.Message "shapes differ" "a clear error")
 
             testCase "max_pool2d rejects a window that lies entirely in the padding"
             <| fun () ->

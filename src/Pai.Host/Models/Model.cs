@@ -171,9 +171,11 @@ public abstract class Model : Module, IModelView
 
     /// <summary>
     /// True when every op between this model's weight layers keeps an activation stored
-    /// batch-innermost without a copy (ReLU, max pooling, flattening, bias sums: no batch or layer
-    /// norm), so its sparse layers pass their outputs on as the kernels computed them instead of
-    /// transposing each one back and forth. Models declare it; false by default.
+    /// batch-innermost without a copy (ReLU, max pooling, flattening, bias sums, batch norm, which
+    /// the native library computes in that storage, and sums whose operands are matched with
+    /// Functional.StoredLike; not layer norm), so its sparse layers pass their outputs on as the
+    /// kernels computed them instead of transposing each one back and forth. A dense convolution
+    /// converts such an input itself. Models declare it; false by default.
     /// </summary>
     public virtual bool PassesBatchInnermost => false;
 

@@ -34,7 +34,8 @@ public sealed class BasicBlock : Module
         var h = Functional.Relu(bn1.Forward(conv1.Forward(x)));
         h = bn2.Forward(conv2.Forward(h));
         var skip = shortcut is null ? x : shortcut.Forward(x);
-        return Functional.Relu(h + skip);
+        // A sparse layer may have passed either branch on stored batch-innermost.
+        return Functional.Relu(h + Functional.StoredLike(skip, h));
     }
 }
 
@@ -142,6 +143,9 @@ public sealed class ResNet : Model
 
     /// <summary>True: ReLU, pooling, eval-mode batch norm and residual sums; the logits are linear in each weight taken alone.</summary>
     public override bool IsPiecewiseLinear => true;
+
+    /// <summary>True: batch norm, ReLU and the residual sums keep batch-innermost activations (the blocks match the two branches' storage).</summary>
+    public override bool PassesBatchInnermost => true;
 
     /// <inheritdoc/>
     protected override Model CreateLike(ModelOptions options) => new ResNet(Name, StemChannels, StageChannels, BlocksPerStage, options, ImageNetStem, initialize: false);

@@ -63,6 +63,9 @@ public sealed class Vgg : Model
     /// <summary>True: ReLU, pooling, eval-mode batch norm; the logits are linear in each weight taken alone.</summary>
     public override bool IsPiecewiseLinear => true;
 
+    /// <summary>True: batch norm, ReLU, max pooling and flattening keep batch-innermost activations.</summary>
+    public override bool PassesBatchInnermost => true;
+
     /// <inheritdoc/>
     protected override Model CreateLike(ModelOptions options) => new Vgg(Depth, options, initialize: false);
 }
