@@ -660,6 +660,33 @@ let tests =
 
                     Expect.stringContains e.Message "shapes differ" "a clear error")
 
+            testCase
+                "a dense convolution of a batch-innermost input equals the standard layout's, its input gradient stored as its input"
+            <| fun () ->
+                inScope (fun () ->
+                    use g = new Generator(41UL)
+
+                    let values (t: Tensor) =
+                        t.Contiguous().To(DType.Float64).ToArray<float>()
+
+                    for n, stride, padding in [ 2L, 1, 1; 9L, 2, 0 ] do
+                        let x = Libtorch.Randn([| n; 3L; 7L; 6L |], g, DType.Float64)
+                        let w = Libtorch.Randn([| 4L; 3L; 3L; 3L |], g, DType.Float64)
+                        let b = Libtorch.Randn([| 4L |], g, DType.Float64)
+
+                        let run (input: Tensor) =
+                            let xi = input.Detach().RequiresGrad_()
+                            let y = F.Conv2d(xi, w, b, stride, padding)
+                            let dy = Libtorch.Ones(y.Shape, DType.Float64) * 0.5 + y.Detach()
+                            y, (Autograd.Grad([| y |], [| xi |], [| dy |])).[0]
+
+                        let y, gx = run (inner x)
+                        let y', gx' = run x
+                        let where = $"batch {n}, stride {stride}"
+                        Expect.sequenceEqual (values y) (values y') $"output, {where}"
+                        Expect.sequenceEqual (values gx) (values gx') $"input gradient, {where}"
+                        Expect.isTrue (storedInner gx) $"the input gradient comes back stored batch-innermost, {where}")
+
             testCase "max_pool2d rejects a window that lies entirely in the padding"
             <| fun () ->
                 // libtorch 1.13 itself returns -inf there and its backward corrupts the heap; the shim refuses
