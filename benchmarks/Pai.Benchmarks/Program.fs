@@ -41,7 +41,7 @@ let usage =
       of interleaved repeats, with each mask's multiply-add limit. Threads default to 1 here.
 
   sparse-training [--models lenet300,lenet5,resnet20,vgg11] [--sparsities 0.9,0.98,0.995]
-           [--threads 1,2] [--batch 128] [--repeats 5] [--steps S] [--warmup W] [--eval-batches 5]
+           [--threads 1,2] [--batch 128] [--repeats 5] [--steps S] [--warmup W] [--eval-batches 20]
       Whole training steps (forward, backward, optimizer) and evaluation batches on SNIP masks:
       Pai with the sparse kernels on and auto against Pai dense masked and PyTorch dense masked on
       the same masks, every configuration in a fresh process, interleaved; medians as speedups

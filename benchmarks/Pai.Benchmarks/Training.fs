@@ -387,7 +387,7 @@ let runSparse (args: Args) =
     let threadCounts = args.List("threads", [ "1"; "2" ]) |> List.map int
     let repeats = args.Int("repeats", 5)
     let batch = args.Int("batch", 128)
-    let evalBatches = args.Int("eval-batches", 5)
+    let evalBatches = args.Int("eval-batches", 20)
     let exe, exeArgs = selfCommand ()
 
     let dir =
