@@ -2,6 +2,7 @@
 #include "pai.h"
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -236,35 +237,69 @@ void pool_inner_rows(const T* x, T* y, uint8_t* which, int64_t h, int64_t w, int
 }
 
 typedef uint8_t v8u8 __attribute__((vector_size(8), aligned(1)));
+#define PAI_AVX512 __attribute__((target("avx2,fma,avx512f,avx512vl,avx512bw,avx512dq")))
 
-// The same for float, eight batch lanes at a time (the generic loop does not vectorize its uint8
-// winners next to float compares).
-__attribute__((target("avx2,fma"))) void pool_inner_rows_f32(const float* x, float* y, uint8_t* which, int64_t h,
-                                                            int64_t w, int64_t ho, int64_t wo, int64_t n, int64_t k,
-                                                            int64_t r0, int64_t r1) {
-  const int64_t n8 = n / 8 * 8;
+// Batch lanes [b, b + 8) of one float window (the generic loop does not vectorize its uint8 winners
+// next to float compares).
+PAI_INLINE void pool_block8(const float* base, float* m, uint8_t* p, int64_t w, int64_t n, int64_t k, int64_t b) {
+  v8f mv = *(const v8f*)(base + b);
+  v8i pv = {};
+  for (int64_t q = 1; q < k * k; ++q) {
+    const v8f v = *(const v8f*)(base + ((q / k) * w + q % k) * n + b);
+    const v8i take = (v > mv) | (v != v);
+    mv = take ? v : mv;
+    pv = take ? v8i{} + (int32_t)q : pv;
+  }
+  *(v8f*)(m + b) = mv;
+  if (p) *(v8u8*)(p + b) = __builtin_convertvector(pv, v8u8);
+}
+
+// The same for 16 lanes, with AVX-512 masks (GCC's vector extensions left 64-byte selects scalar).
+PAI_AVX512 PAI_INLINE void pool_block16(const float* base, float* m, uint8_t* p, int64_t w, int64_t n, int64_t k,
+                                        int64_t b) {
+  __m512 mv = _mm512_loadu_ps(base + b);
+  __m128i pv = _mm_setzero_si128();
+  for (int64_t q = 1; q < k * k; ++q) {
+    const __m512 v = _mm512_loadu_ps(base + ((q / k) * w + q % k) * n + b);
+    const __mmask16 take = _mm512_cmp_ps_mask(v, mv, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    mv = _mm512_mask_blend_ps(take, mv, v);
+    pv = _mm_mask_blend_epi8(take, pv, _mm_set1_epi8((char)q));
+  }
+  _mm512_storeu_ps(m + b, mv);
+  if (p) _mm_storeu_si128((__m128i*)(p + b), pv);
+}
+
+// Every window of rows [r0, r1): blocks of 16 lanes (AVX-512), then of 8, then one lane at a time,
+// so a batch that is not a multiple of the widest vector still runs the narrower paths. The
+// AVX-512 window is a lambda of that target, not forced inline: its intrinsics cannot be inlined
+// into a caller of another target.
+__attribute__((target("avx2,fma"))) void pool_inner_rows_avx2(const float* x, float* y, uint8_t* which, int64_t h,
+                                                             int64_t w, int64_t ho, int64_t wo, int64_t n, int64_t k,
+                                                             int64_t r0, int64_t r1) {
   pool_inner_walk(x, y, which, h, w, ho, wo, n, k, r0, r1, [&](const float* base, float* m, uint8_t* p) PAI_LAMBDA_INLINE {
-    for (int64_t b = 0; b < n8; b += 8) {
-      v8f mv = *(const v8f*)(base + b);
-      v8i pv = {};
-      for (int64_t q = 1; q < k * k; ++q) {
-        const v8f v = *(const v8f*)(base + ((q / k) * w + q % k) * n + b);
-        const v8i take = (v > mv) | (v != v);
-        mv = take ? v : mv;
-        pv = take ? v8i{} + (int32_t)q : pv;
-      }
-      *(v8f*)(m + b) = mv;
-      if (p) *(v8u8*)(p + b) = __builtin_convertvector(pv, v8u8);
-    }
-    pool_lanes(base, m, p, w, n, k, n8);
+    int64_t b = 0;
+    for (; b + 8 <= n; b += 8) pool_block8(base, m, p, w, n, k, b);
+    pool_lanes(base, m, p, w, n, k, b);
+  });
+}
+
+PAI_AVX512 void pool_inner_rows_avx512(const float* x, float* y, uint8_t* which, int64_t h, int64_t w, int64_t ho,
+                                       int64_t wo, int64_t n, int64_t k, int64_t r0, int64_t r1) {
+  pool_inner_walk(x, y, which, h, w, ho, wo, n, k, r0, r1, [&](const float* base, float* m, uint8_t* p) PAI_AVX512 {
+    int64_t b = 0;
+    for (; b + 16 <= n; b += 16) pool_block16(base, m, p, w, n, k, b);
+    for (; b + 8 <= n; b += 8) pool_block8(base, m, p, w, n, k, b);
+    pool_lanes(base, m, p, w, n, k, b);
   });
 }
 
 template <class T>
 void pool_inner_run(const T* x, T* y, uint8_t* which, int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t n,
                     int64_t k, int64_t r0, int64_t r1) {
-  if constexpr (std::is_same_v<T, float>)
-    if (pai::cpu_has_avx2_fma()) return pool_inner_rows_f32(x, y, which, h, w, ho, wo, n, k, r0, r1);
+  if constexpr (std::is_same_v<T, float>) {
+    if (pai::cpu_has_avx512()) return pool_inner_rows_avx512(x, y, which, h, w, ho, wo, n, k, r0, r1);
+    if (pai::cpu_has_avx2_fma()) return pool_inner_rows_avx2(x, y, which, h, w, ho, wo, n, k, r0, r1);
+  }
   pool_inner_rows(x, y, which, h, w, ho, wo, n, k, r0, r1);
 }
 
@@ -316,25 +351,46 @@ void unpool_inner_rows(const T* g, const uint8_t* which, T* dx, int64_t h, int64
                     });
 }
 
-__attribute__((target("avx2,fma"))) void unpool_inner_rows_f32(const float* g, const uint8_t* which, float* dx,
-                                                              int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t n,
-                                                              int64_t k, int64_t r0, int64_t r1) {
-  const int64_t n8 = n / 8 * 8;
+// Batch lanes [b, b + 8) and [b, b + 16) of one position's gradient.
+PAI_INLINE void unpool_block8(float* dv, const float* gv, const uint8_t* p, int32_t q, int64_t b) {
+  const v8i pv = __builtin_convertvector(*(const v8u8*)(p + b), v8i);
+  *(v8f*)(dv + b) = pv == q ? *(const v8f*)(gv + b) : v8f{};
+}
+
+PAI_AVX512 PAI_INLINE void unpool_block16(float* dv, const float* gv, const uint8_t* p, int32_t q, int64_t b) {
+  const __mmask16 hit = _mm_cmpeq_epi8_mask(_mm_loadu_si128((const __m128i*)(p + b)), _mm_set1_epi8((char)q));
+  _mm512_storeu_ps(dv + b, _mm512_maskz_loadu_ps(hit, gv + b));
+}
+
+__attribute__((target("avx2,fma"))) void unpool_inner_rows_avx2(const float* g, const uint8_t* which, float* dx,
+                                                               int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t n,
+                                                               int64_t k, int64_t r0, int64_t r1) {
   unpool_inner_walk(g, which, dx, h, w, ho, wo, n, k, r0, r1,
                     [&](float* dv, const float* gv, const uint8_t* p, int32_t q) PAI_LAMBDA_INLINE {
-                      for (int64_t b = 0; b < n8; b += 8) {
-                        const v8i pv = __builtin_convertvector(*(const v8u8*)(p + b), v8i);
-                        *(v8f*)(dv + b) = pv == q ? *(const v8f*)(gv + b) : v8f{};
-                      }
-                      for (int64_t b = n8; b < n; ++b) dv[b] = p[b] == q ? gv[b] : 0.0f;
+                      int64_t b = 0;
+                      for (; b + 8 <= n; b += 8) unpool_block8(dv, gv, p, q, b);
+                      for (; b < n; ++b) dv[b] = p[b] == q ? gv[b] : 0.0f;
+                    });
+}
+
+PAI_AVX512 void unpool_inner_rows_avx512(const float* g, const uint8_t* which, float* dx, int64_t h, int64_t w,
+                                         int64_t ho, int64_t wo, int64_t n, int64_t k, int64_t r0, int64_t r1) {
+  unpool_inner_walk(g, which, dx, h, w, ho, wo, n, k, r0, r1,
+                    [&](float* dv, const float* gv, const uint8_t* p, int32_t q) PAI_AVX512 {
+                      int64_t b = 0;
+                      for (; b + 16 <= n; b += 16) unpool_block16(dv, gv, p, q, b);
+                      for (; b + 8 <= n; b += 8) unpool_block8(dv, gv, p, q, b);
+                      for (; b < n; ++b) dv[b] = p[b] == q ? gv[b] : 0.0f;
                     });
 }
 
 template <class T>
 void unpool_inner_run(const T* g, const uint8_t* which, T* dx, int64_t h, int64_t w, int64_t ho, int64_t wo, int64_t n,
                       int64_t k, int64_t r0, int64_t r1) {
-  if constexpr (std::is_same_v<T, float>)
-    if (pai::cpu_has_avx2_fma()) return unpool_inner_rows_f32(g, which, dx, h, w, ho, wo, n, k, r0, r1);
+  if constexpr (std::is_same_v<T, float>) {
+    if (pai::cpu_has_avx512()) return unpool_inner_rows_avx512(g, which, dx, h, w, ho, wo, n, k, r0, r1);
+    if (pai::cpu_has_avx2_fma()) return unpool_inner_rows_avx2(g, which, dx, h, w, ho, wo, n, k, r0, r1);
+  }
   unpool_inner_rows(g, which, dx, h, w, ho, wo, n, k, r0, r1);
 }
 
