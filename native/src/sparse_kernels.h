@@ -92,15 +92,24 @@ PAI_INLINE void linear_gather(const LinearArgs<T>& a, int64_t begin, int64_t end
   }
 }
 
-// Calls f(k, o) for kept weights k in [begin, end), o the pattern row holding k: the weight
-// gradients' walk (one output element per kept weight).
+// Calls f(o, k0, k1) for each run [k0, k1) of the kept weights in [begin, end) that pattern row o
+// holds, rows ascending: the weight gradients' walk (one output element per kept weight).
+template <class F>
+PAI_INLINE void for_row_runs(const int64_t* row_ptr, int64_t rows, int64_t begin, int64_t end, F f) {
+  int64_t o = std::upper_bound(row_ptr, row_ptr + rows + 1, begin) - row_ptr - 1;
+  for (int64_t k = begin; k < end; ++o) {
+    const int64_t stop = std::min(end, row_ptr[o + 1]);
+    if (stop > k) f(o, k, stop);
+    k = std::max(k, stop);
+  }
+}
+
+// Calls f(k, o) for kept weights k in [begin, end), o the pattern row holding k.
 template <class F>
 PAI_INLINE void for_kept(const int64_t* row_ptr, int64_t rows, int64_t begin, int64_t end, F f) {
-  int64_t o = std::upper_bound(row_ptr, row_ptr + rows + 1, begin) - row_ptr - 1;
-  for (int64_t k = begin; k < end; ++k) {
-    while (row_ptr[o + 1] <= k) ++o;
-    f(k, o);
-  }
+  for_row_runs(row_ptr, rows, begin, end, [&](int64_t o, int64_t k0, int64_t k1) PAI_LAMBDA_INLINE {
+    for (int64_t k = k0; k < k1; ++k) f(k, o);
+  });
 }
 
 // dvalues[k] = dOT[row(k)]·XT[cols[k]] for kept weights k in [begin, end).
@@ -265,12 +274,14 @@ template <int B, class T>
 PAI_INLINE void conv_weight_grad_block(const ConvArgs<T>& a, int64_t o, int64_t k0) {
   constexpr int64_t L = Lanes<T>::count;
   const int64_t kk = a.kh * a.kw, n = a.n, vectors = n / L, step = a.stride * n;
-  int64_t c[B], i[B], lo[B], hi[B];
+  // per weight: its kernel row, its output columns [lo, hi], and where its input row 0 starts
+  // (column m reads input column m·s + j − p, only ever at a valid m)
+  int64_t i[B], lo[B], hi[B], row0[B];
   int64_t lo_all = 0, hi_all = a.wo - 1, first = a.wo, last = -1;
   for (int b = 0; b < B; ++b) {
     const int64_t col = a.cols[k0 + b], j = col % a.kw;
-    c[b] = col / kk;
     i[b] = (col % kk) / a.kw;
+    row0[b] = ((col / kk) * a.h * a.w + j - a.pad_w) * n;
     valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo[b], hi[b]);
     lo_all = std::max(lo_all, lo[b]);
     hi_all = std::min(hi_all, hi[b]);
@@ -310,9 +321,7 @@ PAI_INLINE void conv_weight_grad_block(const ConvArgs<T>& a, int64_t o, int64_t 
       const int64_t yy = y * a.stride + i[b] - a.pad_h;
       valid[b] = yy >= 0 && yy < a.h && lo[b] <= hi[b];
       all = all && valid[b];
-      // column m reads input column m·s + j − p (only ever at a valid m)
-      const int64_t j = a.cols[k0 + b] % a.kw;
-      x[b] = a.xt + ((c[b] * a.h + yy) * a.w + j - a.pad_w) * n;
+      x[b] = a.xt + row0[b] + yy * a.w * n;
     }
     for (int64_t m = first; m <= last; ++m) {
       if (all && m >= lo_all && m <= hi_all)
@@ -334,24 +343,24 @@ PAI_INLINE void conv_weight_grad_block(const ConvArgs<T>& a, int64_t o, int64_t 
 // one row in blocks of kWeightBlock.
 template <class T>
 PAI_INLINE void conv_weight_grad(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  int64_t o = std::upper_bound(a.row_ptr, a.row_ptr + a.o + 1, begin) - a.row_ptr - 1;
-  for (int64_t k = begin; k < end;) {
-    while (a.row_ptr[o + 1] <= k) ++o;
-    const int64_t left = std::min(end, a.row_ptr[o + 1]) - k;
-    if (left >= kWeightBlock) {
-      conv_weight_grad_block<kWeightBlock>(a, o, k);
-      k += kWeightBlock;
-    } else if (kWeightBlock > 4 && left >= 4) {
-      conv_weight_grad_block<4>(a, o, k);
-      k += 4;
-    } else if (left >= 2) {
-      conv_weight_grad_block<2>(a, o, k);
-      k += 2;
-    } else {
-      conv_weight_grad_block<1>(a, o, k);
-      k += 1;
+  for_row_runs(a.row_ptr, a.o, begin, end, [&](int64_t o, int64_t k, int64_t stop) PAI_LAMBDA_INLINE {
+    while (k < stop) {
+      const int64_t left = stop - k;
+      if (left >= kWeightBlock) {
+        conv_weight_grad_block<kWeightBlock>(a, o, k);
+        k += kWeightBlock;
+      } else if (kWeightBlock > 4 && left >= 4) {
+        conv_weight_grad_block<4>(a, o, k);
+        k += 4;
+      } else if (left >= 2) {
+        conv_weight_grad_block<2>(a, o, k);
+        k += 2;
+      } else {
+        conv_weight_grad_block<1>(a, o, k);
+        k += 1;
+      }
     }
-  }
+  });
 }
 
 // ---- conv2d in the input's own layout [N, C, H, W], vectorized along image rows -----------------
