@@ -310,9 +310,11 @@ PAI_INLINE void conv_weight_grad_block(const ConvArgs<T>& a, int64_t o, int64_t 
       for (int b = 0; b < B; ++b)
         if (take(b)) s0[b] += g0 * load(x[b] + m * step + v * L);
     }
+    // An explicit fused multiply-add: left to the compiler, whether the scalar sum was contracted
+    // depended on how many weights shared the block, so the thread count changed the last bit.
     for (int64_t l = vectors * L; l < n; ++l)
       for (int b = 0; b < B; ++b)
-        if (take(b)) tail[b] += gm[l] * x[b][m * step + l];
+        if (take(b)) tail[b] = std::fma(gm[l], x[b][m * step + l], tail[b]);
   };
   for (int64_t y = 0; y < a.ho; ++y) {
     const T* g = a.got + (o * a.ho + y) * a.wo * n;
