@@ -69,7 +69,8 @@ let private models =
     ]
 
 /// Per-layer densities of each pattern. SNIP at 98%: lenet5 as measured on Fashion-MNIST (early and
-/// last layers kept far denser than 2%), lenet300 from `pai prune -c snip -s 0.98 -d synthetic`.
+/// last layers kept far denser than 2%), lenet300 from `pai prune -c snip -s 0.98 -d synthetic`,
+/// resnet20 and vgg11 from `sparse-training`'s masks.
 let private patterns =
     [
         "uniform-90", (fun (_: string) (layers: Layer list) -> layers |> List.map (fun _ -> 0.10))
@@ -80,6 +81,9 @@ let private patterns =
             match model with
             | "lenet5" -> [ 0.65; 0.129; 0.0098; 0.228 ]
             | "lenet300" -> [ 0.0069; 0.1067; 0.495 ]
+            // resnet20: each stage's layers averaged; its last stage keeps (almost) nothing
+            | "resnet20" -> [ 0.669; 0.245; 0.0881; 0.0118; 0.0005; 0.0 ]
+            | "vgg11" -> [ 0.8756; 0.4679; 0.1883; 0.0759; 0.0193; 0.0024; 0.0033 ]
             | _ -> [])
     ]
 
@@ -203,7 +207,6 @@ let run (args: Args) =
     let summary = Collections.Generic.List<string list>()
 
     for model, layers in models |> List.filter (fun (m, _) -> List.contains m only) do
-        // SNIP-like densities exist for lenet5 and lenet300 only.
         for name, densities in
             patterns
             |> List.filter (fun (p, d) -> List.contains p onlyPatterns && not (List.isEmpty (d model layers))) do
@@ -251,7 +254,10 @@ let run (args: Args) =
                     [
                         layer.Name
                         sprintf "%.2f %%" (100.0 * bench.Density)
-                        f1 (1.0 / max bench.Density 1e-9)
+                        (if bench.Density > 0.0 then
+                             f1 (1.0 / bench.Density)
+                         else
+                             "none kept")
                         f3 (1e3 * dm)
                         f3 (1e3 * sm)
                         layoutName
