@@ -137,10 +137,19 @@ let worker (args: Args) =
         | None -> null
 
     use evalLoader = new DataLoader(data, batch, shuffle = false, dropLast = true)
+    // The batches of the last evaluation, which the data set may hold fewer of than asked for.
+    let evaluated = ref 0
 
     let test =
         if evalBatches > 0 then
-            Func<IEnumerable<Batch>>(fun () -> evalLoader.Epoch 0 |> Seq.truncate evalBatches)
+            Func<IEnumerable<Batch>>(fun () ->
+                evaluated.Value <- 0
+
+                evalLoader.Epoch 0
+                |> Seq.truncate evalBatches
+                |> Seq.map (fun b ->
+                    evaluated.Value <- evaluated.Value + 1
+                    b))
         else
             null
 
@@ -156,8 +165,8 @@ let worker (args: Args) =
 
     // The epoch's last report comes after its evaluation: the time since the last step is evaluation.
     let evalMs =
-        if evalBatches > 0 then
-            (t2 - t1) * 1000.0 / float evalBatches
+        if evaluated.Value > 0 then
+            (t2 - t1) * 1000.0 / float evaluated.Value
         else
             0.0
 
