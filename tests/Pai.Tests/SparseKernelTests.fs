@@ -239,6 +239,18 @@ let private forEdgeDensities (check: DType -> float -> unit) =
         for density in [ 0.0; 1.0; 0.3 ] do
             check dtype density
 
+/// Runs f under each vector build this CPU runs (portable, AVX2/FMA, AVX-512), then restores the
+/// build that ran before.
+let private forEachVectorPath (f: SparseVectorPath -> unit) =
+    let before = SparsePattern.VectorPath
+
+    try
+        for path in [ for p in 0 .. int SparsePattern.CpuVectorPath -> enum<SparseVectorPath> p ] do
+            SparsePattern.VectorPath <- path
+            f path
+    finally
+        SparsePattern.VectorPath <- before
+
 /// The outputs and gradients of one sparse layer call, as bit patterns.
 let private sparseBits (layer: Tensor -> Tensor -> Tensor) (x: Tensor) (v: Tensor) =
     inScope (fun () ->
@@ -539,46 +551,37 @@ let tests =
                 // convolution batch 5: the scalar remainder alone (where the compiler once contracted a
                 // weight gradient's sums differently by block size, so on an AVX2 CPU 1 and 2 threads
                 // differed in a last bit); 37: whole vectors and a remainder
-                let before = SparsePattern.VectorPath
+                forEachVectorPath (fun path ->
+                    for batch in [ 5L; 37L ] do
+                        inScope (fun () ->
+                            use g = new Generator(21UL)
+                            use lin = SparsePattern.FromMask(randomMask [| 120L; 300L |] 0.1 g)
+                            let xl = Libtorch.Randn([| batch + 28L; 300L |], g)
+                            let vl = Libtorch.Randn([| lin.Kept |], g)
+                            use conv = SparsePattern.FromMask(randomMask [| 12L; 6L; 3L; 3L |] 0.2 g)
+                            let xc = Libtorch.Randn([| batch; 6L; 14L; 14L |], g)
+                            let vc = Libtorch.Randn([| conv.Kept |], g)
 
-                try
-                    for path in [ for p in 0 .. int SparsePattern.CpuVectorPath -> enum<SparseVectorPath> p ] do
-                        SparsePattern.VectorPath <- path
+                            let both () =
+                                sparseBits (fun x v -> F.SparseLinear(x, v, lin)) xl vl
+                                @ sparseBits (fun x v -> F.SparseConv2d(x, v, conv, stride = 2, padding = 1)) xc vc
+                                @ sparseBits
+                                    (fun x v ->
+                                        F.SparseConv2d(
+                                            x,
+                                            v,
+                                            conv,
+                                            stride = 1,
+                                            padding = 1,
+                                            layout = SparseConvLayout.Rows
+                                        ))
+                                    xc
+                                    vc
 
-                        for batch in [ 5L; 37L ] do
-                            inScope (fun () ->
-                                use g = new Generator(21UL)
-                                use lin = SparsePattern.FromMask(randomMask [| 120L; 300L |] 0.1 g)
-                                let xl = Libtorch.Randn([| batch + 28L; 300L |], g)
-                                let vl = Libtorch.Randn([| lin.Kept |], g)
-                                use conv = SparsePattern.FromMask(randomMask [| 12L; 6L; 3L; 3L |] 0.2 g)
-                                let xc = Libtorch.Randn([| batch; 6L; 14L; 14L |], g)
-                                let vc = Libtorch.Randn([| conv.Kept |], g)
+                            let one = withThreads 1 both
+                            let two = withThreads 2 both
 
-                                let both () =
-                                    sparseBits (fun x v -> F.SparseLinear(x, v, lin)) xl vl
-                                    @ sparseBits (fun x v -> F.SparseConv2d(x, v, conv, stride = 2, padding = 1)) xc vc
-                                    @ sparseBits
-                                        (fun x v ->
-                                            F.SparseConv2d(
-                                                x,
-                                                v,
-                                                conv,
-                                                stride = 1,
-                                                padding = 1,
-                                                layout = SparseConvLayout.Rows
-                                            ))
-                                        xc
-                                        vc
-
-                                let one = withThreads 1 both
-                                let two = withThreads 2 both
-
-                                Expect.isTrue
-                                    (one = two)
-                                    $"{path}, batch {batch}: 1-thread and 2-thread results differ")
-                finally
-                    SparsePattern.VectorPath <- before
+                            Expect.isTrue (one = two) $"{path}, batch {batch}: 1-thread and 2-thread results differ"))
 
             testCase
                 "layers that pass activations on batch-innermost give the same bits as layers that transpose them back"
@@ -738,40 +741,35 @@ let tests =
 
             testCase "every vector build this CPU runs (portable, AVX2/FMA, AVX-512) matches the dense masked layer"
             <| fun () ->
-                let before = SparsePattern.VectorPath
-                Expect.equal before SparsePattern.CpuVectorPath "the widest build runs by default"
+                Expect.equal SparsePattern.VectorPath SparsePattern.CpuVectorPath "the widest build runs by default"
 
-                try
-                    for path in [ for p in 0 .. int SparsePattern.CpuVectorPath -> enum<SparseVectorPath> p ] do
-                        SparsePattern.VectorPath <- path
-                        Expect.equal SparsePattern.VectorPath path "the build is selected"
+                forEachVectorPath (fun path ->
+                    Expect.equal SparsePattern.VectorPath path "the build is selected"
 
-                        for seed in 1UL .. 6UL do
-                            // batch 87: whole blocks of four vectors, single vectors and a scalar
-                            // remainder, at every width and in both dtypes
-                            let batch = if seed <= 3UL then 13L else 87L
+                    for seed in 1UL .. 6UL do
+                        // batch 87: whole blocks of four vectors, single vectors and a scalar
+                        // remainder, at every width and in both dtypes
+                        let batch = if seed <= 3UL then 13L else 87L
 
-                            for dtype in [ DType.Float64; DType.Float32 ] do
-                                linearCase
-                                    { linearOf dtype (batch, 37L, 11L) 0.3 seed with
-                                        Transposed = seed % 2UL = 0UL
-                                    }
+                        for dtype in [ DType.Float64; DType.Float32 ] do
+                            linearCase
+                                { linearOf dtype (batch, 37L, 11L) 0.3 seed with
+                                    Transposed = seed % 2UL = 0UL
+                                }
 
-                                for layout in [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ] do
-                                    convCase (
-                                        convOf
-                                            dtype
-                                            (batch - 10L)
-                                            (2L, 3L, 9L, 10L)
-                                            ((if seed % 2UL = 0UL then 3L else 5L),
-                                             int (seed % 3UL) % 2 + 1,
-                                             int (seed % 3UL))
-                                            0.4
-                                            layout
-                                            seed
-                                    )
-                finally
-                    SparsePattern.VectorPath <- before
+                            for layout in [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ] do
+                                convCase (
+                                    convOf
+                                        dtype
+                                        (batch - 10L)
+                                        (2L, 3L, 9L, 10L)
+                                        ((if seed % 2UL = 0UL then 3L else 5L),
+                                         int (seed % 3UL) % 2 + 1,
+                                         int (seed % 3UL))
+                                        0.4
+                                        layout
+                                        seed
+                                ))
 
             testCase "--sparse-kernels is an execution setting: recorded with the run, outside the run key"
             <| fun () ->
