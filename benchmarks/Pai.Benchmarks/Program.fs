@@ -35,10 +35,11 @@ let usage =
       and Spearman against the exact diagonal, peak RSS. --samples limits a model's samples.
 
   sparse-kernels [--models lenet5,lenet300] (also resnet20, vgg11) [--patterns uniform-90,uniform-98,uniform-99.5,snip-98]
-           [--batch 128] [--threads 1] [--repeats 5]
+           [--batch 128] [--threads 1] [--repeats 5] [--pass training|forward]
       Per-layer forward + backward time of the sparse kernels against the dense masked layer
       (dense product, gradient times the mask) at random-uniform and SNIP-like densities, median
       of interleaved repeats, with each mask's multiply-add limit. Threads default to 1 here.
+      --pass forward times the forward alone without gradients, as evaluation runs it.
 
   sparse-training [--models lenet300,lenet5,resnet20,vgg11] [--sparsities 0.9,0.98,0.995]
            [--threads 1,2] [--batch 128] [--repeats 5] [--steps S] [--warmup W] [--eval-batches 20]

@@ -100,8 +100,8 @@ let private inputAndMadds (batch: int64) =
         [| batch; c; side; side |], float (batch * o * out * out * c * k * k)
     | Dense(i, o) -> [| batch; i |], float (batch * i * o)
 
-/// One layer at one density, ready to run forward + backward either way.
-type private Bench(layer: Layer, density: float, batch: int64, seed: uint64) =
+/// One layer at one density, ready to run either way.
+type private Bench(layer: Layer, density: float, batch: int64, seed: uint64, forwardOnly: bool) =
     let g = new Generator(seed)
     let wShape = weightShape layer.Shape
     let inShape, madds = inputAndMadds batch layer.Shape
@@ -118,9 +118,11 @@ type private Bench(layer: Layer, density: float, batch: int64, seed: uint64) =
          | Dense _ -> F.Linear(input, weight, bias))
             .DetachFromScope()
 
-    /// One forward + backward: dense masked (None) or sparse in a convolution layout.
+    /// One forward + backward (or, evaluating, one forward without gradients): dense masked (None)
+    /// or sparse in a convolution layout.
     let step (sparse: SparseConvLayout option) =
         use _ = new DisposeScope()
+        use _ = if forwardOnly then Libtorch.NoGrad() else null
 
         let x =
             if layer.InputGrad then
@@ -138,17 +140,18 @@ type private Bench(layer: Layer, density: float, batch: int64, seed: uint64) =
             | Dense _, Some _ -> F.SparseLinear(x, w, pattern, b)
             | Dense _, None -> F.Linear(x, w, b)
 
-        let leaves = if layer.InputGrad then [| x; w; b |] else [| w; b |]
-        let grads = Autograd.Grad([| y |], leaves, [| gradOutput |])
-        // What the masked training loop does with a dense weight's gradient.
-        if sparse.IsNone then
-            grads.[grads.Length - 2].Mul_(mask) |> ignore
+        if not forwardOnly then
+            let leaves = if layer.InputGrad then [| x; w; b |] else [| w; b |]
+            let grads = Autograd.Grad([| y |], leaves, [| gradOutput |])
+            // What the masked training loop does with a dense weight's gradient.
+            if sparse.IsNone then
+                grads.[grads.Length - 2].Mul_(mask) |> ignore
 
     member _.Kept = pattern.Kept
     member _.Density = float pattern.Kept / float mask.NumEl
     member _.Madds = madds
 
-    /// Seconds per forward + backward, timed over enough iterations to take ~40 ms.
+    /// Seconds per step (forward + backward, or forward), timed over enough iterations to take ~40 ms.
     member _.Time(sparse: SparseConvLayout option, iterations: int) =
         let cpu0 = cpuSeconds ()
         let watch = Stopwatch.StartNew()
@@ -186,12 +189,23 @@ let run (args: Args) =
     let threads = args.Int("threads", 1)
     let repeats = max 5 (args.Int("repeats", 5))
     let batch = int64 (args.Int("batch", 128))
+
+    let forwardOnly =
+        match args.Str("pass", "training") with
+        | "training" -> false
+        | "forward" -> true
+        | other -> failwithf "--pass is training or forward, not %s" other
+
     let only = args.List("models", [ "lenet5"; "lenet300" ])
     let onlyPatterns = args.List("patterns", patterns |> List.map fst)
     Libtorch.SetNumThreads threads
 
     printfn
-        "sparse kernels vs dense masked, forward + backward per layer: batch %d, %d thread(s), median of %d interleaved repeats"
+        "sparse kernels vs dense masked, %s per layer: batch %d, %d thread(s), median of %d interleaved repeats"
+        (if forwardOnly then
+             "forward without gradients (evaluation)"
+         else
+             "forward + backward")
         batch
         threads
         repeats
@@ -214,7 +228,7 @@ let run (args: Args) =
             let mutable dense, sparse, best, denseMadds, keptMadds = 0.0, 0.0, 0.0, 0.0, 0.0
 
             for layer, density in List.zip layers (densities model layers) do
-                use bench = new Bench(layer, density, batch, 7UL)
+                use bench = new Bench(layer, density, batch, 7UL, forwardOnly)
                 let iterations = bench.Calibrate()
                 let variants = bench.Variants
                 let wall = variants |> List.map (fun v -> v, ResizeArray<float>()) |> dict

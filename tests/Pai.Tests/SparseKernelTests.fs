@@ -529,8 +529,9 @@ let tests =
                         // the last: padding wider than the kernel, so some outputs only ever see padding
                         for kernel, stride, padding in
                             [ 3L, 1, 1; 3L, 2, 1; 5L, 1, 0; 5L, 1, 2; 5L, 2, 2; 3L, 1, 0; 3L, 2, 3 ] do
-                            // 37 and 21: blocks of four vectors, one vector and single values (float32, float64)
-                            for batch in [ 1L; 3L; 37L; 21L ] do
+                            // 37, 21 and 237: blocks of eight and of four vectors, single vectors and single
+                            // values (float32, float64; 237 fills an eight-vector block of AVX-512 floats)
+                            for batch in [ 1L; 3L; 37L; 21L; 237L ] do
                                 convCase (
                                     convOf dtype batch (3L, 4L, 9L, 11L) (kernel, stride, padding) density layout 2UL
                                 ))
