@@ -12,6 +12,9 @@ open Pai.Host.Data
 
 let inv = CultureInfo.InvariantCulture
 
+/// An option's value that the benchmark cannot take: the message says which option and what it takes.
+exception BadOption of string
+
 /// Parsed "--name value" options (a bare "--flag" maps to "true").
 type Args(values: Map<string, string>) =
     member _.Has name = values.ContainsKey name
@@ -19,14 +22,29 @@ type Args(values: Map<string, string>) =
     member _.Str(name, fallback: string) =
         values |> Map.tryFind name |> Option.defaultValue fallback
 
+    /// One of `allowed` (the first is the default).
+    member this.Choice(name, allowed: string list) =
+        let v = this.Str(name, List.head allowed)
+
+        if not (List.contains v allowed) then
+            raise (BadOption $"""--{name} takes {String.Join(" or ", allowed)}, not '{v}'""")
+
+        v
+
     member this.Int(name, fallback: int) =
         match values |> Map.tryFind name with
-        | Some v -> Int32.Parse(v, inv)
+        | Some v ->
+            match Int32.TryParse(v, NumberStyles.Integer, inv) with
+            | true, i -> i
+            | _ -> raise (BadOption $"--{name} takes a whole number, not '{v}'")
         | None -> fallback
 
     member this.Float(name, fallback: float) =
         match values |> Map.tryFind name with
-        | Some v -> Double.Parse(v, inv)
+        | Some v ->
+            match Double.TryParse(v, NumberStyles.Float, inv) with
+            | true, f -> f
+            | _ -> raise (BadOption $"--{name} takes a number, not '{v}'")
         | None -> fallback
 
     member this.List(name, fallback: string list) =

@@ -52,14 +52,18 @@ Threads default to every core for both sides (loader: 2)."""
 
 [<EntryPoint>]
 let main argv =
-    match List.ofArray argv with
-    | "training" :: rest -> Training.run (Args.Parse rest)
-    | "training-worker" :: rest -> Training.worker (Args.Parse rest)
-    | "scoring" :: rest -> Scoring.run (Args.Parse rest)
-    | "loader" :: rest -> Loader.run (Args.Parse rest)
-    | "sparse-kernels" :: rest -> SparseKernels.run (Args.Parse rest)
-    | "sparse-training" :: rest -> Training.runSparse (Args.Parse rest)
-    | "exact-scoring" :: rest -> Scoring.runExact (Args.Parse rest)
-    | _ ->
-        eprintfn "%s" usage
+    try
+        match List.ofArray argv with
+        | "training" :: rest -> Training.run (Args.Parse rest)
+        | "training-worker" :: rest -> Training.worker (Args.Parse rest)
+        | "scoring" :: rest -> Scoring.run (Args.Parse rest)
+        | "loader" :: rest -> Loader.run (Args.Parse rest)
+        | "sparse-kernels" :: rest -> SparseKernels.run (Args.Parse rest)
+        | "sparse-training" :: rest -> Training.runSparse (Args.Parse rest)
+        | "exact-scoring" :: rest -> Scoring.runExact (Args.Parse rest)
+        | _ ->
+            eprintfn "%s" usage
+            2
+    with BadOption message ->
+        eprintfn "error: %s" message
         2

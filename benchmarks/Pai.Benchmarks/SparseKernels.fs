@@ -190,12 +190,7 @@ let run (args: Args) =
     let repeats = max 5 (args.Int("repeats", 5))
     let batch = int64 (args.Int("batch", 128))
 
-    let forwardOnly =
-        match args.Str("pass", "training") with
-        | "training" -> false
-        | "forward" -> true
-        | other -> failwithf "--pass is training or forward, not %s" other
-
+    let forwardOnly = args.Choice("pass", [ "training"; "forward" ]) = "forward"
     let only = args.List("models", [ "lenet5"; "lenet300" ])
     let onlyPatterns = args.List("patterns", patterns |> List.map fst)
     Libtorch.SetNumThreads threads
