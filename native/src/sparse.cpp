@@ -75,6 +75,7 @@ struct ConvArgs : PatternArgs<T> {
   const T* xt;   // [C, H, W, N]
   const T* got;  // dO as [O, Ho, Wo, N]
   T* out;        // OT (forward), dXT (input gradient), dvalues (weight gradient)
+  const T* bias = nullptr;  // forward: [O], added to each output channel, or none
 };
 
 // One kept weight's part in a walk over batch vectors: for m in [lo, hi] it adds w times the n
@@ -472,9 +473,10 @@ at::Tensor dilated_gradient(const at::Tensor& got, const ConvArgs<T>& a) {
 // The weight gradient reads the input as the forward did: transposed (0) or zero-padded (1).
 struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& values,
-                            const at::Tensor& row_ptr, const at::Tensor& cols, const at::Tensor& col_ptr,
-                            const at::Tensor& col_rows, const at::Tensor& col_perm, int64_t kh, int64_t kw,
-                            int64_t stride, int64_t pad_h, int64_t pad_w, int64_t layout, bool keep_inner) {
+                            const at::Tensor& bias, const at::Tensor& row_ptr, const at::Tensor& cols,
+                            const at::Tensor& col_ptr, const at::Tensor& col_rows, const at::Tensor& col_perm,
+                            int64_t kh, int64_t kw, int64_t stride, int64_t pad_h, int64_t pad_w, int64_t layout,
+                            bool keep_inner) {
     const Pattern p = pattern_of(row_ptr, cols, col_ptr, col_rows, col_perm);
     check_operands(x, values, p, "sparse conv2d");
     TORCH_CHECK(layout == 0 || layout == 1, "sparse conv2d: layout is 0 (batch-innermost) or 1 (rows), got ", layout);
@@ -486,10 +488,19 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
                 x.sizes(), " is smaller than the ", kh, "x", kw, " kernel");
     const std::vector<int64_t> kernel{kh, kw};
     const at::Tensor xin = conv_input(x, layout, pad_h, pad_w);
+    at::Tensor b;  // bias: empty when the layer has none (autograd's inputs must be defined tensors)
+    if (bias.numel() > 0) {
+      TORCH_CHECK(bias.dim() == 1 && bias.size(0) == p.rows() && bias.scalar_type() == values.scalar_type() &&
+                      bias.device() == values.device(),
+                  "sparse conv2d: expected a bias [", p.rows(), "] of the values' dtype and device, got ",
+                  bias.sizes(), " ", bias.scalar_type());
+      b = bias.contiguous();
+    }
     at::Tensor out;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv2d_forward", [&] {
       auto a = conv_args<scalar_t>(p, values, x.sizes(), kernel, stride, pad_h, pad_w);
       a.xt = xin.data_ptr<scalar_t>();
+      if (b.defined()) a.bias = b.data_ptr<scalar_t>();
       const int64_t per_row = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, a.o));
       if (layout == 0) {
         at::Tensor ot = at::empty({a.o, a.ho, a.wo, a.n}, x.options());
@@ -554,9 +565,11 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
           rows_weight_grad_run(a, p.nnz(), grain_for(a.ho * a.wo * a.n));
       }
     });
-    std::vector<at::Tensor> result(15);
+    std::vector<at::Tensor> result(16);
     result[0] = dx;
     result[1] = dvalues;
+    // the bias's gradient, as the separate addition's backward would sum it
+    if (ctx->needs_input_grad(2)) result[2] = grads[0].sum({0, 2, 3});
     return result;
   }
 };
@@ -644,10 +657,9 @@ PAI_API Tensor pai_sparse_conv2d(Tensor x, Tensor values, Tensor row_ptr, Tensor
   return tensor_result([&] {
     TORCH_CHECK(stride[0] == stride[1], "sparse conv2d: only equal strides along height and width are supported, got ",
                 stride[0], " and ", stride[1]);
-    at::Tensor y = SparseConv2dFunction::apply(*x, *values, *row_ptr, *cols, *col_ptr, *col_rows, *col_perm, kernel[0],
-                                               kernel[1], stride[0], padding[0], padding[1], layout,
-                                               batch_innermost != 0 && layout == 0);
-    return bias ? y + bias->view({1, -1, 1, 1}) : y;
+    return SparseConv2dFunction::apply(*x, *values, bias ? *bias : values->new_empty({0}), *row_ptr, *cols,
+                                       *col_ptr, *col_rows, *col_perm, kernel[0], kernel[1], stride[0], padding[0],
+                                       padding[1], layout, batch_innermost != 0 && layout == 0);
   });
 }
 

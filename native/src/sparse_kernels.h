@@ -147,7 +147,7 @@ PAI_INLINE vec_t<T> load_lanes(const T* x, int64_t inner) {
 // Source values of a column are `inner` apart.
 template <bool Check, bool Contiguous, int V, class T>
 PAI_INLINE void tap_block(T* __restrict d, const T* __restrict src, const Tap<T>* taps, int64_t count, int64_t m,
-                          int64_t step, int64_t inner) {
+                          int64_t step, int64_t inner, const T* bias) {
   constexpr int64_t L = Lanes<T>::count;
   if constexpr (V == 0) {
     T acc = 0;
@@ -156,7 +156,7 @@ PAI_INLINE void tap_block(T* __restrict d, const T* __restrict src, const Tap<T>
       if (Check && (m < p.lo || m > p.hi)) continue;
       acc += p.w * src[p.off + m * step];
     }
-    *d = acc;
+    *d = bias ? acc + *bias : acc;
   } else {
     vec_t<T> acc[V] = {};
     for (int64_t t = 0; t < count; ++t) {
@@ -165,6 +165,8 @@ PAI_INLINE void tap_block(T* __restrict d, const T* __restrict src, const Tap<T>
       const T* x = src + p.off + m * step;
       for (int v = 0; v < V; ++v) acc[v] += p.w * load_lanes<Contiguous>(x + v * L * inner, inner);
     }
+    if (bias)
+      for (int v = 0; v < V; ++v) acc[v] += *bias;
     for (int v = 0; v < V; ++v) store(d + v * L, acc[v]);
   }
 }
@@ -173,22 +175,25 @@ PAI_INLINE void tap_block(T* __restrict d, const T* __restrict src, const Tap<T>
 // its throughput, where four left half of the multiply-add units idle.
 template <bool Check, bool Contiguous, class T>
 PAI_INLINE void tap_column(T* __restrict d, const T* __restrict src, const Tap<T>* taps, int64_t count, int64_t m,
-                           int64_t step, int64_t n, int64_t inner) {
+                           int64_t step, int64_t n, int64_t inner, const T* bias) {
   constexpr int64_t L = Lanes<T>::count;
   int64_t b = 0;
   for (; b + 8 * L <= n; b += 8 * L)
-    tap_block<Check, Contiguous, 8>(d + b, src + b * inner, taps, count, m, step, inner);
+    tap_block<Check, Contiguous, 8>(d + b, src + b * inner, taps, count, m, step, inner, bias);
   for (; b + 4 * L <= n; b += 4 * L)
-    tap_block<Check, Contiguous, 4>(d + b, src + b * inner, taps, count, m, step, inner);
-  for (; b + L <= n; b += L) tap_block<Check, Contiguous, 1>(d + b, src + b * inner, taps, count, m, step, inner);
-  for (; b < n; ++b) tap_block<Check, Contiguous, 0>(d + b, src + b * inner, taps, count, m, step, inner);
+    tap_block<Check, Contiguous, 4>(d + b, src + b * inner, taps, count, m, step, inner, bias);
+  for (; b + L <= n; b += L)
+    tap_block<Check, Contiguous, 1>(d + b, src + b * inner, taps, count, m, step, inner, bias);
+  for (; b < n; ++b) tap_block<Check, Contiguous, 0>(d + b, src + b * inner, taps, count, m, step, inner, bias);
 }
 
 // Destination columns m in [0, columns), each n values at dst + m·dst_step, set to the sum of the
-// taps valid at m (source values `inner` apart); columns where every tap is valid skip the checks.
+// taps valid at m (source values `inner` apart), plus *bias when not null (added to the finished
+// sum, as a separate bias addition would: one pass over the output fewer); columns where every tap
+// is valid skip the checks.
 template <class T>
 PAI_INLINE void gather_taps(T* dst, int64_t dst_step, const T* src, int64_t step, const std::vector<Tap<T>>& taps,
-                            int64_t columns, int64_t n, int64_t inner = 1) {
+                            int64_t columns, int64_t n, int64_t inner = 1, const T* bias = nullptr) {
   int64_t all_lo = 0, all_hi = columns - 1;
   for (const Tap<T>& t : taps) {
     all_lo = std::max(all_lo, t.lo);
@@ -200,14 +205,14 @@ PAI_INLINE void gather_taps(T* dst, int64_t dst_step, const T* src, int64_t step
     const bool all = m >= all_lo && m <= all_hi;
     if (inner == 1) {
       if (all)
-        tap_column<false, true>(d, src, taps.data(), count, m, step, n, 1);
+        tap_column<false, true>(d, src, taps.data(), count, m, step, n, 1, bias);
       else
-        tap_column<true, true>(d, src, taps.data(), count, m, step, n, 1);
+        tap_column<true, true>(d, src, taps.data(), count, m, step, n, 1, bias);
     } else {
       if (all)
-        tap_column<false, false>(d, src, taps.data(), count, m, step, n, inner);
+        tap_column<false, false>(d, src, taps.data(), count, m, step, n, inner, bias);
       else
-        tap_column<true, false>(d, src, taps.data(), count, m, step, n, inner);
+        tap_column<true, false>(d, src, taps.data(), count, m, step, n, inner, bias);
     }
   }
 }
@@ -230,7 +235,7 @@ PAI_INLINE void conv_forward(const ConvArgs<T>& a, int64_t begin, int64_t end) {
       if (lo > hi) continue;
       taps.push_back({a.values[k], ((c * a.h + yy) * a.w + j - a.pad_w) * n, lo, hi});
     }
-    gather_taps(a.out + r * a.wo * n, n, a.xt, a.stride * n, taps, a.wo, n);
+    gather_taps(a.out + r * a.wo * n, n, a.xt, a.stride * n, taps, a.wo, n, 1, a.bias ? a.bias + o : nullptr);
   }
 }
 
@@ -390,7 +395,8 @@ PAI_INLINE void rows_forward(const ConvArgs<T>& a, int64_t begin, int64_t end) {
       const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
       taps.push_back({a.values[k], ((n * a.c + c) * hp + i) * wp + j, 0, a.ho - 1});
     }
-    gather_taps(a.out + r * a.ho * a.wo, a.wo, a.xt, a.stride * wp, taps, a.ho, a.wo, a.stride);
+    gather_taps(a.out + r * a.ho * a.wo, a.wo, a.xt, a.stride * wp, taps, a.ho, a.wo, a.stride,
+                a.bias ? a.bias + o : nullptr);
   }
 }
 

@@ -45,8 +45,8 @@ let private randomMask (shape: int64[]) (density: float) (g: Generator) =
     Libtorch.Rand(shape, g, DType.Float64).Lt(density)
 
 /// Runs one layer both ways from the same weight, mask, input, bias and output weights, and checks
-/// the output, the input gradient and the gradient of the kept values against the dense masked
-/// layer (weight = pattern.Scatter(values), so its gradient at kept positions is the reference).
+/// the output, the input gradient, the gradient of the kept values and the bias's against the dense
+/// masked layer (weight = pattern.Scatter(values), so its gradient at kept positions is the reference).
 let private compareWithDense
     (dtype: DType)
     (weightShape: int64[])
@@ -71,20 +71,22 @@ let private compareWithDense
 
             let x = (operand input).Detach().RequiresGrad_()
             let v = (operand kept).Detach().RequiresGrad_()
-            let y = layer x v (operand bias)
+            let b = (operand bias).Detach().RequiresGrad_()
+            let y = layer x v b
             use g2 = new Generator(seed + 1UL)
             let weights = operand (Libtorch.Randn(y.Shape, g2, dtype))
-            let grads = Autograd.Grad((y * weights).Sum(), [| x; v |])
-            values y, values grads.[0], values grads.[1]
+            let grads = Autograd.Grad((y * weights).Sum(), [| x; v; b |])
+            values y, values grads.[0], values grads.[1], values grads.[2]
 
-        let ys, dxs, dvs = run false (fun x v b -> sparse x v pattern b)
-        let yd, dxd, dvd = run false (fun x v b -> dense x (pattern.Scatter v) b)
-        let ym, dxm, dvm = run true (fun x v b -> dense x (pattern.Scatter v) b)
+        let ys, dxs, dvs, dbs = run false (fun x v b -> sparse x v pattern b)
+        let yd, dxd, dvd, dbd = run false (fun x v b -> dense x (pattern.Scatter v) b)
+        let ym, dxm, dvm, dbm = run true (fun x v b -> dense x (pattern.Scatter v) b)
         let tol = tolerance dtype
         let where = $"%A{dtype} weight %A{weightShape} density %g{density} seed %d{seed}"
         Expect.isLessThanOrEqual (errorOverMagnitude ym yd ys) tol $"output, {where}"
         Expect.isLessThanOrEqual (errorOverMagnitude dxm dxd dxs) tol $"input gradient, {where}"
         Expect.isLessThanOrEqual (errorOverMagnitude dvm dvd dvs) tol $"kept-weight gradient, {where}"
+        Expect.isLessThanOrEqual (errorOverMagnitude dbm dbd dbs) tol $"bias gradient, {where}"
         Expect.equal dvs.Length (int pattern.Kept) "one gradient per kept weight")
 
 // ---- linear ----------------------------------------------------------------------------------
