@@ -677,7 +677,7 @@ PAI_API Tensor pai_stored_like(Tensor x, Tensor like) {
 
 // The kernels' revision: raised whenever a change makes a kernel faster or slower, so that layout
 // choices timed on an older library (and cached by the host) are measured anew.
-PAI_API int32_t pai_sparse_revision() { return 5; }
+PAI_API int32_t pai_sparse_revision() { return 6; }
 
 // The vector path the kernels run (0 portable, 1 AVX2/FMA, 2 AVX-512), and the widest this CPU has.
 PAI_API int32_t pai_sparse_vector_path() { return pai::guarded([] { return vector_path(); }, 0); }
