@@ -473,7 +473,7 @@ at::Tensor dilated_gradient(const at::Tensor& got, const ConvArgs<T>& a) {
 // The weight gradient reads the input as the forward did: transposed (0) or zero-padded (1).
 struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& values,
-                            const at::Tensor& bias, const at::Tensor& row_ptr, const at::Tensor& cols,
+                            const c10::optional<at::Tensor>& bias, const at::Tensor& row_ptr, const at::Tensor& cols,
                             const at::Tensor& col_ptr, const at::Tensor& col_rows, const at::Tensor& col_perm,
                             int64_t kh, int64_t kw, int64_t stride, int64_t pad_h, int64_t pad_w, int64_t layout,
                             bool keep_inner) {
@@ -488,13 +488,13 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
                 x.sizes(), " is smaller than the ", kh, "x", kw, " kernel");
     const std::vector<int64_t> kernel{kh, kw};
     const at::Tensor xin = conv_input(x, layout, pad_h, pad_w);
-    at::Tensor b;  // bias: empty when the layer has none (autograd's inputs must be defined tensors)
-    if (bias.numel() > 0) {
-      TORCH_CHECK(bias.dim() == 1 && bias.size(0) == p.rows() && bias.scalar_type() == values.scalar_type() &&
-                      bias.device() == values.device(),
+    at::Tensor b;  // undefined when the layer has no bias
+    if (bias && bias->defined()) {
+      TORCH_CHECK(bias->dim() == 1 && bias->size(0) == p.rows() && bias->scalar_type() == values.scalar_type() &&
+                      bias->device() == values.device(),
                   "sparse conv2d: expected a bias [", p.rows(), "] of the values' dtype and device, got ",
-                  bias.sizes(), " ", bias.scalar_type());
-      b = bias.contiguous();
+                  bias->sizes(), " ", bias->scalar_type());
+      b = bias->contiguous();
     }
     at::Tensor out;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv2d_forward", [&] {
@@ -520,6 +520,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
     ctx->saved_data["padding"] = std::vector<int64_t>{pad_h, pad_w};
     ctx->saved_data["layout"] = layout;
     ctx->saved_data["inner"] = stored_batch_inner(x);
+    ctx->saved_data["bias"] = b.defined();
     return out;
   }
 
@@ -568,8 +569,9 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
     std::vector<at::Tensor> result(16);
     result[0] = dx;
     result[1] = dvalues;
-    // the bias's gradient, as the separate addition's backward would sum it
-    if (ctx->needs_input_grad(2)) result[2] = grads[0].sum({0, 2, 3});
+    // the bias's gradient, as the separate addition's backward would sum it (an absent bias is no
+    // autograd input, so edge 2 is then the pattern's, which never needs one)
+    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) result[2] = grads[0].sum({0, 2, 3});
     return result;
   }
 };
@@ -657,9 +659,10 @@ PAI_API Tensor pai_sparse_conv2d(Tensor x, Tensor values, Tensor row_ptr, Tensor
   return tensor_result([&] {
     TORCH_CHECK(stride[0] == stride[1], "sparse conv2d: only equal strides along height and width are supported, got ",
                 stride[0], " and ", stride[1]);
-    return SparseConv2dFunction::apply(*x, *values, bias ? *bias : values->new_empty({0}), *row_ptr, *cols,
-                                       *col_ptr, *col_rows, *col_perm, kernel[0], kernel[1], stride[0], padding[0],
-                                       padding[1], layout, batch_innermost != 0 && layout == 0);
+    const c10::optional<at::Tensor> b = bias ? c10::optional<at::Tensor>(*bias) : c10::nullopt;
+    return SparseConv2dFunction::apply(*x, *values, b, *row_ptr, *cols, *col_ptr, *col_rows, *col_perm, kernel[0],
+                                       kernel[1], stride[0], padding[0], padding[1], layout,
+                                       batch_innermost != 0 && layout == 0);
   });
 }
 

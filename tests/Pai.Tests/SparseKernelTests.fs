@@ -750,8 +750,8 @@ let tests =
                     Expect.equal SparsePattern.VectorPath path "the build is selected"
 
                     for seed in 1UL .. 6UL do
-                        // batch 87: whole blocks of four vectors, single vectors and a scalar
-                        // remainder, at every width and in both dtypes
+                        // batch 87 (77 for the convolutions): whole blocks of eight or four vectors,
+                        // single vectors and a scalar remainder, at every width and in both dtypes
                         let batch = if seed <= 3UL then 13L else 87L
 
                         for dtype in [ DType.Float64; DType.Float32 ] do
