@@ -70,6 +70,11 @@ PAI_API void pai_clear_error() {
 
 PAI_API const char* pai_torch_version() { return TORCH_VERSION; }
 
+// Gives the heap's free pages back to the kernel: after a one-off phase whose temporaries (the
+// sparse kernels' calibration) would otherwise stay in the heap, which is kept on purpose (above), and
+// fragment it under the training step's own allocations.
+PAI_API void pai_release_free_memory() { malloc_trim(0); }
+
 PAI_API int32_t pai_get_num_threads() { return pai::guarded([] { return (int32_t)at::get_num_threads(); }, -1); }
 PAI_API int32_t pai_set_num_threads(int32_t n) {
   return pai::status_result([&] {

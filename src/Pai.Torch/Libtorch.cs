@@ -28,6 +28,13 @@ public static unsafe class Libtorch
         }
     }
 
+    /// <summary>
+    /// Returns the native heap's free pages to the operating system. The heap keeps freed memory
+    /// for the next training step's reuse; call this after a one-off phase (such as the sparse
+    /// kernels' calibration) so that its temporaries do not stay resident under what follows.
+    /// </summary>
+    public static void ReleaseFreeMemory() => pai_release_free_memory();
+
     /// <summary>Intra-op threads libtorch uses.</summary>
     public static int NumThreads
     {

@@ -85,6 +85,10 @@ internal sealed class SparseLayers : IDisposable
             chosen.layers.Add((name, layer, layer.Sparse));
         }
         chosen.Choices = new SparseLayerChoices(kernels);
+        // The shape pass and the calibration freed their tensors into the heap, which keeps freed
+        // memory for reuse; left there, they fragment it under the training step's allocations and
+        // raise its peak above the dense run's.
+        Libtorch.ReleaseFreeMemory();
         return chosen;
     }
 

@@ -14,6 +14,7 @@ internal static partial class NativeMethods
     [DllImport(Lib)] internal static extern int pai_set_num_threads(int n);
     [DllImport(Lib)] internal static extern int pai_get_num_interop_threads();
     [DllImport(Lib)] internal static extern int pai_blas_num_threads();
+    [DllImport(Lib)] internal static extern void pai_release_free_memory();
     [DllImport(Lib)] internal static extern IntPtr pai_parallel_info();
     [DllImport(Lib)] internal static extern IntPtr pai_getenv([MarshalAs(UnmanagedType.LPUTF8Str)] string name);
     [DllImport(Lib)] internal static extern int pai_manual_seed(ulong seed);
