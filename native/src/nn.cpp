@@ -682,6 +682,15 @@ bool pools_fast(const at::Tensor& x, const int64_t* kernel, const int64_t* strid
 }
 }  // namespace
 
+namespace pai {
+template <class T>
+void max_pool_row(const T* x, T* y, int64_t w, int64_t n, int64_t k) {
+  pool_inner_run(x, y, nullptr, k, w, 1, w / k, n, k, 0, 1);
+}
+template void max_pool_row<float>(const float*, float*, int64_t, int64_t, int64_t);
+template void max_pool_row<double>(const double*, double*, int64_t, int64_t, int64_t);
+}  // namespace pai
+
 PAI_API Tensor pai_max_pool2d(Tensor x, const int64_t* kernel, const int64_t* stride, const int64_t* padding,
                               const int64_t* dilation, uint8_t ceil_mode) {
   return tensor_result([&] {

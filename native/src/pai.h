@@ -91,6 +91,13 @@ inline bool stored_batch_inner(const at::Tensor& x) { return x.dim() >= 2 && x.m
 // they are, or contiguous. Defined in sparse.cpp.
 at::Tensor stored_as(const at::Tensor& x, bool batch_inner);
 
+// One row of max-pooling windows: the k rows x [k, W, N] of an activation stored batch-innermost
+// pooled by k × k windows, stride k, into y [W / k, N], exactly as max pooling pools such an
+// activation (the sparse convolution pools its output rows as it computes them). Defined in nn.cpp
+// for float and double.
+template <class T>
+void max_pool_row(const T* x, T* y, int64_t w, int64_t n, int64_t k);
+
 // True when the CPU has AVX2 and FMA: the kernels built for them (`target("avx2,fma")`) may run.
 inline bool cpu_has_avx2_fma() {
   static const bool has = [] {

@@ -76,6 +76,7 @@ struct ConvArgs : PatternArgs<T> {
   const T* got;  // dO as [O, Ho, Wo, N]
   T* out;        // OT (forward), dXT (input gradient), dvalues (weight gradient)
   const T* bias = nullptr;  // forward: [O], added to each output channel, or none
+  int64_t pool = 0;         // conv_forward_pooled: the max pool's window and stride
 };
 
 // One kept weight's part in a walk over batch vectors: for m in [lo, hi] it adds w times the n
@@ -154,6 +155,7 @@ PAI_DISPATCH(linear_forward, LinearArgs, linear_gather<false>, 2)
 PAI_DISPATCH(linear_input_grad, LinearArgs, linear_gather<true>, 2)
 PAI_DISPATCH(linear_weight_grad, LinearArgs, linear_weight_grad, 2)
 PAI_DISPATCH(conv_forward, ConvArgs, conv_forward, 2)
+PAI_DISPATCH(conv_forward_pooled, ConvArgs, conv_forward_pooled, 2)
 PAI_DISPATCH(conv_input_grad, ConvArgs, conv_input_grad, 2)
 PAI_DISPATCH(conv_weight_grad, ConvArgs, conv_weight_grad, 2)
 PAI_DISPATCH(rows_forward, ConvArgs, rows_forward, 1)
@@ -465,6 +467,24 @@ at::Tensor dilated_gradient(const at::Tensor& got, const ConvArgs<T>& a) {
   return g;
 }
 
+// Checks a sparse convolution's operands; returns its bias, contiguous (undefined when none).
+at::Tensor checked_conv(const at::Tensor& x, const at::Tensor& values, const c10::optional<at::Tensor>& bias,
+                        const Pattern& p, int64_t kh, int64_t kw, int64_t stride, int64_t pad_h, int64_t pad_w) {
+  check_operands(x, values, p, "sparse conv2d");
+  TORCH_CHECK(kh >= 1 && kw >= 1 && stride >= 1 && pad_h >= 0 && pad_w >= 0,
+              "sparse conv2d: kernel and stride must be positive and padding non-negative");
+  TORCH_CHECK(x.dim() == 4 && x.size(1) * kh * kw == p.width(), "sparse conv2d: expected an input [N, ",
+              p.width() / (kh * kw), ", H, W] for a ", kh, "x", kw, " kernel, got ", x.sizes());
+  TORCH_CHECK(x.size(2) + 2 * pad_h >= kh && x.size(3) + 2 * pad_w >= kw, "sparse conv2d: the padded input ",
+              x.sizes(), " is smaller than the ", kh, "x", kw, " kernel");
+  if (!bias || !bias->defined()) return at::Tensor();
+  TORCH_CHECK(bias->dim() == 1 && bias->size(0) == p.rows() && bias->scalar_type() == values.scalar_type() &&
+                  bias->device() == values.device(),
+              "sparse conv2d: expected a bias [", p.rows(), "] of the values' dtype and device, got ", bias->sizes(),
+              " ", bias->scalar_type());
+  return bias->contiguous();
+}
+
 // Two layouts, chosen by the caller (by measurement: neither wins everywhere):
 //   0 (batch-innermost): input and gradients transposed to [C, H, W, N], one kept weight times a
 //     batch vector (times the output row at stride 1); best for small images and large batches.
@@ -478,24 +498,10 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
                             int64_t kh, int64_t kw, int64_t stride, int64_t pad_h, int64_t pad_w, int64_t layout,
                             bool keep_inner) {
     const Pattern p = pattern_of(row_ptr, cols, col_ptr, col_rows, col_perm);
-    check_operands(x, values, p, "sparse conv2d");
     TORCH_CHECK(layout == 0 || layout == 1, "sparse conv2d: layout is 0 (batch-innermost) or 1 (rows), got ", layout);
-    TORCH_CHECK(kh >= 1 && kw >= 1 && stride >= 1 && pad_h >= 0 && pad_w >= 0,
-                "sparse conv2d: kernel and stride must be positive and padding non-negative");
-    TORCH_CHECK(x.dim() == 4 && x.size(1) * kh * kw == p.width(), "sparse conv2d: expected an input [N, ",
-                p.width() / (kh * kw), ", H, W] for a ", kh, "x", kw, " kernel, got ", x.sizes());
-    TORCH_CHECK(x.size(2) + 2 * pad_h >= kh && x.size(3) + 2 * pad_w >= kw, "sparse conv2d: the padded input ",
-                x.sizes(), " is smaller than the ", kh, "x", kw, " kernel");
+    const at::Tensor b = checked_conv(x, values, bias, p, kh, kw, stride, pad_h, pad_w);
     const std::vector<int64_t> kernel{kh, kw};
     const at::Tensor xin = conv_input(x, layout, pad_h, pad_w);
-    at::Tensor b;  // undefined when the layer has no bias
-    if (bias && bias->defined()) {
-      TORCH_CHECK(bias->dim() == 1 && bias->size(0) == p.rows() && bias->scalar_type() == values.scalar_type() &&
-                      bias->device() == values.device(),
-                  "sparse conv2d: expected a bias [", p.rows(), "] of the values' dtype and device, got ",
-                  bias->sizes(), " ", bias->scalar_type());
-      b = bias->contiguous();
-    }
     at::Tensor out;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv2d_forward", [&] {
       auto a = conv_args<scalar_t>(p, values, x.sizes(), kernel, stride, pad_h, pad_w);
@@ -663,6 +669,43 @@ PAI_API Tensor pai_sparse_conv2d(Tensor x, Tensor values, Tensor row_ptr, Tensor
     return SparseConv2dFunction::apply(*x, *values, b, *row_ptr, *cols, *col_ptr, *col_rows, *col_perm, kernel[0],
                                        kernel[1], stride[0], padding[0], padding[1], layout,
                                        batch_innermost != 0 && layout == 0);
+  });
+}
+
+// The batch-innermost sparse convolution followed by max pooling of pool × pool windows, stride
+// pool (floor), as evaluation runs LeNet-5: each row of windows is pooled from scratch as its output
+// rows are computed, so the unpooled output is never written out. The same values as
+// pai_sparse_conv2d (layout 0) then pai_max_pool2d; no gradient, so only where none is needed.
+// Returns [N, O, Ho / pool, Wo / pool] stored batch-innermost.
+PAI_API Tensor pai_sparse_conv2d_max_pool(Tensor x, Tensor values, Tensor row_ptr, Tensor cols, Tensor col_ptr,
+                                          Tensor col_rows, Tensor col_perm, const int64_t* kernel,
+                                          const int64_t* stride, const int64_t* padding, Tensor bias, int64_t pool) {
+  return tensor_result([&] {
+    TORCH_CHECK(stride[0] == stride[1], "sparse conv2d: only equal strides along height and width are supported, got ",
+                stride[0], " and ", stride[1]);
+    const bool grads = c10::GradMode::is_enabled() &&
+                       (x->requires_grad() || values->requires_grad() || (bias && bias->requires_grad()));
+    TORCH_CHECK(!grads, "sparse conv2d with max pooling computes no gradient: call it without gradients (evaluation), "
+                        "or the sparse conv2d and max pooling apart");
+    const Pattern p = pattern_of(*row_ptr, *cols, *col_ptr, *col_rows, *col_perm);
+    const c10::optional<at::Tensor> given = bias ? c10::optional<at::Tensor>(*bias) : c10::nullopt;
+    const at::Tensor b = checked_conv(*x, *values, given, p, kernel[0], kernel[1], stride[0], padding[0], padding[1]);
+    at::Tensor out;
+    AT_DISPATCH_FLOATING_TYPES(x->scalar_type(), "sparse_conv2d_max_pool", [&] {
+      auto a = conv_args<scalar_t>(p, *values, x->sizes(), {kernel[0], kernel[1]}, stride[0], padding[0], padding[1]);
+      TORCH_CHECK(pool >= 1 && a.ho >= pool && a.wo >= pool, "sparse conv2d with max pooling: a ", pool, "x", pool,
+                  " window does not fit the ", a.ho, "x", a.wo, " output");
+      const at::Tensor xin = conv_input(*x, 0, padding[0], padding[1]);
+      a.xt = xin.data_ptr<scalar_t>();
+      if (b.defined()) a.bias = b.data_ptr<scalar_t>();
+      a.pool = pool;
+      at::Tensor ot = at::empty({a.o, a.ho / pool, a.wo / pool, a.n}, x->options());
+      a.out = ot.data_ptr<scalar_t>();
+      const int64_t per_row = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, a.o));
+      conv_forward_pooled_run(a, a.o * (a.ho / pool), grain_for(per_row * pool * a.wo * a.n));
+      out = ot.permute({3, 0, 1, 2});
+    });
+    return out;
   });
 }
 

@@ -217,25 +217,44 @@ PAI_INLINE void gather_taps(T* dst, int64_t dst_step, const T* src, int64_t step
   }
 }
 
-// Output rows r = o·Ho + y in [begin, end): OT[o, y] = Σ over kept (c, i, j) of w·XT[c, y·s + i − p],
-// column x reading input column x·s + j − p.
+// Output row (o, y) into dst [Wo, N]: OT[o, y] = Σ over kept (c, i, j) of w·XT[c, y·s + i − p],
+// column x reading input column x·s + j − p (taps: the caller's scratch).
+template <class T>
+PAI_INLINE void conv_forward_row(const ConvArgs<T>& a, int64_t o, int64_t y, std::vector<Tap<T>>& taps, T* dst) {
+  const int64_t kk = a.kh * a.kw, n = a.n;
+  taps.clear();
+  for (int64_t k = a.row_ptr[o]; k < a.row_ptr[o + 1]; ++k) {
+    const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
+    const int64_t yy = y * a.stride + i - a.pad_h;
+    if (yy < 0 || yy >= a.h) continue;
+    int64_t lo, hi;
+    valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
+    if (lo > hi) continue;
+    taps.push_back({a.values[k], ((c * a.h + yy) * a.w + j - a.pad_w) * n, lo, hi});
+  }
+  gather_taps(dst, n, a.xt, a.stride * n, taps, a.wo, n, 1, a.bias ? a.bias + o : nullptr);
+}
+
+// Output rows r = o·Ho + y in [begin, end).
 template <class T>
 PAI_INLINE void conv_forward(const ConvArgs<T>& a, int64_t begin, int64_t end) {
-  const int64_t kk = a.kh * a.kw, n = a.n;
   std::vector<Tap<T>> taps;
+  for (int64_t r = begin; r < end; ++r) conv_forward_row(a, r / a.ho, r % a.ho, taps, a.out + r * a.wo * a.n);
+}
+
+// Rows r = o·Hp + yp in [begin, end) of the output max-pooled by a.pool × a.pool windows, stride
+// a.pool (a.out: [O, Ho / pool, Wo / pool, N]): the output rows one row of windows covers are
+// computed into scratch and pooled there, so the unpooled output is never written out. Output rows
+// no window covers are not computed.
+template <class T>
+PAI_INLINE void conv_forward_pooled(const ConvArgs<T>& a, int64_t begin, int64_t end) {
+  const int64_t k = a.pool, hp = a.ho / k, row = a.wo * a.n;
+  std::vector<Tap<T>> taps;
+  std::vector<T> rows((size_t)(k * row));
   for (int64_t r = begin; r < end; ++r) {
-    const int64_t o = r / a.ho, y = r % a.ho;
-    taps.clear();
-    for (int64_t k = a.row_ptr[o]; k < a.row_ptr[o + 1]; ++k) {
-      const int64_t col = a.cols[k], c = col / kk, i = (col % kk) / a.kw, j = col % a.kw;
-      const int64_t yy = y * a.stride + i - a.pad_h;
-      if (yy < 0 || yy >= a.h) continue;
-      int64_t lo, hi;
-      valid_range(j, a.stride, a.pad_w, a.w, a.wo, lo, hi);
-      if (lo > hi) continue;
-      taps.push_back({a.values[k], ((c * a.h + yy) * a.w + j - a.pad_w) * n, lo, hi});
-    }
-    gather_taps(a.out + r * a.wo * n, n, a.xt, a.stride * n, taps, a.wo, n, 1, a.bias ? a.bias + o : nullptr);
+    const int64_t o = r / hp, yp = r % hp;
+    for (int64_t dy = 0; dy < k; ++dy) conv_forward_row(a, o, yp * k + dy, taps, rows.data() + dy * row);
+    pai::max_pool_row(rows.data(), a.out + r * (a.wo / k) * a.n, a.wo, a.n, k);
   }
 }
 

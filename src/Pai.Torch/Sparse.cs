@@ -161,9 +161,7 @@ public static unsafe partial class Functional
     public static Tensor SparseConv2d(Tensor x, Tensor values, SparsePattern pattern, Tensor? bias = null, int stride = 1, int padding = 0,
         SparseConvLayout layout = SparseConvLayout.BatchInnermost, bool batchInnermost = false)
     {
-        var shape = pattern.WeightShape;
-        if (shape.Length != 4)
-            throw new ArgumentException($"a sparse conv2d weight is [out, in, kh, kw], the pattern's is [{string.Join(", ", shape)}]", nameof(pattern));
+        var shape = ConvWeightShape(pattern);
         long* k = stackalloc long[] { shape[2], shape[3] };
         long* s = stackalloc long[] { stride, stride };
         long* p = stackalloc long[] { padding, padding };
@@ -171,6 +169,34 @@ public static unsafe partial class Functional
         GC.KeepAlive(bias);
         GC.KeepAlive(pattern);
         return Tensor.Wrap(r);
+    }
+
+    /// <summary>
+    /// <c>MaxPool2d(SparseConv2d(x, values, pattern, bias, stride, padding, BatchInnermost, true), pool)</c>
+    /// (windows pool × pool, stride pool, no padding) in one pass, for evaluation: the output rows
+    /// under each row of windows are pooled as they are computed, so the unpooled output is never
+    /// written out. The same values, stored batch-innermost. It computes no gradient: where one is
+    /// needed (grad mode on and x, the values or the bias requiring it) it throws; use the two ops.
+    /// </summary>
+    public static Tensor SparseConv2dMaxPool(Tensor x, Tensor values, SparsePattern pattern, Tensor? bias, int stride, int padding, int pool)
+    {
+        var shape = ConvWeightShape(pattern);
+        long* k = stackalloc long[] { shape[2], shape[3] };
+        long* s = stackalloc long[] { stride, stride };
+        long* p = stackalloc long[] { padding, padding };
+        var r = pai_sparse_conv2d_max_pool(x.Handle, values.Handle, pattern.RowPtr, pattern.Cols, pattern.ColPtr, pattern.ColRows, pattern.ColPerm, k, s, p, Tensor.RawOrZero(bias), pool);
+        GC.KeepAlive(bias);
+        GC.KeepAlive(pattern);
+        return Tensor.Wrap(r);
+    }
+
+    // [out, in, kh, kw], or the error that names the pattern's shape.
+    static long[] ConvWeightShape(SparsePattern pattern)
+    {
+        var shape = pattern.WeightShape;
+        if (shape.Length != 4)
+            throw new ArgumentException($"a sparse conv2d weight is [out, in, kh, kw], the pattern's is [{string.Join(", ", shape)}]", nameof(pattern));
+        return shape;
     }
 
     /// <summary>

@@ -549,6 +549,95 @@ let tests =
                             Layout = layout
                         }
 
+            testCase
+                "conv2d with max pooling in one pass gives the bits of the convolution then the pool, in every vector build this CPU runs"
+            <| fun () ->
+                forEachVectorPath (fun path ->
+                    forEdgeDensities (fun dtype density ->
+                        for kernel, stride, padding in [ 5L, 1, 0; 3L, 1, 1; 3L, 2, 1; 5L, 2, 2 ] do
+                            // 28×28: LeNet-5's first layer; 13×11: outputs that leave rows and columns
+                            // no window covers
+                            for h, w in [ 28L, 28L; 13L, 11L ] do
+                                // 37 and 70: whole register blocks and a remainder
+                                for batch in [ 1L; 7L; 37L; 70L ] do
+                                    for pool in [ 2; 3 ] do
+                                        inScope (fun () ->
+                                            use g = new Generator(uint64 (batch + h))
+                                            use _ = Libtorch.NoGrad()
+
+                                            use pattern =
+                                                SparsePattern.FromMask(
+                                                    randomMask [| 5L; 3L; kernel; kernel |] density g
+                                                )
+
+                                            let v = Libtorch.Randn([| pattern.Kept |], g, dtype)
+                                            let b = Libtorch.Randn([| 5L |], g, dtype)
+                                            let x = Libtorch.Randn([| batch; 3L; h; w |], g, dtype)
+                                            // the input also as a sparse layer passes it on
+                                            let stored =
+                                                x.Permute(1L, 2L, 3L, 0L).Contiguous().Permute(3L, 0L, 1L, 2L)
+
+                                            for input in [ x; stored ] do
+                                                for bias in [ Some b; None ] do
+                                                    let bias = Option.toObj bias
+
+                                                    let apart =
+                                                        F.MaxPool2d(
+                                                            F.SparseConv2d(
+                                                                input,
+                                                                v,
+                                                                pattern,
+                                                                bias,
+                                                                stride,
+                                                                padding,
+                                                                SparseConvLayout.BatchInnermost,
+                                                                true
+                                                            ),
+                                                            pool
+                                                        )
+
+                                                    let fused =
+                                                        F.SparseConv2dMaxPool(
+                                                            input,
+                                                            v,
+                                                            pattern,
+                                                            bias,
+                                                            stride,
+                                                            padding,
+                                                            pool
+                                                        )
+
+                                                    let what =
+                                                        $"{path} {dtype} density {density}, {kernel}x{kernel} stride {stride} padding {padding}, {h}x{w}, batch {batch}, pool {pool}, bias {not (isNull bias)}"
+
+                                                    Expect.sequenceEqual fused.Shape apart.Shape $"{what}: shape"
+
+                                                    Expect.isTrue
+                                                        ((values fused |> Array.map BitConverter.DoubleToInt64Bits) =
+                                                            (values apart |> Array.map BitConverter.DoubleToInt64Bits))
+                                                        $"{what}: values differ"
+
+                                                    if batch > 1L then
+                                                        Expect.isTrue
+                                                            (fused.Permute(1L, 2L, 3L, 0L).IsContiguous)
+                                                            $"{what}: stored batch-innermost")))
+
+            testCase "conv2d with max pooling refuses to run where a gradient is needed, and says what to call"
+            <| fun () ->
+                inScope (fun () ->
+                    use g = new Generator(3UL)
+                    use pattern = SparsePattern.FromMask(randomMask [| 4L; 2L; 3L; 3L |] 0.5 g)
+                    let v = Libtorch.Randn([| pattern.Kept |], g).RequiresGrad_()
+                    let x = Libtorch.Randn([| 4L; 2L; 8L; 8L |], g)
+
+                    let e =
+                        throws<TorchException>(fun () -> F.SparseConv2dMaxPool(x, v, pattern, null, 1, 1, 2) |> ignore)
+
+                    Expect.stringContains e.Message "without gradients" "the message says how to call it"
+                    use _ = Libtorch.NoGrad()
+                    let y = F.SparseConv2dMaxPool(x, v, pattern, null, 1, 1, 2)
+                    Expect.sequenceEqual y.Shape [| 4L; 4L; 4L; 4L |] "under no_grad it runs")
+
             testCase "results are bit-identical on 1 and 2 threads, in every vector build this CPU runs"
             <| fun () ->
                 // convolution batch 5: the scalar remainder alone (where the compiler once contracted a

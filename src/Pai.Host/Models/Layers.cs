@@ -157,6 +157,22 @@ public sealed class Conv2d : WeightLayer
             FlopCounter.Record(this, y.NumEl / y.Size(0) * (InChannels / Groups) * KernelSize * KernelSize);
         return y;
     }
+
+    /// <summary>
+    /// Max pooling of <see cref="Forward"/>'s output by <paramref name="pool"/> × <paramref name="pool"/>
+    /// windows, stride <paramref name="pool"/>. Where nothing needs the unpooled output (no gradient,
+    /// no layer recording or counting) and the layer runs the batch-innermost sparse kernels, in one
+    /// pass that never writes the unpooled output out (the same values).
+    /// </summary>
+    public Tensor ForwardMaxPool(Tensor x, int pool)
+    {
+        var needsGrad = Libtorch.IsGradEnabled && (x.RequiresGrad || Sparse?.Values.RequiresGrad == true || Bias?.RequiresGrad == true);
+        if (Sparse is { Layout: SparseConvLayout.BatchInnermost, BatchInnermost: true } s && !needsGrad
+            && !LayerRecorder.IsActive && !FlopCounter.IsActive && x.Dim == 4
+            && (x.Size(2) + 2 * Padding - KernelSize) / Stride + 1 >= pool && (x.Size(3) + 2 * Padding - KernelSize) / Stride + 1 >= pool)
+            return Functional.SparseConv2dMaxPool(x, s.Values, s.Pattern, Bias, Stride, Padding, pool);
+        return Functional.MaxPool2d(Forward(x), pool);
+    }
 }
 
 /// <summary>

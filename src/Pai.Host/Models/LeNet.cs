@@ -72,8 +72,8 @@ public sealed class LeNet5 : Model
     protected override Tensor Logits(Tensor inputs)
     {
         RequireImageSize(inputs);
-        var h = Functional.MaxPool2d(conv1.Forward(inputs), 2);
-        h = Functional.MaxPool2d(conv2.Forward(h), 2);
+        var h = conv1.ForwardMaxPool(inputs, 2);
+        h = conv2.ForwardMaxPool(h, 2);
         h = Functional.Relu(fc1.Forward(h.Flatten(1)));
         return fc2.Forward(h);
     }
