@@ -14,6 +14,9 @@
 //                        the process's main thread; prints "main-thread true|false" and
 //                        "faults F1 F2 …", the minor page faults of the process during each
 //                        allocation
+//   release COUNT        on the main thread, COUNT tensors of 1 MB (heap-sized) at once, each followed
+//                        by a small one that stays alive, then frees the large ones; prints "rss B K R",
+//                        the resident bytes before, after the frees and after Libtorch.ReleaseFreeMemory
 using System.Globalization;
 using Pai.Host.Distributed;
 
@@ -32,6 +35,9 @@ try
             break;
         case "allocate":
             Allocate(int.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture));
+            break;
+        case "release":
+            Release(int.Parse(args[1], CultureInfo.InvariantCulture));
             break;
         case "loop":
             Console.WriteLine("joined");
@@ -125,6 +131,29 @@ static void Allocate(int megabytes, int count)
     }
     Console.WriteLine("faults " + string.Join(" ", faults));
 }
+
+static void Release(int count)
+{
+    var before = Resident();
+    var (large, pins) = (new List<Tensor>(), new List<Tensor>());
+    for (var i = 0; i < count; i++)
+    {
+        // written, so that its pages are resident; the small tensor after it stays alive, so the
+        // freed block lies between live ones (glibc gives back a free heap top by itself)
+        large.Add(Libtorch.Ones([(1L << 20) / sizeof(float)]));
+        pins.Add(Libtorch.Ones([16]));
+    }
+    foreach (var t in large) t.Dispose();
+    var kept = Resident();
+    Libtorch.ReleaseFreeMemory();
+    Console.WriteLine($"rss {before} {kept} {Resident()}");
+    foreach (var p in pins) p.Dispose();
+}
+
+// VmRSS of this process in bytes.
+static long Resident() =>
+    long.Parse(File.ReadAllLines("/proc/self/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal))[6..].Trim().Split(' ')[0],
+        CultureInfo.InvariantCulture) * 1024;
 
 // Minor page faults of this process so far: field 10 of /proc/self/stat, counted after the
 // command name, which is in parentheses and may hold spaces.

@@ -31,6 +31,26 @@ public sealed class AllocatorTests
             + $"[{string.Join(" ", t)}] against [{string.Join(" ", d)}]");
     }
 
+    // After a one-off phase (the sparse kernels' calibration), the heap's free pages go back to the
+    // kernel on request. In a child process too: in this one, memory that earlier tests freed would
+    // serve the allocations, and the managed heap's own returns blur the resident set.
+    [Fact]
+    public async Task ReleaseFreeMemory_gives_back_the_freed_heap_that_the_setting_keeps()
+    {
+        var psi = Processes.TestProgram("Pai.DistWorker", ["release", "160"]);
+        psi.Environment.Remove("PAI_MALLOC_DEFAULTS");
+        psi.Environment.Remove(DistributedEnvironment.WorldSizeVariable);
+        using var p = Process.Start(psi)!;
+        var err = p.StandardError.ReadToEndAsync();
+        var output = await p.StandardOutput.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        Assert.True(p.ExitCode == 0, $"exit {p.ExitCode}\n{output}\n{await err}");
+        var rss = output.Trim().Split(' ')[1..].Select(v => long.Parse(v, CultureInfo.InvariantCulture) / (1 << 20)).ToArray();
+        var (before, kept, released) = (rss[0], rss[1], rss[2]);
+        Assert.True(kept - before > 100, $"after 160 MB were freed the heap kept only {kept - before} MB (resident {before} → {kept} MB)");
+        Assert.True(kept - released > 100, $"ReleaseFreeMemory gave back {kept - released} of the {kept - before} MB kept");
+    }
+
     /// <summary>The minor page faults of each allocation of a Pai.DistWorker child on its main thread.</summary>
     static async Task<long[]> Allocate(bool keepGlibcDefaults)
     {

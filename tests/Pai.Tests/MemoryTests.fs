@@ -128,36 +128,4 @@ let tests =
                     (sprintf
                         "resident memory grew by %.1f MB after 480 MB of dropped tensors were collected"
                         (mb (after - before)))
-            testCase "ReleaseFreeMemory gives back the freed heap that the allocator keeps for reuse"
-            <| fun () ->
-                settle ()
-                let before = residentBytes ()
-
-                use pins = new DisposeScope()
-
-                do
-                    use _scope = new DisposeScope()
-                    // 160 × 1 MiB, written: each below the mmap threshold, so they come from the heap,
-                    // and each followed by a small tensor that outlives it, so that the freed blocks
-                    // lie between live ones (glibc gives back a free heap top by itself)
-                    for _ in 1..160 do
-                        Libtorch.Ones([| 262144L |]) |> ignore
-                        Libtorch.Ones([| 16L |]).MoveToOuterScope() |> ignore
-
-                settle ()
-                let kept = residentBytes ()
-                Libtorch.ReleaseFreeMemory()
-                let released = residentBytes ()
-                Expect.equal pins.OwnedCount 160 "pins.OwnedCount"
-                // the heap keeps what it freed (the native library raises glibc's trim threshold) ...
-                Expect.isTrue
-                    (kept - before > 100L * 1024L * 1024L)
-                    (sprintf "after 160 MiB were freed the heap kept only %.1f MB" (mb (kept - before)))
-                // ... until asked to give it back
-                Expect.isTrue
-                    (kept - released > 100L * 1024L * 1024L)
-                    (sprintf
-                        "ReleaseFreeMemory gave back %.1f MB of the %.1f MB kept"
-                        (mb (kept - released))
-                        (mb (kept - before)))
         ]
