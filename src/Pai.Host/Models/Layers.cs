@@ -167,9 +167,10 @@ public sealed class Conv2d : WeightLayer
     public Tensor ForwardMaxPool(Tensor x, int pool)
     {
         var needsGrad = Libtorch.IsGradEnabled && (x.RequiresGrad || Sparse?.Values.RequiresGrad == true || Bias?.RequiresGrad == true);
+        // A window that does not fit goes the two ops' way, to their error.
+        bool Fits(long size) => (size + 2 * Padding - KernelSize) / Stride + 1 >= pool;
         if (Sparse is { Layout: SparseConvLayout.BatchInnermost, BatchInnermost: true } s && !needsGrad
-            && !LayerRecorder.IsActive && !FlopCounter.IsActive && x.Dim == 4
-            && (x.Size(2) + 2 * Padding - KernelSize) / Stride + 1 >= pool && (x.Size(3) + 2 * Padding - KernelSize) / Stride + 1 >= pool)
+            && !LayerRecorder.IsActive && !FlopCounter.IsActive && x.Dim == 4 && Fits(x.Size(2)) && Fits(x.Size(3)))
             return Functional.SparseConv2dMaxPool(x, s.Values, s.Pattern, Bias, Stride, Padding, pool);
         return Functional.MaxPool2d(Forward(x), pool);
     }
