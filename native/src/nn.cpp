@@ -12,12 +12,30 @@ using pai::tensor_result;
 
 PAI_API Tensor pai_linear(Tensor x, Tensor w, Tensor b) { return tensor_result([&] { return at::linear(*x, *w, pai::opt(b)); }); }
 
+// Whether the float convolution of x by w runs channels-last: one group, no dilation. libtorch 1.13's
+// channels-last convolution with a 1×1 kernel at stride 2 over 1 to 7 input channels computes wrong
+// gradients and writes past its buffers (ours and PyTorch's alike; every other kernel, stride and
+// channel count we tried agrees with the contiguous convolution), so a strided 1×1 kernel over a
+// channel count that is not a multiple of 8 stays contiguous.
+bool pai::conv_channels_last(const at::Tensor& x, const at::Tensor& w, const int64_t* stride, const int64_t* dilation,
+                             int64_t groups) {
+  const bool strided_point = w.size(2) == 1 && w.size(3) == 1 && (stride[0] > 1 || stride[1] > 1);
+  return x.scalar_type() == at::kFloat && groups == 1 && dilation[0] == 1 && dilation[1] == 1 &&
+         (!strided_point || x.size(1) % 8 == 0);
+}
+
 PAI_API Tensor pai_conv2d(Tensor x, Tensor w, Tensor b, const int64_t* stride, const int64_t* padding,
                           const int64_t* dilation, int64_t groups) {
   return tensor_result([&] {
-    // libtorch's convolution would copy an input stored batch-innermost (an activation the sparse
-    // layers passed on) with its slower generic copy.
-    const at::Tensor input = x->dim() == 4 && x->size(0) > 1 && pai::stored_batch_inner(*x) ? pai::stored_as(*x, false) : *x;
+    // On the CPU libtorch's float convolution (oneDNN) runs faster channels-last, and so do the batch
+    // norms, activations and sums after it, which keep that storage; every other convolution runs
+    // contiguous. One storage per convolution, whatever the input's, so the same values give the
+    // same bits. Our transposes copy an input stored otherwise (libtorch's own copy of an
+    // activation the sparse layers passed on batch-innermost is slower).
+    const at::Tensor input =
+        x->dim() != 4 || !x->device().is_cpu() ? *x
+        : pai::conv_channels_last(*x, *w, stride, dilation, groups) ? pai::stored_as(*x, pai::Storage::ChannelsLast)
+                                                                      : pai::stored_as(*x, pai::Storage::Contiguous);
     return at::conv2d(input, *w, pai::opt(b), pai::ints(stride, 2), pai::ints(padding, 2), pai::ints(dilation, 2), groups);
   });
 }
@@ -635,7 +653,7 @@ struct BatchNormInnerFunction : public torch::autograd::Function<BatchNormInnerF
     const at::Tensor &x = saved[0], &w = saved[1], &mean = saved[2], &invstd = saved[3];
     const bool training = ctx->saved_data["training"].toBool();
     const at::Tensor xc = x.movedim(0, -1);
-    const at::Tensor gc = pai::stored_as(grads[0], true).movedim(0, -1);  // a view when it came so
+    const at::Tensor gc = pai::stored_as(grads[0], pai::Storage::BatchInner).movedim(0, -1);  // a view when it came so
     const int64_t channels = x.size(1), m = x.numel() / channels;
     const bool avx2 = pai::cpu_has_avx2_fma();
     const auto dopt = x.options().dtype(at::kDouble);

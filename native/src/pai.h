@@ -84,12 +84,21 @@ std::vector<at::Tensor> tensor_list(const Tensor* handles, int32_t n);
 // pass activations on (a permuted view; see sparse.cpp).
 inline bool stored_batch_inner(const at::Tensor& x) { return x.dim() >= 2 && x.movedim(0, -1).is_contiguous(); }
 
-// x [N, ...] stored batch-innermost (batch_inner) or contiguous, copied by the sparse kernels'
-// transposes where it is not stored so already (libtorch's copy of a permuted tensor walks one side
-// with a large stride, several times slower); differentiable, the gradient going back in x's
-// storage. Batch 1 and tensors the transposes do not handle (other devices, integers) stay as
-// they are, or contiguous. Defined in sparse.cpp.
-at::Tensor stored_as(const at::Tensor& x, bool batch_inner);
+// How an activation x [N, ...] is laid out in memory: contiguous; batch-innermost ([..., N], as the
+// sparse layers pass activations on); or, for [N, C, H, W], channels-last ([N, H, W, C], which
+// libtorch's dense convolution runs fastest on the CPU).
+enum class Storage : int64_t { Contiguous = 0, BatchInner = 1, ChannelsLast = 2 };
+
+// x copied to the storage `to` by the sparse kernels' transposes where it is not stored so already
+// (libtorch's copy of a permuted tensor walks one side with a large stride, several times slower);
+// differentiable, the gradient going back in x's storage. Batch 1 and tensors the transposes do not
+// handle (other devices, integers) stay as they are for batch-innermost, else libtorch copies them.
+// Defined in sparse.cpp.
+at::Tensor stored_as(const at::Tensor& x, Storage to);
+
+// Whether a CPU convolution of x by the weight w runs channels-last (defined in nn.cpp).
+bool conv_channels_last(const at::Tensor& x, const at::Tensor& w, const int64_t* stride, const int64_t* dilation,
+                        int64_t groups);
 
 // One row of max-pooling windows: the k rows x [k, W, N] of an activation stored batch-innermost
 // pooled by k × k windows, stride k, into y [W / k, N], exactly as max pooling pools such an

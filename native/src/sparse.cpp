@@ -165,19 +165,24 @@ PAI_DISPATCH(rows_weight_grad, ConvArgs, rows_weight_grad, 1)
 // Enough work per task that a thread's start costs little: about 32k multiply-adds.
 int64_t grain_for(int64_t work_per_item) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item)); }
 
-// ---- transposes between [N, features] and the batch-innermost [features, N] ---------------------
+// ---- transposes between the three storages of an activation ----------------------------------
+// Contiguous [N, features]; batch-innermost [features, N]; and, for [N, C, H, W], channels-last
+// [N, H, W, C], which libtorch's dense convolution runs fastest on this CPU. Any one to another is
+// one pass of 2-d transposes over slabs of the tensor.
 
-// b [cols, rows] = a [rows, cols], tiles of 16 columns of a (every row of a tile reads whole cache
-// lines): libtorch copies a permuted tensor walking one side with a large stride, which cost as much
-// as the sparse products on small images. Pure copies: the result does not depend on the build.
+// b [cols, rows] = a [rows, cols] (rows lda apart in a, ldb apart in b), tiles of 16 columns of a
+// (every row of a tile reads whole cache lines): libtorch copies a permuted tensor walking one side
+// with a large stride, which cost as much as the sparse products on small images. Pure copies: the
+// result does not depend on the build.
 template <class T>
-void transpose_portable(const T* __restrict a, T* __restrict b, int64_t rows, int64_t cols, int64_t t0, int64_t t1) {
+void transpose_portable(const T* __restrict a, int64_t lda, T* __restrict b, int64_t ldb, int64_t rows, int64_t cols,
+                        int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t j0 = t * 16, j1 = std::min(cols, j0 + 16);
     for (int64_t i0 = 0; i0 < rows; i0 += 16) {
       const int64_t i1 = std::min(rows, i0 + 16);
       for (int64_t j = j0; j < j1; ++j)
-        for (int64_t i = i0; i < i1; ++i) b[j * rows + i] = a[i * cols + j];
+        for (int64_t i = i0; i < i1; ++i) b[j * ldb + i] = a[i * lda + j];
     }
   }
 }
@@ -214,21 +219,56 @@ __attribute__((target("avx2,fma"))) inline void transpose_block(const double* a,
 }
 
 template <class T>
-__attribute__((target("avx2,fma"))) void transpose_avx2(const T* __restrict a, T* __restrict b, int64_t rows,
-                                                        int64_t cols, int64_t t0, int64_t t1) {
+__attribute__((target("avx2,fma"))) void transpose_avx2(const T* __restrict a, int64_t lda, T* __restrict b,
+                                                        int64_t ldb, int64_t rows, int64_t cols, int64_t t0,
+                                                        int64_t t1) {
   constexpr int64_t L = 32 / sizeof(T);  // transpose_block's square
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t j0 = t * 16, j1 = std::min(cols, j0 + 16);
     int64_t i0 = 0;
     for (; i0 + L <= rows; i0 += L) {
       int64_t j = j0;
-      for (; j + L <= j1; j += L) transpose_block(a + i0 * cols + j, cols, b + j * rows + i0, rows);
+      for (; j + L <= j1; j += L) transpose_block(a + i0 * lda + j, lda, b + j * ldb + i0, ldb);
       for (; j < j1; ++j)
-        for (int64_t i = i0; i < i0 + L; ++i) b[j * rows + i] = a[i * cols + j];
+        for (int64_t i = i0; i < i0 + L; ++i) b[j * ldb + i] = a[i * lda + j];
     }
     for (int64_t j = j0; j < j1; ++j)
-      for (int64_t i = i0; i < rows; ++i) b[j * rows + i] = a[i * cols + j];
+      for (int64_t i = i0; i < rows; ++i) b[j * ldb + i] = a[i * lda + j];
   }
+}
+
+// `count` transposes: slab s of b, at s·b_step, is [cols, rows] (rows ldb apart), the transpose of
+// slab s of a, at s·a_step, [rows, cols] (rows lda apart).
+struct Slabs {
+  int64_t count, rows, cols, a_step, lda, b_step, ldb;
+};
+
+// out (already allocated) filled from x's storage by the transposes s.
+void transpose_slabs(const at::Tensor& x, at::Tensor& out, const Slabs& s) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pai_transpose", [&] {
+    const scalar_t* pa = x.data_ptr<scalar_t>();
+    scalar_t* pb = out.data_ptr<scalar_t>();
+    const int64_t tiles = (s.cols + 15) / 16;
+    const bool avx2 = vector_path() >= 1;
+    at::parallel_for(0, s.count * tiles, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, s.rows * 16)),
+                     [&](int64_t k0, int64_t k1) {
+                       for (int64_t k = k0; k < k1;) {
+                         const int64_t slab = k / tiles, t0 = k % tiles, t1 = std::min(tiles, t0 + (k1 - k));
+                         const scalar_t* a = pa + slab * s.a_step;
+                         scalar_t* b = pb + slab * s.b_step;
+                         if (avx2)
+                           transpose_avx2(a, s.lda, b, s.ldb, s.rows, s.cols, t0, t1);
+                         else
+                           transpose_portable(a, s.lda, b, s.ldb, s.rows, s.cols, t0, t1);
+                         k += t1 - t0;
+                       }
+                     });
+  });
+}
+
+// Whether a 4-d x is stored channels-last and not also contiguous (channel-1 or 1×1 images are both).
+bool stored_channels_last(const at::Tensor& x) {
+  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 // x viewed as [rows, cols], transposed into a contiguous [cols, rows]: a view when x is already
@@ -236,51 +276,82 @@ __attribute__((target("avx2,fma"))) void transpose_avx2(const T* __restrict a, T
 at::Tensor transposed(const at::Tensor& x, int64_t rows, int64_t cols) {
   TORCH_CHECK(x.numel() == rows * cols, "sparse kernels: cannot view ", x.sizes(), " as [", rows, ", ", cols, "]");
   if (x.dim() >= 2 && x.size(0) == rows && stored_batch_inner(x)) return x.movedim(0, -1).reshape({cols, rows});
-  const at::Tensor a = x.contiguous();
-  at::Tensor b = at::empty({cols, rows}, a.options());
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "sparse_transpose", [&] {
-    const scalar_t* pa = a.data_ptr<scalar_t>();
-    scalar_t* pb = b.data_ptr<scalar_t>();
-    const int64_t tiles = (cols + 15) / 16;
-    const bool avx2 = vector_path() >= 1;
-    at::parallel_for(0, tiles, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, rows * 16)),
-                     [&](int64_t t0, int64_t t1) {
-                       if (avx2)
-                         transpose_avx2(pa, pb, rows, cols, t0, t1);
-                       else
-                         transpose_portable(pa, pb, rows, cols, t0, t1);
-                     });
-  });
+  at::Tensor b = at::empty({cols, rows}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  if (x.size(0) == rows && stored_channels_last(x)) {
+    // [N, H·W, C] to [C, H·W, N]: one [N, C] slab per pixel.
+    const int64_t c = x.size(1), hw = x.size(2) * x.size(3);
+    transpose_slabs(x, b, {hw, rows, c, c, hw * c, rows, hw * rows});
+    return b;
+  }
+  transpose_slabs(x.contiguous(), b, {1, rows, cols, 0, cols, 0, rows});
   return b;
 }
 
-// x [N, ...] copied to batch-innermost storage ([..., N] in memory, behind an [N, ...] view) when
-// inner, else to a contiguous tensor; x itself when it is stored so already.
-at::Tensor relayout(const at::Tensor& x, bool inner) {
-  const int64_t n = x.size(0), features = x.numel() / std::max<int64_t>(1, n);
-  if (inner) {
-    if (stored_batch_inner(x)) return x;
-    std::vector<int64_t> stored(x.sizes().begin() + 1, x.sizes().end());
-    stored.push_back(n);
-    return transposed(x, n, features).view(stored).movedim(-1, 0);
+// How x [N, ...] is stored, as far as the transposes go: batch-innermost needs N > 1 (a batch of
+// one is contiguous either way); anything else they read through a contiguous copy.
+pai::Storage storage_of(const at::Tensor& x) {
+  if (x.is_contiguous()) return pai::Storage::Contiguous;
+  if (x.dim() >= 2 && x.size(0) > 1 && stored_batch_inner(x)) return pai::Storage::BatchInner;
+  if (stored_channels_last(x)) return pai::Storage::ChannelsLast;
+  return pai::Storage::Contiguous;
+}
+
+bool stored_so(const at::Tensor& x, pai::Storage to) {
+  switch (to) {
+    case pai::Storage::BatchInner: return x.dim() >= 2 && stored_batch_inner(x);
+    case pai::Storage::ChannelsLast: return x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+    default: return x.is_contiguous();
   }
-  if (x.is_contiguous()) return x;
-  if (!stored_batch_inner(x)) return x.contiguous();
-  return transposed(x.movedim(0, -1).reshape({features, n}), features, n).view(x.sizes());
+}
+
+// x [N, ...] copied to the storage `to` (batch-innermost: [..., N] in memory, behind an [N, ...]
+// view; channels-last only for 4-d x); x itself when it is stored so already.
+at::Tensor relayout(const at::Tensor& x, pai::Storage to) {
+  if (stored_so(x, to)) return x;
+  const int64_t n = x.size(0), features = x.numel() / std::max<int64_t>(1, n);
+  switch (to) {
+    case pai::Storage::BatchInner: {
+      std::vector<int64_t> stored(x.sizes().begin() + 1, x.sizes().end());
+      stored.push_back(n);
+      return transposed(x, n, features).view(stored).movedim(-1, 0);
+    }
+    case pai::Storage::ChannelsLast: {
+      TORCH_CHECK(x.dim() == 4, "channels-last storage is for [N, C, H, W] tensors, got ", x.sizes());
+      at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+      const int64_t c = x.size(1), hw = x.size(2) * x.size(3);
+      if (storage_of(x) == pai::Storage::BatchInner)
+        transpose_slabs(x, out, {hw, c, n, n, hw * n, c, hw * c});  // [C, H·W, N] to [N, H·W, C]
+      else
+        transpose_slabs(x.contiguous(), out, {n, c, hw, c * hw, hw, hw * c, c});  // [N, C, H·W] to [N, H·W, C]
+      return out;
+    }
+    default: {
+      if (storage_of(x) == pai::Storage::BatchInner)
+        return transposed(x.movedim(0, -1).reshape({features, n}), features, n).view(x.sizes());
+      if (storage_of(x) != pai::Storage::ChannelsLast) return x.contiguous();
+      at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+      const int64_t c = x.size(1), hw = x.size(2) * x.size(3);
+      transpose_slabs(x, out, {n, hw, c, hw * c, c, c * hw, hw});  // [N, H·W, C] to [N, C, H·W]
+      return out;
+    }
+  }
 }
 
 // relayout as a differentiable op: the gradient goes back in the input's storage.
 struct RelayoutFunction : public torch::autograd::Function<RelayoutFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, bool inner) {
-    ctx->saved_data["inner"] = inner;
-    return relayout(x, inner);
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t to) {
+    ctx->saved_data["from"] = static_cast<int64_t>(storage_of(x));
+    return relayout(x, static_cast<pai::Storage>(to));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const bool inner = ctx->saved_data["inner"].toBool();
+    const auto from = static_cast<pai::Storage>(ctx->saved_data["from"].toInt());
     // With a graph of the gradient requested, libtorch's own (differentiable) copies.
     if (c10::GradMode::is_enabled())
-      return {inner ? grads[0].contiguous() : grads[0].movedim(0, -1).contiguous().movedim(-1, 0), at::Tensor()};
-    return {relayout(grads[0], !inner), at::Tensor()};
+      return {from == pai::Storage::BatchInner     ? grads[0].movedim(0, -1).contiguous().movedim(-1, 0)
+              : from == pai::Storage::ChannelsLast ? grads[0].contiguous(at::MemoryFormat::ChannelsLast)
+                                                   : grads[0].contiguous(),
+              at::Tensor()};
+    return {relayout(grads[0], from), at::Tensor()};
   }
 };
 
@@ -526,6 +597,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
     ctx->saved_data["padding"] = std::vector<int64_t>{pad_h, pad_w};
     ctx->saved_data["layout"] = layout;
     ctx->saved_data["inner"] = stored_batch_inner(x);
+    ctx->saved_data["channels_last"] = stored_channels_last(x);
     ctx->saved_data["bias"] = b.defined();
     return out;
   }
@@ -550,8 +622,11 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
           at::Tensor dxt = at::empty({a.c, a.h, a.w, a.n}, values.options());
           a.out = dxt.data_ptr<scalar_t>();
           conv_input_grad_run(a, a.c * a.h, grain_for(per_plane * a.n / std::max<int64_t>(1, a.h)));
+          // the input's gradient stored as the input was
           dx = ctx->saved_data["inner"].toBool() ? dxt.permute({3, 0, 1, 2})
-                                                 : transposed(dxt, a.c * a.h * a.w, a.n).view({a.n, a.c, a.h, a.w});
+               : ctx->saved_data["channels_last"].toBool()
+                   ? relayout(dxt.permute({3, 0, 1, 2}), pai::Storage::ChannelsLast)
+                   : transposed(dxt, a.c * a.h * a.w, a.n).view({a.n, a.c, a.h, a.w});
         } else {
           const at::Tensor dilated = dilated_gradient(got, a);
           dx = at::empty({a.n, a.c, a.h, a.w}, values.options());
@@ -584,12 +659,17 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
 
 }  // namespace
 
-at::Tensor pai::stored_as(const at::Tensor& x, bool batch_inner) {
+at::Tensor pai::stored_as(const at::Tensor& x, pai::Storage to) {
+  if (stored_so(x, to)) return x;
   if (x.dim() < 2 || x.size(0) < 2 || !x.device().is_cpu() ||
-      (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble))
-    return batch_inner || x.is_contiguous() ? x : x.contiguous();
-  if (x.requires_grad() && c10::GradMode::is_enabled()) return RelayoutFunction::apply(x, batch_inner);
-  return relayout(x, batch_inner);
+      (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) ||
+      (to == pai::Storage::ChannelsLast && x.dim() != 4))
+    return to == pai::Storage::BatchInner ? x
+           : to == pai::Storage::ChannelsLast && x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast)
+                                                               : x.contiguous();
+  if (x.requires_grad() && c10::GradMode::is_enabled())
+    return RelayoutFunction::apply(x, static_cast<int64_t>(to));
+  return relayout(x, to);
 }
 
 // The pattern of a mask [rows, ...] (nonzero = kept; the trailing dimensions form a row): five new
@@ -709,21 +789,19 @@ PAI_API Tensor pai_sparse_conv2d_max_pool(Tensor x, Tensor values, Tensor row_pt
   });
 }
 
-// x stored as `like` is: batch-innermost when like [N, ...] (N > 1) is stored so, else contiguous;
-// x itself when it already is (see pai::stored_as). Before an elementwise op of the two: a sum of a
-// batch-innermost tensor and a contiguous one walks one of them with a large stride.
+// x stored as `like` is: batch-innermost when like [N, ...] (N > 1) is stored so, channels-last when
+// like is, else contiguous; x itself when it already is (see pai::stored_as). Before an elementwise
+// op of the two: a sum of tensors stored differently walks one of them with a large stride.
 PAI_API Tensor pai_stored_like(Tensor x, Tensor like) {
   return tensor_result([&] {
     TORCH_CHECK(x->sizes() == like->sizes(), "stored_like: the shapes differ, ", x->sizes(), " and ", like->sizes());
-    const bool inner = like->dim() >= 2 && like->size(0) > 1 && stored_batch_inner(*like);
-    if (inner ? stored_batch_inner(*x) : x->is_contiguous()) return *x;
-    return pai::stored_as(*x, inner);
+    return pai::stored_as(*x, storage_of(*like));
   });
 }
 
 // The kernels' revision: raised whenever a change makes a kernel faster or slower, so that layout
 // choices timed on an older library (and cached by the host) are measured anew.
-PAI_API int32_t pai_sparse_revision() { return 6; }
+PAI_API int32_t pai_sparse_revision() { return 7; }
 
 // The vector path the kernels run (0 portable, 1 AVX2/FMA, 2 AVX-512), and the widest this CPU has.
 PAI_API int32_t pai_sparse_vector_path() { return pai::guarded([] { return vector_path(); }, 0); }

@@ -444,7 +444,6 @@ public class ModelTests
         using var model32 = Create(name, shape, seed: 9);
         Perturb(model32, 10);
         using var model = float64 ? model32.CopyAs(DType.Float64) : model32.Copy();
-        var tolerance = float64 ? 1e-10 : 1e-4;
         using var scope = new DisposeScope();
         var x = Batch(shape, 3, 12).To(model.DType);
         var y = Targets(3, 10, 13);
@@ -452,21 +451,39 @@ public class ModelTests
         // PyTorch runs eval mode (logits), then one train-mode forward and backward.
         var oracle = TorchOracle.Run(model, x, y);
         Assert.Equal(model.ParameterCount, oracle.ParameterCount);
+        // In float32 the rounding depends on the convolution's algorithm and storage (Pai runs
+        // libtorch's CPU convolution channels-last, PyTorch's default is not), and on batch norm
+        // over a batch of three it reaches 1e-4 of a gradient's scale. So both float32 results are
+        // judged against the float64 one: Pai's error at most four times PyTorch's own, or 1e-4.
+        OracleResult exact;
+        if (float64) exact = oracle;
+        else
+        {
+            using var model64 = model32.CopyAs(DType.Float64);
+            exact = TorchOracle.Run(model64, x.To(DType.Float64), y);
+        }
+        double Tolerance(double[] torch, double[] truth)
+        {
+            if (float64) return 1e-10;
+            var scale = Math.Max(1.0, truth.Max(Math.Abs));
+            return Math.Max(1e-4, 4 * torch.Zip(truth, (a, b) => Math.Abs(a - b)).Max() / scale);
+        }
+        void Check(double[] torch, double[] truth, double[] pai, string what) => AssertClose(truth, pai, Tolerance(torch, truth), what);
 
         model.Training = false;
         using (Libtorch.NoGrad())
-            AssertClose(oracle.EvalLogits, Values(model.Forward(x)), tolerance, "eval logits");
+            Check(oracle.EvalLogits, exact.EvalLogits, Values(model.Forward(x)), "eval logits");
 
         model.Training = true;
         var logits = model.Forward(x);
         var loss = Functional.CrossEntropy(logits, y);
         loss.Backward();
-        AssertClose(oracle.TrainLogits, Values(logits), tolerance, "train logits");
-        Assert.Equal(oracle.Loss, loss.Item(), tolerance * Math.Max(1, Math.Abs(oracle.Loss)));
+        Check(oracle.TrainLogits, exact.TrainLogits, Values(logits), "train logits");
+        Check([oracle.Loss], [exact.Loss], [loss.Item()], "loss");
         foreach (var (n, p) in model.Parameters)
-            AssertClose(oracle.Gradients[n], Values(p.Grad!), tolerance, $"gradient of {n}");
+            Check(oracle.Gradients[n], exact.Gradients[n], Values(p.Grad!), $"gradient of {n}");
         foreach (var (n, b) in model.Buffers)
-            AssertClose(oracle.BuffersAfter[n], Values(b), tolerance, $"buffer {n}");
+            Check(oracle.BuffersAfter[n], exact.BuffersAfter[n], Values(b), $"buffer {n}");
         Assert.Equal(model.Buffers.Count, oracle.BuffersAfter.Count);
         Assert.Equal(model.Parameters.Count, oracle.Gradients.Count);
     }

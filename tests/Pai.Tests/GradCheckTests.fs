@@ -127,6 +127,21 @@ let private storedInner (t: Tensor) = t.Permute(1L, 2L, 3L, 0L).IsContiguous
 let private inner (t: Tensor) =
     t.Permute(1L, 2L, 3L, 0L).Contiguous().Permute(3L, 0L, 1L, 2L)
 
+/// Whether t [N, C, H, W] is stored channels-last ([N, H, W, C] in memory).
+let private storedChannelsLast (t: Tensor) = t.Permute(0L, 2L, 3L, 1L).IsContiguous
+
+/// t's values stored channels-last, as a dense float convolution on the CPU passes activations on.
+let private channelsLast (t: Tensor) =
+    t.Permute(0L, 2L, 3L, 1L).Contiguous().Permute(0L, 3L, 1L, 2L)
+
+/// The three storages of an activation [N, C, H, W]: a name, a copy of t stored so, and the test for it.
+let private storages: (string * (Tensor -> Tensor) * (Tensor -> bool)) list =
+    [
+        "contiguous", (fun t -> t.Contiguous()), (fun t -> t.IsContiguous)
+        "batch-innermost", inner, storedInner
+        "channels-last", channelsLast, storedChannelsLast
+    ]
+
 [<Tests>]
 let tests =
     testSequenced
@@ -621,34 +636,52 @@ let tests =
                     Expect.stringContains e.Message "no second derivative" "the error says what is missing")
 
             testCase
-                "StoredLike copies to the other storage only when it differs, and sends the gradient back in the input's"
+                "StoredLike copies between the contiguous, batch-innermost and channels-last storages only when they differ, and sends the gradient back in the input's"
             <| fun () ->
                 inScope (fun () ->
                     use g = new Generator(37UL)
 
-                    for n in [ 3L; 17L ] do
-                        let std = Libtorch.Randn([| n; 5L; 3L; 9L |], g, DType.Float64)
-                        let bi = inner std
-                        // already stored as wanted: the same memory (a write through the result shows in x)
-                        for x in [ bi; std ] do
-                            let before = values x
-                            let y = x.Clone()
-                            F.StoredLike(y, x).Add_(1.0) |> ignore
-                            Expect.equal (values y) (before |> Array.map (fun v -> v + 1.0)) $"batch {n}: no copy"
+                    for dtype in [ DType.Float64; DType.Float32 ] do
+                        // odd sizes, so that no two storages coincide and the transposes have remainders
+                        for n in [ 3L; 17L ] do
+                            let std = Libtorch.Randn([| n; 5L; 3L; 9L |], g, DType.Float64).To(dtype)
 
-                        for x, like, toInner in [ std, bi, true; bi, std, false ] do
-                            let xi = x.Detach().RequiresGrad_()
-                            let y = F.StoredLike(xi, like)
-                            Expect.equal (storedInner y) toInner $"batch {n}: stored as the other"
-                            Expect.equal (values y) (values x) $"batch {n}: the same values"
-                            let dy = Libtorch.Randn(x.Shape, g, DType.Float64)
-                            let gx = nonNull (Autograd.Grad([| y |], [| xi |], [| dy |])).[0]
-                            Expect.equal (values gx) (values dy) $"batch {n}: the gradient is the output's"
+                            for fromName, from, isFrom in storages do
+                                let x = from std
+                                Expect.isTrue (isFrom x) $"{fromName} is stored so"
+                                // already stored as wanted: the same memory (a write through the result shows in x)
+                                let expected = values (x.Clone().Add_(1.0))
+                                let y = x.Clone()
+                                F.StoredLike(y, x).Add_(1.0) |> ignore
+                                Expect.equal (values y) expected $"{dtype}, batch {n}, {fromName}: no copy"
 
-                            Expect.equal
-                                (storedInner gx)
-                                (not toInner)
-                                $"batch {n}: the gradient comes back in the input's storage"
+                                for toName, store, isTo in storages do
+                                    if toName <> fromName then
+                                        let where = $"{dtype}, batch {n}, {fromName} to {toName}"
+                                        let xi = x.Detach().RequiresGrad_()
+                                        let y = F.StoredLike(xi, store std)
+                                        Expect.isTrue (isTo y) $"{where}: stored as the other"
+                                        Expect.equal (values y) (values x) $"{where}: the same values"
+                                        let dy = Libtorch.Randn(x.Shape, g, DType.Float64).To(dtype)
+
+                                        for gradName, gradAs, _ in storages do
+                                            let gx =
+                                                nonNull
+                                                    (Autograd.Grad(
+                                                        [| y |],
+                                                        [| xi |],
+                                                        [| gradAs dy |],
+                                                        retainGraph = true
+                                                    )).[0]
+
+                                            Expect.equal
+                                                (values gx)
+                                                (values dy)
+                                                $"{where}, a {gradName} gradient: the gradient is the output's"
+
+                                            Expect.isTrue
+                                                (isFrom gx)
+                                                $"{where}, a {gradName} gradient: it comes back in the input's storage"
 
                     let e =
                         throws<TorchException>(fun () ->
@@ -658,28 +691,98 @@ let tests =
                     Expect.stringContains e.Message "shapes differ" "a clear error")
 
             testCase
-                "a dense convolution of a batch-innermost input equals the standard layout's, its input gradient stored as its input"
+                "a dense convolution gives the same result from an input in any storage, its input gradient stored as its input, float32 channels-last"
             <| fun () ->
                 inScope (fun () ->
                     use g = new Generator(41UL)
 
-                    for n, stride, padding in [ 2L, 1, 1; 9L, 2, 0 ] do
-                        let x = Libtorch.Randn([| n; 3L; 7L; 6L |], g, DType.Float64)
-                        let w = Libtorch.Randn([| 4L; 3L; 3L; 3L |], g, DType.Float64)
-                        let b = Libtorch.Randn([| 4L |], g, DType.Float64)
+                    for dtype in [ DType.Float64; DType.Float32 ] do
+                        for n, stride, padding in [ 2L, 1, 1; 9L, 2, 0 ] do
+                            let x = Libtorch.Randn([| n; 3L; 7L; 6L |], g, DType.Float64)
+                            let w = Libtorch.Randn([| 4L; 3L; 3L; 3L |], g, DType.Float64)
+                            let b = Libtorch.Randn([| 4L |], g, DType.Float64)
 
-                        let run (input: Tensor) =
-                            let xi = input.Detach().RequiresGrad_()
-                            let y = F.Conv2d(xi, w, b, stride, padding)
-                            let dy = Libtorch.Ones(y.Shape, DType.Float64) * 0.5 + y.Detach()
-                            y, nonNull (Autograd.Grad([| y |], [| xi |], [| dy |])).[0]
+                            let run (input: Tensor) (dt: DType) =
+                                let xi = input.To(dt).Detach().RequiresGrad_()
+                                let wi = w.To(dt).Detach().RequiresGrad_()
+                                let y = F.Conv2d(xi, wi, b.To(dt), stride, padding)
+                                let dy = Libtorch.Ones(y.Shape, dt) * 0.5 + y.Detach()
+                                let gs = Autograd.Grad([| y |], [| xi; wi |], [| dy |]) |> Array.map nonNull
+                                y, gs.[0], gs.[1]
 
-                        let y, gx = run (inner x)
-                        let y', gx' = run x
-                        let where = $"batch {n}, stride {stride}"
-                        Expect.sequenceEqual (values y) (values y') $"output, {where}"
-                        Expect.sequenceEqual (values gx) (values gx') $"input gradient, {where}"
-                        Expect.isTrue (storedInner gx) $"the input gradient comes back stored batch-innermost, {where}")
+                            // libtorch's float64 convolution on the standard layout
+                            let y', gx', gw' = run x DType.Float64
+                            let tol = if dtype = DType.Float64 then 1e-12 else 1e-5
+
+                            let results =
+                                [ for name, store, isStored in storages -> name, isStored, run (store x) dtype ]
+
+                            let _, _, (y0, gx0, gw0) = results.Head
+
+                            for name, isStored, (y, gx, gw) in results do
+                                let where = $"{dtype}, batch {n}, stride {stride}, a {name} input"
+                                // the same storage for the convolution itself, so the same bits from every input storage
+                                Expect.sequenceEqual (values y) (values y0) $"output, {where}"
+                                Expect.sequenceEqual (values gx) (values gx0) $"input gradient, {where}"
+                                Expect.sequenceEqual (values gw) (values gw0) $"weight gradient, {where}"
+                                assertClose $"output, {where}" tol tol (values y') (values y)
+                                assertClose $"input gradient, {where}" tol tol (values gx') (values gx)
+                                assertClose $"weight gradient, {where}" tol tol (values gw') (values gw)
+
+                                Expect.isTrue
+                                    (isStored gx)
+                                    $"the input gradient comes back stored as the input, {where}"
+
+                                Expect.equal
+                                    (storedChannelsLast y && not y.IsContiguous)
+                                    (dtype = DType.Float32)
+                                    $"float32 runs channels-last, float64 contiguous, {where}")
+
+            testCase
+                "a float32 dense convolution agrees with float64 over kernels, strides and channel counts, and runs channels-last where libtorch's is right"
+            <| fun () ->
+                inScope (fun () ->
+                    use g = new Generator(43UL)
+                    // libtorch 1.13's channels-last convolution with a 1×1 kernel at stride 2 over 2 to 6
+                    // channels (8×8 images) gives wrong gradients and corrupts the heap: such a layer must
+                    // run contiguous, as a ResNet's projection shortcut over few channels would.
+                    for kernel, stride, padding in [ 1L, 2, 0; 1L, 1, 0; 3L, 1, 1; 3L, 2, 1; 5L, 2, 2 ] do
+                        for channels in [ 1L; 3L; 4L; 6L; 8L; 16L ] do
+                            for n in [ 1L; 2L; 12L ] do
+                                let where = $"kernel {kernel}, stride {stride}, {channels} channels, batch {n}"
+                                let x = Libtorch.Randn([| n; channels; 8L; 8L |], g, DType.Float64)
+                                let w = Libtorch.Randn([| 8L; channels; kernel; kernel |], g, DType.Float64)
+
+                                let run (input: Tensor) (dt: DType) =
+                                    let xi = input.To(dt).Detach().RequiresGrad_()
+                                    let wi = w.To(dt).Detach().RequiresGrad_()
+                                    let y = F.Conv2d(xi, wi, null, stride, padding)
+                                    use g2 = new Generator(44UL)
+                                    let dy = Libtorch.Randn(y.Shape, g2, DType.Float64).To(dt)
+                                    let gs = Autograd.Grad([| y |], [| xi; wi |], [| dy |]) |> Array.map nonNull
+                                    y, gs.[0], gs.[1]
+
+                                let y', gx', gw' = run x DType.Float64
+
+                                for name, store, _ in storages do
+                                    let y, gx, gw = run (store x) DType.Float32
+                                    let at = $"{where}, a {name} input"
+                                    // float32 rounding is ~1e-7 of the scale; the wrong gradients were off by its order
+                                    for what, exact, got in
+                                        [ "output", y', y; "input gradient", gx', gx; "weight gradient", gw', gw ] do
+                                        let e, a = values exact, values got
+                                        let scale = max 1e-12 (e |> Array.map abs |> Array.max)
+                                        let err = Array.map2 (fun u v -> abs (u - v)) e a |> Array.max
+                                        Expect.isLessThanOrEqual (err / scale) 1e-5 $"{what}, {at}"
+
+                                    let pointStrided = kernel = 1L && stride > 1
+                                    let expected = not pointStrided || channels % 8L = 0L
+                                    // one channel or a 1×1 output: both storages at once, nothing to tell apart
+                                    if channels > 1L && y.Shape.[2] * y.Shape.[3] > 1L && n > 1L then
+                                        Expect.equal
+                                            (storedChannelsLast y && not y.IsContiguous)
+                                            expected
+                                            $"runs channels-last unless a 1×1 kernel at a stride over a channel count not a multiple of 8, {at}")
 
             testCase "max_pool2d rejects a window that lies entirely in the padding"
             <| fun () ->

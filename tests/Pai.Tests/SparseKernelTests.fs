@@ -162,6 +162,8 @@ type private ConvCase =
         Padding: int
         Density: float
         Transposed: bool
+        /// Stored channels-last ([N, H, W, C] in memory), as a dense float convolution passes it on.
+        ChannelsLast: bool
         Layout: SparseConvLayout
         Seed: uint64
     }
@@ -181,6 +183,7 @@ let private convOf dtype batch (inC, outC, h, w) (kernel, stride, padding) densi
         Padding = padding
         Density = density
         Transposed = false
+        ChannelsLast = false
         Layout = layout
         Seed = seed
     }
@@ -190,6 +193,8 @@ let private convCase (c: ConvCase) =
         if c.Transposed then
             // [N, C, W, H] read with its last two dimensions swapped: a non-contiguous [N, C, H, W]
             Libtorch.Randn([| c.Batch; c.InC; c.W; c.H |], g, c.DType).Transpose(2L, 3L)
+        elif c.ChannelsLast then
+            Libtorch.Randn([| c.Batch; c.H; c.W; c.InC |], g, c.DType).Permute(0L, 3L, 1L, 2L)
         else
             Libtorch.Randn([| c.Batch; c.InC; c.H; c.W |], g, c.DType)
 
@@ -214,7 +219,7 @@ let private genConv =
         let! h = Gen.choose (max 1 (int kernel - 2 * padding), 13)
         let! w = Gen.choose (max 1 (int kernel - 2 * padding), 13)
         let! density = Gen.elements [ 0.0; 0.05; 0.2; 0.6; 1.0 ]
-        let! transposed = Gen.elements [ true; false ]
+        let! storage = Gen.elements [ "contiguous"; "transposed"; "channels-last" ]
         let! layout = Gen.elements [ SparseConvLayout.BatchInnermost; SparseConvLayout.Rows ]
         let! seed = Gen.choose (0, 1_000_000)
 
@@ -227,7 +232,8 @@ let private genConv =
                   density
                   layout
                   (uint64 seed) with
-                Transposed = transposed
+                Transposed = (storage = "transposed")
+                ChannelsLast = (storage = "channels-last")
             }
     }
 
@@ -547,6 +553,12 @@ let tests =
                             Batch = 3L
                             Density = 0.1
                             Layout = layout
+                        }
+
+                    // an input a dense float convolution passed on channels-last, at a larger batch
+                    convCase
+                        { convOf DType.Float32 37L (6L, 5L, 12L, 12L) (5L, 1, 0) 0.3 layout 7UL with
+                            ChannelsLast = true
                         }
 
             testCase

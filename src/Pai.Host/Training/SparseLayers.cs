@@ -227,7 +227,7 @@ internal sealed class SparseLayers : IDisposable
             using (Libtorch.NoGrad()) w = weight.Detach().Clone();
             var values = pattern.Gather(w);
             var conv = layer as Conv2d;
-            Tensor? gradOutput = null, gradInner = null;
+            Tensor? gradOutput = null, gradDense = null, gradSparse = null;
 
             double Step(SparseConvLayout? variant)
             {
@@ -243,9 +243,12 @@ internal sealed class SparseLayers : IDisposable
                     (_, { } layout) => Functional.SparseConv2d(xi, wi, pattern, null, conv.Stride, conv.Padding, layout, batchInnermost),
                 };
                 gradOutput ??= Libtorch.RandnLike(y, g).MoveToOuterScope();
-                // An output passed on batch-innermost (the only kind not contiguous here) gets its
-                // gradient stored the same way, as the ops between such layers keep it.
-                var grad = y.IsContiguous ? gradOutput : (gradInner ??= BatchInnermost(gradOutput).MoveToOuterScope());
+                // An output stored batch-innermost (sparse, passed on so) or channels-last (a dense
+                // convolution) gets its gradient stored the same way, as the ops after the layer
+                // keep it; copied once, outside the timing. The sparse outputs share one storage.
+                var grad = y.IsContiguous ? gradOutput
+                    : variant is null ? gradDense ??= Functional.StoredLike(gradOutput, y).MoveToOuterScope()
+                    : gradSparse ??= Functional.StoredLike(gradOutput, y).MoveToOuterScope();
                 var grads = Autograd.Grad([y], first ? [wi] : [xi, wi], [grad]);
                 // A dense masked layer also masks its gradient every step.
                 if (variant is null) grads[^1]!.Mul_(keep);
