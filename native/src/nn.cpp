@@ -12,11 +12,11 @@ using pai::tensor_result;
 
 PAI_API Tensor pai_linear(Tensor x, Tensor w, Tensor b) { return tensor_result([&] { return at::linear(*x, *w, pai::opt(b)); }); }
 
-// Whether the float convolution of x by w runs channels-last: one group, no dilation. libtorch 1.13's
-// channels-last convolution with a 1×1 kernel at stride 2 over 1 to 7 input channels computes wrong
-// gradients and writes past its buffers (ours and PyTorch's alike; every other kernel, stride and
-// channel count we tried agrees with the contiguous convolution), so a strided 1×1 kernel over a
-// channel count that is not a multiple of 8 stays contiguous.
+// Whether a float convolution of x by w may run channels-last: one group, no dilation. libtorch
+// 1.13's channels-last convolution with a 1×1 kernel at stride 2 over 1 to 7 input channels
+// computes wrong gradients and writes past its buffers (ours and PyTorch's alike; every other
+// kernel, stride and channel count we tried agrees with the contiguous convolution), so a strided
+// 1×1 kernel over a channel count that is not a multiple of 8 runs contiguous.
 bool pai::conv_channels_last(const at::Tensor& x, const at::Tensor& w, const int64_t* stride, const int64_t* dilation,
                              int64_t groups) {
   const bool strided_point = w.size(2) == 1 && w.size(3) == 1 && (stride[0] > 1 || stride[1] > 1);
@@ -27,16 +27,29 @@ bool pai::conv_channels_last(const at::Tensor& x, const at::Tensor& w, const int
 PAI_API Tensor pai_conv2d(Tensor x, Tensor w, Tensor b, const int64_t* stride, const int64_t* padding,
                           const int64_t* dilation, int64_t groups) {
   return tensor_result([&] {
-    // On the CPU libtorch's float convolution (oneDNN) runs faster channels-last, and so do the batch
-    // norms, activations and sums after it, which keep that storage; every other convolution runs
-    // contiguous. One storage per convolution, whatever the input's, so the same values give the
-    // same bits. Our transposes copy an input stored otherwise (libtorch's own copy of an
-    // activation the sparse layers passed on batch-innermost is slower).
+    // A CPU convolution runs in its input's storage where libtorch's is right there: channels-last
+    // (a model that converted its input, see pai_channels_last) or contiguous; an input stored
+    // batch-innermost (an activation the sparse layers passed on) is made contiguous by our
+    // transposes, as libtorch's own copy of it is slower.
+    const bool cpu4 = x->dim() == 4 && x->device().is_cpu();
+    const bool channels_last = cpu4 && pai::stored_channels_last(*x);
     const at::Tensor input =
-        x->dim() != 4 || !x->device().is_cpu() ? *x
-        : pai::conv_channels_last(*x, *w, stride, dilation, groups) ? pai::stored_as(*x, pai::Storage::ChannelsLast)
-                                                                      : pai::stored_as(*x, pai::Storage::Contiguous);
+        channels_last && pai::conv_channels_last(*x, *w, stride, dilation, groups) ? *x
+        : channels_last || (cpu4 && x->size(0) > 1 && pai::stored_batch_inner(*x))
+            ? pai::stored_as(*x, pai::Storage::Contiguous)
+            : *x;
     return at::conv2d(input, *w, pai::opt(b), pai::ints(stride, 2), pai::ints(padding, 2), pai::ints(dilation, 2), groups);
+  });
+}
+
+// x stored channels-last where the CPU's dense float convolution is faster so (libtorch's oneDNN:
+// residual networks' small convolutions; batch norm, ReLU, max pooling and residual sums keep that
+// storage), else x itself: what a model whose convolutions gain from it applies to its input.
+PAI_API Tensor pai_channels_last(Tensor x) {
+  return tensor_result([&] {
+    return x->dim() == 4 && x->device().is_cpu() && x->scalar_type() == at::kFloat
+               ? pai::stored_as(*x, pai::Storage::ChannelsLast)
+               : *x;
   });
 }
 
@@ -713,13 +726,18 @@ PAI_API Tensor pai_max_pool2d(Tensor x, const int64_t* kernel, const int64_t* st
                               const int64_t* dilation, uint8_t ceil_mode) {
   return tensor_result([&] {
     if (pools_fast(*x, kernel, stride, padding, dilation, ceil_mode != 0)) {
-      if (x->requires_grad() && c10::GradMode::is_enabled()) return MaxPoolFunction::apply(*x, kernel[0]);
+      // Channels-last x [N, C, H, W] is pooled by the batch-innermost code with batch and channels
+      // swapped: its view [C, N, H, W] is stored [N, H, W, C], batch-innermost (no copy).
+      const bool channels_last = pai::stored_channels_last(*x);
+      const at::Tensor in = channels_last ? x->permute({1, 0, 2, 3}) : *x;
       at::Tensor y;
-      if (pools_inner(*x, kernel[0]))
-        pool_inner(*x, y, nullptr, kernel[0]);
+      if (in.requires_grad() && c10::GradMode::is_enabled())
+        y = MaxPoolFunction::apply(in, kernel[0]);
+      else if (pools_inner(in, kernel[0]))
+        pool_inner(in, y, nullptr, kernel[0]);
       else
-        pool(x->contiguous(), y, nullptr, kernel[0]);
-      return y;
+        pool(in.contiguous(), y, nullptr, kernel[0]);
+      return channels_last ? y.permute({1, 0, 2, 3}) : y;
     }
     auto y = at::max_pool2d(*x, pai::ints(kernel, 2), pai::ints(stride, 2), pai::ints(padding, 2),
                             pai::ints(dilation, 2), ceil_mode != 0);

@@ -84,6 +84,12 @@ std::vector<at::Tensor> tensor_list(const Tensor* handles, int32_t n);
 // pass activations on (a permuted view; see sparse.cpp).
 inline bool stored_batch_inner(const at::Tensor& x) { return x.dim() >= 2 && x.movedim(0, -1).is_contiguous(); }
 
+// Whether a 4-d x is stored channels-last ([N, H, W, C] in memory) and not also contiguous (images
+// of one channel or one pixel are both).
+inline bool stored_channels_last(const at::Tensor& x) {
+  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
 // How an activation x [N, ...] is laid out in memory: contiguous; batch-innermost ([..., N], as the
 // sparse layers pass activations on); or, for [N, C, H, W], channels-last ([N, H, W, C], which
 // libtorch's dense convolution runs fastest on the CPU).

@@ -33,6 +33,7 @@
 
 using pai::cpu_has_avx2_fma;
 using pai::stored_batch_inner;
+using pai::stored_channels_last;
 using pai::status_result;
 using pai::tensor_result;
 
@@ -264,11 +265,6 @@ void transpose_slabs(const at::Tensor& x, at::Tensor& out, const Slabs& s) {
                        }
                      });
   });
-}
-
-// Whether a 4-d x is stored channels-last and not also contiguous (channel-1 or 1×1 images are both).
-bool stored_channels_last(const at::Tensor& x) {
-  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 // x viewed as [rows, cols], transposed into a contiguous [cols, rows]: a view when x is already

@@ -201,10 +201,20 @@ public static unsafe partial class Functional
 
     /// <summary>
     /// <paramref name="x"/> stored as <paramref name="like"/> (same shape) is: batch-innermost when
-    /// <paramref name="like"/> is (an activation a sparse layer passed on), else contiguous; a
+    /// <paramref name="like"/> is (an activation a sparse layer passed on), channels-last when it
+    /// is (see <see cref="ChannelsLast"/>), else contiguous; a
     /// differentiable copy by the sparse kernels' transposes, or x itself when it is stored so
     /// already. For an elementwise op of the two, such as a residual sum: over two storages it
     /// walks one tensor with a large stride.
     /// </summary>
     public static Tensor StoredLike(Tensor x, Tensor like) => Tensor.Wrap(pai_stored_like(x.Handle, like.Handle));
+
+    /// <summary>
+    /// A float32 CPU image batch [N, C, H, W] stored channels-last ([N, H, W, C] in memory; a
+    /// differentiable copy, or x itself when it is stored so already); any other tensor as it is.
+    /// A convolution runs in its input's storage, and batch norm, ReLU, max pooling and residual
+    /// sums keep it, so a model whose dense convolutions are faster channels-last converts its
+    /// input once.
+    /// </summary>
+    public static Tensor ChannelsLast(Tensor x) => Tensor.Wrap(pai_channels_last(x.Handle));
 }

@@ -691,7 +691,7 @@ let tests =
                     Expect.stringContains e.Message "shapes differ" "a clear error")
 
             testCase
-                "a dense convolution gives the same result from an input in any storage, its input gradient stored as its input, float32 channels-last"
+                "a dense convolution runs in its input's storage, contiguous for a batch-innermost one, its input gradient stored as its input"
             <| fun () ->
                 inScope (fun () ->
                     use g = new Generator(41UL)
@@ -721,10 +721,14 @@ let tests =
 
                             for name, isStored, (y, gx, gw) in results do
                                 let where = $"{dtype}, batch {n}, stride {stride}, a {name} input"
-                                // the same storage for the convolution itself, so the same bits from every input storage
-                                Expect.sequenceEqual (values y) (values y0) $"output, {where}"
-                                Expect.sequenceEqual (values gx) (values gx0) $"input gradient, {where}"
-                                Expect.sequenceEqual (values gw) (values gw0) $"weight gradient, {where}"
+                                let channelsLast = dtype = DType.Float32 && name = "channels-last"
+
+                                // a batch-innermost input runs contiguous, so it gives the contiguous one's bits
+                                if not channelsLast then
+                                    Expect.sequenceEqual (values y) (values y0) $"output, {where}"
+                                    Expect.sequenceEqual (values gx) (values gx0) $"input gradient, {where}"
+                                    Expect.sequenceEqual (values gw) (values gw0) $"weight gradient, {where}"
+
                                 assertClose $"output, {where}" tol tol (values y') (values y)
                                 assertClose $"input gradient, {where}" tol tol (values gx') (values gx)
                                 assertClose $"weight gradient, {where}" tol tol (values gw') (values gw)
@@ -735,8 +739,17 @@ let tests =
 
                                 Expect.equal
                                     (storedChannelsLast y && not y.IsContiguous)
-                                    (dtype = DType.Float32)
-                                    $"float32 runs channels-last, float64 contiguous, {where}")
+                                    channelsLast
+                                    $"only a float32 channels-last input runs channels-last, {where}"
+
+                    // what a model applies to its input: float32 CPU images only
+                    let x = Libtorch.Randn([| 3L; 5L; 4L; 6L |], g)
+                    Expect.isTrue (storedChannelsLast (F.ChannelsLast x)) "float32 images are stored channels-last"
+                    Expect.equal (values (F.ChannelsLast x)) (values x) "the same values"
+                    let x64 = x.To(DType.Float64)
+                    Expect.isTrue (F.ChannelsLast(x64).IsContiguous) "float64 stays as it is"
+                    let flat = Libtorch.Randn([| 3L; 5L |], g)
+                    Expect.isTrue (F.ChannelsLast(flat).IsContiguous) "a 2-d tensor stays as it is")
 
             testCase
                 "a float32 dense convolution agrees with float64 over kernels, strides and channel counts, and runs channels-last where libtorch's is right"
@@ -766,6 +779,7 @@ let tests =
 
                                 for name, store, _ in storages do
                                     let y, gx, gw = run (store x) DType.Float32
+                                    let channelsLastInput = name = "channels-last"
                                     let at = $"{where}, a {name} input"
                                     // float32 rounding is ~1e-7 of the scale; the wrong gradients were off by its order
                                     for what, exact, got in
@@ -776,13 +790,13 @@ let tests =
                                         Expect.isLessThanOrEqual (err / scale) 1e-5 $"{what}, {at}"
 
                                     let pointStrided = kernel = 1L && stride > 1
-                                    let expected = not pointStrided || channels % 8L = 0L
+                                    let expected = channelsLastInput && (not pointStrided || channels % 8L = 0L)
                                     // one channel or a 1×1 output: both storages at once, nothing to tell apart
                                     if channels > 1L && y.Shape.[2] * y.Shape.[3] > 1L && n > 1L then
                                         Expect.equal
                                             (storedChannelsLast y && not y.IsContiguous)
                                             expected
-                                            $"runs channels-last unless a 1×1 kernel at a stride over a channel count not a multiple of 8, {at}")
+                                            $"a channels-last input runs channels-last unless a 1×1 kernel at a stride over a channel count not a multiple of 8, {at}")
 
             testCase "max_pool2d rejects a window that lies entirely in the padding"
             <| fun () ->

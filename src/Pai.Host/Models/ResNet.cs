@@ -134,7 +134,9 @@ public sealed class ResNet : Model
     /// <inheritdoc/>
     protected override Tensor Logits(Tensor inputs)
     {
-        var h = Functional.Relu(bn1.Forward(conv1.Forward(inputs)));
+        // Its small dense convolutions run faster channels-last on the CPU (benchmarks/README.md,
+        // "sparse-training"), and every op after them keeps that storage.
+        var h = Functional.Relu(bn1.Forward(conv1.Forward(Functional.ChannelsLast(inputs))));
         if (ImageNetStem) h = Functional.MaxPool2d(h, 3, 2, padding: 1);
         foreach (var stage in stages) h = stage.Forward(h);
         h = Functional.AdaptiveAvgPool2d(h, 1, 1).Flatten(1);

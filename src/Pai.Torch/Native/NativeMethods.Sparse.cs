@@ -10,6 +10,7 @@ internal static unsafe partial class NativeMethods
     [DllImport(Lib)] internal static extern IntPtr pai_sparse_conv2d(TensorHandle x, TensorHandle values, TensorHandle rowPtr, TensorHandle cols, TensorHandle colPtr, TensorHandle colRows, TensorHandle colPerm, long* kernel, long* stride, long* padding, int layout, IntPtr bias, byte batchInnermost);
     [DllImport(Lib)] internal static extern IntPtr pai_sparse_conv2d_max_pool(TensorHandle x, TensorHandle values, TensorHandle rowPtr, TensorHandle cols, TensorHandle colPtr, TensorHandle colRows, TensorHandle colPerm, long* kernel, long* stride, long* padding, IntPtr bias, long pool);
     [DllImport(Lib)] internal static extern IntPtr pai_stored_like(TensorHandle x, TensorHandle like);
+    [DllImport(Lib)] internal static extern IntPtr pai_channels_last(TensorHandle x);
     [DllImport(Lib)] internal static extern int pai_sparse_vector_path();
     [DllImport(Lib)] internal static extern int pai_sparse_cpu_vector_path();
     [DllImport(Lib)] internal static extern int pai_sparse_revision();
