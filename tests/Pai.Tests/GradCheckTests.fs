@@ -798,6 +798,34 @@ let tests =
                                             expected
                                             $"a channels-last input runs channels-last unless a 1×1 kernel at a stride over a channel count not a multiple of 8, {at}")
 
+            testCase
+                "max pooling of a channels-last input gives the contiguous input's values and gradient, stored channels-last"
+            <| fun () ->
+                inScope (fun () ->
+                    use g = new Generator(45UL)
+
+                    for dtype in [ DType.Float32; DType.Float64 ] do
+                        for n, c, h, w, k in [ 3L, 5L, 8L, 6L, 2; 17L, 9L, 9L, 7L, 3; 2L, 4L, 4L, 4L, 4 ] do
+                            let where = $"{dtype}, [{n}, {c}, {h}, {w}], window {k}"
+                            let x = Libtorch.Randn([| n; c; h; w |], g, dtype)
+
+                            let run (input: Tensor) =
+                                let xi = input.Detach().RequiresGrad_()
+                                let y = F.MaxPool2d(xi, k)
+                                use g2 = new Generator(46UL)
+                                let dy = Libtorch.Randn(y.Shape, g2, dtype)
+                                y, nonNull (Autograd.Grad([| y |], [| xi |], [| dy |])).[0]
+
+                            let y, gx = run (channelsLast x)
+                            let y', gx' = run x
+                            Expect.equal (values y) (values y') $"output, {where}"
+                            Expect.equal (values gx) (values gx') $"input gradient, {where}"
+                            Expect.isTrue (storedChannelsLast y) $"the output stays channels-last, {where}"
+                            Expect.isTrue (storedChannelsLast gx) $"the input gradient comes back so, {where}"
+                            // without a graph: the same values
+                            use _ = Libtorch.NoGrad()
+                            Expect.equal (values (F.MaxPool2d(channelsLast x, k))) (values y') $"no graph, {where}")
+
             testCase "max_pool2d rejects a window that lies entirely in the padding"
             <| fun () ->
                 // libtorch 1.13 itself returns -inf there and its backward corrupts the heap; the shim refuses
