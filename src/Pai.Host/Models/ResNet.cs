@@ -135,8 +135,10 @@ public sealed class ResNet : Model
     protected override Tensor Logits(Tensor inputs)
     {
         // Its small dense convolutions run faster channels-last on the CPU (benchmarks/README.md,
-        // "sparse-training"), and every op after them keeps that storage.
-        var h = Functional.Relu(bn1.Forward(conv1.Forward(Functional.ChannelsLast(inputs))));
+        // "sparse-training"), and every op after them keeps that storage; a sparse stem passes its
+        // output on batch-innermost, so the input stays as it is.
+        var x = conv1.Sparse is null ? Functional.ChannelsLast(inputs) : inputs;
+        var h = Functional.Relu(bn1.Forward(conv1.Forward(x)));
         if (ImageNetStem) h = Functional.MaxPool2d(h, 3, 2, padding: 1);
         foreach (var stage in stages) h = stage.Forward(h);
         h = Functional.AdaptiveAvgPool2d(h, 1, 1).Flatten(1);
