@@ -244,8 +244,9 @@ internal sealed class SparseLayers : IDisposable
                 };
                 gradOutput ??= Libtorch.RandnLike(y, g).MoveToOuterScope();
                 // An output stored batch-innermost (sparse, passed on so) or channels-last (a dense
-                // convolution) gets its gradient stored the same way, as the ops after the layer
-                // keep it; copied once, outside the timing. The sparse outputs share one storage.
+                // convolution of a channels-last input) gets its gradient stored the same way, as
+                // the ops after the layer keep it; copied once, outside the timing. The sparse
+                // outputs share one storage.
                 var grad = y.IsContiguous ? gradOutput
                     : variant is null ? gradDense ??= Functional.StoredLike(gradOutput, y).MoveToOuterScope()
                     : gradSparse ??= Functional.StoredLike(gradOutput, y).MoveToOuterScope();
