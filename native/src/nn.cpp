@@ -27,17 +27,15 @@ bool pai::conv_channels_last(const at::Tensor& x, const at::Tensor& w, const int
 PAI_API Tensor pai_conv2d(Tensor x, Tensor w, Tensor b, const int64_t* stride, const int64_t* padding,
                           const int64_t* dilation, int64_t groups) {
   return tensor_result([&] {
-    // A CPU convolution runs in its input's storage where libtorch's is right there: channels-last
-    // (a model that converted its input, see pai_channels_last) or contiguous; an input stored
-    // batch-innermost (an activation the sparse layers passed on) is made contiguous by our
-    // transposes, as libtorch's own copy of it is slower.
+    // A CPU convolution runs channels-last where its input is stored so (a model that converted
+    // its input, see pai_channels_last) and libtorch's is right there, else contiguous: an input
+    // stored otherwise (batch-innermost, an activation the sparse layers passed on) is made
+    // contiguous by our transposes, as libtorch's own copy of it is slower.
     const bool cpu4 = x->dim() == 4 && x->device().is_cpu();
-    const bool channels_last = cpu4 && pai::stored_channels_last(*x);
-    const at::Tensor input =
-        channels_last && pai::conv_channels_last(*x, *w, stride, dilation, groups) ? *x
-        : channels_last || (cpu4 && x->size(0) > 1 && pai::stored_batch_inner(*x))
-            ? pai::stored_as(*x, pai::Storage::Contiguous)
-            : *x;
+    const at::Tensor input = !cpu4 || (pai::stored_channels_last(*x) &&
+                                       pai::conv_channels_last(*x, *w, stride, dilation, groups))
+                                 ? *x
+                                 : pai::stored_as(*x, pai::Storage::Contiguous);
     return at::conv2d(input, *w, pai::opt(b), pai::ints(stride, 2), pai::ints(padding, 2), pai::ints(dilation, 2), groups);
   });
 }

@@ -304,6 +304,7 @@ bool stored_so(const at::Tensor& x, pai::Storage to) {
 // view; channels-last only for 4-d x); x itself when it is stored so already.
 at::Tensor relayout(const at::Tensor& x, pai::Storage to) {
   if (stored_so(x, to)) return x;
+  const pai::Storage from = storage_of(x);
   const int64_t n = x.size(0), features = x.numel() / std::max<int64_t>(1, n);
   switch (to) {
     case pai::Storage::BatchInner: {
@@ -315,16 +316,16 @@ at::Tensor relayout(const at::Tensor& x, pai::Storage to) {
       TORCH_CHECK(x.dim() == 4, "channels-last storage is for [N, C, H, W] tensors, got ", x.sizes());
       at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
       const int64_t c = x.size(1), hw = x.size(2) * x.size(3);
-      if (storage_of(x) == pai::Storage::BatchInner)
+      if (from == pai::Storage::BatchInner)
         transpose_slabs(x, out, {hw, c, n, n, hw * n, c, hw * c});  // [C, H·W, N] to [N, H·W, C]
       else
         transpose_slabs(x.contiguous(), out, {n, c, hw, c * hw, hw, hw * c, c});  // [N, C, H·W] to [N, H·W, C]
       return out;
     }
     default: {
-      if (storage_of(x) == pai::Storage::BatchInner)
+      if (from == pai::Storage::BatchInner)
         return transposed(x.movedim(0, -1).reshape({features, n}), features, n).view(x.sizes());
-      if (storage_of(x) != pai::Storage::ChannelsLast) return x.contiguous();
+      if (from != pai::Storage::ChannelsLast) return x.contiguous();
       at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
       const int64_t c = x.size(1), hw = x.size(2) * x.size(3);
       transpose_slabs(x, out, {n, hw, c, hw * c, c, c * hw, hw});  // [N, H·W, C] to [N, C, H·W]
@@ -446,7 +447,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
     });
     save_operands(ctx, x, values, p);
     ctx->saved_data["batch"] = batch;
-    ctx->saved_data["inner"] = stored_batch_inner(x);
+    ctx->saved_data["storage"] = static_cast<int64_t>(storage_of(x));
     return keep_inner ? ot.t() : transposed(ot, rows, batch);
   }
 
@@ -468,7 +469,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
         a.out = dxt.data_ptr<scalar_t>();
         const int64_t avg = std::max<int64_t>(1, p.nnz() / std::max<int64_t>(1, width)) * batch;
         linear_input_grad_run(a, width, grain_for(avg));
-        dx = ctx->saved_data["inner"].toBool() ? dxt.t() : transposed(dxt, width, batch);
+        dx = relayout(dxt.t(), static_cast<pai::Storage>(ctx->saved_data["storage"].toInt()));
       }
       if (ctx->needs_input_grad(1)) {
         dvalues = at::empty({p.nnz()}, values.options());
@@ -592,8 +593,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = std::vector<int64_t>{pad_h, pad_w};
     ctx->saved_data["layout"] = layout;
-    ctx->saved_data["inner"] = stored_batch_inner(x);
-    ctx->saved_data["channels_last"] = stored_channels_last(x);
+    ctx->saved_data["storage"] = static_cast<int64_t>(storage_of(x));
     ctx->saved_data["bias"] = b.defined();
     return out;
   }
@@ -619,10 +619,7 @@ struct SparseConv2dFunction : public torch::autograd::Function<SparseConv2dFunct
           a.out = dxt.data_ptr<scalar_t>();
           conv_input_grad_run(a, a.c * a.h, grain_for(per_plane * a.n / std::max<int64_t>(1, a.h)));
           // the input's gradient stored as the input was
-          dx = ctx->saved_data["inner"].toBool() ? dxt.permute({3, 0, 1, 2})
-               : ctx->saved_data["channels_last"].toBool()
-                   ? relayout(dxt.permute({3, 0, 1, 2}), pai::Storage::ChannelsLast)
-                   : transposed(dxt, a.c * a.h * a.w, a.n).view({a.n, a.c, a.h, a.w});
+          dx = relayout(dxt.permute({3, 0, 1, 2}), static_cast<pai::Storage>(ctx->saved_data["storage"].toInt()));
         } else {
           const at::Tensor dilated = dilated_gradient(got, a);
           dx = at::empty({a.n, a.c, a.h, a.w}, values.options());
