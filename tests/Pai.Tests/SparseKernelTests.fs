@@ -401,7 +401,10 @@ let private trainMasked
         Kernels = kernels
         Weights = weights
         Keeps = keeps
-        HeldOutTop1 = epochs.[0].Test.Top1
+        HeldOutTop1 =
+            match epochs.[0].Test with
+            | null -> failwith "the trained run reported no held-out evaluation"
+            | test -> test.Top1
     }
 
 /// Every step's loss of a run within 1e-4 relative of the reference run's.
