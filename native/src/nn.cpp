@@ -13,7 +13,7 @@ using pai::tensor_result;
 PAI_API Tensor pai_linear(Tensor x, Tensor w, Tensor b) { return tensor_result([&] { return at::linear(*x, *w, pai::opt(b)); }); }
 
 // Whether a float convolution of x by w may run channels-last: one group, no dilation. libtorch
-// 1.13's channels-last convolution with a 1×1 kernel at stride 2 over 1 to 7 input channels
+// 1.13's channels-last convolution with a 1×1 kernel at stride 2 over 2 to 7 input channels
 // computes wrong gradients and writes past its buffers (ours and PyTorch's alike; every other
 // kernel, stride and channel count we tried agrees with the contiguous convolution), so a strided
 // 1×1 kernel over a channel count that is not a multiple of 8 runs contiguous.
