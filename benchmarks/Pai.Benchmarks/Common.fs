@@ -57,13 +57,31 @@ type Args(values: Map<string, string>) =
     /// The options as "--name value" arguments again (to hand them to a worker process).
     member _.Raw = values
 
+    /// These options, when `command` takes each of them (`known`); else the error that names the
+    /// others and lists what it takes. A misspelt option (or --help) must not start a long run
+    /// with the defaults.
+    member this.Only(command: string, known: string list) =
+        let flag name = "--" + name
+
+        match
+            values
+            |> Map.keys
+            |> Seq.filter (fun n -> not (List.contains n known))
+            |> List.ofSeq
+        with
+        | [] -> this
+        | unknown ->
+            let names = String.Join(", ", List.map flag unknown)
+            let takes = String.Join(" ", List.map flag known)
+            raise (BadOption $"{command} takes no {names}; its options are {takes} (--help shows what each one takes)")
+
     static member Parse(argv: string list) =
         let rec go acc =
             function
             | (name: string) :: value :: rest when name.StartsWith "--" && not (value.StartsWith "--") ->
                 go (Map.add (name.Substring 2) value acc) rest
             | (name: string) :: rest when name.StartsWith "--" -> go (Map.add (name.Substring 2) "true" acc) rest
-            | other :: _ -> failwithf "unexpected argument '%s': options are written --name value" other
+            | other :: _ -> raise (BadOption $"unexpected argument '{other}': options are written --name value")
             | [] -> acc
 
         Args(go Map.empty argv)

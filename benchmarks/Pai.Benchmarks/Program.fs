@@ -43,6 +43,7 @@ let usage =
 
   sparse-training [--models lenet300,lenet5,resnet20,vgg11] [--sparsities 0.9,0.98,0.995]
            [--threads 1,2] [--batch 128] [--repeats 5] [--steps S] [--warmup W] [--eval-batches 20]
+           [--cifar-count 50000] [--python /usr/bin/python3]
       Whole training steps (forward, backward, optimizer) and evaluation batches on SNIP masks:
       Pai with the sparse kernels on and auto against Pai dense masked and PyTorch dense masked on
       the same masks, every configuration in a fresh process, interleaved; medians as speedups
@@ -50,17 +51,38 @@ let usage =
 
 Threads default to every core for both sides (loader: 2)."""
 
+/// The options each command takes, as the usage lists them (a worker takes what its parent passes on).
+let private known =
+    Map
+        [
+            "training", "models repeats threads batch steps warmup cifar-count sparsity python"
+            "scoring",
+            "models criteria repeats threads per-class scoring-batch probes synflow-rounds synflow-sparsity min-seconds criterion-batches python"
+            "loader", "images side size threads batch repeats steps folder python"
+            "exact-scoring", "models criteria repeats threads per-class pai-batch probes samples python"
+            "sparse-kernels", "models patterns batch threads repeats pass"
+            "sparse-training", "models sparsities threads batch repeats steps warmup eval-batches cifar-count python"
+        ]
+
+let private options command rest =
+    (Args.Parse rest).Only(command, known.[command].Split ' ' |> List.ofArray)
+
 [<EntryPoint>]
 let main argv =
     try
         match List.ofArray argv with
-        | "training" :: rest -> Training.run (Args.Parse rest)
+        | "training" :: rest -> Training.run (options "training" rest)
         | "training-worker" :: rest -> Training.worker (Args.Parse rest)
-        | "scoring" :: rest -> Scoring.run (Args.Parse rest)
-        | "loader" :: rest -> Loader.run (Args.Parse rest)
-        | "sparse-kernels" :: rest -> SparseKernels.run (Args.Parse rest)
-        | "sparse-training" :: rest -> Training.runSparse (Args.Parse rest)
-        | "exact-scoring" :: rest -> Scoring.runExact (Args.Parse rest)
+        | "scoring" :: rest -> Scoring.run (options "scoring" rest)
+        | "loader" :: rest -> Loader.run (options "loader" rest)
+        | "sparse-kernels" :: rest -> SparseKernels.run (options "sparse-kernels" rest)
+        | "sparse-training" :: rest -> Training.runSparse (options "sparse-training" rest)
+        | "exact-scoring" :: rest -> Scoring.runExact (options "exact-scoring" rest)
+        | [ "--help" ]
+        | [ "-h" ]
+        | [ "help" ] ->
+            printfn "%s" usage
+            0
         | _ ->
             eprintfn "%s" usage
             2

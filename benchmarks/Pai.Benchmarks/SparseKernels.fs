@@ -122,7 +122,7 @@ type private Bench(layer: Layer, density: float, batch: int64, seed: uint64, for
     /// or sparse in a convolution layout.
     let step (sparse: SparseConvLayout option) =
         use _ = new DisposeScope()
-        use _ = if forwardOnly then Libtorch.NoGrad() else null
+        use _: IDisposable | null = if forwardOnly then Libtorch.NoGrad() else null
 
         let x =
             if layer.InputGrad then
@@ -145,7 +145,7 @@ type private Bench(layer: Layer, density: float, batch: int64, seed: uint64, for
             let grads = Autograd.Grad([| y |], leaves, [| gradOutput |])
             // What the masked training loop does with a dense weight's gradient.
             if sparse.IsNone then
-                grads.[grads.Length - 2].Mul_(mask) |> ignore
+                (nonNull grads.[grads.Length - 2]).Mul_(mask) |> ignore
 
     member _.Kept = pattern.Kept
     member _.Density = float pattern.Kept / float mask.NumEl

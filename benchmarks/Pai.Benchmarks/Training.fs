@@ -140,7 +140,7 @@ let worker (args: Args) =
     // The batches of the last evaluation, which the data set may hold fewer of than asked for.
     let evaluated = ref 0
 
-    let test =
+    let test: Func<IEnumerable<Batch>> | null =
         if evalBatches > 0 then
             Func<IEnumerable<Batch>>(fun () ->
                 evaluated.Value <- 0
@@ -355,7 +355,7 @@ let private snipMask (args: Args) (model: string) (batch: int) (sparsity: float)
 
     let scores =
         weights
-        |> List.map (fun (_, w) -> (w.Detach() * w.Grad.Detach()).Abs().Reshape(-1L))
+        |> List.map (fun (_, w) -> (w.Detach() * (nonNull w.Grad).Detach()).Abs().Reshape(-1L))
 
     let all = Libtorch.Cat(scores)
     let keep = max 1L (int64 (Math.Round(float all.NumEl * (1.0 - sparsity))))

@@ -53,8 +53,9 @@ internal sealed class SparseLayers : IDisposable
     /// <summary>The parameters to train: <paramref name="parameters"/> with each sparse layer's weight replaced by its values.</summary>
     public List<Tensor> Trainable(IEnumerable<Tensor> parameters)
     {
-        var swap = layers.ToDictionary(l => l.Layer.Weight, l => l.Sparse.Values, ReferenceEqualityComparer.Instance);
-        return parameters.Select(p => swap.TryGetValue(p, out var v) ? (Tensor)v! : p).ToList();
+        var swap = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var l in layers) swap.Add(l.Layer.Weight, l.Sparse.Values);
+        return parameters.Select(p => swap.TryGetValue(p, out var v) ? v : p).ToList();
     }
 
     /// <summary>
