@@ -9,7 +9,7 @@ let usage =
            [--steps S] [--warmup W] [--cifar-count 50000] [--sparsity 0] [--python /usr/bin/python3]
       Images/s of Trainer.Train (SGD momentum 0.9, wd 5e-4) against a plain PyTorch loop, and the
       peak RSS of each side, every configuration in a fresh process, A/B interleaved.
-      Defaults: lenet5 200 steps after 20 warm-up steps, resnet20 30 after 5.
+      Defaults: lenet5 200 steps after 20 warm-up steps, lenet300 400 after 50, others 30 after 5.
 
   scoring  [--models lenet5,resnet20] [--criteria random,magnitude,...] [--repeats 3] [--threads N]
            [--per-class 10] [--scoring-batch 1] [--probes 10] [--synflow-rounds 100]

@@ -14,14 +14,18 @@ open Pai.Host.Training
 open Pai.Benchmarks.Common
 
 /// Default timed steps per model (lenet5 steps are ~10x cheaper than resnet20's).
+// lenet300's step takes a few milliseconds: 30 steps after 5 would time the .NET code before its
+// tiered compilation has finished (one epoch of Fashion-MNIST holds 468 batches of 128).
 let defaultSteps model =
     match model with
     | "lenet5" -> 200
+    | "lenet300" -> 400
     | _ -> 30
 
 let defaultWarmup model =
     match model with
     | "lenet5" -> 20
+    | "lenet300" -> 50
     | _ -> 5
 
 /// The data set a model trains on here: Fashion-MNIST for lenet5, CIFAR-shaped synthetic uint8 otherwise.
