@@ -14,8 +14,8 @@ open Pai.Host.Training
 open Pai.Benchmarks.Common
 
 /// Default timed steps per model (lenet5 steps are ~10x cheaper than resnet20's).
-// lenet300's step takes a few milliseconds: 30 steps after 5 would time the .NET code before its
-// tiered compilation has finished (one epoch of Fashion-MNIST holds 468 batches of 128).
+// lenet300's step takes a few milliseconds: 30 steps after 5 would time only a process's first,
+// slower steps (one epoch of Fashion-MNIST holds 468 batches of 128).
 let defaultSteps model =
     match model with
     | "lenet5" -> 200
