@@ -13,9 +13,9 @@ open Pai.Host.Models
 open Pai.Host.Training
 open Pai.Benchmarks.Common
 
-/// Default timed steps per model (lenet5 steps are ~10x cheaper than resnet20's).
-// lenet300's step takes a few milliseconds: 30 steps after 5 would time only a process's first,
-// slower steps (one epoch of Fashion-MNIST holds 468 batches of 128).
+/// Default timed steps per model (lenet5 steps are ~10x cheaper than resnet20's; lenet300's take a
+/// few milliseconds, so 30 after 5 would time only a process's first, slower steps, and 400 after
+/// 50 stay inside one epoch of Fashion-MNIST, 468 batches of 128).
 let defaultSteps model =
     match model with
     | "lenet5" -> 200
