@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 
 using pai::tensor_result;
@@ -523,31 +524,67 @@ PAI_INLINE void channel_moments(const T* x, int64_t m, double& sum, double& shif
   shifted_squares = q;
 }
 
-// y = x·scale + shift over one channel.
+// One normalized value, x·scale + shift. The backward pass of batch norm + ReLU recomputes it from
+// the saved input to know where the ReLU passed the gradient: both passes use this one expression.
 template <class T>
-PAI_INLINE void channel_affine(const T* x, T* y, int64_t m, T scale, T shift) {
-#pragma omp simd
-  for (int64_t i = 0; i < m; ++i) y[i] = x[i] * scale + shift;
+PAI_INLINE T bn_value(T x, T scale, T shift) {
+  return x * scale + shift;
+}
+// max(z, 0) as libtorch's ReLU: a NaN stays NaN.
+template <class T>
+PAI_INLINE T rectified(T z) {
+  return z < T(0) ? T(0) : z;
+}
+// The output gradient where the ReLU passed it and 0 where it clipped (z ≤ 0), as libtorch's
+// threshold_backward: a NaN z passes the gradient. A mask on the bits rather than a conditional,
+// which GCC does not vectorize beside the double sums of channel_grad_sums.
+template <bool Relu, class T>
+PAI_INLINE T passed(T dy, T x, T scale, T shift) {
+  if constexpr (Relu) {
+    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    static_assert(sizeof(Bits) == sizeof(T));
+    Bits bits;
+    std::memcpy(&bits, &dy, sizeof(T));
+    bits &= -(Bits) !(bn_value(x, scale, shift) <= T(0));
+    T g;
+    std::memcpy(&g, &bits, sizeof(T));
+    return g;
+  } else {
+    return dy;
+  }
 }
 
-// Σ dy and Σ dy·(x − mean) over one channel.
-template <class T>
-PAI_INLINE void channel_grad_sums(const T* dy, const T* x, int64_t m, double mean, double& sdy, double& sdyx) {
+// y = x·scale + shift over one channel, rectified with Relu.
+template <bool Relu, class T>
+PAI_INLINE void channel_affine(const T* x, T* y, int64_t m, T scale, T shift) {
+#pragma omp simd
+  for (int64_t i = 0; i < m; ++i) {
+    const T z = bn_value(x[i], scale, shift);
+    y[i] = Relu ? rectified(z) : z;
+  }
+}
+
+// Σ g and Σ g·(x − mean) over one channel, g the output gradient the ReLU (with Relu) passed;
+// scale and shift are the forward's.
+template <bool Relu, class T>
+PAI_INLINE void channel_grad_sums(const T* dy, const T* x, int64_t m, double mean, T scale, T shift, double& sdy,
+                                  double& sdyx) {
   double s = 0, t = 0;
 #pragma omp simd reduction(+ : s, t)
   for (int64_t i = 0; i < m; ++i) {
-    s += (double)dy[i];
-    t += (double)dy[i] * ((double)x[i] - mean);
+    const double g = (double)passed<Relu>(dy[i], x[i], scale, shift);
+    s += g;
+    t += g * ((double)x[i] - mean);
   }
   sdy = s;
   sdyx = t;
 }
 
-// dx = a·dy + b·x + c over one channel.
-template <class T>
-PAI_INLINE void channel_grad_input(const T* dy, const T* x, T* dx, int64_t m, T a, T b, T c) {
+// dx = a·g + b·x + c over one channel, g as in channel_grad_sums.
+template <bool Relu, class T>
+PAI_INLINE void channel_grad_input(const T* dy, const T* x, T* dx, int64_t m, T a, T b, T c, T scale, T shift) {
 #pragma omp simd
-  for (int64_t i = 0; i < m; ++i) dx[i] = a * dy[i] + b * x[i] + c;
+  for (int64_t i = 0; i < m; ++i) dx[i] = a * passed<Relu>(dy[i], x[i], scale, shift) + b * x[i] + c;
 }
 
 template <class T>
@@ -556,39 +593,48 @@ template <class T>
 __attribute__((target("avx2,fma"))) void bn_moments_avx2(const T* x, int64_t m, double& s, double& q) {
   channel_moments(x, m, s, q);
 }
-template <class T>
-void bn_affine_portable(const T* x, T* y, int64_t m, T a, T b) { channel_affine(x, y, m, a, b); }
-template <class T>
+template <bool Relu, class T>
+void bn_affine_portable(const T* x, T* y, int64_t m, T a, T b) { channel_affine<Relu>(x, y, m, a, b); }
+template <bool Relu, class T>
 __attribute__((target("avx2,fma"))) void bn_affine_avx2(const T* x, T* y, int64_t m, T a, T b) {
-  channel_affine(x, y, m, a, b);
+  channel_affine<Relu>(x, y, m, a, b);
 }
-template <class T>
-void bn_grad_sums_portable(const T* dy, const T* x, int64_t m, double mean, double& s, double& t) {
-  channel_grad_sums(dy, x, m, mean, s, t);
+template <bool Relu, class T>
+void bn_grad_sums_portable(const T* dy, const T* x, int64_t m, double mean, T scale, T shift, double& s, double& t) {
+  channel_grad_sums<Relu>(dy, x, m, mean, scale, shift, s, t);
 }
-template <class T>
-__attribute__((target("avx2,fma"))) void bn_grad_sums_avx2(const T* dy, const T* x, int64_t m, double mean, double& s,
-                                                           double& t) {
-  channel_grad_sums(dy, x, m, mean, s, t);
+template <bool Relu, class T>
+__attribute__((target("avx2,fma"))) void bn_grad_sums_avx2(const T* dy, const T* x, int64_t m, double mean, T scale,
+                                                           T shift, double& s, double& t) {
+  channel_grad_sums<Relu>(dy, x, m, mean, scale, shift, s, t);
 }
-template <class T>
-void bn_grad_input_portable(const T* dy, const T* x, T* dx, int64_t m, T a, T b, T c) {
-  channel_grad_input(dy, x, dx, m, a, b, c);
+template <bool Relu, class T>
+void bn_grad_input_portable(const T* dy, const T* x, T* dx, int64_t m, T a, T b, T c, T scale, T shift) {
+  channel_grad_input<Relu>(dy, x, dx, m, a, b, c, scale, shift);
 }
+template <bool Relu, class T>
+__attribute__((target("avx2,fma"))) void bn_grad_input_avx2(const T* dy, const T* x, T* dx, int64_t m, T a, T b, T c,
+                                                            T scale, T shift) {
+  channel_grad_input<Relu>(dy, x, dx, m, a, b, c, scale, shift);
+}
+
+// A channel's map as the forward pass applies it: y = x·scale + shift.
 template <class T>
-__attribute__((target("avx2,fma"))) void bn_grad_input_avx2(const T* dy, const T* x, T* dx, int64_t m, T a, T b, T c) {
-  channel_grad_input(dy, x, dx, m, a, b, c);
+void channel_map(double w, double b, double mean, double invstd, T& scale, T& shift) {
+  const double s = w * invstd;
+  scale = (T)s;
+  shift = (T)(b - mean * s);
 }
 
 // Channels per task: enough values that a thread's start costs little.
 int64_t channel_grain(int64_t m) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, m)); }
 
-// y = batch norm of x (stored batch-innermost), returned in the same storage; mean and invstd [C]
-// (double) are the statistics it normalized with, which the backward pass reads. In training mode
-// the running statistics, when given, are updated in place.
+// y = batch norm of x (stored batch-innermost), rectified when relu, returned in the same storage;
+// mean and invstd [C] (double) are the statistics it normalized with, which the backward pass reads.
+// In training mode the running statistics, when given, are updated in place.
 void batch_norm_inner(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& rm,
-                      const at::Tensor& rv, bool training, double momentum, double eps, at::Tensor& y, at::Tensor& mean,
-                      at::Tensor& invstd) {
+                      const at::Tensor& rv, bool training, double momentum, double eps, bool relu, at::Tensor& y,
+                      at::Tensor& mean, at::Tensor& invstd) {
   const at::Tensor xc = x.movedim(0, -1);  // [C, ..., N], contiguous
   const int64_t channels = x.size(1), m = x.numel() / channels;
   const bool avx2 = pai::cpu_has_avx2_fma();
@@ -611,6 +657,8 @@ void batch_norm_inner(const at::Tensor& x, const at::Tensor& w, const at::Tensor
     double* pm = mean.data_ptr<double>();
     double* pi = invstd.data_ptr<double>();
     double* pu = training ? unbiased.data_ptr<double>() : nullptr;
+    const auto affine = avx2 ? (relu ? bn_affine_avx2<true, scalar_t> : bn_affine_avx2<false, scalar_t>)
+                             : (relu ? bn_affine_portable<true, scalar_t> : bn_affine_portable<false, scalar_t>);
     at::parallel_for(0, channels, channel_grain(m), [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const scalar_t* xs = px + c * m;
@@ -626,12 +674,9 @@ void batch_norm_inner(const at::Tensor& x, const at::Tensor& w, const at::Tensor
           pi[c] = 1.0 / std::sqrt(var + eps);
           pu[c] = m > 1 ? var * (double)m / (double)(m - 1) : var;
         }
-        const double scale = (double)pw[c] * pi[c];
-        const auto a = (scalar_t)scale, sh = (scalar_t)((double)pb[c] - pm[c] * scale);
-        if (avx2)
-          bn_affine_avx2(xs, py + c * m, m, a, sh);
-        else
-          bn_affine_portable(xs, py + c * m, m, a, sh);
+        scalar_t scale, shift;
+        channel_map((double)pw[c], (double)pb[c], pm[c], pi[c], scale, shift);
+        affine(xs, py + c * m, m, scale, shift);
       }
     });
   });
@@ -643,14 +688,18 @@ void batch_norm_inner(const at::Tensor& x, const at::Tensor& w, const at::Tensor
   y = yc.movedim(-1, 0);
 }
 
+// Batch norm, and with relu the ReLU after it, as one autograd function. It saves the input, not the
+// rectified output: where the ReLU passed the gradient is recomputed from the input, so the ReLU
+// costs no pass of its own, forward or backward.
 struct BatchNormInnerFunction : public torch::autograd::Function<BatchNormInnerFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
                             const at::Tensor& b, const at::Tensor& rm, const at::Tensor& rv, bool training,
-                            double momentum, double eps) {
+                            double momentum, double eps, bool relu) {
     at::Tensor y, mean, invstd;
-    batch_norm_inner(x, w, b, rm, rv, training, momentum, eps, y, mean, invstd);
-    ctx->save_for_backward({x, w, mean, invstd});
+    batch_norm_inner(x, w, b, rm, rv, training, momentum, eps, relu, y, mean, invstd);
+    ctx->save_for_backward({x, w, b, mean, invstd});
     ctx->saved_data["training"] = training;
+    ctx->saved_data["relu"] = relu;
     return y;
   }
 
@@ -661,8 +710,8 @@ struct BatchNormInnerFunction : public torch::autograd::Function<BatchNormInnerF
                 "batch norm of an activation stored batch-innermost (after a sparse layer) has no second "
                 "derivative; compute Hessian-based quantities on the dense masked model");
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &w = saved[1], &mean = saved[2], &invstd = saved[3];
-    const bool training = ctx->saved_data["training"].toBool();
+    const at::Tensor &x = saved[0], &w = saved[1], &b = saved[2], &mean = saved[3], &invstd = saved[4];
+    const bool training = ctx->saved_data["training"].toBool(), relu = ctx->saved_data["relu"].toBool();
     const at::Tensor xc = x.movedim(0, -1);
     const at::Tensor gc = pai::stored_as(grads[0], pai::Storage::BatchInner).movedim(0, -1);  // a view when it came so
     const int64_t channels = x.size(1), m = x.numel() / channels;
@@ -673,32 +722,35 @@ struct BatchNormInnerFunction : public torch::autograd::Function<BatchNormInnerF
       const scalar_t* px = xc.data_ptr<scalar_t>();
       const scalar_t* pg = gc.data_ptr<scalar_t>();
       const scalar_t* pw = w.data_ptr<scalar_t>();
+      const scalar_t* pb = b.data_ptr<scalar_t>();
       scalar_t* pd = dxc.data_ptr<scalar_t>();
       const double* pm = mean.data_ptr<double>();
       const double* pi = invstd.data_ptr<double>();
       double* ps = sdy.data_ptr<double>();
       double* pt = sdyx.data_ptr<double>();
+      const auto sums = avx2 ? (relu ? bn_grad_sums_avx2<true, scalar_t> : bn_grad_sums_avx2<false, scalar_t>)
+                             : (relu ? bn_grad_sums_portable<true, scalar_t> : bn_grad_sums_portable<false, scalar_t>);
+      const auto input = avx2
+                             ? (relu ? bn_grad_input_avx2<true, scalar_t> : bn_grad_input_avx2<false, scalar_t>)
+                             : (relu ? bn_grad_input_portable<true, scalar_t> : bn_grad_input_portable<false, scalar_t>);
       at::parallel_for(0, channels, channel_grain(m), [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           const scalar_t* xs = px + c * m;
           const scalar_t* gs = pg + c * m;
-          if (avx2)
-            bn_grad_sums_avx2(gs, xs, m, pm[c], ps[c], pt[c]);
-          else
-            bn_grad_sums_portable(gs, xs, m, pm[c], ps[c], pt[c]);
-          // Training: dx = γ·invstd·(dy − Σdy/m − (x − μ)·invstd²·Σdy(x − μ)/m); eval: dx = γ·invstd·dy.
+          scalar_t scale, shift;
+          channel_map((double)pw[c], (double)pb[c], pm[c], pi[c], scale, shift);
+          sums(gs, xs, m, pm[c], scale, shift, ps[c], pt[c]);
+          // Training: dx = γ·invstd·(g − Σg/m − (x − μ)·invstd²·Σg(x − μ)/m); eval: dx = γ·invstd·g.
           const double a = (double)pw[c] * pi[c];
           const double k = training ? pi[c] * pi[c] * pt[c] / (double)m : 0.0;
-          const double shift = training ? a * (k * pm[c] - ps[c] / (double)m) : 0.0;
-          if (avx2)
-            bn_grad_input_avx2(gs, xs, pd + c * m, m, (scalar_t)a, (scalar_t)(-a * k), (scalar_t)shift);
-          else
-            bn_grad_input_portable(gs, xs, pd + c * m, m, (scalar_t)a, (scalar_t)(-a * k), (scalar_t)shift);
+          const double offset = training ? a * (k * pm[c] - ps[c] / (double)m) : 0.0;
+          input(gs, xs, pd + c * m, m, (scalar_t)a, (scalar_t)(-a * k), (scalar_t)offset, scale, shift);
         }
       });
     });
     const at::Tensor dw = (sdyx * invstd).to(x.scalar_type()), db = sdy.to(x.scalar_type());
-    return {dxc.movedim(-1, 0), dw, db, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dxc.movedim(-1, 0), dw,          db,          at::Tensor(), at::Tensor(),
+            at::Tensor(),       at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -755,25 +807,42 @@ PAI_API Tensor pai_adaptive_avg_pool2d(Tensor x, const int64_t* output_size) {
   return tensor_result([&] { return at::adaptive_avg_pool2d(*x, pai::ints(output_size, 2)); });
 }
 
+namespace {
+// Batch norm of x, rectified when relu: an activation stored batch-innermost by the code above, any
+// other by libtorch's batch norm (and ReLU).
+at::Tensor normalized(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& rm,
+                      const at::Tensor& rv, bool training, double momentum, double eps, bool relu) {
+  if (normalizes_inner(x, w, b, rm, rv, training)) {
+    if (c10::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || b.requires_grad())) {
+      // A custom function's arguments must be defined: empty tensors stand for no running statistics.
+      const auto none = at::empty({0}, x.options());
+      return BatchNormInnerFunction::apply(x, w, b, rm.defined() ? rm : none, rv.defined() ? rv : none, training,
+                                           momentum, eps, relu);
+    }
+    at::Tensor y, mean, invstd;
+    batch_norm_inner(x, w, b, rm, rv, training, momentum, eps, relu, y, mean, invstd);
+    return y;
+  }
+  const at::Tensor y = at::batch_norm(x, w, b, rm, rv, training, momentum, eps, /*cudnn_enabled=*/true);
+  return relu ? at::relu(y) : y;
+}
+}  // namespace
+
 // Functional batch norm. In training mode the running statistics (when given) are updated in
 // place with the given momentum, as torch.nn.functional.batch_norm does.
 PAI_API Tensor pai_batch_norm(Tensor x, Tensor weight, Tensor bias, Tensor running_mean, Tensor running_var,
                               uint8_t training, double momentum, double eps) {
   return tensor_result([&] {
-    const at::Tensor w = pai::opt(weight), b = pai::opt(bias), rm = pai::opt(running_mean),
-                     rv = pai::opt(running_var);
-    if (normalizes_inner(*x, w, b, rm, rv, training != 0)) {
-      if (c10::GradMode::is_enabled() && (x->requires_grad() || w.requires_grad() || b.requires_grad())) {
-        // A custom function's arguments must be defined: empty tensors stand for no running statistics.
-        const auto none = at::empty({0}, x->options());
-        return BatchNormInnerFunction::apply(*x, w, b, rm.defined() ? rm : none, rv.defined() ? rv : none,
-                                             training != 0, momentum, eps);
-      }
-      at::Tensor y, mean, invstd;
-      batch_norm_inner(*x, w, b, rm, rv, training != 0, momentum, eps, y, mean, invstd);
-      return y;
-    }
-    return at::batch_norm(*x, w, b, rm, rv, training != 0, momentum, eps, /*cudnn_enabled=*/true);
+    return normalized(*x, pai::opt(weight), pai::opt(bias), pai::opt(running_mean), pai::opt(running_var),
+                      training != 0, momentum, eps, /*relu=*/false);
+  });
+}
+// ReLU of pai_batch_norm, in one pass over an activation stored batch-innermost.
+PAI_API Tensor pai_batch_norm_relu(Tensor x, Tensor weight, Tensor bias, Tensor running_mean, Tensor running_var,
+                                   uint8_t training, double momentum, double eps) {
+  return tensor_result([&] {
+    return normalized(*x, pai::opt(weight), pai::opt(bias), pai::opt(running_mean), pai::opt(running_var),
+                      training != 0, momentum, eps, /*relu=*/true);
   });
 }
 PAI_API Tensor pai_layer_norm(Tensor x, const int64_t* normalized_shape, int32_t n, Tensor weight, Tensor bias,

@@ -106,10 +106,24 @@ public static unsafe partial class Functional
     /// (when given) are updated in place: running = (1 − momentum)·running + momentum·batch.
     /// </summary>
     public static Tensor BatchNorm(Tensor x, Tensor? runningMean, Tensor? runningVar, Tensor? weight = null, Tensor? bias = null,
-        bool training = false, double momentum = 0.1, double eps = 1e-5)
+        bool training = false, double momentum = 0.1, double eps = 1e-5) =>
+        BatchNorm(x, runningMean, runningVar, weight, bias, training, momentum, eps, relu: false);
+
+    /// <summary>
+    /// <see cref="Relu"/> of <see cref="BatchNorm(Tensor, Tensor?, Tensor?, Tensor?, Tensor?, bool, double, double)"/>, the same
+    /// values and gradients. An activation stored batch-innermost (a sparse layer's output) is normalized
+    /// and rectified in one pass, and the backward pass needs no separate ReLU pass either.
+    /// </summary>
+    public static Tensor BatchNormRelu(Tensor x, Tensor? runningMean, Tensor? runningVar, Tensor? weight = null, Tensor? bias = null,
+        bool training = false, double momentum = 0.1, double eps = 1e-5) =>
+        BatchNorm(x, runningMean, runningVar, weight, bias, training, momentum, eps, relu: true);
+
+    static Tensor BatchNorm(Tensor x, Tensor? runningMean, Tensor? runningVar, Tensor? weight, Tensor? bias,
+        bool training, double momentum, double eps, bool relu)
     {
-        var r = pai_batch_norm(x.Handle, Tensor.RawOrZero(weight), Tensor.RawOrZero(bias), Tensor.RawOrZero(runningMean),
-            Tensor.RawOrZero(runningVar), training ? (byte)1 : (byte)0, momentum, eps);
+        var (w, b, rm, rv) = (Tensor.RawOrZero(weight), Tensor.RawOrZero(bias), Tensor.RawOrZero(runningMean), Tensor.RawOrZero(runningVar));
+        var t = training ? (byte)1 : (byte)0;
+        var r = relu ? pai_batch_norm_relu(x.Handle, w, b, rm, rv, t, momentum, eps) : pai_batch_norm(x.Handle, w, b, rm, rv, t, momentum, eps);
         GC.KeepAlive(weight);
         GC.KeepAlive(bias);
         GC.KeepAlive(runningMean);

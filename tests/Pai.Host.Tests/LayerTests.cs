@@ -97,6 +97,40 @@ public class LayerTests
     }
 
     [Fact]
+    public void Sequential_runs_batch_norm_then_relu_with_the_values_gradients_and_statistics_of_the_two_layers_one_by_one()
+    {
+        using var scope = new DisposeScope();
+        // Both layouts: the standard one, and batch-innermost as a sparse layer passes activations on.
+        foreach (var batchInner in new[] { false, true })
+        {
+            var x0 = Randn([5, 3, 4, 6], 7) * 2.0 + 0.5;
+            var dy = Randn([5, 3, 4, 6], 8);
+            if (batchInner)
+                (x0, dy) = (x0.Permute(1, 2, 3, 0).Contiguous().Permute(3, 0, 1, 2), dy.Permute(1, 2, 3, 0).Contiguous().Permute(3, 0, 1, 2));
+            (Tensor Y, Tensor Dx, Tensor Dw, Tensor Mean, long Batches) Run(bool asSequence)
+            {
+                using var bn = new BatchNorm2d(3);
+                using var g = new Generator(9);
+                using (Libtorch.NoGrad()) bn.Weight.Copy_(Libtorch.Randn([3], g));
+                bn.Training = true;
+                using var seq = new Sequential(bn, new Relu());
+                var x = x0.Detach().RequiresGrad_();
+                var y = asSequence ? seq.Forward(x) : Functional.Relu(bn.Forward(x));
+                (y * dy).Sum().Backward();
+                return (y.Detach(), x.Grad!.Clone(), bn.Weight.Grad!.Clone(), bn.RunningMean.Clone(), bn.BatchesTracked);
+            }
+            var fused = Run(asSequence: true);
+            var apart = Run(asSequence: false);
+            Assert.True(fused.Y.AllClose(apart.Y, 1e-5, 1e-6), $"output, batch-innermost {batchInner}");
+            Assert.True(fused.Dx.AllClose(apart.Dx, 1e-5, 1e-6), $"input gradient, batch-innermost {batchInner}");
+            Assert.True(fused.Dw.AllClose(apart.Dw, 1e-5, 1e-6), $"weight gradient, batch-innermost {batchInner}");
+            Assert.True(fused.Mean.AllClose(apart.Mean, 1e-6, 1e-7), $"running mean, batch-innermost {batchInner}");
+            Assert.Equal(1, fused.Batches);
+            Assert.True(fused.Y.Eq(0).Sum().Item() > 0 && fused.Y.Gt(0).Sum().Item() > 0, "the ReLU clips some values and passes others");
+        }
+    }
+
+    [Fact]
     public void LayerNorm_normalizes_the_last_dimension()
     {
         using var ln = new LayerNorm(8);

@@ -636,6 +636,96 @@ let tests =
                     Expect.stringContains e.Message "no second derivative" "the error says what is missing")
 
             testCase
+                "batch norm + ReLU in one function equals batch norm then ReLU, batch-innermost and standard layouts: train and eval, running statistics, gradients"
+            <| fun () ->
+                inScope (fun () ->
+                    use g = new Generator(41UL)
+
+                    // max |a − b| over max |b|: 1e-12 in float64, 1e-5 in float32. Both sides compute the
+                    // pre-activation with the same code, so they agree on where the ReLU passes gradients.
+                    let close (tol: float) (a: Tensor) (b: Tensor) what =
+                        let a, b = values a, values b
+                        let scale = b |> Array.map abs |> Array.max |> max 1e-30
+                        let err = Array.map2 (fun (u: float) v -> abs (u - v)) a b |> Array.max
+                        Expect.isLessThanOrEqual (err / scale) tol what
+
+                    for dtype, tol in [ DType.Float64, 1e-12; DType.Float32, 1e-5 ] do
+                        // batch 9 and a width of 7: no dimension a multiple of the vector length
+                        for n, offset in [ 2L, 0.0; 9L, 0.0; 9L, 1000.0 ] do
+                            let x =
+                                (Libtorch.Randn([| n; 3L; 5L; 7L |], g, DType.Float64) * 2.0 + offset).To(dtype)
+
+                            let w = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
+                            let b = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
+                            let dy = Libtorch.Randn(x.Shape, g, DType.Float64).To(dtype)
+                            let rm0 = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
+                            let rv0 = (Libtorch.Rand([| 3L |], g, DType.Float64) + 0.5).To(dtype)
+
+                            for layout, stored in [ "batch-innermost", inner; "standard", id ] do
+                                for training in [ true; false ] do
+                                    let where = $"{dtype}, batch {n}, offset {offset}, {layout}, training {training}"
+
+                                    let run fused =
+                                        let xi = (stored x).Detach().RequiresGrad_()
+                                        let wi = w.Detach().RequiresGrad_()
+                                        let bi = b.Detach().RequiresGrad_()
+                                        let rm, rv = rm0.Clone(), rv0.Clone()
+
+                                        let y =
+                                            if fused then
+                                                F.BatchNormRelu(xi, rm, rv, wi, bi, training, 0.3, 1e-3)
+                                            else
+                                                F.Relu(F.BatchNorm(xi, rm, rv, wi, bi, training, 0.3, 1e-3))
+
+                                        let gs =
+                                            Autograd.Grad([| y |], [| xi; wi; bi |], [| stored dy |])
+                                            |> Array.map nonNull
+
+                                        y, rm, rv, gs
+
+                                    let y, rm, rv, gs = run true
+                                    let y', rm', rv', gs' = run false
+                                    Expect.equal (storedInner y) (storedInner y') $"the output's storage, {where}"
+
+                                    Expect.equal
+                                        (storedInner gs.[0])
+                                        (storedInner gs'.[0])
+                                        $"the input gradient's storage, {where}"
+
+                                    let zeros = (values y') |> Array.filter (fun v -> v = 0.0) |> Array.length
+                                    Expect.isGreaterThan zeros 0 $"the ReLU clips some values, {where}"
+                                    Expect.isLessThan zeros (int y'.NumEl) $"the ReLU passes some values, {where}"
+                                    close tol y y' $"output, {where}"
+                                    close tol rm rm' $"running mean, {where}"
+                                    close tol rv rv' $"running variance, {where}"
+
+                                    for k, name in [ 0, "input"; 1, "weight"; 2, "bias" ] do
+                                        close tol gs.[k] gs'.[k] $"{name} gradient, {where}"
+
+                                    // without gradients: the same values and running statistics
+                                    use _ = Libtorch.NoGrad()
+                                    let rm2, rv2 = rm0.Clone(), rv0.Clone()
+                                    let y2 = F.BatchNormRelu(stored x, rm2, rv2, w, b, training, 0.3, 1e-3)
+                                    close tol y2 y' $"output without a graph, {where}"
+                                    close tol rv2 rv' $"running variance without a graph, {where}"
+
+                    // batch-innermost, it is the shim's own function (which has no second derivative), not
+                    // libtorch's batch norm and ReLU
+                    let x =
+                        (inner (Libtorch.Randn([| 4L; 2L; 3L; 3L |], g, DType.Float64))).RequiresGrad_()
+
+                    let w = Libtorch.Ones([| 2L |], DType.Float64).RequiresGrad_()
+
+                    let y =
+                        F.BatchNormRelu(x, null, null, w, Libtorch.Zeros([| 2L |], DType.Float64), training = true)
+
+                    let e =
+                        throws<TorchException>(fun () ->
+                            Autograd.Grad((y * y).Sum(), [| x |], createGraph = true) |> ignore)
+
+                    Expect.stringContains e.Message "no second derivative" "the fused function ran")
+
+            testCase
                 "StoredLike copies between the contiguous, batch-innermost and channels-last storages only when they differ, and sends the gradient back in the input's"
             <| fun () ->
                 inScope (fun () ->

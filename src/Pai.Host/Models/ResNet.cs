@@ -31,7 +31,7 @@ public sealed class BasicBlock : Module
     /// <inheritdoc/>
     public override Tensor Forward(Tensor x)
     {
-        var h = Functional.Relu(bn1.Forward(conv1.Forward(x)));
+        var h = bn1.ForwardRelu(conv1.Forward(x));
         h = bn2.Forward(conv2.Forward(h));
         var skip = shortcut is null ? x : shortcut.Forward(x);
         // A sparse layer may have passed either branch on stored batch-innermost.
@@ -138,7 +138,7 @@ public sealed class ResNet : Model
         // "sparse-training"), and every op after them keeps that storage; a sparse stem passes its
         // output on batch-innermost, so the input stays as it is.
         var x = conv1.Sparse is null ? Functional.ChannelsLast(inputs) : inputs;
-        var h = Functional.Relu(bn1.Forward(conv1.Forward(x)));
+        var h = bn1.ForwardRelu(conv1.Forward(x));
         if (ImageNetStem) h = Functional.MaxPool2d(h, 3, 2, padding: 1);
         foreach (var stage in stages) h = stage.Forward(h);
         h = Functional.AdaptiveAvgPool2d(h, 1, 1).Flatten(1);

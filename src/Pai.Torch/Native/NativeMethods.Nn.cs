@@ -13,6 +13,7 @@ internal static unsafe partial class NativeMethods
     [DllImport(Lib)] internal static extern IntPtr pai_avg_pool2d(TensorHandle x, long* kernel, long* stride, long* padding, byte ceilMode, byte countIncludePad);
     [DllImport(Lib)] internal static extern IntPtr pai_adaptive_avg_pool2d(TensorHandle x, long* outputSize);
     [DllImport(Lib)] internal static extern IntPtr pai_batch_norm(TensorHandle x, IntPtr weight, IntPtr bias, IntPtr runningMean, IntPtr runningVar, byte training, double momentum, double eps);
+    [DllImport(Lib)] internal static extern IntPtr pai_batch_norm_relu(TensorHandle x, IntPtr weight, IntPtr bias, IntPtr runningMean, IntPtr runningVar, byte training, double momentum, double eps);
     [DllImport(Lib)] internal static extern IntPtr pai_layer_norm(TensorHandle x, long* normalizedShape, int n, IntPtr weight, IntPtr bias, double eps);
     [DllImport(Lib)] internal static extern IntPtr pai_dropout(TensorHandle x, double p, byte training, IntPtr gen);
     [DllImport(Lib)] internal static extern IntPtr pai_relu(TensorHandle x);
