@@ -10,7 +10,7 @@ trainer also keeps (loss.item(), argmax == target). With --sparsity (a random ma
 applied to the gradients before and to the weights after every step, as Pai does. --eval-batches E
 then times E evaluation batches (eval mode, no gradients, summed loss and top-5 as Pai's Evaluate).
 Prints one JSON line: images/s and ms per step over the timed steps, ms per evaluation batch and
-the peak RSS (VmHWM).
+the peak RSS (VmHWM), and the training's own: its peak above the RSS when it starts.
 """
 import argparse
 import gzip
@@ -20,7 +20,7 @@ import sys
 import time
 import warnings
 
-from torch_side import peak_rss_mb, pin_openblas_threads
+from torch_side import peak_rss_mb, pin_openblas_threads, reset_peak_rss, rss_mb
 
 pin_openblas_threads(sys.argv)  # before numpy and torch load
 import numpy as np  # noqa: E402
@@ -120,6 +120,10 @@ def main():
     total = a.warmup + a.steps
     perm = torch.randperm(n)
     loss_sum, correct, seen = 0.0, 0, 0
+    # the peak so far (start-up), then a fresh peak for the training, counted above its start
+    startup_peak = peak_rss_mb()
+    reset_peak_rss()
+    before = rss_mb()
     t0 = time.perf_counter()
     for step in range(total):
         if step == a.warmup:
@@ -169,10 +173,11 @@ def main():
             torch.cuda.synchronize(dev)
         eval_ms = (time.perf_counter() - t2) * 1000 / a.eval_batches
 
-    rss_mb = peak_rss_mb()
+    training_peak = peak_rss_mb()
     print(json.dumps({'side': 'pytorch', 'model': a.model, 'img_s': a.steps * a.batch / seconds, 'seconds': seconds,
                       'step_ms': seconds * 1000 / a.steps, 'eval_ms': eval_ms, 'cpu_seconds': cpu_seconds,
-                      'peak_rss_mb': rss_mb, 'threads': torch.get_num_threads(), 'train_loss': loss_sum / seen}))
+                      'peak_rss_mb': max(startup_peak, training_peak), 'training_rss_mb': training_peak - before,
+                      'threads': torch.get_num_threads(), 'train_loss': loss_sum / seen}))
 
 
 if __name__ == '__main__':

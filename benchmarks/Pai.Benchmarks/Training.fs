@@ -157,7 +157,13 @@ let worker (args: Args) =
         else
             null
 
+    // The process's peak so far (start-up: data, model, mask), then a fresh peak for the training
+    // alone, counted above what the process holds when it starts: the training's working set.
+    let startupPeak = peakRssMb ()
+    resetPeakRss ()
+    let before = rssMb ()
     Trainer.Train(net, maskArg, epoch, test, options, progress) |> ignore
+    let trainingPeak = peakRssMb ()
 
     mask
     |> Option.iter (fun d ->
@@ -175,12 +181,13 @@ let worker (args: Args) =
             0.0
 
     printfn
-        "{\"side\":\"pai\",\"model\":\"%s\",\"img_s\":%s,\"seconds\":%s,\"cpu_seconds\":%s,\"peak_rss_mb\":%s,\"threads\":%d,\"step_ms\":%s,\"eval_ms\":%s,\"sparse_layers\":%d}"
+        "{\"side\":\"pai\",\"model\":\"%s\",\"img_s\":%s,\"seconds\":%s,\"cpu_seconds\":%s,\"peak_rss_mb\":%s,\"training_rss_mb\":%s,\"threads\":%d,\"step_ms\":%s,\"eval_ms\":%s,\"sparse_layers\":%d}"
         model
         (imgs.ToString("R", inv))
         (seconds.ToString("R", inv))
         ((c1 - c0).ToString("R", inv))
-        ((peakRssMb ()).ToString("R", inv))
+        ((max startupPeak trainingPeak).ToString("R", inv))
+        ((trainingPeak - before).ToString("R", inv))
         Libtorch.NumThreads
         ((seconds * 1000.0 / float steps).ToString("R", inv))
         (evalMs.ToString("R", inv))
@@ -385,6 +392,8 @@ type private StepSample =
         StepMs: float
         EvalMs: float
         RssMb: float
+        /// Peak RSS while training, above the RSS at its start.
+        TrainingRssMb: float
         SparseLayers: int
     }
 
@@ -450,6 +459,7 @@ let runSparse (args: Args) =
                                     StepMs = j.GetProperty("step_ms").GetDouble()
                                     EvalMs = j.GetProperty("eval_ms").GetDouble()
                                     RssMb = j.GetProperty("peak_rss_mb").GetDouble()
+                                    TrainingRssMb = j.GetProperty("training_rss_mb").GetDouble()
                                     SparseLayers =
                                         match j.TryGetProperty "sparse_layers" with
                                         | true, n -> n.GetInt32()
@@ -462,7 +472,7 @@ let runSparse (args: Args) =
                             samples.[v].Add s
 
                             printfn
-                                "  %s %g%% %d thread(s) repeat %d %-7s step %8.2f ms  eval %8.2f ms  peak RSS %7.1f MB  (load %s)"
+                                "  %s %g%% %d thread(s) repeat %d %-7s step %8.2f ms  eval %8.2f ms  peak RSS %7.1f MB, training %6.1f MB  (load %s)"
                                 m
                                 (sparsity * 100.0)
                                 threads
@@ -471,6 +481,7 @@ let runSparse (args: Args) =
                                 s.StepMs
                                 s.EvalMs
                                 s.RssMb
+                                s.TrainingRssMb
                                 (loadAverage ())
 
                     let med v (f: StepSample -> float) = median (samples.[v] |> Seq.map f)
@@ -494,6 +505,7 @@ let runSparse (args: Args) =
                             ratio (eval "off") (eval "auto")
                             $"""{samples.["auto"].[0].SparseLayers}/{samples.["on"].[0].SparseLayers}"""
                             String.Join(" / ", variants |> List.map (fun v -> f1 (med v (fun s -> s.RssMb))))
+                            String.Join(" / ", variants |> List.map (fun v -> f1 (med v (fun s -> s.TrainingRssMb))))
                         ]
     finally
         try
@@ -520,6 +532,7 @@ let runSparse (args: Args) =
             "eval auto"
             "sparse layers auto/on"
             "peak RSS MB on/auto/off/PyTorch"
+            "training RSS MB on/auto/off/PyTorch"
         ]
         (List.ofSeq rows)
 

@@ -326,19 +326,26 @@ public sealed class Sequential : Module
     public Module this[int index] => layers[index];
 
     /// <inheritdoc/>
-    /// <remarks>A <see cref="BatchNorm2d"/> followed by a <see cref="Relu"/> runs as <see cref="BatchNorm2d.ForwardRelu"/>.</remarks>
+    /// <remarks>
+    /// A <see cref="BatchNorm2d"/> followed by a <see cref="Relu"/> runs as <see cref="BatchNorm2d.ForwardRelu"/>.
+    /// Each intermediate output's handle is freed as soon as the next layer has run (what the autograd
+    /// graph needs, it holds itself), so in evaluation they do not add up over the pass.
+    /// </remarks>
     public override Tensor Forward(Tensor x)
     {
         var y = x;
         for (var i = 0; i < layers.Count; i++)
         {
+            Tensor next;
             if (layers[i] is BatchNorm2d bn && i + 1 < layers.Count && layers[i + 1] is Relu)
             {
-                y = bn.ForwardRelu(y);
+                next = bn.ForwardRelu(y);
                 i++;  // the ReLU ran with it
             }
             else
-                y = layers[i].Forward(y);
+                next = layers[i].Forward(y);
+            if (!ReferenceEquals(y, x) && !ReferenceEquals(y, next)) y.Dispose();
+            y = next;
         }
         return ReferenceEquals(y, x) ? x.Alias() : y;
     }
@@ -517,7 +524,8 @@ internal static class LayerRecorder
 
     public static bool IsActive => active is not null;
 
-    public static void Record(Module layer, LayerKind kind, Tensor input, Tensor output) => active?.Add((layer, kind, input, output));
+    /// <summary>Records new handles to the layer's input and output: the forward pass may free its own when it is done with them.</summary>
+    public static void Record(Module layer, LayerKind kind, Tensor input, Tensor output) => active?.Add((layer, kind, input.Alias(), output.Alias()));
 
     /// <summary>Runs <paramref name="forward"/> with recording on; returns its result and what the layers reported.</summary>
     public static (T Result, List<(Module Layer, LayerKind Kind, Tensor Input, Tensor Output)> Records) Collect<T>(Func<T> forward)

@@ -31,11 +31,18 @@ public sealed class BasicBlock : Module
     /// <inheritdoc/>
     public override Tensor Forward(Tensor x)
     {
-        var h = bn1.ForwardRelu(conv1.Forward(x));
-        h = bn2.Forward(conv2.Forward(h));
-        var skip = shortcut is null ? x : shortcut.Forward(x);
+        // Every intermediate's handle is freed on leaving: the autograd graph holds what its backward
+        // pass needs, and the rest (batch norm's output, the shortcut's, the sum, all of them in
+        // evaluation) then does not wait for the step's dispose scope to close.
+        using var c1 = conv1.Forward(x);
+        using var h = bn1.ForwardRelu(c1);
+        using var c2 = conv2.Forward(h);
+        using var main = bn2.Forward(c2);
+        using var projected = shortcut?.Forward(x);
         // A sparse layer may have passed either branch on stored batch-innermost.
-        return Functional.Relu(h + Functional.StoredLike(skip, h));
+        using var skip = Functional.StoredLike(projected ?? x, main);
+        using var sum = main + skip;
+        return Functional.Relu(sum);
     }
 }
 
@@ -137,12 +144,19 @@ public sealed class ResNet : Model
         // Its small dense convolutions run faster channels-last on the CPU (benchmarks/README.md,
         // "sparse-training"), and every op after them keeps that storage; a sparse stem passes its
         // output on batch-innermost, so the input stays as it is.
-        var x = conv1.Sparse is null ? Functional.ChannelsLast(inputs) : inputs;
-        var h = bn1.ForwardRelu(conv1.Forward(x));
-        if (ImageNetStem) h = Functional.MaxPool2d(h, 3, 2, padding: 1);
-        foreach (var stage in stages) h = stage.Forward(h);
-        h = Functional.AdaptiveAvgPool2d(h, 1, 1).Flatten(1);
-        return fc.Forward(h);
+        using var x = conv1.Sparse is null ? Functional.ChannelsLast(inputs) : inputs.Alias();
+        using var c = conv1.Forward(x);
+        var h = bn1.ForwardRelu(c);
+        // each intermediate's handle freed when the next is computed, as in BasicBlock.Forward
+        Tensor Then(Tensor next)
+        {
+            h.Dispose();
+            return next;
+        }
+        if (ImageNetStem) h = Then(Functional.MaxPool2d(h, 3, 2, padding: 1));
+        foreach (var stage in stages) h = Then(stage.Forward(h));
+        h = Then(Functional.AdaptiveAvgPool2d(h, 1, 1).Flatten(1));
+        return Then(fc.Forward(h));
     }
 
     /// <summary>True: ReLU, pooling, eval-mode batch norm and residual sums; the logits are linear in each weight taken alone.</summary>
