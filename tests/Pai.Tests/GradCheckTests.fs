@@ -127,6 +127,46 @@ let private storedInner (t: Tensor) = t.Permute(1L, 2L, 3L, 0L).IsContiguous
 let private inner (t: Tensor) =
     t.Permute(1L, 2L, 3L, 0L).Contiguous().Permute(3L, 0L, 1L, 2L)
 
+/// max |a − b| over max |b| is at most tol.
+let private close (tol: float) (a: Tensor) (b: Tensor) what =
+    let a, b = values a, values b
+    let scale = b |> Array.map abs |> Array.max |> max 1e-30
+    let err = Array.map2 (fun (u: float) v -> abs (u - v)) a b |> Array.max
+    Expect.isLessThanOrEqual (err / scale) tol what
+
+/// Batch-norm cases drawn from g: float64 with a tolerance of 1e-12 and float32 with 1e-5; batch 2
+/// and 9 (a width of 7: no dimension a multiple of the vector length); an offset of 1000 tests the
+/// variance of values far from zero. (dtype, tol, batch, offset, x [N, 3, 5, 7], weight, bias,
+/// output gradient, running mean, running variance).
+let private batchNormCases (g: Generator) =
+    [
+        for dtype, tol in [ DType.Float64, 1e-12; DType.Float32, 1e-5 ] do
+            for n, offset in [ 2L, 0.0; 9L, 0.0; 9L, 1000.0 ] do
+                let x =
+                    (Libtorch.Randn([| n; 3L; 5L; 7L |], g, DType.Float64) * 2.0 + offset).To(dtype)
+
+                let w = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
+                let b = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
+                let dy = Libtorch.Randn(x.Shape, g, DType.Float64).To(dtype)
+                let rm0 = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
+                let rv0 = (Libtorch.Rand([| 3L |], g, DType.Float64) + 0.5).To(dtype)
+                dtype, tol, n, offset, x, w, b, dy, rm0, rv0
+    ]
+
+/// normalize (x, weight, bias), batch norm of an activation stored batch-innermost, refuses a
+/// second derivative with a message that says so.
+let private refusesSecondDerivative (g: Generator) (normalize: Tensor -> Tensor -> Tensor -> Tensor) what =
+    let x =
+        (inner (Libtorch.Randn([| 4L; 2L; 3L; 3L |], g, DType.Float64))).RequiresGrad_()
+
+    let w = Libtorch.Ones([| 2L |], DType.Float64).RequiresGrad_()
+    let y = normalize x w (Libtorch.Zeros([| 2L |], DType.Float64))
+
+    let e =
+        throws<TorchException>(fun () -> Autograd.Grad((y * y).Sum(), [| x |], createGraph = true) |> ignore)
+
+    Expect.stringContains e.Message "no second derivative" what
+
 /// Whether t [N, C, H, W] is stored channels-last ([N, H, W, C] in memory).
 let private storedChannelsLast (t: Tensor) = t.Permute(0L, 2L, 3L, 1L).IsContiguous
 
@@ -556,84 +596,58 @@ let tests =
                 inScope (fun () ->
                     use g = new Generator(31UL)
 
-                    // max |a − b| over max |b|: 1e-12 in float64, 1e-5 in float32
-                    let close (tol: float) (a: Tensor) (b: Tensor) what =
-                        let a, b = values a, values b
-                        let scale = b |> Array.map abs |> Array.max |> max 1e-30
-                        let err = Array.map2 (fun (u: float) v -> abs (u - v)) a b |> Array.max
-                        Expect.isLessThanOrEqual (err / scale) tol what
 
-                    for dtype, tol in [ DType.Float64, 1e-12; DType.Float32, 1e-5 ] do
-                        // batch 2 and 9; an offset of 1000 tests the variance of values far from zero
-                        for n, offset in [ 2L, 0.0; 9L, 0.0; 9L, 1000.0 ] do
-                            let x =
-                                (Libtorch.Randn([| n; 3L; 5L; 7L |], g, DType.Float64) * 2.0 + offset).To(dtype)
+                    for dtype, tol, n, offset, x, w, b, dy, rm0, rv0 in batchNormCases g do
 
-                            let w = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
-                            let b = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
-                            let dy = Libtorch.Randn(x.Shape, g, DType.Float64).To(dtype)
-                            let rm0 = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
-                            let rv0 = (Libtorch.Rand([| 3L |], g, DType.Float64) + 0.5).To(dtype)
+                        for training in [ true; false ] do
+                            let where = $"{dtype}, batch {n}, offset {offset}, training {training}"
 
-                            for training in [ true; false ] do
-                                let where = $"{dtype}, batch {n}, offset {offset}, training {training}"
+                            // the reference: libtorch on the standard layout in float64, from the same values
+                            let run (input: Tensor) (grad: Tensor) (dt: DType) =
+                                let xi = input.To(dt).Detach().RequiresGrad_()
+                                let wi = w.To(dt).Detach().RequiresGrad_()
+                                let bi = b.To(dt).Detach().RequiresGrad_()
+                                let rm, rv = rm0.To(dt).Clone(), rv0.To(dt).Clone()
+                                let y = F.BatchNorm(xi, rm, rv, wi, bi, training, 0.3, 1e-3)
 
-                                // the reference: libtorch on the standard layout in float64, from the same values
-                                let run (input: Tensor) (grad: Tensor) (dt: DType) =
-                                    let xi = input.To(dt).Detach().RequiresGrad_()
-                                    let wi = w.To(dt).Detach().RequiresGrad_()
-                                    let bi = b.To(dt).Detach().RequiresGrad_()
-                                    let rm, rv = rm0.To(dt).Clone(), rv0.To(dt).Clone()
-                                    let y = F.BatchNorm(xi, rm, rv, wi, bi, training, 0.3, 1e-3)
+                                let gs =
+                                    Autograd.Grad([| y |], [| xi; wi; bi |], [| grad.To(dt) |]) |> Array.map nonNull
 
-                                    let gs =
-                                        Autograd.Grad([| y |], [| xi; wi; bi |], [| grad.To(dt) |])
-                                        |> Array.map nonNull
+                                y, rm, rv, gs
 
-                                    y, rm, rv, gs
+                            let y, rm, rv, gs = run (inner x) (inner dy) dtype
+                            let y', rm', rv', gs' = run x dy DType.Float64
+                            Expect.isTrue (storedInner y) $"the output stays stored batch-innermost, {where}"
+                            Expect.isFalse (storedInner y') $"the reference ran on the standard layout, {where}"
+                            Expect.isTrue (storedInner gs.[0]) $"the input gradient comes back stored so, {where}"
+                            close tol y y' $"output, {where}"
+                            close tol rm rm' $"running mean, {where}"
+                            close tol rv rv' $"running variance, {where}"
 
-                                let y, rm, rv, gs = run (inner x) (inner dy) dtype
-                                let y', rm', rv', gs' = run x dy DType.Float64
-                                Expect.isTrue (storedInner y) $"the output stays stored batch-innermost, {where}"
-                                Expect.isFalse (storedInner y') $"the reference ran on the standard layout, {where}"
-                                Expect.isTrue (storedInner gs.[0]) $"the input gradient comes back stored so, {where}"
-                                close tol y y' $"output, {where}"
-                                close tol rm rm' $"running mean, {where}"
-                                close tol rv rv' $"running variance, {where}"
+                            for k, name in [ 0, "input"; 1, "weight"; 2, "bias" ] do
+                                close tol gs.[k] gs'.[k] $"{name} gradient, {where}"
 
-                                for k, name in [ 0, "input"; 1, "weight"; 2, "bias" ] do
-                                    close tol gs.[k] gs'.[k] $"{name} gradient, {where}"
+                            // an output gradient in the standard layout is read as well
+                            let _, _, _, gsStd = run (inner x) dy dtype
 
-                                // an output gradient in the standard layout is read as well
-                                let _, _, _, gsStd = run (inner x) dy dtype
+                            close
+                                tol
+                                gsStd.[0]
+                                gs'.[0]
+                                $"input gradient from a standard-layout output gradient, {where}"
 
-                                close
-                                    tol
-                                    gsStd.[0]
-                                    gs'.[0]
-                                    $"input gradient from a standard-layout output gradient, {where}"
-
-                                // without gradients: the same values and running statistics
-                                use _ = Libtorch.NoGrad()
-                                let rm2, rv2 = rm0.Clone(), rv0.Clone()
-                                let y2 = F.BatchNorm(inner x, rm2, rv2, w, b, training, 0.3, 1e-3)
-                                close tol y2 y' $"output without a graph, {where}"
-                                close tol rv2 rv' $"running variance without a graph, {where}"
+                            // without gradients: the same values and running statistics
+                            use _ = Libtorch.NoGrad()
+                            let rm2, rv2 = rm0.Clone(), rv0.Clone()
+                            let y2 = F.BatchNorm(inner x, rm2, rv2, w, b, training, 0.3, 1e-3)
+                            close tol y2 y' $"output without a graph, {where}"
+                            close tol rv2 rv' $"running variance without a graph, {where}"
 
                     // no second derivative: refused with the way out, not silently wrong
-                    let x =
-                        (inner (Libtorch.Randn([| 4L; 2L; 3L; 3L |], g, DType.Float64))).RequiresGrad_()
-
-                    let w = Libtorch.Ones([| 2L |], DType.Float64).RequiresGrad_()
-
-                    let y =
-                        F.BatchNorm(x, null, null, w, Libtorch.Zeros([| 2L |], DType.Float64), training = true)
-
-                    let e =
-                        throws<TorchException>(fun () ->
-                            Autograd.Grad((y * y).Sum(), [| x |], createGraph = true) |> ignore)
-
-                    Expect.stringContains e.Message "no second derivative" "the error says what is missing")
+                    refusesSecondDerivative
+                        g
+                        (fun x w b -> F.BatchNorm(x, null, null, w, b, training = true))
+                        "the error says what is missing")
 
             testCase
                 "batch norm + ReLU in one function equals batch norm then ReLU, batch-innermost and standard layouts: train and eval, running statistics, gradients"
@@ -641,89 +655,64 @@ let tests =
                 inScope (fun () ->
                     use g = new Generator(41UL)
 
-                    // max |a − b| over max |b|: 1e-12 in float64, 1e-5 in float32. Both sides compute the
-                    // pre-activation with the same code, so they agree on where the ReLU passes gradients.
-                    let close (tol: float) (a: Tensor) (b: Tensor) what =
-                        let a, b = values a, values b
-                        let scale = b |> Array.map abs |> Array.max |> max 1e-30
-                        let err = Array.map2 (fun (u: float) v -> abs (u - v)) a b |> Array.max
-                        Expect.isLessThanOrEqual (err / scale) tol what
+                    // Both sides compute the pre-activation with the same code, so they agree on where the
+                    // ReLU passes gradients.
 
-                    for dtype, tol in [ DType.Float64, 1e-12; DType.Float32, 1e-5 ] do
-                        // batch 9 and a width of 7: no dimension a multiple of the vector length
-                        for n, offset in [ 2L, 0.0; 9L, 0.0; 9L, 1000.0 ] do
-                            let x =
-                                (Libtorch.Randn([| n; 3L; 5L; 7L |], g, DType.Float64) * 2.0 + offset).To(dtype)
+                    for dtype, tol, n, offset, x, w, b, dy, rm0, rv0 in batchNormCases g do
 
-                            let w = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
-                            let b = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
-                            let dy = Libtorch.Randn(x.Shape, g, DType.Float64).To(dtype)
-                            let rm0 = Libtorch.Randn([| 3L |], g, DType.Float64).To(dtype)
-                            let rv0 = (Libtorch.Rand([| 3L |], g, DType.Float64) + 0.5).To(dtype)
+                        for layout, stored in [ "batch-innermost", inner; "standard", id ] do
+                            for training in [ true; false ] do
+                                let where = $"{dtype}, batch {n}, offset {offset}, {layout}, training {training}"
 
-                            for layout, stored in [ "batch-innermost", inner; "standard", id ] do
-                                for training in [ true; false ] do
-                                    let where = $"{dtype}, batch {n}, offset {offset}, {layout}, training {training}"
+                                let run fused =
+                                    let xi = (stored x).Detach().RequiresGrad_()
+                                    let wi = w.Detach().RequiresGrad_()
+                                    let bi = b.Detach().RequiresGrad_()
+                                    let rm, rv = rm0.Clone(), rv0.Clone()
 
-                                    let run fused =
-                                        let xi = (stored x).Detach().RequiresGrad_()
-                                        let wi = w.Detach().RequiresGrad_()
-                                        let bi = b.Detach().RequiresGrad_()
-                                        let rm, rv = rm0.Clone(), rv0.Clone()
+                                    let y =
+                                        if fused then
+                                            F.BatchNormRelu(xi, rm, rv, wi, bi, training, 0.3, 1e-3)
+                                        else
+                                            F.Relu(F.BatchNorm(xi, rm, rv, wi, bi, training, 0.3, 1e-3))
 
-                                        let y =
-                                            if fused then
-                                                F.BatchNormRelu(xi, rm, rv, wi, bi, training, 0.3, 1e-3)
-                                            else
-                                                F.Relu(F.BatchNorm(xi, rm, rv, wi, bi, training, 0.3, 1e-3))
+                                    let gs =
+                                        Autograd.Grad([| y |], [| xi; wi; bi |], [| stored dy |]) |> Array.map nonNull
 
-                                        let gs =
-                                            Autograd.Grad([| y |], [| xi; wi; bi |], [| stored dy |])
-                                            |> Array.map nonNull
+                                    y, rm, rv, gs
 
-                                        y, rm, rv, gs
+                                let y, rm, rv, gs = run true
+                                let y', rm', rv', gs' = run false
+                                Expect.equal (storedInner y) (storedInner y') $"the output's storage, {where}"
 
-                                    let y, rm, rv, gs = run true
-                                    let y', rm', rv', gs' = run false
-                                    Expect.equal (storedInner y) (storedInner y') $"the output's storage, {where}"
+                                Expect.equal
+                                    (storedInner gs.[0])
+                                    (storedInner gs'.[0])
+                                    $"the input gradient's storage, {where}"
 
-                                    Expect.equal
-                                        (storedInner gs.[0])
-                                        (storedInner gs'.[0])
-                                        $"the input gradient's storage, {where}"
+                                let zeros = (values y') |> Array.filter (fun v -> v = 0.0) |> Array.length
+                                Expect.isGreaterThan zeros 0 $"the ReLU clips some values, {where}"
+                                Expect.isLessThan zeros (int y'.NumEl) $"the ReLU passes some values, {where}"
+                                close tol y y' $"output, {where}"
+                                close tol rm rm' $"running mean, {where}"
+                                close tol rv rv' $"running variance, {where}"
 
-                                    let zeros = (values y') |> Array.filter (fun v -> v = 0.0) |> Array.length
-                                    Expect.isGreaterThan zeros 0 $"the ReLU clips some values, {where}"
-                                    Expect.isLessThan zeros (int y'.NumEl) $"the ReLU passes some values, {where}"
-                                    close tol y y' $"output, {where}"
-                                    close tol rm rm' $"running mean, {where}"
-                                    close tol rv rv' $"running variance, {where}"
+                                for k, name in [ 0, "input"; 1, "weight"; 2, "bias" ] do
+                                    close tol gs.[k] gs'.[k] $"{name} gradient, {where}"
 
-                                    for k, name in [ 0, "input"; 1, "weight"; 2, "bias" ] do
-                                        close tol gs.[k] gs'.[k] $"{name} gradient, {where}"
-
-                                    // without gradients: the same values and running statistics
-                                    use _ = Libtorch.NoGrad()
-                                    let rm2, rv2 = rm0.Clone(), rv0.Clone()
-                                    let y2 = F.BatchNormRelu(stored x, rm2, rv2, w, b, training, 0.3, 1e-3)
-                                    close tol y2 y' $"output without a graph, {where}"
-                                    close tol rv2 rv' $"running variance without a graph, {where}"
+                                // without gradients: the same values and running statistics
+                                use _ = Libtorch.NoGrad()
+                                let rm2, rv2 = rm0.Clone(), rv0.Clone()
+                                let y2 = F.BatchNormRelu(stored x, rm2, rv2, w, b, training, 0.3, 1e-3)
+                                close tol y2 y' $"output without a graph, {where}"
+                                close tol rv2 rv' $"running variance without a graph, {where}"
 
                     // batch-innermost, it is the shim's own function (which has no second derivative), not
                     // libtorch's batch norm and ReLU
-                    let x =
-                        (inner (Libtorch.Randn([| 4L; 2L; 3L; 3L |], g, DType.Float64))).RequiresGrad_()
-
-                    let w = Libtorch.Ones([| 2L |], DType.Float64).RequiresGrad_()
-
-                    let y =
-                        F.BatchNormRelu(x, null, null, w, Libtorch.Zeros([| 2L |], DType.Float64), training = true)
-
-                    let e =
-                        throws<TorchException>(fun () ->
-                            Autograd.Grad((y * y).Sum(), [| x |], createGraph = true) |> ignore)
-
-                    Expect.stringContains e.Message "no second derivative" "the fused function ran")
+                    refusesSecondDerivative
+                        g
+                        (fun x w b -> F.BatchNormRelu(x, null, null, w, b, training = true))
+                        "the fused function ran")
 
             testCase
                 "StoredLike copies between the contiguous, batch-innermost and channels-last storages only when they differ, and sends the gradient back in the input's"
