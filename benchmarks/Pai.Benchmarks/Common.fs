@@ -5,7 +5,6 @@ open System
 open System.Diagnostics
 open System.Globalization
 open System.IO
-open System.Runtime.InteropServices
 open System.Text.Json
 open Pai.Torch
 open Pai.Host.Data
@@ -142,19 +141,17 @@ let peakRssMb () = statusMb "VmHWM"
 /// Resident set size of this process now, in MB (VmRSS).
 let rssMb () = statusMb "VmRSS"
 
-[<DllImport("libc", EntryPoint = "malloc_trim")>]
-extern int private mallocTrim(unativeint pad)
-
 /// Starts a new peak-RSS measurement (VmHWM) from what this process holds now: managed garbage
-/// collected and its free pages decommitted, native heap pages that earlier work freed returned to the system (malloc_trim), then
-/// the kernel's high-water mark reset to the current RSS. For comparisons with a worker process
-/// that starts fresh for the same work.
+/// collected and its free pages decommitted, native memory that earlier work freed returned to the
+/// system (the blocks the native allocator keeps, and the heap's free pages), then the kernel's
+/// high-water mark reset to the current RSS. For comparisons with a worker process that starts
+/// fresh for the same work.
 let resetPeakRss () =
     GC.Collect()
     GC.WaitForPendingFinalizers()
     // Aggressive: also returns the managed heap's free pages to the system.
     GC.Collect(2, GCCollectionMode.Aggressive, true, true)
-    mallocTrim 0un |> ignore
+    Libtorch.ReleaseFreeMemory()
     File.WriteAllText("/proc/self/clear_refs", "5")
 
 /// How to start this benchmark executable again (apphost or `dotnet Pai.Benchmarks.dll`).

@@ -1,10 +1,9 @@
-// Errors, version, threads, global seed, generators, devices.
+// Errors, version, threads, global seed, generators, devices (the CPU allocator: allocator.cpp).
 #include "pai.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
-#include <malloc.h>
 
 #include <cstdlib>
 #include <torch/version.h>
@@ -34,19 +33,6 @@ void set_blas_threads(int32_t n) {
   with_openblas<void (*)(int)>("openblas_set_num_threads", [&](auto set) { set(n); });
 }
 
-// A training step allocates and frees the same large tensors every time (a batch's activations and
-// their gradients, megabytes each). With glibc's defaults that memory goes back to the kernel when
-// freed (mmap'd above the mmap threshold, the heap trimmed above the trim threshold), so every step
-// pays a page fault per page on first touch. Served from and kept in the heap instead, freed memory
-// is reused by the next step; the process keeps its peak working set, as its peak RSS already shows.
-// PAI_MALLOC_DEFAULTS=1 keeps glibc's defaults (benchmarks/README.md, "allocator").
-const bool malloc_tuned = [] {
-  const char* keep = std::getenv("PAI_MALLOC_DEFAULTS");
-  if (keep && *keep == '1') return false;
-  mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
-  return true;
-}();
 }  // namespace
 
 namespace pai {
@@ -69,11 +55,6 @@ PAI_API void pai_clear_error() {
 }
 
 PAI_API const char* pai_torch_version() { return TORCH_VERSION; }
-
-// Gives the heap's free pages back to the kernel: after a one-off phase whose temporaries (the
-// sparse kernels' calibration) would otherwise stay in the heap, which is kept on purpose (above), and
-// fragment it under the training step's own allocations.
-PAI_API void pai_release_free_memory() { malloc_trim(0); }
 
 PAI_API int32_t pai_get_num_threads() { return pai::guarded([] { return (int32_t)at::get_num_threads(); }, -1); }
 PAI_API int32_t pai_set_num_threads(int32_t n) {

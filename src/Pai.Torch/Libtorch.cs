@@ -29,11 +29,26 @@ public static unsafe class Libtorch
     }
 
     /// <summary>
-    /// Returns the native heap's free pages to the operating system. The heap keeps freed memory
-    /// for the next training step's reuse; call this after a one-off phase (such as the sparse
-    /// kernels' calibration) so that its temporaries do not stay resident under what follows.
+    /// Returns freed CPU memory to the operating system: the blocks the native allocator keeps for
+    /// the next training step's reuse (<see cref="CpuCacheBytes"/>) and the heap's free pages. Call
+    /// this after a one-off phase (such as the sparse kernels' calibration) so that its temporaries
+    /// do not stay resident under what follows.
     /// </summary>
     public static void ReleaseFreeMemory() => pai_release_free_memory();
+
+    /// <summary>
+    /// Bytes of freed CPU tensor memory the native allocator keeps for reuse: blocks from 256 KB
+    /// to 64 MB, kept by size for the next request of that size, up to <c>PAI_CPU_CACHE_MB</c>
+    /// (default 1024; 0 turns the keeping off, and so does <c>PAI_MALLOC_DEFAULTS=1</c>).
+    /// </summary>
+    public static long CpuCacheBytes
+    {
+        get
+        {
+            _ = Version; // forces the load, which installs the allocator
+            return pai_cpu_cache_bytes();
+        }
+    }
 
     /// <summary>Intra-op threads libtorch uses.</summary>
     public static int NumThreads

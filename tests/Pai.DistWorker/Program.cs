@@ -17,6 +17,10 @@
 //   release COUNT        on the main thread, COUNT tensors of 1 MB (heap-sized) at once, each followed
 //                        by a small one that stays alive, then frees the large ones; prints "rss B K R",
 //                        the resident bytes before, after the frees and after Libtorch.ReleaseFreeMemory
+//   keep STEPS           STEPS times: tensors of 4, 1, 5, 2 and 3 MB alive at once, then freed in that
+//                        order; prints "kept K1 K2 …", Libtorch.CpuCacheBytes after each step's frees;
+//                        then "retaken K" after a 3 MB tensor is allocated again, "large K" after an
+//                        80 MB one is allocated and freed, "released K" after Libtorch.ReleaseFreeMemory
 using System.Globalization;
 using Pai.Host.Distributed;
 
@@ -38,6 +42,9 @@ try
             break;
         case "release":
             Release(int.Parse(args[1], CultureInfo.InvariantCulture));
+            break;
+        case "keep":
+            Keep(int.Parse(args[1], CultureInfo.InvariantCulture));
             break;
         case "loop":
             Console.WriteLine("joined");
@@ -148,6 +155,24 @@ static void Release(int count)
     Libtorch.ReleaseFreeMemory();
     Console.WriteLine($"rss {before} {kept} {Resident()}");
     foreach (var p in pins) p.Dispose();
+}
+
+static void Keep(int steps)
+{
+    var kept = new long[steps];
+    for (var i = 0; i < steps; i++)
+    {
+        var step = new[] { 4, 1, 5, 2, 3 }.Select(mb => Libtorch.Ones([mb * (1L << 20) / sizeof(float)])).ToList();
+        foreach (var t in step) t.Dispose();
+        kept[i] = Libtorch.CpuCacheBytes;
+    }
+    Console.WriteLine("kept " + string.Join(" ", kept));
+    using (Libtorch.Ones([3 * (1L << 20) / sizeof(float)]))
+        Console.WriteLine($"retaken {Libtorch.CpuCacheBytes}");
+    using (Libtorch.Ones([80 * (1L << 20) / sizeof(float)])) { }
+    Console.WriteLine($"large {Libtorch.CpuCacheBytes}");
+    Libtorch.ReleaseFreeMemory();
+    Console.WriteLine($"released {Libtorch.CpuCacheBytes}");
 }
 
 // VmRSS of this process in bytes.

@@ -2,7 +2,8 @@ using System.Runtime.InteropServices;
 
 namespace Pai.Torch.Native;
 
-// Errors, version, threads, seeds, generators, devices (native/src/runtime.cpp).
+// Errors, version, threads, seeds, generators, devices (native/src/runtime.cpp); the CPU allocator
+// (native/src/allocator.cpp).
 internal static partial class NativeMethods
 {
     const string Lib = NativeLibraryLoader.LibraryName;
@@ -15,6 +16,7 @@ internal static partial class NativeMethods
     [DllImport(Lib)] internal static extern int pai_get_num_interop_threads();
     [DllImport(Lib)] internal static extern int pai_blas_num_threads();
     [DllImport(Lib)] internal static extern void pai_release_free_memory();
+    [DllImport(Lib)] internal static extern long pai_cpu_cache_bytes();
     [DllImport(Lib)] internal static extern IntPtr pai_parallel_info();
     [DllImport(Lib)] internal static extern IntPtr pai_getenv([MarshalAs(UnmanagedType.LPUTF8Str)] string name);
     [DllImport(Lib)] internal static extern int pai_manual_seed(ulong seed);
