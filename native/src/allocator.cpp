@@ -11,6 +11,9 @@
 // sizes. So a freed block of a step's size is kept, by its size, and handed out again for the next
 // request of that size: after the first step every request is served from memory already resident,
 // and the process holds, for each size, the most blocks of it that the step had alive at once.
+// Blocks are kept only while a training loop runs (pai_cpu_keep_begin/end, counted): work whose
+// sizes change as it goes (per-sample statistics in chunks, calibration) is better served by the
+// heap, which reuses a freed block for a request of another size.
 //
 // PAI_CPU_CACHE_MB (default 1024) bounds the bytes kept; beyond it the oldest kept block goes back
 // to the heap. pai_release_free_memory empties it and trims the heap. PAI_CPU_CACHE_MB=0 leaves
@@ -46,6 +49,7 @@ struct Cache {
   size_t free_bytes = 0;
   uint64_t frees = 0;
   size_t limit = 0;
+  int keeping = 0;  // open pai_cpu_keep_begin calls
 
   // Frees the oldest kept blocks until at most `bytes` are kept; with the mutex held.
   void evict_to(size_t bytes) {
@@ -74,7 +78,12 @@ void give_back(void* data) {
     std::free(base);
     return;
   }
-  std::lock_guard<std::mutex> lock(cache->mutex);
+  std::unique_lock<std::mutex> lock(cache->mutex);
+  if (cache->keeping == 0) {
+    lock.unlock();
+    std::free(base);
+    return;
+  }
   cache->free[size].push_back({base, cache->frees++});
   cache->free_bytes += size;
   cache->evict_to(cache->limit);
@@ -144,6 +153,16 @@ PAI_API void pai_release_free_memory() {
     cache->evict_to(0);
   }
   malloc_trim(0);
+}
+
+// Freed blocks are kept from the first begin to the matching last end, which gives them back.
+PAI_API void pai_cpu_keep_begin() {
+  std::lock_guard<std::mutex> lock(cache->mutex);
+  ++cache->keeping;
+}
+PAI_API void pai_cpu_keep_end() {
+  std::lock_guard<std::mutex> lock(cache->mutex);
+  if (cache->keeping > 0 && --cache->keeping == 0) cache->evict_to(0);
 }
 
 // Bytes of freed blocks kept for reuse.

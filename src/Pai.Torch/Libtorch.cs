@@ -37,9 +37,7 @@ public static unsafe class Libtorch
     public static void ReleaseFreeMemory() => pai_release_free_memory();
 
     /// <summary>
-    /// Bytes of freed CPU tensor memory the native allocator keeps for reuse: blocks from 256 KB
-    /// to 64 MB, kept by size for the next request of that size, up to <c>PAI_CPU_CACHE_MB</c>
-    /// (default 1024; 0 turns the keeping off, and so does <c>PAI_MALLOC_DEFAULTS=1</c>).
+    /// Bytes of freed CPU tensor memory the native allocator keeps for reuse (<see cref="KeepFreedBlocks"/>).
     /// </summary>
     public static long CpuCacheBytes
     {
@@ -47,6 +45,32 @@ public static unsafe class Libtorch
         {
             _ = Version; // forces the load, which installs the allocator
             return pai_cpu_cache_bytes();
+        }
+    }
+
+    /// <summary>
+    /// Until the returned scope (and every other one open) is disposed, freed CPU tensor blocks of
+    /// 256 KB to 64 MB are kept by size and handed out again to the next request of that size, up
+    /// to <c>PAI_CPU_CACHE_MB</c> (default 1024, the oldest given back first; 0 turns keeping off,
+    /// and so does <c>PAI_MALLOC_DEFAULTS=1</c>). For a loop that allocates the same sizes in every
+    /// iteration, such as a training step: from the second iteration on, it runs in memory already
+    /// resident, and its peak does not depend on the order of its sizes. Closing the last scope gives
+    /// the kept blocks back.
+    /// </summary>
+    public static IDisposable KeepFreedBlocks()
+    {
+        _ = Version; // forces the load, which installs the allocator
+        pai_cpu_keep_begin();
+        return new FreedBlockKeeping();
+    }
+
+    sealed class FreedBlockKeeping : IDisposable
+    {
+        int disposed;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref disposed, 1) == 0) pai_cpu_keep_end();
         }
     }
 

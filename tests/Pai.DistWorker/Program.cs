@@ -17,10 +17,13 @@
 //   release COUNT        on the main thread, COUNT tensors of 1 MB (heap-sized) at once, each followed
 //                        by a small one that stays alive, then frees the large ones; prints "rss B K R",
 //                        the resident bytes before, after the frees and after Libtorch.ReleaseFreeMemory
-//   keep STEPS           STEPS times: tensors of 4, 1, 5, 2 and 3 MB alive at once, then freed in that
-//                        order; prints "kept K1 K2 …", Libtorch.CpuCacheBytes after each step's frees;
-//                        then "retaken K" after a 3 MB tensor is allocated again, "large K" after an
-//                        80 MB one is allocated and freed, "released K" after Libtorch.ReleaseFreeMemory
+//   keep STEPS           inside Libtorch.KeepFreedBlocks, STEPS times: tensors of 4, 1, 5, 2 and 3 MB
+//                        alive at once, then freed in that order; prints "kept K1 K2 …",
+//                        Libtorch.CpuCacheBytes after each step's frees; then "retaken K" after a 3 MB
+//                        tensor is allocated again, "large K" after an 80 MB one is allocated and freed,
+//                        "nested K" after a nested scope closed, "closed K" after the scope closed,
+//                        "outside K" after a step outside any scope, "released K" after a step in a new
+//                        scope and Libtorch.ReleaseFreeMemory
 using System.Globalization;
 using Pai.Host.Distributed;
 
@@ -159,20 +162,36 @@ static void Release(int count)
 
 static void Keep(int steps)
 {
-    var kept = new long[steps];
-    for (var i = 0; i < steps; i++)
+    static void Step()
     {
         var step = new[] { 4, 1, 5, 2, 3 }.Select(mb => Libtorch.Ones([mb * (1L << 20) / sizeof(float)])).ToList();
         foreach (var t in step) t.Dispose();
-        kept[i] = Libtorch.CpuCacheBytes;
     }
-    Console.WriteLine("kept " + string.Join(" ", kept));
-    using (Libtorch.Ones([3 * (1L << 20) / sizeof(float)]))
-        Console.WriteLine($"retaken {Libtorch.CpuCacheBytes}");
-    using (Libtorch.Ones([80 * (1L << 20) / sizeof(float)])) { }
-    Console.WriteLine($"large {Libtorch.CpuCacheBytes}");
-    Libtorch.ReleaseFreeMemory();
-    Console.WriteLine($"released {Libtorch.CpuCacheBytes}");
+    var kept = new long[steps];
+    using (Libtorch.KeepFreedBlocks())
+    {
+        for (var i = 0; i < steps; i++)
+        {
+            Step();
+            kept[i] = Libtorch.CpuCacheBytes;
+        }
+        Console.WriteLine("kept " + string.Join(" ", kept));
+        using (Libtorch.Ones([3 * (1L << 20) / sizeof(float)]))
+            Console.WriteLine($"retaken {Libtorch.CpuCacheBytes}");
+        using (Libtorch.Ones([80 * (1L << 20) / sizeof(float)])) { }
+        Console.WriteLine($"large {Libtorch.CpuCacheBytes}");
+        using (Libtorch.KeepFreedBlocks()) { }
+        Console.WriteLine($"nested {Libtorch.CpuCacheBytes}");
+    }
+    Console.WriteLine($"closed {Libtorch.CpuCacheBytes}");
+    Step();
+    Console.WriteLine($"outside {Libtorch.CpuCacheBytes}");
+    using (Libtorch.KeepFreedBlocks())
+    {
+        Step();
+        Libtorch.ReleaseFreeMemory();
+        Console.WriteLine($"released {Libtorch.CpuCacheBytes}");
+    }
 }
 
 // VmRSS of this process in bytes.

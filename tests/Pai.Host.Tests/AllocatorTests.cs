@@ -6,8 +6,9 @@ namespace Pai.Host.Tests;
 
 /// <summary>
 /// The native library's CPU allocator: a freed step-sized tensor stays resident for the next step
-/// instead of going back to the kernel and being faulted in again, kept by its size up to a limit
-/// (PAI_CPU_CACHE_MB; PAI_MALLOC_DEFAULTS=1 keeps glibc's and libtorch's defaults).
+/// instead of going back to the kernel and being faulted in again, and inside a training loop
+/// (Libtorch.KeepFreedBlocks) it is kept by its size up to a limit (PAI_CPU_CACHE_MB;
+/// PAI_MALLOC_DEFAULTS=1 keeps glibc's and libtorch's defaults).
 /// </summary>
 public sealed class AllocatorTests
 {
@@ -56,6 +57,15 @@ public sealed class AllocatorTests
         Assert.Equal(kept[^1] - Block(3), after["retaken"]);
         // 80 MB is above the mmap threshold: glibc unmaps it when freed, so it is not kept
         Assert.Equal(kept[^1], after["large"]);
+    }
+
+    [Fact]
+    public async Task Blocks_are_kept_only_inside_a_keeping_scope_and_given_back_when_the_last_closes()
+    {
+        var (kept, after, _) = await Keep(limit: null);
+        Assert.Equal(kept[^1], after["nested"]);
+        Assert.Equal(0, after["closed"]);
+        Assert.Equal(0, after["outside"]);
         Assert.Equal(0, after["released"]);
     }
 

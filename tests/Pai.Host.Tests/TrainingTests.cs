@@ -73,6 +73,20 @@ public class TrainingTests
     }
 
     [Fact]
+    public void Training_keeps_its_freed_blocks_for_the_next_step()
+    {
+        // batches of 4,096: the hidden activation and its gradient are 512 KB, sizes the allocator keeps
+        using var model = new Mlp(7);
+        using var g = new Generator(8);
+        var data = Enumerable.Range(0, 4).Select(_ => new Pai.Batch(
+            Libtorch.Randn([4096, 20], g).DetachFromScope(), Libtorch.RandInt(0, 4, [4096], g).DetachFromScope())).ToList();
+        long kept = 0;
+        Trainer.Train(model, null, _ => data, null, new TrainOptions { Epochs = 1, LearningRate = 0.01 },
+            p => { if (p.Finished is null && p.Batch > 1) kept = Math.Max(kept, Libtorch.CpuCacheBytes); });
+        Assert.True(kept >= 512 * 1024, $"kept {kept} bytes during training");
+    }
+
+    [Fact]
     public void Training_learns_and_evaluation_reports_accuracy()
     {
         using var model = new Mlp(4);

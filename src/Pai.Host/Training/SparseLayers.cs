@@ -161,8 +161,8 @@ internal sealed class SparseLayers : IDisposable
         /// <summary>
         /// The sparse layout to run, or null for dense (only when <paramref name="includeDense"/>),
         /// and the measured speedup (null when dense was not timed). With <paramref name="batchInnermost"/>
-        /// the sparse variants are timed as such a model runs them: output and output gradient stored
-        /// batch-innermost (no transpose back); the input still arrives as the dense layer's would.
+        /// every variant is timed as such a model runs it: the input stored batch-innermost (but the
+        /// first layer's), the output and its gradient too (a dense layer's converted to it and back).
         /// </summary>
         public static (SparseConvLayout? Choice, double? Speedup) Choose(Module layer, Tensor weight, Tensor keep, long[] inputShape, bool first, bool includeDense,
             bool batchInnermost = false)
@@ -189,14 +189,17 @@ internal sealed class SparseLayers : IDisposable
 
         const string Dense = "dense";
 
-        /// <summary>What a choice depends on: the layer's kind and shapes, the kept count, dtype, threads, vector path, mode, the kernels' revision and batch-innermost passing.</summary>
+        // Which way Measure times the variants: a change that can change choices makes them measured anew.
+        const int TimingRevision = 2;
+
+        /// <summary>What a choice depends on: the layer's kind and shapes, the kept count, dtype, threads, vector path, mode, the kernels' and the timing's revisions and batch-innermost passing.</summary>
         internal static string Key(Module layer, Tensor weight, long[] inputShape, long kept, bool first, bool includeDense, int revision,
             bool batchInnermost = false)
         {
             var geometry = layer is Conv2d c ? $"conv s{c.Stride} p{c.Padding}" : "linear";
             return string.Join('|', geometry, string.Join('x', weight.Shape), string.Join('x', inputShape), kept, first,
                 weight.DType, Libtorch.NumThreads, SparsePattern.VectorPath.ToString().ToLowerInvariant(), includeDense ? "auto" : "on",
-                $"kernels r{revision}") + (batchInnermost ? "|passes batch-innermost" : "");
+                $"kernels r{revision}", $"timing t{TimingRevision}") + (batchInnermost ? "|passes batch-innermost" : "");
         }
 
         // A stored choice this layer can run in this mode (a hand-edited or foreign entry is measured anew).
@@ -243,6 +246,9 @@ internal sealed class SparseLayers : IDisposable
                     (_, null) => Functional.Conv2d(xi, wi, null, conv.Stride, conv.Padding),
                     (_, { } layout) => Functional.SparseConv2d(xi, wi, pattern, null, conv.Stride, conv.Padding, layout, batchInnermost),
                 };
+                // There the sparse layers after a dense one read its output batch-innermost: the
+                // conversion there and its gradient's back are the dense choice's cost, timed with it.
+                if (variant is null && batchInnermost) y = BatchInnermost(y);
                 gradOutput ??= Libtorch.RandnLike(y, g).MoveToOuterScope();
                 // An output stored batch-innermost (sparse, passed on so) or channels-last (a dense
                 // convolution of a channels-last input) gets its gradient stored the same way, as

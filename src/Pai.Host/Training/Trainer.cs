@@ -48,6 +48,7 @@ public static class Trainer
         // weights, starts there too. Data-parallel runs stay dense (their buckets hold dense weights).
         SparseLayers? sparse = null;
         IOptimizer? optimizer = null;
+        IDisposable? keeping = null;
         var trainable = parameters;
         var results = new List<EpochResult>();
         long steps = 0; // over all epochs, for the warm-up
@@ -80,6 +81,9 @@ public static class Trainer
                             trainable = sparse.Trainable(parameters);
                         }
                         optimizer = CreateOptimizer(trainable, options);
+                        // Every step allocates the same sizes: from here on (not during the
+                        // calibration's one-off sizes) its freed blocks are kept for the next step.
+                        keeping = Libtorch.KeepFreedBlocks();
                     }
                     foreach (var p in trainable) p.ClearGrad();
                     Tensor logits, loss;
@@ -141,6 +145,7 @@ public static class Trainer
             optimizer?.Dispose();
             // The dense weights get the trained values back (zeros elsewhere), whatever happened.
             sparse?.Dispose();
+            keeping?.Dispose();
         }
         model.Training = false;
         return results;

@@ -17,6 +17,8 @@ internal static partial class NativeMethods
     [DllImport(Lib)] internal static extern int pai_blas_num_threads();
     [DllImport(Lib)] internal static extern void pai_release_free_memory();
     [DllImport(Lib)] internal static extern long pai_cpu_cache_bytes();
+    [DllImport(Lib)] internal static extern void pai_cpu_keep_begin();
+    [DllImport(Lib)] internal static extern void pai_cpu_keep_end();
     [DllImport(Lib)] internal static extern IntPtr pai_parallel_info();
     [DllImport(Lib)] internal static extern IntPtr pai_getenv([MarshalAs(UnmanagedType.LPUTF8Str)] string name);
     [DllImport(Lib)] internal static extern int pai_manual_seed(ulong seed);
