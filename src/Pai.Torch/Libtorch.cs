@@ -39,14 +39,7 @@ public static unsafe class Libtorch
     /// <summary>
     /// Bytes of freed CPU tensor memory the native allocator keeps for reuse (<see cref="KeepFreedBlocks"/>).
     /// </summary>
-    public static long CpuCacheBytes
-    {
-        get
-        {
-            _ = Version; // forces the load, which installs the allocator
-            return pai_cpu_cache_bytes();
-        }
-    }
+    public static long CpuCacheBytes => pai_cpu_cache_bytes();
 
     /// <summary>
     /// Until the returned scope (and every other one open) is disposed, freed CPU tensor blocks of
@@ -59,7 +52,6 @@ public static unsafe class Libtorch
     /// </summary>
     public static IDisposable KeepFreedBlocks()
     {
-        _ = Version; // forces the load, which installs the allocator
         pai_cpu_keep_begin();
         return new FreedBlockKeeping();
     }

@@ -153,6 +153,14 @@ let private batchNormCases (g: Generator) =
                 dtype, tol, n, offset, x, w, b, dy, rm0, rv0
     ]
 
+/// Without gradients, normalize (given fresh copies of the running statistics rm0, rv0) gives the
+/// output y' and running variance rv' that the pass with a graph gave.
+let private sameWithoutGraph tol (rm0: Tensor) (rv0: Tensor) (normalize: Tensor -> Tensor -> Tensor) y' rv' where =
+    use _ = Libtorch.NoGrad()
+    let rm2, rv2 = rm0.Clone(), rv0.Clone()
+    close tol (normalize rm2 rv2) y' $"output without a graph, {where}"
+    close tol rv2 rv' $"running variance without a graph, {where}"
+
 /// normalize (x, weight, bias), batch norm of an activation stored batch-innermost, refuses a
 /// second derivative with a message that says so.
 let private refusesSecondDerivative (g: Generator) (normalize: Tensor -> Tensor -> Tensor -> Tensor) what =
@@ -636,12 +644,14 @@ let tests =
                                 gs'.[0]
                                 $"input gradient from a standard-layout output gradient, {where}"
 
-                            // without gradients: the same values and running statistics
-                            use _ = Libtorch.NoGrad()
-                            let rm2, rv2 = rm0.Clone(), rv0.Clone()
-                            let y2 = F.BatchNorm(inner x, rm2, rv2, w, b, training, 0.3, 1e-3)
-                            close tol y2 y' $"output without a graph, {where}"
-                            close tol rv2 rv' $"running variance without a graph, {where}"
+                            sameWithoutGraph
+                                tol
+                                rm0
+                                rv0
+                                (fun rm rv -> F.BatchNorm(inner x, rm, rv, w, b, training, 0.3, 1e-3))
+                                y'
+                                rv'
+                                where
 
                     // no second derivative: refused with the way out, not silently wrong
                     refusesSecondDerivative
@@ -700,12 +710,14 @@ let tests =
                                 for k, name in [ 0, "input"; 1, "weight"; 2, "bias" ] do
                                     close tol gs.[k] gs'.[k] $"{name} gradient, {where}"
 
-                                // without gradients: the same values and running statistics
-                                use _ = Libtorch.NoGrad()
-                                let rm2, rv2 = rm0.Clone(), rv0.Clone()
-                                let y2 = F.BatchNormRelu(stored x, rm2, rv2, w, b, training, 0.3, 1e-3)
-                                close tol y2 y' $"output without a graph, {where}"
-                                close tol rv2 rv' $"running variance without a graph, {where}"
+                                sameWithoutGraph
+                                    tol
+                                    rm0
+                                    rv0
+                                    (fun rm rv -> F.BatchNormRelu(stored x, rm, rv, w, b, training, 0.3, 1e-3))
+                                    y'
+                                    rv'
+                                    where
 
                     // batch-innermost, it is the shim's own function (which has no second derivative), not
                     // libtorch's batch norm and ReLU
